@@ -1,0 +1,64 @@
+//! Ownership labels: how Baton marks the apps it manages, and how it recognises them. Only an
+//! app labelled with this owner is ever planned for deletion.
+
+use ring::digest::{digest, SHA256};
+use serde_json::{Map, Value};
+
+use crate::spec::normalize::normalize;
+use crate::spec::Spec;
+
+/// The owner (from `baton.yaml`) that manages the app.
+pub const OWNER: &str = "baton.dev/owner";
+/// The git commit the app's definition was last sent from.
+pub const COMMIT: &str = "baton.dev/commit";
+/// SHA-256 of the normalised definition that was sent (without the bookkeeping labels).
+pub const DIGEST: &str = "baton.dev/digest";
+/// `"false"` when the spec said `baton.prune: false`; read back from the live app, so it still
+/// protects the app after its file is gone.
+pub const PRUNE: &str = "baton.dev/prune";
+
+/// The owner label of a live app, if any.
+pub fn owner_of(app: &Value) -> Option<&str> {
+    app.pointer("/labels")
+        .and_then(|l| l.get(OWNER))
+        .and_then(Value::as_str)
+}
+
+/// Whether a live app carries the "never prune" mark.
+pub fn prune_protected(app: &Value) -> bool {
+    app.pointer("/labels")
+        .and_then(|l| l.get(PRUNE))
+        .and_then(Value::as_str)
+        == Some("false")
+}
+
+/// `sha256:<hex>` of the normalised definition (keys sorted, bookkeeping labels excluded).
+pub fn digest_of(app: &Value) -> String {
+    let canonical = serde_json::to_vec(&normalize(app)).unwrap_or_default();
+    format!("sha256:{}", hex::encode(digest(&SHA256, &canonical)))
+}
+
+/// The definition Baton sends for a spec: the spec's app with the ownership labels added.
+pub fn labelled(spec: &Spec, owner: &str, commit: &str) -> Value {
+    let mut app = spec.app.clone();
+    if let Value::Object(map) = &mut app {
+        let labels = map
+            .entry("labels")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !labels.is_object() {
+            *labels = Value::Object(Map::new());
+        }
+        if let Value::Object(l) = labels {
+            l.insert(OWNER.into(), Value::String(owner.into()));
+            if !spec.baton.prune {
+                l.insert(PRUNE.into(), Value::String("false".into()));
+            }
+        }
+    }
+    let digest = digest_of(&app);
+    if let Some(Value::Object(l)) = app.get_mut("labels") {
+        l.insert(COMMIT.into(), Value::String(commit.into()));
+        l.insert(DIGEST.into(), Value::String(digest));
+    }
+    app
+}

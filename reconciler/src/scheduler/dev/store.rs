@@ -1,0 +1,340 @@
+//! Apps and their versions: the dev scheduler's desired state, its clock and its persistence.
+//!
+//! Apps are kept as JSON in Marathon's stored form (what `GET /v2/apps/{id}/versions/{v}` serves):
+//! the submitted app run through [`crate::spec::marathon_form`], service ports assigned, `version`
+//! and `versionInfo` added. With a state dir, the apps and their versions survive restarts (tasks
+//! do not: they are relaunched, as after a Marathon failover onto fresh agents).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+
+use super::deploy::Deployment;
+use super::tasks::Task;
+use super::DevError;
+
+/// Marathon keeps this many versions of an app (`zk_max_versions`).
+const MAX_VERSIONS: usize = 50;
+/// Service ports are assigned from Marathon's default `local_port_min..local_port_max`.
+pub const SERVICE_PORT_MIN: u16 = 10000;
+pub const SERVICE_PORT_MAX: u16 = 20000;
+/// Name of the file in `--state-dir` that holds apps and versions.
+const STATE_FILE: &str = "apps.json";
+
+/// Format a time as Marathon does: RFC 3339, UTC, milliseconds, `Z`.
+pub fn format_timestamp(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+pub fn timestamp_now() -> String {
+    format_timestamp(OffsetDateTime::now_utc())
+}
+
+/// Format a wall-clock time (e.g. a task's start) as a Marathon timestamp.
+pub fn format_system_time(t: SystemTime) -> String {
+    format_timestamp(OffsetDateTime::from(t))
+}
+
+/// Hands out app versions: timestamps that strictly increase, even within one millisecond, so
+/// two changes never share a version.
+#[derive(Debug)]
+pub struct VersionClock {
+    last: OffsetDateTime,
+}
+
+impl Default for VersionClock {
+    fn default() -> Self {
+        VersionClock {
+            last: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+}
+
+impl VersionClock {
+    pub fn next_version(&mut self) -> String {
+        let now = OffsetDateTime::now_utc();
+        let now = now - Duration::from_nanos(u64::from(now.nanosecond() % 1_000_000));
+        self.last = if now > self.last {
+            now
+        } else {
+            self.last + Duration::from_millis(1)
+        };
+        format_timestamp(self.last)
+    }
+}
+
+/// The launch delay of an app that keeps failing (Marathon's backoff, see `docs/backoff.md`).
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    /// The delay the next failure will impose.
+    pub next_delay: Duration,
+    /// No task of the app is launched before this.
+    pub until: Instant,
+}
+
+/// One app: its current definition, past versions and what the scheduler knows about its tasks.
+#[derive(Debug, Clone)]
+pub struct AppRecord {
+    /// Stored form, with `version` and `versionInfo`.
+    pub def: Value,
+    /// Every kept version (stored form), by version string.
+    pub versions: BTreeMap<String, Value>,
+    pub last_task_failure: Option<Value>,
+    pub backoff: Option<Backoff>,
+    /// When the app last started waiting for a launch (the queue's `since`).
+    pub queued_since: Option<SystemTime>,
+}
+
+impl AppRecord {
+    pub fn new(def: Value) -> Self {
+        let mut versions = BTreeMap::new();
+        if let Some(v) = def.get("version").and_then(Value::as_str) {
+            versions.insert(v.to_string(), def.clone());
+        }
+        AppRecord {
+            def,
+            versions,
+            last_task_failure: None,
+            backoff: None,
+            queued_since: None,
+        }
+    }
+
+    /// Replace the definition and remember it as a version (oldest versions are dropped).
+    pub fn set_def(&mut self, def: Value) {
+        if let Some(v) = def.get("version").and_then(Value::as_str) {
+            self.versions.insert(v.to_string(), def.clone());
+        }
+        while self.versions.len() > MAX_VERSIONS {
+            let Some(oldest) = self.versions.keys().next().cloned() else {
+                break;
+            };
+            self.versions.remove(&oldest);
+        }
+        self.def = def;
+    }
+}
+
+/// Everything the dev scheduler knows. Guarded by one mutex; no I/O happens under it.
+#[derive(Debug, Default)]
+pub struct World {
+    pub apps: BTreeMap<String, AppRecord>,
+    pub tasks: BTreeMap<String, Task>,
+    pub deployments: Vec<Deployment>,
+    pub clock: VersionClock,
+    /// Set when apps changed and the state file must be written.
+    pub dirty: bool,
+}
+
+/// The part of an app that, when it changes, means its tasks must be replaced: everything but
+/// `instances` and the version fields. Marathon calls that a config change (vs. a scaling).
+pub fn config_of(def: &Value) -> Value {
+    let mut c = def.clone();
+    if let Some(o) = c.as_object_mut() {
+        for k in ["instances", "version", "versionInfo"] {
+            o.remove(k);
+        }
+    }
+    c
+}
+
+pub fn instances_of(def: &Value) -> usize {
+    def.get("instances")
+        .and_then(Value::as_u64)
+        .map_or(1, |n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// Service ports an app holds: non-zero `portDefinitions[].port` and
+/// `container.portMappings[].servicePort`.
+fn service_ports_of(def: &Value) -> Vec<u16> {
+    let mut out = Vec::new();
+    for p in port_slots(def) {
+        if let Some(port) = p.and_then(|v| v.as_u64()).and_then(|n| u16::try_from(n).ok()) {
+            if port != 0 {
+                out.push(port);
+            }
+        }
+    }
+    out
+}
+
+fn port_slots(def: &Value) -> Vec<Option<&Value>> {
+    if let Some(pds) = def.get("portDefinitions").and_then(Value::as_array) {
+        return pds.iter().map(|p| p.get("port")).collect();
+    }
+    if let Some(pms) = def.pointer("/container/portMappings").and_then(Value::as_array) {
+        return pms.iter().map(|p| p.get("servicePort")).collect();
+    }
+    Vec::new()
+}
+
+impl World {
+    /// Service ports in use by apps other than `except`.
+    fn used_service_ports(&self, except: &str) -> BTreeSet<u16> {
+        self.apps
+            .iter()
+            .filter(|(id, _)| id.as_str() != except)
+            .flat_map(|(_, r)| service_ports_of(&r.def))
+            .collect()
+    }
+
+    /// Marathon assigns a service port to every `portDefinitions[].port` (or
+    /// `container.portMappings[].servicePort`) of 0: unique across apps, from 10000 up. A port the
+    /// previous version of the app held at the same index is kept, so an unchanged spec does not
+    /// move its ports.
+    pub fn assign_service_ports(&self, id: &str, def: &mut Value, previous: Option<&Value>) {
+        let mut used = self.used_service_ports(id);
+        used.extend(service_ports_of(def));
+        let prev: Vec<u16> = previous
+            .map(|p| {
+                port_slots(p)
+                    .into_iter()
+                    .map(|v| {
+                        v.and_then(Value::as_u64)
+                            .and_then(|n| u16::try_from(n).ok())
+                            .unwrap_or(0)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (list, key) = if def.get("portDefinitions").is_some() {
+            ("/portDefinitions", "port")
+        } else {
+            ("/container/portMappings", "servicePort")
+        };
+        let Some(items) = def.pointer_mut(list).and_then(Value::as_array_mut) else {
+            return;
+        };
+        let mut next = SERVICE_PORT_MIN;
+        for (i, item) in items.iter_mut().enumerate() {
+            let Some(obj) = item.as_object_mut() else {
+                continue;
+            };
+            let current = obj.get(key).and_then(Value::as_u64).unwrap_or(0);
+            if current != 0 {
+                continue;
+            }
+            let port = match prev.get(i) {
+                Some(&p) if p != 0 && !used.contains(&p) => p,
+                _ => {
+                    while next < SERVICE_PORT_MAX && used.contains(&next) {
+                        next += 1;
+                    }
+                    next
+                }
+            };
+            used.insert(port);
+            obj.insert(key.into(), json!(port));
+        }
+    }
+}
+
+/// Read the apps of a state dir (none when the file does not exist yet).
+pub fn load(dir: &Path) -> Result<BTreeMap<String, AppRecord>, DevError> {
+    let path = dir.join(STATE_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(source) => return Err(DevError::State { path, source }),
+    };
+    let doc: Value = serde_json::from_str(&text).map_err(|e| DevError::StateFormat {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let mut apps = BTreeMap::new();
+    for entry in doc.get("apps").and_then(Value::as_array).into_iter().flatten() {
+        let (Some(def), Some(id)) = (
+            entry.get("app"),
+            entry.pointer("/app/id").and_then(Value::as_str),
+        ) else {
+            return Err(DevError::StateFormat {
+                path,
+                message: "an entry of `apps` has no `app.id`".into(),
+            });
+        };
+        let mut record = AppRecord::new(def.clone());
+        if let Some(vs) = entry.get("versions").and_then(Value::as_object) {
+            for (v, d) in vs {
+                record.versions.insert(v.clone(), d.clone());
+            }
+        }
+        apps.insert(id.to_string(), record);
+    }
+    Ok(apps)
+}
+
+/// The state file's content for these apps.
+pub fn snapshot(apps: &BTreeMap<String, AppRecord>) -> Value {
+    let list: Vec<Value> = apps
+        .values()
+        .map(|r| {
+            let versions: Map<String, Value> = r
+                .versions
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            json!({ "app": r.def, "versions": versions })
+        })
+        .collect();
+    json!({ "apps": list })
+}
+
+/// Write the state file atomically (temp file + rename), so a crash never leaves half a file.
+pub fn save(dir: &Path, snapshot: &Value) -> Result<(), DevError> {
+    let path: PathBuf = dir.join(STATE_FILE);
+    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    let text = serde_json::to_vec_pretty(snapshot).map_err(|e| DevError::StateFormat {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(&tmp, text).map_err(|source| DevError::State {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, &path).map_err(|source| DevError::State { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_strictly_increase_and_end_in_z() {
+        let mut clock = VersionClock::default();
+        let a = clock.next_version();
+        let b = clock.next_version();
+        assert!(b > a, "{b} must sort after {a}");
+        assert!(a.ends_with('Z') && a.len() == 24, "{a}");
+    }
+
+    #[test]
+    fn service_ports_are_unique_and_kept_across_versions() {
+        let mut world = World::default();
+        let mut a = json!({"id": "/a", "portDefinitions": [{"port": 0}, {"port": 0}]});
+        world.assign_service_ports("/a", &mut a, None);
+        assert_eq!(a.pointer("/portDefinitions/0/port"), Some(&json!(10000)));
+        assert_eq!(a.pointer("/portDefinitions/1/port"), Some(&json!(10001)));
+        world.apps.insert("/a".into(), AppRecord::new(a.clone()));
+
+        let mut b = json!({"id": "/b", "portDefinitions": [{"port": 0}]});
+        world.assign_service_ports("/b", &mut b, None);
+        assert_eq!(b.pointer("/portDefinitions/0/port"), Some(&json!(10002)));
+
+        let mut a2 = json!({"id": "/a", "portDefinitions": [{"port": 0}, {"port": 0}]});
+        world.assign_service_ports("/a", &mut a2, Some(&a));
+        assert_eq!(a2, a);
+    }
+}

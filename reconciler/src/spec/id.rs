@@ -1,0 +1,134 @@
+//! Marathon app ids (`/prod/web/api`) and how they follow from spec file paths.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// An absolute Marathon app id, e.g. `/prod/web/api`: lowercase segments of letters, digits,
+/// hyphens and dots, as Marathon's `PathId` requires.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AppId(String);
+
+impl AppId {
+    /// Parse an id; relative ids are refused (Baton always knows the full path).
+    pub fn parse(s: &str) -> Result<AppId, String> {
+        let trimmed = s.trim_end_matches('/');
+        if !trimmed.starts_with('/') {
+            return Err(format!("app id `{s}` must be absolute (start with `/`)"));
+        }
+        if trimmed.len() <= 1 {
+            return Err("app id must not be the root group `/`".into());
+        }
+        for seg in trimmed[1..].split('/') {
+            check_segment(seg).map_err(|why| format!("app id `{s}`: {why}"))?;
+        }
+        Ok(AppId(trimmed.to_string()))
+    }
+
+    /// The id a spec file defines: `apps/prod/web/api.yaml` under apps dir `apps` is
+    /// `/prod/web/api`.
+    pub fn from_path(relative_to_apps_dir: &Path) -> Result<AppId, String> {
+        let mut segs = Vec::new();
+        let comps: Vec<_> = relative_to_apps_dir.components().collect();
+        for (i, c) in comps.iter().enumerate() {
+            let s = c
+                .as_os_str()
+                .to_str()
+                .ok_or_else(|| "the path is not valid UTF-8".to_string())?;
+            let s = if i + 1 == comps.len() {
+                s.rsplit_once('.').map(|(stem, _)| stem).unwrap_or(s)
+            } else {
+                s
+            };
+            check_segment(s).map_err(|why| {
+                format!(
+                    "`{}` cannot name a Marathon app: {why}",
+                    relative_to_apps_dir.display()
+                )
+            })?;
+            segs.push(s);
+        }
+        if segs.is_empty() {
+            return Err("empty path".into());
+        }
+        Ok(AppId(format!("/{}", segs.join("/"))))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Marathon's URL path form without the leading slash (`prod/web/api`).
+    pub fn path(&self) -> &str {
+        &self.0[1..]
+    }
+}
+
+fn check_segment(seg: &str) -> Result<(), String> {
+    if seg.is_empty() {
+        return Err("empty path segment".into());
+    }
+    if seg == "." || seg == ".." {
+        return Err("`.` and `..` are not allowed".into());
+    }
+    let ok_chars = seg
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    let bad_edges = seg.starts_with(['-', '.']) || seg.ends_with(['-', '.']);
+    if !ok_chars || bad_edges {
+        return Err(format!(
+            "segment `{seg}` must be lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+impl fmt::Display for AppId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for AppId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        AppId::parse(&s)
+    }
+}
+
+impl From<AppId> for String {
+    fn from(id: AppId) -> String {
+        id.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_from_paths() {
+        let id = AppId::from_path(Path::new("prod/web/api.yaml")).unwrap();
+        assert_eq!(id.as_str(), "/prod/web/api");
+        assert_eq!(id.path(), "prod/web/api");
+        assert_eq!(
+            AppId::from_path(Path::new("db.v2.json")).unwrap().as_str(),
+            "/db.v2"
+        );
+        assert!(AppId::from_path(Path::new("Prod/api.yaml"))
+            .unwrap_err()
+            .contains("lowercase"));
+        assert!(AppId::from_path(Path::new("a_b.yaml")).is_err());
+    }
+
+    #[test]
+    fn parse_ids() {
+        assert_eq!(AppId::parse("/a/b/").unwrap().as_str(), "/a/b");
+        assert!(AppId::parse("a/b").unwrap_err().contains("absolute"));
+        assert!(AppId::parse("/").is_err());
+        assert!(AppId::parse("/a//b").is_err());
+        assert!(AppId::parse("/a/../b").is_err());
+    }
+}

@@ -1,0 +1,602 @@
+//! A repo's files to a [`Repo`]: every spec parsed, validated and tied to its app id, every
+//! problem a [`Diagnostic`]. One broken file never hides the others, and never makes its app
+//! look deleted: its id goes to [`Repo::invalid`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rayon::prelude::*;
+use serde_json::{Map, Value};
+
+use super::parse::{self, Format, Limits};
+use super::schema::{self, Finding};
+use super::{AppId, BatonBlock, Diagnostic, DriftPolicy, Repo, Severity, Spec};
+
+/// Name of the optional repo config file at the repo root.
+pub const CONFIG_FILE: &str = "baton.yaml";
+
+/// One file of the repo, as bytes (read from disk or from a git tree).
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Path relative to the repo root.
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+}
+
+/// Deletion budget per sync: at most `max_deletes` apps, or `max_percent` of the owned apps when
+/// that is more.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PruneBudget {
+    pub max_deletes: usize,
+    pub max_percent: f64,
+}
+
+/// `baton.yaml`, with defaults for everything it leaves out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepoConfig {
+    /// Where the specs live, relative to the repo root.
+    pub apps_dir: PathBuf,
+    /// Owner name written into the ownership labels; only apps with it are ever pruned.
+    pub owner: String,
+    /// A partial app merged under every spec (the spec wins).
+    pub defaults: Map<String, Value>,
+    pub prune: PruneBudget,
+    pub drift: DriftPolicy,
+    /// Larger spec files are refused before they are read.
+    pub max_file_bytes: u64,
+}
+
+impl Default for RepoConfig {
+    fn default() -> Self {
+        RepoConfig {
+            apps_dir: PathBuf::from("apps"),
+            owner: "baton".into(),
+            defaults: Map::new(),
+            prune: PruneBudget {
+                max_deletes: 5,
+                max_percent: 10.0,
+            },
+            drift: DriftPolicy::Report,
+            max_file_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// What a source hands to [`load`]: the config, the spec files under the apps dir, and the
+/// problems it met while reading (files too large, symlinks that leave the repo, ...).
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub config: RepoConfig,
+    pub files: Vec<SourceFile>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// The source could not see everything (a config error, an unreadable directory).
+    pub incomplete: bool,
+}
+
+/// Parse `baton.yaml` (absent = all defaults). A broken config yields diagnostics and the
+/// defaults, and the caller must treat the repo as incomplete.
+pub fn parse_config(file: Option<&SourceFile>) -> (RepoConfig, Vec<Diagnostic>) {
+    let mut config = RepoConfig::default();
+    let Some(file) = file else {
+        return (config, Vec::new());
+    };
+    let diag = |pointer: &str, message: String, text: Option<&str>| {
+        diagnostic(&file.path, None, Severity::Error, pointer, message, text)
+    };
+    let text = match std::str::from_utf8(&file.bytes) {
+        Ok(t) => t,
+        Err(e) => return (config, vec![diag("", not_utf8(&e), None)]),
+    };
+    let doc = match parse::parse(text, Format::Yaml, Limits::default()) {
+        Ok(v) => v,
+        Err(e) => return (config, vec![parse_diag(&file.path, None, e)]),
+    };
+    let findings = match schema::repo() {
+        Ok(s) => s.check(&doc),
+        Err(e) => return (config, vec![diag("", e.to_string(), None)]),
+    };
+    let mut out = findings_to_diags(&file.path, None, findings, text);
+    if out.iter().any(|d| d.severity == Severity::Error) {
+        return (config, out);
+    }
+    if let Some(dir) = doc.get("appsDir").and_then(Value::as_str) {
+        let p = PathBuf::from(dir);
+        if p.is_absolute() || p.components().any(|c| c.as_os_str() == "..") {
+            out.push(diag("/appsDir", "must be a path inside the repo".into(), Some(text)));
+        } else {
+            config.apps_dir = p;
+        }
+    }
+    if let Some(owner) = doc.get("owner").and_then(Value::as_str) {
+        config.owner = owner.to_string();
+    }
+    if let Some(d) = doc.get("defaults").and_then(Value::as_object) {
+        config.defaults = d.clone();
+    }
+    if let Some(n) = doc.pointer("/prune/maxDeletes").and_then(Value::as_u64) {
+        config.prune.max_deletes = n as usize;
+    }
+    if let Some(p) = doc.pointer("/prune/maxDeletesPercent").and_then(Value::as_f64) {
+        config.prune.max_percent = p;
+    }
+    if let Some(d) = doc.get("drift") {
+        match drift_policy(d) {
+            Ok(p) => config.drift = p,
+            Err(m) => out.push(diag("/drift", m, Some(text))),
+        }
+    }
+    if let Some(n) = doc.get("maxFileBytes").and_then(Value::as_u64) {
+        config.max_file_bytes = n;
+    }
+    (config, out)
+}
+
+/// Load every spec of a snapshot. Pure; runs the files in parallel.
+pub fn load(snapshot: Snapshot) -> Repo {
+    let Snapshot {
+        config,
+        files,
+        mut diagnostics,
+        incomplete,
+    } = snapshot;
+    let mut repo = Repo {
+        incomplete: incomplete
+            || diagnostics
+                .iter()
+                .any(|d| d.severity == Severity::Error && d.app.is_none()),
+        ..Repo::default()
+    };
+    // Problems the source met that name an app make that app invalid.
+    repo.invalid.extend(
+        diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .filter_map(|d| d.app.clone()),
+    );
+
+    let results: Vec<FileResult> = files
+        .par_iter()
+        .map(|f| load_file(f, &config))
+        .collect();
+
+    // Two files for one app (or whose names differ only in case) make that app ambiguous.
+    let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, r) in results.iter().enumerate() {
+        by_key.entry(r.key.clone()).or_default().push(i);
+    }
+    let mut ambiguous: BTreeSet<usize> = BTreeSet::new();
+    for indexes in by_key.values().filter(|v| v.len() > 1) {
+        for &i in indexes {
+            ambiguous.insert(i);
+            let others: Vec<String> = indexes
+                .iter()
+                .filter(|&&j| j != i)
+                .map(|&j| results[j].file.display().to_string())
+                .collect();
+            let same_case = indexes.iter().all(|&j| results[j].exact == results[i].exact);
+            let what = if same_case {
+                "defines the same app as"
+            } else {
+                "differs only in case from"
+            };
+            diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                file: results[i].file.clone(),
+                pointer: String::new(),
+                line: None,
+                column: None,
+                message: format!(
+                    "duplicate app id {}: this file {what} {}",
+                    results[i].id.as_ref().map(|i| i.to_string()).unwrap_or_else(|| results[i].exact.clone()),
+                    others.join(", ")
+                ),
+                app: results[i].id.clone(),
+            });
+        }
+    }
+
+    let mut sources: BTreeMap<AppId, String> = BTreeMap::new();
+    for (i, r) in results.into_iter().enumerate() {
+        let has_error = r.diagnostics.iter().any(|d| d.severity == Severity::Error);
+        diagnostics.extend(r.diagnostics);
+        match (r.id, r.spec) {
+            (None, _) => repo.incomplete = true,
+            (Some(id), Some(spec)) if !has_error && !ambiguous.contains(&i) => {
+                sources.insert(id.clone(), r.text);
+                repo.specs.insert(id, spec);
+            }
+            (Some(id), _) => {
+                repo.invalid.insert(id);
+            }
+        }
+    }
+    for id in &repo.invalid {
+        repo.specs.remove(id);
+    }
+
+    check_dependencies(&mut repo, &mut diagnostics, &sources);
+
+    diagnostics.sort_by(|a, b| {
+        (&a.file, a.line, a.column, &a.pointer).cmp(&(&b.file, b.line, b.column, &b.pointer))
+    });
+    repo.diagnostics = diagnostics;
+    repo.config = config;
+    repo
+}
+
+struct FileResult {
+    file: PathBuf,
+    /// Lowercased path without extension: equal keys mean the same app.
+    key: String,
+    /// The same, case kept.
+    exact: String,
+    id: Option<AppId>,
+    spec: Option<Spec>,
+    text: String,
+    diagnostics: Vec<Diagnostic>,
+}
+
+fn load_file(file: &SourceFile, config: &RepoConfig) -> FileResult {
+    let rel = file
+        .path
+        .strip_prefix(&config.apps_dir)
+        .unwrap_or(&file.path)
+        .to_path_buf();
+    let exact = rel
+        .with_extension("")
+        .to_string_lossy()
+        .replace(std::path::MAIN_SEPARATOR, "/");
+    let mut result = FileResult {
+        file: file.path.clone(),
+        key: exact.to_lowercase(),
+        exact,
+        id: None,
+        spec: None,
+        text: String::new(),
+        diagnostics: Vec::new(),
+    };
+    let id = match AppId::from_path(&rel) {
+        Ok(id) => id,
+        Err(message) => {
+            result.diagnostics.push(diagnostic(
+                &file.path,
+                None,
+                Severity::Error,
+                "",
+                message,
+                None,
+            ));
+            return result;
+        }
+    };
+    result.id = Some(id.clone());
+    let error = |pointer: &str, message: String, text: Option<&str>| {
+        diagnostic(&file.path, Some(&id), Severity::Error, pointer, message, text)
+    };
+    if file.bytes.len() as u64 > config.max_file_bytes {
+        result.diagnostics.push(error(
+            "",
+            format!(
+                "the file is {} bytes, over the limit of {} (maxFileBytes in baton.yaml)",
+                file.bytes.len(),
+                config.max_file_bytes
+            ),
+            None,
+        ));
+        return result;
+    }
+    let text = match std::str::from_utf8(&file.bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            result.diagnostics.push(error("", not_utf8(&e), None));
+            return result;
+        }
+    };
+    let format = match file.path.extension().and_then(|e| e.to_str()) {
+        Some("json") => Format::Json,
+        _ => Format::Yaml,
+    };
+    let doc = match parse::parse(text, format, Limits::default()) {
+        Ok(v) => v,
+        Err(e) => {
+            result.diagnostics.push(parse_diag(&file.path, Some(&id), e));
+            return result;
+        }
+    };
+    let Value::Object(mut doc_map) = doc else {
+        result.diagnostics.push(error(
+            "",
+            "a spec must be a mapping (a Marathon app definition)".into(),
+            Some(text),
+        ));
+        return result;
+    };
+    let findings = match schema::app() {
+        Ok(s) => s.check(&Value::Object(doc_map.clone())),
+        Err(e) => vec![Finding {
+            severity: Severity::Error,
+            pointer: String::new(),
+            message: e.to_string(),
+        }],
+    };
+    result
+        .diagnostics
+        .extend(findings_to_diags(&file.path, Some(&id), findings, text));
+
+    if let Some(given) = doc_map.get("id").and_then(Value::as_str) {
+        if given.trim_end_matches('/') != id.as_str() {
+            result.diagnostics.push(error(
+                "/id",
+                format!(
+                    "`id` is `{given}` but the file path gives `{id}`; remove `id` or make them agree"
+                ),
+                Some(text),
+            ));
+        }
+    }
+    let baton = match doc_map.remove("baton") {
+        Some(b) => baton_block(&b, config).unwrap_or_else(|(pointer, message)| {
+            result.diagnostics.push(error(&pointer, message, Some(text)));
+            BatonBlock::default()
+        }),
+        None => BatonBlock {
+            drift: config.drift.clone(),
+            ..BatonBlock::default()
+        },
+    };
+    doc_map.remove("$schema");
+
+    let mut app = Value::Object(config.defaults.clone());
+    merge(&mut app, Value::Object(doc_map));
+    if let Value::Object(m) = &mut app {
+        m.insert("id".into(), Value::String(id.to_string()));
+    }
+    result.text = text.to_string();
+    result.spec = Some(Spec {
+        id,
+        file: file.path.clone(),
+        app,
+        baton,
+    });
+    result
+}
+
+/// Deep merge for repo defaults: mappings merge key by key, anything else in `top` replaces.
+pub fn merge(base: &mut Value, top: Value) {
+    match (base, top) {
+        (Value::Object(b), Value::Object(t)) => {
+            for (k, v) in t {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, t) => *b = t,
+    }
+}
+
+/// The `baton:` block; the schema has checked types and names, this reads values.
+fn baton_block(v: &Value, config: &RepoConfig) -> Result<BatonBlock, (String, String)> {
+    let mut b = BatonBlock {
+        drift: config.drift.clone(),
+        ..BatonBlock::default()
+    };
+    if let Some(list) = v.get("dependsOn").and_then(Value::as_array) {
+        for (i, d) in list.iter().enumerate() {
+            let s = d.as_str().unwrap_or_default();
+            b.depends_on
+                .push(AppId::parse(s).map_err(|m| (format!("/baton/dependsOn/{i}"), m))?);
+        }
+    }
+    if let Some(p) = v.get("prune").and_then(Value::as_bool) {
+        b.prune = p;
+    }
+    if let Some(list) = v.get("ignore").and_then(Value::as_array) {
+        b.ignore = list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect();
+    }
+    if let Some(d) = v.get("deadline").and_then(Value::as_str) {
+        b.deadline = parse_duration(d).map_err(|m| ("/baton/deadline".to_string(), m))?;
+    }
+    if let Some(d) = v.get("drift") {
+        b.drift = drift_policy(d).map_err(|m| ("/baton/drift".to_string(), m))?;
+    }
+    b.secrets = v.get("secrets").cloned();
+    b.rollout = v.get("rollout").cloned();
+    Ok(b)
+}
+
+fn drift_policy(v: &Value) -> Result<DriftPolicy, String> {
+    match v {
+        Value::String(s) if s == "report" => Ok(DriftPolicy::Report),
+        Value::String(s) if s == "correct" => Ok(DriftPolicy::Correct),
+        Value::Object(m) => match m.get("correctAfter").and_then(Value::as_str) {
+            Some(d) => parse_duration(d).map(DriftPolicy::CorrectAfter),
+            None => Err("expected `report`, `correct` or `{correctAfter: <duration>}`".into()),
+        },
+        _ => Err("expected `report`, `correct` or `{correctAfter: <duration>}`".into()),
+    }
+}
+
+/// Durations as written in specs: `90s`, `10m`, `1h30m`, `500ms`, `2d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("`{s}` is not a duration like `90s`, `10m` or `1h30m`");
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (Duration::from_millis(1), 2)
+        } else {
+            match rest.chars().next() {
+                Some('s') => (Duration::from_secs(1), 1),
+                Some('m') => (Duration::from_secs(60), 1),
+                Some('h') => (Duration::from_secs(3600), 1),
+                Some('d') => (Duration::from_secs(86400), 1),
+                _ => return Err(bad()),
+            }
+        };
+        rest = &rest[len..];
+        total += unit.checked_mul(n as u32).ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+/// Unknown `dependsOn` targets are errors; so are cycles, which make every app on them invalid.
+fn check_dependencies(
+    repo: &mut Repo,
+    diagnostics: &mut Vec<Diagnostic>,
+    sources: &BTreeMap<AppId, String>,
+) {
+    let mut bad: BTreeSet<AppId> = BTreeSet::new();
+    for spec in repo.specs.values() {
+        for (i, dep) in spec.baton.depends_on.iter().enumerate() {
+            if !repo.specs.contains_key(dep) && !repo.invalid.contains(dep) {
+                diagnostics.push(diagnostic(
+                    &spec.file,
+                    Some(&spec.id),
+                    Severity::Error,
+                    &format!("/baton/dependsOn/{i}"),
+                    format!("`{dep}` is not an app of this repo"),
+                    sources.get(&spec.id).map(String::as_str),
+                ));
+                bad.insert(spec.id.clone());
+            }
+        }
+    }
+    for cycle in find_cycles(repo) {
+        let names: Vec<String> = cycle.iter().map(|i| i.to_string()).collect();
+        let shown = format!("{} -> {}", names.join(" -> "), names[0]);
+        for id in &cycle {
+            if let Some(spec) = repo.specs.get(id) {
+                diagnostics.push(diagnostic(
+                    &spec.file,
+                    Some(id),
+                    Severity::Error,
+                    "/baton/dependsOn",
+                    format!("dependency cycle: {shown}"),
+                    sources.get(id).map(String::as_str),
+                ));
+            }
+            bad.insert(id.clone());
+        }
+    }
+    for id in bad {
+        repo.specs.remove(&id);
+        repo.invalid.insert(id);
+    }
+}
+
+/// Every elementary cycle reachable in the `dependsOn` graph, each once (iterative DFS).
+fn find_cycles(repo: &Repo) -> Vec<Vec<AppId>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    let mut mark: BTreeMap<&AppId, Mark> = repo.specs.keys().map(|k| (k, Mark::New)).collect();
+    let mut cycles = Vec::new();
+    for start in repo.specs.keys() {
+        if mark.get(start) != Some(&Mark::New) {
+            continue;
+        }
+        // (node, next dependency index)
+        let mut stack: Vec<(&AppId, usize)> = vec![(start, 0)];
+        mark.insert(start, Mark::Active);
+        while let Some((node, idx)) = stack.last().copied() {
+            let deps = repo
+                .specs
+                .get(node)
+                .map(|s| s.baton.depends_on.as_slice())
+                .unwrap_or(&[]);
+            if idx < deps.len() {
+                if let Some(top) = stack.last_mut() {
+                    top.1 += 1;
+                }
+                let dep = &deps[idx];
+                match mark.get(dep) {
+                    Some(Mark::New) => {
+                        mark.insert(dep, Mark::Active);
+                        stack.push((dep, 0));
+                    }
+                    Some(Mark::Active) => {
+                        let from = stack.iter().position(|(n, _)| *n == dep).unwrap_or(0);
+                        cycles.push(stack[from..].iter().map(|(n, _)| (*n).clone()).collect());
+                    }
+                    _ => {}
+                }
+            } else {
+                mark.insert(node, Mark::Done);
+                stack.pop();
+            }
+        }
+    }
+    cycles
+}
+
+fn findings_to_diags(
+    file: &Path,
+    app: Option<&AppId>,
+    findings: Vec<Finding>,
+    text: &str,
+) -> Vec<Diagnostic> {
+    findings
+        .into_iter()
+        .map(|f| diagnostic(file, app, f.severity, &f.pointer, f.message, Some(text)))
+        .collect()
+}
+
+fn diagnostic(
+    file: &Path,
+    app: Option<&AppId>,
+    severity: Severity,
+    pointer: &str,
+    message: String,
+    text: Option<&str>,
+) -> Diagnostic {
+    let pos = text.and_then(|t| parse::locate(t, pointer));
+    Diagnostic {
+        severity,
+        file: file.to_path_buf(),
+        pointer: pointer.to_string(),
+        line: pos.map(|p| p.line),
+        column: pos.map(|p| p.column),
+        message,
+        app: app.cloned(),
+    }
+}
+
+fn parse_diag(file: &Path, app: Option<&AppId>, e: parse::ParseError) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Error,
+        file: file.to_path_buf(),
+        pointer: String::new(),
+        line: e.line,
+        column: e.column,
+        message: e.message,
+        app: app.cloned(),
+    }
+}
+
+fn not_utf8(e: &std::str::Utf8Error) -> String {
+    format!(
+        "the file is not valid UTF-8 (bad byte at offset {})",
+        e.valid_up_to()
+    )
+}

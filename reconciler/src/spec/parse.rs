@@ -1,0 +1,545 @@
+//! YAML and JSON documents into `serde_json::Value`, bounded, and back to line numbers.
+//!
+//! Specs are read with a pull parser (yaml-rust2) so that hostile input stays cheap: aliases are
+//! expanded against a node budget (no "billion laughs"), nesting is capped, and the build is
+//! iterative (no stack overflow). Positions are not kept on the fast path; when a diagnostic needs
+//! a line, [`locate`] parses the text again and stops at the node a JSON pointer names.
+
+use serde_json::{Map, Number, Value};
+use yaml_rust2::parser::{Event, Parser, Tag};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+use yaml_rust2::Yaml;
+
+/// Limits that keep a single document from costing more than a legitimate spec could.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deepest nesting of mappings and sequences.
+    pub max_depth: usize,
+    /// Nodes after alias expansion; an alias bomb trips this long before memory runs out.
+    pub max_nodes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 64,
+            max_nodes: 200_000,
+        }
+    }
+}
+
+/// The syntax of a spec file, from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
+/// A document that could not be read, with the position where the parser gave up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub message: String,
+    /// 1-based line, when the parser can tell.
+    pub line: Option<usize>,
+    /// 1-based column, when the parser can tell.
+    pub column: Option<usize>,
+}
+
+/// 1-based line and column of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Parse one document. JSON goes through serde_json (exact JSON semantics and errors); YAML through
+/// the bounded event builder below. An empty document is an error: a spec file with nothing in it
+/// is far more likely a mistake (a truncated write) than an intent.
+pub fn parse(text: &str, format: Format, limits: Limits) -> Result<Value, ParseError> {
+    if text.trim().is_empty() {
+        return Err(ParseError {
+            message: "the file is empty".into(),
+            line: None,
+            column: None,
+        });
+    }
+    match format {
+        Format::Json => serde_json::from_str(text).map_err(|e| ParseError {
+            message: json_message(&e),
+            line: Some(e.line()),
+            column: Some(e.column()),
+        }),
+        Format::Yaml => Builder::new(limits, None).run(text).map(|(v, _)| v),
+    }
+}
+
+/// Where the node at `pointer` starts in `text`, if the text parses that far. For a pointer to a
+/// missing member, the position of the nearest existing ancestor is given.
+pub fn locate(text: &str, pointer: &str) -> Option<Position> {
+    let target: Vec<String> = split_pointer(pointer);
+    // JSON is YAML 1.2 as far as the event parser cares, so one locator serves both formats.
+    let mut builder = Builder::new(Limits::default(), Some(target));
+    let _ = builder.run(text);
+    builder.found.map(|m| Position {
+        line: m.line(),
+        column: m.col() + 1,
+    })
+}
+
+/// Split an RFC 6901 pointer into unescaped reference tokens.
+pub fn split_pointer(pointer: &str) -> Vec<String> {
+    if pointer.is_empty() {
+        return Vec::new();
+    }
+    pointer
+        .trim_start_matches('/')
+        .split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect()
+}
+
+/// Escape one reference token for a JSON pointer.
+pub fn escape_token(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+fn json_message(e: &serde_json::Error) -> String {
+    // serde_json appends " at line L column C"; we report the position separately.
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+enum Frame {
+    Seq(Vec<Value>, usize),
+    Map(MapFrame),
+}
+
+struct MapFrame {
+    map: Map<String, Value>,
+    /// The key whose value is being built, and where the key starts.
+    key: Option<(String, Marker)>,
+    anchor: usize,
+    /// `<<` merges, applied when the mapping ends so explicit keys win wherever they appear.
+    merged: Vec<Map<String, Value>>,
+}
+
+/// Builds a `Value` from parser events with an explicit stack.
+struct Builder {
+    limits: Limits,
+    stack: Vec<Frame>,
+    /// Anchored nodes and their node counts, for alias expansion under the budget.
+    anchors: Vec<(usize, Value, usize)>,
+    nodes: usize,
+    /// Locator mode: the pointer we are looking for, and the best position found so far.
+    target: Option<Vec<String>>,
+    found: Option<Marker>,
+    /// Length of the path of `found`, so the deepest match wins and the first at that depth.
+    found_depth: Option<usize>,
+}
+
+impl Builder {
+    fn new(limits: Limits, target: Option<Vec<String>>) -> Self {
+        Builder {
+            limits,
+            stack: Vec::new(),
+            anchors: Vec::new(),
+            nodes: 0,
+            target,
+            found: None,
+            found_depth: None,
+        }
+    }
+
+    fn run(&mut self, text: &str) -> Result<(Value, usize), ParseError> {
+        let mut parser = Parser::new_from_str(text);
+        let mut root: Option<Value> = None;
+        let mut documents = 0;
+        loop {
+            let (event, mark) = parser.next_token().map_err(|e| ParseError {
+                message: e.info().to_string(),
+                line: Some(e.marker().line()),
+                column: Some(e.marker().col() + 1),
+            })?;
+            match event {
+                Event::StreamEnd => break,
+                Event::DocumentStart => {
+                    documents += 1;
+                    if documents > 1 {
+                        return Err(err_at("a spec file holds one document; found a second `---`", mark));
+                    }
+                }
+                Event::Nothing | Event::StreamStart | Event::DocumentEnd => {}
+                Event::Alias(id) => {
+                    let Some((_, value, count)) = self.anchors.iter().find(|(a, _, _)| *a == id)
+                    else {
+                        return Err(err_at("alias to an unknown anchor", mark));
+                    };
+                    let (value, count) = (value.clone(), *count);
+                    self.count(count, mark)?;
+                    self.note_position(mark);
+                    if let Some(done) = self.push_value(value, 0, count, mark)? {
+                        root = Some(done);
+                    }
+                }
+                Event::Scalar(text, style, anchor, tag) => {
+                    self.count(1, mark)?;
+                    if self.expecting_key() {
+                        self.set_key(text, mark);
+                        continue;
+                    }
+                    self.note_position(mark);
+                    let value = scalar(&text, style, tag.as_ref()).map_err(|m| err_at(&m, mark))?;
+                    if let Some(done) = self.push_value(value, anchor, 1, mark)? {
+                        root = Some(done);
+                    }
+                }
+                Event::SequenceStart(anchor, _) => {
+                    self.open(mark)?;
+                    self.stack.push(Frame::Seq(Vec::new(), anchor));
+                }
+                Event::MappingStart(anchor, _) => {
+                    self.open(mark)?;
+                    self.stack.push(Frame::Map(MapFrame {
+                        map: Map::new(),
+                        key: None,
+                        anchor,
+                        merged: Vec::new(),
+                    }));
+                }
+                Event::SequenceEnd => {
+                    if let Some(Frame::Seq(items, anchor)) = self.stack.pop() {
+                        if let Some(done) = self.close(Value::Array(items), anchor, mark)? {
+                            root = Some(done);
+                        }
+                    }
+                }
+                Event::MappingEnd => {
+                    if let Some(Frame::Map(mut f)) = self.stack.pop() {
+                        for source in f.merged.drain(..) {
+                            for (k, v) in source {
+                                f.map.entry(k).or_insert(v);
+                            }
+                        }
+                        if let Some(done) = self.close(Value::Object(f.map), f.anchor, mark)? {
+                            root = Some(done);
+                        }
+                    }
+                }
+            }
+        }
+        match root {
+            Some(v) => Ok((v, self.nodes)),
+            None => Err(ParseError {
+                message: "the file holds no document".into(),
+                line: None,
+                column: None,
+            }),
+        }
+    }
+
+    fn count(&mut self, n: usize, mark: Marker) -> Result<(), ParseError> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > self.limits.max_nodes {
+            return Err(err_at(
+                &format!(
+                    "the document expands to more than {} nodes (alias bomb?)",
+                    self.limits.max_nodes
+                ),
+                mark,
+            ));
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, mark: Marker) -> Result<(), ParseError> {
+        self.count(1, mark)?;
+        if self.expecting_key() {
+            return Err(err_at("mapping keys must be plain strings", mark));
+        }
+        if self.stack.len() >= self.limits.max_depth {
+            return Err(err_at(
+                &format!("nesting deeper than {} levels", self.limits.max_depth),
+                mark,
+            ));
+        }
+        self.note_position(mark);
+        Ok(())
+    }
+
+    fn expecting_key(&self) -> bool {
+        matches!(self.stack.last(), Some(Frame::Map(MapFrame { key: None, .. })))
+    }
+
+    fn set_key(&mut self, key: String, mark: Marker) {
+        if let Some(Frame::Map(f)) = self.stack.last_mut() {
+            f.key = Some((key, mark));
+        }
+    }
+
+    /// In locator mode, remember where the value node about to be built starts when its path is
+    /// a prefix of the target: the deepest such node wins, and the first one at that depth. A
+    /// member of a mapping is placed at its key, where a reader looks for it.
+    fn note_position(&mut self, mark: Marker) {
+        let Some(target) = &self.target else { return };
+        let path: Vec<String> = self
+            .stack
+            .iter()
+            .map(|f| match f {
+                Frame::Seq(items, _) => items.len().to_string(),
+                Frame::Map(f) => f.key.as_ref().map(|k| k.0.clone()).unwrap_or_default(),
+            })
+            .collect();
+        let mark = match self.stack.last() {
+            Some(Frame::Map(MapFrame { key: Some((_, key_mark)), .. })) => *key_mark,
+            _ => mark,
+        };
+        let deeper = self.found_depth.is_none_or(|d| path.len() > d);
+        if deeper && path.len() <= target.len() && target[..path.len()] == path[..] {
+            self.found = Some(mark);
+            self.found_depth = Some(path.len());
+        }
+    }
+
+    fn close(
+        &mut self,
+        value: Value,
+        anchor: usize,
+        mark: Marker,
+    ) -> Result<Option<Value>, ParseError> {
+        // The node count of a closed collection is not tracked per node; for anchors we count
+        // the nodes of the subtree once, which is what an alias to it will cost again.
+        let count = if anchor > 0 { node_count(&value) } else { 0 };
+        self.push_value(value, anchor, count, mark)
+    }
+
+    /// Attach a finished node to its parent; returns the root when the document is complete.
+    fn push_value(
+        &mut self,
+        value: Value,
+        anchor: usize,
+        count: usize,
+        mark: Marker,
+    ) -> Result<Option<Value>, ParseError> {
+        if anchor > 0 {
+            self.anchors.push((anchor, value.clone(), count));
+        }
+        match self.stack.last_mut() {
+            None => Ok(Some(value)),
+            Some(Frame::Seq(items, _)) => {
+                items.push(value);
+                Ok(None)
+            }
+            Some(Frame::Map(f)) => {
+                let Some((k, key_mark)) = f.key.take() else {
+                    return Err(err_at("mapping keys must be plain strings", mark));
+                };
+                if k == "<<" {
+                    f.merged
+                        .extend(merge_sources(value).map_err(|m| err_at(&m, key_mark))?);
+                    return Ok(None);
+                }
+                if f.map.contains_key(&k) {
+                    return Err(err_at(&format!("duplicate key `{k}`"), key_mark));
+                }
+                f.map.insert(k, value);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The mappings of a YAML merge key (`<<: *defaults` or `<<: [*a, *b]`); explicit keys win.
+fn merge_sources(value: Value) -> Result<Vec<Map<String, Value>>, String> {
+    Ok(match value {
+        Value::Object(m) => vec![m],
+        Value::Array(items) => items
+            .into_iter()
+            .map(|i| match i {
+                Value::Object(m) => Ok(m),
+                _ => Err("`<<` takes a mapping or a list of mappings".to_string()),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err("`<<` takes a mapping or a list of mappings".into()),
+    })
+}
+
+fn node_count(v: &Value) -> usize {
+    let mut n = 0;
+    let mut todo = vec![v];
+    while let Some(v) = todo.pop() {
+        n += 1;
+        match v {
+            Value::Array(a) => todo.extend(a.iter()),
+            Value::Object(m) => todo.extend(m.values()),
+            _ => {}
+        }
+    }
+    n
+}
+
+fn err_at(message: &str, mark: Marker) -> ParseError {
+    ParseError {
+        message: message.to_string(),
+        line: Some(mark.line()),
+        column: Some(mark.col() + 1),
+    }
+}
+
+/// Resolve a scalar with the YAML 1.2 core schema: quoted scalars are strings; plain ones may be
+/// null, booleans, integers or floats. `yes`/`no`/`on`/`off` stay strings (YAML 1.1's surprise).
+fn scalar(text: &str, style: TScalarStyle, tag: Option<&Tag>) -> Result<Value, String> {
+    if let Some(tag) = tag {
+        if tag.handle == "tag:yaml.org,2002:" || tag.handle == "!!" {
+            if tag.suffix == "str" {
+                return Ok(Value::String(text.to_string()));
+            }
+        }
+    }
+    if style != TScalarStyle::Plain {
+        return Ok(Value::String(text.to_string()));
+    }
+    Ok(match Yaml::from_str(text) {
+        Yaml::Null => Value::Null,
+        Yaml::Boolean(b) => Value::Bool(b),
+        Yaml::Integer(i) => Value::Number(i.into()),
+        Yaml::Real(r) => {
+            let f = parse_float(&r).ok_or_else(|| format!("`{r}` is not a number"))?;
+            Value::Number(
+                Number::from_f64(f)
+                    .ok_or_else(|| format!("`{r}` cannot be represented in JSON (inf or NaN)"))?,
+            )
+        }
+        _ => Value::String(text.to_string()),
+    })
+}
+
+fn parse_float(s: &str) -> Option<f64> {
+    match s {
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => Some(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => Some(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => Some(f64::NAN),
+        _ => s.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn yaml(text: &str) -> Result<Value, ParseError> {
+        parse(text, Format::Yaml, Limits::default())
+    }
+
+    #[test]
+    fn yaml_core_schema_types() {
+        let v = yaml("a: 1\nb: 1.5\nc: true\nd: ~\ne: 'x'\nf: yes\ng: \"2\"\nh: [1, two]\n").unwrap();
+        assert_eq!(
+            v,
+            json!({"a": 1, "b": 1.5, "c": true, "d": null, "e": "x", "f": "yes", "g": "2", "h": [1, "two"]})
+        );
+    }
+
+    #[test]
+    fn keeps_key_order_and_nested_maps() {
+        let v = yaml("z: 1\na:\n  y: [ {k: v} ]\n").unwrap();
+        let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["z", "a"]);
+        assert_eq!(v["a"]["y"][0]["k"], "v");
+    }
+
+    #[test]
+    fn anchors_aliases_and_merge_keys() {
+        let v = yaml("base: &b {cpus: 1, mem: 64}\napp:\n  <<: *b\n  mem: 128\nlist: [*b]\n")
+            .unwrap();
+        assert_eq!(v["app"], json!({"mem": 128, "cpus": 1}));
+        assert_eq!(v["list"][0]["cpus"], 1);
+    }
+
+    #[test]
+    fn alias_bomb_is_refused_quickly() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let prev = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"
+            ));
+        }
+        let e = yaml(&text).unwrap_err();
+        assert!(e.message.contains("alias bomb"), "{e:?}");
+        assert!(e.line.is_some());
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded() {
+        let text = "[".repeat(100_000);
+        let e = yaml(&text).unwrap_err();
+        // Either our cap or the parser's own recursion limit stops it; both are errors, fast.
+        assert!(
+            e.message.contains("nesting deeper than 64") || e.message.contains("recursion limit"),
+            "{e:?}"
+        );
+        let nested_maps = "a:\n".to_string()
+            + &(1..80).map(|i| format!("{}a:\n", "  ".repeat(i))).collect::<String>()
+            + &"  ".repeat(80)
+            + "x\n";
+        let e = yaml(&nested_maps).unwrap_err();
+        assert!(e.message.contains("nesting deeper than 64"), "{e:?}");
+        let json_err = parse(&text, Format::Json, Limits::default()).unwrap_err();
+        assert!(json_err.message.contains("recursion limit"), "{json_err:?}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors_with_line() {
+        let e = yaml("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(e.message, "duplicate key `a`");
+        assert_eq!(e.line, Some(3));
+    }
+
+    #[test]
+    fn malformed_yaml_has_a_position() {
+        let e = yaml("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(e.line.is_some(), "{e:?}");
+    }
+
+    #[test]
+    fn malformed_json_has_line_and_column() {
+        let e = parse("{\n  \"a\": 1,\n  \"b\": }\n", Format::Json, Limits::default()).unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.column.is_some());
+        assert!(!e.message.contains("at line"), "{}", e.message);
+    }
+
+    #[test]
+    fn empty_documents_are_errors() {
+        assert_eq!(yaml("  \n").unwrap_err().message, "the file is empty");
+        assert_eq!(yaml("# only a comment\n").unwrap_err().message, "the file holds no document");
+    }
+
+    #[test]
+    fn two_documents_are_an_error() {
+        let e = yaml("a: 1\n---\nb: 2\n").unwrap_err();
+        assert!(e.message.contains("one document"), "{e:?}");
+    }
+
+    #[test]
+    fn locate_finds_nested_nodes_in_yaml_and_json() {
+        let y = "id: /a\ncontainer:\n  docker:\n    image: nginx\nports: [1, 2]\n";
+        assert_eq!(locate(y, "/container/docker/image").map(|p| p.line), Some(4));
+        assert_eq!(locate(y, "/ports/1").map(|p| (p.line, p.column)), Some((5, 12)));
+        // A missing member points at its nearest ancestor.
+        assert_eq!(locate(y, "/container/docker/nope").map(|p| p.line), Some(3));
+        let j = "{\n  \"id\": \"/a\",\n  \"env\": {\n    \"A\": 5\n  }\n}\n";
+        assert_eq!(locate(j, "/env/A").map(|p| p.line), Some(4));
+    }
+
+    #[test]
+    fn pointer_tokens_round_trip() {
+        assert_eq!(split_pointer("/a~1b/c~0d"), vec!["a/b", "c~d"]);
+        assert_eq!(escape_token("a/b~"), "a~1b~0");
+        assert!(split_pointer("").is_empty());
+    }
+}

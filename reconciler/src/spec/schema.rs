@@ -1,0 +1,333 @@
+//! Validation against our JSON Schemas (`schemas/app.schema.json`, `schemas/repo.schema.json`),
+//! with findings in plain words: unknown fields get a did-you-mean, nested fields Marathon would
+//! silently ignore get a warning.
+
+use std::sync::OnceLock;
+
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::{Resource, Validator};
+use serde_json::Value;
+
+use super::parse::{escape_token, split_pointer};
+use super::Severity;
+
+/// The app spec schema, as shipped in `schemas/`.
+pub const APP_SCHEMA: &str = include_str!("../../../schemas/app.schema.json");
+/// The `baton.yaml` schema.
+pub const REPO_SCHEMA: &str = include_str!("../../../schemas/repo.schema.json");
+
+/// One schema finding: pointer into the instance, and a message for a human.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub severity: Severity,
+    pub pointer: String,
+    pub message: String,
+}
+
+/// A compiled schema plus its raw form (walked for field names).
+pub struct Schema {
+    raw: Value,
+    validator: Validator,
+}
+
+/// Our schemas are part of the binary; failing to compile one is a build defect, caught by the
+/// tests, so it is reported rather than panicking at run time.
+#[derive(Debug, thiserror::Error)]
+#[error("built-in schema {name} is broken: {reason}")]
+pub struct SchemaDefect {
+    name: &'static str,
+    reason: String,
+}
+
+fn compile(name: &'static str, text: &str) -> Result<Schema, SchemaDefect> {
+    let defect = |reason: String| SchemaDefect { name, reason };
+    let raw: Value = serde_json::from_str(text).map_err(|e| defect(e.to_string()))?;
+    let app: Value = serde_json::from_str(APP_SCHEMA).map_err(|e| defect(e.to_string()))?;
+    let app_id = app
+        .get("$id")
+        .and_then(Value::as_str)
+        .unwrap_or("https://baton.dev/schemas/app.schema.json")
+        .to_string();
+    let resource = Resource::from_contents(app).map_err(|e| defect(e.to_string()))?;
+    let validator = jsonschema::options()
+        .with_resource(app_id, resource)
+        .build(&raw)
+        .map_err(|e| defect(e.to_string()))?;
+    Ok(Schema { raw, validator })
+}
+
+/// The compiled app schema (compiled once per process).
+pub fn app() -> Result<&'static Schema, SchemaDefect> {
+    static CELL: OnceLock<Result<Schema, String>> = OnceLock::new();
+    cached(&CELL, "app.schema.json", APP_SCHEMA)
+}
+
+/// The compiled `baton.yaml` schema.
+pub fn repo() -> Result<&'static Schema, SchemaDefect> {
+    static CELL: OnceLock<Result<Schema, String>> = OnceLock::new();
+    cached(&CELL, "repo.schema.json", REPO_SCHEMA)
+}
+
+fn cached(
+    cell: &'static OnceLock<Result<Schema, String>>,
+    name: &'static str,
+    text: &str,
+) -> Result<&'static Schema, SchemaDefect> {
+    cell.get_or_init(|| compile(name, text).map_err(|e| e.reason))
+        .as_ref()
+        .map_err(|reason| SchemaDefect {
+            name,
+            reason: reason.clone(),
+        })
+}
+
+impl Schema {
+    /// All findings for `instance`: schema errors, then warnings for unknown nested fields.
+    pub fn check(&self, instance: &Value) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for e in self.validator.iter_errors(instance) {
+            let pointer = e.instance_path.to_string();
+            match &e.kind {
+                ValidationErrorKind::AdditionalProperties { unexpected } => {
+                    let known = self.known_fields(&pointer);
+                    for field in unexpected {
+                        out.push(Finding {
+                            severity: Severity::Error,
+                            pointer: format!("{pointer}/{}", escape_token(field)),
+                            message: unknown_field_message(field, &known, ""),
+                        });
+                    }
+                }
+                kind => out.push(Finding {
+                    severity: Severity::Error,
+                    pointer,
+                    message: describe(kind, &e.instance, &e.to_string()),
+                }),
+            }
+        }
+        self.unknown_nested(instance, &self.raw, "", &mut out);
+        out.sort_by(|a, b| (a.severity, &a.pointer).cmp(&(b.severity, &b.pointer)));
+        out.dedup();
+        out
+    }
+
+    /// Property names the schema knows for the object at `pointer` (union over `oneOf`/`anyOf`/
+    /// `allOf` branches), for did-you-mean suggestions.
+    pub fn known_fields(&self, pointer: &str) -> Vec<String> {
+        let mut nodes = vec![&self.raw];
+        for token in split_pointer(pointer) {
+            let mut next = Vec::new();
+            for node in nodes {
+                for n in self.branches(node) {
+                    if let Some(p) = n.get("properties").and_then(|p| p.get(&token)) {
+                        next.push(p);
+                    } else if let Some(items) = n.get("items") {
+                        if token.parse::<usize>().is_ok() {
+                            next.push(items);
+                        }
+                    } else if let Some(ap) = n.get("additionalProperties") {
+                        if ap.is_object() {
+                            next.push(ap);
+                        }
+                    }
+                }
+            }
+            nodes = next;
+        }
+        let mut names: Vec<String> = nodes
+            .into_iter()
+            .flat_map(|n| self.branches(n))
+            .filter_map(|n| n.get("properties").and_then(Value::as_object))
+            .flat_map(|p| p.keys().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// A node and, recursively, its `$ref` target and `oneOf`/`anyOf`/`allOf` branches.
+    fn branches<'a>(&'a self, node: &'a Value) -> Vec<&'a Value> {
+        let mut out = Vec::new();
+        let mut todo = vec![node];
+        let mut seen = 0;
+        while let Some(n) = todo.pop() {
+            seen += 1;
+            if seen > 64 {
+                break; // recursive schemas: enough for field names
+            }
+            out.push(n);
+            if let Some(target) = n.get("$ref").and_then(Value::as_str).and_then(|r| self.resolve(r)) {
+                todo.push(target);
+            }
+            for key in ["oneOf", "anyOf", "allOf"] {
+                if let Some(list) = n.get(key).and_then(Value::as_array) {
+                    todo.extend(list.iter());
+                }
+            }
+        }
+        out
+    }
+
+    fn resolve(&self, reference: &str) -> Option<&Value> {
+        let fragment = reference.split_once('#').map(|(_, f)| f)?;
+        if !reference.starts_with('#') {
+            return None; // refs into the other schema file are not walked
+        }
+        self.raw.pointer(fragment)
+    }
+
+    /// Warn about fields inside nested Marathon objects that the schema does not define: Marathon
+    /// ignores them, which is rarely what the author meant (`forcePull` for `forcePullImage`).
+    fn unknown_nested(&self, instance: &Value, schema: &Value, pointer: &str, out: &mut Vec<Finding>) {
+        let branches = self.branches(schema);
+        match instance {
+            Value::Object(map) => {
+                let closed = branches
+                    .iter()
+                    .any(|b| b.get("additionalProperties") == Some(&Value::Bool(false)));
+                let open_map = branches.iter().any(|b| {
+                    b.get("additionalProperties").is_some_and(Value::is_object)
+                        || b.get("patternProperties").is_some()
+                        || b.get("additionalProperties") == Some(&Value::Bool(true))
+                });
+                let props: Vec<&serde_json::Map<String, Value>> = branches
+                    .iter()
+                    .filter_map(|b| b.get("properties").and_then(Value::as_object))
+                    .collect();
+                for (k, v) in map {
+                    let child = format!("{pointer}/{}", escape_token(k));
+                    let sub = props.iter().find_map(|p| p.get(k));
+                    match sub {
+                        Some(s) => self.unknown_nested(v, s, &child, out),
+                        None => {
+                            if let Some(ap) = branches
+                                .iter()
+                                .find_map(|b| b.get("additionalProperties").filter(|a| a.is_object()))
+                            {
+                                self.unknown_nested(v, ap, &child, out);
+                            } else if !closed && !open_map && !props.is_empty() {
+                                let mut known: Vec<String> =
+                                    props.iter().flat_map(|p| p.keys().cloned()).collect();
+                                known.sort();
+                                out.push(Finding {
+                                    severity: Severity::Warning,
+                                    pointer: child,
+                                    message: unknown_field_message(
+                                        k,
+                                        &known,
+                                        "; Marathon ignores it",
+                                    ),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            Value::Array(items) => {
+                if let Some(item_schema) = branches.iter().find_map(|b| b.get("items")) {
+                    for (i, v) in items.iter().enumerate() {
+                        self.unknown_nested(v, item_schema, &format!("{pointer}/{i}"), out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// "unknown field `instance` (did you mean `instances`?)".
+pub fn unknown_field_message(field: &str, known: &[String], suffix: &str) -> String {
+    match did_you_mean(field, known) {
+        Some(s) => format!("unknown field `{field}` (did you mean `{s}`?){suffix}"),
+        None => format!("unknown field `{field}`{suffix}"),
+    }
+}
+
+/// The closest known name, if it is close enough to be a plausible typo.
+pub fn did_you_mean<'a>(field: &str, known: &'a [String]) -> Option<&'a str> {
+    let lower = field.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(&lower, &k.to_ascii_lowercase()), k))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k.as_str())
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+fn describe(kind: &ValidationErrorKind, instance: &Value, fallback: &str) -> String {
+    match kind {
+        ValidationErrorKind::Type { kind } => {
+            let expected = match kind {
+                TypeKind::Single(t) => t.to_string(),
+                TypeKind::Multiple(set) => set
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            };
+            format!("expected {expected}, found {}", json_type(instance))
+        }
+        ValidationErrorKind::Required { property } => {
+            format!("missing required field {property}")
+        }
+        ValidationErrorKind::Minimum { limit } => format!("must be at least {limit}, found {instance}"),
+        ValidationErrorKind::Maximum { limit } => format!("must be at most {limit}, found {instance}"),
+        ValidationErrorKind::MinLength { limit } => {
+            format!("must be at least {limit} characters long")
+        }
+        ValidationErrorKind::Enum { options } => {
+            format!("must be one of {options}, found {instance}")
+        }
+        ValidationErrorKind::Pattern { pattern } => {
+            format!("{instance} does not match the pattern {pattern}")
+        }
+        ValidationErrorKind::UniqueItems => "list items must be unique".to_string(),
+        _ => fallback.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn suggestions_are_close_names_only() {
+        let known: Vec<String> = ["instances", "cpus", "mem", "healthChecks"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(did_you_mean("instance", &known), Some("instances"));
+        assert_eq!(did_you_mean("healthchecks", &known), Some("healthChecks"));
+        assert_eq!(did_you_mean("zzzz", &known), None);
+    }
+
+    #[test]
+    fn app_schema_compiles_and_reports_in_plain_words() {
+        let schema = app().unwrap();
+        let findings = schema.check(&json!({"cmd": "sleep 1", "instance": 2, "cpus": "one"}));
+        let unknown = findings.iter().find(|f| f.pointer == "/instance").unwrap();
+        assert!(unknown.message.contains("did you mean `instances`"), "{unknown:?}");
+        let cpus = findings.iter().find(|f| f.pointer == "/cpus").unwrap();
+        assert!(cpus.message.contains("found a string"), "{cpus:?}");
+    }
+
+    #[test]
+    fn repo_schema_compiles() {
+        let schema = repo().unwrap();
+        assert!(schema.check(&json!({"owner": "team-a"})).is_empty());
+        assert!(!schema.check(&json!({"ownr": "team-a"})).is_empty());
+    }
+}

@@ -1,0 +1,1 @@
+//! The dev scheduler driven over HTTP, as Marathon clients would.

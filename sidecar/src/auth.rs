@@ -1,0 +1,358 @@
+//! Logging in to Vault: token, AppRole (plain or response-wrapped secret id), JWT, and
+//! the gatekeeper seam. Every method ends in a [`VaultToken`] whose token is a [`Secret`].
+//!
+//! A wrapped secret id is first looked up (`sys/wrapping/lookup`) to check it was minted
+//! by `auth/<mount>/role/<name>/secret-id`, then unwrapped. Wrapping tokens are single
+//! use, so a lookup or unwrap that says "invalid token" means someone else may have
+//! unwrapped it first: that is reported as a security alarm, never silently retried.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::retry::{retry, RetryPolicy};
+use crate::secret::Secret;
+use crate::vault::{VaultApi, VaultError};
+
+/// How to obtain a Vault token.
+#[derive(Debug, Clone)]
+pub enum AuthMethod {
+    /// A token given to us (VAULT_TOKEN or a token file).
+    Token(Secret),
+    AppRole {
+        /// Auth mount path, usually `approle`.
+        mount: String,
+        role_id: Secret,
+        secret_id: SecretIdSource,
+    },
+    Jwt {
+        mount: String,
+        role: String,
+        jwt: Secret,
+    },
+    /// Secret-zero via a gatekeeper service (see [`GatekeeperApi`]).
+    Gatekeeper {
+        /// AppRole mount the gatekeeper's secret ids belong to.
+        mount: String,
+        task_id: String,
+        app_id: String,
+    },
+}
+
+impl AuthMethod {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Token(_) => "token",
+            Self::AppRole {
+                secret_id: SecretIdSource::Wrapped(_),
+                ..
+            } => "approle (wrapped secret id)",
+            Self::AppRole { .. } => "approle",
+            Self::Jwt { .. } => "jwt",
+            Self::Gatekeeper { .. } => "gatekeeper",
+        }
+    }
+
+    /// Whether logging in again later is possible (single-use material is not).
+    pub fn can_relogin(&self) -> bool {
+        match self {
+            Self::Token(_) | Self::Gatekeeper { .. } => false,
+            Self::AppRole { secret_id, .. } => matches!(secret_id, SecretIdSource::Plain(_)),
+            Self::Jwt { .. } => true,
+        }
+    }
+}
+
+/// Where an AppRole secret id comes from.
+#[derive(Debug, Clone)]
+pub enum SecretIdSource {
+    Plain(Secret),
+    /// A response-wrapping token whose wrapped response holds `secret_id`.
+    Wrapped(Secret),
+}
+
+/// The token baton-env works with.
+#[derive(Debug)]
+pub struct VaultToken {
+    pub token: Secret,
+    pub accessor: Option<String>,
+    /// TTL at issue; `None` when unknown (a given token not looked up yet), zero = never expires.
+    pub ttl: Option<Duration>,
+    pub renewable: bool,
+}
+
+/// Login failures. None of them carries a token, secret id or JWT.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{method} login failed")]
+    Login {
+        method: &'static str,
+        #[source]
+        source: VaultError,
+    },
+    #[error(
+        "SECURITY ALARM: the wrapped secret id could not be unwrapped; the wrapping token is \
+         invalid, expired or was already used, so it may have been intercepted"
+    )]
+    UnwrapFailed {
+        #[source]
+        source: VaultError,
+    },
+    #[error(
+        "SECURITY ALARM: the wrapping token was created at {actual:?}, expected \
+         auth/{mount}/role/<role>/secret-id; possible substitution"
+    )]
+    WrongCreationPath { mount: String, actual: String },
+    #[error("the unwrapped response holds no secret_id")]
+    NoSecretId,
+    #[error("{0} is empty")]
+    Empty(&'static str),
+    #[error("gatekeeper request failed: {0}")]
+    Gatekeeper(String),
+}
+
+impl AuthError {
+    /// Whether Vault was simply not reachable in time (vs. a refusal).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Login { source, .. } if source.is_retryable())
+    }
+
+    pub fn is_security_alarm(&self) -> bool {
+        matches!(
+            self,
+            Self::UnwrapFailed { .. } | Self::WrongCreationPath { .. }
+        )
+    }
+}
+
+/// What a gatekeeper hands out for one task start.
+pub struct GatekeeperGrant {
+    pub wrap_token: Secret,
+    pub role_id: Secret,
+}
+
+/// The secret-zero seam: a service that vouches for a task and returns a wrapped secret
+/// id. The sidecar POSTs `{"task_id","app_id"}` and gets `{"wrap_token","role_id"}`.
+pub trait GatekeeperApi: Send + Sync {
+    fn grant(
+        &self,
+        task_id: &str,
+        app_id: &str,
+    ) -> impl Future<Output = Result<GatekeeperGrant, AuthError>> + Send;
+}
+
+/// The gatekeeper over HTTP.
+#[derive(Debug, Clone)]
+pub struct HttpGatekeeper {
+    pub http: reqwest::Client,
+    pub url: String,
+}
+
+impl GatekeeperApi for HttpGatekeeper {
+    async fn grant(&self, task_id: &str, app_id: &str) -> Result<GatekeeperGrant, AuthError> {
+        #[derive(Deserialize)]
+        struct Reply {
+            wrap_token: String,
+            role_id: String,
+        }
+        let err = |e: reqwest::Error| AuthError::Gatekeeper(e.without_url().to_string());
+        let resp = self
+            .http
+            .post(&self.url)
+            .json(&serde_json::json!({ "task_id": task_id, "app_id": app_id }))
+            .send()
+            .await
+            .map_err(err)?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(AuthError::Gatekeeper(format!("HTTP {status}")));
+        }
+        let reply: Reply = resp.json().await.map_err(err)?;
+        Ok(GatekeeperGrant {
+            wrap_token: Secret::new(reply.wrap_token),
+            role_id: Secret::new(reply.role_id),
+        })
+    }
+}
+
+/// A gatekeeper for builds without one configured.
+pub struct NoGatekeeper;
+
+impl GatekeeperApi for NoGatekeeper {
+    async fn grant(&self, _: &str, _: &str) -> Result<GatekeeperGrant, AuthError> {
+        Err(AuthError::Gatekeeper("no gatekeeper URL configured".into()))
+    }
+}
+
+/// Logs in with `method`. Unavailable/sealed/5xx answers are retried per `policy`
+/// (except the unwrap itself, which is single use).
+pub async fn login<V: VaultApi, G: GatekeeperApi>(
+    api: &V,
+    gatekeeper: &G,
+    method: &AuthMethod,
+    policy: &RetryPolicy,
+) -> Result<VaultToken, AuthError> {
+    let name = method.name();
+    let fail = |source| AuthError::Login {
+        method: name,
+        source,
+    };
+    match method {
+        AuthMethod::Token(token) => {
+            if token.is_empty() {
+                return Err(AuthError::Empty("the Vault token"));
+            }
+            Ok(VaultToken {
+                token: token.clone(),
+                accessor: None,
+                ttl: None,
+                renewable: true,
+            })
+        }
+        AuthMethod::AppRole {
+            mount,
+            role_id,
+            secret_id,
+        } => {
+            if role_id.is_empty() {
+                return Err(AuthError::Empty("the AppRole role id"));
+            }
+            let secret_id = match secret_id {
+                SecretIdSource::Plain(s) if s.is_empty() => {
+                    return Err(AuthError::Empty("the AppRole secret id"))
+                }
+                SecretIdSource::Plain(s) => s.clone(),
+                SecretIdSource::Wrapped(w) => unwrap_secret_id(api, mount, w, policy).await?,
+            };
+            approle_login(api, mount, role_id, &secret_id, policy)
+                .await
+                .map_err(fail)
+        }
+        AuthMethod::Jwt { mount, role, jwt } => {
+            if jwt.is_empty() {
+                return Err(AuthError::Empty("the JWT"));
+            }
+            let path = format!("auth/{mount}/login");
+            let fields = [("role", role.as_str()), ("jwt", jwt.expose())];
+            let auth = retry(policy, "jwt login", || api.login(&path, &fields))
+            .await
+            .map_err(fail)?;
+            Ok(token_of(auth))
+        }
+        AuthMethod::Gatekeeper {
+            mount,
+            task_id,
+            app_id,
+        } => {
+            let grant = gatekeeper.grant(task_id, app_id).await?;
+            let secret_id = unwrap_secret_id(api, mount, &grant.wrap_token, policy).await?;
+            approle_login(api, mount, &grant.role_id, &secret_id, policy)
+                .await
+                .map_err(fail)
+        }
+    }
+}
+
+async fn approle_login<V: VaultApi>(
+    api: &V,
+    mount: &str,
+    role_id: &Secret,
+    secret_id: &Secret,
+    policy: &RetryPolicy,
+) -> Result<VaultToken, VaultError> {
+    let path = format!("auth/{mount}/login");
+    let fields = [
+        ("role_id", role_id.expose()),
+        ("secret_id", secret_id.expose()),
+    ];
+    let auth = retry(policy, "approle login", || api.login(&path, &fields)).await?;
+    Ok(token_of(auth))
+}
+
+fn token_of(auth: crate::vault::AuthInfo) -> VaultToken {
+    VaultToken {
+        token: auth.token,
+        accessor: auth.accessor,
+        ttl: Some(auth.lease_duration),
+        renewable: auth.renewable,
+    }
+}
+
+/// Looks the wrapping token up, checks its origin, and unwraps the secret id.
+async fn unwrap_secret_id<V: VaultApi>(
+    api: &V,
+    mount: &str,
+    wrapping: &Secret,
+    policy: &RetryPolicy,
+) -> Result<Secret, AuthError> {
+    if wrapping.is_empty() {
+        return Err(AuthError::Empty("the wrapping token"));
+    }
+    let alarm_or_login = |source: VaultError| {
+        if source.is_retryable() {
+            AuthError::Login {
+                method: "approle (wrapped secret id)",
+                source,
+            }
+        } else {
+            AuthError::UnwrapFailed { source }
+        }
+    };
+    let info = retry(policy, "wrapping lookup", || api.wrapping_lookup(wrapping))
+        .await
+        .map_err(alarm_or_login)?;
+    if !is_secret_id_path(mount, &info.creation_path) {
+        return Err(AuthError::WrongCreationPath {
+            mount: mount.to_owned(),
+            actual: info.creation_path,
+        });
+    }
+    let data = api.unwrap(wrapping).await.map_err(alarm_or_login)?;
+    data.get("secret_id")
+        .filter(|s| !s.is_empty())
+        .ok_or(AuthError::NoSecretId)
+}
+
+/// `auth/<mount>/role/<name>/secret-id` (Vault also allows `custom-secret-id`, which a
+/// gatekeeper would never use, so it is refused).
+pub fn is_secret_id_path(mount: &str, path: &str) -> bool {
+    let Some(rest) = path
+        .strip_prefix("auth/")
+        .and_then(|p| p.strip_prefix(mount.trim_matches('/')))
+        .and_then(|p| p.strip_prefix("/role/"))
+    else {
+        return false;
+    };
+    match rest.strip_suffix("/secret-id") {
+        Some(role) => !role.is_empty() && !role.contains('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_id_creation_paths() {
+        assert!(is_secret_id_path("approle", "auth/approle/role/web/secret-id"));
+        assert!(is_secret_id_path("approle/", "auth/approle/role/web/secret-id"));
+        assert!(!is_secret_id_path("approle", "auth/approle/role/web/custom-secret-id"));
+        assert!(!is_secret_id_path("approle", "auth/approle/role//secret-id"));
+        assert!(!is_secret_id_path("approle", "secret/data/x"));
+        assert!(!is_secret_id_path("approle", "auth/other/role/web/secret-id"));
+        assert!(!is_secret_id_path("approle", "auth/approle/role/a/b/secret-id"));
+    }
+
+    #[test]
+    fn debug_output_redacts_bootstrap_material() {
+        let m = AuthMethod::AppRole {
+            mount: "approle".into(),
+            role_id: Secret::new("role-id-value".into()),
+            secret_id: SecretIdSource::Wrapped(Secret::new("wrap-value".into())),
+        };
+        let dbg = format!("{m:?}");
+        assert!(!dbg.contains("role-id-value") && !dbg.contains("wrap-value"));
+    }
+}

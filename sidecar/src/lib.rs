@@ -1,0 +1,315 @@
+//! baton-env: Vault secrets into a child's environment, and a PID-1 supervisor.
+//!
+//! Layout:
+//! - [`refs`]      `vault:path#key` references and `{{ }}` templates in env values (pure)
+//! - [`env`]       parent env + rendered secrets + policy → child env (pure)
+//! - [`secret`]    redacting, zeroising holders for secret values
+//! - [`vault`]     the [`vault::VaultApi`] seam and its lenient reqwest client
+//! - [`auth`]      token / AppRole (wrapped) / JWT / gatekeeper login → token
+//! - [`resolve`]   one concurrent read per distinct path, KV v1/v2 detection, render
+//! - [`retry`]     backoff with jitter while Vault is unavailable at start
+//! - [`supervise`] spawn, forward signals, reap zombies, renew, rotate, revoke
+//! - [`error`]     the error enum and the exit-code contract
+//!
+//! [`run`] is the whole program after flag parsing: `main.rs` builds a [`Config`].
+
+pub mod auth;
+pub mod env;
+pub mod error;
+pub mod refs;
+pub mod resolve;
+pub mod retry;
+pub mod secret;
+pub mod supervise;
+pub mod vault;
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use auth::{AuthMethod, GatekeeperApi, HttpGatekeeper, NoGatekeeper};
+use env::{ChildEnv, EnvPolicy};
+use error::Error;
+use refs::RefPlan;
+use resolve::KvVersions;
+use retry::RetryPolicy;
+use secret::Secret;
+use supervise::{Fetch, Generation, OnRotate, Settings};
+use vault::{HttpVault, VaultApi, VaultConfig};
+
+/// How the app is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Stay as the app's parent: forward signals, reap, renew, rotate, revoke.
+    Supervise,
+    /// Replace baton-env with the app (no renewal, nothing revoked).
+    Exec,
+}
+
+/// Everything `run` needs; built and checked by `main.rs`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `None` when no Vault is configured (fine if no variable holds a reference).
+    pub vault: Option<VaultConfig>,
+    pub auth: AuthMethod,
+    /// Gatekeeper URL for `--auth gatekeeper`.
+    pub gatekeeper_url: Option<String>,
+    pub kv: KvVersions,
+    pub mode: Mode,
+    pub on_rotate: OnRotate,
+    pub env_file: Option<PathBuf>,
+    /// Files holding bootstrap material, deleted after login (`--remove-bootstrap-files`).
+    pub bootstrap_files: Vec<PathBuf>,
+    pub max_wait: Duration,
+    pub grace: Duration,
+    pub revoke: bool,
+    /// Extra variables to remove from the child's environment.
+    pub strip_env: BTreeSet<String>,
+    pub command: Vec<OsString>,
+}
+
+/// Runs baton-env. Returns the exit code (the child's, in supervise mode); in exec mode
+/// it only returns on failure.
+pub async fn run(config: Config, parent_env: Vec<(OsString, OsString)>) -> Result<i32, Error> {
+    if config.command.is_empty() {
+        return Err(Error::NoCommand);
+    }
+    let started = Instant::now();
+    let utf8 = parent_env
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_str()?, v.to_str()?)));
+    let (plan, ref_errors) = refs::parse_env(utf8);
+    if !ref_errors.is_empty() {
+        return Err(Error::Refs(ref_errors));
+    }
+    let env_policy = EnvPolicy {
+        strip: config.strip_env.clone(),
+        env_file: config
+            .env_file
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned()),
+    };
+
+    if plan.is_empty() {
+        tracing::info!("no secret references; running the command without Vault");
+        let env = env::child_env(parent_env, Vec::new(), &env_policy);
+        return launch(&config, None::<Arc<Source<HttpVault, NoGatekeeper>>>, None, env).await;
+    }
+
+    let vault_config = config.vault.clone().ok_or(Error::NoVaultAddr)?;
+    let api = Arc::new(HttpVault::new(&vault_config)?);
+    let policy = RetryPolicy::new(config.max_wait);
+    match &config.gatekeeper_url {
+        Some(url) => {
+            let http = reqwest::Client::builder()
+                .timeout(vault_config.timeout)
+                .build()
+                .map_err(|e| Error::Client(vault::ClientError::Build(e)))?;
+            let gk = HttpGatekeeper {
+                http,
+                url: url.clone(),
+            };
+            start(config, api, gk, plan, parent_env, env_policy, policy, started).await
+        }
+        None => start(config, api, NoGatekeeper, plan, parent_env, env_policy, policy, started).await,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start<V: VaultApi + 'static, G: GatekeeperApi + 'static>(
+    config: Config,
+    api: Arc<V>,
+    gatekeeper: G,
+    plan: RefPlan,
+    parent_env: Vec<(OsString, OsString)>,
+    env_policy: EnvPolicy,
+    policy: RetryPolicy,
+    started: Instant,
+) -> Result<i32, Error> {
+    let source = Arc::new(Source {
+        api,
+        gatekeeper,
+        method: config.auth.clone(),
+        plan,
+        kv: config.kv.clone(),
+        policy,
+        parent_env,
+        env_policy,
+        need_ttl: config.mode == Mode::Supervise,
+    });
+    let first = source.login_and_resolve(None).await?;
+    for file in &config.bootstrap_files {
+        match std::fs::remove_file(file) {
+            Ok(()) => tracing::info!(file = %file.display(), "removed bootstrap file"),
+            Err(e) => tracing::warn!(file = %file.display(), error = %e, "cannot remove bootstrap file"),
+        }
+    }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        vars = first.env.vars.len(),
+        leases = first.leases.len(),
+        "secrets resolved"
+    );
+    let env = first.env.clone();
+    launch(&config, Some(source), Some(first), env).await
+}
+
+async fn launch<F: Fetch>(
+    config: &Config,
+    source: Option<Arc<F>>,
+    first: Option<Generation>,
+    env: ChildEnv,
+) -> Result<i32, Error> {
+    match config.mode {
+        Mode::Exec => {
+            use std::os::unix::process::CommandExt;
+            if let Some(path) = &config.env_file {
+                write_env_file(path, &env.file_vars)?;
+            }
+            drop(first);
+            let err = supervise::process::command(&config.command, &env).exec();
+            Err(Error::Spawn {
+                program: config.command[0].to_string_lossy().into_owned(),
+                source: err,
+            })
+        }
+        Mode::Supervise => {
+            let settings = Settings {
+                argv: config.command.clone(),
+                on_rotate: config.on_rotate,
+                grace: config.grace,
+                env_file: config.env_file.clone(),
+                revoke: config.revoke,
+            };
+            supervise::run(settings, source, first, env).await
+        }
+    }
+}
+
+/// Everything needed to (re)fetch credentials: used at start and on rotation.
+pub struct Source<V, G> {
+    api: Arc<V>,
+    gatekeeper: G,
+    method: AuthMethod,
+    plan: RefPlan,
+    kv: KvVersions,
+    policy: RetryPolicy,
+    parent_env: Vec<(OsString, OsString)>,
+    env_policy: EnvPolicy,
+    /// Look up a given token's TTL (only supervise mode renews).
+    need_ttl: bool,
+}
+
+impl<V: VaultApi + 'static, G: GatekeeperApi + 'static> Source<V, G> {
+    /// Logs in (unless `token` is given) and resolves the plan into a generation.
+    async fn login_and_resolve(&self, token: Option<Arc<Secret>>) -> Result<Generation, Error> {
+        let owned = !matches!(self.method, AuthMethod::Token(_));
+        let (token, ttl, renewable) = match token {
+            // Same token: the renewal task keeps tracking it (`token_ttl: None`).
+            Some(t) => (t, None, false),
+            None => {
+                let login = auth::login(self.api.as_ref(), &self.gatekeeper, &self.method, &self.policy).await?;
+                let (ttl, renewable) = match login.ttl {
+                    Some(ttl) => (ttl, login.renewable),
+                    None if self.need_ttl => self.lookup_ttl(&login.token).await,
+                    None => (Duration::ZERO, false),
+                };
+                tracing::info!(method = self.method.name(), ttl_s = ttl.as_secs(), renewable, "logged in");
+                (Arc::new(login.token), Some(ttl), renewable)
+            }
+        };
+        let resolved = resolve::resolve(self.api.as_ref(), &token, &self.plan, &self.kv, &self.policy).await?;
+        for (path, took) in &resolved.timings {
+            tracing::info!(path = %path, took_ms = took.as_millis() as u64, "read");
+        }
+        let env = env::child_env(self.parent_env.iter().cloned(), resolved.vars, &self.env_policy);
+        Ok(Generation {
+            token,
+            token_ttl: ttl,
+            token_renewable: renewable,
+            token_owned: owned,
+            leases: resolved.leases,
+            env,
+        })
+    }
+
+    /// A given token's TTL; a server that cannot say gets "never expires" (no renewal).
+    async fn lookup_ttl(&self, token: &Secret) -> (Duration, bool) {
+        match retry::retry(&self.policy, "token lookup", || self.api.lookup_self(token)).await {
+            Ok(info) => (info.ttl, info.renewable.unwrap_or(true)),
+            Err(e) => {
+                tracing::warn!(error = %e, "token lookup failed; the token will not be renewed");
+                (Duration::ZERO, false)
+            }
+        }
+    }
+}
+
+impl<V: VaultApi + 'static, G: GatekeeperApi + 'static> Fetch for Source<V, G> {
+    type Api = V;
+
+    fn api(&self) -> Arc<V> {
+        self.api.clone()
+    }
+
+    async fn fetch(&self, relogin: bool, token: Arc<Secret>) -> Result<Generation, Error> {
+        if relogin {
+            if !self.method.can_relogin() {
+                return Err(Error::CredentialsExpired);
+            }
+            self.login_and_resolve(None).await
+        } else {
+            self.login_and_resolve(Some(token)).await
+        }
+    }
+}
+
+/// Writes the env file atomically with mode 0400 (temp file + rename), warning when
+/// the directory is not on tmpfs (the secrets would reach a disk).
+pub fn write_env_file(path: &Path, vars: &[(String, Secret)]) -> Result<(), Error> {
+    let err = |source| Error::EnvFile {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Ok(fs) = nix::sys::statfs::statfs(dir) {
+        if fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
+            tracing::warn!(dir = %dir.display(), "env file directory is not on tmpfs; secrets may reach a disk");
+        }
+    }
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let contents = env::env_file_contents(vars);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    let written = file
+        .write_all(contents.expose().as_bytes())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o400)))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
+    Ok(())
+}
+
+/// An error and its sources on one line, for logs.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,1 @@
+//! End-to-end tests across both binaries; one module per scenario.

@@ -1,0 +1,1 @@
+//! Support for the end-to-end tests: locating the built binaries, temp repos.
