@@ -236,8 +236,8 @@ pub async fn login<V: VaultApi, G: GatekeeperApi>(
             let path = format!("auth/{mount}/login");
             let fields = [("role", role.as_str()), ("jwt", jwt.expose())];
             let auth = retry(policy, "jwt login", || api.login(&path, &fields))
-            .await
-            .map_err(fail)?;
+                .await
+                .map_err(fail)?;
             Ok(token_of(auth))
         }
         AuthMethod::Gatekeeper {
@@ -336,13 +336,31 @@ mod tests {
 
     #[test]
     fn secret_id_creation_paths() {
-        assert!(is_secret_id_path("approle", "auth/approle/role/web/secret-id"));
-        assert!(is_secret_id_path("approle/", "auth/approle/role/web/secret-id"));
-        assert!(!is_secret_id_path("approle", "auth/approle/role/web/custom-secret-id"));
-        assert!(!is_secret_id_path("approle", "auth/approle/role//secret-id"));
+        assert!(is_secret_id_path(
+            "approle",
+            "auth/approle/role/web/secret-id"
+        ));
+        assert!(is_secret_id_path(
+            "approle/",
+            "auth/approle/role/web/secret-id"
+        ));
+        assert!(!is_secret_id_path(
+            "approle",
+            "auth/approle/role/web/custom-secret-id"
+        ));
+        assert!(!is_secret_id_path(
+            "approle",
+            "auth/approle/role//secret-id"
+        ));
         assert!(!is_secret_id_path("approle", "secret/data/x"));
-        assert!(!is_secret_id_path("approle", "auth/other/role/web/secret-id"));
-        assert!(!is_secret_id_path("approle", "auth/approle/role/a/b/secret-id"));
+        assert!(!is_secret_id_path(
+            "approle",
+            "auth/other/role/web/secret-id"
+        ));
+        assert!(!is_secret_id_path(
+            "approle",
+            "auth/approle/role/a/b/secret-id"
+        ));
     }
 
     #[test]

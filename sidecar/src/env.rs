@@ -85,20 +85,18 @@ pub fn render(
         for segment in &var.segments {
             let piece = match segment {
                 Segment::Text(t) => Secret::new(t.clone()),
-                Segment::Ref(r) => {
-                    match reads.get(&r.read_key()).and_then(|d| d.get(&r.key)) {
-                        Some(v) => v,
-                        None => {
-                            errors.push(RenderError {
-                                var: var.name.clone(),
-                                path: r.read_key().to_string(),
-                                key: r.key.clone(),
-                            });
-                            ok = false;
-                            continue;
-                        }
+                Segment::Ref(r) => match reads.get(&r.read_key()).and_then(|d| d.get(&r.key)) {
+                    Some(v) => v,
+                    None => {
+                        errors.push(RenderError {
+                            var: var.name.clone(),
+                            path: r.read_key().to_string(),
+                            key: r.key.clone(),
+                        });
+                        ok = false;
+                        continue;
                     }
-                }
+                },
             };
             value = concat(&value, &piece);
         }
@@ -287,8 +285,11 @@ mod tests {
     fn env_file_mode_keeps_secrets_out_of_the_environment() {
         let (plan, reads) = plan_and_reads();
         let rendered = render(&plan, &reads).unwrap();
-        let parent = [("USER", "vault:database/creds/app#username"), ("PATH", "/bin")]
-            .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let parent = [
+            ("USER", "vault:database/creds/app#username"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
         let policy = EnvPolicy {
             strip: BTreeSet::new(),
             env_file: Some("/run/secrets/env".into()),

@@ -97,7 +97,13 @@ pub async fn run(config: Config, parent_env: Vec<(OsString, OsString)>) -> Resul
     if plan.is_empty() {
         tracing::info!("no secret references; running the command without Vault");
         let env = env::child_env(parent_env, Vec::new(), &env_policy);
-        return launch(&config, None::<Arc<Source<HttpVault, NoGatekeeper>>>, None, env).await;
+        return launch(
+            &config,
+            None::<Arc<Source<HttpVault, NoGatekeeper>>>,
+            None,
+            env,
+        )
+        .await;
     }
 
     let vault_config = config.vault.clone().ok_or(Error::NoVaultAddr)?;
@@ -113,9 +119,24 @@ pub async fn run(config: Config, parent_env: Vec<(OsString, OsString)>) -> Resul
                 http,
                 url: url.clone(),
             };
-            start(config, api, gk, plan, parent_env, env_policy, policy, started).await
+            start(
+                config, api, gk, plan, parent_env, env_policy, policy, started,
+            )
+            .await
         }
-        None => start(config, api, NoGatekeeper, plan, parent_env, env_policy, policy, started).await,
+        None => {
+            start(
+                config,
+                api,
+                NoGatekeeper,
+                plan,
+                parent_env,
+                env_policy,
+                policy,
+                started,
+            )
+            .await
+        }
     }
 }
 
@@ -145,7 +166,9 @@ async fn start<V: VaultApi + 'static, G: GatekeeperApi + 'static>(
     for file in &config.bootstrap_files {
         match std::fs::remove_file(file) {
             Ok(()) => tracing::info!(file = %file.display(), "removed bootstrap file"),
-            Err(e) => tracing::warn!(file = %file.display(), error = %e, "cannot remove bootstrap file"),
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "cannot remove bootstrap file")
+            }
         }
     }
     tracing::info!(
@@ -212,21 +235,43 @@ impl<V: VaultApi + 'static, G: GatekeeperApi + 'static> Source<V, G> {
             // Same token: the renewal task keeps tracking it (`token_ttl: None`).
             Some(t) => (t, None, false),
             None => {
-                let login = auth::login(self.api.as_ref(), &self.gatekeeper, &self.method, &self.policy).await?;
+                let login = auth::login(
+                    self.api.as_ref(),
+                    &self.gatekeeper,
+                    &self.method,
+                    &self.policy,
+                )
+                .await?;
                 let (ttl, renewable) = match login.ttl {
                     Some(ttl) => (ttl, login.renewable),
                     None if self.need_ttl => self.lookup_ttl(&login.token).await,
                     None => (Duration::ZERO, false),
                 };
-                tracing::info!(method = self.method.name(), ttl_s = ttl.as_secs(), renewable, "logged in");
+                tracing::info!(
+                    method = self.method.name(),
+                    ttl_s = ttl.as_secs(),
+                    renewable,
+                    "logged in"
+                );
                 (Arc::new(login.token), Some(ttl), renewable)
             }
         };
-        let resolved = resolve::resolve(self.api.as_ref(), &token, &self.plan, &self.kv, &self.policy).await?;
+        let resolved = resolve::resolve(
+            self.api.as_ref(),
+            &token,
+            &self.plan,
+            &self.kv,
+            &self.policy,
+        )
+        .await?;
         for (path, took) in &resolved.timings {
             tracing::info!(path = %path, took_ms = took.as_millis() as u64, "read");
         }
-        let env = env::child_env(self.parent_env.iter().cloned(), resolved.vars, &self.env_policy);
+        let env = env::child_env(
+            self.parent_env.iter().cloned(),
+            resolved.vars,
+            &self.env_policy,
+        );
         Ok(Generation {
             token,
             token_ttl: ttl,
@@ -275,7 +320,10 @@ pub fn write_env_file(path: &Path, vars: &[(String, Secret)]) -> Result<(), Erro
         path: path.to_owned(),
         source,
     };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if let Ok(fs) = nix::sys::statfs::statfs(dir) {
         if fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
             tracing::warn!(dir = %dir.display(), "env file directory is not on tmpfs; secrets may reach a disk");

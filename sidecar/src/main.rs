@@ -183,7 +183,10 @@ fn main() {
             std::process::exit(exit::USAGE.into());
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -234,14 +237,26 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
     });
     let mut bootstrap_files = Vec::new();
     let auth = match kind {
-        AuthKind::Token => {
-            AuthMethod::Token(secret_input("VAULT_TOKEN", cli.token_file.as_deref(), &mut bootstrap_files)?
-                .unwrap_or_else(|| Secret::new(String::new())))
-        }
+        AuthKind::Token => AuthMethod::Token(
+            secret_input(
+                "VAULT_TOKEN",
+                cli.token_file.as_deref(),
+                &mut bootstrap_files,
+            )?
+            .unwrap_or_else(|| Secret::new(String::new())),
+        ),
         AuthKind::Approle => {
-            let role_id = secret_input("BATON_ROLE_ID", cli.role_id_file.as_deref(), &mut bootstrap_files)?
-                .context("--auth approle needs BATON_ROLE_ID or --role-id-file")?;
-            let plain = secret_input("BATON_SECRET_ID", cli.secret_id_file.as_deref(), &mut bootstrap_files)?;
+            let role_id = secret_input(
+                "BATON_ROLE_ID",
+                cli.role_id_file.as_deref(),
+                &mut bootstrap_files,
+            )?
+            .context("--auth approle needs BATON_ROLE_ID or --role-id-file")?;
+            let plain = secret_input(
+                "BATON_SECRET_ID",
+                cli.secret_id_file.as_deref(),
+                &mut bootstrap_files,
+            )?;
             let wrapped = secret_input(
                 "BATON_WRAPPED_SECRET_ID",
                 cli.wrapped_secret_id_file.as_deref(),
@@ -262,8 +277,14 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
             }
         }
         AuthKind::Jwt => {
-            let role = cli.jwt_role.clone().context("--auth jwt needs --jwt-role")?;
-            let file = cli.jwt_file.as_deref().context("--auth jwt needs --jwt-file")?;
+            let role = cli
+                .jwt_role
+                .clone()
+                .context("--auth jwt needs --jwt-role")?;
+            let file = cli
+                .jwt_file
+                .as_deref()
+                .context("--auth jwt needs --jwt-file")?;
             AuthMethod::Jwt {
                 mount: cli.jwt_mount.trim_matches('/').to_owned(),
                 role,
@@ -276,15 +297,22 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
             }
             AuthMethod::Gatekeeper {
                 mount: cli.approle_mount.trim_matches('/').to_owned(),
-                task_id: cli.task_id.clone().context("--auth gatekeeper needs --task-id or MESOS_TASK_ID")?,
-                app_id: cli.app_id.clone().context("--auth gatekeeper needs --app-id or MARATHON_APP_ID")?,
+                task_id: cli
+                    .task_id
+                    .clone()
+                    .context("--auth gatekeeper needs --task-id or MESOS_TASK_ID")?,
+                app_id: cli
+                    .app_id
+                    .clone()
+                    .context("--auth gatekeeper needs --app-id or MARATHON_APP_ID")?,
             }
         }
     };
     if matches!(cli.on_rotate, OnRotate::Signal(_)) && cli.env_file.is_none() {
         bail!("--on-rotate signal:NAME needs --env-file (a running process cannot get a new environment)");
     }
-    let kv = KvVersions::parse(cli.kv_versions.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
+    let kv = KvVersions::parse(cli.kv_versions.iter().map(String::as_str))
+        .map_err(anyhow::Error::msg)?;
     Ok(Config {
         vault,
         auth,
@@ -311,7 +339,11 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
 
 /// A secret from the environment variable `var`, else from `file` (recorded for
 /// `--remove-bootstrap-files`).
-fn secret_input(var: &str, file: Option<&Path>, files: &mut Vec<PathBuf>) -> anyhow::Result<Option<Secret>> {
+fn secret_input(
+    var: &str,
+    file: Option<&Path>,
+    files: &mut Vec<PathBuf>,
+) -> anyhow::Result<Option<Secret>> {
     if let Some(value) = std::env::var_os(var) {
         let value = value
             .into_string()
@@ -328,7 +360,8 @@ fn secret_input(var: &str, file: Option<&Path>, files: &mut Vec<PathBuf>) -> any
 }
 
 fn read_secret_file(path: &Path) -> anyhow::Result<Secret> {
-    let mut raw = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut raw =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let secret = Secret::new(raw.trim().to_owned());
     raw.zeroize();
     Ok(secret)

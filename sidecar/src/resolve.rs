@@ -215,7 +215,10 @@ mod tests {
     #[test]
     fn kv2_paths_get_data_inserted_once() {
         assert_eq!(kv2_data_path("secret/", "secret/app"), "secret/data/app");
-        assert_eq!(kv2_data_path("secret/", "secret/data/app"), "secret/data/app");
+        assert_eq!(
+            kv2_data_path("secret/", "secret/data/app"),
+            "secret/data/app"
+        );
         assert_eq!(kv2_data_path("a/b/", "a/b/c/d"), "a/b/data/c/d");
     }
 

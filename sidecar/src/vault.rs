@@ -254,9 +254,7 @@ impl HttpVault {
         if let Some(mut body) = body {
             let bytes = serde_json::to_vec(&body).unwrap_or_default();
             crate::secret::zeroize_value(&mut body);
-            req = req
-                .header("Content-Type", "application/json")
-                .body(bytes);
+            req = req.header("Content-Type", "application/json").body(bytes);
         }
         let resp = req.send().await.map_err(|source| VaultError::Transport {
             path: path.to_owned(),
@@ -439,10 +437,16 @@ impl VaultApi for HttpVault {
         })
     }
 
-    async fn renew_self(&self, token: &Secret, increment: Duration) -> Result<AuthInfo, VaultError> {
+    async fn renew_self(
+        &self,
+        token: &Secret,
+        increment: Duration,
+    ) -> Result<AuthInfo, VaultError> {
         let path = "auth/token/renew-self";
         let body = json!({ "increment": increment.as_secs() });
-        let env = self.call(Method::POST, path, Some(token), Some(body)).await?;
+        let env = self
+            .call(Method::POST, path, Some(token), Some(body))
+            .await?;
         auth_of(path, need(path, env)?)
     }
 
@@ -452,7 +456,11 @@ impl VaultApi for HttpVault {
         Ok(())
     }
 
-    async fn mount_info(&self, token: &Secret, path: &str) -> Result<Option<MountInfo>, VaultError> {
+    async fn mount_info(
+        &self,
+        token: &Secret,
+        path: &str,
+    ) -> Result<Option<MountInfo>, VaultError> {
         let api_path = format!("sys/internal/ui/mounts/{path}");
         let mut env = match self.call(Method::GET, &api_path, Some(token), None).await {
             Ok(env) => need(&api_path, env)?,
@@ -466,7 +474,11 @@ impl VaultApi for HttpVault {
         let kv_version = data
             .raw("options")
             .and_then(|o| o.get("version"))
-            .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or(v.as_u64().map(|n| n as u8)));
+            .and_then(|v| {
+                v.as_str()
+                    .and_then(|s| s.parse().ok())
+                    .or(v.as_u64().map(|n| n as u8))
+            });
         Ok(Some(MountInfo {
             path: mount,
             kind: str_field(&data, "type").unwrap_or_default(),
@@ -510,7 +522,11 @@ impl VaultApi for HttpVault {
     ) -> Result<Lease, VaultError> {
         let path = "sys/leases/renew";
         let body = json!({ "lease_id": lease_id, "increment": increment.as_secs() });
-        let env = need(path, self.call(Method::PUT, path, Some(token), Some(body)).await?)?;
+        let env = need(
+            path,
+            self.call(Method::PUT, path, Some(token), Some(body))
+                .await?,
+        )?;
         lease_of(&env).ok_or_else(|| VaultError::Parse {
             path: path.to_owned(),
             reason: "no lease_id in renewal".into(),
@@ -520,7 +536,8 @@ impl VaultApi for HttpVault {
     async fn revoke_lease(&self, token: &Secret, lease_id: &str) -> Result<(), VaultError> {
         let path = "sys/leases/revoke";
         let body = json!({ "lease_id": lease_id });
-        self.call(Method::PUT, path, Some(token), Some(body)).await?;
+        self.call(Method::PUT, path, Some(token), Some(body))
+            .await?;
         Ok(())
     }
 
@@ -539,7 +556,8 @@ impl VaultApi for HttpVault {
         let path = "sys/wrapping/unwrap";
         let mut env = need(
             path,
-            self.call(Method::POST, path, Some(wrapping_token), None).await?,
+            self.call(Method::POST, path, Some(wrapping_token), None)
+                .await?,
         )?;
         Ok(data_of(&mut env))
     }
@@ -565,14 +583,26 @@ mod tests {
             StatusCode::BAD_REQUEST,
             br#"{"errors":["invalid role or secret ID"]}"#,
         );
-        assert!(matches!(vault, Err(VaultError::Status { status: 400, ref message, .. }) if message == "invalid role or secret ID"));
-        let rusty = interpret("p", StatusCode::BAD_REQUEST, br#"{"error":"invalid secret id"}"#);
-        assert!(matches!(rusty, Err(VaultError::Status { ref message, .. }) if message == "invalid secret id"));
+        assert!(
+            matches!(vault, Err(VaultError::Status { status: 400, ref message, .. }) if message == "invalid role or secret ID")
+        );
+        let rusty = interpret(
+            "p",
+            StatusCode::BAD_REQUEST,
+            br#"{"error":"invalid secret id"}"#,
+        );
+        assert!(
+            matches!(rusty, Err(VaultError::Status { ref message, .. }) if message == "invalid secret id")
+        );
         assert!(matches!(
             interpret("p", StatusCode::FORBIDDEN, b""),
             Err(VaultError::PermissionDenied { .. })
         ));
-        let sealed = interpret("p", StatusCode::SERVICE_UNAVAILABLE, br#"{"errors":["Vault is sealed"]}"#);
+        let sealed = interpret(
+            "p",
+            StatusCode::SERVICE_UNAVAILABLE,
+            br#"{"errors":["Vault is sealed"]}"#,
+        );
         assert!(sealed.as_ref().is_err_and(VaultError::is_retryable));
         let five = interpret("p", StatusCode::INTERNAL_SERVER_ERROR, b"");
         assert!(five.as_ref().is_err_and(VaultError::is_retryable));
@@ -584,11 +614,15 @@ mod tests {
     fn rustyvault_shapes_parse() {
         // Observed from rvault 0.2.1: no request_id, no accessor.
         let body = br#"{"renewable":true,"lease_id":"","lease_duration":3600,"auth":{"client_token":"t","policies":["default"],"metadata":{"role_name":"r"},"lease_duration":60,"renewable":true},"data":null}"#;
-        let env = interpret("auth/approle/login", StatusCode::OK, body).unwrap().unwrap();
+        let env = interpret("auth/approle/login", StatusCode::OK, body)
+            .unwrap()
+            .unwrap();
         let auth = auth_of("x", env).unwrap();
         assert_eq!(auth.lease_duration, Duration::from_secs(60));
         assert!(auth.accessor.is_none());
-        assert!(interpret("x", StatusCode::NO_CONTENT, b"").unwrap().is_none());
+        assert!(interpret("x", StatusCode::NO_CONTENT, b"")
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -312,6 +312,23 @@ fn load_file(file: &SourceFile, config: &RepoConfig) -> FileResult {
         ));
         return result;
     };
+    // Marathon reads `null` as "absent" and old GET dumps are full of them: accept, but say so.
+    let nulls: Vec<String> = doc_map
+        .iter()
+        .filter(|(_, v)| v.is_null())
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in nulls {
+        doc_map.remove(&k);
+        result.diagnostics.push(diagnostic(
+            &file.path,
+            Some(&id),
+            Severity::Warning,
+            &format!("/{}", parse::escape_token(&k)),
+            format!("`{k}: null` is treated as absent"),
+            Some(text),
+        ));
+    }
     let findings = match schema::app() {
         Ok(s) => s.check(&Value::Object(doc_map.clone())),
         Err(e) => vec![Finding {
@@ -335,7 +352,13 @@ fn load_file(file: &SourceFile, config: &RepoConfig) -> FileResult {
             ));
         }
     }
+    let baton_checked = !result
+        .diagnostics
+        .iter()
+        .any(|d| d.severity == Severity::Error && d.pointer.starts_with("/baton"));
     let baton = match doc_map.remove("baton") {
+        // The schema already explained what is wrong in the block; do not say it twice.
+        Some(_) if !baton_checked => BatonBlock::default(),
         Some(b) => baton_block(&b, config).unwrap_or_else(|(pointer, message)| {
             result.diagnostics.push(error(&pointer, message, Some(text)));
             BatonBlock::default()

@@ -392,10 +392,9 @@ fn err_at(message: &str, mark: Marker) -> ParseError {
 /// null, booleans, integers or floats. `yes`/`no`/`on`/`off` stay strings (YAML 1.1's surprise).
 fn scalar(text: &str, style: TScalarStyle, tag: Option<&Tag>) -> Result<Value, String> {
     if let Some(tag) = tag {
-        if tag.handle == "tag:yaml.org,2002:" || tag.handle == "!!" {
-            if tag.suffix == "str" {
-                return Ok(Value::String(text.to_string()));
-            }
+        let core = tag.handle == "tag:yaml.org,2002:" || tag.handle == "!!";
+        if core && tag.suffix == "str" {
+            return Ok(Value::String(text.to_string()));
         }
     }
     if style != TScalarStyle::Plain {

@@ -98,10 +98,25 @@ impl Schema {
                         });
                     }
                 }
+                ValidationErrorKind::AnyOf | ValidationErrorKind::OneOfNotValid => {
+                    let forms = self.forms_at(&e.schema_path.to_string());
+                    let message = if forms.is_empty() {
+                        format!("{} is not one of the forms this field allows", json_type(&e.instance))
+                    } else {
+                        format!("expected {}, found {}", forms.join(" or "), json_type(&e.instance))
+                    };
+                    out.push(Finding {
+                        severity: Severity::Error,
+                        pointer,
+                        message,
+                    });
+                }
                 kind => out.push(Finding {
                     severity: Severity::Error,
                     pointer,
-                    message: describe(kind, &e.instance, &e.to_string()),
+                    message: describe(kind, &e.instance)
+                        .or_else(|| self.rule_description(&e.schema_path.to_string()))
+                        .unwrap_or_else(|| format!("{} is not allowed here", json_type(&e.instance))),
                 }),
             }
         }
@@ -143,6 +158,87 @@ impl Schema {
         names.sort();
         names.dedup();
         names
+    }
+
+    /// The `description` of the rule that failed (cross-field rules in `allOf` carry the message a
+    /// user should see). Never the instance: it may hold secret values.
+    fn rule_description(&self, schema_path: &str) -> Option<String> {
+        let mut nodes = vec![&self.raw];
+        let mut node = &self.raw;
+        for token in split_pointer(schema_path) {
+            let next = if token == "$ref" {
+                node.get("$ref").and_then(Value::as_str).and_then(|r| self.resolve(r))
+            } else {
+                match node {
+                    Value::Array(a) => token.parse::<usize>().ok().and_then(|i| a.get(i)),
+                    _ => node.get(&token),
+                }
+            }?;
+            node = next;
+            nodes.push(node);
+        }
+        // The failing keyword's own node first, then its parents up to the enclosing rule.
+        nodes
+            .iter()
+            .rev()
+            .take(3)
+            .find_map(|n| n.get("description").and_then(Value::as_str))
+            .map(str::to_string)
+    }
+
+    /// The alternatives of an `anyOf`/`oneOf` keyword at `schema_path`, in words.
+    fn forms_at(&self, schema_path: &str) -> Vec<String> {
+        let mut node = &self.raw;
+        for token in split_pointer(schema_path) {
+            let next = if token == "$ref" {
+                node.get("$ref").and_then(Value::as_str).and_then(|r| self.resolve(r))
+            } else {
+                match node {
+                    Value::Array(a) => token.parse::<usize>().ok().and_then(|i| a.get(i)),
+                    _ => node.get(&token),
+                }
+            };
+            match next {
+                Some(n) => node = n,
+                None => return Vec::new(),
+            }
+        }
+        let Some(branches) = node.as_array() else {
+            return Vec::new();
+        };
+        branches
+            .iter()
+            .map(|b| {
+                let b = b
+                    .get("$ref")
+                    .and_then(Value::as_str)
+                    .and_then(|r| self.resolve(r))
+                    .unwrap_or(b);
+                if let Some(values) = b.get("enum").and_then(Value::as_array) {
+                    let shown: Vec<String> = values.iter().map(Value::to_string).collect();
+                    return format!("one of {}", shown.join(", "));
+                }
+                if let Some(c) = b.get("const") {
+                    return c.to_string();
+                }
+                match b.get("type").and_then(Value::as_str) {
+                    Some("object") => match b.get("required").and_then(Value::as_array) {
+                        Some(req) if !req.is_empty() => {
+                            let keys: Vec<String> = req
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .map(|k| format!("`{k}`"))
+                                .collect();
+                            format!("a mapping with {}", keys.join(", "))
+                        }
+                        _ => "a mapping".to_string(),
+                    },
+                    Some("array") => "a list".to_string(),
+                    Some(t) => format!("a {t}"),
+                    None => "another form".to_string(),
+                }
+            })
+            .collect()
     }
 
     /// A node and, recursively, its `$ref` target and `oneOf`/`anyOf`/`allOf` branches.
@@ -266,8 +362,10 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-fn describe(kind: &ValidationErrorKind, instance: &Value, fallback: &str) -> String {
-    match kind {
+/// Plain words for the common keywords; `None` for the rest (then the rule's description is used).
+/// Values are shown only for scalars of fields that never hold secrets (numbers, enums).
+fn describe(kind: &ValidationErrorKind, instance: &Value) -> Option<String> {
+    Some(match kind {
         ValidationErrorKind::Type { kind } => {
             let expected = match kind {
                 TypeKind::Single(t) => t.to_string(),
@@ -282,19 +380,43 @@ fn describe(kind: &ValidationErrorKind, instance: &Value, fallback: &str) -> Str
         ValidationErrorKind::Required { property } => {
             format!("missing required field {property}")
         }
-        ValidationErrorKind::Minimum { limit } => format!("must be at least {limit}, found {instance}"),
-        ValidationErrorKind::Maximum { limit } => format!("must be at most {limit}, found {instance}"),
+        ValidationErrorKind::Minimum { limit } => {
+            format!("must be at least {limit}, found {}", scalar_shown(instance))
+        }
+        ValidationErrorKind::Maximum { limit } => {
+            format!("must be at most {limit}, found {}", scalar_shown(instance))
+        }
         ValidationErrorKind::MinLength { limit } => {
             format!("must be at least {limit} characters long")
         }
         ValidationErrorKind::Enum { options } => {
-            format!("must be one of {options}, found {instance}")
+            format!("must be one of {options}, found {}", scalar_shown(instance))
         }
         ValidationErrorKind::Pattern { pattern } => {
-            format!("{instance} does not match the pattern {pattern}")
+            format!("{} does not match the pattern {pattern}", scalar_shown(instance))
         }
+        ValidationErrorKind::MaxLength { limit } => {
+            format!("must be at most {limit} characters long")
+        }
+        ValidationErrorKind::MinItems { limit } => format!("must have at least {limit} items"),
+        ValidationErrorKind::MaxItems { limit } => format!("must have at most {limit} items"),
         ValidationErrorKind::UniqueItems => "list items must be unique".to_string(),
-        _ => fallback.to_string(),
+        ValidationErrorKind::Constant { expected_value } => format!("must be {expected_value}"),
+        ValidationErrorKind::ExclusiveMinimum { limit } => format!("must be more than {limit}"),
+        ValidationErrorKind::ExclusiveMaximum { limit } => format!("must be less than {limit}"),
+        _ => return None,
+    })
+}
+
+/// A short form of a value for messages: strings are cut, collections not shown at all.
+fn scalar_shown(v: &Value) -> String {
+    match v {
+        Value::String(s) if s.chars().count() > 60 => {
+            format!("\"{}...\"", s.chars().take(57).collect::<String>())
+        }
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "a mapping".into(),
+        other => other.to_string(),
     }
 }
 

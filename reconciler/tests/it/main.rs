@@ -1,5 +1,8 @@
 //! Integration tests of the `baton` library and binary, one module per topic.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 mod conformance;
 mod dev_scheduler;
+mod plan;
 mod raml;
+mod spec_load;
 mod support;

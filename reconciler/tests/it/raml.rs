@@ -700,6 +700,21 @@ impl DefaultsCheck<'_> {
             };
             let field_ty = self.raml.resolve(&p.decl);
             match value {
+                Value::Object(m) if m.contains_key("$source") => {
+                    // A default from Marathon's code that the RAML does not document: it must say
+                    // where it comes from, and the RAML must not say otherwise.
+                    self.checked += 1;
+                    let cited = m["$source"].as_str().is_some_and(|s| s.len() > 10);
+                    let raml = field_ty.facets.get("default");
+                    if !cited || raml.is_some_and(|r| !same_json(r, &m["$default"])) {
+                        self.errors.push(format!(
+                            "{child}: defaults table {} (source {}), RAML default {}",
+                            m["$default"],
+                            m["$source"],
+                            show(raml)
+                        ));
+                    }
+                }
                 Value::Object(m) if m.contains_key("$default") => {
                     self.scalar(&child, &m["$default"], &field_ty);
                 }
@@ -1032,6 +1047,53 @@ fn app_schema_rejects_bad_apps_at_the_right_place() {
             },
             "/unreachableStrategy",
         ),
+        (
+            "portMappings in two places",
+            with(
+                "/container",
+                json!({"portMappings": [], "docker": {"image": "x", "portMappings": [{}]}}),
+            ),
+            "",
+        ),
+        (
+            "docker.network and networks",
+            {
+                let mut a = with(
+                    "/container",
+                    json!({"docker": {"image": "x", "network": "HOST"}}),
+                );
+                a["networks"] = json!([{"mode": "host"}]);
+                a
+            },
+            "",
+        ),
+        (
+            "ipAddress and networks",
+            {
+                let mut a = small_app();
+                a.as_object_mut().unwrap().remove("portDefinitions");
+                a["ipAddress"] = json!({"networkName": "dcos"});
+                a["networks"] = json!([{"mode": "container", "name": "dcos"}]);
+                a
+            },
+            "",
+        ),
+        (
+            "ipAddress and portDefinitions",
+            with("/ipAddress", json!({"networkName": "dcos"})),
+            "",
+        ),
+        (
+            "ipAddress discovery with a Docker container",
+            {
+                let mut a = small_app();
+                a.as_object_mut().unwrap().remove("portDefinitions");
+                a["container"] = json!({"docker": {"image": "x"}});
+                a["ipAddress"] = json!({"discovery": {"ports": []}});
+                a
+            },
+            "",
+        ),
     ];
     for (what, app, pointer) in cases {
         let errs = errors(&validator, &app);
@@ -1042,6 +1104,23 @@ fn app_schema_rejects_bad_apps_at_the_right_place() {
     }
     // A non-empty args with cmd is an error, an empty one is not (Marathon: args.nonEmpty).
     let app = with("/args", json!([]));
+    assert_eq!(errors(&validator, &app), Vec::<String>::new());
+    // A field of the wrong type is reported there, not also as a broken cross-field rule.
+    for (pointer, value) in [("/args", Value::Null), ("/container", json!(null))] {
+        let errs = errors(&validator, &with(pointer, value));
+        assert!(
+            !errs.is_empty() && errs.iter().all(|e| e.starts_with(&format!("{pointer}: "))),
+            "{pointer}: {errs:?}"
+        );
+    }
+    // The same deprecated fields alone, or with their canonical form left empty, are fine.
+    let mut app = small_app();
+    app.as_object_mut().unwrap().remove("portDefinitions");
+    app["ipAddress"] = json!({"networkName": "dcos", "discovery": {"ports": [{"name": "http"}]}});
+    app["container"] = json!({"type": "MESOS"});
+    app["uris"] = json!(["http://x/a.tgz"]);
+    app["fetch"] = json!([]);
+    app["networks"] = json!([]);
     assert_eq!(errors(&validator, &app), Vec::<String>::new());
 }
 
@@ -1098,6 +1177,12 @@ fn every_schema_property_has_a_description() {
     for (name, schema) in [("app", app_schema()), ("repo", repo_schema())] {
         let mut missing = Vec::new();
         walk(&schema, "#", &mut missing);
+        // A cross-field rule's description is the message a user gets when it fails.
+        for (i, rule) in schema["allOf"].as_array().into_iter().flatten().enumerate() {
+            if !rule.get("description").is_some_and(Value::is_string) {
+                missing.push(format!("#/allOf/{i}"));
+            }
+        }
         assert!(
             missing.is_empty(),
             "{name}.schema.json: no description at {missing:?}"

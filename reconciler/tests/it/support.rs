@@ -19,3 +19,50 @@ pub fn shared_marathon(test: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// A fixture directory under `fixtures/`.
+pub fn fixture(rel: &str) -> PathBuf {
+    repo_root().join("fixtures").join(rel)
+}
+
+/// Diagnostics as stable text lines: `file:line:col severity pointer: message`.
+pub fn diagnostics_lines(repo: &baton::spec::Repo) -> String {
+    repo.diagnostics
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}:{} {:?} {}: {}",
+                d.file.display(),
+                d.line.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                d.column.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                d.severity,
+                if d.pointer.is_empty() { "/" } else { &d.pointer },
+                d.message
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Validate `doc` against `schemas/<name>`, failing with every error.
+pub fn assert_matches_schema(name: &str, doc: &serde_json::Value) {
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let dir = repo_root().join("schemas");
+    let schema = read(&dir.join(name));
+    // Our schemas refer to each other by `$id`; register them all.
+    let mut options = jsonschema::options();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let doc = read(&entry.unwrap().path());
+        if let Some(id) = doc.get("$id").and_then(|v| v.as_str()).map(str::to_string) {
+            options = options.with_resource(id, jsonschema::Resource::from_contents(doc).unwrap());
+        }
+    }
+    let validator = options.build(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{name}: {errors:#?}\n{doc:#}");
+}

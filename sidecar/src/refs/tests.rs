@@ -15,7 +15,10 @@ fn whole_value_references() {
             "vault:database/creds/app#password",
             r("database/creds/app", "password", None),
         ),
-        ("vault:secret/data/app#key", r("secret/data/app", "key", None)),
+        (
+            "vault:secret/data/app#key",
+            r("secret/data/app", "key", None),
+        ),
         ("vault:kv1/app#key", r("kv1/app", "key", None)),
         (
             "vault:secret/data/app#key?version=3",
@@ -71,7 +74,9 @@ fn templates_render_text_and_refs() {
 
 #[test]
 fn templates_keep_foreign_braces() {
-    let got = parse_value("{{ other }}-{{ vault:kv1/a#b }}").unwrap().unwrap();
+    let got = parse_value("{{ other }}-{{ vault:kv1/a#b }}")
+        .unwrap()
+        .unwrap();
     assert_eq!(
         got,
         vec![

@@ -131,7 +131,12 @@ pub async fn run<F: Fetch>(
     let (replace_tx, replace_rx) = mpsc::channel::<Credentials>(1);
     let (event_tx, mut event_rx) = mpsc::channel::<RenewEvent>(8);
     if let (Some(g), Some(source)) = (&current, &source) {
-        tokio::spawn(renew::run(source.api(), g.credentials(), replace_rx, event_tx));
+        tokio::spawn(renew::run(
+            source.api(),
+            g.credentials(),
+            replace_rx,
+            event_tx,
+        ));
     } else {
         drop(event_tx);
     }
@@ -294,7 +299,12 @@ fn start_fetch<F: Fetch>(
 }
 
 /// Revokes what `old` holds that `new` does not share (a relogin changes the token).
-async fn revoke_old<F: Fetch>(source: &Option<Arc<F>>, old: Generation, new: Option<&Generation>, revoke: bool) {
+async fn revoke_old<F: Fetch>(
+    source: &Option<Arc<F>>,
+    old: Generation,
+    new: Option<&Generation>,
+    revoke: bool,
+) {
     let keep = new.map(|g| g.token.clone());
     revoke_generation(source, old, keep.as_deref(), revoke).await;
 }
@@ -314,7 +324,9 @@ async fn revoke_generation<F: Fetch>(
         for lease in &g.leases {
             match api.revoke_lease(&g.token, &lease.id).await {
                 Ok(()) => tracing::info!(lease = %truncate_id(&lease.id), "revoked lease"),
-                Err(e) => tracing::warn!(lease = %truncate_id(&lease.id), error = %e, "lease revocation failed"),
+                Err(e) => {
+                    tracing::warn!(lease = %truncate_id(&lease.id), error = %e, "lease revocation failed")
+                }
             }
         }
         let shared = keep_token.is_some_and(|k| k.expose() == g.token.expose());
@@ -325,7 +337,10 @@ async fn revoke_generation<F: Fetch>(
             }
         }
     };
-    if tokio::time::timeout(Duration::from_secs(5), work).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), work)
+        .await
+        .is_err()
+    {
         tracing::warn!("revocation timed out");
     }
 }

@@ -47,7 +47,9 @@ pub fn spawn(argv: &[OsString], env: &ChildEnv) -> std::io::Result<Pid> {
 pub fn signal_group(leader: Pid, sig: Signal) {
     match killpg(leader, sig) {
         Ok(()) | Err(Errno::ESRCH) => {}
-        Err(e) => tracing::warn!(signal = %sig, error = %e, "cannot signal the child's process group"),
+        Err(e) => {
+            tracing::warn!(signal = %sig, error = %e, "cannot signal the child's process group")
+        }
     }
 }
 

@@ -129,8 +129,8 @@ impl State {
             let item = &mut self.items[index];
             match result {
                 Ok((ttl, renewable)) => {
-                    tracing::info!(lease = %label(item), ttl_s = ttl.as_secs(), capped = ttl + Duration::from_secs(1) < item.increment, "renewed");
                     item.renewed(now, ttl, renewable);
+                    tracing::info!(lease = %label(item), ttl_s = ttl.as_secs(), capped = item.capped, "renewed");
                     return None;
                 }
                 Err(e) => {

@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Slack for servers that round TTLs (a grant 1 s short is not a cap).
-const CAP_SLACK: Duration = Duration::from_secs(1);
+/// Slack for servers that round TTLs down to whole seconds: a grant this much short of
+/// the increment is not a cap. At most 1 s, and a tenth of short increments.
+fn cap_slack(increment: Duration) -> Duration {
+    (increment / 10).min(Duration::from_secs(1))
+}
 /// Retry delay after a failed renewal that may succeed later (5xx, unreachable).
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -25,6 +28,8 @@ pub struct Tracked {
     pub ttl: Duration,
     /// The first grant's length: what every renewal asks for.
     pub increment: Duration,
+    /// Issued without a TTL (root tokens): never renewed, never rotated.
+    pub infinite: bool,
     pub renewable: bool,
     /// The last renewal came back short (max TTL reached).
     pub capped: bool,
@@ -58,6 +63,7 @@ impl Tracked {
             granted_at: now,
             ttl,
             increment: ttl,
+            infinite: ttl.is_zero(),
             renewable,
             capped: false,
             retry_at: None,
@@ -71,7 +77,7 @@ impl Tracked {
     }
 
     pub fn next_step(&self) -> Step {
-        if self.rotating || self.ttl.is_zero() {
+        if self.rotating || self.infinite {
             return Step::Never;
         }
         let two_thirds = self.granted_at + self.ttl * 2 / 3;
@@ -91,7 +97,7 @@ impl Tracked {
 
     /// A renewal at `now` granted `ttl`.
     pub fn renewed(&mut self, now: Instant, ttl: Duration, renewable: bool) {
-        self.capped = ttl + CAP_SLACK < self.increment;
+        self.capped = ttl + cap_slack(self.increment) < self.increment;
         self.granted_at = now;
         self.ttl = ttl;
         self.renewable = renewable;
@@ -139,8 +145,18 @@ mod tests {
             Tracked::new("x".into(), t0, S(60), false).next_step(),
             Step::Rotate(t0 + S(40))
         );
-        assert_eq!(Tracked::new("root".into(), t0, S(0), true).next_step(), Step::Never);
+        assert_eq!(
+            Tracked::new("root".into(), t0, S(0), true).next_step(),
+            Step::Never
+        );
         let mut r = Tracked::new("x".into(), t0, S(60), true);
+        // A renewal granting 0 s (the max TTL is reached) rotates now, not "never".
+        r.renewed(t0 + S(40), S(0), true);
+        assert_eq!(r.next_step(), Step::Rotate(t0 + S(40)));
+        // Whole-second rounding of short leases still counts as capped.
+        let mut short = Tracked::new("x".into(), t0, S(2), true);
+        short.renewed(t0 + S(1), S(1), true);
+        assert!(short.capped);
         r.rotating = true;
         assert_eq!(r.next_step(), Step::Never);
     }

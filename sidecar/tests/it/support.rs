@@ -112,7 +112,10 @@ impl Rvault {
             if http.get(&init_url).send().await.is_ok() {
                 break;
             }
-            assert!(rv.child.try_wait().expect("try_wait").is_none(), "rvault exited during startup");
+            assert!(
+                rv.child.try_wait().expect("try_wait").is_none(),
+                "rvault exited during startup"
+            );
             assert!(Instant::now() < deadline, "rvault did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -136,9 +139,11 @@ impl Rvault {
         assert!(r.status().is_success(), "unseal: {}", r.status());
         let mounts: serde_json::Value = rv.get("sys/mounts").await;
         if mounts["secret/"]["type"] != "kv" {
-            rv.post("sys/mounts/secret", serde_json::json!({"type": "kv"})).await;
+            rv.post("sys/mounts/secret", serde_json::json!({"type": "kv"}))
+                .await;
         }
-        rv.post("sys/auth/approle", serde_json::json!({"type": "approle"})).await;
+        rv.post("sys/auth/approle", serde_json::json!({"type": "approle"}))
+            .await;
         rv
     }
 
@@ -171,5 +176,28 @@ impl Drop for Rvault {
         // SIGKILL: rvault takes ~2 s to exit on SIGTERM and holds nothing we need.
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A child process killed (and reaped) when the test ends, even by a failed assertion.
+pub struct KillOnDrop(pub Option<Child>);
+
+impl KillOnDrop {
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    /// Takes the child out (the caller waits for it).
+    pub fn take(&mut self) -> Child {
+        self.0.take().expect("child already taken")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

@@ -203,8 +203,12 @@ pub async fn spawn(config: StubConfig) -> std::io::Result<StubHandle> {
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
     let mut state = State::default();
-    state.mounts.insert("secret/".into(), Mount::Kv2(BTreeMap::new()));
-    state.mounts.insert("kv1/".into(), Mount::Kv1(BTreeMap::new()));
+    state
+        .mounts
+        .insert("secret/".into(), Mount::Kv2(BTreeMap::new()));
+    state
+        .mounts
+        .insert("kv1/".into(), Mount::Kv1(BTreeMap::new()));
     state
         .mounts
         .insert("database/".into(), Mount::Database(BTreeMap::new()));
@@ -214,9 +218,7 @@ pub async fn spawn(config: StubConfig) -> std::io::Result<StubHandle> {
         "auth/token/root",
     );
     let state = Arc::new(Mutex::new(state));
-    let app = Router::new()
-        .fallback(handle)
-        .with_state(state.clone());
+    let app = Router::new().fallback(handle).with_state(state.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
@@ -260,7 +262,9 @@ impl StubHandle {
 
     /// The next `n` requests fail with `fault`.
     pub fn fail_next(&self, n: usize, fault: Fault) {
-        lock(&self.state).faults.extend(std::iter::repeat_n(fault, n));
+        lock(&self.state)
+            .faults
+            .extend(std::iter::repeat_n(fault, n));
     }
 
     /// Writes a KV v1 secret at `path` (e.g. `kv1/app`).
@@ -481,7 +485,11 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = uri.path().strip_prefix("/v1/").unwrap_or(uri.path()).to_owned();
+    let path = uri
+        .path()
+        .strip_prefix("/v1/")
+        .unwrap_or(uri.path())
+        .to_owned();
     let query: HashMap<String, String> = uri
         .query()
         .unwrap_or("")
@@ -502,7 +510,9 @@ async fn handle(
     } else {
         match serde_json::from_slice(&body) {
             Ok(v) => v,
-            Err(_) => return into_response(err(StatusCode::BAD_REQUEST, "failed to parse JSON input")),
+            Err(_) => {
+                return into_response(err(StatusCode::BAD_REQUEST, "failed to parse JSON input"))
+            }
         }
     };
     let mut s = lock(&state);
@@ -555,7 +565,10 @@ fn secs(v: &Value) -> Option<Duration> {
 fn always_allowed(path: &str) -> bool {
     matches!(
         path,
-        "auth/token/lookup-self" | "auth/token/renew-self" | "auth/token/revoke-self" | "sys/leases/renew"
+        "auth/token/lookup-self"
+            | "auth/token/renew-self"
+            | "auth/token/revoke-self"
+            | "sys/leases/renew"
     ) || path.starts_with("sys/internal/ui/mounts/")
 }
 
@@ -661,12 +674,22 @@ pub fn route(
         }
         // https://developer.hashicorp.com/vault/api-docs/system/mounts#enable-secrets-engine
         ("POST", ["sys", "mounts", ..]) => {
-            let mount = format!("{}/", path.strip_prefix("sys/mounts/").unwrap_or("").trim_end_matches('/'));
+            let mount = format!(
+                "{}/",
+                path.strip_prefix("sys/mounts/")
+                    .unwrap_or("")
+                    .trim_end_matches('/')
+            );
             let m = match (body["type"].as_str(), body["options"]["version"].as_str()) {
                 (Some("kv"), Some("2")) | (Some("kv-v2"), _) => Mount::Kv2(BTreeMap::new()),
                 (Some("kv"), _) => Mount::Kv1(BTreeMap::new()),
                 (Some("database"), _) => Mount::Database(BTreeMap::new()),
-                _ => return err(StatusCode::BAD_REQUEST, "unsupported mount type in the stub"),
+                _ => {
+                    return err(
+                        StatusCode::BAD_REQUEST,
+                        "unsupported mount type in the stub",
+                    )
+                }
             };
             s.mounts.insert(mount, m);
             no_content()
@@ -757,8 +780,14 @@ impl State {
                 let spec = r.token.clone();
                 self.login(spec, "auth/jwt/login")
             }
-            Some(_) => err(StatusCode::BAD_REQUEST, "error validating token: invalid signature"),
-            None => err(StatusCode::BAD_REQUEST, &format!("role {role:?} could not be found")),
+            Some(_) => err(
+                StatusCode::BAD_REQUEST,
+                "error validating token: invalid signature",
+            ),
+            None => err(
+                StatusCode::BAD_REQUEST,
+                &format!("role {role:?} could not be found"),
+            ),
         }
     }
 
@@ -823,7 +852,10 @@ impl State {
                 None,
                 None,
             )),
-            None => err(StatusCode::BAD_REQUEST, "wrapping token is not valid or does not exist"),
+            None => err(
+                StatusCode::BAD_REQUEST,
+                "wrapping token is not valid or does not exist",
+            ),
         }
     }
 
@@ -831,7 +863,10 @@ impl State {
         // Single use: the entry is gone whether or not it was still valid.
         match self.wrapped.remove(token).filter(|w| now < w.expires) {
             Some(w) => ok(w.response),
-            None => err(StatusCode::BAD_REQUEST, "wrapping token is not valid or does not exist"),
+            None => err(
+                StatusCode::BAD_REQUEST,
+                "wrapping token is not valid or does not exist",
+            ),
         }
     }
 
@@ -891,7 +926,9 @@ impl State {
             "lease_duration": granted.as_secs(),
         });
         if granted < inc {
-            v["warnings"] = json!(["TTL of the lease exceeded the effective max_ttl; TTL value is capped accordingly"]);
+            v["warnings"] = json!([
+                "TTL of the lease exceeded the effective max_ttl; TTL value is capped accordingly"
+            ]);
         }
         ok(v)
     }
@@ -905,7 +942,10 @@ impl State {
     }
 
     fn mount_details(&self, path: &str) -> Reply {
-        let Some((mount, _)) = self.mount_of(path).or_else(|| self.mount_of(&format!("{path}/"))) else {
+        let Some((mount, _)) = self
+            .mount_of(path)
+            .or_else(|| self.mount_of(&format!("{path}/")))
+        else {
             return err(StatusCode::BAD_REQUEST, "no mount found for the path");
         };
         let (kind, options) = match self.mounts.get(&mount) {
@@ -943,14 +983,21 @@ impl State {
         now: Instant,
     ) -> Reply {
         let Some((mount, rest)) = self.mount_of(path) else {
-            return err(StatusCode::NOT_FOUND, &format!("no handler for route \"{path}\""));
+            return err(
+                StatusCode::NOT_FOUND,
+                &format!("no handler for route \"{path}\""),
+            );
         };
         let write = *method == Method::POST || *method == Method::PUT;
         match self.mounts.get_mut(&mount) {
             // https://developer.hashicorp.com/vault/api-docs/secret/kv/kv-v1
             Some(Mount::Kv1(map)) => match (method.as_str(), write) {
                 ("GET", _) => match map.get(&rest) {
-                    Some(data) => ok(envelope(Some(Value::Object(data.clone())), None, Some(("", 2_764_800, false)))),
+                    Some(data) => ok(envelope(
+                        Some(Value::Object(data.clone())),
+                        None,
+                        Some(("", 2_764_800, false)),
+                    )),
                     None => not_found(),
                 },
                 (_, true) => {
@@ -1040,7 +1087,10 @@ impl State {
                     ))
                 } else {
                     // Vault answers v1-style paths on a v2 mount with a hint to use data/.
-                    err(StatusCode::NOT_FOUND, "Invalid path for a versioned K/V secrets engine")
+                    err(
+                        StatusCode::NOT_FOUND,
+                        "Invalid path for a versioned K/V secrets engine",
+                    )
                 }
             }
             // https://developer.hashicorp.com/vault/api-docs/secret/databases#generate-credentials
@@ -1069,7 +1119,11 @@ impl State {
                     "username": format!("v-token-{role}-{n}"),
                     "password": format!("pw-{}", uuid::Uuid::new_v4().simple()),
                 });
-                ok(envelope(Some(data), None, Some((&lease_id, r.default_ttl.as_secs(), true))))
+                ok(envelope(
+                    Some(data),
+                    None,
+                    Some((&lease_id, r.default_ttl.as_secs(), true)),
+                ))
             }
             None => not_found(),
         }
@@ -1099,9 +1153,20 @@ mod tests {
         let mut s = State::default();
         s.mounts.insert("kv1/".into(), Mount::Kv1(BTreeMap::new()));
         let t = new_token();
-        s.insert_token(t.clone(), TokenSpec::new(Policy::paths(["kv1/app"]), Duration::ZERO), "x");
+        s.insert_token(
+            t.clone(),
+            TokenSpec::new(Policy::paths(["kv1/app"]), Duration::ZERO),
+            "x",
+        );
         let q = HashMap::new();
-        let r = route(&mut s, &Method::GET, "kv1/other", &q, Some(&t), &Value::Null);
+        let r = route(
+            &mut s,
+            &Method::GET,
+            "kv1/other",
+            &q,
+            Some(&t),
+            &Value::Null,
+        );
         assert_eq!(r.0, StatusCode::FORBIDDEN);
         let r = route(&mut s, &Method::GET, "kv1/app", &q, Some(&t), &Value::Null);
         assert_eq!(r.0, StatusCode::NOT_FOUND);

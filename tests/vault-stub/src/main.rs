@@ -20,7 +20,9 @@ async fn main() -> anyhow::Result<()> {
                 let port: u16 = args.next().context("--port needs a value")?.parse()?;
                 config.addr = SocketAddr::from(([127, 0, 0, 1], port));
             }
-            "--root-token" => config.root_token = args.next().context("--root-token needs a value")?,
+            "--root-token" => {
+                config.root_token = args.next().context("--root-token needs a value")?
+            }
             "-h" | "--help" => {
                 println!("usage: vault-stub [--port N] [--root-token T]");
                 return Ok(());

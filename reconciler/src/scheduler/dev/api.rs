@@ -36,10 +36,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/ping", get(|| async { "pong\n" }))
         .route("/v2/info", get(info))
         .route("/v2/leader", get(leader))
-        .route("/v2/apps", get(list_apps).post(create_app).put(put_apps).patch(patch_apps))
+        .route(
+            "/v2/apps",
+            get(list_apps)
+                .post(create_app)
+                .put(put_apps)
+                .patch(patch_apps),
+        )
         .route(
             "/v2/apps/{*rest}",
-            get(app_get).put(app_put).patch(app_patch).delete(app_delete),
+            get(app_get)
+                .put(app_put)
+                .patch(app_patch)
+                .delete(app_delete),
         )
         .route("/v2/tasks", get(list_tasks))
         .route("/v2/tasks/delete", post(delete_tasks))
@@ -68,13 +77,18 @@ impl IntoResponse for ApiError {
 type ApiResult = Result<Response, ApiError>;
 
 fn not_found_app(id: &str) -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, json!({"message": format!("App '{id}' does not exist")}))
+    ApiError(
+        StatusCode::NOT_FOUND,
+        json!({"message": format!("App '{id}' does not exist")}),
+    )
 }
 
 impl From<Reject> for ApiError {
     fn from(r: Reject) -> Self {
         match r {
-            Reject::NotFound(message) => ApiError(StatusCode::NOT_FOUND, json!({"message": message})),
+            Reject::NotFound(message) => {
+                ApiError(StatusCode::NOT_FOUND, json!({"message": message}))
+            }
             Reject::Exists(id) => ApiError(
                 StatusCode::CONFLICT,
                 json!({"message": format!("An app with id [{id}] already exists.")}),
@@ -98,7 +112,11 @@ impl From<Reject> for ApiError {
 fn invalid(details: Vec<(String, String)>) -> ApiError {
     let mut by_path: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (path, msg) in details {
-        let path = if path.is_empty() { "/".to_string() } else { path };
+        let path = if path.is_empty() {
+            "/".to_string()
+        } else {
+            path
+        };
         by_path.entry(path).or_default().push(msg);
     }
     let details: Vec<Value> = by_path
@@ -243,8 +261,14 @@ fn app_json(shared: &Shared, world: &World, id: &str, embed: Embed) -> Option<Va
     };
     let tasks: Vec<&Task> = world.tasks.values().filter(|t| t.app_id == id).collect();
     if embed.counts {
-        let staged = tasks.iter().filter(|t| t.state == TaskState::Staging).count();
-        let running = tasks.iter().filter(|t| t.state == TaskState::Running).count();
+        let staged = tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Staging)
+            .count();
+        let running = tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Running)
+            .count();
         let healthy = tasks.iter().filter(|t| t.is_healthy()).count();
         let unhealthy = tasks.iter().filter(|t| t.is_unhealthy()).count();
         obj.insert("tasksStaged".into(), json!(staged));
@@ -253,7 +277,10 @@ fn app_json(shared: &Shared, world: &World, id: &str, embed: Embed) -> Option<Va
         obj.insert("tasksUnhealthy".into(), json!(unhealthy));
     }
     if embed.deployments {
-        let ids: Vec<Value> = locks(world, id).into_iter().map(|d| json!({"id": d})).collect();
+        let ids: Vec<Value> = locks(world, id)
+            .into_iter()
+            .map(|d| json!({"id": d}))
+            .collect();
         obj.insert("deployments".into(), Value::Array(ids));
     }
     if embed.readiness {
@@ -383,9 +410,17 @@ fn matches(labels: Option<&Map<String, Value>>, sel: &Selector) -> bool {
 
 async fn list_apps(State(shared): Ctx, RawQuery(q): RawQuery) -> ApiResult {
     let q = query_pairs(q.as_deref());
-    let embed = Embed::parse(&q, Embed { counts: true, deployments: true, ..Embed::default() });
+    let embed = Embed::parse(
+        &q,
+        Embed {
+            counts: true,
+            deployments: true,
+            ..Embed::default()
+        },
+    );
     let selectors = match param(&q, "label") {
-        Some(l) => parse_selectors(l).map_err(|m| ApiError(StatusCode::BAD_REQUEST, json!({"message": m})))?,
+        Some(l) => parse_selectors(l)
+            .map_err(|m| ApiError(StatusCode::BAD_REQUEST, json!({"message": m})))?,
         None => Vec::new(),
     };
     let id_filter = param(&q, "id").map(str::to_string);
@@ -399,7 +434,10 @@ async fn list_apps(State(shared): Ctx, RawQuery(q): RawQuery) -> ApiResult {
             selectors.iter().all(|s| matches(labels, s))
                 && id_filter.as_deref().is_none_or(|f| id.contains(f))
                 && cmd_filter.as_deref().is_none_or(|f| {
-                    r.def.get("cmd").and_then(Value::as_str).is_some_and(|c| c.contains(f))
+                    r.def
+                        .get("cmd")
+                        .and_then(Value::as_str)
+                        .is_some_and(|c| c.contains(f))
                 })
         })
         .filter_map(|(id, _)| app_json(&shared, &world, id, embed))
@@ -409,13 +447,27 @@ async fn list_apps(State(shared): Ctx, RawQuery(q): RawQuery) -> ApiResult {
 
 /// Turn a submitted app into its stored form for `id`: validated, normalised, service ports
 /// assigned, `version` and `versionInfo` set.
-fn stored_form(world: &mut World, id: &str, mut app: Value, version: &str) -> Result<Value, Reject> {
+fn stored_form(
+    world: &mut World,
+    id: &str,
+    mut app: Value,
+    version: &str,
+) -> Result<Value, Reject> {
     if let Some(obj) = app.as_object_mut() {
         obj.insert("id".into(), json!(id));
         // Versions and status are the server's; a client that echoes them back changes nothing.
         for k in [
-            "version", "versionInfo", "tasks", "tasksStaged", "tasksRunning", "tasksHealthy",
-            "tasksUnhealthy", "deployments", "lastTaskFailure", "taskStats", "readinessCheckResults",
+            "version",
+            "versionInfo",
+            "tasks",
+            "tasksStaged",
+            "tasksRunning",
+            "tasksHealthy",
+            "tasksUnhealthy",
+            "deployments",
+            "lastTaskFailure",
+            "taskStats",
+            "readinessCheckResults",
         ] {
             obj.remove(k);
         }
@@ -486,8 +538,19 @@ async fn create_app(
         }
         let version = world.clock.next_version();
         let def = stored_form(&mut world, &id, app, &version)?;
-        let d = apply(&mut world, &shared.bus, vec![(id.clone(), Some(def.clone()))], version, false)?;
-        let all = Embed { tasks: true, counts: true, deployments: true, ..Embed::default() };
+        let d = apply(
+            &mut world,
+            &shared.bus,
+            vec![(id.clone(), Some(def.clone()))],
+            version,
+            false,
+        )?;
+        let all = Embed {
+            tasks: true,
+            counts: true,
+            deployments: true,
+            ..Embed::default()
+        };
         let body = app_json(&shared, &world, &id, all).unwrap_or(Value::Null);
         (d, def, body)
     };
@@ -550,7 +613,11 @@ async fn multi_update(
             if patch && !world.apps.contains_key(&id) {
                 return Err(not_found_app(&id));
             }
-            let submitted = if partial { merged(&world, &id, app) } else { app };
+            let submitted = if partial {
+                merged(&world, &id, app)
+            } else {
+                app
+            };
             match stored_form(&mut world, &id, submitted, &version) {
                 Ok(def) => changes.push((id, Some(def))),
                 Err(Reject::Invalid(ds)) => {
@@ -570,7 +637,10 @@ async fn multi_update(
     for def in &defs {
         publish_api_post(&shared, &addr, &uri, def);
     }
-    Ok(with_deployment(Json(d.result_json()).into_response(), &d.id))
+    Ok(with_deployment(
+        Json(d.result_json()).into_response(),
+        &d.id,
+    ))
 }
 
 /// What `/v2/apps/{*rest}` addresses.
@@ -604,8 +674,15 @@ async fn app_get(State(shared): Ctx, Path(rest): Path<String>, RawQuery(q): RawQ
     match app_path(&rest) {
         AppPath::App(id) => {
             // Marathon embeds these for a single app, for compatibility.
-            let base = Embed { tasks: true, counts: true, deployments: true, failure: true, ..Embed::default() };
-            let app = app_json(&shared, &world, &id, Embed::parse(&q, base)).ok_or_else(|| not_found_app(&id))?;
+            let base = Embed {
+                tasks: true,
+                counts: true,
+                deployments: true,
+                failure: true,
+                ..Embed::default()
+            };
+            let app = app_json(&shared, &world, &id, Embed::parse(&q, base))
+                .ok_or_else(|| not_found_app(&id))?;
             Ok(Json(json!({ "app": app })).into_response())
         }
         AppPath::Tasks(id) => {
@@ -628,7 +705,10 @@ async fn app_get(State(shared): Ctx, Path(rest): Path<String>, RawQuery(q): RawQ
         AppPath::Version(id, v) => {
             let record = world.apps.get(&id).ok_or_else(|| not_found_app(&id))?;
             let def = record.versions.get(&v).ok_or_else(|| {
-                ApiError(StatusCode::NOT_FOUND, json!({"message": format!("App '{id}' does not exist in version {v}")}))
+                ApiError(
+                    StatusCode::NOT_FOUND,
+                    json!({"message": format!("App '{id}' does not exist in version {v}")}),
+                )
             })?;
             Ok(Json(def.clone()).into_response())
         }
@@ -649,7 +729,10 @@ async fn app_put(
 ) -> ApiResult {
     let q = query_pairs(q.as_deref());
     let AppPath::App(id) = app_path(&rest) else {
-        return Err(ApiError(StatusCode::METHOD_NOT_ALLOWED, json!({"message": "HTTP 405 Method Not Allowed"})));
+        return Err(ApiError(
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({"message": "HTTP 405 Method Not Allowed"}),
+        ));
     };
     let partial = flag(&q, "partialUpdate", true);
     update_one(shared, addr, uri, id, q, body, partial, false).await
@@ -665,7 +748,10 @@ async fn app_patch(
 ) -> ApiResult {
     let q = query_pairs(q.as_deref());
     let AppPath::App(id) = app_path(&rest) else {
-        return Err(ApiError(StatusCode::METHOD_NOT_ALLOWED, json!({"message": "HTTP 405 Method Not Allowed"})));
+        return Err(ApiError(
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({"message": "HTTP 405 Method Not Allowed"}),
+        ));
     };
     update_one(shared, addr, uri, id, q, body, true, true).await
 }
@@ -694,29 +780,54 @@ async fn update_one(
         }
         let version = world.clock.next_version();
         // `{"version": v}` alone rolls the app back to that version.
-        let only_version = update
-            .as_object()
-            .is_some_and(|o| o.contains_key("version") && o.keys().all(|k| k == "version" || k == "id"));
+        let only_version = update.as_object().is_some_and(|o| {
+            o.contains_key("version") && o.keys().all(|k| k == "version" || k == "id")
+        });
         let def = if only_version {
-            let v = update.get("version").and_then(Value::as_str).unwrap_or_default();
+            let v = update
+                .get("version")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             let old = world
                 .apps
                 .get(&id)
                 .and_then(|r| r.versions.get(v))
                 .cloned()
-                .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, json!({"message": format!("App '{id}' does not exist in version {v}")})))?;
+                .ok_or_else(|| {
+                    ApiError(
+                        StatusCode::NOT_FOUND,
+                        json!({"message": format!("App '{id}' does not exist in version {v}")}),
+                    )
+                })?;
             stored_form(&mut world, &id, old, &version)?
         } else {
-            let submitted = if partial { merged(&world, &id, update) } else { update };
+            let submitted = if partial {
+                merged(&world, &id, update)
+            } else {
+                update
+            };
             stored_form(&mut world, &id, submitted, &version)?
         };
-        let d = apply(&mut world, &shared.bus, vec![(id.clone(), Some(def.clone()))], version, force)?;
+        let d = apply(
+            &mut world,
+            &shared.bus,
+            vec![(id.clone(), Some(def.clone()))],
+            version,
+            force,
+        )?;
         (d, def, !exists)
     };
     shared.wake.notify_one();
     publish_api_post(&shared, &addr, &uri, &def);
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(with_deployment((status, Json(d.result_json())).into_response(), &d.id))
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(with_deployment(
+        (status, Json(d.result_json())).into_response(),
+        &d.id,
+    ))
 }
 
 async fn app_delete(
@@ -733,14 +844,27 @@ async fn app_delete(
             let force = flag(&q, "force", true);
             let (d, def) = {
                 let mut world = shared.lock();
-                let def = world.apps.get(&id).map(|r| r.def.clone()).ok_or_else(|| not_found_app(&id))?;
+                let def = world
+                    .apps
+                    .get(&id)
+                    .map(|r| r.def.clone())
+                    .ok_or_else(|| not_found_app(&id))?;
                 let version = world.clock.next_version();
-                let d = apply(&mut world, &shared.bus, vec![(id.clone(), None)], version, force)?;
+                let d = apply(
+                    &mut world,
+                    &shared.bus,
+                    vec![(id.clone(), None)],
+                    version,
+                    force,
+                )?;
                 (d, def)
             };
             shared.wake.notify_one();
             publish_api_post(&shared, &addr, &uri, &def);
-            Ok(with_deployment(Json(d.result_json()).into_response(), &d.id))
+            Ok(with_deployment(
+                Json(d.result_json()).into_response(),
+                &d.id,
+            ))
         }
         AppPath::Tasks(id) => {
             let ids: Vec<String> = {
@@ -748,15 +872,28 @@ async fn app_delete(
                 if !world.apps.contains_key(&id) {
                     return Err(not_found_app(&id));
                 }
-                world.tasks.values().filter(|t| t.app_id == id).map(|t| t.id.clone()).collect()
+                world
+                    .tasks
+                    .values()
+                    .filter(|t| t.app_id == id)
+                    .map(|t| t.id.clone())
+                    .collect()
             };
-            kill_tasks(&shared, ids, flag(&q, "scale", false), flag(&q, "force", false))
+            kill_tasks(
+                &shared,
+                ids,
+                flag(&q, "scale", false),
+                flag(&q, "force", false),
+            )
         }
         AppPath::Task(id, task) => {
             {
                 let world = shared.lock();
                 if world.tasks.get(&task).is_none_or(|t| t.app_id != id) {
-                    return Err(ApiError(StatusCode::NOT_FOUND, json!({"message": format!("Task '{task}' does not exist")})));
+                    return Err(ApiError(
+                        StatusCode::NOT_FOUND,
+                        json!({"message": format!("Task '{task}' does not exist")}),
+                    ));
                 }
             }
             let scale = flag(&q, "scale", false);
@@ -765,12 +902,17 @@ async fn app_delete(
                 return Ok(resp);
             }
             // A single kill answers `{"task": ...}` rather than a list.
-            let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap_or_default();
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap_or_default();
             let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let task = v.pointer("/tasks/0").cloned().unwrap_or(Value::Null);
             Ok(Json(json!({ "task": task })).into_response())
         }
-        _ => Err(ApiError(StatusCode::METHOD_NOT_ALLOWED, json!({"message": "HTTP 405 Method Not Allowed"}))),
+        _ => Err(ApiError(
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({"message": "HTTP 405 Method Not Allowed"}),
+        )),
     }
 }
 
@@ -797,7 +939,9 @@ fn kill_tasks(shared: &Arc<Shared>, ids: Vec<String>, scale: bool, force: bool) 
             let version = world.clock.next_version();
             let mut changes = Vec::new();
             for (app, n) in &per_app {
-                let Some(record) = world.apps.get(app) else { continue };
+                let Some(record) = world.apps.get(app) else {
+                    continue;
+                };
                 let mut def = record.def.clone();
                 let instances = instances_of(&def).saturating_sub(*n);
                 def["instances"] = json!(instances);
@@ -853,11 +997,18 @@ async fn delete_tasks(State(shared): Ctx, RawQuery(q): RawQuery, body: Bytes) ->
     let ids: Vec<String> = v
         .get("ids")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     {
         let world = shared.lock();
-        let unknown: Vec<&String> = ids.iter().filter(|id| !world.tasks.contains_key(*id)).collect();
+        let unknown: Vec<&String> = ids
+            .iter()
+            .filter(|id| !world.tasks.contains_key(*id))
+            .collect();
         if !unknown.is_empty() {
             return Err(ApiError(
                 StatusCode::BAD_REQUEST,
@@ -865,18 +1016,31 @@ async fn delete_tasks(State(shared): Ctx, RawQuery(q): RawQuery, body: Bytes) ->
             ));
         }
     }
-    kill_tasks(&shared, ids, flag(&q, "scale", false), flag(&q, "force", false))
+    kill_tasks(
+        &shared,
+        ids,
+        flag(&q, "scale", false),
+        flag(&q, "force", false),
+    )
 }
 
 async fn list_deployments(State(shared): Ctx) -> ApiResult {
     let world = shared.lock();
-    let list: Vec<Value> = world.deployments.iter().map(deploy::Deployment::to_json).collect();
+    let list: Vec<Value> = world
+        .deployments
+        .iter()
+        .map(deploy::Deployment::to_json)
+        .collect();
     Ok(Json(Value::Array(list)).into_response())
 }
 
 /// `DELETE /v2/deployments/{id}`: roll back (200 and a new deployment), or with `force=true`
 /// only stop it (202, no body).
-async fn delete_deployment(State(shared): Ctx, Path(id): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+async fn delete_deployment(
+    State(shared): Ctx,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     let q = query_pairs(q.as_deref());
     let force = flag(&q, "force", false);
     let d = {
@@ -906,17 +1070,26 @@ async fn delete_deployment(State(shared): Ctx, Path(id): Path<String>, RawQuery(
         apply(&mut world, &shared.bus, changes, version, true)?
     };
     shared.wake.notify_one();
-    Ok(with_deployment(Json(d.result_json()).into_response(), &d.id))
+    Ok(with_deployment(
+        Json(d.result_json()).into_response(),
+        &d.id,
+    ))
 }
 
 /// Apps into Marathon's group tree, from the app ids.
 fn group_json(world: &World, gid: &str) -> Value {
-    let prefix = if gid == "/" { "/".to_string() } else { format!("{gid}/") };
+    let prefix = if gid == "/" {
+        "/".to_string()
+    } else {
+        format!("{gid}/")
+    };
     let mut apps = Vec::new();
     let mut subgroups: Vec<String> = Vec::new();
     let mut version = String::new();
     for (id, r) in &world.apps {
-        let Some(rest) = id.strip_prefix(&prefix) else { continue };
+        let Some(rest) = id.strip_prefix(&prefix) else {
+            continue;
+        };
         if let Some(v) = r.def.get("version").and_then(Value::as_str) {
             if v > version.as_str() {
                 version = v.to_string();
@@ -950,14 +1123,19 @@ async fn group(State(shared): Ctx, Path(id): Path<String>) -> ApiResult {
     let world = shared.lock();
     let exists = gid == "/" || world.apps.keys().any(|a| a.starts_with(&format!("{gid}/")));
     if !exists {
-        return Err(ApiError(StatusCode::NOT_FOUND, json!({"message": format!("Group '{gid}' does not exist")})));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            json!({"message": format!("Group '{gid}' does not exist")}),
+        ));
     }
     Ok(Json(group_json(&world, &gid)).into_response())
 }
 
 async fn queue(State(shared): Ctx, RawQuery(q): RawQuery) -> ApiResult {
     let q = query_pairs(q.as_deref());
-    let offers = q.iter().any(|(k, v)| k == "embed" && v == "lastUnusedOffers");
+    let offers = q
+        .iter()
+        .any(|(k, v)| k == "embed" && v == "lastUnusedOffers");
     let now = Instant::now();
     let world = shared.lock();
     let mut items = Vec::new();
@@ -976,7 +1154,9 @@ async fn queue(State(shared): Ctx, RawQuery(q): RawQuery) -> ApiResult {
             .backoff
             .as_ref()
             .map_or(Duration::ZERO, |b| b.until.saturating_duration_since(now));
-        let since = r.queued_since.map_or_else(super::store::timestamp_now, format_system_time);
+        let since = r
+            .queued_since
+            .map_or_else(super::store::timestamp_now, format_system_time);
         let mut item = json!({
             "app": r.def,
             "count": count,
@@ -1001,11 +1181,17 @@ async fn queue(State(shared): Ctx, RawQuery(q): RawQuery) -> ApiResult {
 /// `DELETE /v2/queue/{app}/delay`: launch again at once.
 async fn reset_delay(State(shared): Ctx, Path(rest): Path<String>) -> ApiResult {
     let Some(app) = rest.strip_suffix("/delay").map(canonical_id) else {
-        return Err(ApiError(StatusCode::NOT_FOUND, json!({"message": "not found"})));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            json!({"message": "not found"}),
+        ));
     };
     {
         let mut world = shared.lock();
-        let record = world.apps.get_mut(&app).ok_or_else(|| not_found_app(&app))?;
+        let record = world
+            .apps
+            .get_mut(&app)
+            .ok_or_else(|| not_found_app(&app))?;
         record.backoff = None;
     }
     shared.wake.notify_one();
@@ -1020,46 +1206,46 @@ async fn info(State(shared): Ctx, headers: HeaderMap) -> ApiResult {
         .to_string();
     let hostname = shared.config.hostname.clone();
     let marathon_config = json!({
-            "access_control_allow_origin": null,
-            "checkpoint": true,
-            "decline_offer_duration": 120000,
-            "default_network_name": null,
-            "env_vars_prefix": null,
-            "executor": "//cmd",
-            "failover_timeout": 604800,
-            "features": [],
-            "framework_name": "marathon",
-            "ha": false,
-            "hostname": hostname,
-            "launch_token": 100,
-            "launch_token_refresh_interval": 30000,
-            "leader_proxy_connection_timeout_ms": 5000,
-            "leader_proxy_read_timeout_ms": 10000,
-            "local_port_max": super::store::SERVICE_PORT_MAX,
-            "local_port_min": super::store::SERVICE_PORT_MIN,
-            "master": "local",
-            "max_instances_per_offer": 5,
-            "mesos_bridge_name": "mesos-bridge",
-            "mesos_heartbeat_failure_threshold": 5,
-            "mesos_heartbeat_interval": 15000,
-            "mesos_leader_ui_url": null,
-            "mesos_role": null,
-            "mesos_user": null,
-            "min_revive_offers_interval": 5000,
-            "offer_matching_timeout": 3000,
-            "on_elected_prepare_timeout": 180000,
-            "reconciliation_initial_delay": 15000,
-            "reconciliation_interval": 600000,
-            "scale_apps_initial_delay": 15000,
-            "scale_apps_interval": 300000,
-            "store_cache": true,
-            "task_launch_confirm_timeout": 300000,
-            "task_launch_timeout": 300000,
-            "task_lost_expunge_initial_delay": 300000,
-            "task_lost_expunge_interval": 30000,
-            "task_reservation_timeout": 20000,
-            "webui_url": null,
-        });
+        "access_control_allow_origin": null,
+        "checkpoint": true,
+        "decline_offer_duration": 120000,
+        "default_network_name": null,
+        "env_vars_prefix": null,
+        "executor": "//cmd",
+        "failover_timeout": 604800,
+        "features": [],
+        "framework_name": "marathon",
+        "ha": false,
+        "hostname": hostname,
+        "launch_token": 100,
+        "launch_token_refresh_interval": 30000,
+        "leader_proxy_connection_timeout_ms": 5000,
+        "leader_proxy_read_timeout_ms": 10000,
+        "local_port_max": super::store::SERVICE_PORT_MAX,
+        "local_port_min": super::store::SERVICE_PORT_MIN,
+        "master": "local",
+        "max_instances_per_offer": 5,
+        "mesos_bridge_name": "mesos-bridge",
+        "mesos_heartbeat_failure_threshold": 5,
+        "mesos_heartbeat_interval": 15000,
+        "mesos_leader_ui_url": null,
+        "mesos_role": null,
+        "mesos_user": null,
+        "min_revive_offers_interval": 5000,
+        "offer_matching_timeout": 3000,
+        "on_elected_prepare_timeout": 180000,
+        "reconciliation_initial_delay": 15000,
+        "reconciliation_interval": 600000,
+        "scale_apps_initial_delay": 15000,
+        "scale_apps_interval": 300000,
+        "store_cache": true,
+        "task_launch_confirm_timeout": 300000,
+        "task_launch_timeout": 300000,
+        "task_lost_expunge_initial_delay": 300000,
+        "task_lost_expunge_interval": 30000,
+        "task_reservation_timeout": 20000,
+        "webui_url": null,
+    });
     Ok(Json(json!({
         "name": "marathon",
         "version": "1.10.0-baton-dev",
@@ -1111,8 +1297,14 @@ async fn events(
         .collect();
     let rx = shared.bus.subscribe();
     // The attach event goes to this subscriber first, then to everybody (as in Marathon).
-    let attached = make_event("event_stream_attached", json!({"remoteAddress": client_ip(&addr)}));
-    shared.bus.publish("event_stream_attached", json!({"remoteAddress": client_ip(&addr)}));
+    let attached = make_event(
+        "event_stream_attached",
+        json!({"remoteAddress": client_ip(&addr)}),
+    );
+    shared.bus.publish(
+        "event_stream_attached",
+        json!({"remoteAddress": client_ip(&addr)}),
+    );
     let stop = shared.http_stop.clone();
     let live = stream::unfold(rx, |mut rx| async move {
         loop {
@@ -1136,8 +1328,14 @@ async fn events(
     });
     let all = stream::once(futures::future::ready(attached))
         .chain(live)
-        .filter(move |e| futures::future::ready(wanted.is_empty() || wanted.contains(&e.event_type)))
-        .map(|e| Ok(SseEvent::default().event(e.event_type).data(e.body.to_string())))
+        .filter(move |e| {
+            futures::future::ready(wanted.is_empty() || wanted.contains(&e.event_type))
+        })
+        .map(|e| {
+            Ok(SseEvent::default()
+                .event(e.event_type)
+                .data(e.body.to_string()))
+        })
         .take_until(async move { stop.cancelled().await });
     Sse::new(all).keep_alive(KeepAlive::default())
 }
@@ -1151,20 +1349,34 @@ mod tests {
         assert_eq!(app_path("a/b"), AppPath::App("/a/b".into()));
         assert_eq!(app_path("/a"), AppPath::App("/a".into()));
         assert_eq!(app_path("a/b/tasks"), AppPath::Tasks("/a/b".into()));
-        assert_eq!(app_path("a/tasks/a.1"), AppPath::Task("/a".into(), "a.1".into()));
-        assert_eq!(app_path("a/versions/2020"), AppPath::Version("/a".into(), "2020".into()));
+        assert_eq!(
+            app_path("a/tasks/a.1"),
+            AppPath::Task("/a".into(), "a.1".into())
+        );
+        assert_eq!(
+            app_path("a/versions/2020"),
+            AppPath::Version("/a".into(), "2020".into())
+        );
     }
 
     #[test]
     fn queries_and_selectors() {
-        let q = query_pairs(Some("embed=apps.tasks&embed=apps.deployments&label=a%3D%3Db"));
+        let q = query_pairs(Some(
+            "embed=apps.tasks&embed=apps.deployments&label=a%3D%3Db",
+        ));
         assert_eq!(q.len(), 3);
         assert_eq!(param(&q, "label"), Some("a==b"));
         let s = parse_selectors("baton.dev\\/owner==me, tier in (a, b), x, y!=z").unwrap();
         assert_eq!(s[0], Selector::Eq("baton.dev/owner".into(), "me".into()));
-        assert_eq!(s[1], Selector::In("tier".into(), vec!["a".into(), "b".into()]));
+        assert_eq!(
+            s[1],
+            Selector::In("tier".into(), vec!["a".into(), "b".into()])
+        );
         let labels = json!({"baton.dev/owner": "me", "tier": "b", "x": "", "y": "q"});
         assert!(s.iter().all(|sel| matches(labels.as_object(), sel)));
-        assert!(!matches(labels.as_object(), &Selector::Exists("nope".into())));
+        assert!(!matches(
+            labels.as_object(),
+            &Selector::Exists("nope".into())
+        ));
     }
 }

@@ -132,7 +132,10 @@ pub fn apply(
         }
         world.deployments.retain(|d| {
             if locked.contains(&d.id) {
-                bus.publish("deployment_failed", json!({"id": d.id, "plan": plan_json(d)}));
+                bus.publish(
+                    "deployment_failed",
+                    json!({"id": d.id, "plan": plan_json(d)}),
+                );
                 false
             } else {
                 true
@@ -279,7 +282,10 @@ pub fn step(world: &mut World, bus: &EventBus, now: Instant) -> Decisions {
                 "deployment_step_success",
                 json!({"plan": plan_json(&d), "currentStep": current_step_json(&d)}),
             );
-            bus.publish("deployment_success", json!({"id": d.id, "plan": plan_json(&d)}));
+            bus.publish(
+                "deployment_success",
+                json!({"id": d.id, "plan": plan_json(&d)}),
+            );
         }
     }
     out
@@ -315,7 +321,8 @@ fn step_app(world: &mut World, app_id: &str, now: Instant, out: &mut Decisions) 
     if old.is_empty() {
         if current.len() > n {
             // killSelection: YOUNGEST_FIRST (default) or OLDEST_FIRST.
-            let oldest_first = def.get("killSelection").and_then(Value::as_str) == Some("OLDEST_FIRST");
+            let oldest_first =
+                def.get("killSelection").and_then(Value::as_str) == Some("OLDEST_FIRST");
             current.sort_by_key(|t| t.staged_at);
             if !oldest_first {
                 current.reverse();
@@ -354,7 +361,13 @@ fn step_app(world: &mut World, app_id: &str, now: Instant, out: &mut Decisions) 
     let Some(record) = world.apps.get_mut(app_id) else {
         return;
     };
-    let missing = n.saturating_sub(world.tasks.values().filter(|t| t.app_id == app_id && t.kill.is_none() && t.config == config).count());
+    let missing = n.saturating_sub(
+        world
+            .tasks
+            .values()
+            .filter(|t| t.app_id == app_id && t.kill.is_none() && t.config == config)
+            .count(),
+    );
     if missing == 0 {
         record.queued_since = None;
     } else if record.queued_since.is_none() {
@@ -369,7 +382,13 @@ fn step_app(world: &mut World, app_id: &str, now: Instant, out: &mut Decisions) 
         .unwrap_or_default()
         .to_string();
     for _ in 0..to_launch {
-        let task = Task::new(app_id, &version, config.clone(), grace_period(&def), def.clone());
+        let task = Task::new(
+            app_id,
+            &version,
+            config.clone(),
+            grace_period(&def),
+            def.clone(),
+        );
         out.launch.push(task.id.clone());
         world.tasks.insert(task.id.clone(), task);
     }
@@ -395,7 +414,11 @@ pub fn mark_kill(world: &mut World, task_id: &str, reason: KillReason, out: &mut
 /// Has the world reached the deployment's targets?
 fn converged(world: &World, d: &Deployment) -> bool {
     d.target.iter().all(|(app_id, target)| {
-        let tasks: Vec<&Task> = world.tasks.values().filter(|t| &t.app_id == app_id).collect();
+        let tasks: Vec<&Task> = world
+            .tasks
+            .values()
+            .filter(|t| &t.app_id == app_id)
+            .collect();
         match (target, world.apps.get(app_id)) {
             (None, _) => tasks.is_empty(),
             (Some(_), None) => true,
@@ -438,8 +461,18 @@ mod tests {
     fn start_scale_and_converge() {
         let bus = EventBus::default();
         let mut world = World::default();
-        let d = apply(&mut world, &bus, vec![("/a".into(), Some(app("/a", "x", 2, 1.0, 1.0)))], "v1".into(), false).unwrap();
-        assert_eq!(d.actions, vec![(Action::StartApplication, "/a".to_string())]);
+        let d = apply(
+            &mut world,
+            &bus,
+            vec![("/a".into(), Some(app("/a", "x", 2, 1.0, 1.0)))],
+            "v1".into(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            d.actions,
+            vec![(Action::StartApplication, "/a".to_string())]
+        );
         let out = step(&mut world, &bus, Instant::now());
         assert_eq!(out.launch.len(), 2);
         assert_eq!(world.deployments.len(), 1, "not converged while staging");
@@ -450,8 +483,22 @@ mod tests {
         // A second change while locked is refused; forced, it goes through.
         let mut scaled = app("/a", "x", 1, 1.0, 1.0);
         scaled["version"] = json!("v2");
-        apply(&mut world, &bus, vec![("/a".into(), Some(scaled.clone()))], "v2".into(), false).unwrap();
-        let err = apply(&mut world, &bus, vec![("/a".into(), Some(scaled))], "v3".into(), false).unwrap_err();
+        apply(
+            &mut world,
+            &bus,
+            vec![("/a".into(), Some(scaled.clone()))],
+            "v2".into(),
+            false,
+        )
+        .unwrap();
+        let err = apply(
+            &mut world,
+            &bus,
+            vec![("/a".into(), Some(scaled))],
+            "v3".into(),
+            false,
+        )
+        .unwrap_err();
         assert!(matches!(err, Reject::Locked(ref ids) if ids.len() == 1));
         let out = step(&mut world, &bus, Instant::now());
         assert_eq!(out.kill.len(), 1);
@@ -461,17 +508,35 @@ mod tests {
     fn rolling_upgrade_keeps_minimum_health() {
         let bus = EventBus::default();
         let mut world = World::default();
-        apply(&mut world, &bus, vec![("/a".into(), Some(app("/a", "x", 2, 1.0, 0.0)))], "v1".into(), false).unwrap();
+        apply(
+            &mut world,
+            &bus,
+            vec![("/a".into(), Some(app("/a", "x", 2, 1.0, 0.0)))],
+            "v1".into(),
+            false,
+        )
+        .unwrap();
         let out = step(&mut world, &bus, Instant::now());
         run_all(&mut world, &out.launch);
         step(&mut world, &bus, Instant::now());
 
-        apply(&mut world, &bus, vec![("/a".into(), Some(app("/a", "y", 2, 1.0, 0.0)))], "v2".into(), false).unwrap();
+        apply(
+            &mut world,
+            &bus,
+            vec![("/a".into(), Some(app("/a", "y", 2, 1.0, 0.0)))],
+            "v2".into(),
+            false,
+        )
+        .unwrap();
         // min 100%, over 0%: one extra task first, no kill before it is ready.
         let out = step(&mut world, &bus, Instant::now());
         assert_eq!((out.launch.len(), out.kill.len()), (1, 0));
         let out2 = step(&mut world, &bus, Instant::now());
-        assert_eq!((out2.launch.len(), out2.kill.len()), (0, 0), "waits for the new task");
+        assert_eq!(
+            (out2.launch.len(), out2.kill.len()),
+            (0, 0),
+            "waits for the new task"
+        );
         run_all(&mut world, &out.launch);
         let out3 = step(&mut world, &bus, Instant::now());
         assert_eq!(out3.kill.len(), 1);
@@ -491,11 +556,22 @@ mod tests {
     fn rollback_restores_the_original() {
         let bus = EventBus::default();
         let mut world = World::default();
-        let d = apply(&mut world, &bus, vec![("/a".into(), Some(app("/a", "x", 1, 1.0, 1.0)))], "v1".into(), false).unwrap();
+        let d = apply(
+            &mut world,
+            &bus,
+            vec![("/a".into(), Some(app("/a", "x", 1, 1.0, 1.0)))],
+            "v1".into(),
+            false,
+        )
+        .unwrap();
         let undo = revert_changes(&d);
         assert_eq!(undo, vec![("/a".to_string(), None)]);
         apply(&mut world, &bus, undo, "v2".into(), true).unwrap();
         assert!(world.apps.is_empty());
-        assert_eq!(world.deployments.len(), 1, "the rollback replaced the original deployment");
+        assert_eq!(
+            world.deployments.len(),
+            1,
+            "the rollback replaced the original deployment"
+        );
     }
 }

@@ -49,9 +49,17 @@ impl HealthResult {
 /// What a check probes.
 #[derive(Debug, Clone)]
 enum Probe {
-    Http { url: String },
-    Tcp { addr: String },
-    Command { command: String, env: Vec<(String, String)>, dir: PathBuf },
+    Http {
+        url: String,
+    },
+    Tcp {
+        addr: String,
+    },
+    Command {
+        command: String,
+        env: Vec<(String, String)>,
+        dir: PathBuf,
+    },
     /// The check cannot run (e.g. no such port); every attempt fails with this.
     Broken(String),
 }
@@ -69,7 +77,11 @@ struct Check {
 
 fn secs(hc: &Value, key: &str, default: f64) -> Duration {
     let s = hc.get(key).and_then(Value::as_f64).unwrap_or(default);
-    Duration::from_secs_f64(if s.is_finite() && s >= 0.0 { s } else { default })
+    Duration::from_secs_f64(if s.is_finite() && s >= 0.0 {
+        s
+    } else {
+        default
+    })
 }
 
 /// The check `hc` of a task with these host ports (pure).
@@ -85,20 +97,33 @@ fn check_of(index: usize, hc: &Value, task: &Task, host: &str, sandbox: PathBuf)
             .and_then(|i| task.host_ports.get(i).copied())
     } else {
         let i = hc.get("portIndex").and_then(Value::as_u64).unwrap_or(0);
-        usize::try_from(i).ok().and_then(|i| task.host_ports.get(i).copied())
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| task.host_ports.get(i).copied())
     };
     let mesos_side = protocol.starts_with("MESOS_") || protocol == "COMMAND";
     let probe = match (protocol, port) {
         ("COMMAND", _) => match hc.pointer("/command/value").and_then(Value::as_str) {
             Some(c) => Probe::Command {
                 command: c.to_string(),
-                env: task_env(&task.def, &task.id, host, &task.host_ports, &needs, &sandbox),
+                env: task_env(
+                    &task.def,
+                    &task.id,
+                    host,
+                    &task.host_ports,
+                    &needs,
+                    &sandbox,
+                ),
                 dir: sandbox,
             },
             None => Probe::Broken("COMMAND health check without command.value".into()),
         },
         ("HTTP" | "HTTPS" | "MESOS_HTTP" | "MESOS_HTTPS", Some(port)) => {
-            let scheme = if protocol.ends_with('S') { "https" } else { "http" };
+            let scheme = if protocol.ends_with('S') {
+                "https"
+            } else {
+                "http"
+            };
             let path = hc.get("path").and_then(Value::as_str).unwrap_or("/");
             Probe::Http {
                 url: format!("{scheme}://{host}:{port}{path}"),
@@ -113,7 +138,11 @@ fn check_of(index: usize, hc: &Value, task: &Task, host: &str, sandbox: PathBuf)
     Check {
         index,
         probe,
-        delay: if mesos_side { secs(hc, "delaySeconds", 15.0) } else { Duration::ZERO },
+        delay: if mesos_side {
+            secs(hc, "delaySeconds", 15.0)
+        } else {
+            Duration::ZERO
+        },
         grace: secs(hc, "gracePeriodSeconds", 300.0),
         interval: secs(hc, "intervalSeconds", 60.0).max(Duration::from_millis(100)),
         timeout: secs(hc, "timeoutSeconds", 20.0).max(Duration::from_millis(100)),
@@ -160,30 +189,47 @@ async fn run_check(shared: Arc<Shared>, task_id: String, stop: CancellationToken
             _ = shared.shutdown.cancelled() => return,
             _ = tokio::time::sleep_until(next.into()) => {}
         }
-        let outcome = match tokio::time::timeout(check.timeout, probe(&shared, &check.probe)).await {
+        let outcome = match tokio::time::timeout(check.timeout, probe(&shared, &check.probe)).await
+        {
             Ok(r) => r,
             Err(_) => Err(format!("timed out after {}s", check.timeout.as_secs_f64())),
         };
         if stop.is_cancelled() {
             return;
         }
-        record(&shared, &task_id, &check, outcome, started.elapsed() < check.grace);
+        record(
+            &shared,
+            &task_id,
+            &check,
+            outcome,
+            started.elapsed() < check.grace,
+        );
         next = Instant::now() + check.interval;
     }
 }
 
 /// Store a check's outcome on the task; publish health changes; kill a task that failed too often.
-fn record(shared: &Arc<Shared>, task_id: &str, check: &Check, outcome: Result<(), String>, in_grace: bool) {
+fn record(
+    shared: &Arc<Shared>,
+    task_id: &str,
+    check: &Check,
+    outcome: Result<(), String>,
+    in_grace: bool,
+) {
     let now = timestamp_now();
     let mut events = Vec::new();
     let mut decisions = Decisions::default();
     {
         let mut world = shared.lock();
-        let Some(task) = world.tasks.get_mut(task_id) else { return };
+        let Some(task) = world.tasks.get_mut(task_id) else {
+            return;
+        };
         if task.kill.is_some() {
             return;
         }
-        let Some(slot) = task.health.get_mut(check.index) else { return };
+        let Some(slot) = task.health.get_mut(check.index) else {
+            return;
+        };
         let before = slot.as_ref().map(|r| r.alive);
         let mut r = slot.clone().unwrap_or(HealthResult {
             alive: false,
@@ -230,7 +276,12 @@ fn record(shared: &Arc<Shared>, task_id: &str, check: &Check, outcome: Result<()
                        "version": task.version, "reason": cause, "host": shared.config.hostname,
                        "slaveId": tasks::AGENT_ID}),
             ));
-            mark_kill(&mut world, task_id, KillReason::Unhealthy(cause), &mut decisions);
+            mark_kill(
+                &mut world,
+                task_id,
+                KillReason::Unhealthy(cause),
+                &mut decisions,
+            );
         }
     }
     for (kind, body) in events {
@@ -243,7 +294,12 @@ fn record(shared: &Arc<Shared>, task_id: &str, check: &Check, outcome: Result<()
 async fn probe(shared: &Shared, probe: &Probe) -> Result<(), String> {
     match probe {
         Probe::Http { url } => {
-            let resp = shared.http.get(url).send().await.map_err(|e| e.to_string())?;
+            let resp = shared
+                .http
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
             let status = resp.status();
             if status.is_success() || status.is_redirection() {
                 Ok(())

@@ -162,7 +162,10 @@ pub fn instances_of(def: &Value) -> usize {
 fn service_ports_of(def: &Value) -> Vec<u16> {
     let mut out = Vec::new();
     for p in port_slots(def) {
-        if let Some(port) = p.and_then(|v| v.as_u64()).and_then(|n| u16::try_from(n).ok()) {
+        if let Some(port) = p
+            .and_then(|v| v.as_u64())
+            .and_then(|n| u16::try_from(n).ok())
+        {
             if port != 0 {
                 out.push(port);
             }
@@ -175,7 +178,10 @@ fn port_slots(def: &Value) -> Vec<Option<&Value>> {
     if let Some(pds) = def.get("portDefinitions").and_then(Value::as_array) {
         return pds.iter().map(|p| p.get("port")).collect();
     }
-    if let Some(pms) = def.pointer("/container/portMappings").and_then(Value::as_array) {
+    if let Some(pms) = def
+        .pointer("/container/portMappings")
+        .and_then(Value::as_array)
+    {
         return pms.iter().map(|p| p.get("servicePort")).collect();
     }
     Vec::new()
@@ -255,7 +261,12 @@ pub fn load(dir: &Path) -> Result<BTreeMap<String, AppRecord>, DevError> {
         message: e.to_string(),
     })?;
     let mut apps = BTreeMap::new();
-    for entry in doc.get("apps").and_then(Value::as_array).into_iter().flatten() {
+    for entry in doc
+        .get("apps")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let (Some(def), Some(id)) = (
             entry.get("app"),
             entry.pointer("/app/id").and_then(Value::as_str),

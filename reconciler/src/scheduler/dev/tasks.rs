@@ -120,12 +120,18 @@ impl Task {
 
     /// Every health check has passed most recently.
     pub fn is_healthy(&self) -> bool {
-        !self.health.is_empty() && self.health.iter().all(|h| h.as_ref().is_some_and(|h| h.alive))
+        !self.health.is_empty()
+            && self
+                .health
+                .iter()
+                .all(|h| h.as_ref().is_some_and(|h| h.alive))
     }
 
     /// Some health check has failed most recently.
     pub fn is_unhealthy(&self) -> bool {
-        self.health.iter().any(|h| h.as_ref().is_some_and(|h| !h.alive))
+        self.health
+            .iter()
+            .any(|h| h.as_ref().is_some_and(|h| !h.alive))
     }
 
     /// The Marathon task JSON (`/v2/tasks`, `/v2/apps/{id}/tasks`, `embed=apps.tasks`).
@@ -175,14 +181,20 @@ fn loopback_ip(host: &str) -> String {
 pub fn service_ports(def: &Value) -> Vec<u16> {
     let slots = if let Some(pds) = def.get("portDefinitions").and_then(Value::as_array) {
         pds.iter().map(|p| p.get("port")).collect::<Vec<_>>()
-    } else if let Some(pms) = def.pointer("/container/portMappings").and_then(Value::as_array) {
+    } else if let Some(pms) = def
+        .pointer("/container/portMappings")
+        .and_then(Value::as_array)
+    {
         pms.iter().map(|p| p.get("servicePort")).collect()
     } else {
         Vec::new()
     };
     slots
         .into_iter()
-        .filter_map(|v| v.and_then(Value::as_u64).and_then(|n| u16::try_from(n).ok()))
+        .filter_map(|v| {
+            v.and_then(Value::as_u64)
+                .and_then(|n| u16::try_from(n).ok())
+        })
         .collect()
 }
 
@@ -190,7 +202,10 @@ pub fn service_ports(def: &Value) -> Vec<u16> {
 fn is_bridge(def: &Value) -> bool {
     let mode = def.pointer("/networks/0/mode").and_then(Value::as_str);
     mode == Some("container/bridge")
-        || def.pointer("/container/docker/network").and_then(Value::as_str) == Some("BRIDGE")
+        || def
+            .pointer("/container/docker/network")
+            .and_then(Value::as_str)
+            == Some("BRIDGE")
 }
 
 /// One host port the task needs: its name (for `PORT_<NAME>`), a fixed port or `None` for any,
@@ -204,7 +219,8 @@ pub struct PortNeed {
 }
 
 fn as_port(v: Option<&Value>) -> Option<u16> {
-    v.and_then(Value::as_u64).and_then(|n| u16::try_from(n).ok())
+    v.and_then(Value::as_u64)
+        .and_then(|n| u16::try_from(n).ok())
 }
 
 /// Host ports a task of this app needs (pure).
@@ -220,7 +236,10 @@ pub fn port_needs(def: &Value) -> Vec<PortNeed> {
             .unwrap_or("tcp")
             .to_string()
     };
-    let networked = def.pointer("/networks/0/mode").and_then(Value::as_str).is_some_and(|m| m != "host")
+    let networked = def
+        .pointer("/networks/0/mode")
+        .and_then(Value::as_str)
+        .is_some_and(|m| m != "host")
         || is_bridge(def);
     if let (true, Some(pms)) = (networked, mappings) {
         return pms
@@ -260,7 +279,13 @@ fn scala_double(v: &Value) -> String {
 /// Label names become env var suffixes: everything but `A-Za-z0-9_` becomes `_`.
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -279,7 +304,10 @@ pub fn task_env(
     for (i, p) in ports.iter().enumerate() {
         set(format!("PORT{i}"), p.to_string());
         if let Some(name) = needs.get(i).and_then(|n| n.name.as_deref()) {
-            set(format!("PORT_{}", sanitize(name).to_uppercase()), p.to_string());
+            set(
+                format!("PORT_{}", sanitize(name).to_uppercase()),
+                p.to_string(),
+            );
         }
     }
     if let Some(first) = ports.first() {
@@ -287,15 +315,27 @@ pub fn task_env(
     }
     set(
         "PORTS".into(),
-        ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+        ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
     );
     set("HOST".into(), host.to_string());
     set("MESOS_TASK_ID".into(), task_id.to_string());
     set("MESOS_SANDBOX".into(), sandbox.display().to_string());
-    let str_of = |p: &str| def.get(p).and_then(Value::as_str).unwrap_or_default().to_string();
+    let str_of = |p: &str| {
+        def.get(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     set("MARATHON_APP_ID".into(), str_of("id"));
     set("MARATHON_APP_VERSION".into(), str_of("version"));
-    if let Some(image) = def.pointer("/container/docker/image").and_then(Value::as_str) {
+    if let Some(image) = def
+        .pointer("/container/docker/image")
+        .and_then(Value::as_str)
+    {
         set("MARATHON_APP_DOCKER_IMAGE".into(), image.to_string());
     }
     for (var, key) in [
@@ -308,7 +348,10 @@ pub fn task_env(
         }
     }
     if let Some(v) = def.get("gpus") {
-        set("MARATHON_APP_RESOURCE_GPUS".into(), v.as_u64().unwrap_or(0).to_string());
+        set(
+            "MARATHON_APP_RESOURCE_GPUS".into(),
+            v.as_u64().unwrap_or(0).to_string(),
+        );
     }
     if let Some(labels) = def.get("labels").and_then(Value::as_object) {
         let mut names = Vec::new();
@@ -319,7 +362,10 @@ pub fn task_env(
                 continue;
             }
             let k = sanitize(k);
-            set(format!("MARATHON_APP_LABEL_{}", k.to_uppercase()), v.to_string());
+            set(
+                format!("MARATHON_APP_LABEL_{}", k.to_uppercase()),
+                v.to_string(),
+            );
             names.push(k);
         }
         set("MARATHON_APP_LABELS".into(), names.join(" "));
@@ -355,10 +401,16 @@ pub fn command_for(
     let args: Vec<String> = def
         .get("args")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let ctype = def.pointer("/container/type").and_then(Value::as_str);
-    let image = def.pointer("/container/docker/image").and_then(Value::as_str);
+    let image = def
+        .pointer("/container/docker/image")
+        .and_then(Value::as_str);
     match (ctype, image) {
         (Some("DOCKER"), Some(image)) => {
             let name = format!("baton-dev-{}", task_id.replace(['/', '.'], "-"));
@@ -445,7 +497,11 @@ pub fn command_for(
 
 /// A host port nobody listens on right now (the kernel picks it).
 fn free_port(host: &str) -> Result<u16, String> {
-    let addr = if host.parse::<std::net::IpAddr>().is_ok() { host } else { "0.0.0.0" };
+    let addr = if host.parse::<std::net::IpAddr>().is_ok() {
+        host
+    } else {
+        "0.0.0.0"
+    };
     std::net::TcpListener::bind((addr, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -474,6 +530,17 @@ fn signal_group(pid: i32, signal: Signal) {
     let _ = killpg(Pid::from_raw(pid), signal);
 }
 
+/// Wait (bounded) until no process of the group is left: SIGKILL is delivered asynchronously,
+/// and the group's orphans are reaped by init, not by us.
+async fn wait_group_gone(pgid: i32) {
+    for _ in 0..200 {
+        if killpg(Pid::from_raw(pgid), None).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Start the tasks [`super::deploy::step`] decided on and kill the ones it marked.
 pub fn execute(shared: &Arc<Shared>, decisions: Decisions) {
     for task_id in decisions.kill {
@@ -481,7 +548,9 @@ pub fn execute(shared: &Arc<Shared>, decisions: Decisions) {
     }
     for task_id in decisions.launch {
         let s = shared.clone();
-        shared.tracker.spawn(async move { run_task(s, task_id).await });
+        shared
+            .tracker
+            .spawn(async move { run_task(s, task_id).await });
     }
 }
 
@@ -490,7 +559,9 @@ pub fn execute(shared: &Arc<Shared>, decisions: Decisions) {
 pub fn kill(shared: &Arc<Shared>, task_id: &str) {
     let (pid, grace, container) = {
         let mut world = shared.lock();
-        let Some(t) = world.tasks.get_mut(task_id) else { return };
+        let Some(t) = world.tasks.get_mut(task_id) else {
+            return;
+        };
         t.stop.cancel();
         let Some(pid) = t.pid else { return };
         let snapshot = (pid, t.grace, t.container.clone());
@@ -554,7 +625,13 @@ async fn run_task(shared: Arc<Shared>, task_id: String) {
         Ok(p) => p,
         Err(message) => {
             let mut world = shared.lock();
-            finish(&mut world, &shared.bus, &task_id, Exit::LaunchFailed(message), &host);
+            finish(
+                &mut world,
+                &shared.bus,
+                &task_id,
+                Exit::LaunchFailed(message),
+                &host,
+            );
             drop(world);
             shared.wake.notify_one();
             return;
@@ -577,7 +654,13 @@ async fn run_task(shared: Arc<Shared>, task_id: String) {
         Err(e) => {
             let message = format!("Failed to launch `{}`: {e}", spec.program);
             let mut world = shared.lock();
-            finish(&mut world, &shared.bus, &task_id, Exit::LaunchFailed(message), &host);
+            finish(
+                &mut world,
+                &shared.bus,
+                &task_id,
+                Exit::LaunchFailed(message),
+                &host,
+            );
             drop(world);
             shared.wake.notify_one();
             return;
@@ -621,6 +704,7 @@ async fn run_task(shared: Arc<Shared>, task_id: String) {
     if let Some(pid) = pid {
         // Whatever the task left behind in its group goes with it, as with a Mesos container.
         signal_group(pid, Signal::SIGKILL);
+        wait_group_gone(pid).await;
     }
     if let Some(name) = &spec.container {
         if status.as_ref().map_or(true, |s| !s.success()) {
@@ -640,7 +724,12 @@ async fn run_task(shared: Arc<Shared>, task_id: String) {
 type Prepared = (CommandSpec, Vec<(String, String)>, Vec<u16>, PathBuf);
 
 /// Ports, sandbox, environment and command of a task about to start.
-async fn prepare(shared: &Shared, def: &Value, task_id: &str, host: &str) -> Result<Prepared, String> {
+async fn prepare(
+    shared: &Shared,
+    def: &Value,
+    task_id: &str,
+    host: &str,
+) -> Result<Prepared, String> {
     let needs = port_needs(def);
     let mut ports = Vec::with_capacity(needs.len());
     for need in &needs {
@@ -677,7 +766,8 @@ fn describe(status: &ExitStatus) -> (bool, String) {
         (Some(0), _) => (true, "Command exited with status 0".to_string()),
         (Some(c), _) => (false, format!("Command exited with status {c}")),
         (None, Some(sig)) => {
-            let name = Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.as_str().to_string());
+            let name =
+                Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.as_str().to_string());
             (false, format!("Command terminated with signal {name}"))
         }
         (None, None) => (false, "Command ended".to_string()),
@@ -687,7 +777,9 @@ fn describe(status: &ExitStatus) -> (bool, String) {
 /// Record the end of a task: status event, `lastTaskFailure` and launch backoff for an end the
 /// scheduler did not ask for.
 pub fn finish(world: &mut World, bus: &EventBus, task_id: &str, exit: Exit, host: &str) {
-    let Some(task) = world.tasks.remove(task_id) else { return };
+    let Some(task) = world.tasks.remove(task_id) else {
+        return;
+    };
     task.stop.cancel();
     let (state, message) = match (&task.kill, &exit) {
         (Some(KillReason::Unhealthy(why)), _) => (
@@ -701,12 +793,17 @@ pub fn finish(world: &mut World, bus: &EventBus, task_id: &str, exit: Exit, host
             (if ok { "TASK_FINISHED" } else { "TASK_FAILED" }, m)
         }
     };
-    bus.publish("status_update_event", status_event(&task, state, &message, host));
+    bus.publish(
+        "status_update_event",
+        status_event(&task, state, &message, host),
+    );
     let failed = matches!(task.kill, None | Some(KillReason::Unhealthy(_)));
     if !failed {
         return;
     }
-    let Some(record) = world.apps.get_mut(&task.app_id) else { return };
+    let Some(record) = world.apps.get_mut(&task.app_id) else {
+        return;
+    };
     record.last_task_failure = Some(json!({
         "appId": task.app_id,
         "host": host,
@@ -722,8 +819,16 @@ pub fn finish(world: &mut World, bus: &EventBus, task_id: &str, exit: Exit, host
         return;
     }
     let def = &record.def;
-    let base = def.get("backoffSeconds").and_then(Value::as_f64).unwrap_or(1.0).max(0.0);
-    let factor = def.get("backoffFactor").and_then(Value::as_f64).unwrap_or(1.15).max(1.0);
+    let base = def
+        .get("backoffSeconds")
+        .and_then(Value::as_f64)
+        .unwrap_or(1.0)
+        .max(0.0);
+    let factor = def
+        .get("backoffFactor")
+        .and_then(Value::as_f64)
+        .unwrap_or(1.15)
+        .max(1.0);
     let max = def
         .get("maxLaunchDelaySeconds")
         .and_then(Value::as_f64)
@@ -766,8 +871,20 @@ mod tests {
             "portDefinitions": [{"port": 10000, "name": "http"}, {"port": 10001}]});
         let needs = port_needs(&def);
         assert_eq!(needs.len(), 2);
-        let env = task_env(&def, "web_api.x", "localhost", &[31000, 31001], &needs, Path::new("/sb"));
-        let get = |k: &str| env.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let env = task_env(
+            &def,
+            "web_api.x",
+            "localhost",
+            &[31000, 31001],
+            &needs,
+            Path::new("/sb"),
+        );
+        let get = |k: &str| {
+            env.iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(get("PORT0"), Some("31000"));
         assert_eq!(get("PORT"), Some("31000"));
         assert_eq!(get("PORT_HTTP"), Some("31000"));
@@ -790,9 +907,27 @@ mod tests {
         let docker = json!({"container": {"type": "DOCKER", "docker": {"image": "nginx"},
             "portMappings": [{"containerPort": 80, "hostPort": 0}]}, "networks": [{"mode": "container/bridge"}]});
         let needs = port_needs(&docker);
-        let spec = command_for(&docker, "t.1", &[("PORT0".into(), "1".into())], &[31000], &needs).unwrap();
+        let spec = command_for(
+            &docker,
+            "t.1",
+            &[("PORT0".into(), "1".into())],
+            &[31000],
+            &needs,
+        )
+        .unwrap();
         assert_eq!(spec.program, "docker");
-        assert!(spec.args.contains(&"31000:80/tcp".to_string()), "{:?}", spec.args);
-        assert!(command_for(&json!({"container": {"type": "MESOS", "docker": {"image": "x"}}}), "t", &[], &[], &[]).is_err());
+        assert!(
+            spec.args.contains(&"31000:80/tcp".to_string()),
+            "{:?}",
+            spec.args
+        );
+        assert!(command_for(
+            &json!({"container": {"type": "MESOS", "docker": {"image": "x"}}}),
+            "t",
+            &[],
+            &[],
+            &[]
+        )
+        .is_err());
     }
 }

@@ -16,7 +16,8 @@ fn valid_segment(s: &str) -> bool {
         && s.split('.').all(|part| {
             let b = part.as_bytes();
             !b.is_empty()
-                && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
                 && b[0] != b'-'
                 && b[b.len() - 1] != b'-'
         })
@@ -34,7 +35,9 @@ pub fn check_id(id: &str) -> Option<String> {
     if segments.iter().all(|s| valid_segment(s)) {
         None
     } else {
-        Some(format!("must fully match regular expression '{ID_PATTERN}'"))
+        Some(format!(
+            "must fully match regular expression '{ID_PATTERN}'"
+        ))
     }
 }
 
@@ -61,7 +64,9 @@ impl V<'_> {
 
     /// A number field, when present: of the right type and at least `min` (at most `max`).
     fn number(&mut self, path: &str, min: f64, max: Option<f64>, integer: bool) {
-        let Some(v) = self.app.pointer(path) else { return };
+        let Some(v) = self.app.pointer(path) else {
+            return;
+        };
         if v.is_null() {
             return;
         }
@@ -90,7 +95,10 @@ impl V<'_> {
 
 /// Validate an app as submitted (after a partial update is merged in).
 pub fn validate_app(app: &Value) -> Details {
-    let mut v = V { app, out: Vec::new() };
+    let mut v = V {
+        app,
+        out: Vec::new(),
+    };
     if !app.is_object() {
         v.err("", "error.expected.jsobject");
         return v.out;
@@ -120,13 +128,22 @@ pub fn validate_app(app: &Value) -> Details {
         v.err("/cmd", "error.minLength");
     }
     let has_cmd = cmd.is_some_and(|c| !c.is_empty());
-    let has_args = app.get("args").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    let has_args = app
+        .get("args")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
     let has_container = app.get("container").is_some_and(|c| c.is_object());
     if has_cmd && has_args {
-        v.err("/", "AppDefinition must either contain a 'cmd' or a 'args', but not both");
+        v.err(
+            "/",
+            "AppDefinition must either contain a 'cmd' or a 'args', but not both",
+        );
     }
     if !has_cmd && !has_args && !has_container {
-        v.err("/", "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'.");
+        v.err(
+            "/",
+            "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'.",
+        );
     }
     if let Some(args) = app.get("args").and_then(Value::as_array) {
         for (i, a) in args.iter().enumerate() {
@@ -145,8 +162,18 @@ pub fn validate_app(app: &Value) -> Details {
     v.number("/backoffFactor", 1.0, None, false);
     v.number("/maxLaunchDelaySeconds", 0.0, None, true);
     v.number("/taskKillGracePeriodSeconds", 0.0, None, true);
-    v.number("/upgradeStrategy/minimumHealthCapacity", 0.0, Some(1.0), false);
-    v.number("/upgradeStrategy/maximumOverCapacity", 0.0, Some(1.0), false);
+    v.number(
+        "/upgradeStrategy/minimumHealthCapacity",
+        0.0,
+        Some(1.0),
+        false,
+    );
+    v.number(
+        "/upgradeStrategy/maximumOverCapacity",
+        0.0,
+        Some(1.0),
+        false,
+    );
 
     if let Some(env) = app.get("env").and_then(Value::as_object) {
         let secrets = app.get("secrets").and_then(Value::as_object);
@@ -228,21 +255,40 @@ fn check_health(v: &mut V<'_>) {
         .get("portDefinitions")
         .and_then(Value::as_array)
         .map(Vec::len)
-        .or_else(|| v.app.pointer("/container/portMappings").and_then(Value::as_array).map(Vec::len))
+        .or_else(|| {
+            v.app
+                .pointer("/container/portMappings")
+                .and_then(Value::as_array)
+                .map(Vec::len)
+        })
         .or_else(|| v.app.get("ports").and_then(Value::as_array).map(Vec::len))
         .unwrap_or(1);
     for (i, hc) in hcs.iter().enumerate() {
         let path = format!("/healthChecks({i})");
         let protocol = hc.get("protocol").and_then(Value::as_str).unwrap_or("HTTP");
         if ![
-            "HTTP", "HTTPS", "TCP", "COMMAND", "MESOS_HTTP", "MESOS_HTTPS", "MESOS_TCP",
+            "HTTP",
+            "HTTPS",
+            "TCP",
+            "COMMAND",
+            "MESOS_HTTP",
+            "MESOS_HTTPS",
+            "MESOS_TCP",
         ]
         .contains(&protocol)
         {
             v.err(&format!("{path}/protocol"), "error.unknown.enum.literal");
         }
-        if protocol == "COMMAND" && hc.pointer("/command/value").and_then(Value::as_str).is_none() {
-            v.err(&path, "Health check with protocol COMMAND must specify command");
+        if protocol == "COMMAND"
+            && hc
+                .pointer("/command/value")
+                .and_then(Value::as_str)
+                .is_none()
+        {
+            v.err(
+                &path,
+                "Health check with protocol COMMAND must specify command",
+            );
         }
         if let Some(idx) = hc.get("portIndex").and_then(Value::as_u64) {
             if usize::try_from(idx).map_or(true, |i| i >= port_count) && protocol != "COMMAND" {
@@ -261,7 +307,10 @@ fn check_health(v: &mut V<'_>) {
         ] {
             if let Some(n) = hc.get(key) {
                 if n.as_f64().is_none_or(|n| n < 0.0) {
-                    v.err(&format!("{path}/{key}"), "got a negative or non-numeric value");
+                    v.err(
+                        &format!("{path}/{key}"),
+                        "got a negative or non-numeric value",
+                    );
                 }
             }
         }
@@ -272,7 +321,9 @@ fn check_constraints(v: &mut V<'_>) {
     let Some(cs) = v.app.get("constraints").and_then(Value::as_array) else {
         return;
     };
-    const OPS: [&str; 7] = ["UNIQUE", "CLUSTER", "GROUP_BY", "LIKE", "UNLIKE", "MAX_PER", "IS"];
+    const OPS: [&str; 7] = [
+        "UNIQUE", "CLUSTER", "GROUP_BY", "LIKE", "UNLIKE", "MAX_PER", "IS",
+    ];
     for (i, c) in cs.iter().enumerate() {
         let path = format!("/constraints({i})");
         let parts: Option<Vec<&str>> = c
@@ -320,8 +371,16 @@ mod tests {
     #[test]
     fn rules() {
         assert!(validate_app(&json!({"id": "/a", "cmd": "sleep 1"})).is_empty());
-        let d = validate_app(&json!({"id": "/a", "cmd": "x", "upgradeStrategy": {"minimumHealthCapacity": 1.5}}));
-        assert_eq!(d, vec![("/upgradeStrategy/minimumHealthCapacity".to_string(), "is greater than 1".to_string())]);
+        let d = validate_app(
+            &json!({"id": "/a", "cmd": "x", "upgradeStrategy": {"minimumHealthCapacity": 1.5}}),
+        );
+        assert_eq!(
+            d,
+            vec![(
+                "/upgradeStrategy/minimumHealthCapacity".to_string(),
+                "is greater than 1".to_string()
+            )]
+        );
         let d = validate_app(&json!({"id": "/a"}));
         assert_eq!(d.len(), 1, "{d:?}");
         let d = validate_app(&json!({"id": "/a", "cmd": "x", "args": ["y"], "instances": -1}));

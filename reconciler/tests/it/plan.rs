@@ -1,0 +1,1 @@
+//! Plans from fixtures: snapshot per case, plus the safety rules as explicit assertions.

@@ -1,0 +1,12 @@
+//! baton-env integration tests: one binary, modules by topic.
+
+// Helpers outside #[test] fns are test code too; clippy.toml's test allowance does not
+// reach them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bin;
+mod pid1;
+mod real_vault;
+mod rvault;
+mod stub;
+mod support;

@@ -1,0 +1,135 @@
+//! baton-env as PID 1 of a fresh PID namespace (`unshare --pid --fork --mount-proc`):
+//! exit codes propagate, orphans are reaped, signals reach the child, and a child that
+//! ignores SIGTERM is killed after the grace period.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::support::{missing, text, BIN};
+
+/// `unshare` + baton-env; `None` (skipped) when namespaces are not available here.
+fn in_namespace(args: &[&str]) -> Option<Command> {
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .stderr(Stdio::piped())
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            let why = text(&o.stderr);
+            if std::env::var_os("CI").is_some() {
+                panic!("unshare --pid failed under CI: {why}");
+            }
+            eprintln!(
+                "skipped: unshare --pid --fork --mount-proc failed ({})",
+                why.trim()
+            );
+            return None;
+        }
+        Err(_) => {
+            missing("unshare", "util-linux, for PID-namespace tests");
+            return None;
+        }
+    }
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", BIN])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null());
+    Some(cmd)
+}
+
+/// The pid (in our namespace) of unshare's child, i.e. baton-env as the namespace's PID 1.
+fn namespace_init(unshare: u32) -> Pid {
+    let children =
+        std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).unwrap();
+    let pid: i32 = children
+        .split_whitespace()
+        .next()
+        .expect("unshare has a child")
+        .parse()
+        .unwrap();
+    Pid::from_raw(pid)
+}
+
+#[test]
+fn exit_code_and_signal_status_propagate() {
+    let Some(mut cmd) = in_namespace(&["--", "sh", "-c", "[ $PPID = 1 ] || exit 99; exit 7"])
+    else {
+        return;
+    };
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    let Some(mut cmd) = in_namespace(&["--", "sh", "-c", "kill -KILL $$"]) else {
+        return;
+    };
+    assert_eq!(cmd.output().unwrap().status.code(), Some(128 + 9));
+}
+
+#[test]
+fn orphaned_grandchildren_are_reaped() {
+    // The subshell starts `sleep` and exits at once: sleep is orphaned, re-parented to
+    // PID 1 (baton-env), and must vanish from /proc once it exits, not stay a zombie.
+    let script = r#"
+        gc=$( (sleep 0.2 >/dev/null 2>&1 & echo $!) )
+        i=0
+        while [ -e /proc/$gc ] && [ $i -lt 200 ]; do
+          if grep -q '^State:.*Z' /proc/$gc/status 2>/dev/null && [ $i -gt 100 ]; then exit 3; fi
+          sleep 0.05; i=$((i+1))
+        done
+        [ -e /proc/$gc ] && exit 4
+        exit 0
+    "#;
+    let Some(mut cmd) = in_namespace(&["--", "sh", "-c", script]) else {
+        return;
+    };
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "zombie left behind: {}",
+        text(&out.stderr)
+    );
+}
+
+/// Starts `script` (which prints `ready` once its traps are set), waits for it, and
+/// sends SIGTERM to baton-env from outside the namespace.
+fn terminate_when_ready(extra: &[&str], script: &str) -> Option<(i32, String)> {
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend(["--", "sh", "-c", script]);
+    let mut cmd = in_namespace(&args)?;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    kill(namespace_init(child.id()), Signal::SIGTERM).unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    Some((status.code().unwrap_or(-1), rest.join("\n")))
+}
+
+#[test]
+fn sigterm_reaches_the_child() {
+    let script = r#"trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.05; done"#;
+    let Some((code, out)) = terminate_when_ready(&[], script) else {
+        return;
+    };
+    assert_eq!(out, "got-term");
+    assert_eq!(code, 42);
+}
+
+#[test]
+fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let script = r#"trap '' TERM; echo ready; while :; do sleep 0.05; done"#;
+    let Some((code, _)) = terminate_when_ready(&["--grace-period", "500ms"], script) else {
+        return;
+    };
+    assert_eq!(code, 128 + 9);
+}
