@@ -1,12 +1,14 @@
-//! The one-shot commands (`validate`, `plan`): wiring of source -> spec -> scheduler -> plan ->
+//! The one-shot commands (`validate`, `plan`, `apply`): wiring of source -> spec -> scheduler -> plan ->
 //! report, with the exit codes documented in the README.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::apply::{self, ApplyOptions, ApplyReport, Outcome, ProgressEvent};
 use crate::plan::{self, Plan, Policy};
 use crate::report::{self, Style, ValidateReport};
 use crate::scheduler::live::apps_from_response;
+use crate::scheduler::Scheduler;
 use crate::spec::{self, Repo};
 
 /// Exit codes: the contract scripts rely on.
@@ -41,6 +43,8 @@ pub enum CommandError {
     Scheduler(#[from] crate::scheduler::SchedulerError),
     #[error("cannot write the report: {0}")]
     Output(#[from] std::io::Error),
+    #[error(transparent)]
+    Ledger(#[from] crate::drift::ledger::LedgerError),
 }
 
 /// Read and load a repo directory.
@@ -143,4 +147,259 @@ impl<'a> PlanReport<'a> {
             diagnostics: &repo.diagnostics,
         }
     }
+}
+
+/// How `apply` shows progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressOutput {
+    /// One line per app and state change, on stdout (terminals, `--log-format text`).
+    Lines,
+    /// `tracing` events (structured logs with `--log-format json`).
+    Logs,
+}
+
+/// One progress line for a terminal, or `None` for events not worth a line.
+pub fn progress_line(ev: &ProgressEvent) -> Option<String> {
+    let action = |a: plan::Action| match a {
+        plan::Action::Create => "create",
+        plan::Action::Update => "update",
+        plan::Action::Delete => "delete",
+    };
+    Some(match ev {
+        ProgressEvent::Started { .. } => return None,
+        ProgressEvent::Deploying {
+            app,
+            action: a,
+            deployment,
+        } => format!("  {app:<28} {:<7} deploying (deployment {deployment})", action(*a)),
+        ProgressEvent::Locked { app, deployments } => format!(
+            "  {app:<28} {:<7} waiting: locked by deployment(s) {}",
+            "",
+            deployments.join(", ")
+        ),
+        ProgressEvent::RollingBack { app, deployment } => format!(
+            "  {app:<28} {:<7} deadline passed: rolling back deployment {deployment}",
+            ""
+        ),
+        ProgressEvent::Finished { result } => {
+            let detail = match &result.outcome {
+                Outcome::Failed { reason } => format!(": {reason}"),
+                Outcome::Skipped { because } => format!(": depends on {because}, which did not converge"),
+                Outcome::Held { reason } => format!(": {reason}"),
+                Outcome::Unfinished { deployment } => format!(": deployment {deployment} still running"),
+                Outcome::Converged | Outcome::NotStarted => String::new(),
+            };
+            format!(
+                "  {:<28} {:<7} {}{detail}",
+                result.app,
+                action(result.action),
+                result.outcome.word()
+            )
+        }
+    })
+}
+
+/// Log a progress event with `tracing` (fields for machines).
+pub fn progress_log(ev: &ProgressEvent) {
+    match ev {
+        ProgressEvent::Started { app, action } => {
+            tracing::info!(app = %app, action = ?action, state = "writing", "apply")
+        }
+        ProgressEvent::Deploying {
+            app,
+            action,
+            deployment,
+        } => tracing::info!(app = %app, action = ?action, state = "deploying", deployment = %deployment, "apply"),
+        ProgressEvent::Locked { app, deployments } => {
+            tracing::warn!(app = %app, state = "locked", deployments = ?deployments, "apply")
+        }
+        ProgressEvent::RollingBack { app, deployment } => {
+            tracing::warn!(app = %app, state = "rolling_back", deployment = %deployment, "apply")
+        }
+        ProgressEvent::Finished { result } => {
+            let reason = match &result.outcome {
+                Outcome::Failed { reason } | Outcome::Held { reason } => reason.clone(),
+                Outcome::Skipped { because } => format!("depends on {because}"),
+                _ => String::new(),
+            };
+            if result.outcome.is_failure() {
+                tracing::error!(app = %result.app, action = ?result.action, state = result.outcome.word(), reason = %reason, "apply")
+            } else {
+                tracing::info!(app = %result.app, action = ?result.action, state = result.outcome.word(), reason = %reason, "apply")
+            }
+        }
+    }
+}
+
+/// One sync of a loaded repo: live state, plan, apply. Shared by `baton apply` and `baton dev`.
+pub async fn sync<S: Scheduler>(
+    repo: &Repo,
+    scheduler: &S,
+    policy: &Policy,
+    options: &ApplyOptions,
+    progress: &mut (dyn FnMut(ProgressEvent) + Send),
+) -> Result<(Plan, ApplyReport), CommandError> {
+    let live = scheduler.list_apps().await?;
+    let plan = plan::plan(repo, &live, policy);
+    let report = apply::apply(&plan, scheduler, options, progress).await;
+    Ok((plan, report))
+}
+
+/// A one-line summary of an apply.
+pub fn apply_summary(plan: &Plan, report: &ApplyReport) -> String {
+    let n = |f: fn(&Outcome) -> bool| report.apps.iter().filter(|a| f(&a.outcome)).count();
+    if plan.is_empty() && plan.held.is_empty() {
+        return format!("nothing to do: {} app(s) up to date", plan.unchanged.len());
+    }
+    let mut s = format!(
+        "{} converged, {} failed, {} skipped, {} held, {} unchanged",
+        n(|o| matches!(o, Outcome::Converged)),
+        n(|o| matches!(o, Outcome::Failed { .. })),
+        n(|o| matches!(o, Outcome::Skipped { .. })),
+        n(|o| matches!(o, Outcome::Held { .. })),
+        plan.unchanged.len()
+    );
+    if report.cancelled {
+        s.push_str(" (cancelled: the rest was not started)");
+    }
+    s
+}
+
+/// `baton apply`: exit 0 converged, 3 some apps failed, 1 error (scheduler unreachable, invalid
+/// specs: those are shown and left untouched while the valid ones are applied, or cancelled).
+#[allow(clippy::too_many_arguments)]
+pub async fn apply(
+    dir: &Path,
+    marathon: crate::scheduler::marathon::MarathonConfig,
+    policy: &Policy,
+    options: &ApplyOptions,
+    output: ProgressOutput,
+    format: Format,
+    style: Style,
+    out: &mut (dyn Write + Send),
+) -> Result<u8, CommandError> {
+    let repo = load_repo(dir)?;
+    let scheduler = crate::scheduler::marathon::Marathon::new(marathon)?;
+    if !repo.diagnostics.is_empty() && format == Format::Text {
+        write!(out, "{}", report::diagnostics_text(&repo, style))?;
+    }
+    let lines = output == ProgressOutput::Lines && format == Format::Text;
+    let mut write_err = None;
+    let (plan, report) = sync(&repo, &scheduler, policy, options, &mut |ev| {
+        if lines {
+            if let Some(line) = progress_line(&ev) {
+                if let Err(e) = writeln!(out, "{line}") {
+                    write_err.get_or_insert(e);
+                }
+            }
+        } else {
+            progress_log(&ev);
+        }
+    })
+    .await?;
+    if let Some(e) = write_err {
+        return Err(e.into());
+    }
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, &ApplyJson { valid: repo.is_valid(), plan: &plan, report: &report })
+                .map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        Format::Text => writeln!(out, "{}", apply_summary(&plan, &report))?,
+    }
+    Ok(apply_exit_code(&repo, &report))
+}
+
+/// The exit code of an apply: 3 when an app failed, else 1 when specs were invalid or apply was
+/// cancelled, else 0.
+pub fn apply_exit_code(repo: &Repo, report: &ApplyReport) -> u8 {
+    if report.failures().next().is_some() {
+        exit::APPS_FAILED
+    } else if !repo.is_valid() || report.cancelled {
+        exit::ERROR
+    } else {
+        exit::OK
+    }
+}
+
+/// The JSON report of `baton apply --format json`.
+#[derive(Debug, serde::Serialize)]
+pub struct ApplyJson<'a> {
+    pub valid: bool,
+    pub plan: &'a Plan,
+    pub report: &'a ApplyReport,
+}
+
+/// Settings of `baton drift` beyond the repo and the live source.
+#[derive(Debug, Clone)]
+pub struct DriftOptions {
+    pub format: crate::drift_report::DriftFormat,
+    /// `baton serve`'s state directory: its drift ledger tells since when and who (read only).
+    pub state_dir: Option<PathBuf>,
+    /// API changes seen on the scheduler's event stream (empty for a plain one-shot run).
+    pub attributions: crate::drift::Attributions,
+    /// Unix ms; `None`: the system clock.
+    pub now: Option<u64>,
+}
+
+/// The drift report of `repo` against `live` at `now`, completed from `ledger` when there is one
+/// (the ledger is not changed: a one-shot report never writes the daemon's state).
+pub fn drift_report(
+    repo: &Repo,
+    live: &[serde_json::Value],
+    attributions: &crate::drift::Attributions,
+    ledger: Option<&crate::drift::Ledger>,
+    now: u64,
+) -> crate::drift::DriftReport {
+    let mut report = crate::drift::drift(repo, live, attributions, now);
+    if let Some(ledger) = ledger {
+        let mut scratch = ledger.clone();
+        scratch.observe(&mut report, &Default::default(), now);
+        for a in &mut report.apps {
+            if a.changed_by.is_none() && a.disagrees() {
+                a.changed_by = ledger.open(&a.app).and_then(|e| e.changed_by.clone());
+            }
+        }
+        report.ledger = scratch.entries;
+    }
+    report
+}
+
+/// `baton drift`: exit 0 no drift, 2 drift (drifted or missing apps), 1 error (including invalid
+/// specs, which are reported and left alone).
+pub async fn drift(
+    dir: &Path,
+    live: &LiveFrom,
+    options: &DriftOptions,
+    style: Style,
+    out: &mut dyn Write,
+) -> Result<u8, CommandError> {
+    let repo = load_repo(dir)?;
+    let live = live_apps(live).await?;
+    let ledger = match &options.state_dir {
+        Some(d) => Some(crate::drift::ledger::load(d)?),
+        None => None,
+    };
+    let now = options.now.unwrap_or_else(unix_ms);
+    let report = drift_report(&repo, &live, &options.attributions, ledger.as_ref(), now);
+    if options.format == crate::drift_report::DriftFormat::Text && !repo.diagnostics.is_empty() {
+        write!(out, "{}", report::diagnostics_text(&repo, style))?;
+    }
+    write!(out, "{}", crate::drift_report::render(&report, options.format, style))?;
+    Ok(if !repo.is_valid() {
+        exit::ERROR
+    } else if report.has_drift() {
+        exit::CHANGES
+    } else {
+        exit::OK
+    })
+}
+
+/// The system clock in Unix milliseconds (0 before 1970, which no clock we run on reports).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use baton::commands::{self, exit, Format, LiveFrom};
+use baton::drift_report::DriftFormat;
 use baton::plan::Policy;
 use baton::report::Style;
 use baton::scheduler::marathon::{Auth, MarathonConfig};
@@ -54,6 +55,25 @@ enum Command {
     },
     /// Show what a sync would do; exit 0 no changes, 2 changes, 1 error.
     Plan(PlanArgs),
+    /// Report where the scheduler and git disagree; exit 0 no drift, 2 drift, 1 error.
+    Drift(DriftArgs),
+    /// Sync the repo onto Marathon; exit 0 converged, 3 some apps failed, 1 error.
+    Apply(ApplyArgs),
+    /// Run the dev scheduler in-process, apply a repo (the demo by default) and redeploy on
+    /// every edit. Ctrl-C stops everything.
+    Dev {
+        /// The repo directory to apply and watch.
+        #[arg(long, default_value = baton::dev::DEMO_REPO)]
+        repo: PathBuf,
+        /// Address of the dev scheduler (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Keep the scheduler's apps across runs in this directory.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Run the GitOps daemon: follow a git ref (or directory), sync on push webhooks and polls.
+    Serve(Box<ServeArgs>),
     /// Run the Marathon-compatible dev scheduler (apps run as local processes).
     DevScheduler {
         /// Address to listen on.
@@ -63,6 +83,51 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Optional YAML config file (keys as the flags, kebab-case); flags and env win over it.
+    #[arg(long, env = "BATON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Git URL (https, http, file, ssh), local git repo, or plain directory (watched).
+    #[arg(long, env = "BATON_REPO")]
+    repo: Option<String>,
+    /// Branch, tag or commit to follow [default: main].
+    #[arg(long = "ref", env = "BATON_REF")]
+    reference: Option<String>,
+    /// Where the bare git cache lives [default: <state-dir>/git-cache].
+    #[arg(long, env = "BATON_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Where the sync state is kept across restarts.
+    #[arg(long, env = "BATON_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Address of the webhook/status server [default: 127.0.0.1:8088].
+    #[arg(long, env = "BATON_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Marathon (or dev scheduler) base URL.
+    #[arg(long, env = "BATON_MARATHON")]
+    marathon: Option<String>,
+    #[command(flatten)]
+    auth: MarathonAuthArgs,
+    /// `auto`: apply on change; `manual`: plan and report, apply on `POST /api/sync`.
+    #[arg(long, value_enum, env = "BATON_SYNC")]
+    sync: Option<baton::reconcile::SyncMode>,
+    /// Safety-net poll interval, e.g. `60s` [default: 60s].
+    #[arg(long, env = "BATON_POLL_INTERVAL")]
+    poll_interval: Option<String>,
+    /// File holding the webhook secret (or set BATON_WEBHOOK_SECRET).
+    #[arg(long, env = "BATON_WEBHOOK_SECRET_FILE")]
+    webhook_secret_file: Option<PathBuf>,
+    /// Allow up to N deletions per sync even over the delete budget.
+    #[arg(long, env = "BATON_ALLOW_DELETES")]
+    allow_deletes: Option<usize>,
+    /// User name for HTTPS git auth [default: x-access-token].
+    #[arg(long, env = "BATON_GIT_USER")]
+    git_user: Option<String>,
+    /// File holding the HTTPS git token or password (or set BATON_GIT_TOKEN).
+    #[arg(long, env = "BATON_GIT_TOKEN_FILE")]
+    git_token_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -82,6 +147,52 @@ struct PlanArgs {
     commit: String,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+}
+
+#[derive(Args)]
+struct ApplyArgs {
+    /// The repo directory.
+    #[arg(long, default_value = ".", env = "BATON_REPO")]
+    repo: PathBuf,
+    /// Marathon (or dev scheduler) base URL.
+    #[arg(long, env = "BATON_MARATHON")]
+    marathon: String,
+    #[command(flatten)]
+    auth: MarathonAuthArgs,
+    /// Allow up to N deletions even when they exceed the delete budget.
+    #[arg(long)]
+    allow_deletes: Option<usize>,
+    /// Commit id recorded in the labels (defaults to `local` for a plain directory).
+    #[arg(long, default_value = "local")]
+    commit: String,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Writes in flight at once within a wave.
+    #[arg(long, default_value_t = 8)]
+    parallelism: usize,
+    /// How long to wait for a deployment that locks an app (409) before reporting it.
+    #[arg(long, default_value = "2m")]
+    lock_wait: String,
+    /// Delete apps even while a deployment locks them (`force=true`). Never implied: without
+    /// this flag Baton waits for the lock and reports it.
+    #[arg(long)]
+    force_delete: bool,
+}
+
+#[derive(Args)]
+struct DriftArgs {
+    /// The repo directory.
+    #[arg(long, default_value = ".", env = "BATON_REPO")]
+    repo: PathBuf,
+    #[command(flatten)]
+    live: LiveArgs,
+    #[command(flatten)]
+    auth: MarathonAuthArgs,
+    /// `baton serve`'s state directory: its drift ledger adds since when and who (read only).
+    #[arg(long, env = "BATON_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DriftFormat::Text)]
+    format: DriftFormat,
 }
 
 #[derive(Args)]
@@ -146,6 +257,70 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let rt = runtime()?;
             Ok(rt.block_on(commands::plan(&args.repo, &live, &policy, args.format, style, &mut stdout))?)
         }
+        Command::Apply(args) => {
+            let marathon = marathon_config(args.marathon, Some(&args.auth))?;
+            let policy = Policy {
+                commit: args.commit,
+                allow_deletes: args.allow_deletes,
+            };
+            let output = match cli.log_format {
+                LogFormat::Text => commands::ProgressOutput::Lines,
+                LogFormat::Json => commands::ProgressOutput::Logs,
+            };
+            let options = baton::apply::ApplyOptions {
+                parallelism: args.parallelism,
+                lock_wait: parse_duration(&args.lock_wait)?,
+                force_delete: args.force_delete,
+                ..Default::default()
+            };
+            let rt = runtime()?;
+            rt.block_on(async move {
+                spawn_signal_handler(options.cancel.clone());
+                let mut stdout = std::io::stdout();
+                Ok(commands::apply(&args.repo, marathon, &policy, &options, output, args.format, style, &mut stdout).await?)
+            })
+        }
+        Command::Dev { repo, listen, state_dir } => {
+            let rt = runtime()?;
+            rt.block_on(async move {
+                let shutdown = CancellationToken::new();
+                spawn_signal_handler(shutdown.clone());
+                let options = baton::dev::DevOptions {
+                    repo,
+                    listen,
+                    state_dir,
+                    ..Default::default()
+                };
+                let mut stdout = std::io::stdout();
+                baton::dev::run(options, shutdown, &mut stdout).await?;
+                Ok(exit::OK)
+            })
+        }
+        Command::Drift(args) => {
+            let live = live_from(&args.live, Some(&args.auth))?;
+            let options = commands::DriftOptions {
+                format: args.format,
+                state_dir: args.state_dir,
+                attributions: Default::default(),
+                now: None,
+            };
+            let rt = runtime()?;
+            Ok(rt.block_on(commands::drift(&args.repo, &live, &options, style, &mut stdout))?)
+        }
+        Command::Serve(args) => {
+            let config = serve_config(*args)?;
+            let rt = runtime()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", config.listen))?;
+                let shutdown = CancellationToken::new();
+                spawn_signal_handler(shutdown.clone());
+                tracing::info!(addr = %listener.local_addr()?, repo = %baton::source::git::redact_url(&config.repo), "serving");
+                baton::serve::serve(config, listener, shutdown).await?;
+                Ok(exit::OK)
+            })
+        }
         Command::DevScheduler { listen, state_dir } => {
             let rt = runtime()?;
             rt.block_on(async move {
@@ -164,6 +339,36 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })
         }
     }
+}
+
+/// Flags and env over the config file; checked before anything binds or connects.
+fn serve_config(args: ServeArgs) -> anyhow::Result<baton::config::ServeConfig> {
+    use baton::config::{FileConfig, FlagConfig};
+    let file = match &args.config {
+        Some(p) => baton::config::read_file(p)?,
+        None => FileConfig::default(),
+    };
+    let secret = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty()).map(SecretString::from);
+    let marathon = marathon_config(args.marathon.clone().unwrap_or_default(), Some(&args.auth))?;
+    let flags = FlagConfig {
+        file: FileConfig {
+            repo: args.repo,
+            reference: args.reference,
+            cache_dir: args.cache_dir,
+            state_dir: args.state_dir,
+            listen: args.listen,
+            marathon: args.marathon,
+            sync: args.sync,
+            poll_interval: args.poll_interval,
+            webhook_secret_file: args.webhook_secret_file,
+            allow_deletes: args.allow_deletes,
+            git_user: args.git_user,
+            git_token_file: args.git_token_file,
+        },
+        webhook_secret: secret("BATON_WEBHOOK_SECRET"),
+        git_token: secret("BATON_GIT_TOKEN").or_else(|| secret("BATON_GIT_PASSWORD")),
+    };
+    Ok(baton::config::resolve(flags, file, marathon)?)
 }
 
 fn live_from(args: &LiveArgs, auth: Option<&MarathonAuthArgs>) -> anyhow::Result<LiveFrom> {

@@ -37,6 +37,11 @@ pub enum AuthMethod {
         mount: String,
         task_id: String,
         app_id: String,
+        /// The role the wrapped secret id must come from (`BATON_APPROLE_ROLE`): pins the
+        /// wrapping token's `creation_path` to `auth/<mount>/role/<role>/secret-id`.
+        role: Option<String>,
+        /// The role id the gatekeeper must answer with (`BATON_ROLE_ID`), when known.
+        role_id: Option<Secret>,
     },
 }
 
@@ -108,20 +113,31 @@ pub enum AuthError {
     NoSecretId,
     #[error("{0} is empty")]
     Empty(&'static str),
+    /// The gatekeeper refused (403) or answered something unusable.
     #[error("gatekeeper request failed: {0}")]
     Gatekeeper(String),
+    /// The gatekeeper was unreachable, overloaded (429) or failing (5xx) for longer than
+    /// `--max-wait`.
+    #[error("gatekeeper unavailable: {0}")]
+    GatekeeperUnavailable(String),
+    #[error(
+        "SECURITY ALARM: the gatekeeper answered with a role id other than the one configured \
+         (BATON_ROLE_ID); possible substitution"
+    )]
+    RoleIdMismatch,
 }
 
 impl AuthError {
     /// Whether Vault was simply not reachable in time (vs. a refusal).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Login { source, .. } if source.is_retryable())
+            || matches!(self, Self::GatekeeperUnavailable(_))
     }
 
     pub fn is_security_alarm(&self) -> bool {
         matches!(
             self,
-            Self::UnwrapFailed { .. } | Self::WrongCreationPath { .. }
+            Self::UnwrapFailed { .. } | Self::WrongCreationPath { .. } | Self::RoleIdMismatch
         )
     }
 }
@@ -163,8 +179,11 @@ impl GatekeeperApi for HttpGatekeeper {
             .json(&serde_json::json!({ "task_id": task_id, "app_id": app_id }))
             .send()
             .await
-            .map_err(err)?;
+            .map_err(|e| AuthError::GatekeeperUnavailable(e.without_url().to_string()))?;
         let status = resp.status();
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(AuthError::GatekeeperUnavailable(format!("HTTP {status}")));
+        }
         if !status.is_success() {
             return Err(AuthError::Gatekeeper(format!("HTTP {status}")));
         }
@@ -223,7 +242,7 @@ pub async fn login<V: VaultApi, G: GatekeeperApi>(
                     return Err(AuthError::Empty("the AppRole secret id"))
                 }
                 SecretIdSource::Plain(s) => s.clone(),
-                SecretIdSource::Wrapped(w) => unwrap_secret_id(api, mount, w, policy).await?,
+                SecretIdSource::Wrapped(w) => unwrap_secret_id(api, mount, None, w, policy).await?,
             };
             approle_login(api, mount, role_id, &secret_id, policy)
                 .await
@@ -244,9 +263,17 @@ pub async fn login<V: VaultApi, G: GatekeeperApi>(
             mount,
             task_id,
             app_id,
+            role,
+            role_id,
         } => {
-            let grant = gatekeeper.grant(task_id, app_id).await?;
-            let secret_id = unwrap_secret_id(api, mount, &grant.wrap_token, policy).await?;
+            let grant = grant_with_retry(gatekeeper, task_id, app_id, policy).await?;
+            if let Some(pinned) = role_id.as_ref().filter(|r| !r.is_empty()) {
+                if pinned.expose() != grant.role_id.expose() {
+                    return Err(AuthError::RoleIdMismatch);
+                }
+            }
+            let secret_id =
+                unwrap_secret_id(api, mount, role.as_deref(), &grant.wrap_token, policy).await?;
             approle_login(api, mount, &grant.role_id, &secret_id, policy)
                 .await
                 .map_err(fail)
@@ -279,10 +306,43 @@ fn token_of(auth: crate::vault::AuthInfo) -> VaultToken {
     }
 }
 
-/// Looks the wrapping token up, checks its origin, and unwraps the secret id.
+/// Asks the gatekeeper, retrying while it is unreachable, overloaded or failing.
+///
+/// Backoff as [`retry`]: exponential from `policy.base` doubling to `policy.cap`, each delay
+/// drawn from [d/2, d] so tasks started together spread out; gives up when the next attempt
+/// would start after `policy.max_wait`. A refusal (403) is final at once.
+async fn grant_with_retry<G: GatekeeperApi>(
+    gatekeeper: &G,
+    task_id: &str,
+    app_id: &str,
+    policy: &RetryPolicy,
+) -> Result<GatekeeperGrant, AuthError> {
+    use rand::Rng;
+    let start = tokio::time::Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        match gatekeeper.grant(task_id, app_id).await {
+            Err(AuthError::GatekeeperUnavailable(why)) => {
+                let half = policy.delay(attempt) / 2;
+                let delay = half + rand::thread_rng().gen_range(Duration::ZERO..=half);
+                if start.elapsed() + delay > policy.max_wait {
+                    return Err(AuthError::GatekeeperUnavailable(why));
+                }
+                tracing::warn!(attempt, reason = %why, delay_ms = delay.as_millis() as u64, "gatekeeper not ready, retrying");
+                attempt += 1;
+                tokio::time::sleep(delay).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Looks the wrapping token up, checks its origin (the given role's secret-id path when
+/// `role` is pinned), and unwraps the secret id.
 async fn unwrap_secret_id<V: VaultApi>(
     api: &V,
     mount: &str,
+    role: Option<&str>,
     wrapping: &Secret,
     policy: &RetryPolicy,
 ) -> Result<Secret, AuthError> {
@@ -302,7 +362,12 @@ async fn unwrap_secret_id<V: VaultApi>(
     let info = retry(policy, "wrapping lookup", || api.wrapping_lookup(wrapping))
         .await
         .map_err(alarm_or_login)?;
-    if !is_secret_id_path(mount, &info.creation_path) {
+    let expected = role.map(|r| format!("auth/{}/role/{r}/secret-id", mount.trim_matches('/')));
+    let origin_ok = match &expected {
+        Some(path) => info.creation_path == *path,
+        None => is_secret_id_path(mount, &info.creation_path),
+    };
+    if !origin_ok {
         return Err(AuthError::WrongCreationPath {
             mount: mount.to_owned(),
             actual: info.creation_path,

@@ -50,6 +50,10 @@ struct Cli {
     /// AppRole auth mount.
     #[arg(long, env = "BATON_APPROLE_MOUNT", default_value = "approle")]
     approle_mount: String,
+    /// --auth gatekeeper: the AppRole role the wrapped secret id must have been minted for
+    /// (its wrapping token's creation path is checked against it).
+    #[arg(long, env = "BATON_APPROLE_ROLE")]
+    approle_role: Option<String>,
     /// File holding the AppRole role id (instead of BATON_ROLE_ID).
     #[arg(long, env = "BATON_ROLE_ID_FILE")]
     role_id_file: Option<PathBuf>,
@@ -295,8 +299,16 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
             if cli.gatekeeper_url.is_none() {
                 bail!("--auth gatekeeper needs --gatekeeper-url");
             }
+            // Optional pin: the gatekeeper must answer with this role id.
+            let role_id = secret_input(
+                "BATON_ROLE_ID",
+                cli.role_id_file.as_deref(),
+                &mut bootstrap_files,
+            )?;
             AuthMethod::Gatekeeper {
                 mount: cli.approle_mount.trim_matches('/').to_owned(),
+                role: cli.approle_role.clone(),
+                role_id,
                 task_id: cli
                     .task_id
                     .clone()

@@ -1,14 +1,26 @@
 //! The Marathon REST client (reqwest, rustls): auth (HTTP basic or the DC/OS `token=` header), a
-//! custom CA, timeouts.
+//! custom CA, timeouts, retries of idempotent calls, and the [`Scheduler`] implementation.
+//!
+//! Marathon's traps are handled here once: `PUT /v2/apps/{id}` always sends
+//! `partialUpdate=false` (a plain PUT merges and keeps deleted fields), `DELETE /v2/apps/{id}`
+//! always sends `force` explicitly (Marathon defaults it to `true`), and a rollback is
+//! `DELETE /v2/deployments/{id}` without `force` (with it, Marathon only stops the deployment).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures::StreamExt;
+use rand::Rng;
+use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use super::live::apps_from_response;
-use super::SchedulerError;
+use super::sse;
+use super::{
+    Deployment, EventStream, InvalidDetail, Scheduler, SchedulerError, SchedulerEvent, Written,
+};
+use crate::spec::AppId;
 
 /// How to authenticate to Marathon. Secrets are redacted in Debug output.
 #[derive(Debug, Clone)]
@@ -29,6 +41,10 @@ pub struct MarathonConfig {
     pub ca_cert: Option<PathBuf>,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Retries of an idempotent call after a connection error or a 5xx (0: none).
+    pub retries: u32,
+    /// First retry delay; doubled per attempt (see [`Marathon::call`]).
+    pub retry_base: Duration,
 }
 
 impl MarathonConfig {
@@ -38,6 +54,8 @@ impl MarathonConfig {
             auth: None,
             ca_cert: None,
             timeout: Duration::from_secs(30),
+            retries: 4,
+            retry_base: Duration::from_millis(200),
         }
     }
 }
@@ -95,40 +113,329 @@ impl Marathon {
     /// Every app with its tasks and deployments, as Marathon serves them.
     pub async fn list_apps_raw(&self) -> Result<Vec<Value>, SchedulerError> {
         let path = "/v2/apps?embed=apps.tasks&embed=apps.deployments&embed=apps.lastTaskFailure";
-        let doc = self.get_json(path).await?;
+        let doc = self.call(Method::GET, path, None, Retry::Idempotent).await?;
         apps_from_response(&doc).map_err(|reason| SchedulerError::Protocol {
             url: format!("{}{path}", self.base),
             reason,
         })
     }
 
-    async fn get_json(&self, path: &str) -> Result<Value, SchedulerError> {
+    /// One API call, its answer as JSON (`null` for an empty body), HTTP errors mapped to
+    /// [`SchedulerError`] (409 `Locked` with the deployment ids, 422 `Invalid` with Marathon's
+    /// `details`, 404 `NotFound`).
+    ///
+    /// Retries: only when `retry` is [`Retry::Idempotent`], and only after a connection error, a
+    /// timeout or a 5xx answer; up to `config.retries` more attempts, waiting `retry_base * 2^n`
+    /// (capped at 10 s) with full jitter between half and all of it, so that many clients do
+    /// not retry in lockstep. Idempotent here means "sending it twice leaves the same state":
+    /// GETs; `PUT /v2/apps/{id}?partialUpdate=false` (a full replacement: a duplicate of a PUT that
+    /// did land is a no-op, or a 409 while the first one's deployment runs, which apply waits on);
+    /// `DELETE /v2/apps/{id}` (a duplicate gets 404, which apply reads as "already gone").
+    /// Not retried: `DELETE /v2/deployments/{id}` (a rollback is a one-off decision; a duplicate
+    /// would act on whatever runs then) and POSTs (a duplicate creates twice).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        retry: Retry,
+    ) -> Result<Value, SchedulerError> {
+        let mut attempt = 0;
+        loop {
+            let result = self.call_once(method.clone(), path, body).await;
+            let transient = match &result {
+                Err(SchedulerError::Unreachable { .. }) => true,
+                Err(SchedulerError::Status { status, .. }) => *status >= 500,
+                _ => false,
+            };
+            if !transient || retry == Retry::Never || attempt >= self.config.retries {
+                return result;
+            }
+            let delay = backoff(self.config.retry_base, attempt);
+            if let Err(e) = &result {
+                tracing::debug!(%method, path, attempt, delay_ms = delay.as_millis() as u64, error = %e, "retrying");
+            }
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    async fn call_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, SchedulerError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.request(method, path);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let unreachable = |e: reqwest::Error| SchedulerError::Unreachable {
+            url: url.clone(),
+            reason: error_chain(&e),
+        };
+        let resp = req.send().await.map_err(unreachable)?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(unreachable)?;
+        let doc: Option<Value> = serde_json::from_str(&text).ok();
+        if status.is_success() {
+            if text.trim().is_empty() {
+                return Ok(Value::Null);
+            }
+            return doc.ok_or_else(|| SchedulerError::Protocol {
+                url,
+                reason: "response is not JSON".into(),
+            });
+        }
+        let doc = doc.unwrap_or(Value::Null);
+        Err(match status.as_u16() {
+            404 => SchedulerError::NotFound { url },
+            409 if doc.get("deployments").is_some() => SchedulerError::Locked {
+                url,
+                deployments: doc["deployments"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d.get("id").and_then(Value::as_str))
+                    .map(str::to_string)
+                    .collect(),
+            },
+            422 => SchedulerError::Invalid {
+                url,
+                message: doc
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("invalid")
+                    .to_string(),
+                details: invalid_details(&doc),
+            },
+            code => SchedulerError::Status {
+                url,
+                status: code,
+                body: text.chars().take(2000).collect(),
+            },
+        })
+    }
+
+    fn written(&self, path: &str, doc: &Value) -> Result<Written, SchedulerError> {
+        let field = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
+        match (field("deploymentId"), field("version")) {
+            (Some(deployment_id), Some(version)) => Ok(Written {
+                deployment_id,
+                version,
+            }),
+            _ => Err(SchedulerError::Protocol {
+                url: format!("{}{path}", self.base),
+                reason: "expected `{deploymentId, version}`".into(),
+            }),
+        }
+    }
+}
+
+/// Whether [`Marathon::call`] may send a request again after a transient failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    Idempotent,
+    Never,
+}
+
+/// The delay before retry `attempt` (0-based): `base * 2^attempt`, capped at 10 s, jittered
+/// uniformly between half and all of it.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let full = base
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(Duration::from_secs(10));
+    let half = full / 2;
+    let jitter = rand::thread_rng().gen_range(0..=half.as_millis() as u64);
+    half + Duration::from_millis(jitter)
+}
+
+/// Marathon's 422 `details`: `[{path, errors: [..]}]`, kept verbatim.
+fn invalid_details(doc: &Value) -> Vec<InvalidDetail> {
+    doc.get("details")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|d| InvalidDetail {
+            path: d
+                .get("path")
+                .and_then(Value::as_str)
+                .unwrap_or("/")
+                .to_string(),
+            errors: d
+                .get("errors")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|e| match e {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// `/v2/apps/shop/web` for `/shop/web`.
+fn app_path(id: &AppId) -> String {
+    format!("/v2/apps{}", id.as_str())
+}
+
+impl Scheduler for Marathon {
+    async fn list_apps(&self) -> Result<Vec<Value>, SchedulerError> {
+        self.list_apps_raw().await
+    }
+
+    async fn put_app(&self, id: &AppId, body: &Value) -> Result<Written, SchedulerError> {
+        let path = format!("{}?partialUpdate=false&force=false", app_path(id));
+        let doc = self
+            .call(Method::PUT, &path, Some(body), Retry::Idempotent)
+            .await?;
+        self.written(&path, &doc)
+    }
+
+    async fn delete_app(&self, id: &AppId, force: bool) -> Result<Written, SchedulerError> {
+        let path = format!("{}?force={force}", app_path(id));
+        let doc = self
+            .call(Method::DELETE, &path, None, Retry::Idempotent)
+            .await?;
+        self.written(&path, &doc)
+    }
+
+    async fn deployments(&self) -> Result<Vec<Deployment>, SchedulerError> {
+        let path = "/v2/deployments";
+        let doc = self.call(Method::GET, path, None, Retry::Idempotent).await?;
+        let list = doc.as_array().ok_or_else(|| SchedulerError::Protocol {
+            url: format!("{}{path}", self.base),
+            reason: "expected a list of deployments".into(),
+        })?;
+        Ok(list
+            .iter()
+            .filter_map(|d| {
+                Some(Deployment {
+                    id: d.get("id")?.as_str()?.to_string(),
+                    affected_apps: d
+                        .get("affectedApps")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect(),
+                })
+            })
+            .collect())
+    }
+
+    async fn rollback(&self, deployment_id: &str) -> Result<Written, SchedulerError> {
+        let path = format!("/v2/deployments/{deployment_id}?force=false");
+        let doc = self.call(Method::DELETE, &path, None, Retry::Never).await?;
+        self.written(&path, &doc)
+    }
+
+    async fn diagnose(&self, id: &AppId) -> Option<String> {
+        let mut parts = Vec::new();
+        let queue = self
+            .call(
+                Method::GET,
+                "/v2/queue?embed=lastUnusedOffers",
+                None,
+                Retry::Idempotent,
+            )
+            .await
+            .ok();
+        if let Some(item) = queue
+            .as_ref()
+            .and_then(|q| q.get("queue"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|i| i.pointer("/app/id").and_then(Value::as_str) == Some(id.as_str()))
+        {
+            parts.extend(queue_reason(item));
+        }
+        let path = format!("{}?embed=app.lastTaskFailure", app_path(id));
+        if let Ok(app) = self.call(Method::GET, &path, None, Retry::Idempotent).await {
+            if let Some(f) = app.pointer("/app/lastTaskFailure") {
+                let state = f.get("state").and_then(Value::as_str).unwrap_or("failed");
+                let message = f.get("message").and_then(Value::as_str).unwrap_or("");
+                parts.push(format!("last task failure: {state} {message}").trim().to_string());
+            }
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
+    async fn events(&self) -> Result<EventStream, SchedulerError> {
+        let path = "/v2/events?event_type=deployment_success&event_type=deployment_failed";
         let url = format!("{}{path}", self.base);
         let resp = self
-            .request(reqwest::Method::GET, path)
+            .request(Method::GET, path)
+            .header("Accept", "text/event-stream")
+            // The client-wide timeout covers the whole body; the stream lives as long as apply.
+            .timeout(Duration::from_secs(7 * 24 * 3600))
             .send()
             .await
             .map_err(|e| SchedulerError::Unreachable {
                 url: url.clone(),
                 reason: error_chain(&e),
             })?;
-        let status = resp.status();
-        let body = resp.text().await.map_err(|e| SchedulerError::Unreachable {
-            url: url.clone(),
-            reason: error_chain(&e),
-        })?;
-        if !status.is_success() {
+        if !resp.status().is_success() {
             return Err(SchedulerError::Status {
                 url,
-                status: status.as_u16(),
-                body: body.chars().take(2000).collect(),
+                status: resp.status().as_u16(),
+                body: String::new(),
             });
         }
-        serde_json::from_str(&body).map_err(|e| SchedulerError::Protocol {
-            url,
-            reason: format!("response is not JSON: {e}"),
-        })
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<SchedulerEvent>();
+        let reader = tokio::spawn(async move {
+            let mut body = resp.bytes_stream();
+            let mut parser = sse::Parser::default();
+            while let Some(Ok(chunk)) = body.next().await {
+                for raw in parser.feed(&chunk) {
+                    if let Some(ev) = sse::deployment_event(&raw) {
+                        if tx.send(ev).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(EventStream::new(rx, Some(reader)))
     }
+}
+
+/// Why a queued app does not launch, from `/v2/queue?embed=lastUnusedOffers`.
+fn queue_reason(item: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let waiting = item.get("count").and_then(Value::as_u64).unwrap_or(0);
+    if waiting > 0 {
+        out.push(format!("{waiting} instance(s) waiting to launch"));
+    }
+    if let Some(left) = item.pointer("/delay/timeLeftSeconds").and_then(Value::as_u64) {
+        if left > 0 {
+            out.push(format!("launch delayed {left}s by backoff"));
+        }
+    }
+    let rejected: Vec<String> = item
+        .pointer("/processedOffersSummary/rejectSummaryLastOffers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|r| r.get("declined").and_then(Value::as_u64).unwrap_or(0) > 0)
+        .map(|r| {
+            format!(
+                "{} ({} of {} offers)",
+                r.get("reason").and_then(Value::as_str).unwrap_or("?"),
+                r.get("declined").and_then(Value::as_u64).unwrap_or(0),
+                r.get("processed").and_then(Value::as_u64).unwrap_or(0)
+            )
+        })
+        .collect();
+    if !rejected.is_empty() {
+        out.push(format!("no offer matched: {}", rejected.join(", ")));
+    }
+    out
 }
 
 /// An error with its sources, on one line (reqwest's top-level message alone hides the cause).
@@ -141,4 +448,122 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use axum::http::StatusCode;
+    use serde_json::json;
+
+    use super::*;
+
+    /// A server answering every request with `status` and `body`; counts requests.
+    async fn stub(status: u16, body: Value) -> (String, Arc<AtomicUsize>, CancellationGuard) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            let h = h.clone();
+            let body = body.clone();
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                (
+                    StatusCode::from_u16(status).unwrap(),
+                    axum::Json(body),
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (url, hits, CancellationGuard(task))
+    }
+
+    struct CancellationGuard(tokio::task::JoinHandle<()>);
+    impl Drop for CancellationGuard {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+
+    fn client(url: &str) -> Marathon {
+        let mut c = MarathonConfig::new(url);
+        c.retries = 3;
+        c.retry_base = Duration::from_millis(1);
+        Marathon::new(c).unwrap()
+    }
+
+    fn app() -> AppId {
+        AppId::parse("/a").unwrap()
+    }
+
+    #[tokio::test]
+    async fn idempotent_calls_are_retried_on_5xx_and_rollbacks_are_not() {
+        let (url, hits, _g) = stub(503, json!({"message": "busy"})).await;
+        let m = client(&url);
+        let e = m.list_apps().await.unwrap_err();
+        assert!(matches!(e, SchedulerError::Status { status: 503, .. }), "{e}");
+        assert_eq!(hits.swap(0, Ordering::SeqCst), 4);
+        m.put_app(&app(), &json!({"id": "/a"})).await.unwrap_err();
+        assert_eq!(hits.swap(0, Ordering::SeqCst), 4);
+        m.rollback("d1").await.unwrap_err();
+        assert_eq!(hits.swap(0, Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_not_retried_and_409_carries_the_deployments() {
+        let body = json!({"message": "App is locked", "deployments": [{"id": "d1"}, {"id": "d2"}]});
+        let (url, hits, _g) = stub(409, body).await;
+        let e = client(&url).put_app(&app(), &json!({"id": "/a"})).await.unwrap_err();
+        let SchedulerError::Locked { deployments, .. } = e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(deployments, ["d1", "d2"]);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_422_keeps_the_details_verbatim() {
+        let body = json!({"message": "Object is not valid", "details": [{"path": "/cpus", "errors": ["error.min"]}]});
+        let (url, _, _g) = stub(422, body).await;
+        let e = client(&url).put_app(&app(), &json!({"id": "/a"})).await.unwrap_err();
+        let SchedulerError::Invalid { message, details, .. } = e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(message, "Object is not valid");
+        assert_eq!(
+            details,
+            vec![InvalidDetail {
+                path: "/cpus".into(),
+                errors: vec!["error.min".into()]
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_scheduler_is_a_clear_error() {
+        // Bind then drop: nothing listens on that port any more.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = client(&format!("http://{addr}")).list_apps().await.unwrap_err();
+        assert!(matches!(e, SchedulerError::Unreachable { .. }), "{e}");
+        assert!(e.to_string().contains(&addr.to_string()), "{e}");
+    }
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_is_capped() {
+        for attempt in 0..20 {
+            let full = Duration::from_millis(100)
+                .saturating_mul(1 << attempt.min(16))
+                .min(Duration::from_secs(10));
+            let d = backoff(Duration::from_millis(100), attempt);
+            assert!(d >= full / 2 && d <= full, "{attempt}: {d:?}");
+        }
+    }
 }

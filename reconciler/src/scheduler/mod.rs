@@ -1,12 +1,25 @@
 //! The scheduler seam: everything Baton needs from Marathon (or, later, Nomad).
 //!
+//! - [`Scheduler`]: the operations [`crate::apply`] uses; implemented by [`marathon::Marathon`]
+//!   and by [`fake::Fake`] (in memory, for tests).
 //! - [`live`]: reading apps out of Marathon responses (and saved `--live` files).
 //! - [`marathon`]: the Marathon REST client.
+//! - [`sse`]: parsing of the `/v2/events` Server-Sent Events stream (pure).
 //! - [`dev`]: the dev scheduler, a Marathon-compatible server that runs apps as local processes.
+//! - [`fake`]: an in-memory scheduler with controllable failures that records every call.
 
 pub mod dev;
+pub mod fake;
 pub mod live;
 pub mod marathon;
+pub mod sse;
+
+use std::future::Future;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::spec::AppId;
 
 /// Errors talking to a scheduler.
 #[derive(Debug, thiserror::Error)]
@@ -19,4 +32,133 @@ pub enum SchedulerError {
     Status { url: String, status: u16, body: String },
     #[error("unexpected answer from {url}: {reason}")]
     Protocol { url: String, reason: String },
+    /// 409: the app is locked by running deployments.
+    #[error("{url}: the app is locked by deployment(s) {}", deployments.join(", "))]
+    Locked { url: String, deployments: Vec<String> },
+    /// 422: the scheduler rejected the definition; `details` is its answer, verbatim.
+    #[error("{url} rejected the definition: {message}")]
+    Invalid {
+        url: String,
+        message: String,
+        details: Vec<InvalidDetail>,
+    },
+    /// 404 on a single resource.
+    #[error("{url}: not found")]
+    NotFound { url: String },
+}
+
+/// One entry of a 422 answer's `details`: a path in the submitted JSON and its errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidDetail {
+    pub path: String,
+    pub errors: Vec<String>,
+}
+
+/// The answer to a change: the deployment it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub deployment_id: String,
+    pub version: String,
+}
+
+/// A running deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub id: String,
+    pub affected_apps: Vec<String>,
+}
+
+/// What apply listens for on the event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchedulerEvent {
+    DeploymentSuccess { id: String },
+    DeploymentFailed { id: String },
+}
+
+/// Events from a scheduler; the reader behind it stops when this is dropped.
+pub struct EventStream {
+    rx: mpsc::UnboundedReceiver<SchedulerEvent>,
+    _reader: Option<AbortOnDrop>,
+}
+
+impl EventStream {
+    /// A stream fed by `rx`; `reader` (if any) is aborted when the stream is dropped.
+    pub fn new(
+        rx: mpsc::UnboundedReceiver<SchedulerEvent>,
+        reader: Option<tokio::task::JoinHandle<()>>,
+    ) -> Self {
+        EventStream {
+            rx,
+            _reader: reader.map(AbortOnDrop),
+        }
+    }
+
+    /// The next event; `None` once the stream has ended (callers fall back to polling).
+    pub async fn next(&mut self) -> Option<SchedulerEvent> {
+        self.rx.recv().await
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What apply needs from a scheduler. Only [`crate::apply`] calls the writing methods.
+///
+/// Apps are raw JSON values (as [`crate::plan::plan`] takes them), so a backend need not model
+/// every field it serves.
+pub trait Scheduler: Send + Sync {
+    /// Every app with its tasks, deployments and last task failure.
+    fn list_apps(&self) -> impl Future<Output = Result<Vec<Value>, SchedulerError>> + Send;
+
+    /// Create or fully replace an app (never a merge).
+    fn put_app(
+        &self,
+        id: &AppId,
+        body: &Value,
+    ) -> impl Future<Output = Result<Written, SchedulerError>> + Send;
+
+    /// Delete an app. `force` overrides a deployment lock; apply passes `true` only when the
+    /// user asked for it explicitly.
+    fn delete_app(
+        &self,
+        id: &AppId,
+        force: bool,
+    ) -> impl Future<Output = Result<Written, SchedulerError>> + Send;
+
+    /// The running deployments.
+    fn deployments(&self) -> impl Future<Output = Result<Vec<Deployment>, SchedulerError>> + Send;
+
+    /// Roll a deployment back (a new deployment that reverts it; never a forced stop).
+    fn rollback(
+        &self,
+        deployment_id: &str,
+    ) -> impl Future<Output = Result<Written, SchedulerError>> + Send;
+
+    /// Why an app does not come up, in words (unmatched offers, last task failure), if known.
+    fn diagnose(&self, id: &AppId) -> impl Future<Output = Option<String>> + Send;
+
+    /// Subscribe to deployment events.
+    fn events(&self) -> impl Future<Output = Result<EventStream, SchedulerError>> + Send;
+}
+
+/// Whether a live app's tasks are all up: `tasksRunning` (and `tasksHealthy` when it has health
+/// checks) reach `instances`. Apps without the counters (saved files) count as up.
+pub fn app_is_up(app: &Value) -> bool {
+    let want = app.get("instances").and_then(Value::as_u64).unwrap_or(1);
+    let count = |k: &str| app.get(k).and_then(Value::as_u64);
+    let checked = app
+        .get("healthChecks")
+        .and_then(Value::as_array)
+        .is_some_and(|h| !h.is_empty());
+    let ready = if checked {
+        count("tasksHealthy")
+    } else {
+        count("tasksRunning")
+    };
+    ready.is_none_or(|n| n >= want)
 }

@@ -1,11 +1,28 @@
-//! Where specs come from: a plain directory (read, or watched) and, later, a git repository.
+//! Where specs come from: a plain directory (read, or watched) and a git repository (gix).
 //! Sources only read bytes and report what they could not read; all parsing is in [`crate::spec`].
 
 pub mod dir;
+pub mod git;
+pub mod watch;
 
 pub use dir::read_dir;
 
+use crate::spec::Repo;
+
+/// A followed source of specs, as `baton serve` uses it. Both methods block (git I/O, file
+/// reads): call them from `spawn_blocking`.
+pub trait SpecSource: Send + 'static {
+    /// Where the source is now: a commit id (git) or a content digest (directory). Fetches
+    /// whatever is needed to [`load`](Self::load) it.
+    fn fetch(&mut self) -> Result<String, SourceError>;
+    /// The loaded repo at a revision `fetch` returned.
+    fn load(&mut self, rev: &str) -> Result<Repo, SourceError>;
+    /// Where it comes from, for status and logs (no credentials).
+    fn describe(&self) -> String;
+}
+
 /// A source that could not be read at all (as opposed to single files, which become diagnostics).
+/// URLs in these errors never carry credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("cannot read the repo at {path}: {source}")]
@@ -14,4 +31,23 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot reach the git remote {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the git remote {url} refused the credentials: {reason}")]
+    Auth { url: String, reason: String },
+    #[error("the git remote {url} has no ref `{reference}` (deleted branch?); keeping the last good state")]
+    RefNotFound { url: String, reference: String },
+    #[error("fetching from {url} failed: {reason}")]
+    Fetch { url: String, reason: String },
+    #[error("the git cache for {url} is damaged: {reason}")]
+    Corrupt { url: String, reason: String },
+    #[error("git cache at {path}: {reason}")]
+    Cache {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("git {url}: {reason}")]
+    Git { url: String, reason: String },
+    #[error("interrupted by shutdown")]
+    Cancelled,
 }

@@ -137,9 +137,25 @@ pub fn load(snapshot: Snapshot) -> Repo {
     let Snapshot {
         config,
         files,
-        mut diagnostics,
+        diagnostics,
         incomplete,
     } = snapshot;
+    let results: Vec<FileResult> = files
+        .par_iter()
+        .map(|f| load_file(f, &config))
+        .collect();
+    assemble(config, diagnostics, incomplete, results)
+}
+
+/// The repo-wide half of [`load`]: per-file results (in file order) plus the source's
+/// diagnostics to a [`Repo`] (duplicates, dependencies, sorting). Shared with
+/// [`super::incremental`], which caches the per-file half.
+pub(crate) fn assemble(
+    config: RepoConfig,
+    mut diagnostics: Vec<Diagnostic>,
+    incomplete: bool,
+    results: Vec<FileResult>,
+) -> Repo {
     let mut repo = Repo {
         incomplete: incomplete
             || diagnostics
@@ -154,11 +170,6 @@ pub fn load(snapshot: Snapshot) -> Repo {
             .filter(|d| d.severity == Severity::Error)
             .filter_map(|d| d.app.clone()),
     );
-
-    let results: Vec<FileResult> = files
-        .par_iter()
-        .map(|f| load_file(f, &config))
-        .collect();
 
     // Two files for one app (or whose names differ only in case) make that app ambiguous.
     let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
@@ -225,7 +236,9 @@ pub fn load(snapshot: Snapshot) -> Repo {
     repo
 }
 
-struct FileResult {
+/// What one file loads to, before the repo-wide checks.
+#[derive(Debug, Clone)]
+pub(crate) struct FileResult {
     file: PathBuf,
     /// Lowercased path without extension: equal keys mean the same app.
     key: String,
@@ -237,7 +250,7 @@ struct FileResult {
     diagnostics: Vec<Diagnostic>,
 }
 
-fn load_file(file: &SourceFile, config: &RepoConfig) -> FileResult {
+pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig) -> FileResult {
     let rel = file
         .path
         .strip_prefix(&config.apps_dir)

@@ -10,6 +10,7 @@
 pub mod canonical;
 pub mod defaults;
 pub mod id;
+pub mod incremental;
 pub mod load;
 pub mod normalize;
 pub mod parse;

@@ -710,6 +710,50 @@ async fn kill_task_and_relaunch() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn docker_app_without_engine_fails_with_a_clear_message() {
+    let engine = std::process::Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if engine {
+        // With an engine the task would pull an image: not something a unit-level test may do.
+        eprintln!("skipped docker_app_without_engine_fails_with_a_clear_message: a Docker engine is reachable");
+        return;
+    }
+    let s = start(DevConfig::default()).await;
+    let (status, body) = s
+        .post(
+            "/v2/apps",
+            json!({"id": "/dock", "container": {"type": "DOCKER", "docker": {"image": "nginx:1.25"}},
+                   "networks": [{"mode": "container/bridge"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["container"]["portMappings"][0]["servicePort"]
+            .as_u64()
+            .map(|p| p >= 10000),
+        Some(true)
+    );
+    let failure = eventually("the docker task failed", || async {
+        s.app("/dock").await.get("lastTaskFailure").cloned()
+    })
+    .await;
+    assert_eq!(failure["state"], "TASK_FAILED");
+    let message = failure["message"].as_str().unwrap();
+    assert!(
+        message.contains("Docker engine is not reachable"),
+        "{message}"
+    );
+    assert_eq!(
+        s.get("/v2/deployments").await.as_array().unwrap().len(),
+        1,
+        "the deployment stays"
+    );
+    s.stop().await;
+}
+
 /// The independent PyPI client `marathon` (0.13.0) against the dev scheduler.
 #[tokio::test]
 async fn python_marathon_client_works() {

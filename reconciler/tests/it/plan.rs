@@ -1,1 +1,293 @@
-//! Plans from fixtures: snapshot per case, plus the safety rules as explicit assertions.
+//! Plans from fixtures (`fixtures/plan/<case>/`: a repo plus a saved `GET /v2/apps`): one snapshot
+//! per case, plus the safety rules as explicit assertions, plus properties over generated specs.
+
+use baton::commands::load_repo;
+use baton::plan::{plan, Action, Plan, Policy};
+use baton::report::{plan_text, Style};
+use baton::scheduler::live::apps_from_response;
+use baton::spec::AppId;
+use serde_json::Value;
+
+use crate::support::fixture;
+
+fn case(name: &str, allow_deletes: Option<usize>) -> (Plan, Vec<Value>) {
+    let dir = fixture(&format!("plan/{name}"));
+    let repo = load_repo(&dir).unwrap();
+    let live_doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("live.json")).unwrap()).unwrap();
+    let live = apps_from_response(&live_doc).unwrap();
+    let policy = Policy {
+        commit: "c0ffee".into(),
+        allow_deletes,
+    };
+    let p = plan(&repo, &live, &policy);
+    assert_eq!(p, plan(&repo, &live, &policy), "plans are deterministic");
+    (p, live)
+}
+
+fn snapshot(name: &str, p: &Plan) {
+    insta::assert_snapshot!(format!("plan_{name}"), plan_text(p, Style { color: false }));
+}
+
+fn id(s: &str) -> AppId {
+    AppId::parse(s).unwrap()
+}
+
+fn action_of(p: &Plan, app: &str) -> Option<Action> {
+    p.changes().find(|c| c.app.as_str() == app).map(|c| c.action)
+}
+
+#[test]
+fn basic_create_update_delete_and_what_is_never_touched() {
+    let (p, _) = case("basic", None);
+    snapshot("basic", &p);
+    assert_eq!(action_of(&p, "/new"), Some(Action::Create));
+    assert_eq!(action_of(&p, "/changed"), Some(Action::Update));
+    assert_eq!(action_of(&p, "/gone"), Some(Action::Delete));
+    assert_eq!(p.unchanged, vec![id("/same")], "Marathon's padded form of /same is no change");
+    assert_eq!(action_of(&p, "/broken"), None, "an invalid spec never changes or deletes its app");
+    assert_eq!(p.invalid, vec![id("/broken")]);
+    assert_eq!(action_of(&p, "/other"), None, "unowned apps are never pruned");
+    assert_eq!(action_of(&p, "/theirs"), None, "apps of another owner are never pruned");
+    assert_eq!(p.unmanaged, vec![id("/other"), id("/theirs")]);
+    let changed = p.changes().find(|c| c.app.as_str() == "/changed").unwrap();
+    let pointers: Vec<&str> = changed.fields.iter().map(|f| f.pointer.as_str()).collect();
+    assert_eq!(pointers, ["/env/LEVEL", "/env/OLD", "/instances"]);
+    let body = changed.body.as_ref().unwrap();
+    assert_eq!(body["labels"]["baton.dev/owner"], "team-a");
+    assert_eq!(body["labels"]["baton.dev/commit"], "c0ffee");
+    assert!(body["labels"]["baton.dev/digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(body.get("baton").is_none());
+    let waves: Vec<Vec<Action>> = p.waves.iter().map(|w| w.changes.iter().map(|c| c.action).collect()).collect();
+    assert_eq!(waves.last().unwrap(), &vec![Action::Delete], "deletes come last");
+}
+
+#[test]
+fn deletes_over_the_budget_are_held_unless_allowed() {
+    let (p, _) = case("budget", None);
+    snapshot("budget_exceeded", &p);
+    assert_eq!(p.summary.delete, 0);
+    assert_eq!(p.held.len(), 8);
+    assert!(p.held[0].reason.contains("--allow-deletes 8"), "{}", p.held[0].reason);
+    let (p, _) = case("budget", Some(7));
+    assert_eq!(p.summary.delete, 0, "allowing fewer than planned still holds all");
+    let (p, _) = case("budget", Some(8));
+    assert_eq!(p.summary.delete, 8);
+    assert!(p.held.is_empty());
+}
+
+#[test]
+fn an_empty_repo_deletes_nothing() {
+    let (p, live) = case("empty-repo", Some(100));
+    snapshot("empty_repo", &p);
+    assert!(p.is_empty());
+    assert_eq!(p.held.len(), live.len());
+}
+
+#[test]
+fn a_moved_file_is_reported_as_a_move() {
+    let (p, _) = case("move", None);
+    snapshot("move", &p);
+    assert_eq!(p.moves.len(), 1);
+    assert_eq!((p.moves[0].from.as_str(), p.moves[0].to.as_str()), ("/old/api", "/new/api"));
+    assert_eq!(action_of(&p, "/new/api"), Some(Action::Create));
+    assert_eq!(action_of(&p, "/old/api"), Some(Action::Delete));
+    let order: Vec<&str> = p.changes().map(|c| c.app.as_str()).collect();
+    assert!(order.iter().position(|a| *a == "/new/api") < order.iter().position(|a| *a == "/old/api"), "create before delete");
+}
+
+#[test]
+fn ignored_fields_never_fight_their_owner() {
+    let (p, live) = case("ignore", None);
+    snapshot("ignore", &p);
+    let c = p.changes().next().unwrap();
+    assert_eq!(c.fields.len(), 1, "only env differs: {:?}", c.fields);
+    assert_eq!(c.fields[0].pointer, "/env/COLOR");
+    assert_eq!(c.body.as_ref().unwrap()["instances"], live[0]["instances"], "the autoscaler's value is kept");
+}
+
+#[test]
+fn ownership_adopt_conflict_and_prune_protection() {
+    let (p, _) = case("ownership", None);
+    snapshot("ownership", &p);
+    let adopt = p.changes().find(|c| c.app.as_str() == "/adopted").unwrap();
+    assert!(adopt.adopt);
+    assert!(adopt.fields[0].pointer.starts_with("/labels"), "{:?}", adopt.fields);
+    assert_eq!(p.conflicts.len(), 1);
+    assert_eq!(p.conflicts[0].owner, "other-team");
+    assert_eq!(action_of(&p, "/contested"), None);
+    assert_eq!(action_of(&p, "/protected"), None);
+    assert!(p.held.iter().any(|h| h.app.as_str() == "/protected" && h.reason.contains("prune")));
+}
+
+#[test]
+fn waves_follow_dependencies_and_deletes_go_dependents_first() {
+    let (p, _) = case("waves", None);
+    snapshot("waves", &p);
+    let waves: Vec<Vec<&str>> = p
+        .waves
+        .iter()
+        .map(|w| w.changes.iter().map(|c| c.app.as_str()).collect())
+        .collect();
+    assert_eq!(
+        waves,
+        vec![vec!["/solo"], vec!["/b"], vec!["/a"], vec!["/front"], vec!["/middle"], vec!["/back"]]
+    );
+}
+
+#[test]
+fn plan_json_matches_its_schema() {
+    let dir = fixture("plan/basic");
+    let mut out = Vec::new();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let code = rt
+        .block_on(baton::commands::plan(
+            &dir,
+            &baton::commands::LiveFrom::File(dir.join("live.json")),
+            &Policy { commit: "c0ffee".into(), allow_deletes: None },
+            baton::commands::Format::Json,
+            Style { color: false },
+            &mut out,
+        ))
+        .unwrap();
+    assert_eq!(code, baton::commands::exit::ERROR, "an invalid spec makes plan exit 1");
+    let doc: Value = serde_json::from_slice(&out).unwrap();
+    crate::support::assert_matches_schema("plan.schema.json", &doc);
+    assert_eq!(doc["plan"]["summary"]["create"], 1);
+}
+
+mod properties {
+    //! Properties over generated specs: applying a plan and planning again yields nothing, and
+    //! plans are deterministic.
+    use std::collections::BTreeMap;
+
+    use baton::plan::{plan, Action, Policy};
+    use baton::spec::{marathon_form, AppId, BatonBlock, Repo, Spec};
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn app_strategy() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![Just(0.1), Just(0.5), Just(1.0), Just(2.0)],
+            prop_oneof![Just(32.0), Just(128.0), Just(1024.0)],
+            0u64..4,
+            proptest::collection::btree_map("[A-Z]{1,4}", "[a-z0-9]{0,6}", 0..3),
+            proptest::option::of(prop_oneof![Just("hostname"), Just("rack")]),
+            any::<bool>(),
+            0usize..3,
+            any::<bool>(),
+        )
+            .prop_map(|(cpus, mem, instances, env, constraint, health, ports, docker)| {
+                let mut app = json!({"cpus": cpus, "mem": mem, "instances": instances, "env": env});
+                if let Some(c) = constraint {
+                    app["constraints"] = json!([[c, "UNIQUE"]]);
+                }
+                if health {
+                    app["healthChecks"] = json!([{"protocol": "TCP"}]);
+                }
+                if docker {
+                    app["container"] = json!({"docker": {"image": "nginx"}});
+                    app["networks"] = json!([{"mode": "container/bridge"}]);
+                } else {
+                    app["cmd"] = json!("sleep 100");
+                    app["portDefinitions"] = Value::Array((0..ports).map(|_| json!({"port": 0})).collect());
+                }
+                app
+            })
+    }
+
+    fn repo_of(apps: &[Value]) -> Repo {
+        let mut specs = BTreeMap::new();
+        for (i, app) in apps.iter().enumerate() {
+            let id = AppId::parse(&format!("/g{}/app-{i}", i % 3)).unwrap();
+            let mut app = app.clone();
+            app["id"] = json!(id.as_str());
+            specs.insert(
+                id.clone(),
+                Spec { id, file: format!("apps/{i}.yaml").into(), app, baton: BatonBlock::default() },
+            );
+        }
+        Repo { specs, ..Repo::default() }
+    }
+
+    /// What a Marathon-like scheduler serves after accepting `body`: canonical form, assigned
+    /// service ports, status fields.
+    fn served(body: &Value, next_port: &mut u64) -> Value {
+        let mut app = body.clone();
+        marathon_form(&mut app);
+        for list in ["/portDefinitions", "/container/portMappings"] {
+            if let Some(items) = app.pointer_mut(list).and_then(Value::as_array_mut) {
+                for item in items {
+                    let key = if list == "/portDefinitions" { "port" } else { "servicePort" };
+                    if item[key] == json!(0) {
+                        item[key] = json!(*next_port);
+                        *next_port += 1;
+                    }
+                }
+            }
+        }
+        app["version"] = json!("2026-11-21T00:00:00.000Z");
+        app["tasksRunning"] = app["instances"].clone();
+        app["deployments"] = json!([]);
+        app
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn applying_a_plan_converges(
+            apps in proptest::collection::vec(app_strategy(), 1..12),
+            stale in proptest::collection::vec(app_strategy(), 0..4),
+            unowned in proptest::collection::vec(app_strategy(), 0..3),
+            seed in 0usize..4,
+        ) {
+            let repo = repo_of(&apps);
+            let policy = Policy { commit: "abc".into(), allow_deletes: Some(100) };
+            // Live: some of the repo's apps already there but different, stale owned apps, and
+            // apps nobody owns.
+            let mut next_port = 10000;
+            let mut live: BTreeMap<String, Value> = BTreeMap::new();
+            for (i, (id, spec)) in repo.specs.iter().enumerate() {
+                if (i + seed) % 3 == 0 {
+                    let mut other = apps[(i + 1) % apps.len()].clone();
+                    other["id"] = json!(id.as_str());
+                    other["labels"] = json!({"baton.dev/owner": "baton"});
+                    live.insert(id.to_string(), served(&other, &mut next_port));
+                }
+                let _ = spec;
+            }
+            for (k, app) in stale.iter().enumerate() {
+                let mut a = app.clone();
+                a["id"] = json!(format!("/old/app-{k}"));
+                a["labels"] = json!({"baton.dev/owner": "baton"});
+                live.insert(format!("/old/app-{k}"), served(&a, &mut next_port));
+            }
+            for (k, app) in unowned.iter().enumerate() {
+                let mut a = app.clone();
+                a["id"] = json!(format!("/theirs/app-{k}"));
+                live.insert(format!("/theirs/app-{k}"), served(&a, &mut next_port));
+            }
+            let live_list: Vec<Value> = live.values().cloned().collect();
+            let first = plan(&repo, &live_list, &policy);
+            prop_assert_eq!(&first, &plan(&repo, &live_list, &policy), "deterministic");
+            for c in first.changes() {
+                prop_assert!(!c.app.as_str().starts_with("/theirs"), "unowned app touched: {}", c.app);
+                match c.action {
+                    Action::Create | Action::Update => {
+                        let served_app = served(c.body.as_ref().unwrap(), &mut next_port);
+                        live.insert(c.app.to_string(), served_app);
+                    }
+                    Action::Delete => {
+                        live.remove(c.app.as_str());
+                    }
+                }
+            }
+            let live_list: Vec<Value> = live.values().cloned().collect();
+            let second = plan(&repo, &live_list, &policy);
+            prop_assert!(second.is_empty(), "not converged: {:#?}", second.waves);
+            prop_assert_eq!(second.unchanged.len(), repo.specs.len());
+            prop_assert_eq!(second.unmanaged.len(), unowned.len());
+        }
+    }
+}

@@ -196,11 +196,22 @@ pub async fn run<F: Fetch>(
                 fetching = false;
                 match result {
                     Err(e) => {
-                        tracing::error!(error = %crate::chain(&e), "fetching rotated credentials failed; retrying in 5 s");
-                        refetch_at = Some(Instant::now() + schedule::RETRY_AFTER);
-                        if matches!(e, Error::Auth(_)) && !relogin_possible(&current) {
-                            // Nothing to retry with: the scheduler must start a fresh task.
-                            break Err(Error::CredentialsExpired);
+                        // Without a way to log in again, retrying cannot help: stop the
+                        // child gracefully and exit 75 so the scheduler starts a fresh task.
+                        let fatal = matches!(e, Error::CredentialsExpired)
+                            || matches!(&e, Error::Auth(a) if !a.is_unavailable());
+                        if fatal {
+                            tracing::error!(error = %crate::chain(&e), "credentials cannot be replaced; stopping");
+                            if let Some(pid) = child {
+                                stopping = Some(Stop::RotateExit);
+                                signal_group(pid, Signal::SIGTERM);
+                                kill_at = Some(Instant::now() + settings.grace);
+                            } else {
+                                break Err(Error::CredentialsExpired);
+                            }
+                        } else {
+                            tracing::error!(error = %crate::chain(&e), "fetching rotated credentials failed; retrying in 5 s");
+                            refetch_at = Some(Instant::now() + schedule::RETRY_AFTER);
                         }
                     }
                     Ok(next) => {
@@ -275,10 +286,6 @@ fn spawn_child(argv: &[OsString], env: &ChildEnv) -> Result<Pid, Error> {
         program: argv[0].to_string_lossy().into_owned(),
         source,
     })
-}
-
-fn relogin_possible(current: &Option<Generation>) -> bool {
-    current.as_ref().is_some_and(|g| g.token_owned)
 }
 
 fn start_fetch<F: Fetch>(

@@ -161,3 +161,124 @@ fn label(item: &Tracked) -> String {
         truncate_id(&item.id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::SecretData;
+    use crate::vault::{AuthInfo, MountInfo, ReadResponse, TokenInfo, VaultError, WrappingInfo};
+    use std::sync::Mutex;
+
+    /// A Vault whose one lease has a max TTL, and whose token renews without limit.
+    struct Fake {
+        start: Instant,
+        max_ttl: Duration,
+        renewals: Mutex<Vec<Duration>>,
+    }
+
+    fn unused<T>() -> Result<T, VaultError> {
+        Err(VaultError::NotFound {
+            path: "unused".into(),
+        })
+    }
+
+    impl VaultApi for Fake {
+        async fn login(&self, _: &str, _: &[(&str, &str)]) -> Result<AuthInfo, VaultError> {
+            unused()
+        }
+        async fn lookup_self(&self, _: &Secret) -> Result<TokenInfo, VaultError> {
+            unused()
+        }
+        async fn renew_self(&self, _: &Secret, inc: Duration) -> Result<AuthInfo, VaultError> {
+            Ok(AuthInfo {
+                token: Secret::new("t".into()),
+                accessor: None,
+                lease_duration: inc,
+                renewable: true,
+                policies: vec![],
+            })
+        }
+        async fn revoke_self(&self, _: &Secret) -> Result<(), VaultError> {
+            Ok(())
+        }
+        async fn mount_info(&self, _: &Secret, _: &str) -> Result<Option<MountInfo>, VaultError> {
+            unused()
+        }
+        async fn read(
+            &self,
+            _: &Secret,
+            _: &str,
+            _: Option<u32>,
+        ) -> Result<ReadResponse, VaultError> {
+            unused()
+        }
+        async fn renew_lease(
+            &self,
+            _: &Secret,
+            id: &str,
+            inc: Duration,
+        ) -> Result<Lease, VaultError> {
+            let elapsed = self.start.elapsed();
+            self.renewals.lock().unwrap().push(elapsed);
+            let left = self.max_ttl.saturating_sub(elapsed);
+            Ok(Lease {
+                id: id.into(),
+                duration: inc.min(left),
+                renewable: true,
+            })
+        }
+        async fn revoke_lease(&self, _: &Secret, _: &str) -> Result<(), VaultError> {
+            Ok(())
+        }
+        async fn wrapping_lookup(&self, _: &Secret) -> Result<WrappingInfo, VaultError> {
+            unused()
+        }
+        async fn unwrap(&self, _: &Secret) -> Result<SecretData, VaultError> {
+            unused()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renews_at_two_thirds_and_rotates_before_the_max_ttl() {
+        let start = Instant::now();
+        let api = Arc::new(Fake {
+            start,
+            max_ttl: Duration::from_secs(100),
+            renewals: Mutex::new(vec![]),
+        });
+        let creds = Credentials {
+            token: Arc::new(Secret::new("t".into())),
+            token_ttl: Some(Duration::from_secs(3600)),
+            token_renewable: true,
+            leases: vec![Lease {
+                id: "database/creds/app/abc".into(),
+                duration: Duration::from_secs(30),
+                renewable: true,
+            }],
+        };
+        let (_tx, rx) = mpsc::channel(1);
+        let (ev_tx, mut ev_rx) = mpsc::channel(1);
+        tokio::spawn(run(api.clone(), creds, rx, ev_tx));
+        let event = ev_rx.recv().await.unwrap();
+        let at = start.elapsed();
+        assert_eq!(
+            event,
+            RenewEvent::LeaseEnding {
+                lease: "database/creds/app/abc…".into()
+            }
+        );
+        // Renewed at 20 s, 40 s, 60 s, 80 s (20 s left: capped), rotation at 80 + 13.3 s.
+        let renewals: Vec<u64> = api
+            .renewals
+            .lock()
+            .unwrap()
+            .iter()
+            .map(Duration::as_secs)
+            .collect();
+        assert_eq!(renewals, [20, 40, 60, 80]);
+        assert!(
+            at > Duration::from_secs(93) && at < Duration::from_secs(100),
+            "{at:?}"
+        );
+    }
+}

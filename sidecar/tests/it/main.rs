@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bin;
+mod gatekeeper;
 mod pid1;
 mod real_vault;
 mod rvault;

@@ -10,37 +10,51 @@ use nix::unistd::Pid;
 
 use crate::support::{missing, text, BIN};
 
-/// `unshare` + baton-env; `None` (skipped) when namespaces are not available here.
+/// unshare flags that work here: as root a PID namespace alone; otherwise inside a new
+/// user namespace (unprivileged CI runners, where the kernel allows it).
+const FLAG_SETS: [&[&str]; 2] = [
+    &["--pid", "--fork", "--mount-proc"],
+    &[
+        "--user",
+        "--map-root-user",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+    ],
+];
+
+/// `unshare` + baton-env; `None` (skipped) when PID namespaces are not available here.
 fn in_namespace(args: &[&str]) -> Option<Command> {
-    let probe = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "true"])
-        .stderr(Stdio::piped())
-        .output();
-    match probe {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            let why = text(&o.stderr);
-            if std::env::var_os("CI").is_some() {
-                panic!("unshare --pid failed under CI: {why}");
+    let mut why = String::new();
+    for flags in FLAG_SETS {
+        match Command::new("unshare")
+            .args(flags)
+            .arg("true")
+            .stderr(Stdio::piped())
+            .output()
+        {
+            Ok(o) if o.status.success() => {
+                let mut cmd = Command::new("unshare");
+                cmd.args(flags)
+                    .arg(BIN)
+                    .args(args)
+                    .env_clear()
+                    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                    .stdin(Stdio::null());
+                return Some(cmd);
             }
-            eprintln!(
-                "skipped: unshare --pid --fork --mount-proc failed ({})",
-                why.trim()
-            );
-            return None;
-        }
-        Err(_) => {
-            missing("unshare", "util-linux, for PID-namespace tests");
-            return None;
+            Ok(o) => why = text(&o.stderr).trim().to_owned(),
+            Err(_) => {
+                missing("unshare", "util-linux, for PID-namespace tests");
+                return None;
+            }
         }
     }
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc", BIN])
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .stdin(Stdio::null());
-    Some(cmd)
+    if std::env::var_os("CI").is_some() {
+        panic!("unshare --pid failed under CI: {why}");
+    }
+    eprintln!("skipped: unshare --pid --fork --mount-proc failed ({why})");
+    None
 }
 
 /// The pid (in our namespace) of unshare's child, i.e. baton-env as the namespace's PID 1.

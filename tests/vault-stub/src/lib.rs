@@ -11,7 +11,9 @@
 //! arm plus a handler on [`State`]. Every request is logged ([`StubHandle::requests`]).
 //!
 //! Policies are simplified: a token is either root or carries a list of allowed path
-//! prefixes; any other path answers 403 `{"errors":["permission denied"]}`.
+//! prefixes; any other path answers 403 `{"errors":["permission denied"]}`. ACL policies
+//! written over the API (`sys/policies/acl/<name>`) are stored as text; an AppRole role
+//! created over the API gets, at login, the `path "..."` prefixes of its `token_policies`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -150,12 +152,19 @@ struct AppRole {
     role_id: String,
     secret_id_num_uses: u32,
     token: TokenSpec,
+    /// Seconds; zero = secret ids never expire.
+    secret_id_ttl: u64,
+    /// Set when the role was written over the API: resolved to paths at login.
+    token_policies: Option<Vec<String>>,
+    /// The role as written over the API (what GET returns).
+    settings: Map<String, Value>,
 }
 
 #[derive(Debug, Clone)]
 struct SecretIdEntry {
     role: String,
     uses_left: Option<u32>,
+    expires: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +191,12 @@ pub struct State {
     secret_ids: HashMap<String, SecretIdEntry>,
     jwt_roles: BTreeMap<String, JwtRole>,
     wrapped: HashMap<String, Wrapped>,
+    /// ACL policies by name, as written.
+    policies: BTreeMap<String, String>,
+    /// Metadata of every secret id generated over the API, in order.
+    secret_id_meta: Vec<Value>,
+    /// Simulate a Vault-compatible server that ignores `X-Vault-Wrap-TTL`.
+    ignore_wrap: bool,
     leases: BTreeMap<String, Lease>,
     faults: Vec<Fault>,
     log: Vec<(String, String)>,
@@ -321,6 +336,9 @@ impl StubHandle {
                 role_id: role_id.clone(),
                 secret_id_num_uses,
                 token,
+                secret_id_ttl: 0,
+                token_policies: None,
+                settings: Map::new(),
             },
         );
         role_id
@@ -341,6 +359,31 @@ impl StubHandle {
             .as_str()
             .unwrap_or_default()
             .to_owned()
+    }
+
+    /// An ACL policy's text, as written over the API.
+    pub fn policy(&self, name: &str) -> Option<String> {
+        lock(&self.state).policies.get(name).cloned()
+    }
+
+    /// Writes an ACL policy (as `PUT sys/policies/acl/<name>`).
+    pub fn put_policy(&self, name: &str, text: &str) {
+        lock(&self.state).policies.insert(name.into(), text.into());
+    }
+
+    /// Whether an AppRole role exists.
+    pub fn has_approle(&self, name: &str) -> bool {
+        lock(&self.state).approles.contains_key(name)
+    }
+
+    /// The metadata of every secret id generated over the API, in order.
+    pub fn secret_id_metadata(&self) -> Vec<Value> {
+        lock(&self.state).secret_id_meta.clone()
+    }
+
+    /// `true`: answer as a server that ignores `X-Vault-Wrap-TTL` (plain responses).
+    pub fn ignore_wrapping(&self, ignore: bool) {
+        lock(&self.state).ignore_wrap = ignore;
     }
 
     /// A JWT role that accepts exactly `jwt`.
@@ -526,6 +569,7 @@ async fn handle(
     }
     let reply = route(&mut s, &method, &path, &query, token.as_deref(), &body);
     // Response wrapping: https://developer.hashicorp.com/vault/docs/concepts/response-wrapping
+    let wrap_ttl = wrap_ttl.filter(|_| !s.ignore_wrap);
     let reply = match (wrap_ttl, reply) {
         (Some(ttl), (StatusCode::OK, Some(v))) => ok(s.wrap(v, &path, ttl)),
         (_, r) => r,
@@ -644,10 +688,74 @@ pub fn route(
         }
         // https://developer.hashicorp.com/vault/api-docs/auth/approle#generate-new-secret-id
         ("POST" | "PUT", ["auth", "approle", "role", role, "secret-id"]) => {
+            // `metadata` is a JSON-encoded string of key-value pairs.
+            let meta = match body["metadata"].as_str() {
+                None | Some("") => json!({}),
+                Some(text) => match serde_json::from_str::<Value>(text) {
+                    Ok(v @ Value::Object(_)) => v,
+                    _ => {
+                        return err(
+                            StatusCode::BAD_REQUEST,
+                            "failed to parse metadata: not a JSON object of strings",
+                        )
+                    }
+                },
+            };
             match s.generate_secret_id(role) {
-                Some(data) => ok(envelope(Some(data), None, None)),
+                Some(data) => {
+                    s.secret_id_meta.push(meta);
+                    ok(envelope(Some(data), None, None))
+                }
                 None => err(StatusCode::BAD_REQUEST, "role not found"),
             }
+        }
+        // https://developer.hashicorp.com/vault/api-docs/auth/approle#list-roles
+        ("LIST", ["auth", "approle", "role"]) | ("GET", ["auth", "approle", "role"])
+            if method.as_str() == "LIST" || query.get("list").map(String::as_str) == Some("true") =>
+        {
+            list_reply(s.approles.keys())
+        }
+        // https://developer.hashicorp.com/vault/api-docs/auth/approle#read-approle
+        ("GET", ["auth", "approle", "role", role]) => match s.approles.get(*role) {
+            Some(r) => ok(envelope(Some(Value::Object(r.settings.clone())), None, None)),
+            None => not_found(),
+        },
+        // https://developer.hashicorp.com/vault/api-docs/auth/approle#create-update-approle
+        ("POST" | "PUT", ["auth", "approle", "role", role]) => s.write_approle(role, body),
+        // https://developer.hashicorp.com/vault/api-docs/auth/approle#delete-approle
+        ("DELETE", ["auth", "approle", "role", role]) => {
+            let role = (*role).to_owned();
+            s.approles.remove(&role);
+            s.secret_ids.retain(|_, e| e.role != role);
+            no_content()
+        }
+        // https://developer.hashicorp.com/vault/api-docs/system/policies#list-acl-policies
+        ("LIST", ["sys", "policies", "acl"]) | ("GET", ["sys", "policies", "acl"])
+            if method.as_str() == "LIST" || query.get("list").map(String::as_str) == Some("true") =>
+        {
+            list_reply(s.policies.keys())
+        }
+        // https://developer.hashicorp.com/vault/api-docs/system/policies#read-acl-policy
+        ("GET", ["sys", "policies", "acl", name]) => match s.policies.get(*name) {
+            Some(text) => ok(envelope(
+                Some(json!({ "name": name, "policy": text })),
+                None,
+                None,
+            )),
+            None => not_found(),
+        },
+        // https://developer.hashicorp.com/vault/api-docs/system/policies#create-update-acl-policy
+        ("POST" | "PUT", ["sys", "policies", "acl", name]) => match body["policy"].as_str() {
+            Some(text) if !text.trim().is_empty() => {
+                s.policies.insert((*name).to_owned(), text.to_owned());
+                no_content()
+            }
+            _ => err(StatusCode::BAD_REQUEST, "'policy' parameter not supplied or empty"),
+        },
+        // https://developer.hashicorp.com/vault/api-docs/system/policies#delete-acl-policy
+        ("DELETE", ["sys", "policies", "acl", name]) => {
+            s.policies.remove(*name);
+            no_content()
         }
         // https://developer.hashicorp.com/vault/api-docs/auth/approle#read-approle-role-id
         ("GET", ["auth", "approle", "role", role, "role-id"]) => match s.approles.get(*role) {
@@ -698,6 +806,23 @@ pub fn route(
     }
 }
 
+/// A LIST answer; Vault answers 404 when there is nothing to list.
+fn list_reply<'a>(keys: impl Iterator<Item = &'a String>) -> Reply {
+    let keys: Vec<&String> = keys.collect();
+    if keys.is_empty() {
+        return not_found();
+    }
+    ok(envelope(Some(json!({ "keys": keys })), None, None))
+}
+
+/// The `path "<p>"` stanzas of an HCL policy, as prefixes (a trailing `*` glob is dropped).
+fn policy_prefixes(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("path \""))
+        .filter_map(|rest| rest.split_once('"').map(|(p, _)| p.trim_end_matches('*').to_owned()))
+        .collect()
+}
+
 fn policy_names(p: &Policy) -> Vec<&'static str> {
     match p {
         Policy::Root => vec!["root"],
@@ -741,6 +866,82 @@ impl State {
         ok(envelope(None, Some(auth), None))
     }
 
+    /// Create or update a role over the API; the role id is kept on update, taken from
+    /// `role_id` or drawn at random on create.
+    fn write_approle(&mut self, role: &str, body: &Value) -> Reply {
+        let Some(fields) = body.as_object() else {
+            return err(StatusCode::BAD_REQUEST, "missing body");
+        };
+        let num = |k: &str| {
+            fields
+                .get(k)
+                .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(parse_ttl).map(|d| d.as_secs())))
+        };
+        let existing = self.approles.get(role).cloned();
+        let mut settings = existing.as_ref().map(|r| r.settings.clone()).unwrap_or_else(|| {
+            let mut m = Map::new();
+            for (k, v) in [
+                ("bind_secret_id", json!(true)),
+                ("secret_id_bound_cidrs", json!([])),
+                ("secret_id_num_uses", json!(0)),
+                ("secret_id_ttl", json!(0)),
+                ("local_secret_ids", json!(false)),
+                ("token_policies", json!([])),
+                ("policies", json!([])),
+                ("token_ttl", json!(0)),
+                ("token_max_ttl", json!(0)),
+                ("token_num_uses", json!(0)),
+                ("token_type", json!("default")),
+                ("period", json!(0)),
+            ] {
+                m.insert(k.into(), v);
+            }
+            m
+        });
+        for k in ["secret_id_num_uses", "secret_id_ttl", "token_ttl", "token_max_ttl"] {
+            if fields.contains_key(k) {
+                settings.insert(k.into(), json!(num(k).unwrap_or(0)));
+            }
+        }
+        if let Some(p) = fields.get("token_policies").or_else(|| fields.get("policies")) {
+            let list: Vec<String> = match p {
+                Value::Array(a) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+                Value::String(s) => s.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect(),
+                _ => Vec::new(),
+            };
+            settings.insert("token_policies".into(), json!(list));
+            settings.insert("policies".into(), json!(list));
+        }
+        let role_id = match (&existing, fields.get("role_id").and_then(Value::as_str)) {
+            (_, Some(id)) if !id.is_empty() => id.to_owned(),
+            (Some(r), _) => r.role_id.clone(),
+            (None, _) => uuid::Uuid::new_v4().to_string(),
+        };
+        let secs_of = |k: &str| settings.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let token = TokenSpec {
+            policy: Policy::Paths(Vec::new()),
+            ttl: Duration::from_secs(secs_of("token_ttl")),
+            max_ttl: Duration::from_secs(secs_of("token_max_ttl")),
+            renewable: true,
+        };
+        let policies: Vec<String> = settings["token_policies"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        self.approles.insert(
+            role.into(),
+            AppRole {
+                role_id,
+                secret_id_num_uses: u32::try_from(secs_of("secret_id_num_uses")).unwrap_or(u32::MAX),
+                secret_id_ttl: secs_of("secret_id_ttl"),
+                token,
+                token_policies: Some(policies),
+                settings,
+            },
+        );
+        no_content()
+    }
+
     fn approle_login(&mut self, body: &Value) -> Reply {
         let role_id = body["role_id"].as_str().unwrap_or_default();
         let secret_id = body["secret_id"].as_str().unwrap_or_default();
@@ -752,7 +953,9 @@ impl State {
         else {
             return err(StatusCode::BAD_REQUEST, "invalid role or secret ID");
         };
+        let now = Instant::now();
         let valid = match self.secret_ids.get_mut(secret_id) {
+            Some(e) if e.expires.is_some_and(|x| now >= x) => false,
             Some(e) if e.role == name => match &mut e.uses_left {
                 None => true,
                 Some(0) => false,
@@ -769,7 +972,16 @@ impl State {
         if self.secret_ids.get(secret_id).and_then(|e| e.uses_left) == Some(0) {
             self.secret_ids.remove(secret_id);
         }
-        self.login(role.token, "auth/approle/login")
+        let mut spec = role.token;
+        if let Some(names) = &role.token_policies {
+            let prefixes: Vec<String> = names
+                .iter()
+                .filter_map(|n| self.policies.get(n))
+                .flat_map(|t| policy_prefixes(t))
+                .collect();
+            spec.policy = Policy::Paths(prefixes);
+        }
+        self.login(spec, "auth/approle/login")
     }
 
     fn jwt_login(&mut self, body: &Value) -> Reply {
@@ -794,18 +1006,20 @@ impl State {
     fn generate_secret_id(&mut self, role: &str) -> Option<Value> {
         let r = self.approles.get(role)?;
         let uses = r.secret_id_num_uses;
+        let ttl = r.secret_id_ttl;
         let secret_id = uuid::Uuid::new_v4().to_string();
         self.secret_ids.insert(
             secret_id.clone(),
             SecretIdEntry {
                 role: role.into(),
                 uses_left: (uses > 0).then_some(uses),
+                expires: (ttl > 0).then(|| Instant::now() + Duration::from_secs(ttl)),
             },
         );
         Some(json!({
             "secret_id": secret_id,
             "secret_id_accessor": uuid::Uuid::new_v4().to_string(),
-            "secret_id_ttl": 0,
+            "secret_id_ttl": ttl,
             "secret_id_num_uses": uses,
         }))
     }

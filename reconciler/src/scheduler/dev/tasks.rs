@@ -530,6 +530,16 @@ fn signal_group(pid: i32, signal: Signal) {
     let _ = killpg(Pid::from_raw(pid), signal);
 }
 
+/// Kills a task's process group when dropped: the last resort that keeps an aborted dev
+/// scheduler from leaving processes behind (a normal end has killed and waited for it already).
+struct GroupGuard(i32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        signal_group(self.0, Signal::SIGKILL);
+    }
+}
+
 /// Wait (bounded) until no process of the group is left: SIGKILL is delivered asynchronously,
 /// and the group's orphans are reaped by init, not by us.
 async fn wait_group_gone(pgid: i32) {
@@ -667,6 +677,8 @@ async fn run_task(shared: Arc<Shared>, task_id: String) {
         }
     };
     let pid = child.id().and_then(|p| i32::try_from(p).ok());
+    // Should this future be dropped (runtime torn down without a shutdown), the group goes too.
+    let mut guard = pid.map(GroupGuard);
     let kill_now = {
         let mut world = shared.lock();
         match world.tasks.get_mut(&task_id) {
@@ -705,6 +717,10 @@ async fn run_task(shared: Arc<Shared>, task_id: String) {
         // Whatever the task left behind in its group goes with it, as with a Mesos container.
         signal_group(pid, Signal::SIGKILL);
         wait_group_gone(pid).await;
+    }
+    // The group is gone: disarm, so a reused process group id is never signalled.
+    if let Some(g) = guard.take() {
+        std::mem::forget(g);
     }
     if let Some(name) = &spec.container {
         if status.as_ref().map_or(true, |s| !s.success()) {

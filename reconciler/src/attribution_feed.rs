@@ -1,0 +1,66 @@
+//! Feeds [`Attributions`] from a scheduler's `/v2/events` stream (`api_post_event` only): the
+//! I/O shell around the pure [`crate::drift::parse_api_post`]. Reconnects with backoff (1 s
+//! doubling to 60 s) until `shutdown`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::drift::Attributions;
+use crate::scheduler::marathon::Marathon;
+use crate::scheduler::sse;
+
+/// Record every `api_post_event` of `marathon` into `into` until `shutdown`. `connected` is
+/// notified each time the stream is (re)opened, so callers can wait for it instead of sleeping.
+pub async fn follow(
+    marathon: Marathon,
+    into: Arc<Mutex<Attributions>>,
+    connected: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let resp = marathon
+            .request(reqwest::Method::GET, "/v2/events?event_type=api_post_event")
+            .header("Accept", "text/event-stream")
+            // The client-wide timeout would cut a stream that is meant to stay open.
+            .timeout(Duration::from_secs(7 * 24 * 3600))
+            .send();
+        let resp = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = resp => r,
+        };
+        match resp {
+            Ok(resp) if resp.status().is_success() => {
+                delay = Duration::from_secs(1);
+                connected.notify_waiters();
+                let mut body = resp.bytes_stream();
+                let mut parser = sse::Parser::default();
+                loop {
+                    let chunk = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        c = body.next() => c,
+                    };
+                    let Some(Ok(chunk)) = chunk else { break };
+                    for raw in parser.feed(&chunk) {
+                        let Ok(data) = serde_json::from_str::<serde_json::Value>(&raw.data) else {
+                            continue;
+                        };
+                        into.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .ingest(&raw.event, &data);
+                    }
+                }
+            }
+            Ok(resp) => tracing::debug!(status = %resp.status(), "event stream refused"),
+            Err(e) => tracing::debug!(error = %e.without_url(), "event stream unreachable"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}

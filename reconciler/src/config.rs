@@ -1,0 +1,232 @@
+//! Configuration of `baton serve`: flags and `BATON_*` environment variables (parsed by clap in
+//! `main.rs`) over an optional YAML file (`--config FILE`) over defaults. Checked completely
+//! before anything binds a port or touches the network.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::reconcile::SyncMode;
+use crate::scheduler::marathon::MarathonConfig;
+use crate::source::git::GitAuth;
+
+/// The optional config file; every key mirrors a flag (kebab-case). Secrets are given as
+/// `*-file` paths, never inline.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FileConfig {
+    pub repo: Option<String>,
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    pub cache_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub marathon: Option<String>,
+    pub sync: Option<SyncMode>,
+    pub poll_interval: Option<String>,
+    pub webhook_secret_file: Option<PathBuf>,
+    pub allow_deletes: Option<usize>,
+    pub git_user: Option<String>,
+    pub git_token_file: Option<PathBuf>,
+}
+
+/// What the flags gave (all optional: the file and defaults fill the rest).
+#[derive(Debug, Clone, Default)]
+pub struct FlagConfig {
+    pub file: FileConfig,
+    /// `BATON_WEBHOOK_SECRET` (inline, from the environment).
+    pub webhook_secret: Option<SecretString>,
+    /// `BATON_GIT_TOKEN` / `BATON_GIT_PASSWORD`.
+    pub git_token: Option<SecretString>,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Git URL, local git repo, or plain directory.
+    pub repo: String,
+    pub reference: String,
+    pub cache_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub marathon: MarathonConfig,
+    pub sync: SyncMode,
+    pub poll_interval: Duration,
+    pub webhook_secret: SecretString,
+    pub allow_deletes: Option<usize>,
+    pub git_auth: Option<GitAuth>,
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("missing setting: {0}")]
+    Missing(&'static str),
+    #[error("bad setting {name}: {reason}")]
+    Bad { name: &'static str, reason: String },
+}
+
+/// Read a YAML config file.
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let err = |reason: String| ConfigError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let doc = crate::spec::parse::parse(
+        &text,
+        crate::spec::parse::Format::Yaml,
+        crate::spec::parse::Limits::default(),
+    )
+    .map_err(|e| err(e.message))?;
+    serde_json::from_value(doc).map_err(|e| err(e.to_string()))
+}
+
+/// Flags over file over defaults. `marathon` carries the flag-level client settings (auth,
+/// CA, timeout); its URL is replaced when only the file gives one.
+pub fn resolve(
+    flags: FlagConfig,
+    file: FileConfig,
+    mut marathon: MarathonConfig,
+) -> Result<ServeConfig, ConfigError> {
+    let f = flags.file;
+    let repo = f.repo.or(file.repo).ok_or(ConfigError::Missing("--repo"))?;
+    let reference = f.reference.or(file.reference).unwrap_or_else(|| "main".into());
+    let state_dir = f
+        .state_dir
+        .or(file.state_dir)
+        .ok_or(ConfigError::Missing("--state-dir"))?;
+    let cache_dir = f
+        .cache_dir
+        .or(file.cache_dir)
+        .unwrap_or_else(|| state_dir.join("git-cache"));
+    let listen = f
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8088)));
+    if marathon.url.is_empty() {
+        marathon.url = f
+            .marathon
+            .or(file.marathon)
+            .ok_or(ConfigError::Missing("--marathon"))?;
+    }
+    let poll = f
+        .poll_interval
+        .or(file.poll_interval)
+        .unwrap_or_else(|| "60s".into());
+    let poll_interval = crate::spec::load::parse_duration(&poll).map_err(|reason| ConfigError::Bad {
+        name: "--poll-interval",
+        reason,
+    })?;
+    if poll_interval < Duration::from_secs(1) {
+        return Err(ConfigError::Bad {
+            name: "--poll-interval",
+            reason: "must be at least 1s".into(),
+        });
+    }
+    let webhook_secret = match (flags.webhook_secret, f.webhook_secret_file.or(file.webhook_secret_file)) {
+        (Some(s), _) => s,
+        (None, Some(path)) => read_secret(&path, "--webhook-secret-file")?,
+        (None, None) => return Err(ConfigError::Missing(
+            "a webhook secret (BATON_WEBHOOK_SECRET or --webhook-secret-file)",
+        )),
+    };
+    let git_token = match (flags.git_token, f.git_token_file.or(file.git_token_file)) {
+        (Some(t), _) => Some(t),
+        (None, Some(path)) => Some(read_secret(&path, "--git-token-file")?),
+        (None, None) => None,
+    };
+    let git_auth = git_token.map(|password| GitAuth {
+        user: f
+            .git_user
+            .clone()
+            .or(file.git_user.clone())
+            .unwrap_or_else(|| "x-access-token".into()),
+        password,
+    });
+    Ok(ServeConfig {
+        repo,
+        reference,
+        cache_dir,
+        state_dir,
+        listen,
+        marathon,
+        sync: f.sync.or(file.sync).unwrap_or(SyncMode::Auto),
+        poll_interval,
+        webhook_secret,
+        allow_deletes: f.allow_deletes.or(file.allow_deletes),
+        git_auth,
+    })
+}
+
+fn read_secret(path: &Path, name: &'static str) -> Result<SecretString, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Bad {
+        name,
+        reason: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let trimmed = text.trim_end_matches(['\n', '\r']);
+    if trimmed.is_empty() {
+        return Err(ConfigError::Bad {
+            name,
+            reason: format!("{} is empty", path.display()),
+        });
+    }
+    Ok(SecretString::from(trimmed.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn flags_win_over_file_and_secrets_are_required() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("serve.yaml");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "from-file\n").unwrap();
+        std::fs::write(
+            &cfg,
+            format!(
+                "repo: /file/repo\nref: dev\nstate-dir: /s\nmarathon: http://m\npoll-interval: 5m\nwebhook-secret-file: {}\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let file = read_file(&cfg).unwrap();
+        let flags = FlagConfig {
+            file: FileConfig {
+                reference: Some("main".into()),
+                ..FileConfig::default()
+            },
+            ..FlagConfig::default()
+        };
+        let c = resolve(flags, file.clone(), MarathonConfig::new("")).unwrap();
+        assert_eq!(c.repo, "/file/repo");
+        assert_eq!(c.reference, "main");
+        assert_eq!(c.poll_interval, Duration::from_secs(300));
+        assert_eq!(c.webhook_secret.expose_secret(), "from-file");
+        assert_eq!(c.cache_dir, PathBuf::from("/s/git-cache"));
+        assert_eq!(c.marathon.url, "http://m");
+
+        let mut no_secret = file;
+        no_secret.webhook_secret_file = None;
+        assert!(matches!(
+            resolve(FlagConfig::default(), no_secret, MarathonConfig::new("")),
+            Err(ConfigError::Missing(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("serve.yaml");
+        std::fs::write(&cfg, "repos: x\n").unwrap();
+        assert!(read_file(&cfg).is_err());
+    }
+}

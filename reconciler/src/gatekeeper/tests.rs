@@ -1,0 +1,196 @@
+use super::*;
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn config() -> GateConfig {
+    GateConfig {
+        owner: "me".into(),
+        ..Default::default()
+    }
+}
+
+fn apps() -> BTreeMap<AppId, AppGate> {
+    [(
+        AppId::parse("/web").unwrap(),
+        AppGate {
+            role: "baton-web".into(),
+            role_id: Some("rid".into()),
+            instances: 2,
+        },
+    )]
+    .into()
+}
+
+fn task() -> TaskInfo {
+    TaskInfo {
+        id: "web.1".into(),
+        app_id: "/web".into(),
+        owner: Some("me".into()),
+        state: "TASK_RUNNING".into(),
+        staged_at_ms: Some(NOW - 5_000),
+        addrs: vec!["10.0.0.7".parse().unwrap()],
+    }
+}
+
+fn req(task_id: &str, app_id: &str) -> SecretZeroRequest {
+    SecretZeroRequest {
+        task_id: task_id.into(),
+        app_id: app_id.into(),
+    }
+}
+
+fn peer() -> Option<IpAddr> {
+    Some("10.0.0.7".parse().unwrap())
+}
+
+fn check(r: &SecretZeroRequest, t: Option<&TaskInfo>, peer: Option<IpAddr>) -> Decision {
+    decide(r, peer, t, &apps(), &Served::default(), &mut RateLimiter::default(), NOW, &config())
+}
+
+#[test]
+fn a_fresh_task_of_a_secret_app_from_its_host_is_granted() {
+    assert_eq!(
+        check(&req("web.1", "/web"), Some(&task()), peer()),
+        Decision::Grant {
+            role: "baton-web".into()
+        }
+    );
+    // IPv4-mapped IPv6 peers are the same host.
+    assert!(matches!(
+        check(&req("web.1", "/web"), Some(&task()), Some("::ffff:10.0.0.7".parse().unwrap())),
+        Decision::Grant { .. }
+    ));
+    // Staging tasks may ask too (baton-env runs before the app is up).
+    let mut t = task();
+    t.state = "TASK_STAGING".into();
+    assert!(matches!(check(&req("web.1", "/web"), Some(&t), peer()), Decision::Grant { .. }));
+}
+
+#[test]
+fn each_check_denies_with_its_reason() {
+    use DenyReason::*;
+    let r = req("web.1", "/web");
+    assert_eq!(check(&req("web.1", "web"), Some(&task()), peer()), Decision::Deny(Malformed));
+    assert_eq!(check(&req("", "/web"), Some(&task()), peer()), Decision::Deny(Malformed));
+    assert_eq!(check(&req("x.1", "/other"), None, peer()), Decision::Deny(UnknownApp));
+    assert_eq!(check(&r, None, peer()), Decision::Deny(UnknownTask));
+    let mut t = task();
+    t.app_id = "/db".into();
+    assert_eq!(check(&r, Some(&t), peer()), Decision::Deny(AppMismatch));
+    let mut t = task();
+    t.owner = Some("someone-else".into());
+    assert_eq!(check(&r, Some(&t), peer()), Decision::Deny(NotOwned));
+    let mut t = task();
+    t.state = "TASK_FINISHED".into();
+    assert_eq!(check(&r, Some(&t), peer()), Decision::Deny(NotActive));
+    let mut t = task();
+    t.staged_at_ms = Some(NOW - 121_000);
+    assert_eq!(check(&r, Some(&t), peer()), Decision::Deny(TooOld));
+    t.staged_at_ms = None;
+    assert_eq!(check(&r, Some(&t), peer()), Decision::Deny(TooOld));
+    assert_eq!(check(&r, Some(&task()), Some("10.0.0.8".parse().unwrap())), Decision::Deny(WrongHost));
+    assert_eq!(check(&r, Some(&task()), None), Decision::Deny(WrongHost));
+}
+
+#[test]
+fn host_check_can_be_disabled() {
+    let mut c = config();
+    c.check_host = false;
+    let d = decide(&req("web.1", "/web"), None, Some(&task()), &apps(), &Served::default(), &mut RateLimiter::default(), NOW, &c);
+    assert!(matches!(d, Decision::Grant { .. }));
+}
+
+#[test]
+fn a_served_task_is_a_replay() {
+    let mut served = Served::default();
+    served.served.insert("web.1".into(), NOW - 1000);
+    let d = decide(&req("web.1", "/web"), peer(), Some(&task()), &apps(), &served, &mut RateLimiter::default(), NOW, &config());
+    assert_eq!(d, Decision::Deny(DenyReason::Replayed));
+}
+
+#[test]
+fn rate_limit_is_per_app_and_spent_only_by_otherwise_valid_requests() {
+    let mut c = config();
+    c.rate = RateConfig { burst: 3, per_second: 1.0 };
+    let mut limiter = RateLimiter::default();
+    let served = Served::default();
+    // Forged task ids never spend the budget.
+    for i in 0..50 {
+        let d = decide(&req(&format!("forged.{i}"), "/web"), peer(), None, &apps(), &served, &mut limiter, NOW, &c);
+        assert_eq!(d, Decision::Deny(DenyReason::UnknownTask));
+    }
+    let mut granted = 0;
+    for _ in 0..5 {
+        if let Decision::Grant { .. } = decide(&req("web.1", "/web"), peer(), Some(&task()), &apps(), &served, &mut limiter, NOW, &c) {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 3);
+    // One second later, one more token.
+    let d = decide(&req("web.1", "/web"), peer(), Some(&task()), &apps(), &served, &mut limiter, NOW + 1000, &c);
+    assert!(matches!(d, Decision::Grant { .. }));
+    let d = decide(&req("web.1", "/web"), peer(), Some(&task()), &apps(), &served, &mut limiter, NOW + 1000, &c);
+    assert_eq!(d, Decision::Deny(DenyReason::RateLimited));
+}
+
+#[test]
+fn burst_is_at_least_the_instance_count() {
+    let mut c = config();
+    c.rate = RateConfig { burst: 1, per_second: 0.0 };
+    let mut a = apps();
+    a.values_mut().for_each(|g| g.instances = 1000);
+    let mut limiter = RateLimiter::default();
+    let served = Served::default();
+    let n = (0..1200)
+        .filter(|_| matches!(decide(&req("web.1", "/web"), peer(), Some(&task()), &a, &served, &mut limiter, NOW, &c), Decision::Grant { .. }))
+        .count();
+    assert_eq!(n, 1000);
+}
+
+#[test]
+fn tasks_are_read_from_marathon_app_json() {
+    let app = serde_json::json!({
+        "id": "/web",
+        "labels": {"baton.dev/owner": "me"},
+        "tasks": [{
+            "id": "web.abc", "appId": "/web", "host": "agent-1",
+            "ipAddresses": [{"ipAddress": "10.1.2.3", "protocol": "IPv4"}],
+            "state": "TASK_RUNNING", "stagedAt": "2023-11-14T22:13:20.000Z"
+        }]
+    });
+    let t = tasks_of(&app);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].owner.as_deref(), Some("me"));
+    assert_eq!(t[0].staged_at_ms, Some(1_700_000_000_000));
+    assert_eq!(t[0].addrs, vec!["10.1.2.3".parse::<IpAddr>().unwrap()]);
+    assert_eq!(host_of(&app, "web.abc").as_deref(), Some("agent-1"));
+}
+
+#[test]
+fn served_set_round_trips_atomically_and_prunes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = served_path(dir.path());
+    assert!(load_served(&path).unwrap().served.is_empty());
+    let mut s = Served { version: 1, ..Default::default() };
+    s.served.insert("old".into(), NOW - 100_000_000);
+    s.served.insert("new".into(), NOW);
+    save_served(&path, &s).unwrap();
+    let mut back = load_served(&path).unwrap();
+    assert_eq!(back, s);
+    back.prune(NOW, Duration::from_secs(3600));
+    assert!(back.contains("new") && !back.contains("old"));
+    // No temp file left behind.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    // A corrupt file is an error, not an empty set (that would reopen the door).
+    std::fs::write(&path, b"{not json").unwrap();
+    assert!(load_served(&path).is_err());
+}
+
+#[test]
+fn metrics_list_every_reason() {
+    let c = Counters::default();
+    c.deny(DenyReason::Replayed);
+    let text = c.prometheus();
+    assert!(text.contains("reason=\"replayed\"} 1"), "{text}");
+    assert!(text.contains("reason=\"too_old\"} 0"), "{text}");
+}

@@ -1,0 +1,295 @@
+//! Notifications: a generic JSON webhook and a Slack-compatible payload on sync failure, drift
+//! detected / resolved and deployment finished, each saying what changed and why.
+//!
+//! The loop hands a [`Notification`] to [`Notifier::notify`], which never blocks: it puts it on
+//! a bounded queue, or drops and counts it when the queue is full. One background task
+//! ([`spawn`]) delivers the queue to every sink, retrying each delivery with exponential backoff.
+//! Payloads are pure functions ([`json_payload`], [`slack_payload`]). Sink URLs often carry a
+//! token (Slack's do), so they are never logged or shown in `Debug`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::drift::{human, rfc3339, AppDrift, Attribution, LedgerEntry, LedgerEvent};
+use crate::metrics::Metrics;
+use crate::spec::AppId;
+
+/// Something worth telling people.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notification {
+    /// A sync could not be completed.
+    SyncFailed {
+        commit: Option<String>,
+        error: String,
+        /// Apps that failed, with why.
+        apps: Vec<(AppId, String)>,
+    },
+    /// An app started to disagree with git.
+    DriftDetected {
+        app: AppId,
+        /// JSON pointers of the differing fields.
+        fields: Vec<String>,
+        changed_by: Option<Attribution>,
+        /// What Baton will do about it (`report`, `correct`, `correct-after:600s`).
+        policy: String,
+    },
+    /// An app agrees with git again.
+    DriftResolved { entry: LedgerEntry },
+    /// A sync's deployments finished.
+    DeploymentFinished {
+        commit: Option<String>,
+        apps: Vec<AppId>,
+        took: Duration,
+    },
+}
+
+impl Notification {
+    /// From a ledger event, with the app's current drift (for the policy).
+    pub fn from_ledger(event: &LedgerEvent, app: Option<&AppDrift>) -> Notification {
+        match event {
+            LedgerEvent::Detected(e) => Notification::DriftDetected {
+                app: e.app.clone(),
+                fields: e.fields.clone(),
+                changed_by: e.changed_by.clone(),
+                policy: app
+                    .and_then(|a| a.policy.as_ref())
+                    .map(crate::drift::policy_word)
+                    .unwrap_or_else(|| "report".into()),
+            },
+            LedgerEvent::Resolved(e) => Notification::DriftResolved { entry: e.clone() },
+        }
+    }
+
+    /// `sync_failed`, `drift_detected`, `drift_resolved`, `deployment_finished`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Notification::SyncFailed { .. } => "sync_failed",
+            Notification::DriftDetected { .. } => "drift_detected",
+            Notification::DriftResolved { .. } => "drift_resolved",
+            Notification::DeploymentFinished { .. } => "deployment_finished",
+        }
+    }
+
+    /// One line: what happened and why.
+    pub fn summary(&self) -> String {
+        let commit = |c: &Option<String>| c.as_deref().map(|c| format!(" of commit {}", short(c))).unwrap_or_default();
+        match self {
+            Notification::SyncFailed { commit: c, error, apps } => {
+                let which = if apps.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} app(s) failed: {})", apps.len(), apps.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>().join(", "))
+                };
+                format!("Sync{} failed: {error}{which}", commit(c))
+            }
+            Notification::DriftDetected { app, fields, changed_by, policy } => {
+                let who = changed_by
+                    .as_ref()
+                    .map(|b| format!(", changed by {} via {} at {}", b.client_ip, b.uri, rfc3339(b.at)))
+                    .unwrap_or_default();
+                let action = match policy.as_str() {
+                    "report" => "reported only".to_string(),
+                    "correct" => "Baton will correct it now".to_string(),
+                    p => format!("Baton will correct it after the grace period ({p})"),
+                };
+                format!("Drift on {app}: {} differ(s) from git{who}; {action}", fields.join(", "))
+            }
+            Notification::DriftResolved { entry } => format!(
+                "Drift on {} resolved ({}) after {}; fields: {}",
+                entry.app,
+                entry.resolution.map(|r| r.word()).unwrap_or("resolved"),
+                human(Duration::from_secs(entry.duration_seconds)),
+                entry.fields.join(", ")
+            ),
+            Notification::DeploymentFinished { commit: c, apps, took } => format!(
+                "Deployed{}: {} app(s) in {} ({})",
+                commit(c),
+                apps.len(),
+                human(*took),
+                apps.iter().map(AppId::as_str).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+}
+
+fn short(c: &str) -> &str {
+    c.get(..12).unwrap_or(c)
+}
+
+/// The generic webhook body: `{"event", "owner", "at", "summary", "details"}`.
+pub fn json_payload(n: &Notification, owner: &str, at: u64) -> Value {
+    let details = match n {
+        Notification::SyncFailed { commit, error, apps } => json!({
+            "commit": commit, "error": error,
+            "apps": apps.iter().map(|(a, why)| json!({"app": a, "reason": why})).collect::<Vec<_>>(),
+        }),
+        Notification::DriftDetected { app, fields, changed_by, policy } => {
+            json!({"app": app, "fields": fields, "changed_by": changed_by, "policy": policy})
+        }
+        Notification::DriftResolved { entry } => serde_json::to_value(entry).unwrap_or(Value::Null),
+        Notification::DeploymentFinished { commit, apps, took } => {
+            json!({"commit": commit, "apps": apps, "duration_seconds": took.as_secs_f64()})
+        }
+    };
+    json!({"event": n.kind(), "owner": owner, "at": rfc3339(at), "summary": n.summary(), "details": details})
+}
+
+/// A Slack incoming-webhook body (also accepted by Mattermost and Rocket.Chat).
+pub fn slack_payload(n: &Notification, owner: &str) -> Value {
+    let icon = match n {
+        Notification::SyncFailed { .. } => ":x:",
+        Notification::DriftDetected { .. } => ":warning:",
+        Notification::DriftResolved { .. } | Notification::DeploymentFinished { .. } => ":white_check_mark:",
+    };
+    let text = format!("{icon} [{owner}] {}", n.summary());
+    json!({"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]})
+}
+
+/// The body format a sink expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkKind {
+    Json,
+    Slack,
+}
+
+/// Where notifications go.
+#[derive(Clone)]
+pub struct Sink {
+    pub kind: SinkKind,
+    /// May contain a token: never logged.
+    pub url: String,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink").field("kind", &self.kind).field("url", &"(redacted)").finish()
+    }
+}
+
+/// Settings of the notifier.
+#[derive(Debug, Clone)]
+pub struct NotifierConfig {
+    pub sinks: Vec<Sink>,
+    pub owner: String,
+    /// Notifications waiting; beyond this they are dropped (and counted).
+    pub queue: usize,
+    /// Tries per delivery.
+    pub attempts: u32,
+    /// Wait before the second try; doubled for each further one.
+    pub backoff: Duration,
+    /// Per request.
+    pub timeout: Duration,
+}
+
+impl Default for NotifierConfig {
+    fn default() -> Self {
+        NotifierConfig {
+            sinks: Vec::new(),
+            owner: "baton".into(),
+            queue: 256,
+            attempts: 5,
+            backoff: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The sending side: cheap to clone, never blocks.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    tx: Option<mpsc::Sender<Notification>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Notifier {
+    /// A notifier that sends nowhere (no sinks configured).
+    pub fn disabled(metrics: Arc<Metrics>) -> Self {
+        Notifier { tx: None, metrics }
+    }
+
+    /// Queue `n`; false (and counted as `dropped`) when the queue is full or the sender stopped.
+    pub fn notify(&self, n: Notification) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        match tx.try_send(n) {
+            Ok(()) => true,
+            Err(_) => {
+                self.metrics.notification("dropped");
+                tracing::warn!("notification queue full; notification dropped");
+                false
+            }
+        }
+    }
+}
+
+/// Start the delivery task; it ends when `shutdown` is cancelled (abandoning retries) or every
+/// [`Notifier`] is dropped and the queue is drained.
+pub fn spawn(
+    config: NotifierConfig,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(Notifier, tokio::task::JoinHandle<()>), reqwest::Error> {
+    let client = reqwest::Client::builder().timeout(config.timeout).build()?;
+    let (tx, mut rx) = mpsc::channel(config.queue.max(1));
+    let notifier = Notifier { tx: Some(tx), metrics: metrics.clone() };
+    let task = tokio::spawn(async move {
+        loop {
+            let n = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                n = rx.recv() => match n { Some(n) => n, None => break },
+            };
+            let now = crate::commands::unix_ms();
+            for (i, sink) in config.sinks.iter().enumerate() {
+                let body = match sink.kind {
+                    SinkKind::Json => json_payload(&n, &config.owner, now),
+                    SinkKind::Slack => slack_payload(&n, &config.owner),
+                };
+                let ok = deliver(&client, sink, &body, &config, &shutdown).await;
+                metrics.notification(if ok { "sent" } else { "failed" });
+                if !ok {
+                    tracing::warn!(sink = i, kind = n.kind(), "notification not delivered after {} attempts", config.attempts);
+                }
+            }
+        }
+    });
+    Ok((notifier, task))
+}
+
+/// POST `body` to `sink`: up to `attempts` tries, waiting `backoff`, `2 x backoff`, `4 x
+/// backoff`, ... between them. A 4xx other than 408/429 is final (retrying cannot fix it).
+async fn deliver(
+    client: &reqwest::Client,
+    sink: &Sink,
+    body: &Value,
+    config: &NotifierConfig,
+    shutdown: &CancellationToken,
+) -> bool {
+    for attempt in 0..config.attempts.max(1) {
+        if attempt > 0 {
+            let wait = config.backoff.saturating_mul(1 << (attempt - 1).min(16));
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        match client.post(&sink.url).json(body).send().await {
+            Ok(r) if r.status().is_success() => return true,
+            Ok(r) => {
+                let s = r.status();
+                tracing::debug!(status = s.as_u16(), attempt, "notification sink refused");
+                if s.is_client_error() && s.as_u16() != 408 && s.as_u16() != 429 {
+                    return false;
+                }
+            }
+            // Without the URL: reqwest errors print it.
+            Err(e) => tracing::debug!(error = %e.without_url(), attempt, "notification sink unreachable"),
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests;

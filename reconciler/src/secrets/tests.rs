@@ -1,0 +1,262 @@
+use super::*;
+use crate::plan::{plan, Policy};
+use crate::spec::{BatonBlock, Spec};
+use serde_json::json;
+
+fn spec(id: &str, app: Value, secrets: Option<Value>) -> Spec {
+    let id = AppId::parse(id).unwrap();
+    let mut app = app;
+    app["id"] = json!(id.as_str());
+    Spec {
+        file: format!("apps{}.yaml", id.as_str()).into(),
+        id,
+        app,
+        baton: BatonBlock {
+            secrets,
+            ..Default::default()
+        },
+    }
+}
+
+fn repo(specs: Vec<Spec>) -> Repo {
+    let mut r = Repo::default();
+    r.config.owner = "test".into();
+    for s in specs {
+        r.specs.insert(s.id.clone(), s);
+    }
+    r
+}
+
+fn web() -> Spec {
+    spec(
+        "/prod/web-api",
+        json!({"cmd": "baton-env -- ./web", "env": {
+            "DB_PASSWORD": "vault:database/creds/web#password",
+            "DB_USER": "vault:database/creds/web#username",
+            "API_KEY": "vault:secret/data/web#key?version=2",
+            "URL": "postgres://{{ vault:secret/data/shared#user }}@db",
+            "PLAIN": "vault:8200",
+            "OTHER": {"secret": "x"}
+        }}),
+        None,
+    )
+}
+
+#[test]
+fn policy_grants_read_on_exactly_the_referenced_paths() {
+    let d = desired(&repo(vec![web()]));
+    assert!(d.issues.is_empty(), "{:?}", d.issues);
+    let app = &d.apps["baton-prod-web-api"];
+    let paths: Vec<&str> = app.paths.iter().map(String::as_str).collect();
+    assert_eq!(
+        paths,
+        ["database/creds/web", "secret/data/shared", "secret/data/web"]
+    );
+    assert_eq!(policy_paths(&app.policy), app.paths);
+    assert!(!app.policy.contains("create") && !app.policy.contains('*'));
+    assert_eq!(app.role.token_policies, ["baton-prod-web-api"]);
+    assert_eq!(app.role.secret_id_num_uses, 1);
+    assert_eq!(app.role.secret_id_ttl, DEFAULT_SECRET_ID_TTL.as_secs());
+}
+
+#[test]
+fn apps_without_references_get_nothing() {
+    let plain = spec("/plain", json!({"cmd": "x", "env": {"A": "b"}}), None);
+    assert!(desired(&repo(vec![plain])).apps.is_empty());
+}
+
+#[test]
+fn secrets_block_sets_ttls_and_extra_policies() {
+    let s = spec(
+        "/a/job",
+        json!({"cmd": "x"}),
+        Some(json!({"tokenTtl": "5m", "tokenMaxTtl": 1800, "secretIdTtl": "30s", "policies": ["metrics-read"]})),
+    );
+    let d = desired(&repo(vec![s]));
+    let r = &d.apps["baton-a-job"].role;
+    assert_eq!((r.token_ttl, r.token_max_ttl, r.secret_id_ttl), (300, 1800, 30));
+    assert_eq!(r.token_policies, ["baton-a-job", "metrics-read"]);
+    // No references: the policy grants nothing.
+    assert!(d.apps["baton-a-job"].paths.is_empty());
+}
+
+#[test]
+fn bad_settings_and_bad_references_are_issues_not_objects() {
+    let bad_block = spec("/a/one", json!({"cmd": "x"}), Some(json!({"policies": ["root"]})));
+    let unknown = spec("/a/two", json!({"cmd": "x"}), Some(json!({"tokenTTL": "5m"})));
+    let bad_ref = spec("/a/three", json!({"cmd": "x", "env": {"P": "vault:secret/x"}}), None);
+    let zero = spec("/a/four", json!({"cmd": "x"}), Some(json!({"tokenTtl": 0})));
+    let d = desired(&repo(vec![bad_block, unknown, bad_ref, zero]));
+    assert!(d.apps.is_empty());
+    assert_eq!(d.issues.len(), 4);
+    assert!(d.issues.iter().any(|i| i.message.contains("env P")));
+    // Never echo a value: the issue names the variable only.
+    assert!(d.issues.iter().all(|i| !i.message.contains("secret/x")));
+}
+
+#[test]
+fn colliding_names_get_no_vault_access() {
+    let a = spec("/a-b/c", json!({"cmd": "x", "env": {"P": "vault:kv/a#k"}}), None);
+    let b = spec("/a/b-c", json!({"cmd": "x", "env": {"P": "vault:kv/b#k"}}), None);
+    let d = desired(&repo(vec![a, b]));
+    assert!(d.apps.is_empty());
+    assert_eq!(d.issues.len(), 2);
+}
+
+fn fresh() -> impl FnMut() -> String {
+    let mut n = 0;
+    move || {
+        n += 1;
+        format!("fresh-{n}")
+    }
+}
+
+#[test]
+fn new_app_creates_policy_and_role_with_a_fresh_role_id_and_env() {
+    let mut r = repo(vec![web()]);
+    let d = desired(&r);
+    let live = LiveVault::default();
+    let ids = role_ids(&d, &live, &mut fresh());
+    let boot = Bootstrap {
+        vault_addr: "https://vault:8200".into(),
+        gatekeeper_url: "https://baton:8443/v1/secret-zero".into(),
+        approle_mount: "approle".into(),
+    };
+    inject_env(&mut r, &d, &ids, &boot);
+    let p = plan(&r, &[], &Policy::default());
+    let vp = plan_vault(&d, &live, &ids, &r, &p, &[]);
+    assert_eq!(vp.before_apps.len(), 2);
+    assert!(vp.after_apps.is_empty());
+    let role = vp.before_apps.iter().find(|c| c.kind == ObjectKind::Role).unwrap();
+    assert_eq!(role.action, Action::Create);
+    assert_eq!(role.body.as_ref().unwrap()["role_id"], "fresh-1");
+    assert_eq!(role.body.as_ref().unwrap()["secret_id_num_uses"], 1);
+    // The body sent to the scheduler carries the bootstrap settings, no secret.
+    let body = p.changes().next().unwrap().body.clone().unwrap();
+    assert_eq!(body["env"]["BATON_ROLE_ID"], "fresh-1");
+    assert_eq!(body["env"]["BATON_AUTH"], "gatekeeper");
+    assert_eq!(body["env"]["BATON_APPROLE_ROLE"], "baton-prod-web-api");
+    assert_eq!(body["env"]["VAULT_ADDR"], "https://vault:8200");
+    assert_eq!(body["env"]["DB_PASSWORD"], "vault:database/creds/web#password");
+    let text = vault_plan_text(&vp);
+    assert!(text.contains("+ create policy baton-prod-web-api"), "{text}");
+    assert!(text.contains("read database/creds/web"), "{text}");
+}
+
+fn live_of(d: &Desired) -> LiveVault {
+    let mut live = LiveVault::default();
+    for (n, a) in &d.apps {
+        live.policies.insert(n.clone(), a.policy.clone());
+        live.roles.insert(
+            n.clone(),
+            LiveRole {
+                settings: a.role.clone(),
+                role_id: "live-id".into(),
+            },
+        );
+    }
+    live
+}
+
+#[test]
+fn in_sync_is_empty_and_keeps_the_live_role_id() {
+    let r = repo(vec![web()]);
+    let d = desired(&r);
+    let live = live_of(&d);
+    let ids = role_ids(&d, &live, &mut fresh());
+    assert_eq!(ids["baton-prod-web-api"], "live-id");
+    let p = plan(&r, &[], &Policy::default());
+    assert!(plan_vault(&d, &live, &ids, &r, &p, &[]).is_empty());
+}
+
+#[test]
+fn changed_paths_and_ttls_are_updates_with_details() {
+    let r = repo(vec![web()]);
+    let d = desired(&r);
+    let mut live = live_of(&d);
+    live.policies.insert(
+        "baton-prod-web-api".into(),
+        policy_text(&AppId::parse("/prod/web-api").unwrap(), &["secret/data/old".to_string()].into()),
+    );
+    live.roles.get_mut("baton-prod-web-api").unwrap().settings.token_ttl = 99;
+    let ids = role_ids(&d, &live, &mut fresh());
+    let p = plan(&r, &[], &Policy::default());
+    let vp = plan_vault(&d, &live, &ids, &r, &p, &[]);
+    let text = vault_plan_text(&vp);
+    assert!(text.contains("~ update policy"), "{text}");
+    assert!(text.contains("- read secret/data/old"), "{text}");
+    assert!(text.contains("+ read database/creds/web"), "{text}");
+    assert!(text.contains("token_ttl: 99s -> 900s"), "{text}");
+    // An update never resets the role id.
+    let role = vp.before_apps.iter().find(|c| c.kind == ObjectKind::Role).unwrap();
+    assert!(role.body.as_ref().unwrap().get("role_id").is_none());
+}
+
+#[test]
+fn pruned_app_loses_its_objects_after_the_app_is_deleted() {
+    // Live: two secret apps and their objects; the repo keeps one.
+    let keep = spec("/keep", json!({"cmd": "x", "env": {"P": "vault:kv/k#k"}}), None);
+    let gone = spec("/gone", json!({"cmd": "x", "env": {"P": "vault:kv/g#k"}}), None);
+    let before = repo(vec![keep.clone(), gone.clone()]);
+    let live = live_of(&desired(&before));
+    let owned = |id: &str| json!({"id": id, "cmd": "x", "labels": {"baton.dev/owner": "test"}});
+    let live_apps = vec![owned("/keep"), owned("/gone")];
+    let ids: Vec<AppId> = ["/keep", "/gone"].iter().map(|s| AppId::parse(s).unwrap()).collect();
+
+    let mut after = repo(vec![keep]);
+    after.config.prune.max_deletes = 5;
+    let d = desired(&after);
+    let p = plan(&after, &live_apps, &Policy::default());
+    let vp = plan_vault(&d, &live, &role_ids(&d, &live, &mut fresh()), &after, &p, &ids);
+    let names: Vec<(ObjectKind, &str, Action)> = vp
+        .after_apps
+        .iter()
+        .map(|c| (c.kind, c.name.as_str(), c.action))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (ObjectKind::Role, "baton-gone", Action::Delete),
+            (ObjectKind::Policy, "baton-gone", Action::Delete)
+        ]
+    );
+
+    // A held deletion (budget 0) keeps the objects; so does an incomplete repo.
+    after.config.prune.max_deletes = 0;
+    after.config.prune.max_percent = 0.0;
+    let p = plan(&after, &live_apps, &Policy::default());
+    assert!(!p.held.is_empty());
+    let vp = plan_vault(&d, &live, &role_ids(&d, &live, &mut fresh()), &after, &p, &ids);
+    assert!(vp.after_apps.is_empty());
+    after.incomplete = true;
+    let vp = plan_vault(&d, &live, &role_ids(&d, &live, &mut fresh()), &after, &p, &ids);
+    assert!(vp.after_apps.is_empty());
+}
+
+#[test]
+fn invalid_spec_keeps_its_objects() {
+    let r0 = repo(vec![web()]);
+    let live = live_of(&desired(&r0));
+    let mut r = repo(vec![]);
+    r.invalid.insert(AppId::parse("/prod/web-api").unwrap());
+    let d = desired(&r);
+    let p = plan(&r, &[], &Policy::default());
+    assert!(plan_vault(&d, &live, &BTreeMap::new(), &r, &p, &[]).is_empty());
+}
+
+#[test]
+fn spec_values_win_over_injected_ones() {
+    let mut s = web();
+    s.app["env"]["VAULT_ADDR"] = json!("https://other:8200");
+    let mut r = repo(vec![s]);
+    let d = desired(&r);
+    let boot = Bootstrap {
+        vault_addr: "https://vault:8200".into(),
+        gatekeeper_url: "u".into(),
+        approle_mount: "approle".into(),
+    };
+    inject_env(&mut r, &d, &BTreeMap::new(), &boot);
+    let env = &r.specs.values().next().unwrap().app["env"];
+    assert_eq!(env["VAULT_ADDR"], "https://other:8200");
+    assert!(env.get("BATON_ROLE_ID").is_none());
+}

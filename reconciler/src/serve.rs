@@ -1,0 +1,155 @@
+//! `baton serve` wiring: the source (git via gix, or a watched directory), the Marathon client,
+//! the reconcile loop, the HTTP server and the scheduler event watcher, under one shutdown tree.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::apply::ApplyOptions;
+use crate::config::ServeConfig;
+use crate::reconcile::{self, LoopConfig, Shared, Trigger};
+use crate::scheduler::marathon::Marathon;
+use crate::server::{self, AppState, HookSettings};
+use crate::source::git::{GitConfig, GitSource};
+use crate::source::watch::{self, DirSource};
+use crate::source::{SourceError, SpecSource};
+
+/// Why `serve` could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Scheduler(#[from] crate::scheduler::SchedulerError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("the HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// Whether `repo` names a git repository (URL, or a local path holding one) rather than a
+/// plain directory.
+pub fn is_git(repo: &str) -> bool {
+    if repo.contains("://") {
+        return true;
+    }
+    let p = Path::new(repo);
+    if p.exists() {
+        return p.join(".git").exists() || (p.join("HEAD").is_file() && p.join("objects").is_dir());
+    }
+    // scp-like `user@host:path`
+    repo.contains('@') && repo.contains(':')
+}
+
+/// Run until `shutdown`: first cancellation stops new work; an apply in flight finishes its
+/// writes (apply's own cancel rules), then everything drains.
+pub async fn serve(
+    config: ServeConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let marathon = Marathon::new(config.marathon.clone())?;
+    let scheduler = Arc::new(marathon.clone());
+    let loop_config = LoopConfig {
+        sync: config.sync,
+        poll_interval: config.poll_interval,
+        state_dir: config.state_dir.clone(),
+        allow_deletes: config.allow_deletes,
+        apply: ApplyOptions::default(),
+    };
+    let tracker = TaskTracker::new();
+    let mut _watch_guard = None;
+    let (shared, result) = if is_git(&config.repo) {
+        let source = GitSource::open(GitConfig {
+            url: config.repo.clone(),
+            reference: config.reference.clone(),
+            cache_dir: config.cache_dir.clone(),
+            auth: config.git_auth.clone(),
+        })?;
+        let interrupt = source.interrupt_flag();
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            stop.cancelled().await;
+            interrupt.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        start(source, scheduler, loop_config, &config, listener, &shutdown, &tracker, marathon)
+    } else {
+        let root = std::path::PathBuf::from(&config.repo);
+        let source = DirSource::new(root.clone());
+        let (shared, rx) = Shared::new(source.describe(), config.sync);
+        let s = shared.clone();
+        _watch_guard = Some(watch::watch(&root, Duration::from_millis(200), move || {
+            s.trigger(Trigger::FileChange)
+        })?);
+        start_with(source, scheduler, loop_config, &config, listener, &shutdown, &tracker, marathon, shared, rx)
+    };
+    let loop_result = result.await;
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    drop(shared);
+    loop_result
+}
+
+type Running = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ServeError>> + Send>>;
+
+#[allow(clippy::too_many_arguments)]
+fn start<Src: SpecSource>(
+    source: Src,
+    scheduler: Arc<Marathon>,
+    loop_config: LoopConfig,
+    config: &ServeConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+    marathon: Marathon,
+) -> (Arc<Shared>, Running) {
+    let (shared, rx) = Shared::new(source.describe(), config.sync);
+    start_with(source, scheduler, loop_config, config, listener, shutdown, tracker, marathon, shared, rx)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_with<Src: SpecSource>(
+    source: Src,
+    scheduler: Arc<Marathon>,
+    loop_config: LoopConfig,
+    config: &ServeConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+    marathon: Marathon,
+    shared: Arc<Shared>,
+    rx: tokio::sync::mpsc::Receiver<Trigger>,
+) -> (Arc<Shared>, Running) {
+    let state = AppState::new(
+        shared.clone(),
+        HookSettings {
+            secret: config.webhook_secret.clone(),
+            followed_ref: config.reference.clone(),
+        },
+    );
+    let http_stop = shutdown.clone();
+    let http = tracker.spawn(server::run(listener, state, http_stop));
+    tracker.spawn(reconcile::watch_scheduler_events(
+        marathon,
+        shared.clone(),
+        shutdown.child_token(),
+    ));
+    let loop_shared = shared.clone();
+    let stop = shutdown.clone();
+    let fut = async move {
+        let r = reconcile::run(source, scheduler, loop_config, loop_shared, rx, stop.clone()).await;
+        stop.cancel();
+        let served = http.await;
+        r?;
+        match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ServeError::Http(e)),
+            Err(e) => Err(ServeError::Http(std::io::Error::other(e.to_string()))),
+        }
+    };
+    (shared, Box::pin(fut))
+}

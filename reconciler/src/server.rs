@@ -1,0 +1,146 @@
+//! The HTTP side of `baton serve` (axum): push webhooks, health, status and manual sync.
+//!
+//! - `POST /hooks/{provider}`: verified by [`crate::hooks::receive`]; 202 accepted (a cycle is
+//!   queued), 200 ignored/duplicate, 401 bad or missing signature (logged without the body),
+//!   400 malformed, 404 unknown provider, 413 over [`crate::hooks::MAX_BODY_BYTES`].
+//! - `GET /healthz` (the process answers), `GET /readyz` (a first cycle succeeded).
+//! - `GET /api/status` ([`crate::reconcile::Status`], schema `schemas/status.schema.json`).
+//! - `POST /api/sync`: apply now (also with `--sync=manual`).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::hooks::{self, HookError, Provider, ReplayWindow, Verdict};
+use crate::reconcile::{Shared, Trigger};
+
+/// Deliveries remembered for replay detection.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(3600);
+const REPLAY_CAPACITY: usize = 10_000;
+
+/// Webhook settings.
+pub struct HookSettings {
+    /// The shared secret (required: an unauthenticated hook would let anyone trigger fetches).
+    pub secret: SecretString,
+    /// The followed `--ref`; pushes to other refs are ignored.
+    pub followed_ref: String,
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    shared: Arc<Shared>,
+    hooks: Arc<HookSettings>,
+    window: Arc<Mutex<ReplayWindow>>,
+}
+
+impl AppState {
+    pub fn new(shared: Arc<Shared>, hooks: HookSettings) -> Self {
+        AppState {
+            shared,
+            hooks: Arc::new(hooks),
+            window: Arc::new(Mutex::new(ReplayWindow::new(REPLAY_WINDOW, REPLAY_CAPACITY))),
+        }
+    }
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/hooks/{provider}", post(hook))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/api/status", get(status))
+        .route("/api/sync", post(sync))
+        .layer(DefaultBodyLimit::max(hooks::MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serve on `listener` until `shutdown` is cancelled (in-flight requests finish).
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn hook(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let provider: Provider = match provider.parse() {
+        Ok(p) => p,
+        Err(e) => return (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response(),
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let verdict = {
+        let mut window = state.window.lock().unwrap_or_else(|e| e.into_inner());
+        hooks::receive(
+            provider,
+            state.hooks.secret.expose_secret().as_bytes(),
+            &state.hooks.followed_ref,
+            header,
+            &body,
+            &mut window,
+            Instant::now(),
+        )
+    };
+    match verdict {
+        Ok(Verdict::Accepted(push)) => {
+            tracing::info!(provider = provider.name(), delivery = %push.delivery, after = %push.after, "webhook: push accepted");
+            state.shared.trigger(Trigger::Webhook {
+                delivery: push.delivery,
+            });
+            (StatusCode::ACCEPTED, Json(json!({"status": "accepted"}))).into_response()
+        }
+        Ok(Verdict::Ignored(reason)) => {
+            tracing::debug!(provider = provider.name(), %reason, "webhook ignored");
+            (StatusCode::OK, Json(json!({"status": "ignored", "reason": reason}))).into_response()
+        }
+        Ok(Verdict::Duplicate(delivery)) => {
+            tracing::info!(provider = provider.name(), %delivery, "webhook: replayed delivery dropped");
+            (StatusCode::OK, Json(json!({"status": "duplicate"}))).into_response()
+        }
+        Err(e) => {
+            let code = match &e {
+                e if e.is_auth() => StatusCode::UNAUTHORIZED,
+                HookError::UnknownProvider(_) => StatusCode::NOT_FOUND,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            // Never the body, the signature or the secret: only what failed.
+            tracing::warn!(provider = provider.name(), status = code.as_u16(), error = %e, bytes = body.len(), "webhook refused");
+            (code, Json(json!({"error": e.to_string()}))).into_response()
+        }
+    }
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.shared.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no successful sync yet").into_response()
+    }
+}
+
+async fn status(State(state): State<AppState>) -> Response {
+    Json(state.shared.status()).into_response()
+}
+
+async fn sync(State(state): State<AppState>) -> Response {
+    state.shared.trigger(Trigger::ManualSync);
+    (StatusCode::ACCEPTED, Json(json!({"status": "queued"}))).into_response()
+}

@@ -1,0 +1,627 @@
+//! A repo followed in git (gix): fetched into a bare cache under `--cache-dir`, specs read straight
+//! from the target commit's tree (no checkout), loaded incrementally between commits.
+//!
+//! - [`GitSource::fetch`] does one handshake (ls-refs) and compares the remote tip with what the
+//!   cache holds; only when it differs is a pack received. Cheap when nothing changed.
+//! - [`GitSource::load`] diffs the previous commit's tree against the new one and re-parses only
+//!   the spec files whose blob changed ([`crate::spec::incremental`]); a changed `baton.yaml`
+//!   reloads everything.
+//! - Every failure is a [`SourceError`]; the caller keeps its last good state. A force-push is
+//!   followed (the branch is the truth) and logged as a warning.
+//!
+//! Blocking: call from `spawn_blocking`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use gix::bstr::ByteSlice;
+use gix::objs::tree::EntryKind;
+use gix::ObjectId;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::SourceError;
+use crate::spec::incremental::{Entry, Incremental, Input};
+use crate::spec::load::{parse_config, SourceFile, CONFIG_FILE};
+use crate::spec::{AppId, Diagnostic, Repo, Severity};
+
+/// Spec file extensions (as for a directory source).
+const EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
+/// `baton.yaml` larger than this is refused.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// Ancestry walked to tell a fast-forward from a force-push (only for the warning).
+const ANCESTRY_LIMIT: usize = 10_000;
+
+/// Credentials for HTTP(S) remotes. SSH uses the system `ssh` and its agent/keys.
+#[derive(Debug, Clone)]
+pub struct GitAuth {
+    /// For tokens, any user name the host accepts (GitHub: `x-access-token`, GitLab: `oauth2`).
+    pub user: String,
+    pub password: SecretString,
+}
+
+/// What to follow and where to cache it.
+#[derive(Debug, Clone)]
+pub struct GitConfig {
+    /// Remote URL (`https://`, `http://`, `file://`, `ssh://`, scp-like) or a local repo path.
+    pub url: String,
+    /// Branch, tag, full ref name or full commit id.
+    pub reference: String,
+    /// The bare cache repository is created at this path.
+    pub cache_dir: PathBuf,
+    pub auth: Option<GitAuth>,
+}
+
+/// The result of a fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The commit the followed ref points to (hex).
+    pub commit: String,
+    /// Whether a pack was received (false: the cache already had the commit).
+    pub received: bool,
+    /// The new commit does not descend from the previously fetched one.
+    pub forced: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// A name: a branch if the remote has one, else a tag.
+    Name(String),
+    /// A full ref name (`refs/...`).
+    Full(String),
+    Commit(ObjectId),
+}
+
+struct Loaded {
+    tree: ObjectId,
+    /// Blob id of `baton.yaml` (None: absent).
+    config_blob: Option<ObjectId>,
+    /// The config loaded without errors (so the cache may be updated incrementally).
+    config_ok: bool,
+}
+
+/// A followed git repo: cache, last fetched commit, and the incremental loader.
+pub struct GitSource {
+    config: GitConfig,
+    /// URL without user info, for messages.
+    shown_url: String,
+    target: Target,
+    repo: gix::ThreadSafeRepository,
+    last_fetched: Option<ObjectId>,
+    loaded: Option<Loaded>,
+    cache: Incremental,
+    /// Set on shutdown: a pack transfer in progress stops.
+    interrupt: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for GitSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitSource")
+            .field("url", &self.shown_url)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GitSource {
+    /// Open (or create) the bare cache. No network.
+    pub fn open(config: GitConfig) -> Result<Self, SourceError> {
+        let shown_url = redact_url(&config.url);
+        let target = parse_target(&config.reference);
+        let repo = open_cache(&config.cache_dir)?;
+        Ok(GitSource {
+            config,
+            shown_url,
+            target,
+            repo,
+            last_fetched: None,
+            loaded: None,
+            cache: Incremental::default(),
+            interrupt: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The flag that interrupts a pack transfer (set it on shutdown).
+    pub fn interrupt_flag(&self) -> Arc<AtomicBool> {
+        self.interrupt.clone()
+    }
+
+    /// The URL, without credentials.
+    pub fn url(&self) -> &str {
+        &self.shown_url
+    }
+
+    /// Tell the source which commit was last good before a restart (ancestry check only).
+    pub fn set_last_fetched(&mut self, commit: &str) {
+        self.last_fetched = ObjectId::from_hex(commit.as_bytes()).ok();
+    }
+
+    /// Ask the remote where the followed ref points and fetch only if the cache lacks that
+    /// commit. A missing ref (deleted branch) is [`SourceError::RefNotFound`].
+    pub fn fetch(&mut self) -> Result<Fetched, SourceError> {
+        let repo = self.repo.to_thread_local();
+        if let Target::Commit(id) = &self.target {
+            if repo.has_object(id) {
+                return self.fetched(&repo, *id, false);
+            }
+        }
+        let url = self.shown_url.clone();
+        let unreachable = |e: &dyn std::error::Error| classify(&url, e);
+        let remote = repo
+            .remote_at(self.config.url.as_str())
+            .map_err(|e| SourceError::Git {
+                url: url.clone(),
+                reason: format!("bad remote URL: {}", chain(&e)),
+            })?
+            .with_refspecs(
+                refspecs(&self.target).iter().map(String::as_str),
+                gix::remote::Direction::Fetch,
+            )
+            .map_err(|e| SourceError::Git {
+                url: url.clone(),
+                reason: format!("bad ref `{}`: {}", self.config.reference, chain(&e)),
+            })?;
+        let mut conn = remote
+            .connect(gix::remote::Direction::Fetch)
+            .map_err(|e| unreachable(&e))?;
+        if let Some(auth) = self.config.auth.clone() {
+            conn.set_credentials(move |action| match action {
+                gix::credentials::helper::Action::Get(ctx) => {
+                    Ok(Some(gix::credentials::protocol::Outcome {
+                        identity: gix::sec::identity::Account {
+                            username: auth.user.clone(),
+                            password: auth.password.expose_secret().to_string(),
+                        },
+                        next: ctx.into(),
+                    }))
+                }
+                _ => Ok(None),
+            });
+        }
+        let prepare = conn
+            .prepare_fetch(gix::progress::Discard, Default::default())
+            .map_err(|e| unreachable(&e))?;
+        let tip = match &self.target {
+            Target::Commit(id) => *id,
+            t => remote_tip(&prepare.ref_map().remote_refs, t).ok_or_else(|| {
+                SourceError::RefNotFound {
+                    url: url.clone(),
+                    reference: self.config.reference.clone(),
+                }
+            })?,
+        };
+        if repo.has_object(tip) {
+            // The remote ref is where we already are (or at an object we have): no pack.
+            drop(prepare);
+            return self.fetched(&repo, tip, false);
+        }
+        prepare
+            .receive(gix::progress::Discard, &self.interrupt)
+            .map_err(|e| {
+                if self.interrupt.load(std::sync::atomic::Ordering::Relaxed) {
+                    SourceError::Cancelled
+                } else {
+                    SourceError::Fetch {
+                        url: url.clone(),
+                        reason: chain(&e),
+                    }
+                }
+            })?;
+        if !repo.has_object(tip) {
+            return Err(SourceError::RefNotFound {
+                url,
+                reference: self.config.reference.clone(),
+            });
+        }
+        self.fetched(&repo, tip, true)
+    }
+
+    fn fetched(
+        &mut self,
+        repo: &gix::Repository,
+        tip: ObjectId,
+        received: bool,
+    ) -> Result<Fetched, SourceError> {
+        let commit = peel_to_commit(repo, tip).map_err(|reason| SourceError::Corrupt {
+            url: self.shown_url.clone(),
+            reason,
+        })?;
+        let forced = match self.last_fetched {
+            Some(old) if old != commit => !descends_from(repo, commit, old),
+            _ => false,
+        };
+        if forced {
+            tracing::warn!(
+                old = %old_short(self.last_fetched),
+                new = %commit.to_hex_with_len(12),
+                "the followed ref was rewritten (force-push); following it"
+            );
+        }
+        self.last_fetched = Some(commit);
+        Ok(Fetched {
+            commit: commit.to_string(),
+            received,
+            forced,
+        })
+    }
+
+    /// Load the specs of `commit` (which must be in the cache), re-parsing only files whose blob
+    /// changed since the previous load.
+    pub fn load(&mut self, commit: &str) -> Result<Repo, SourceError> {
+        let url = self.shown_url.clone();
+        let corrupt = |reason: String| SourceError::Corrupt {
+            url: url.clone(),
+            reason,
+        };
+        let repo = self.repo.to_thread_local();
+        let id = ObjectId::from_hex(commit.as_bytes())
+            .map_err(|e| corrupt(format!("bad commit id {commit}: {e}")))?;
+        let tree = repo
+            .find_commit(id)
+            .map_err(|e| corrupt(chain(&e)))?
+            .tree()
+            .map_err(|e| corrupt(chain(&e)))?;
+        let config_blob = tree
+            .lookup_entry_by_path(CONFIG_FILE)
+            .map_err(|e| corrupt(chain(&e)))?
+            .filter(|e| e.mode().is_blob())
+            .map(|e| e.object_id());
+
+        let prev = self
+            .loaded
+            .as_ref()
+            .map(|l| (l.tree, l.config_blob, l.config_ok));
+        let result = match prev {
+            // Same tree as last time (e.g. an empty commit): the cache is the answer.
+            Some((t, _, ok)) if t == tree.id => (self.cache.update(&[], Vec::new()), ok),
+            Some((t, blob, true)) if blob == config_blob => {
+                let prev_tree = repo.find_tree(t).map_err(|e| corrupt(chain(&e)))?;
+                let (removed, changed) =
+                    diff_trees(&repo, &prev_tree, &tree, self.cache.config()).map_err(corrupt)?;
+                let out = self.cache.update(&removed, changed);
+                tracing::debug!(parsed = self.cache.parsed_last(), "incremental load");
+                (out, true)
+            }
+            _ => self.full_load(&repo, &tree, config_blob).map_err(corrupt)?,
+        };
+        let (out, config_ok) = result;
+        self.loaded = Some(Loaded {
+            tree: tree.id,
+            config_blob,
+            config_ok,
+        });
+        Ok(out)
+    }
+
+    /// How many files the last [`load`](Self::load) parsed.
+    pub fn parsed_last(&self) -> usize {
+        self.cache.parsed_last()
+    }
+
+    fn full_load(
+        &mut self,
+        repo: &gix::Repository,
+        tree: &gix::Tree<'_>,
+        config_blob: Option<ObjectId>,
+    ) -> Result<(Repo, bool), String> {
+        let mut base = Vec::new();
+        let config_file = match config_blob {
+            None => None,
+            Some(id) => match read_blob(repo, id, MAX_CONFIG_BYTES) {
+                Ok(bytes) => Some(SourceFile {
+                    path: PathBuf::from(CONFIG_FILE),
+                    bytes,
+                }),
+                Err(message) => {
+                    base.push(problem(Path::new(CONFIG_FILE), None, message));
+                    None
+                }
+            },
+        };
+        let (config, config_diags) = parse_config(config_file.as_ref());
+        let config_bad =
+            !base.is_empty() || config_diags.iter().any(|d| d.severity == Severity::Error);
+        base.extend(config_diags);
+        if config_bad {
+            // Without a trustworthy config we know neither where the apps are nor who owns them.
+            return Ok((self.cache.reset(config, base, true, Vec::new()), false));
+        }
+        let mut entries = Vec::new();
+        let apps = tree
+            .lookup_entry_by_path(&config.apps_dir)
+            .map_err(|e| chain(&e))?;
+        if let Some(apps) = apps.filter(|e| e.mode().is_tree()) {
+            let apps_tree = repo.find_tree(apps.object_id()).map_err(|e| chain(&e))?;
+            let mut recorder = gix::traverse::tree::Recorder::default();
+            apps_tree
+                .traverse()
+                .breadthfirst(&mut recorder)
+                .map_err(|e| chain(&e))?;
+            for r in recorder.records {
+                let rel = r.filepath.to_str_lossy();
+                let path = config.apps_dir.join(rel.as_ref());
+                if let Some(e) = entry(repo, &config, path, r.mode.kind(), r.oid) {
+                    entries.push(e);
+                }
+            }
+        }
+        Ok((self.cache.reset(config, base, false, entries), true))
+    }
+}
+
+/// Changed spec files between two trees (rename tracking off: a rename is a delete + an add).
+fn diff_trees(
+    repo: &gix::Repository,
+    old: &gix::Tree<'_>,
+    new: &gix::Tree<'_>,
+    config: &crate::spec::load::RepoConfig,
+) -> Result<(Vec<PathBuf>, Vec<Entry>), String> {
+    let mut removed = Vec::new();
+    let mut changed = Vec::new();
+    let mut platform = old.changes().map_err(|e| chain(&e))?;
+    platform.options(|o| {
+        o.track_path().track_rewrites(None);
+    });
+    platform
+        .for_each_to_obtain_tree(new, |change| {
+            use gix::object::tree::diff::Change;
+            let (location, mode, id, gone) = match change {
+                Change::Addition {
+                    location,
+                    entry_mode,
+                    id,
+                    ..
+                } => (location, entry_mode, id.detach(), false),
+                Change::Modification {
+                    location,
+                    entry_mode,
+                    id,
+                    ..
+                } => (location, entry_mode, id.detach(), false),
+                Change::Deletion {
+                    location,
+                    entry_mode,
+                    id,
+                    ..
+                } => (location, entry_mode, id.detach(), true),
+                Change::Rewrite { .. } => return Ok::<_, std::convert::Infallible>(
+                    gix::object::tree::diff::Action::Continue,
+                ),
+            };
+            let path = PathBuf::from(location.to_str_lossy().as_ref());
+            if mode.is_tree() || !path.starts_with(&config.apps_dir) {
+                return Ok(gix::object::tree::diff::Action::Continue);
+            }
+            if gone {
+                removed.push(path);
+            } else {
+                match entry(repo, config, path.clone(), mode.kind(), id) {
+                    Some(e) => changed.push(e),
+                    None => removed.push(path),
+                }
+            }
+            Ok(gix::object::tree::diff::Action::Continue)
+        })
+        .map_err(|e| chain(&e))?;
+    Ok((removed, changed))
+}
+
+/// One tree entry under the apps dir as an incremental [`Entry`]; `None` when it is not a spec
+/// file (wrong extension, dotfile, directory).
+fn entry(
+    repo: &gix::Repository,
+    config: &crate::spec::load::RepoConfig,
+    path: PathBuf,
+    kind: EntryKind,
+    id: ObjectId,
+) -> Option<Entry> {
+    let name = path.file_name()?.to_string_lossy();
+    if name.starts_with('.') {
+        return None;
+    }
+    let is_spec = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.contains(&e));
+    if !is_spec || kind == EntryKind::Tree {
+        return None;
+    }
+    let app = path
+        .strip_prefix(&config.apps_dir)
+        .ok()
+        .and_then(|r| AppId::from_path(r).ok());
+    let key = format!("{id}:{:o}", kind as u16);
+    let input = match kind {
+        EntryKind::Blob | EntryKind::BlobExecutable => {
+            match read_blob(repo, id, config.max_file_bytes) {
+                Ok(bytes) => Input::File(bytes),
+                Err(message) => Input::Problem(problem(&path, app, message)),
+            }
+        }
+        EntryKind::Link => Input::Problem(problem(
+            &path,
+            app,
+            "symlinks are not followed in a git source".into(),
+        )),
+        // A submodule where a spec should be: its content is not in this repo.
+        EntryKind::Commit | EntryKind::Tree => Input::Problem(problem(
+            &path,
+            app,
+            "a submodule, not a file; cannot be read".into(),
+        )),
+    };
+    Some(Entry { path, key, input })
+}
+
+/// A blob's bytes, refused (before reading) when over `limit`.
+fn read_blob(repo: &gix::Repository, id: ObjectId, limit: u64) -> Result<Vec<u8>, String> {
+    let header = repo
+        .find_header(id)
+        .map_err(|e| format!("cannot read blob {id}: {}", chain(&e)))?;
+    if header.size() > limit {
+        return Err(format!(
+            "the file is {} bytes, over the limit of {limit} (maxFileBytes in baton.yaml)",
+            header.size()
+        ));
+    }
+    let mut blob = repo
+        .find_blob(id)
+        .map_err(|e| format!("cannot read blob {id}: {}", chain(&e)))?;
+    Ok(blob.take_data())
+}
+
+fn problem(path: &Path, app: Option<AppId>, message: String) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Error,
+        file: path.to_path_buf(),
+        pointer: String::new(),
+        line: None,
+        column: None,
+        message,
+        app,
+    }
+}
+
+fn open_cache(dir: &Path) -> Result<gix::ThreadSafeRepository, SourceError> {
+    let err = |reason: String| SourceError::Cache {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    if dir.join("HEAD").exists() || dir.join("objects").exists() {
+        return gix::open(dir)
+            .map(|r| r.into_sync())
+            .map_err(|e| err(chain(&e)));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    gix::init_bare(dir)
+        .map(|r| r.into_sync())
+        .map_err(|e| err(chain(&e)))
+}
+
+fn parse_target(reference: &str) -> Target {
+    let r = reference.trim();
+    if r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if let Ok(id) = ObjectId::from_hex(r.as_bytes()) {
+            return Target::Commit(id);
+        }
+    }
+    if r.starts_with("refs/") {
+        Target::Full(r.to_string())
+    } else {
+        Target::Name(r.to_string())
+    }
+}
+
+/// Refspecs into a private namespace (`refs/baton/...`) so nothing else in the cache moves.
+fn refspecs(target: &Target) -> Vec<String> {
+    match target {
+        Target::Name(n) => vec![
+            format!("+refs/heads/{n}:refs/baton/heads/{n}"),
+            format!("+refs/tags/{n}:refs/baton/tags/{n}"),
+        ],
+        Target::Full(r) => {
+            let local = r.trim_start_matches("refs/");
+            vec![format!("+{r}:refs/baton/{local}")]
+        }
+        Target::Commit(_) => vec!["+refs/heads/*:refs/baton/heads/*".to_string()],
+    }
+}
+
+/// Where the remote says the target points (a branch wins over a tag of the same name; an
+/// annotated tag is peeled).
+fn remote_tip(refs: &[gix::protocol::handshake::Ref], target: &Target) -> Option<ObjectId> {
+    let wanted: Vec<String> = match target {
+        Target::Name(n) => vec![format!("refs/heads/{n}"), format!("refs/tags/{n}")],
+        Target::Full(r) => vec![r.clone()],
+        Target::Commit(id) => return Some(*id),
+    };
+    for w in wanted {
+        for r in refs {
+            let (name, target, peeled) = r.unpack();
+            if name == w.as_bytes() {
+                return peeled.or(target).map(|o| o.to_owned());
+            }
+        }
+    }
+    None
+}
+
+fn peel_to_commit(repo: &gix::Repository, id: ObjectId) -> Result<ObjectId, String> {
+    let object = repo.find_object(id).map_err(|e| chain(&e))?;
+    object
+        .peel_to_commit()
+        .map(|c| c.id)
+        .map_err(|e| format!("{id} is not a commit: {}", chain(&e)))
+}
+
+fn descends_from(repo: &gix::Repository, new: ObjectId, old: ObjectId) -> bool {
+    let Ok(walk) = repo.rev_walk([new]).all() else {
+        return false;
+    };
+    walk.take(ANCESTRY_LIMIT)
+        .filter_map(Result::ok)
+        .any(|info| info.id == old)
+}
+
+fn old_short(id: Option<ObjectId>) -> String {
+    id.map(|i| i.to_hex_with_len(12).to_string())
+        .unwrap_or_default()
+}
+
+/// Sort a gix error into unreachable / auth.
+fn classify(url: &str, e: &dyn std::error::Error) -> SourceError {
+    let reason = chain(e);
+    let lower = reason.to_lowercase();
+    if lower.contains("authenticat")
+        || lower.contains("401")
+        || lower.contains("403")
+        || lower.contains("credentials")
+        || lower.contains("permission denied")
+    {
+        SourceError::Auth {
+            url: url.to_string(),
+            reason,
+        }
+    } else {
+        SourceError::Unreachable {
+            url: url.to_string(),
+            reason,
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    crate::scheduler::marathon::error_chain(e)
+}
+
+/// The URL without `user:password@` (tokens embedded in URLs must not reach logs).
+pub fn redact_url(url: &str) -> String {
+    match url.find("://") {
+        Some(scheme_end) => {
+            let rest = &url[scheme_end + 3..];
+            let host_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..host_end].rfind('@') {
+                Some(at) => format!("{}://{}", &url[..scheme_end], &rest[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+impl super::SpecSource for GitSource {
+    fn fetch(&mut self) -> Result<String, SourceError> {
+        GitSource::fetch(self).map(|f| f.commit)
+    }
+
+    fn load(&mut self, rev: &str) -> Result<Repo, SourceError> {
+        GitSource::load(self, rev)
+    }
+
+    fn describe(&self) -> String {
+        format!("{}@{}", self.shown_url, self.config.reference)
+    }
+}

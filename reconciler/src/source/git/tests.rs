@@ -1,0 +1,175 @@
+//! Git source tests against real repos made with the `git` CLI (skipped without it, unless CI).
+
+use std::path::Path;
+use std::process::Command;
+
+use super::*;
+use crate::spec::load::load;
+
+fn have_git() -> bool {
+    let ok = Command::new("git").arg("--version").output().is_ok();
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "git is required in CI");
+        eprintln!("skipped: git is not installed");
+    }
+    ok
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+fn commit_all(dir: &Path, msg: &str) {
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "--allow-empty", "-m", msg]);
+}
+
+fn work_repo(dir: &Path) {
+    git(dir, &["init", "-q", "-b", "main"]);
+    write(dir, "baton.yaml", "owner: team\n");
+    for i in 0..5 {
+        write(dir, &format!("apps/a{i}.yaml"), &format!("cmd: \"run {i}\"\ninstances: 1\n"));
+    }
+    write(dir, "apps/g/b.json", "{\"cmd\": \"b\"}");
+    write(dir, "apps/README.md", "not a spec");
+    write(dir, "apps/broken.yaml", "cmd: [");
+    write(dir, "other/x.yaml", "ignored: true");
+    commit_all(dir, "one");
+}
+
+fn source(remote: &Path, cache: &Path, reference: &str) -> GitSource {
+    GitSource::open(GitConfig {
+        url: remote.display().to_string(),
+        reference: reference.into(),
+        cache_dir: cache.to_path_buf(),
+        auth: None,
+    })
+    .unwrap()
+}
+
+fn assert_same(a: &Repo, b: &Repo) {
+    assert_eq!(a.config, b.config);
+    assert_eq!(a.specs, b.specs);
+    assert_eq!(a.invalid, b.invalid);
+    assert_eq!(a.incomplete, b.incomplete);
+    assert_eq!(a.diagnostics, b.diagnostics);
+}
+
+#[test]
+fn git_source_matches_directory_source_and_loads_incrementally() {
+    if !have_git() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    work_repo(&work);
+
+    let mut src = source(&work, &tmp.path().join("cache"), "main");
+    let f = src.fetch().unwrap();
+    assert!(f.received && !f.forced);
+    let repo = src.load(&f.commit).unwrap();
+    assert_same(&repo, &load(crate::source::read_dir(&work).unwrap()));
+    assert_eq!(repo.specs.len(), 6);
+    assert_eq!(src.parsed_last(), 7);
+
+    // Nothing changed: no pack.
+    let again = src.fetch().unwrap();
+    assert_eq!(again.commit, f.commit);
+    assert!(!again.received);
+
+    // One file changed, one removed, one added: three entries touched, two parsed.
+    write(&work, "apps/a1.yaml", "cmd: \"changed\"\ninstances: 2\n");
+    std::fs::remove_file(work.join("apps/a2.yaml")).unwrap();
+    write(&work, "apps/new.yml", "cmd: new\n");
+    commit_all(&work, "two");
+    let f2 = src.fetch().unwrap();
+    assert!(f2.received && !f2.forced);
+    let repo2 = src.load(&f2.commit).unwrap();
+    assert_eq!(src.parsed_last(), 2);
+    assert_same(&repo2, &load(crate::source::read_dir(&work).unwrap()));
+
+    // A fresh source (full load) agrees with the incremental one.
+    let mut fresh = source(&work, &tmp.path().join("cache2"), "main");
+    let ff = fresh.fetch().unwrap();
+    assert_same(&repo2, &fresh.load(&ff.commit).unwrap());
+
+    // Config change: everything reloads.
+    write(&work, "baton.yaml", "owner: other\n");
+    commit_all(&work, "three");
+    let f3 = src.fetch().unwrap();
+    let repo3 = src.load(&f3.commit).unwrap();
+    assert_eq!(repo3.config.owner, "other");
+    assert_same(&repo3, &load(crate::source::read_dir(&work).unwrap()));
+
+    // Force-push: followed, flagged.
+    git(&work, &["reset", "-q", "--hard", "HEAD~2"]);
+    write(&work, "apps/a0.yaml", "cmd: \"rewritten\"\n");
+    commit_all(&work, "rewritten");
+    let f4 = src.fetch().unwrap();
+    assert!(f4.forced);
+    let repo4 = src.load(&f4.commit).unwrap();
+    assert_same(&repo4, &load(crate::source::read_dir(&work).unwrap()));
+}
+
+#[test]
+fn deleted_branch_and_missing_remote_are_errors() {
+    if !have_git() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    work_repo(&work);
+    git(&work, &["branch", "feature"]);
+    let mut src = source(&work, &tmp.path().join("cache"), "feature");
+    src.fetch().unwrap();
+    git(&work, &["branch", "-D", "feature"]);
+    let e = src.fetch().unwrap_err();
+    assert!(matches!(e, SourceError::RefNotFound { .. }), "{e}");
+
+    let mut gone = source(&tmp.path().join("nope"), &tmp.path().join("cache2"), "main");
+    let e = gone.fetch().unwrap_err();
+    assert!(matches!(e, SourceError::Unreachable { .. }), "{e}");
+}
+
+#[test]
+fn tags_and_commits_can_be_followed() {
+    if !have_git() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    work_repo(&work);
+    git(&work, &["tag", "-a", "v1", "-m", "v1"]);
+    let mut by_tag = source(&work, &tmp.path().join("c1"), "v1");
+    let t = by_tag.fetch().unwrap();
+    let head = String::from_utf8(
+        Command::new("git").args(["rev-parse", "HEAD"]).current_dir(&work).output().unwrap().stdout,
+    )
+    .unwrap();
+    assert_eq!(t.commit, head.trim());
+    let mut by_commit = source(&work, &tmp.path().join("c2"), head.trim());
+    assert_eq!(by_commit.fetch().unwrap().commit, head.trim());
+    assert_eq!(by_commit.load(head.trim()).unwrap().specs.len(), 6);
+}
+
+#[test]
+fn urls_are_redacted() {
+    assert_eq!(redact_url("https://u:tok@host/r.git"), "https://host/r.git");
+    assert_eq!(redact_url("https://host/r.git"), "https://host/r.git");
+    assert_eq!(redact_url("/local/path"), "/local/path");
+}

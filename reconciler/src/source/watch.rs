@@ -1,0 +1,117 @@
+//! A plain directory as a followed source: read whole on each change (its revision is a digest
+//! of what was read), and watched with `notify` (debounced) so edits wake the loop. Shared by
+//! `baton serve` on a non-git path; `baton dev` can use [`watch`] the same way.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify_debouncer_full::{new_debouncer, notify::RecursiveMode, DebounceEventResult};
+use ring::digest::{Context, SHA256};
+
+use super::{read_dir, SourceError, SpecSource};
+use crate::spec::load::Snapshot;
+use crate::spec::Repo;
+
+/// A directory source. `fetch` reads the directory; `load` parses what it read.
+#[derive(Debug)]
+pub struct DirSource {
+    root: PathBuf,
+    read: Option<(String, Snapshot)>,
+}
+
+impl DirSource {
+    pub fn new(root: PathBuf) -> Self {
+        DirSource { root, read: None }
+    }
+}
+
+impl SpecSource for DirSource {
+    fn fetch(&mut self) -> Result<String, SourceError> {
+        let snapshot = read_dir(&self.root)?;
+        let rev = format!("dir-{}", digest(&snapshot));
+        self.read = Some((rev.clone(), snapshot));
+        Ok(rev)
+    }
+
+    fn load(&mut self, rev: &str) -> Result<Repo, SourceError> {
+        match &self.read {
+            Some((r, snapshot)) if r == rev => Ok(crate::spec::load(snapshot.clone())),
+            _ => {
+                // Asked for something not just read: read again (the directory has no history).
+                self.fetch()?;
+                let snapshot = self.read.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
+                Ok(crate::spec::load(snapshot))
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+/// A short content digest of a snapshot (config, paths, bytes, source diagnostics).
+fn digest(s: &Snapshot) -> String {
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(format!("{:?}|{}", s.config, s.incomplete).as_bytes());
+    for f in &s.files {
+        ctx.update(f.path.to_string_lossy().as_bytes());
+        ctx.update(&(f.bytes.len() as u64).to_le_bytes());
+        ctx.update(&f.bytes);
+    }
+    for d in &s.diagnostics {
+        ctx.update(format!("{d:?}").as_bytes());
+    }
+    hex::encode(&ctx.finish().as_ref()[..8])
+}
+
+/// Watch `root` recursively; `on_change` runs (on the watcher's thread) once per debounced
+/// burst of events. The watch stops when the returned guard is dropped.
+pub fn watch(
+    root: &Path,
+    debounce: Duration,
+    on_change: impl FnMut() + Send + 'static,
+) -> Result<impl Drop, SourceError> {
+    let mut on_change = on_change;
+    let mut debouncer = new_debouncer(debounce, None, move |res: DebounceEventResult| match res {
+        Ok(events) if !events.is_empty() => on_change(),
+        Ok(_) => {}
+        Err(errors) => {
+            for e in errors {
+                tracing::warn!(error = %e, "directory watch error");
+            }
+            // Something may have changed unseen: re-read.
+            on_change();
+        }
+    })
+    .map_err(|e| SourceError::Unreadable {
+        path: root.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    debouncer
+        .watch(root, RecursiveMode::Recursive)
+        .map_err(|e| SourceError::Unreadable {
+            path: root.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    Ok(debouncer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revision_changes_with_content_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("apps")).unwrap();
+        std::fs::write(tmp.path().join("apps/a.yaml"), "cmd: a\n").unwrap();
+        let mut s = DirSource::new(tmp.path().to_path_buf());
+        let r1 = s.fetch().unwrap();
+        assert_eq!(s.fetch().unwrap(), r1);
+        std::fs::write(tmp.path().join("apps/a.yaml"), "cmd: b\n").unwrap();
+        let r2 = s.fetch().unwrap();
+        assert_ne!(r1, r2);
+        assert_eq!(s.load(&r2).unwrap().specs.len(), 1);
+    }
+}

@@ -1,0 +1,461 @@
+//! The reconciler's own Vault client (its own token, never an app's): reads and writes the
+//! `baton-*` ACL policies and AppRole roles ([`crate::secrets`]), and mints response-wrapped
+//! secret ids for the gatekeeper ([`crate::gatekeeper`]).
+//!
+//! Responses are parsed leniently (every field optional, `{"errors":[..]}` or `{"error":".."}`),
+//! like the sidecar's client, so Vault-compatible servers work. A secret-id answer without
+//! `wrap_info` (a server that ignores `X-Vault-Wrap-TTL`) is refused and its body dropped
+//! unread: the reconciler never holds an unwrapped secret id.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+
+use crate::apply::{ApplyReport, Outcome};
+use crate::plan::Action;
+use crate::secrets::{
+    self, Bootstrap, Desired, LiveRole, LiveVault, ObjectKind, RoleSettings, VaultChange,
+    VaultPlan, NAME_PREFIX,
+};
+use crate::spec::Repo;
+
+/// How to reach Vault as the reconciler.
+#[derive(Clone)]
+pub struct VaultAdminConfig {
+    /// Base address without `/v1`.
+    pub addr: String,
+    /// The reconciler's token: needs the policy in `docs/security.md`.
+    pub token: SecretString,
+    /// AppRole mount, usually `approle`.
+    pub approle_mount: String,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for VaultAdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultAdminConfig")
+            .field("addr", &self.addr)
+            .field("token", &"[REDACTED]")
+            .field("approle_mount", &self.approle_mount)
+            .finish()
+    }
+}
+
+/// A failed Vault call: path and server message, never a token or secret id.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultAdminError {
+    #[error("cannot build the Vault client: {0}")]
+    Client(String),
+    #[error("{path}: cannot reach Vault: {reason}")]
+    Unreachable { path: String, reason: String },
+    #[error("{path}: Vault answered HTTP {status}: {message}")]
+    Status {
+        path: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{path}: unexpected answer: {reason}")]
+    Parse { path: String, reason: String },
+    /// The server returned a plain secret id although wrapping was asked for.
+    #[error("{path}: Vault did not wrap the secret id (no wrap_info); refusing to pass it on")]
+    NotWrapped { path: String },
+}
+
+impl VaultAdminError {
+    /// Vault down, sealed or failing: worth a retry later (vs. a refusal).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Status { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+}
+
+/// A response-wrapped secret id, as handed to the sidecar.
+#[derive(Debug)]
+pub struct WrappedSecretId {
+    /// The wrapping token (single use, short TTL).
+    pub token: SecretString,
+    pub accessor: String,
+    pub ttl: Duration,
+    /// Vault's `wrap_info.creation_path`, e.g. `auth/approle/role/<name>/secret-id`.
+    pub creation_path: String,
+}
+
+/// The client.
+#[derive(Debug, Clone)]
+pub struct VaultAdmin {
+    http: reqwest::Client,
+    config: VaultAdminConfig,
+}
+
+type Result<T> = std::result::Result<T, VaultAdminError>;
+
+impl VaultAdmin {
+    pub fn new(config: VaultAdminConfig) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| VaultAdminError::Client(e.to_string()))?;
+        Ok(VaultAdmin { http, config })
+    }
+
+    pub fn mount(&self) -> &str {
+        self.config.approle_mount.trim_matches('/')
+    }
+
+    /// One request; `Ok(None)` for 404 (missing object, or an empty LIST).
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        wrap_ttl: Option<Duration>,
+    ) -> Result<Option<Value>> {
+        let url = format!("{}/v1/{path}", self.config.addr.trim_end_matches('/'));
+        let mut req = self
+            .http
+            .request(method, &url)
+            .header("X-Vault-Token", self.config.token.expose_secret());
+        if let Some(ttl) = wrap_ttl {
+            req = req.header("X-Vault-Wrap-TTL", format!("{}s", ttl.as_secs().max(1)));
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| VaultAdminError::Unreachable {
+            path: path.to_owned(),
+            reason: e.without_url().to_string(),
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| VaultAdminError::Unreachable {
+            path: path.to_owned(),
+            reason: e.without_url().to_string(),
+        })?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(VaultAdminError::Status {
+                path: path.to_owned(),
+                status: status.as_u16(),
+                message: error_message(&bytes),
+            });
+        }
+        if bytes.is_empty() {
+            return Ok(Some(Value::Null));
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| VaultAdminError::Parse {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    async fn list(&self, path: &str) -> Result<Vec<String>> {
+        let method = Method::from_bytes(b"LIST").unwrap_or(Method::GET);
+        let v = self.call(method, path, None, None).await?;
+        Ok(v.as_ref()
+            .and_then(|v| v.pointer("/data/keys"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| s.trim_end_matches('/').to_owned())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// `GET sys/policies/acl/<name>`: the policy text.
+    pub async fn read_policy(&self, name: &str) -> Result<Option<String>> {
+        let v = self
+            .call(Method::GET, &format!("sys/policies/acl/{name}"), None, None)
+            .await?;
+        Ok(v.and_then(|v| {
+            v.pointer("/data/policy")
+                .or_else(|| v.get("policy"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        }))
+    }
+
+    /// `PUT sys/policies/acl/<name>`.
+    pub async fn write_policy(&self, name: &str, text: &str) -> Result<()> {
+        self.call(
+            Method::PUT,
+            &format!("sys/policies/acl/{name}"),
+            Some(&json!({ "policy": text })),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `DELETE sys/policies/acl/<name>` (gone already is fine).
+    pub async fn delete_policy(&self, name: &str) -> Result<()> {
+        self.call(Method::DELETE, &format!("sys/policies/acl/{name}"), None, None)
+            .await
+            .map(drop)
+    }
+
+    fn role_path(&self, name: &str) -> String {
+        format!("auth/{}/role/{name}", self.mount())
+    }
+
+    /// `GET auth/<mount>/role/<name>`: the settings Baton manages.
+    pub async fn read_role(&self, name: &str) -> Result<Option<RoleSettings>> {
+        let v = self.call(Method::GET, &self.role_path(name), None, None).await?;
+        Ok(v.map(|v| role_settings(v.get("data").unwrap_or(&Value::Null))))
+    }
+
+    /// `POST auth/<mount>/role/<name>` with the settings (and `role_id` on create).
+    pub async fn write_role(&self, name: &str, body: &Value) -> Result<()> {
+        self.call(Method::POST, &self.role_path(name), Some(body), None)
+            .await
+            .map(drop)
+    }
+
+    pub async fn delete_role(&self, name: &str) -> Result<()> {
+        self.call(Method::DELETE, &self.role_path(name), None, None)
+            .await
+            .map(drop)
+    }
+
+    /// `GET auth/<mount>/role/<name>/role-id`.
+    pub async fn role_id(&self, name: &str) -> Result<Option<String>> {
+        let v = self
+            .call(Method::GET, &format!("{}/role-id", self.role_path(name)), None, None)
+            .await?;
+        Ok(v.and_then(|v| v.pointer("/data/role_id").and_then(Value::as_str).map(str::to_owned)))
+    }
+
+    /// `POST auth/<mount>/role/<name>/secret-id` with `X-Vault-Wrap-TTL` and metadata
+    /// `{"task_id": ...}` (Vault takes metadata as a JSON-encoded string). Refuses an answer
+    /// without `wrap_info`.
+    pub async fn wrapped_secret_id(
+        &self,
+        role: &str,
+        task_id: &str,
+        wrap_ttl: Duration,
+    ) -> Result<WrappedSecretId> {
+        let path = format!("{}/secret-id", self.role_path(role));
+        let metadata = json!({ "task_id": task_id }).to_string();
+        let v = self
+            .call(
+                Method::POST,
+                &path,
+                Some(&json!({ "metadata": metadata })),
+                Some(wrap_ttl),
+            )
+            .await?
+            .ok_or_else(|| VaultAdminError::Status {
+                path: path.clone(),
+                status: 404,
+                message: "role not found".into(),
+            })?;
+        let Some(info) = v.get("wrap_info").filter(|w| w.is_object()) else {
+            // `v` may hold a plain secret id: dropped here, never logged or returned.
+            return Err(VaultAdminError::NotWrapped { path });
+        };
+        let token = info
+            .get("token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| VaultAdminError::Parse {
+                path: path.clone(),
+                reason: "wrap_info without a token".into(),
+            })?;
+        Ok(WrappedSecretId {
+            token: SecretString::from(token.to_owned()),
+            accessor: info
+                .get("accessor")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            ttl: Duration::from_secs(info.get("ttl").and_then(Value::as_u64).unwrap_or(0)),
+            creation_path: info
+                .get("creation_path")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        })
+    }
+
+    /// Vault's current `baton-*` policies and roles (two LISTs, then one read per object).
+    pub async fn observe(&self) -> Result<LiveVault> {
+        let mut live = LiveVault::default();
+        let ours = |n: &String| n.starts_with(NAME_PREFIX);
+        for name in self.list("sys/policies/acl").await?.into_iter().filter(ours) {
+            if let Some(text) = self.read_policy(&name).await? {
+                live.policies.insert(name, text);
+            }
+        }
+        let roles_path = format!("auth/{}/role", self.mount());
+        for name in self.list(&roles_path).await?.into_iter().filter(ours) {
+            if let Some(settings) = self.read_role(&name).await? {
+                let role_id = self.role_id(&name).await?.unwrap_or_default();
+                live.roles.insert(name, LiveRole { settings, role_id });
+            }
+        }
+        Ok(live)
+    }
+
+    /// Executes Vault changes in order; stops at the first failure.
+    pub async fn apply(&self, changes: &[VaultChange]) -> Result<()> {
+        for c in changes {
+            match (c.kind, c.action) {
+                (ObjectKind::Policy, Action::Delete) => self.delete_policy(&c.name).await?,
+                (ObjectKind::Role, Action::Delete) => self.delete_role(&c.name).await?,
+                (ObjectKind::Policy, _) => {
+                    let text = c.body.as_ref().and_then(Value::as_str).unwrap_or_default();
+                    self.write_policy(&c.name, text).await?
+                }
+                (ObjectKind::Role, _) => {
+                    let body = c.body.clone().unwrap_or(Value::Null);
+                    self.write_role(&c.name, &body).await?
+                }
+            }
+            tracing::info!(kind = ?c.kind, name = %c.name, action = ?c.action, "vault object written");
+        }
+        Ok(())
+    }
+
+    /// The role ids of the given roles (for the gatekeeper's cache).
+    pub async fn role_ids(&self, names: &[String]) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for n in names {
+            if let Some(id) = self.role_id(n).await? {
+                out.insert(n.clone(), id);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The Vault side of one sync, before planning.
+#[derive(Debug, Clone)]
+pub struct SecretsSync {
+    pub desired: Desired,
+    pub live: LiveVault,
+    /// Role id per desired role: live, or freshly drawn for roles the plan creates.
+    pub role_ids: BTreeMap<String, String>,
+}
+
+impl VaultAdmin {
+    /// Step 1 of a sync with secrets, before [`crate::plan::plan`]: what the repo needs, what
+    /// Vault has, role ids (random UUIDs for new roles), and the bootstrap env injected into
+    /// `repo`'s app definitions. Then plan the apps, then [`secrets::plan_vault`].
+    pub async fn prepare(&self, repo: &mut Repo, boot: &Bootstrap) -> Result<SecretsSync> {
+        let desired = secrets::desired(repo);
+        let live = self.observe().await?;
+        let role_ids = secrets::role_ids(&desired, &live, &mut || uuid::Uuid::new_v4().to_string());
+        secrets::inject_env(repo, &desired, &role_ids, boot);
+        Ok(SecretsSync {
+            desired,
+            live,
+            role_ids,
+        })
+    }
+}
+
+/// The Vault deletions to run after the apps were applied: only those whose app deletion
+/// converged (an app still running keeps its role), plus orphans without an app.
+pub fn deletes_after(plan: &VaultPlan, report: &ApplyReport) -> Vec<VaultChange> {
+    plan.after_apps
+        .iter()
+        .filter(|c| match &c.app {
+            None => true,
+            Some(app) => report
+                .apps
+                .iter()
+                .filter(|r| &r.app == app)
+                .all(|r| r.outcome == Outcome::Converged),
+        })
+        .cloned()
+        .collect()
+}
+
+/// The managed fields of a role read back (TTLs in seconds; lists may come as `policies`).
+pub fn role_settings(data: &Value) -> RoleSettings {
+    let num = |k: &str| {
+        data.get(k)
+            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+            .unwrap_or(0)
+    };
+    let list = |k: &str| -> Option<Vec<String>> {
+        data.get(k).and_then(Value::as_array).map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+    };
+    RoleSettings {
+        token_policies: list("token_policies")
+            .filter(|l| !l.is_empty())
+            .or_else(|| list("policies"))
+            .unwrap_or_default(),
+        token_ttl: num("token_ttl"),
+        token_max_ttl: num("token_max_ttl"),
+        secret_id_num_uses: num("secret_id_num_uses"),
+        secret_id_ttl: num("secret_id_ttl"),
+    }
+}
+
+fn error_message(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let msg = v
+        .get("errors")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .or_else(|| v.get("error").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default();
+    // Error bodies are server text, bounded so a misbehaving proxy cannot flood the logs.
+    msg.chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_settings_read_leniently() {
+        let r = role_settings(&json!({
+            "policies": ["baton-a"], "token_policies": [], "token_ttl": 900,
+            "token_max_ttl": "3600", "secret_id_num_uses": 1, "secret_id_ttl": 120,
+            "bind_secret_id": true
+        }));
+        assert_eq!(r.token_policies, ["baton-a"]);
+        assert_eq!((r.token_ttl, r.token_max_ttl), (900, 3600));
+    }
+
+    #[test]
+    fn error_messages_from_both_shapes() {
+        assert_eq!(error_message(br#"{"errors":["a","b"]}"#), "a; b");
+        assert_eq!(error_message(br#"{"error":"x"}"#), "x");
+        assert_eq!(error_message(b""), "");
+    }
+
+    #[test]
+    fn debug_redacts_the_token() {
+        let c = VaultAdminConfig {
+            addr: "http://v".into(),
+            token: SecretString::from("s.very-secret".to_string()),
+            approle_mount: "approle".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(!format!("{c:?}").contains("very-secret"));
+    }
+}

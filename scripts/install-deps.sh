@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh Debian machine (run as root or with sudo).
+# Idempotent: what is already there is skipped. The README's test command runs this first.
+set -euo pipefail
+
+log() { printf 'install-deps: %s\n' "$*" >&2; }
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+# Debian packages: OpenSSL headers for building RustyVault; util-linux for `unshare` (PID-1
+# tests); git (its `git http-backend` serves the HTTP git remote in the e2e tests); curl + jq
+# for the hand-written-entrypoint comparison; Chromium + ChromeDriver for the status page test.
+PKGS=(libssl-dev pkg-config util-linux git curl jq chromium chromium-driver)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The independent Marathon client the dev scheduler is tested against.
+if ! python3 -c 'import marathon' 2>/dev/null; then
+  log "pip install marathon==0.13.0"
+  python3 -m pip install --quiet 'marathon==0.13.0'
+fi
+
+# RustyVault, an independent Vault-API-compatible server (binary `rvault`); ~5 min to build.
+RVAULT="${CARGO_HOME:-$HOME/.cargo}/bin/rvault"
+if ! command -v rvault >/dev/null 2>&1 && [ ! -x "$RVAULT" ]; then
+  log "cargo install rusty_vault 0.2.1 (several minutes)"
+  cargo install rusty_vault --version 0.2.1 --locked --quiet
+fi
+log "ok"

@@ -1,0 +1,238 @@
+//! `--auth gatekeeper` (secret zero) against the Vault stub and fake gatekeepers: the happy
+//! path, forged wraps, pinned role and role id, unwrap failure, and retries within --max-wait.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use baton_env::auth::{login, AuthError, AuthMethod, GatekeeperApi, GatekeeperGrant};
+use baton_env::retry::RetryPolicy;
+use baton_env::secret::Secret;
+use baton_env::vault::{HttpVault, VaultConfig};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use vault_stub::{spawn, Policy, StubConfig, StubHandle, TokenSpec};
+
+use crate::support::{baton_env, output, text};
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+const ROLE: &str = "baton-web";
+
+fn client(stub: &StubHandle) -> HttpVault {
+    HttpVault::new(&VaultConfig {
+        addr: stub.url(),
+        namespace: None,
+        ca_cert: None,
+        timeout: S(5),
+    })
+    .unwrap()
+}
+
+/// A gatekeeper that mints like the real one: a single-use secret id, wrapped at `path`.
+struct Minting<'a> {
+    stub: &'a StubHandle,
+    role_id: String,
+    creation_path: String,
+    /// Fail this many calls with "unavailable" first.
+    fail_first: u32,
+    calls: AtomicU32,
+}
+
+impl<'a> Minting<'a> {
+    fn new(stub: &'a StubHandle, role_id: &str) -> Self {
+        Minting {
+            stub,
+            role_id: role_id.into(),
+            creation_path: format!("auth/approle/role/{ROLE}/secret-id"),
+            fail_first: 0,
+            calls: AtomicU32::new(0),
+        }
+    }
+}
+
+impl GatekeeperApi for Minting<'_> {
+    async fn grant(&self, _task: &str, _app: &str) -> Result<GatekeeperGrant, AuthError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if n < self.fail_first {
+            return Err(AuthError::GatekeeperUnavailable("HTTP 503".into()));
+        }
+        let secret_id = self.stub.secret_id(ROLE).unwrap();
+        let wrap = self
+            .stub
+            .wrap(json!({ "data": { "secret_id": secret_id } }), &self.creation_path, S(60));
+        Ok(GatekeeperGrant {
+            wrap_token: Secret::new(wrap),
+            role_id: Secret::new(self.role_id.clone()),
+        })
+    }
+}
+
+fn method(role: Option<&str>, role_id: Option<&str>) -> AuthMethod {
+    AuthMethod::Gatekeeper {
+        mount: "approle".into(),
+        task_id: "web.1".into(),
+        app_id: "/web".into(),
+        role: role.map(str::to_owned),
+        role_id: role_id.map(|r| Secret::new(r.to_owned())),
+    }
+}
+
+async fn setup() -> (StubHandle, String) {
+    let stub = spawn(StubConfig::default()).await.unwrap();
+    let role_id = stub.add_approle(ROLE, 1, TokenSpec::new(Policy::paths(["kv1/web"]), S(600)));
+    (stub, role_id)
+}
+
+#[tokio::test]
+async fn gatekeeper_flow_logs_in_with_the_unwrapped_single_use_secret_id() {
+    let (stub, role_id) = setup().await;
+    let api = client(&stub);
+    let gk = Minting::new(&stub, &role_id);
+    let t = login(&api, &gk, &method(Some(ROLE), Some(&role_id)), &RetryPolicy::new(S(5)))
+        .await
+        .unwrap();
+    assert!(stub.token_valid(t.token.expose()));
+    let paths: Vec<String> = stub.requests().into_iter().map(|(_, p)| p).collect();
+    assert_eq!(paths, ["sys/wrapping/lookup", "sys/wrapping/unwrap", "auth/approle/login"]);
+}
+
+#[tokio::test]
+async fn a_forged_wrap_is_refused_before_unwrapping() {
+    let (stub, role_id) = setup().await;
+    let api = client(&stub);
+    // Not a secret-id path at all.
+    let mut gk = Minting::new(&stub, &role_id);
+    gk.creation_path = "secret/data/attacker".into();
+    let e = login(&api, &gk, &method(None, None), &RetryPolicy::new(S(5)))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AuthError::WrongCreationPath { .. }), "{e}");
+    assert!(e.is_security_alarm());
+    // Another role's secret id, when the role is pinned.
+    gk.creation_path = "auth/approle/role/other/secret-id".into();
+    let e = login(&api, &gk, &method(Some(ROLE), None), &RetryPolicy::new(S(5)))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AuthError::WrongCreationPath { .. }), "{e}");
+    // Never unwrapped: the forged wraps are still there for an investigator.
+    assert!(!stub.requests().iter().any(|(_, p)| p == "sys/wrapping/unwrap"));
+}
+
+#[tokio::test]
+async fn a_substituted_role_id_is_an_alarm() {
+    let (stub, role_id) = setup().await;
+    let api = client(&stub);
+    let gk = Minting::new(&stub, "someone-elses-role-id");
+    let e = login(&api, &gk, &method(Some(ROLE), Some(&role_id)), &RetryPolicy::new(S(5)))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AuthError::RoleIdMismatch));
+    assert!(e.is_security_alarm());
+}
+
+#[tokio::test]
+async fn unavailable_gatekeeper_is_retried_within_max_wait() {
+    let (stub, role_id) = setup().await;
+    let api = client(&stub);
+    let mut gk = Minting::new(&stub, &role_id);
+    gk.fail_first = 2;
+    let t = login(&api, &gk, &method(Some(ROLE), None), &RetryPolicy::new(S(10))).await;
+    assert!(t.is_ok(), "{:?}", t.err());
+    assert_eq!(gk.calls.load(Ordering::SeqCst), 3);
+
+    // Always unavailable: gives up after --max-wait as "unavailable" (exit 69), not refused.
+    let mut gk = Minting::new(&stub, &role_id);
+    gk.fail_first = u32::MAX;
+    let e = login(&api, &gk, &method(None, None), &RetryPolicy::new(Duration::from_millis(400)))
+        .await
+        .unwrap_err();
+    assert!(e.is_unavailable() && !e.is_security_alarm(), "{e}");
+    assert!(gk.calls.load(Ordering::SeqCst) > 1);
+}
+
+/// A one-endpoint HTTP gatekeeper answering every request with `status` and `body`; counts
+/// requests.
+async fn fake_gatekeeper(status: u16, body: String) -> (String, std::sync::Arc<AtomicU32>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = std::sync::Arc::new(AtomicU32::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            h.fetch_add(1, Ordering::SeqCst);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let _ = sock.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    (format!("http://{addr}/v1/secret-zero"), hits)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_exits_79_when_the_wrap_was_already_unwrapped() {
+    let (stub, role_id) = setup().await;
+    stub.put_kv1("kv1/web", json!({"password": "pw"}));
+    let secret_id = stub.secret_id(ROLE).unwrap();
+    let wrap = stub.wrap(
+        json!({ "data": { "secret_id": secret_id } }),
+        &format!("auth/approle/role/{ROLE}/secret-id"),
+        S(60),
+    );
+    // Someone intercepted and used the wrapping token first.
+    let used = reqwest::Client::new()
+        .post(format!("{}/v1/sys/wrapping/unwrap", stub.url()))
+        .header("X-Vault-Token", &wrap)
+        .send()
+        .await
+        .unwrap();
+    assert!(used.status().is_success());
+    let (url, _) = fake_gatekeeper(200, json!({"wrap_token": wrap, "role_id": role_id}).to_string()).await;
+    let mut cmd = baton_env();
+    cmd.env("VAULT_ADDR", stub.url())
+        .env("BATON_AUTH", "gatekeeper")
+        .env("BATON_GATEKEEPER_URL", &url)
+        .env("BATON_APPROLE_ROLE", ROLE)
+        .env("MESOS_TASK_ID", "web.1")
+        .env("MARATHON_APP_ID", "/web")
+        .env("BATON_MAX_WAIT", "2s")
+        .env("P", "vault:kv1/web#password")
+        .args(["--", "true"]);
+    let out = output(cmd).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(79), "{stderr}");
+    assert!(stderr.contains("SECURITY ALARM"), "{stderr}");
+    assert!(!stderr.contains(&wrap), "the wrapping token leaked into the logs");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_retries_a_503_gatekeeper_then_exits_69_and_a_403_at_once_with_77() {
+    let (stub, _) = setup().await;
+    let run = |url: String| {
+        let mut cmd = baton_env();
+        cmd.env("VAULT_ADDR", stub.url())
+            .env("BATON_AUTH", "gatekeeper")
+            .env("BATON_GATEKEEPER_URL", url)
+            .env("MESOS_TASK_ID", "web.1")
+            .env("MARATHON_APP_ID", "/web")
+            .env("BATON_MAX_WAIT", "600ms")
+            .env("P", "vault:kv1/web#password")
+            .args(["--", "true"]);
+        output(cmd)
+    };
+    let (url, hits) = fake_gatekeeper(503, r#"{"errors":["unavailable"]}"#.into()).await;
+    let out = run(url).await;
+    assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
+    assert!(hits.load(Ordering::SeqCst) > 1, "503 was not retried");
+
+    let (url, hits) = fake_gatekeeper(403, r#"{"errors":["permission denied"]}"#.into()).await;
+    let out = run(url).await;
+    assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "a refusal must not be retried");
+}

@@ -1,0 +1,322 @@
+//! Secret zero end to end: the dev scheduler in process, the Vault stub with AppRole and
+//! wrapping, a sync that creates the app's policy and role and injects the bootstrap env, and
+//! the gatekeeper on a test axum server. The app is `baton-env -- sh -c '...'`: it starts and
+//! receives its secret; a replayed task id, an unknown task, a too-old task and a request from
+//! the wrong host are denied (also after a gatekeeper restart); a pruned app loses its role and
+//! policy.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton::apply::{apply, ApplyOptions, ApplyReport};
+use baton::gatekeeper::{self, apps_from, DenyReason, GateConfig, Gatekeeper, SchedulerTasks};
+use baton::plan::{self, Policy};
+use baton::scheduler::marathon::{Marathon, MarathonConfig};
+use baton::scheduler::Scheduler;
+use baton::secrets::{self, Bootstrap, VaultPlan};
+use baton::spec::AppId;
+use baton::vault_admin::{deletes_after, VaultAdmin, VaultAdminConfig};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use vault_stub::{spawn, StubConfig, StubHandle};
+
+type Gk = Gatekeeper<SchedulerTasks<Marathon>>;
+
+struct World {
+    _tmp: tempfile::TempDir,
+    repo: PathBuf,
+    state: PathBuf,
+    out: PathBuf,
+    stub: StubHandle,
+    admin: VaultAdmin,
+    marathon_url: String,
+    stop: CancellationToken,
+    scheduler: tokio::task::JoinHandle<()>,
+}
+
+fn baton_env() -> Option<PathBuf> {
+    let found = baton_e2e::workspace_bin("baton-env");
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "baton-env must be built in CI (cargo build -p baton-sidecar)"
+        );
+        eprintln!("skipped: baton-env is not built (cargo build -p baton-sidecar)");
+    }
+    found
+}
+
+fn write_repo(dir: &Path, baton_env: &Path, out: &Path, with_web: bool) {
+    std::fs::create_dir_all(dir.join("apps")).unwrap();
+    std::fs::write(dir.join("baton.yaml"), "owner: e2e\n").unwrap();
+    let keep = json!({"cmd": "sleep 600", "cpus": 0.01, "mem": 16, "instances": 1});
+    std::fs::write(dir.join("apps/keep.yaml"), keep.to_string()).unwrap();
+    let web = dir.join("apps/web.yaml");
+    if with_web {
+        let cmd = format!(
+            "{} -- sh -c 'echo \"$DB_PASSWORD\" > {}; exec sleep 600'",
+            baton_env.display(),
+            out.display()
+        );
+        let app = json!({
+            "cmd": cmd, "cpus": 0.01, "mem": 16, "instances": 1,
+            // The KV version is declared, so baton-env makes no mount preflight request.
+            "env": {"DB_PASSWORD": "vault:secret/data/web#password", "BATON_KV_VERSIONS": "secret=2"},
+            "baton": {"secrets": {"tokenTtl": "5m"}}
+        });
+        std::fs::write(web, app.to_string()).unwrap();
+    } else {
+        let _ = std::fs::remove_file(web);
+    }
+}
+
+async fn world(baton_env: &Path) -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let state = tmp.path().join("state");
+    let out = tmp.path().join("secret.out");
+    std::fs::create_dir_all(&state).unwrap();
+    write_repo(&repo, baton_env, &out, true);
+    let stub = spawn(StubConfig::default()).await.unwrap();
+    stub.put_kv2("secret/web", json!({"password": "s3cr3t-from-vault"}));
+    stub.put_kv2("secret/other", json!({"password": "not-yours"}));
+    let admin = VaultAdmin::new(VaultAdminConfig {
+        addr: stub.url(),
+        token: stub.root_token().to_owned().into(),
+        approle_mount: "approle".into(),
+        timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let marathon_url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let config = baton::scheduler::dev::DevConfig {
+        sandbox_dir: Some(tmp.path().join("sandboxes")),
+        ..Default::default()
+    };
+    let s = stop.clone();
+    let scheduler = tokio::spawn(async move {
+        baton::scheduler::dev::run(listener, config, s).await.unwrap();
+    });
+    World {
+        _tmp: tmp,
+        repo,
+        state,
+        out,
+        stub,
+        admin,
+        marathon_url,
+        stop,
+        scheduler,
+    }
+}
+
+fn marathon(w: &World) -> Marathon {
+    Marathon::new(MarathonConfig::new(w.marathon_url.clone())).unwrap()
+}
+
+/// A gatekeeper on its own HTTP server (served with connect info, as `serve` must).
+async fn start_gatekeeper(w: &World, config: GateConfig, clock: gatekeeper::Clock) -> (Arc<Gk>, String) {
+    let gk = Arc::new(Gatekeeper::new(SchedulerTasks::new(marathon(w)), w.admin.clone(), config, clock).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}{}", listener.local_addr().unwrap(), gatekeeper::PATH);
+    let app = gatekeeper::router(gk.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+    });
+    (gk, url)
+}
+
+fn gate_config(w: &World) -> GateConfig {
+    GateConfig {
+        owner: "e2e".into(),
+        state_dir: Some(w.state.clone()),
+        ..Default::default()
+    }
+}
+
+/// One sync with secrets: prepare (Vault observed, env injected), plan, Vault writes, apply,
+/// Vault deletes, gatekeeper told which apps it serves.
+async fn sync(w: &World, gk: &Gk, gk_url: &str) -> (VaultPlan, ApplyReport) {
+    let mut repo = baton::commands::load_repo(&w.repo).unwrap();
+    assert!(repo.is_valid(), "{:?}", repo.diagnostics);
+    let boot = Bootstrap {
+        vault_addr: w.stub.url(),
+        gatekeeper_url: gk_url.to_owned(),
+        approle_mount: "approle".into(),
+    };
+    let prepared = w.admin.prepare(&mut repo, &boot).await.unwrap();
+    let m = marathon(w);
+    let live = m.list_apps().await.unwrap();
+    let live_ids: Vec<AppId> = live
+        .iter()
+        .filter_map(|a| AppId::parse(a.get("id")?.as_str()?).ok())
+        .collect();
+    let plan = plan::plan(&repo, &live, &Policy { commit: "e2e".into(), allow_deletes: None });
+    let vplan = secrets::plan_vault(&prepared.desired, &prepared.live, &prepared.role_ids, &repo, &plan, &live_ids);
+    // Roles before apps: a task must never start before its role exists.
+    gk.set_apps(apps_from(&repo, &prepared.desired, &prepared.role_ids));
+    w.admin.apply(&vplan.before_apps).await.unwrap();
+    let options = ApplyOptions {
+        poll_interval: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let report = apply(&plan, &m, &options, &mut |_| {}).await;
+    w.admin.apply(&deletes_after(&vplan, &report)).await.unwrap();
+    (vplan, report)
+}
+
+async fn wait_file(path: &Path, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if !s.trim().is_empty() {
+                return s;
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {}", path.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn web_task(w: &World) -> Value {
+    let apps = marathon(w).list_apps().await.unwrap();
+    let web = apps.iter().find(|a| a["id"] == "/web").unwrap();
+    web["tasks"][0].clone()
+}
+
+async fn ask(http: &reqwest::Client, url: &str, task: &str, app: &str) -> u16 {
+    http.post(url)
+        .json(&json!({"task_id": task, "app_id": app}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secret_zero_end_to_end() {
+    let Some(bin) = baton_env() else { return };
+    let w = world(&bin).await;
+    let (gk, url) = start_gatekeeper(&w, gate_config(&w), gatekeeper::system_clock()).await;
+
+    // 1. The sync creates the policy and role, then the app; the app gets its secret.
+    let (vplan, report) = sync(&w, &gk, &url).await;
+    assert!(report.converged(), "{report:?}");
+    assert_eq!(vplan.before_apps.len(), 2, "{vplan:?}");
+    let policy = w.stub.policy("baton-web").expect("policy created");
+    assert_eq!(secrets::policy_paths(&policy).into_iter().collect::<Vec<_>>(), ["secret/data/web"]);
+    assert!(w.stub.has_approle("baton-web"));
+    let got = wait_file(&w.out, Duration::from_secs(30)).await;
+    assert_eq!(got.trim(), "s3cr3t-from-vault");
+    assert_eq!(gk.counters.granted.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // The secret id carried the task id as metadata.
+    let task = web_task(&w).await;
+    let task_id = task["id"].as_str().unwrap().to_owned();
+    assert_eq!(w.stub.secret_id_metadata(), vec![json!({"task_id": task_id})]);
+    // Vault requests per task start: exactly one of each.
+    let log = w.stub.requests();
+    let count = |p: &str| log.iter().filter(|(_, q)| q == p).count();
+    assert_eq!(count("auth/approle/role/baton-web/secret-id"), 1);
+    assert_eq!(count("sys/wrapping/lookup"), 1);
+    assert_eq!(count("sys/wrapping/unwrap"), 1);
+    assert_eq!(count("auth/approle/login"), 1);
+    assert_eq!(count("secret/data/web"), 1);
+    assert!(!log.iter().any(|(_, q)| q.starts_with("sys/internal/ui/mounts")), "{log:?}");
+    // The app definition holds no secret: only bootstrap settings.
+    let apps = marathon(&w).list_apps().await.unwrap();
+    let env = &apps.iter().find(|a| a["id"] == "/web").unwrap()["env"];
+    assert_eq!(env["BATON_AUTH"], "gatekeeper");
+    assert_eq!(env["BATON_APPROLE_ROLE"], "baton-web");
+    assert!(env["BATON_ROLE_ID"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(!env.to_string().contains("s3cr3t"));
+
+    // 2. Denials, all the same bare 403.
+    let http = reqwest::Client::new();
+    assert_eq!(ask(&http, &url, &task_id, "/web").await, 403, "replay");
+    assert_eq!(ask(&http, &url, "web.forged-task", "/web").await, 403, "unknown task");
+    assert_eq!(ask(&http, &url, &task_id, "/keep").await, 403, "app without secrets");
+    assert_eq!(gk.counters.denied(DenyReason::Replayed), 1);
+    assert_eq!(gk.counters.denied(DenyReason::UnknownTask), 1);
+    assert_eq!(gk.counters.denied(DenyReason::UnknownApp), 1);
+    let body = http
+        .post(&url)
+        .json(&json!({"task_id": "web.forged-task", "app_id": "/web"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!body.contains("unknown") && !body.contains("task"), "{body}");
+
+    // A fresh gatekeeper (empty served set) to reach the later checks with the real task.
+    let apps_now = {
+        let repo = baton::commands::load_repo(&w.repo).unwrap();
+        let d = secrets::desired(&repo);
+        let ids: BTreeMap<String, String> = w.admin.role_ids(&d.apps.keys().cloned().collect::<Vec<_>>()).await.unwrap();
+        apps_from(&repo, &d, &ids)
+    };
+    // Too old: the clock says ten minutes later.
+    let later: gatekeeper::Clock = Arc::new(|| (gatekeeper::system_clock())() + 600_000);
+    let (old_gk, old_url) = start_gatekeeper(&w, GateConfig { state_dir: None, ..gate_config(&w) }, later).await;
+    old_gk.set_apps(apps_now.clone());
+    assert_eq!(ask(&http, &old_url, &task_id, "/web").await, 403);
+    assert_eq!(old_gk.counters.denied(DenyReason::TooOld), 1);
+    // Wrong host: the request comes from 127.0.0.2, the task runs on 127.0.0.1.
+    let (host_gk, host_url) = start_gatekeeper(&w, GateConfig { state_dir: None, ..gate_config(&w) }, gatekeeper::system_clock()).await;
+    host_gk.set_apps(apps_now.clone());
+    let other_host = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(ask(&other_host, &host_url, &task_id, "/web").await, 403);
+    assert_eq!(host_gk.counters.denied(DenyReason::WrongHost), 1);
+    // A restarted gatekeeper reads the served set back: still a replay.
+    let (re_gk, re_url) = start_gatekeeper(&w, gate_config(&w), gatekeeper::system_clock()).await;
+    re_gk.set_apps(apps_now);
+    assert_eq!(ask(&http, &re_url, &task_id, "/web").await, 403);
+    assert_eq!(re_gk.counters.denied(DenyReason::Replayed), 1);
+    assert_eq!(re_gk.counters.granted.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // Only one secret id was ever minted.
+    assert_eq!(w.stub.secret_id_metadata().len(), 1);
+
+    // 3. Prune: the app's file is removed; the app goes, then its role and policy.
+    write_repo(&w.repo, &bin, &w.out, false);
+    let (vplan, report) = sync(&w, &gk, &url).await;
+    assert!(report.converged(), "{report:?}");
+    assert_eq!(vplan.after_apps.len(), 2, "{vplan:?}");
+    assert!(w.stub.policy("baton-web").is_none(), "policy not removed");
+    assert!(!w.stub.has_approle("baton-web"), "role not removed");
+    // Its tasks are gone too, so nothing is granted for /web any more.
+    assert_eq!(ask(&http, &url, &task_id, "/web").await, 403);
+
+    w.stop.cancel();
+    w.scheduler.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_that_ignores_wrapping_is_refused_not_passed_on() {
+    let Some(bin) = baton_env() else { return };
+    let w = world(&bin).await;
+    w.stub.ignore_wrapping(true);
+    let (gk, url) = start_gatekeeper(&w, gate_config(&w), gatekeeper::system_clock()).await;
+    let (_, report) = sync(&w, &gk, &url).await;
+    // The app is deployed but its baton-env cannot get a secret id (it keeps retrying 503).
+    assert!(!report.apps.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gk.counters.not_wrapped.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "no secret-id request reached Vault");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!w.out.exists(), "the app must not have received a secret");
+    assert_eq!(gk.counters.granted.load(std::sync::atomic::Ordering::Relaxed), 0);
+    w.stop.cancel();
+    w.scheduler.await.unwrap();
+    // Every reservation was released: the task may ask again once Vault wraps.
+    assert_eq!(gk.served_count(), 0);
+}
