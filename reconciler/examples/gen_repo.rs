@@ -12,7 +12,10 @@ use serde_json::{json, Value};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let n: usize = args.next().and_then(|s| s.parse().ok()).expect("usage: gen_repo <apps> <out-dir>");
+    let n: usize = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("usage: gen_repo <apps> <out-dir>");
     let out = PathBuf::from(args.next().expect("usage: gen_repo <apps> <out-dir>"));
     let repo = out.join("repo");
     let _ = std::fs::remove_dir_all(&out);
@@ -46,7 +49,8 @@ fn main() {
         if k % 100 == 7 {
             continue; // not created yet
         }
-        let mut app = baton::ownership::labelled(spec, "bench", "0123456789abcdef0123456789abcdef01234567");
+        let mut app =
+            baton::ownership::labelled(spec, "bench", "0123456789abcdef0123456789abcdef01234567");
         baton::spec::marathon_form(&mut app);
         if let Some(defs) = app.get_mut("portDefinitions").and_then(Value::as_array_mut) {
             for d in defs {
@@ -55,7 +59,8 @@ fn main() {
             }
         }
         if k % 50 == 3 {
-            app["instances"] = json!(app["instances"].as_u64().unwrap_or(1) + 2); // drift
+            app["instances"] = json!(app["instances"].as_u64().unwrap_or(1) + 2);
+            // drift
         }
         app["version"] = json!("2026-11-20T09:00:00.000Z");
         app["versionInfo"] = json!({"lastScalingAt": "2026-11-20T09:00:00.000Z", "lastConfigChangeAt": "2026-11-20T09:00:00.000Z"});
@@ -69,23 +74,35 @@ fn main() {
     for k in 0..n / 100 {
         live.push(json!({"id": format!("/retired/old-{k:04}"), "cmd": "sleep 1", "labels": {"baton.dev/owner": "bench"}}));
     }
-    std::fs::write(out.join("live.json"), serde_json::to_vec(&json!({"apps": live})).unwrap()).unwrap();
-    eprintln!("wrote {n} specs to {} and {} live apps", repo.display(), live.len());
+    std::fs::write(
+        out.join("live.json"),
+        serde_json::to_vec(&json!({"apps": live})).unwrap(),
+    )
+    .unwrap();
+    eprintln!(
+        "wrote {n} specs to {} and {} live apps",
+        repo.display(),
+        live.len()
+    );
 }
 
 /// A varied spec: command or Docker apps, health checks, env, labels, constraints, ports, fetch,
 /// and a dependency on an earlier app of the same group for one app in ten.
 fn spec(i: usize, g: usize, groups: usize) -> (Value, bool) {
+    let cpus = [0.1, 0.25, 0.5, 1.0][i % 4];
+    let mem = [64, 128, 256, 512, 1024][i % 5];
+    let level = ["info", "debug"][i % 2];
+    let tier = ["web", "worker", "batch"][i % 3];
     let mut app = json!({
-        "cpus": [0.1, 0.25, 0.5, 1.0][i % 4],
-        "mem": [64, 128, 256, 512, 1024][i % 5],
+        "cpus": cpus,
+        "mem": mem,
         "instances": 1 + i % 3,
-        "env": {"SERVICE": format!("svc-{i}"), "LOG_LEVEL": ["info", "debug"][i % 2], "REGION": "eu-1"},
-        "labels": {"team": format!("team-{}", g % 17), "tier": ["web", "worker", "batch"][i % 3]},
+        "env": {"SERVICE": format!("svc-{i}"), "LOG_LEVEL": level, "REGION": "eu-1"},
+        "labels": {"team": format!("team-{}", g % 17), "tier": tier},
         "constraints": [["hostname", "UNIQUE"]],
         "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.2},
     });
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         app["container"] = json!({
             "type": "DOCKER",
             "docker": {"image": format!("registry.example.com/team/svc-{i}:1.{}.{}", i % 10, i % 7)},
@@ -97,21 +114,24 @@ fn spec(i: usize, g: usize, groups: usize) -> (Value, bool) {
         app["portDefinitions"] = json!([{"port": 0, "name": "http"}]);
         app["fetch"] = json!([{"uri": format!("https://artifacts.example.com/svc-{i}.tgz")}]);
     }
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         app["healthChecks"] = json!([{"protocol": "HTTP", "path": "/health", "portIndex": 0, "gracePeriodSeconds": 30, "intervalSeconds": 10}]);
     }
     let mut baton = serde_json::Map::new();
     if i % 10 == 5 && i >= groups {
         let dep = i - groups; // same group, created earlier
-        baton.insert("dependsOn".into(), json!([format!("/g{g:03}/svc-{dep:05}")]));
+        baton.insert(
+            "dependsOn".into(),
+            json!([format!("/g{g:03}/svc-{dep:05}")]),
+        );
     }
-    if i % 13 == 0 {
+    if i.is_multiple_of(13) {
         baton.insert("ignore".into(), json!(["/instances"]));
     }
     if !baton.is_empty() {
         app["baton"] = Value::Object(baton);
     }
-    (app, i % 4 != 0)
+    (app, !i.is_multiple_of(4))
 }
 
 /// Block-style YAML for the generated shapes (strings quoted, so no YAML typing surprises).

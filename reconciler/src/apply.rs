@@ -23,7 +23,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::{Action, Change, Plan};
-use crate::scheduler::{app_is_up, EventStream, Scheduler, SchedulerError, SchedulerEvent, Written};
+use crate::scheduler::{
+    app_is_up, EventStream, Scheduler, SchedulerError, SchedulerEvent, Written,
+};
 use crate::spec::AppId;
 
 /// Knobs of one apply run.
@@ -138,7 +140,10 @@ pub enum ProgressEvent {
         deployment: String,
     },
     /// The app is locked by these deployments; apply waits for them.
-    Locked { app: AppId, deployments: Vec<String> },
+    Locked {
+        app: AppId,
+        deployments: Vec<String>,
+    },
     /// The deadline passed; the deployment is being rolled back.
     RollingBack { app: AppId, deployment: String },
     /// The app is done, one way or another.
@@ -342,7 +347,11 @@ async fn write<S: Scheduler>(
     let give_up = Instant::now() + options.lock_wait;
     loop {
         let sent = match (change.action, &change.body) {
-            (Action::Delete, _) => scheduler.delete_app(&change.app, options.force_delete).await,
+            (Action::Delete, _) => {
+                scheduler
+                    .delete_app(&change.app, options.force_delete)
+                    .await
+            }
             (_, Some(body)) => scheduler.put_app(&change.app, body).await,
             (_, None) => return WriteResult::Failed("the plan has no definition to send".into()),
         };
@@ -543,7 +552,9 @@ async fn tasks_up<'p, S: Scheduler>(
     pending.into_iter().partition(|p| {
         p.deployment.is_none()
             && (p.change.action == Action::Delete
-                || by_id.get(p.change.app.as_str()).is_some_and(|a| app_is_up(a)))
+                || by_id
+                    .get(p.change.app.as_str())
+                    .is_some_and(|a| app_is_up(a)))
     })
 }
 

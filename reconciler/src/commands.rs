@@ -54,7 +54,12 @@ pub fn load_repo(dir: &Path) -> Result<Repo, CommandError> {
 }
 
 /// `baton validate`: exit 0 when valid, 1 when not.
-pub fn validate(dir: &Path, format: Format, style: Style, out: &mut dyn Write) -> Result<u8, CommandError> {
+pub fn validate(
+    dir: &Path,
+    format: Format,
+    style: Style,
+    out: &mut dyn Write,
+) -> Result<u8, CommandError> {
     let repo = load_repo(dir)?;
     match format {
         Format::Json => {
@@ -64,7 +69,11 @@ pub fn validate(dir: &Path, format: Format, style: Style, out: &mut dyn Write) -
         }
         Format::Text => write!(out, "{}", report::diagnostics_text(&repo, style))?,
     }
-    Ok(if repo.is_valid() { exit::OK } else { exit::ERROR })
+    Ok(if repo.is_valid() {
+        exit::OK
+    } else {
+        exit::ERROR
+    })
 }
 
 /// Where `plan` gets the live state from.
@@ -171,27 +180,37 @@ pub fn progress_line(ev: &ProgressEvent) -> Option<String> {
             app,
             action: a,
             deployment,
-        } => format!("  {app:<28} {:<7} deploying (deployment {deployment})", action(*a)),
+        } => format!(
+            "  {:<28} {:<7} deploying (deployment {deployment})",
+            app.as_str(),
+            action(*a)
+        ),
         ProgressEvent::Locked { app, deployments } => format!(
-            "  {app:<28} {:<7} waiting: locked by deployment(s) {}",
+            "  {:<28} {:<7} waiting: locked by deployment(s) {}",
+            app.as_str(),
             "",
             deployments.join(", ")
         ),
         ProgressEvent::RollingBack { app, deployment } => format!(
-            "  {app:<28} {:<7} deadline passed: rolling back deployment {deployment}",
+            "  {:<28} {:<7} deadline passed: rolling back deployment {deployment}",
+            app.as_str(),
             ""
         ),
         ProgressEvent::Finished { result } => {
             let detail = match &result.outcome {
                 Outcome::Failed { reason } => format!(": {reason}"),
-                Outcome::Skipped { because } => format!(": depends on {because}, which did not converge"),
+                Outcome::Skipped { because } => {
+                    format!(": depends on {because}, which did not converge")
+                }
                 Outcome::Held { reason } => format!(": {reason}"),
-                Outcome::Unfinished { deployment } => format!(": deployment {deployment} still running"),
+                Outcome::Unfinished { deployment } => {
+                    format!(": deployment {deployment} still running")
+                }
                 Outcome::Converged | Outcome::NotStarted => String::new(),
             };
             format!(
                 "  {:<28} {:<7} {}{detail}",
-                result.app,
+                result.app.as_str(),
                 action(result.action),
                 result.outcome.word()
             )
@@ -209,7 +228,9 @@ pub fn progress_log(ev: &ProgressEvent) {
             app,
             action,
             deployment,
-        } => tracing::info!(app = %app, action = ?action, state = "deploying", deployment = %deployment, "apply"),
+        } => {
+            tracing::info!(app = %app, action = ?action, state = "deploying", deployment = %deployment, "apply")
+        }
         ProgressEvent::Locked { app, deployments } => {
             tracing::warn!(app = %app, state = "locked", deployments = ?deployments, "apply")
         }
@@ -302,8 +323,15 @@ pub async fn apply(
     }
     match format {
         Format::Json => {
-            serde_json::to_writer_pretty(&mut *out, &ApplyJson { valid: repo.is_valid(), plan: &plan, report: &report })
-                .map_err(std::io::Error::from)?;
+            serde_json::to_writer_pretty(
+                &mut *out,
+                &ApplyJson {
+                    valid: repo.is_valid(),
+                    plan: &plan,
+                    report: &report,
+                },
+            )
+            .map_err(std::io::Error::from)?;
             writeln!(out)?;
         }
         Format::Text => writeln!(out, "{}", apply_summary(&plan, &report))?,
@@ -386,7 +414,8 @@ pub async fn drift(
     if options.format == crate::drift_report::DriftFormat::Text && !repo.diagnostics.is_empty() {
         write!(out, "{}", report::diagnostics_text(&repo, style))?;
     }
-    write!(out, "{}", crate::drift_report::render(&report, options.format, style))?;
+    let text = crate::drift_report::render(&report, options.format, style);
+    write!(out, "{text}")?;
     Ok(if !repo.is_valid() {
         exit::ERROR
     } else if report.has_drift() {

@@ -96,7 +96,10 @@ pub fn resolve(
 ) -> Result<ServeConfig, ConfigError> {
     let f = flags.file;
     let repo = f.repo.or(file.repo).ok_or(ConfigError::Missing("--repo"))?;
-    let reference = f.reference.or(file.reference).unwrap_or_else(|| "main".into());
+    let reference = f
+        .reference
+        .or(file.reference)
+        .unwrap_or_else(|| "main".into());
     let state_dir = f
         .state_dir
         .or(file.state_dir)
@@ -119,22 +122,28 @@ pub fn resolve(
         .poll_interval
         .or(file.poll_interval)
         .unwrap_or_else(|| "60s".into());
-    let poll_interval = crate::spec::load::parse_duration(&poll).map_err(|reason| ConfigError::Bad {
-        name: "--poll-interval",
-        reason,
-    })?;
+    let poll_interval =
+        crate::spec::load::parse_duration(&poll).map_err(|reason| ConfigError::Bad {
+            name: "--poll-interval",
+            reason,
+        })?;
     if poll_interval < Duration::from_secs(1) {
         return Err(ConfigError::Bad {
             name: "--poll-interval",
             reason: "must be at least 1s".into(),
         });
     }
-    let webhook_secret = match (flags.webhook_secret, f.webhook_secret_file.or(file.webhook_secret_file)) {
+    let webhook_secret = match (
+        flags.webhook_secret,
+        f.webhook_secret_file.or(file.webhook_secret_file),
+    ) {
         (Some(s), _) => s,
         (None, Some(path)) => read_secret(&path, "--webhook-secret-file")?,
-        (None, None) => return Err(ConfigError::Missing(
-            "a webhook secret (BATON_WEBHOOK_SECRET or --webhook-secret-file)",
-        )),
+        (None, None) => {
+            return Err(ConfigError::Missing(
+                "a webhook secret (BATON_WEBHOOK_SECRET or --webhook-secret-file)",
+            ))
+        }
     };
     let git_token = match (flags.git_token, f.git_token_file.or(file.git_token_file)) {
         (Some(t), _) => Some(t),

@@ -81,5 +81,9 @@ async fn drift(State(d): State<Arc<Dashboard>>) -> Response {
 }
 
 async fn metrics(State(d): State<Arc<Dashboard>>) -> Response {
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], d.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        d.metrics.render(),
+    )
+        .into_response()
 }

@@ -76,7 +76,9 @@ pub fn resolve_repo(repo: &Path) -> Option<PathBuf> {
         return Some(repo.to_path_buf());
     }
     if repo == Path::new(DEMO_REPO) {
-        let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DEMO_REPO);
+        let built = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(DEMO_REPO);
         if built.join("apps").is_dir() {
             return Some(built);
         }
@@ -165,7 +167,11 @@ async fn watch_and_apply(
             where_to_look(&scheduler, url, repo_dir, out).await;
             first = false;
         }
-        let _ = writeln!(out, "watching {} for changes (Ctrl-C stops everything)", repo_dir.display());
+        let _ = writeln!(
+            out,
+            "watching {} for changes (Ctrl-C stops everything)",
+            repo_dir.display()
+        );
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             got = changed.recv() => if got.is_none() { return Ok(()) },
@@ -212,16 +218,34 @@ async fn cycle(
 }
 
 /// Each app's state and endpoints, and commands to look further.
-async fn where_to_look(scheduler: &Marathon, url: &str, repo_dir: &Path, out: &mut (dyn Write + Send)) {
+async fn where_to_look(
+    scheduler: &Marathon,
+    url: &str,
+    repo_dir: &Path,
+    out: &mut (dyn Write + Send),
+) {
     let apps = scheduler.list_apps().await.unwrap_or_default();
     let _ = writeln!(out, "\napps:");
     for app in &apps {
         let id = app.get("id").and_then(Value::as_str).unwrap_or("?");
         let count = |k: &str| app.get(k).and_then(Value::as_u64).unwrap_or(0);
         let mut endpoints = Vec::new();
-        for task in app.get("tasks").and_then(Value::as_array).into_iter().flatten() {
-            let host = task.get("host").and_then(Value::as_str).unwrap_or("127.0.0.1");
-            for port in task.get("ports").and_then(Value::as_array).into_iter().flatten() {
+        for task in app
+            .get("tasks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let host = task
+                .get("host")
+                .and_then(Value::as_str)
+                .unwrap_or("127.0.0.1");
+            for port in task
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(p) = port.as_u64() {
                     endpoints.push(format!("{host}:{p}"));
                 }
@@ -238,7 +262,10 @@ async fn where_to_look(scheduler: &Marathon, url: &str, repo_dir: &Path, out: &m
         if app
             .get("healthChecks")
             .and_then(Value::as_array)
-            .is_some_and(|h| h.iter().any(|c| c.get("protocol").and_then(Value::as_str) == Some("HTTP")))
+            .is_some_and(|h| {
+                h.iter()
+                    .any(|c| c.get("protocol").and_then(Value::as_str) == Some("HTTP"))
+            })
         {
             if let Some(e) = endpoints.first() {
                 let _ = writeln!(out, "    try: curl http://{e}/");
@@ -246,9 +273,18 @@ async fn where_to_look(scheduler: &Marathon, url: &str, repo_dir: &Path, out: &m
         }
     }
     let _ = writeln!(out, "\nwhere to look:");
-    let _ = writeln!(out, "  curl {url}/v2/apps            # apps, as Marathon serves them");
-    let _ = writeln!(out, "  curl {url}/v2/deployments     # deployments in progress");
-    let _ = writeln!(out, "  curl -N {url}/v2/events       # the live event stream");
+    let _ = writeln!(
+        out,
+        "  curl {url}/v2/apps            # apps, as Marathon serves them"
+    );
+    let _ = writeln!(
+        out,
+        "  curl {url}/v2/deployments     # deployments in progress"
+    );
+    let _ = writeln!(
+        out,
+        "  curl -N {url}/v2/events       # the live event stream"
+    );
     let _ = writeln!(
         out,
         "  edit {}/apps/... and save: it is applied again within a second\n",

@@ -29,7 +29,12 @@ fn walk(d: Option<&Value>, l: Option<&Value>, pointer: String, out: &mut Vec<Fie
             keys.sort();
             keys.dedup();
             for k in keys {
-                walk(a.get(k), b.get(k), format!("{pointer}/{}", escape_token(k)), out);
+                walk(
+                    a.get(k),
+                    b.get(k),
+                    format!("{pointer}/{}", escape_token(k)),
+                    out,
+                );
             }
         }
         (Some(Value::Array(a)), Some(Value::Array(b))) if a.len() == b.len() => {

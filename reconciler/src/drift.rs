@@ -398,16 +398,27 @@ fn tasks_of(app: &Value) -> Tasks {
 /// Environment variables whose name says they hold a secret: their values never reach a report.
 fn secret_name(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
-    ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "PRIVATE"]
-        .iter()
-        .any(|w| n.contains(w))
+    [
+        "PASSWORD",
+        "PASSWD",
+        "SECRET",
+        "TOKEN",
+        "KEY",
+        "CREDENTIAL",
+        "PRIVATE",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
 }
 
 /// Replace values under `/env/<SECRET-LOOKING NAME>` by a marker: drift reports travel to PR
 /// comments, chat and browsers, and someone may have put a real secret there out of band.
 fn redact(mut fields: Vec<FieldChange>) -> Vec<FieldChange> {
     for f in &mut fields {
-        let name = f.pointer.strip_prefix("/env/").map(|n| n.split('/').next().unwrap_or(n));
+        let name = f
+            .pointer
+            .strip_prefix("/env/")
+            .map(|n| n.split('/').next().unwrap_or(n));
         if name.is_some_and(secret_name) {
             let mark = |v: &mut Option<Value>| {
                 if let Some(x) = v.as_mut().filter(|x| x.is_string()) {
@@ -477,7 +488,12 @@ impl Attributions {
     /// disagrees with git, and the oldest of the unbroken run of such changes before it. A
     /// change that agrees with git (Baton's own sync, say) ends the run; if the newest change
     /// agrees with git, the drift came from elsewhere and nobody is named.
-    fn explain(&self, app: &AppId, spec: &crate::spec::Spec, body: &Value) -> (Option<Attribution>, Option<u64>) {
+    fn explain(
+        &self,
+        app: &AppId,
+        spec: &crate::spec::Spec,
+        body: &Value,
+    ) -> (Option<Attribution>, Option<u64>) {
         let Some(q) = self.by_app.get(app) else {
             return (None, None);
         };
@@ -502,7 +518,10 @@ impl Attributions {
 
 /// An `api_post_event` (as Marathon and the dev scheduler send it on `/v2/events`): the app, who
 /// changed it and when, and the definition it left. Anything else is `None`.
-pub fn parse_api_post(event_type: &str, data: &Value) -> Option<(AppId, Attribution, Option<Value>)> {
+pub fn parse_api_post(
+    event_type: &str,
+    data: &Value,
+) -> Option<(AppId, Attribution, Option<Value>)> {
     let kind = data
         .get("eventType")
         .and_then(Value::as_str)
@@ -544,7 +563,9 @@ pub fn corrections(report: &DriftReport, ledger: &Ledger, now: u64) -> Vec<AppId
     report
         .apps
         .iter()
-        .filter(|a| matches!(a.state, DriftState::Drifted | DriftState::Missing) && a.file.is_some())
+        .filter(|a| {
+            matches!(a.state, DriftState::Drifted | DriftState::Missing) && a.file.is_some()
+        })
         .filter(|a| match &a.policy {
             Some(DriftPolicy::Correct) => true,
             Some(DriftPolicy::CorrectAfter(grace)) => {
@@ -561,9 +582,13 @@ pub fn next_correction_at(report: &DriftReport, ledger: &Ledger, now: u64) -> Op
     report
         .apps
         .iter()
-        .filter(|a| matches!(a.state, DriftState::Drifted | DriftState::Missing) && a.file.is_some())
+        .filter(|a| {
+            matches!(a.state, DriftState::Drifted | DriftState::Missing) && a.file.is_some()
+        })
         .filter_map(|a| match &a.policy {
-            Some(DriftPolicy::CorrectAfter(grace)) => started(a, ledger).map(|s| s + millis(*grace)),
+            Some(DriftPolicy::CorrectAfter(grace)) => {
+                started(a, ledger).map(|s| s + millis(*grace))
+            }
             _ => None,
         })
         .filter(|at| *at > now)
@@ -599,8 +624,14 @@ pub fn restrict(plan: &Plan, apps: &[AppId]) -> Plan {
         })
         .filter(|w| !w.changes.is_empty())
         .collect();
-    out.summary.create = out.changes().filter(|c| c.action == crate::plan::Action::Create).count();
-    out.summary.update = out.changes().filter(|c| c.action == crate::plan::Action::Update).count();
+    out.summary.create = out
+        .changes()
+        .filter(|c| c.action == crate::plan::Action::Create)
+        .count();
+    out.summary.update = out
+        .changes()
+        .filter(|c| c.action == crate::plan::Action::Update)
+        .count();
     out.summary.delete = 0;
     out.held.clear();
     out.moves.clear();
@@ -640,9 +671,30 @@ pub fn human(d: Duration) -> String {
     let (d_, h, m, sec) = (s / 86_400, s / 3_600 % 24, s / 60 % 60, s % 60);
     match (d_, h, m) {
         (0, 0, 0) => format!("{sec}s"),
-        (0, 0, _) => format!("{m}m{}", if sec > 0 { format!("{sec}s") } else { String::new() }),
-        (0, _, _) => format!("{h}h{}", if m > 0 { format!("{m}m") } else { String::new() }),
-        _ => format!("{d_}d{}", if h > 0 { format!("{h}h") } else { String::new() }),
+        (0, 0, _) => format!(
+            "{m}m{}",
+            if sec > 0 {
+                format!("{sec}s")
+            } else {
+                String::new()
+            }
+        ),
+        (0, _, _) => format!(
+            "{h}h{}",
+            if m > 0 {
+                format!("{m}m")
+            } else {
+                String::new()
+            }
+        ),
+        _ => format!(
+            "{d_}d{}",
+            if h > 0 {
+                format!("{h}h")
+            } else {
+                String::new()
+            }
+        ),
     }
 }
 
@@ -665,7 +717,8 @@ pub(crate) mod ts {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         let s = String::deserialize(d)?;
-        super::parse_rfc3339(&s).ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s}")))
+        super::parse_rfc3339(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s}")))
     }
 }
 

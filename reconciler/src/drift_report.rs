@@ -24,7 +24,8 @@ pub fn render(report: &DriftReport, format: DriftFormat, style: Style) -> String
     match format {
         DriftFormat::Text => text(report, style),
         DriftFormat::Json => {
-            let mut s = serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+            let mut s = serde_json::to_string_pretty(report)
+                .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
             s.push('\n');
             s
         }
@@ -53,7 +54,11 @@ fn summary_line(report: &DriftReport) -> String {
 
 /// `2026-11-19 10:00:00Z (5m ago)`.
 fn when(ms: u64, now: u64) -> String {
-    format!("{} ({} ago)", short_time(ms), human(Duration::from_millis(now.saturating_sub(ms))))
+    format!(
+        "{} ({} ago)",
+        short_time(ms),
+        human(Duration::from_millis(now.saturating_sub(ms)))
+    )
 }
 
 fn short_time(ms: u64) -> String {
@@ -73,7 +78,10 @@ fn changed_by(a: &AppDrift) -> String {
 }
 
 fn policy(a: &AppDrift) -> String {
-    a.policy.as_ref().map(policy_word).unwrap_or_else(|| "-".into())
+    a.policy
+        .as_ref()
+        .map(policy_word)
+        .unwrap_or_else(|| "-".into())
 }
 
 /// A JSON value on one line, shortened to `max` characters.
@@ -83,7 +91,10 @@ fn shown(v: Option<&Value>, max: usize) -> String {
         Some(v) => {
             let s = v.to_string();
             if s.chars().count() > max {
-                format!("{}...", s.chars().take(max.saturating_sub(3)).collect::<String>())
+                format!(
+                    "{}...",
+                    s.chars().take(max.saturating_sub(3)).collect::<String>()
+                )
             } else {
                 s
             }
@@ -136,7 +147,11 @@ fn dim(style: Style, s: &str) -> String {
 /// field differences, then notes.
 pub fn text(report: &DriftReport, style: Style) -> String {
     let mut out = String::new();
-    let verdict = if report.has_drift() { "Drift:" } else { "No drift:" };
+    let verdict = if report.has_drift() {
+        "Drift:"
+    } else {
+        "No drift:"
+    };
     let _ = writeln!(
         out,
         "{} {} (owner {}, {})",
@@ -156,7 +171,9 @@ pub fn text(report: &DriftReport, style: Style) -> String {
             [
                 a.app.to_string(),
                 a.state.word().to_string(),
-                a.since.map(|s| when(s, report.generated_at)).unwrap_or_else(|| "-".into()),
+                a.since
+                    .map(|s| when(s, report.generated_at))
+                    .unwrap_or_else(|| "-".into()),
                 changed_by(a),
                 policy(a),
             ]
@@ -187,8 +204,17 @@ pub fn text(report: &DriftReport, style: Style) -> String {
             })
             .collect();
         let _ = writeln!(out, "  {}", cells.join("  ").trim_end());
-        let pw = a.fields.iter().map(|f| pointer(&f.pointer).chars().count()).max().unwrap_or(0);
-        let gits: Vec<String> = a.fields.iter().map(|f| shown(f.desired.as_ref(), 60)).collect();
+        let pw = a
+            .fields
+            .iter()
+            .map(|f| pointer(&f.pointer).chars().count())
+            .max()
+            .unwrap_or(0);
+        let gits: Vec<String> = a
+            .fields
+            .iter()
+            .map(|f| shown(f.desired.as_ref(), 60))
+            .collect();
         let gw = gits.iter().map(|g| g.chars().count()).max().unwrap_or(0);
         for (f, g) in a.fields.iter().zip(&gits) {
             let _ = writeln!(
@@ -214,7 +240,13 @@ pub fn text(report: &DriftReport, style: Style) -> String {
         let _ = writeln!(
             out,
             "\n  {}",
-            dim(style, &format!("{plain_unmanaged} unmanaged apps (not owned by `{}`, not in git) not listed", report.owner))
+            dim(
+                style,
+                &format!(
+                    "{plain_unmanaged} unmanaged apps (not owned by `{}`, not in git) not listed",
+                    report.owner
+                )
+            )
         );
     }
     out
@@ -248,8 +280,17 @@ fn md_text(s: &str) -> String {
 pub fn markdown(report: &DriftReport) -> String {
     let mut out = String::new();
     let icon = if report.has_drift() { "⚠️" } else { "✅" };
-    let _ = writeln!(out, "## {icon} Drift report: owner {}\n", md_code(&report.owner));
-    let _ = writeln!(out, "{} (at {})\n", summary_line(report), short_time(report.generated_at));
+    let _ = writeln!(
+        out,
+        "## {icon} Drift report: owner {}\n",
+        md_code(&report.owner)
+    );
+    let _ = writeln!(
+        out,
+        "{} (at {})\n",
+        summary_line(report),
+        short_time(report.generated_at)
+    );
     let apps: Vec<&AppDrift> = listed(report).collect();
     if apps.is_empty() {
         let _ = writeln!(out, "Every app runs as git says.");
@@ -263,13 +304,23 @@ pub fn markdown(report: &DriftReport) -> String {
             "| {} | {} | {} | {} | {} |",
             md_code(a.app.as_str()),
             a.state.word(),
-            a.since.map(|s| when(s, report.generated_at)).unwrap_or_else(|| "-".into()),
+            a.since
+                .map(|s| when(s, report.generated_at))
+                .unwrap_or_else(|| "-".into()),
             md_text(&changed_by(a)),
             md_text(&policy(a)),
         );
     }
-    for a in apps.iter().filter(|a| !a.fields.is_empty() || a.note.is_some()) {
-        let _ = writeln!(out, "\n### {} ({})\n", md_code(a.app.as_str()), a.state.word());
+    for a in apps
+        .iter()
+        .filter(|a| !a.fields.is_empty() || a.note.is_some())
+    {
+        let _ = writeln!(
+            out,
+            "\n### {} ({})\n",
+            md_code(a.app.as_str()),
+            a.state.word()
+        );
         if let Some(n) = &a.note {
             let _ = writeln!(out, "{}", md_text(n));
         }
@@ -353,7 +404,10 @@ pub fn html(report: &DriftReport) -> String {
             );
         }
         out.push_str("</tbody></table>\n");
-        for a in apps.iter().filter(|a| !a.fields.is_empty() || a.note.is_some()) {
+        for a in apps
+            .iter()
+            .filter(|a| !a.fields.is_empty() || a.note.is_some())
+        {
             let _ = writeln!(
                 out,
                 "<h2 id=\"app-{id}\"><code>{id}</code> <span class=\"s {cls}\">{state}</span></h2>",

@@ -80,7 +80,11 @@ pub struct AppGate {
 }
 
 /// The apps to serve, from a desired state and the role ids known for it.
-pub fn apps_from(repo: &Repo, desired: &Desired, role_ids: &BTreeMap<String, String>) -> BTreeMap<AppId, AppGate> {
+pub fn apps_from(
+    repo: &Repo,
+    desired: &Desired,
+    role_ids: &BTreeMap<String, String>,
+) -> BTreeMap<AppId, AppGate> {
     desired
         .apps
         .values()
@@ -197,7 +201,9 @@ impl DenyReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Mint a wrapped secret id for this role.
-    Grant { role: String },
+    Grant {
+        role: String,
+    },
     Deny(DenyReason),
 }
 
@@ -228,7 +234,10 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// Takes one token from `app`'s bucket of size `capacity`; false when empty.
     pub fn take(&mut self, app: &AppId, capacity: f64, per_second: f64, now_ms: u64) -> bool {
-        let (tokens, last) = self.buckets.entry(app.clone()).or_insert((capacity, now_ms));
+        let (tokens, last) = self
+            .buckets
+            .entry(app.clone())
+            .or_insert((capacity, now_ms));
         let elapsed = now_ms.saturating_sub(*last) as f64 / 1000.0;
         *tokens = (*tokens + elapsed * per_second).min(capacity);
         *last = now_ms.max(*last);
@@ -304,7 +313,10 @@ pub fn decide(
 /// IPv4 and IPv4-mapped IPv6 addresses are the same host.
 fn same_ip(a: IpAddr, b: IpAddr) -> bool {
     let canon = |ip: IpAddr| match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
     canon(a) == canon(b)
@@ -358,7 +370,11 @@ impl<S: Scheduler + 'static> TaskLookup for SchedulerTasks<S> {
             Some(a) => a > self.min_refresh,
         };
         if refresh {
-            let apps = self.scheduler.list_apps().await.map_err(|e| e.to_string())?;
+            let apps = self
+                .scheduler
+                .list_apps()
+                .await
+                .map_err(|e| e.to_string())?;
             let mut tasks = HashMap::new();
             for app in &apps {
                 for mut t in tasks_of(app) {
@@ -434,8 +450,15 @@ pub fn tasks_of(app: &Value) -> Vec<TaskInfo> {
                             .unwrap_or(app_id)
                             .to_owned(),
                         owner: owner.clone(),
-                        state: t.get("state").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                        staged_at_ms: t.get("stagedAt").and_then(Value::as_str).and_then(rfc3339_ms),
+                        state: t
+                            .get("state")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                        staged_at_ms: t
+                            .get("stagedAt")
+                            .and_then(Value::as_str)
+                            .and_then(rfc3339_ms),
                         addrs,
                     })
                 })
@@ -596,7 +619,9 @@ pub fn save_served(path: &Path, served: &Served) -> Result<(), GateError> {
     let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec(served).map_err(|e| io(std::io::Error::other(e)))?;
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(io)?;
+    f.write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     if let Some(dir) = path.parent() {
         if let Ok(d) = std::fs::File::open(dir) {
@@ -609,7 +634,10 @@ pub fn save_served(path: &Path, served: &Served) -> Result<(), GateError> {
 /// How one request ended, for the HTTP layer.
 #[derive(Debug)]
 pub enum Outcome {
-    Granted { wrap_token: String, role_id: String },
+    Granted {
+        wrap_token: String,
+        role_id: String,
+    },
     Denied(DenyReason),
     /// The scheduler, Vault or the disk failed; nothing was handed out; the caller may retry.
     Unavailable,
@@ -617,7 +645,12 @@ pub enum Outcome {
 
 impl<T: TaskLookup> Gatekeeper<T> {
     /// A gatekeeper; loads the served set from `config.state_dir`.
-    pub fn new(tasks: T, vault: VaultAdmin, config: GateConfig, clock: Clock) -> Result<Self, GateError> {
+    pub fn new(
+        tasks: T,
+        vault: VaultAdmin,
+        config: GateConfig,
+        clock: Clock,
+    ) -> Result<Self, GateError> {
         let mut served = match &config.state_dir {
             Some(dir) => load_served(&served_path(dir))?,
             None => Served::default(),
@@ -649,7 +682,10 @@ impl<T: TaskLookup> Gatekeeper<T> {
             .into_iter()
             .map(|(id, mut g)| {
                 if g.role_id.is_none() {
-                    g.role_id = old.get(&id).filter(|o| o.role == g.role).and_then(|o| o.role_id.clone());
+                    g.role_id = old
+                        .get(&id)
+                        .filter(|o| o.role == g.role)
+                        .and_then(|o| o.role_id.clone());
                 }
                 (id, g)
             })
@@ -811,10 +847,15 @@ impl<T: TaskLookup> Gatekeeper<T> {
 /// `into_make_service_with_connect_info::<SocketAddr>()` so the peer address is known; without it
 /// every request fails the host check (fail closed).
 pub fn router<T: TaskLookup>(gk: Arc<Gatekeeper<T>>) -> Router {
-    Router::new().route(PATH, post(secret_zero::<T>)).with_state(gk)
+    Router::new()
+        .route(PATH, post(secret_zero::<T>))
+        .with_state(gk)
 }
 
-async fn secret_zero<T: TaskLookup>(State(gk): State<Arc<Gatekeeper<T>>>, request: Request) -> Response {
+async fn secret_zero<T: TaskLookup>(
+    State(gk): State<Arc<Gatekeeper<T>>>,
+    request: Request,
+) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -826,10 +867,21 @@ async fn secret_zero<T: TaskLookup>(State(gk): State<Arc<Gatekeeper<T>>>, reques
     let Ok(req) = serde_json::from_slice::<SecretZeroRequest>(&body) else {
         return denied(&gk, DenyReason::Malformed);
     };
-    match gk.handle(&req, peer).await {
-        Outcome::Granted { wrap_token, role_id } => {
-            (StatusCode::OK, Json(json!({ "wrap_token": wrap_token, "role_id": role_id }))).into_response()
-        }
+    // Run to completion even if the caller hangs up: a reservation whose mint failed must
+    // always be released, and a hung-up caller must not leave one half done.
+    let worker = gk.clone();
+    let outcome = tokio::spawn(async move { worker.handle(&req, peer).await })
+        .await
+        .unwrap_or(Outcome::Unavailable);
+    match outcome {
+        Outcome::Granted {
+            wrap_token,
+            role_id,
+        } => (
+            StatusCode::OK,
+            Json(json!({ "wrap_token": wrap_token, "role_id": role_id })),
+        )
+            .into_response(),
         // Rate limiting is the one refusal a legitimate caller must know about, to back off.
         Outcome::Denied(DenyReason::RateLimited) => (
             StatusCode::TOO_MANY_REQUESTS,
@@ -854,7 +906,11 @@ fn denied<T>(gk: &Gatekeeper<T>, reason: DenyReason) -> Response {
 }
 
 fn forbidden() -> Response {
-    (StatusCode::FORBIDDEN, Json(json!({ "errors": ["permission denied"] }))).into_response()
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!({ "errors": ["permission denied"] })),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -184,7 +184,13 @@ pub fn parse_push<'h>(
         Provider::Gitea => header("x-gitea-delivery").or_else(|| header("x-forgejo-delivery")),
         Provider::Generic => header("x-baton-delivery"),
     }
-    .map(|d| format!("{}:{}", provider.name(), d.chars().take(128).collect::<String>()))
+    .map(|d| {
+        format!(
+            "{}:{}",
+            provider.name(),
+            d.chars().take(128).collect::<String>()
+        )
+    })
     .unwrap_or_else(|| {
         let d = ring::digest::digest(&ring::digest::SHA256, body);
         format!("sha256:{}", hex::encode(d))
@@ -336,15 +342,23 @@ mod tests {
         assert_eq!(verify(Provider::GitLab, SECRET, headers(&h), BODY), Ok(()));
         for wrong in ["s3cre", "s3cret ", "S3CRET", ""] {
             let h = [("x-gitlab-token", wrong)];
-            assert!(verify(Provider::GitLab, SECRET, headers(&h), BODY).is_err(), "{wrong:?}");
+            assert!(
+                verify(Provider::GitLab, SECRET, headers(&h), BODY).is_err(),
+                "{wrong:?}"
+            );
         }
     }
 
     #[test]
     fn generic_form() {
         let sig = sign_sha256(SECRET, BODY);
-        let h = [("x-baton-signature", sig.as_str()), ("x-baton-delivery", "d1")];
-        let push = parse_push(Provider::Generic, headers(&h), BODY).unwrap().unwrap();
+        let h = [
+            ("x-baton-signature", sig.as_str()),
+            ("x-baton-delivery", "d1"),
+        ];
+        let push = parse_push(Provider::Generic, headers(&h), BODY)
+            .unwrap()
+            .unwrap();
         assert_eq!(verify(Provider::Generic, SECRET, headers(&h), BODY), Ok(()));
         assert_eq!(push.delivery, "generic:d1");
         assert_eq!(push.git_ref, "refs/heads/main");
@@ -371,8 +385,12 @@ mod tests {
 
     #[test]
     fn delivery_defaults_to_body_digest() {
-        let a = parse_push(Provider::Generic, headers(&[]), BODY).unwrap().unwrap();
-        let b = parse_push(Provider::Generic, headers(&[]), BODY).unwrap().unwrap();
+        let a = parse_push(Provider::Generic, headers(&[]), BODY)
+            .unwrap()
+            .unwrap();
+        let b = parse_push(Provider::Generic, headers(&[]), BODY)
+            .unwrap()
+            .unwrap();
         assert!(a.delivery.starts_with("sha256:"));
         assert_eq!(a.delivery, b.delivery);
     }
@@ -419,20 +437,59 @@ mod tests {
         ];
         let mut w = ReplayWindow::new(Duration::from_secs(60), 100);
         let now = Instant::now();
-        let v = receive(Provider::GitHub, SECRET, "main", headers(&h), BODY, &mut w, now).unwrap();
+        let v = receive(
+            Provider::GitHub,
+            SECRET,
+            "main",
+            headers(&h),
+            BODY,
+            &mut w,
+            now,
+        )
+        .unwrap();
         assert!(matches!(v, Verdict::Accepted(ref p) if p.after == "0123abcd"));
-        let v = receive(Provider::GitHub, SECRET, "main", headers(&h), BODY, &mut w, now).unwrap();
+        let v = receive(
+            Provider::GitHub,
+            SECRET,
+            "main",
+            headers(&h),
+            BODY,
+            &mut w,
+            now,
+        )
+        .unwrap();
         assert_eq!(v, Verdict::Duplicate("github:abc".into()));
         let h2 = [
             ("x-hub-signature-256", sig.as_str()),
             ("x-github-event", "push"),
             ("x-github-delivery", "def"),
         ];
-        let v = receive(Provider::GitHub, SECRET, "dev", headers(&h2), BODY, &mut w, now).unwrap();
+        let v = receive(
+            Provider::GitHub,
+            SECRET,
+            "dev",
+            headers(&h2),
+            BODY,
+            &mut w,
+            now,
+        )
+        .unwrap();
         assert!(matches!(v, Verdict::Ignored(_)));
         // A forged request with a fresh id is refused and does not burn that id.
-        let forged = [("x-hub-signature-256", "sha256=00"), ("x-github-delivery", "ghi")];
-        assert!(receive(Provider::GitHub, SECRET, "main", headers(&forged), BODY, &mut w, now).is_err());
+        let forged = [
+            ("x-hub-signature-256", "sha256=00"),
+            ("x-github-delivery", "ghi"),
+        ];
+        assert!(receive(
+            Provider::GitHub,
+            SECRET,
+            "main",
+            headers(&forged),
+            BODY,
+            &mut w,
+            now
+        )
+        .is_err());
         assert!(w.first_time("github:ghi", now));
     }
 }

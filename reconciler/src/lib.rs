@@ -3,6 +3,7 @@
 //! Layout (see ARCHITECTURE.md for the map, the data flow and the invariants):
 //! - [`spec`]: load, parse, validate and normalise app specs (pure).
 //! - [`drift`]: live x git x API events -> drift report, ledger, self-heal decisions (pure).
+//! - [`drift_keeper`]: the daemon's drift state between cycles (ledger, dashboard, corrections).
 //! - [`drift_report`]: drift reports as text, Markdown and HTML.
 //! - [`metrics`]: Prometheus text exposition of the daemon's counters and histograms.
 //! - [`notifications`]: JSON / Slack webhooks on sync failure, drift and deployments (queued, retried).
@@ -24,11 +25,12 @@
 pub mod apply;
 pub mod attribution_feed;
 pub mod commands;
-pub mod dashboard;
 pub mod config;
+pub mod dashboard;
 pub mod dev;
 pub mod diff;
 pub mod drift;
+pub mod drift_keeper;
 pub mod drift_report;
 pub mod gatekeeper;
 pub mod hooks;

@@ -242,12 +242,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         color: match cli.color {
             Color::Always => true,
             Color::Never => false,
-            Color::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            Color::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
         },
     };
     let mut stdout = std::io::stdout().lock();
     match cli.command {
-        Command::Validate { dir, format } => Ok(commands::validate(&dir, format, style, &mut stdout)?),
+        Command::Validate { dir, format } => {
+            Ok(commands::validate(&dir, format, style, &mut stdout)?)
+        }
         Command::Plan(args) => {
             let live = live_from(&args.live, Some(&args.auth))?;
             let policy = Policy {
@@ -255,7 +259,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 allow_deletes: args.allow_deletes,
             };
             let rt = runtime()?;
-            Ok(rt.block_on(commands::plan(&args.repo, &live, &policy, args.format, style, &mut stdout))?)
+            Ok(rt.block_on(commands::plan(
+                &args.repo,
+                &live,
+                &policy,
+                args.format,
+                style,
+                &mut stdout,
+            ))?)
         }
         Command::Apply(args) => {
             let marathon = marathon_config(args.marathon, Some(&args.auth))?;
@@ -277,10 +288,24 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             rt.block_on(async move {
                 spawn_signal_handler(options.cancel.clone());
                 let mut stdout = std::io::stdout();
-                Ok(commands::apply(&args.repo, marathon, &policy, &options, output, args.format, style, &mut stdout).await?)
+                Ok(commands::apply(
+                    &args.repo,
+                    marathon,
+                    &policy,
+                    &options,
+                    output,
+                    args.format,
+                    style,
+                    &mut stdout,
+                )
+                .await?)
             })
         }
-        Command::Dev { repo, listen, state_dir } => {
+        Command::Dev {
+            repo,
+            listen,
+            state_dir,
+        } => {
             let rt = runtime()?;
             rt.block_on(async move {
                 let shutdown = CancellationToken::new();
@@ -305,7 +330,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 now: None,
             };
             let rt = runtime()?;
-            Ok(rt.block_on(commands::drift(&args.repo, &live, &options, style, &mut stdout))?)
+            let report = commands::drift(&args.repo, &live, &options, style, &mut stdout);
+            Ok(rt.block_on(report)?)
         }
         Command::Serve(args) => {
             let config = serve_config(*args)?;
@@ -333,7 +359,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     state_dir,
                     ..Default::default()
                 };
-                eprintln!("dev scheduler listening on http://{}", listener.local_addr()?);
+                eprintln!(
+                    "dev scheduler listening on http://{}",
+                    listener.local_addr()?
+                );
                 baton::scheduler::dev::run(listener, config, shutdown).await?;
                 Ok(exit::OK)
             })
@@ -348,7 +377,12 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<baton::config::ServeConfig> {
         Some(p) => baton::config::read_file(p)?,
         None => FileConfig::default(),
     };
-    let secret = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty()).map(SecretString::from);
+    let secret = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(SecretString::from)
+    };
     let marathon = marathon_config(args.marathon.clone().unwrap_or_default(), Some(&args.auth))?;
     let flags = FlagConfig {
         file: FileConfig {
@@ -413,13 +447,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// First SIGINT/SIGTERM cancels `token` (graceful); a second one exits at once.
 fn spawn_signal_handler(token: CancellationToken) {
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    return;
+                }
+            };
         for round in 0..2 {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
@@ -438,7 +473,9 @@ fn spawn_signal_handler(token: CancellationToken) {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -22,7 +22,9 @@ use crate::drift::{DriftReport, DriftState};
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Buckets (seconds) for syncs and deployments: seconds to tens of minutes.
-const SLOW_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+const SLOW_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+];
 /// Buckets (seconds) for git fetches.
 const FAST_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -46,7 +48,11 @@ impl Histogram {
     }
 
     fn observe(&mut self, v: f64) {
-        let i = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(self.bounds.len());
         self.counts[i] += 1;
         self.sum += v;
         self.count += 1;
@@ -146,20 +152,68 @@ impl Metrics {
     pub fn render(&self) -> String {
         let m = self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut out = String::with_capacity(4096);
-        counter_vec(&mut out, "baton_syncs_total", "Syncs by outcome.", "outcome", &m.syncs);
-        histogram(&mut out, "baton_sync_duration_seconds", "Duration of syncs.", &m.sync_duration);
+        counter_vec(
+            &mut out,
+            "baton_syncs_total",
+            "Syncs by outcome.",
+            "outcome",
+            &m.syncs,
+        );
+        histogram(
+            &mut out,
+            "baton_sync_duration_seconds",
+            "Duration of syncs.",
+            &m.sync_duration,
+        );
         head(&mut out, "baton_apps", "Apps by drift state.", "gauge");
         for (s, n) in &m.apps {
             let _ = writeln!(out, "baton_apps{{state=\"{}\"}} {n}", state_label(*s));
         }
-        gauge(&mut out, "baton_drifted_apps", "Apps that disagree with git (drifted, missing, failed with differences).", m.drifted as f64);
-        gauge(&mut out, "baton_drift_oldest_seconds", "Age of the oldest open drift (0 when none).", m.drift_oldest);
-        counter_vec(&mut out, "baton_webhook_deliveries_total", "Webhook deliveries by outcome.", "outcome", &m.webhooks);
-        histogram(&mut out, "baton_git_fetch_duration_seconds", "Duration of git fetches.", &m.git_fetch);
-        histogram(&mut out, "baton_push_to_deployed_seconds", "From a push webhook to its deployment finished.", &m.push_to_deployed);
-        head(&mut out, "baton_corrections_total", "Drifted apps put back to git's definition.", "counter");
+        gauge(
+            &mut out,
+            "baton_drifted_apps",
+            "Apps that disagree with git (drifted, missing, failed with differences).",
+            m.drifted as f64,
+        );
+        gauge(
+            &mut out,
+            "baton_drift_oldest_seconds",
+            "Age of the oldest open drift (0 when none).",
+            m.drift_oldest,
+        );
+        counter_vec(
+            &mut out,
+            "baton_webhook_deliveries_total",
+            "Webhook deliveries by outcome.",
+            "outcome",
+            &m.webhooks,
+        );
+        histogram(
+            &mut out,
+            "baton_git_fetch_duration_seconds",
+            "Duration of git fetches.",
+            &m.git_fetch,
+        );
+        histogram(
+            &mut out,
+            "baton_push_to_deployed_seconds",
+            "From a push webhook to its deployment finished.",
+            &m.push_to_deployed,
+        );
+        head(
+            &mut out,
+            "baton_corrections_total",
+            "Drifted apps put back to git's definition.",
+            "counter",
+        );
         let _ = writeln!(out, "baton_corrections_total {}", m.corrections);
-        counter_vec(&mut out, "baton_notifications_total", "Notifications by outcome (sent, failed, dropped).", "outcome", &m.notifications);
+        counter_vec(
+            &mut out,
+            "baton_notifications_total",
+            "Notifications by outcome (sent, failed, dropped).",
+            "outcome",
+            &m.notifications,
+        );
         out
     }
 }
@@ -182,10 +236,18 @@ fn head(out: &mut String, name: &str, help: &str, kind: &str) {
 
 /// A label value as the format wants it: backslash, quote and newline escaped.
 fn label_value(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
-fn counter_vec(out: &mut String, name: &str, help: &str, label: &str, values: &BTreeMap<String, u64>) {
+fn counter_vec(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &BTreeMap<String, u64>,
+) {
     head(out, name, help, "counter");
     for (k, v) in values {
         let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {v}", label_value(k));
@@ -229,18 +291,45 @@ mod tests {
         m.git_fetch(Duration::from_millis(20));
         m.notification("dropped");
         let t = m.render();
-        assert_eq!(sample(&t, "baton_syncs_total{outcome=\"synced\"}"), Some(2.0));
-        assert_eq!(sample(&t, "baton_sync_duration_seconds_bucket{le=\"0.5\"}"), Some(1.0));
-        assert_eq!(sample(&t, "baton_sync_duration_seconds_bucket{le=\"10\"}"), Some(2.0));
-        assert_eq!(sample(&t, "baton_sync_duration_seconds_bucket{le=\"1800\"}"), Some(2.0));
-        assert_eq!(sample(&t, "baton_sync_duration_seconds_bucket{le=\"+Inf\"}"), Some(3.0));
+        assert_eq!(
+            sample(&t, "baton_syncs_total{outcome=\"synced\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&t, "baton_sync_duration_seconds_bucket{le=\"0.5\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&t, "baton_sync_duration_seconds_bucket{le=\"10\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&t, "baton_sync_duration_seconds_bucket{le=\"1800\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&t, "baton_sync_duration_seconds_bucket{le=\"+Inf\"}"),
+            Some(3.0)
+        );
         assert_eq!(sample(&t, "baton_sync_duration_seconds_count"), Some(3.0));
         assert_eq!(sample(&t, "baton_sync_duration_seconds_sum"), Some(4007.3));
-        assert_eq!(sample(&t, "baton_git_fetch_duration_seconds_bucket{le=\"0.01\"}"), Some(0.0));
-        assert_eq!(sample(&t, "baton_git_fetch_duration_seconds_bucket{le=\"0.05\"}"), Some(1.0));
+        assert_eq!(
+            sample(&t, "baton_git_fetch_duration_seconds_bucket{le=\"0.01\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&t, "baton_git_fetch_duration_seconds_bucket{le=\"0.05\"}"),
+            Some(1.0)
+        );
         assert_eq!(sample(&t, "baton_apps{state=\"drifted\"}"), Some(0.0));
-        assert_eq!(sample(&t, "baton_webhook_deliveries_total{outcome=\"accepted\"}"), Some(1.0));
-        assert_eq!(sample(&t, "baton_notifications_total{outcome=\"dropped\"}"), Some(1.0));
+        assert_eq!(
+            sample(&t, "baton_webhook_deliveries_total{outcome=\"accepted\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&t, "baton_notifications_total{outcome=\"dropped\"}"),
+            Some(1.0)
+        );
     }
 
     #[test]
@@ -260,7 +349,16 @@ mod tests {
                 assert!(typed.contains(family), "sample before TYPE: {line}");
             }
         }
-        for required in ["baton_syncs_total", "baton_sync_duration_seconds", "baton_apps", "baton_drifted_apps", "baton_drift_oldest_seconds", "baton_webhook_deliveries_total", "baton_git_fetch_duration_seconds", "baton_push_to_deployed_seconds"] {
+        for required in [
+            "baton_syncs_total",
+            "baton_sync_duration_seconds",
+            "baton_apps",
+            "baton_drifted_apps",
+            "baton_drift_oldest_seconds",
+            "baton_webhook_deliveries_total",
+            "baton_git_fetch_duration_seconds",
+            "baton_push_to_deployed_seconds",
+        ] {
             assert!(typed.contains(required), "{required} missing");
         }
     }

@@ -76,27 +76,57 @@ impl Notification {
 
     /// One line: what happened and why.
     pub fn summary(&self) -> String {
-        let commit = |c: &Option<String>| c.as_deref().map(|c| format!(" of commit {}", short(c))).unwrap_or_default();
+        let commit = |c: &Option<String>| {
+            c.as_deref()
+                .map(|c| format!(" of commit {}", short(c)))
+                .unwrap_or_default()
+        };
         match self {
-            Notification::SyncFailed { commit: c, error, apps } => {
+            Notification::SyncFailed {
+                commit: c,
+                error,
+                apps,
+            } => {
                 let which = if apps.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({} app(s) failed: {})", apps.len(), apps.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>().join(", "))
+                    format!(
+                        " ({} app(s) failed: {})",
+                        apps.len(),
+                        apps.iter()
+                            .map(|(a, _)| a.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 };
                 format!("Sync{} failed: {error}{which}", commit(c))
             }
-            Notification::DriftDetected { app, fields, changed_by, policy } => {
+            Notification::DriftDetected {
+                app,
+                fields,
+                changed_by,
+                policy,
+            } => {
                 let who = changed_by
                     .as_ref()
-                    .map(|b| format!(", changed by {} via {} at {}", b.client_ip, b.uri, rfc3339(b.at)))
+                    .map(|b| {
+                        format!(
+                            ", changed by {} via {} at {}",
+                            b.client_ip,
+                            b.uri,
+                            rfc3339(b.at)
+                        )
+                    })
                     .unwrap_or_default();
                 let action = match policy.as_str() {
                     "report" => "reported only".to_string(),
                     "correct" => "Baton will correct it now".to_string(),
                     p => format!("Baton will correct it after the grace period ({p})"),
                 };
-                format!("Drift on {app}: {} differ(s) from git{who}; {action}", fields.join(", "))
+                format!(
+                    "Drift on {app}: {} differ(s) from git{who}; {action}",
+                    fields.join(", ")
+                )
             }
             Notification::DriftResolved { entry } => format!(
                 "Drift on {} resolved ({}) after {}; fields: {}",
@@ -105,12 +135,19 @@ impl Notification {
                 human(Duration::from_secs(entry.duration_seconds)),
                 entry.fields.join(", ")
             ),
-            Notification::DeploymentFinished { commit: c, apps, took } => format!(
+            Notification::DeploymentFinished {
+                commit: c,
+                apps,
+                took,
+            } => format!(
                 "Deployed{}: {} app(s) in {} ({})",
                 commit(c),
                 apps.len(),
                 human(*took),
-                apps.iter().map(AppId::as_str).collect::<Vec<_>>().join(", ")
+                apps.iter()
+                    .map(AppId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
@@ -123,11 +160,20 @@ fn short(c: &str) -> &str {
 /// The generic webhook body: `{"event", "owner", "at", "summary", "details"}`.
 pub fn json_payload(n: &Notification, owner: &str, at: u64) -> Value {
     let details = match n {
-        Notification::SyncFailed { commit, error, apps } => json!({
+        Notification::SyncFailed {
+            commit,
+            error,
+            apps,
+        } => json!({
             "commit": commit, "error": error,
             "apps": apps.iter().map(|(a, why)| json!({"app": a, "reason": why})).collect::<Vec<_>>(),
         }),
-        Notification::DriftDetected { app, fields, changed_by, policy } => {
+        Notification::DriftDetected {
+            app,
+            fields,
+            changed_by,
+            policy,
+        } => {
             json!({"app": app, "fields": fields, "changed_by": changed_by, "policy": policy})
         }
         Notification::DriftResolved { entry } => serde_json::to_value(entry).unwrap_or(Value::Null),
@@ -143,7 +189,9 @@ pub fn slack_payload(n: &Notification, owner: &str) -> Value {
     let icon = match n {
         Notification::SyncFailed { .. } => ":x:",
         Notification::DriftDetected { .. } => ":warning:",
-        Notification::DriftResolved { .. } | Notification::DeploymentFinished { .. } => ":white_check_mark:",
+        Notification::DriftResolved { .. } | Notification::DeploymentFinished { .. } => {
+            ":white_check_mark:"
+        }
     };
     let text = format!("{icon} [{owner}] {}", n.summary());
     json!({"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]})
@@ -166,7 +214,10 @@ pub struct Sink {
 
 impl std::fmt::Debug for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sink").field("kind", &self.kind).field("url", &"(redacted)").finish()
+        f.debug_struct("Sink")
+            .field("kind", &self.kind)
+            .field("url", &"(redacted)")
+            .finish()
     }
 }
 
@@ -234,7 +285,10 @@ pub fn spawn(
 ) -> Result<(Notifier, tokio::task::JoinHandle<()>), reqwest::Error> {
     let client = reqwest::Client::builder().timeout(config.timeout).build()?;
     let (tx, mut rx) = mpsc::channel(config.queue.max(1));
-    let notifier = Notifier { tx: Some(tx), metrics: metrics.clone() };
+    let notifier = Notifier {
+        tx: Some(tx),
+        metrics: metrics.clone(),
+    };
     let task = tokio::spawn(async move {
         loop {
             let n = tokio::select! {
@@ -250,7 +304,12 @@ pub fn spawn(
                 let ok = deliver(&client, sink, &body, &config, &shutdown).await;
                 metrics.notification(if ok { "sent" } else { "failed" });
                 if !ok {
-                    tracing::warn!(sink = i, kind = n.kind(), "notification not delivered after {} attempts", config.attempts);
+                    tracing::warn!(
+                        sink = i,
+                        kind = n.kind(),
+                        "notification not delivered after {} attempts",
+                        config.attempts
+                    );
                 }
             }
         }
@@ -285,7 +344,9 @@ async fn deliver(
                 }
             }
             // Without the URL: reqwest errors print it.
-            Err(e) => tracing::debug!(error = %e.without_url(), attempt, "notification sink unreachable"),
+            Err(e) => {
+                tracing::debug!(error = %e.without_url(), attempt, "notification sink unreachable")
+            }
         }
     }
     false

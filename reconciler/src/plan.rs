@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -146,8 +147,21 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
     let mut changes: Vec<Change> = Vec::new();
     let mut unchanged = Vec::new();
     let mut conflicts = Vec::new();
-    for (id, spec) in &repo.specs {
-        let body = ownership::labelled(spec, owner, &policy.commit);
+    // Per-app work (labels, digest, normalisation, diff) is independent: run it in parallel,
+    // then assemble in id order, so the plan stays deterministic.
+    let per_app: Vec<(&AppId, &Spec, Value, Option<Vec<FieldChange>>)> = repo
+        .specs
+        .par_iter()
+        .map(|(id, spec)| {
+            let body = ownership::labelled(spec, owner, &policy.commit);
+            let fields = live_by_id
+                .get(id)
+                .filter(|l| ownership::owner_of(l).is_none_or(|o| o == owner))
+                .map(|live_app| field_changes(spec, &body, live_app));
+            (id, spec, body, fields)
+        })
+        .collect();
+    for (id, spec, body, fields) in per_app {
         let base = Change {
             app: id.clone(),
             action: Action::Create,
@@ -172,7 +186,7 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
                     });
                     continue;
                 }
-                let fields = field_changes(spec, &body, live_app);
+                let fields = fields.unwrap_or_default();
                 if fields.is_empty() {
                     unchanged.push(id.clone());
                 } else {

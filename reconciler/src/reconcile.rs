@@ -44,11 +44,15 @@ pub enum Trigger {
     /// The first cycle after start.
     Startup,
     /// A verified push to the followed ref.
-    Webhook { delivery: String },
+    Webhook {
+        delivery: String,
+    },
     /// The safety-net poll timer.
     Poll,
     /// The scheduler reported a change to an app (drift is checked against the last snapshot).
-    SchedulerEvent { app: String },
+    SchedulerEvent {
+        app: String,
+    },
     /// `POST /api/sync`: apply now, also in manual mode.
     ManualSync,
     /// A requeue after a failure or a failed app's backoff.
@@ -189,6 +193,10 @@ pub struct Shared {
     /// Set after the first successful cycle.
     pub ready: AtomicBool,
     pub triggers: mpsc::Sender<Trigger>,
+    /// The status page, `/api/drift` and `/metrics` (see [`crate::dashboard`]).
+    pub dashboard: Arc<crate::dashboard::Dashboard>,
+    /// API changes seen on the scheduler's event stream, for drift attribution.
+    pub attributions: Arc<Mutex<crate::drift::Attributions>>,
 }
 
 impl Shared {
@@ -208,6 +216,8 @@ impl Shared {
                 status: RwLock::new(status),
                 ready: AtomicBool::new(false),
                 triggers: tx,
+                dashboard: crate::dashboard::Dashboard::new(Default::default()),
+                attributions: Default::default(),
             }),
             rx,
         )
@@ -219,7 +229,10 @@ impl Shared {
     }
 
     pub fn status(&self) -> Status {
-        self.status.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -243,6 +256,8 @@ struct Reconciler<Src, S> {
     /// The last revision loaded without a source error.
     last_good: Option<(String, Arc<Repo>)>,
     shared: Arc<Shared>,
+    /// Drift report, ledger and self-heal decisions between cycles.
+    drift: crate::drift_keeper::DriftKeeper,
 }
 
 /// Run the loop until `shutdown`. Loads the state directory first (a corrupt state file is an
@@ -260,6 +275,16 @@ where
     S: Scheduler + 'static,
 {
     let state = state::load(&config.state_dir)?;
+    let drift = crate::drift_keeper::DriftKeeper::new(
+        config.state_dir.clone(),
+        shared.dashboard.clone(),
+        shared.attributions.clone(),
+        None,
+    )
+    .map_err(|e| StateError::Format {
+        path: config.state_dir.join(crate::drift::ledger::LEDGER_FILE),
+        message: e.to_string(),
+    })?;
     let poll_interval = config.poll_interval;
     let mut r = Reconciler {
         source: Arc::new(Mutex::new(source)),
@@ -268,6 +293,7 @@ where
         state,
         last_good: None,
         shared,
+        drift,
     };
     r.publish_status(None, None, None, None);
     let mut pending = Some(Trigger::Startup);
@@ -292,7 +318,10 @@ where
         }
         cycle += 1;
         let span = tracing::info_span!("cycle", n = cycle, trigger = trigger.name());
-        let result = r.reconcile(&trigger, &shutdown).instrument(span.clone()).await;
+        let result = r
+            .reconcile(&trigger, &shutdown)
+            .instrument(span.clone())
+            .await;
         let action = match result {
             Ok(a) => {
                 failures = 0;
@@ -436,6 +465,20 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         for id in &plan.unchanged {
             self.state.record_success(id.as_str(), &rev);
         }
+        // Drift: report, ledger, and the apps a `correct` policy wants put back now.
+        let failed: Vec<(AppId, String)> = self
+            .state
+            .apps
+            .iter()
+            .filter_map(|(id, a)| Some((AppId::parse(id).ok()?, a.last_error.clone()?)))
+            .collect();
+        let (drift_report, corrections) = self.drift.observe(
+            &repo,
+            &live,
+            failed.iter().map(|(a, e)| (a, e.as_str())),
+            now,
+        );
+        let corrections: BTreeSet<AppId> = corrections.into_iter().collect();
 
         // Which changes this cycle may apply.
         let new_rev = self.state.last_synced.as_deref() != Some(rev.as_str());
@@ -455,7 +498,8 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         };
         let may_retry = !manual || *trigger == Trigger::ManualSync;
         let held_back = retain_changes(&mut plan, |c| {
-            let allowed = apply_all || (may_retry && retry_due(&c.app));
+            let correct = !manual && c.action != PlanAction::Delete && corrections.contains(&c.app);
+            let allowed = apply_all || (may_retry && retry_due(&c.app)) || correct;
             allowed && state.may_apply(c.app.as_str(), &rev, now)
         });
         let planned_total = plan.summary.create + plan.summary.update + plan.summary.delete;
@@ -482,12 +526,20 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             (outcome, Some(report))
         };
         if let Some(report) = &report {
+            self.drift.written(
+                (report.apps.iter())
+                    .filter(|r| r.outcome == AppOutcome::Converged)
+                    .map(|r| r.app.clone()),
+            );
             for r in &report.apps {
                 match (&r.outcome, r.action) {
-                    (AppOutcome::Converged, PlanAction::Delete) => self.state.forget(r.app.as_str()),
+                    (AppOutcome::Converged, PlanAction::Delete) => {
+                        self.state.forget(r.app.as_str())
+                    }
                     (AppOutcome::Converged, _) => self.state.record_success(r.app.as_str(), &rev),
                     (AppOutcome::Failed { reason }, _) => {
-                        self.state.record_failure(r.app.as_str(), &rev, reason, now_ms())
+                        self.state
+                            .record_failure(r.app.as_str(), &rev, reason, now_ms())
                     }
                     (AppOutcome::Skipped { because }, _) => self.state.record_failure(
                         r.app.as_str(),
@@ -528,15 +580,30 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         self.shared.ready.store(true, Ordering::Relaxed);
         let pending = (!held_back.is_empty()).then(|| pending_summary(&held_back));
         let held_ids: BTreeSet<AppId> = held_back.iter().map(|(id, _)| id.clone()).collect();
-        self.publish_status(Some(&repo), Some(&live), Some((&plan, report.as_ref(), &held_ids)), None);
+        self.publish_status(
+            Some(&repo),
+            Some(&live),
+            Some((&plan, report.as_ref(), &held_ids)),
+            None,
+        );
         if let Some(p) = pending {
             if let Ok(mut s) = self.shared.status.write() {
                 s.pending = Some(p);
             }
         }
 
-        Ok(match self.state.next_retry_ms() {
-            Some(at) => Action::requeue(Duration::from_millis(at.saturating_sub(now_ms()).max(1000))),
+        let correction_at = self
+            .drift
+            .next_correction(&drift_report, now)
+            .map(|d| now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let wake = match (self.state.next_retry_ms(), correction_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(match wake {
+            Some(at) => {
+                Action::requeue(Duration::from_millis(at.saturating_sub(now_ms()).max(1000)))
+            }
             None => Action::await_change(),
         })
     }
@@ -549,7 +616,11 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         applied: Option<(&Plan, Option<&apply::ApplyReport>, &BTreeSet<AppId>)>,
         error: Option<String>,
     ) {
-        let mut st = self.shared.status.write().unwrap_or_else(|e| e.into_inner());
+        let mut st = self
+            .shared
+            .status
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         st.ready = self.shared.ready.load(Ordering::Relaxed);
         st.last_fetched = self.state.last_fetched.clone();
         st.last_synced = self.state.last_synced.clone();
@@ -686,6 +757,11 @@ pub async fn watch_scheduler_events(
                     };
                     let Some(Ok(chunk)) = chunk else { break };
                     for raw in parser.feed(&chunk) {
+                        if let Ok(data) = serde_json::from_str::<serde_json::Value>(&raw.data) {
+                            let mut att = shared.attributions.lock();
+                            let att = att.as_mut().unwrap_or_else(|e| e.get_mut());
+                            att.ingest(&raw.event, &data);
+                        }
                         if let Some(app) = changed_outside(&raw) {
                             tracing::debug!(app = %app, "scheduler event: owned app changed");
                             shared.trigger(Trigger::SchedulerEvent { app });
@@ -708,7 +784,10 @@ pub async fn watch_scheduler_events(
 /// digest Baton wrote (so Baton's own writes do not wake the loop).
 pub fn changed_outside(raw: &crate::scheduler::sse::RawEvent) -> Option<String> {
     let doc: serde_json::Value = serde_json::from_str(&raw.data).ok()?;
-    let kind = doc.get("eventType").and_then(|v| v.as_str()).unwrap_or(&raw.event);
+    let kind = doc
+        .get("eventType")
+        .and_then(|v| v.as_str())
+        .unwrap_or(&raw.event);
     if kind != "api_post_event" {
         return None;
     }
@@ -723,4 +802,3 @@ pub fn changed_outside(raw: &crate::scheduler::sse::RawEvent) -> Option<String> 
     }
     app.get("id").and_then(|i| i.as_str()).map(str::to_string)
 }
-

@@ -162,12 +162,21 @@ pub fn plan_text(plan: &Plan, style: Style) -> String {
         }
     }
     for m in &plan.moves {
-        let _ = writeln!(out, "{} {} -> {} (same definition)", style.bold("move:"), m.from, m.to);
+        let _ = writeln!(
+            out,
+            "{} {} -> {} (same definition)",
+            style.bold("move:"),
+            m.from,
+            m.to
+        );
     }
     // One line per reason: a held budget lists every app once, not the reason eight times.
     let mut by_reason: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for h in &plan.held {
-        by_reason.entry(&h.reason).or_default().push(h.app.to_string());
+        by_reason
+            .entry(&h.reason)
+            .or_default()
+            .push(h.app.to_string());
     }
     for (reason, apps) in by_reason {
         let _ = writeln!(

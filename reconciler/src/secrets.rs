@@ -162,9 +162,9 @@ fn settings(block: Option<&Value>) -> Result<(u64, u64, u64, Vec<String>), Strin
     let dur = |key: &str, default: Duration| -> Result<u64, String> {
         match obj.get(key) {
             None => Ok(default.as_secs()),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .ok_or_else(|| format!("`baton.secrets.{key}` must be a positive number of seconds")),
+            Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
+                format!("`baton.secrets.{key}` must be a positive number of seconds")
+            }),
             Some(Value::String(s)) => crate::spec::load::parse_duration(s)
                 .map(|d| d.as_secs())
                 .map_err(|e| format!("`baton.secrets.{key}`: {e}")),
@@ -175,7 +175,9 @@ fn settings(block: Option<&Value>) -> Result<(u64, u64, u64, Vec<String>), Strin
     let token_max_ttl = dur("tokenMaxTtl", DEFAULT_TOKEN_MAX_TTL)?;
     let secret_id_ttl = dur("secretIdTtl", DEFAULT_SECRET_ID_TTL)?;
     if token_ttl == 0 || secret_id_ttl == 0 {
-        return Err("`baton.secrets` TTLs must be greater than zero (zero means unlimited in Vault)".into());
+        return Err(
+            "`baton.secrets` TTLs must be greater than zero (zero means unlimited in Vault)".into(),
+        );
     }
     if token_max_ttl != 0 && token_max_ttl < token_ttl {
         return Err("`baton.secrets.tokenMaxTtl` is shorter than `tokenTtl`".into());
@@ -188,7 +190,9 @@ fn settings(block: Option<&Value>) -> Result<(u64, u64, u64, Vec<String>), Strin
                 p.as_str()
                     .filter(|s| !s.is_empty())
                     .map(str::to_owned)
-                    .ok_or_else(|| "`baton.secrets.policies` must be a list of policy names".to_string())
+                    .ok_or_else(|| {
+                        "`baton.secrets.policies` must be a list of policy names".to_string()
+                    })
             })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("`baton.secrets.policies` must be a list of policy names".into()),
@@ -217,16 +221,17 @@ pub fn desired(repo: &Repo) -> Desired {
         if paths.is_empty() && spec.baton.secrets.is_none() {
             continue;
         }
-        let (token_ttl, token_max_ttl, secret_id_ttl, extra) = match settings(spec.baton.secrets.as_ref()) {
-            Ok(s) => s,
-            Err(message) => {
-                out.issues.push(SecretsIssue {
-                    app: id.clone(),
-                    message,
-                });
-                continue;
-            }
-        };
+        let (token_ttl, token_max_ttl, secret_id_ttl, extra) =
+            match settings(spec.baton.secrets.as_ref()) {
+                Ok(s) => s,
+                Err(message) => {
+                    out.issues.push(SecretsIssue {
+                        app: id.clone(),
+                        message,
+                    });
+                    continue;
+                }
+            };
         let name = object_name(id);
         claimed.entry(name.clone()).or_default().push(id.clone());
         let mut token_policies = vec![name.clone()];
@@ -513,7 +518,10 @@ pub fn policy_paths(text: &str) -> BTreeSet<String> {
 
 fn policy_details(live: &str, want: &BTreeSet<String>) -> Vec<String> {
     let have = policy_paths(live);
-    let mut out: Vec<String> = want.difference(&have).map(|p| format!("+ read {p}")).collect();
+    let mut out: Vec<String> = want
+        .difference(&have)
+        .map(|p| format!("+ read {p}"))
+        .collect();
     out.extend(have.difference(want).map(|p| format!("- read {p}")));
     if out.is_empty() {
         out.push("policy text differs (edited outside Baton)".into());
@@ -533,7 +541,10 @@ fn role_details(live: Option<&RoleSettings>, want: &RoleSettings) -> Vec<String>
     };
     let want_f = fields(want);
     match live {
-        None => want_f.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        None => want_f
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
         Some(live) => fields(live)
             .into_iter()
             .zip(want_f)
@@ -565,7 +576,11 @@ pub fn vault_plan_text(plan: &VaultPlan) -> String {
             ObjectKind::Policy => "policy",
             ObjectKind::Role => "approle",
         };
-        let app = c.app.as_ref().map(|a| format!("  ({a})")).unwrap_or_default();
+        let app = c
+            .app
+            .as_ref()
+            .map(|a| format!("  ({a})"))
+            .unwrap_or_default();
         let _ = writeln!(out, "  {mark} {kind} {}{app}", c.name);
         for d in &c.details {
             let _ = writeln!(out, "      {d}");

@@ -75,16 +75,38 @@ pub async fn serve(
             stop.cancelled().await;
             interrupt.store(true, std::sync::atomic::Ordering::Relaxed);
         });
-        start(source, scheduler, loop_config, &config, listener, &shutdown, &tracker, marathon)
+        start(
+            source,
+            scheduler,
+            loop_config,
+            &config,
+            listener,
+            &shutdown,
+            &tracker,
+            marathon,
+        )
     } else {
         let root = std::path::PathBuf::from(&config.repo);
         let source = DirSource::new(root.clone());
         let (shared, rx) = Shared::new(source.describe(), config.sync);
         let s = shared.clone();
-        _watch_guard = Some(watch::watch(&root, Duration::from_millis(200), move || {
-            s.trigger(Trigger::FileChange)
-        })?);
-        start_with(source, scheduler, loop_config, &config, listener, &shutdown, &tracker, marathon, shared, rx)
+        _watch_guard = Some(watch::watch(
+            &root,
+            Duration::from_millis(200),
+            move || s.trigger(Trigger::FileChange),
+        )?);
+        start_with(
+            source,
+            scheduler,
+            loop_config,
+            &config,
+            listener,
+            &shutdown,
+            &tracker,
+            marathon,
+            shared,
+            rx,
+        )
     };
     let loop_result = result.await;
     shutdown.cancel();
@@ -108,7 +130,18 @@ fn start<Src: SpecSource>(
     marathon: Marathon,
 ) -> (Arc<Shared>, Running) {
     let (shared, rx) = Shared::new(source.describe(), config.sync);
-    start_with(source, scheduler, loop_config, config, listener, shutdown, tracker, marathon, shared, rx)
+    start_with(
+        source,
+        scheduler,
+        loop_config,
+        config,
+        listener,
+        shutdown,
+        tracker,
+        marathon,
+        shared,
+        rx,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -141,7 +174,15 @@ fn start_with<Src: SpecSource>(
     let loop_shared = shared.clone();
     let stop = shutdown.clone();
     let fut = async move {
-        let r = reconcile::run(source, scheduler, loop_config, loop_shared, rx, stop.clone()).await;
+        let r = reconcile::run(
+            source,
+            scheduler,
+            loop_config,
+            loop_shared,
+            rx,
+            stop.clone(),
+        )
+        .await;
         stop.cancel();
         let served = http.await;
         r?;

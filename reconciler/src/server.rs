@@ -48,13 +48,18 @@ impl AppState {
         AppState {
             shared,
             hooks: Arc::new(hooks),
-            window: Arc::new(Mutex::new(ReplayWindow::new(REPLAY_WINDOW, REPLAY_CAPACITY))),
+            window: Arc::new(Mutex::new(ReplayWindow::new(
+                REPLAY_WINDOW,
+                REPLAY_CAPACITY,
+            ))),
         }
     }
 }
 
 /// The routes.
 pub fn router(state: AppState) -> Router {
+    // The status page (`/`), `/api/drift` and `/metrics`: see [`crate::dashboard`].
+    let dashboard = crate::dashboard::router(state.shared.dashboard.clone());
     Router::new()
         .route("/hooks/{provider}", post(hook))
         .route("/healthz", get(|| async { "ok" }))
@@ -63,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sync", post(sync))
         .layer(DefaultBodyLimit::max(hooks::MAX_BODY_BYTES))
         .with_state(state)
+        .merge(dashboard)
 }
 
 /// Serve on `listener` until `shutdown` is cancelled (in-flight requests finish).
@@ -84,7 +90,9 @@ async fn hook(
 ) -> Response {
     let provider: Provider = match provider.parse() {
         Ok(p) => p,
-        Err(e) => return (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response(),
+        Err(e) => {
+            return (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response()
+        }
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let verdict = {
@@ -109,7 +117,11 @@ async fn hook(
         }
         Ok(Verdict::Ignored(reason)) => {
             tracing::debug!(provider = provider.name(), %reason, "webhook ignored");
-            (StatusCode::OK, Json(json!({"status": "ignored", "reason": reason}))).into_response()
+            (
+                StatusCode::OK,
+                Json(json!({"status": "ignored", "reason": reason})),
+            )
+                .into_response()
         }
         Ok(Verdict::Duplicate(delivery)) => {
             tracing::info!(provider = provider.name(), %delivery, "webhook: replayed delivery dropped");
@@ -129,10 +141,18 @@ async fn hook(
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    if state.shared.ready.load(std::sync::atomic::Ordering::Relaxed) {
+    if state
+        .shared
+        .ready
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no successful sync yet").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no successful sync yet",
+        )
+            .into_response()
     }
 }
 

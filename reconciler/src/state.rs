@@ -236,8 +236,14 @@ mod tests {
         assert!(!s.may_apply("/a", "c1", 1_000));
         assert!(!s.may_apply("/a", "c1", 10_999));
         assert!(s.may_apply("/a", "c1", 11_000));
-        assert!(s.may_apply("/a", "c2", 1_000), "a newer commit is not held back");
-        assert!(s.may_apply("/b", "c1", 1_000), "other apps are not held back");
+        assert!(
+            s.may_apply("/a", "c2", 1_000),
+            "a newer commit is not held back"
+        );
+        assert!(
+            s.may_apply("/b", "c1", 1_000),
+            "other apps are not held back"
+        );
         assert_eq!(s.next_retry_ms(), Some(11_000));
 
         s.record_failure("/a", "c1", "boom", 11_000);

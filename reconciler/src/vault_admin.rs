@@ -133,10 +133,13 @@ impl VaultAdmin {
             reason: e.without_url().to_string(),
         })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| VaultAdminError::Unreachable {
-            path: path.to_owned(),
-            reason: e.without_url().to_string(),
-        })?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| VaultAdminError::Unreachable {
+                path: path.to_owned(),
+                reason: e.without_url().to_string(),
+            })?;
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -200,9 +203,14 @@ impl VaultAdmin {
 
     /// `DELETE sys/policies/acl/<name>` (gone already is fine).
     pub async fn delete_policy(&self, name: &str) -> Result<()> {
-        self.call(Method::DELETE, &format!("sys/policies/acl/{name}"), None, None)
-            .await
-            .map(drop)
+        self.call(
+            Method::DELETE,
+            &format!("sys/policies/acl/{name}"),
+            None,
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     fn role_path(&self, name: &str) -> String {
@@ -211,7 +219,9 @@ impl VaultAdmin {
 
     /// `GET auth/<mount>/role/<name>`: the settings Baton manages.
     pub async fn read_role(&self, name: &str) -> Result<Option<RoleSettings>> {
-        let v = self.call(Method::GET, &self.role_path(name), None, None).await?;
+        let v = self
+            .call(Method::GET, &self.role_path(name), None, None)
+            .await?;
         Ok(v.map(|v| role_settings(v.get("data").unwrap_or(&Value::Null))))
     }
 
@@ -231,9 +241,18 @@ impl VaultAdmin {
     /// `GET auth/<mount>/role/<name>/role-id`.
     pub async fn role_id(&self, name: &str) -> Result<Option<String>> {
         let v = self
-            .call(Method::GET, &format!("{}/role-id", self.role_path(name)), None, None)
+            .call(
+                Method::GET,
+                &format!("{}/role-id", self.role_path(name)),
+                None,
+                None,
+            )
             .await?;
-        Ok(v.and_then(|v| v.pointer("/data/role_id").and_then(Value::as_str).map(str::to_owned)))
+        Ok(v.and_then(|v| {
+            v.pointer("/data/role_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        }))
     }
 
     /// `POST auth/<mount>/role/<name>/secret-id` with `X-Vault-Wrap-TTL` and metadata
@@ -292,7 +311,12 @@ impl VaultAdmin {
     pub async fn observe(&self) -> Result<LiveVault> {
         let mut live = LiveVault::default();
         let ours = |n: &String| n.starts_with(NAME_PREFIX);
-        for name in self.list("sys/policies/acl").await?.into_iter().filter(ours) {
+        for name in self
+            .list("sys/policies/acl")
+            .await?
+            .into_iter()
+            .filter(ours)
+        {
             if let Some(text) = self.read_policy(&name).await? {
                 live.policies.insert(name, text);
             }
@@ -386,7 +410,10 @@ pub fn deletes_after(plan: &VaultPlan, report: &ApplyReport) -> Vec<VaultChange>
 pub fn role_settings(data: &Value) -> RoleSettings {
     let num = |k: &str| {
         data.get(k)
-            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
             .unwrap_or(0)
     };
     let list = |k: &str| -> Option<Vec<String>> {

@@ -61,7 +61,9 @@ async fn scenario() -> Scenario {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let token = stop.clone();
     let dev = tokio::spawn(async move {
-        baton::scheduler::dev::run(listener, Default::default(), token).await.unwrap();
+        baton::scheduler::dev::run(listener, Default::default(), token)
+            .await
+            .unwrap();
     });
     let marathon = Marathon::new(MarathonConfig::new(url.clone())).unwrap();
 
@@ -71,11 +73,22 @@ async fn scenario() -> Scenario {
     let wait = notified.notified();
     tokio::pin!(wait);
     wait.as_mut().enable();
-    tokio::spawn(baton::attribution_feed::follow(marathon.clone(), attributions.clone(), connected, stop.clone()));
-    tokio::time::timeout(Duration::from_secs(30), wait).await.expect("event stream connects");
+    tokio::spawn(baton::attribution_feed::follow(
+        marathon.clone(),
+        attributions.clone(),
+        connected,
+        stop.clone(),
+    ));
+    tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .expect("event stream connects");
 
     let repo_dir = tempfile::tempdir().unwrap();
-    write(repo_dir.path(), "apps/web.yaml", "cmd: sleep 600\ninstances: 1\ncpus: 0.01\nmem: 16\nenv: {COLOR: blue}\n");
+    write(
+        repo_dir.path(),
+        "apps/web.yaml",
+        "cmd: sleep 600\ninstances: 1\ncpus: 0.01\nmem: 16\nenv: {COLOR: blue}\n",
+    );
     write(
         repo_dir.path(),
         "apps/api.yaml",
@@ -83,14 +96,25 @@ async fn scenario() -> Scenario {
     );
     let repo = commands::load_repo(repo_dir.path()).unwrap();
     assert!(repo.is_valid(), "{:?}", repo.diagnostics);
-    let plan = baton::plan::plan(&repo, &[], &baton::plan::Policy { commit: "c0ffee".into(), allow_deletes: None });
+    let plan = baton::plan::plan(
+        &repo,
+        &[],
+        &baton::plan::Policy {
+            commit: "c0ffee".into(),
+            allow_deletes: None,
+        },
+    );
     let report = apply::apply(&plan, &marathon, &ApplyOptions::default(), &mut |_| {}).await;
     assert!(report.converged(), "{report:?}");
 
     // A freshly synced app shows no drift, on a real (dev) scheduler.
     let live = marathon.list_apps_raw().await.unwrap();
     let fresh = drift::drift(&repo, &live, &Attributions::default(), commands::unix_ms());
-    assert!(fresh.apps.iter().all(|a| a.state == DriftState::InSync), "{:#?}", fresh.apps);
+    assert!(
+        fresh.apps.iter().all(|a| a.state == DriftState::InSync),
+        "{:#?}",
+        fresh.apps
+    );
 
     let before = commands::unix_ms();
     let http = reqwest::Client::new();
@@ -108,12 +132,23 @@ async fn scenario() -> Scenario {
     wait_until(
         || {
             let a = att.lock().unwrap();
-            ["/web", "/api"].iter().all(|id| a.latest(&AppId::parse(id).unwrap()).is_some_and(|x| x.at >= before.saturating_sub(1000)))
+            ["/web", "/api"].iter().all(|id| {
+                a.latest(&AppId::parse(id).unwrap())
+                    .is_some_and(|x| x.at >= before.saturating_sub(1000))
+            })
         },
         "the out-of-band changes on the event stream",
     )
     .await;
-    Scenario { url, marathon, repo_dir, attributions, changed_between: (before, after), stop, dev }
+    Scenario {
+        url,
+        marathon,
+        repo_dir,
+        attributions,
+        changed_between: (before, after),
+        stop,
+        dev,
+    }
 }
 
 async fn drift_json(s: &Scenario) -> (u8, Value) {
@@ -124,12 +159,25 @@ async fn drift_json(s: &Scenario) -> (u8, Value) {
         now: None,
     };
     let mut out = Vec::new();
-    let code = commands::drift(s.repo_dir.path(), &s.live(), &options, Style { color: false }, &mut out).await.unwrap();
+    let code = commands::drift(
+        s.repo_dir.path(),
+        &s.live(),
+        &options,
+        Style { color: false },
+        &mut out,
+    )
+    .await
+    .unwrap();
     (code, serde_json::from_slice(&out).unwrap())
 }
 
 fn app<'a>(doc: &'a Value, id: &str) -> &'a Value {
-    doc["apps"].as_array().unwrap().iter().find(|a| a["app"] == id).unwrap()
+    doc["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["app"] == id)
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,20 +194,48 @@ async fn out_of_band_changes_are_reported_attributed_and_corrected_by_policy() {
             .iter()
             .map(|f| (f["pointer"].as_str().unwrap(), &f["desired"], &f["live"]))
             .collect();
-        assert_eq!(fields, vec![("/env/COLOR", &json!("blue"), &json!("green")), ("/instances", &json!(1), &json!(2))], "{a:#}");
+        assert_eq!(
+            fields,
+            vec![
+                ("/env/COLOR", &json!("blue"), &json!("green")),
+                ("/instances", &json!(1), &json!(2))
+            ],
+            "{a:#}"
+        );
         assert_eq!(a["changed_by"]["client_ip"], "127.0.0.1");
         assert_eq!(a["changed_by"]["uri"], format!("/v2/apps{id}"));
         let at = drift::parse_rfc3339(a["changed_by"]["at"].as_str().unwrap()).unwrap();
         let (before, after) = s.changed_between;
-        assert!(at + 1000 >= before && at <= after + 1000, "change time {at} outside [{before}, {after}]");
+        assert!(
+            at + 1000 >= before && at <= after + 1000,
+            "change time {at} outside [{before}, {after}]"
+        );
     }
 
     // The text report names the fields, the client and the time too.
-    let options = DriftOptions { format: DriftFormat::Text, state_dir: None, attributions: s.attributions.lock().unwrap().clone(), now: None };
+    let options = DriftOptions {
+        format: DriftFormat::Text,
+        state_dir: None,
+        attributions: s.attributions.lock().unwrap().clone(),
+        now: None,
+    };
     let mut out = Vec::new();
-    commands::drift(s.repo_dir.path(), &s.live(), &options, Style { color: false }, &mut out).await.unwrap();
+    commands::drift(
+        s.repo_dir.path(),
+        &s.live(),
+        &options,
+        Style { color: false },
+        &mut out,
+    )
+    .await
+    .unwrap();
     let text = String::from_utf8(out).unwrap();
-    assert!(text.contains("/env/COLOR") && text.contains("/instances") && text.contains("127.0.0.1 via /v2/apps/web"), "{text}");
+    assert!(
+        text.contains("/env/COLOR")
+            && text.contains("/instances")
+            && text.contains("127.0.0.1 via /v2/apps/web"),
+        "{text}"
+    );
 
     // One correction pass, as the daemon runs it: only `correct` apps, restricted plan, apply.
     let repo = commands::load_repo(s.repo_dir.path()).unwrap();
@@ -168,20 +244,47 @@ async fn out_of_band_changes_are_reported_attributed_and_corrected_by_policy() {
     let mut report = drift::drift(&repo, &live, &s.attributions.lock().unwrap(), now);
     let mut ledger = Ledger::default();
     let detected = ledger.observe(&mut report, &Default::default(), now);
-    assert_eq!(detected.iter().filter(|e| matches!(e, LedgerEvent::Detected(_))).count(), 2);
+    assert_eq!(
+        detected
+            .iter()
+            .filter(|e| matches!(e, LedgerEvent::Detected(_)))
+            .count(),
+        2
+    );
     let fix = drift::corrections(&report, &ledger, now);
-    assert_eq!(fix, vec![AppId::parse("/api").unwrap()], "only the `correct` app");
-    let plan = drift::restrict(&baton::plan::plan(&repo, &live, &baton::plan::Policy { commit: "c0ffee".into(), allow_deletes: None }), &fix);
+    assert_eq!(
+        fix,
+        vec![AppId::parse("/api").unwrap()],
+        "only the `correct` app"
+    );
+    let plan = drift::restrict(
+        &baton::plan::plan(
+            &repo,
+            &live,
+            &baton::plan::Policy {
+                commit: "c0ffee".into(),
+                allow_deletes: None,
+            },
+        ),
+        &fix,
+    );
     let applied = apply::apply(&plan, &s.marathon, &ApplyOptions::default(), &mut |_| {}).await;
     assert!(applied.converged(), "{applied:?}");
 
     let (code, doc) = drift_json(&s).await;
     assert_eq!(code, 2, "/web still drifts");
-    assert_eq!(app(&doc, "/api")["state"], "in_sync", "`correct` reverted it");
+    assert_eq!(
+        app(&doc, "/api")["state"],
+        "in_sync",
+        "`correct` reverted it"
+    );
     assert_eq!(app(&doc, "/web")["state"], "drifted", "`report` left it");
     let live = s.marathon.list_apps_raw().await.unwrap();
     let web = live.iter().find(|a| a["id"] == "/web").unwrap();
-    assert_eq!((web["instances"].as_u64(), web["env"]["COLOR"].as_str()), (Some(2), Some("green")));
+    assert_eq!(
+        (web["instances"].as_u64(), web["env"]["COLOR"].as_str()),
+        (Some(2), Some("green"))
+    );
 
     let now = commands::unix_ms();
     let mut report = drift::drift(&repo, &live, &s.attributions.lock().unwrap(), now);
@@ -195,7 +298,10 @@ async fn out_of_band_changes_are_reported_attributed_and_corrected_by_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_shows_the_drifted_app_and_its_diff() {
-    let Some(browser) = Browser::start("status_page_shows_the_drifted_app_and_its_diff").await else { return };
+    let Some(browser) = Browser::start("status_page_shows_the_drifted_app_and_its_diff").await
+    else {
+        return;
+    };
     let s = scenario().await;
     let repo = commands::load_repo(s.repo_dir.path()).unwrap();
     let live = s.marathon.list_apps_raw().await.unwrap();
@@ -209,17 +315,38 @@ async fn status_page_shows_the_drifted_app_and_its_diff() {
     let (page, stop_page) = serve(baton::dashboard::router(dashboard)).await;
 
     browser.goto(&page).await;
-    browser.wait_for("return document.body.dataset.rendered === '1'", Duration::from_secs(30), "the first render").await;
+    browser
+        .wait_for(
+            "return document.body.dataset.rendered === '1'",
+            Duration::from_secs(30),
+            "the first render",
+        )
+        .await;
     let rows = browser.eval("return [...document.querySelectorAll('#rows tr')].map(r => [r.dataset.app, r.dataset.state])").await;
     assert_eq!(rows, json!([["/api", "drifted"], ["/web", "drifted"]]));
     browser.click("#rows tr[data-app='/web']").await;
     let diff = browser
-        .wait_for("const d = document.querySelector('#detail #diff'); return d && d.innerText", Duration::from_secs(10), "the detail view")
+        .wait_for(
+            "const d = document.querySelector('#detail #diff'); return d && d.innerText",
+            Duration::from_secs(10),
+            "the detail view",
+        )
         .await;
     let diff = diff.as_str().unwrap();
-    assert!(diff.contains("/instances") && diff.contains("/env/COLOR") && diff.contains("\"green\""), "{diff}");
-    let detail = browser.eval("return document.querySelector('#detail').innerText").await;
-    assert!(detail.as_str().unwrap().contains("127.0.0.1 via /v2/apps/web"), "{detail}");
+    assert!(
+        diff.contains("/instances") && diff.contains("/env/COLOR") && diff.contains("\"green\""),
+        "{diff}"
+    );
+    let detail = browser
+        .eval("return document.querySelector('#detail').innerText")
+        .await;
+    assert!(
+        detail
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1 via /v2/apps/web"),
+        "{detail}"
+    );
     browser.close().await;
     stop_page.cancel();
     s.finish().await;
@@ -232,7 +359,9 @@ pub async fn serve(router: axum::Router) -> (String, CancellationToken) {
     let stop = CancellationToken::new();
     let s = stop.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router).with_graceful_shutdown(async move { s.cancelled().await }).await;
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { s.cancelled().await })
+            .await;
     });
     (url, stop)
 }

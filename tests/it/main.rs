@@ -1,8 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! End-to-end tests across both binaries; one module per scenario.
 
-mod serve;
+mod apply;
 mod drift;
-mod status_page;
-mod serve_bench;
+mod faults;
 mod secret_zero;
+mod serve;
+mod serve_bench;
+mod status_page;

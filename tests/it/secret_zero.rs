@@ -99,7 +99,9 @@ async fn world(baton_env: &Path) -> World {
     };
     let s = stop.clone();
     let scheduler = tokio::spawn(async move {
-        baton::scheduler::dev::run(listener, config, s).await.unwrap();
+        baton::scheduler::dev::run(listener, config, s)
+            .await
+            .unwrap();
     });
     World {
         _tmp: tmp,
@@ -119,13 +121,33 @@ fn marathon(w: &World) -> Marathon {
 }
 
 /// A gatekeeper on its own HTTP server (served with connect info, as `serve` must).
-async fn start_gatekeeper(w: &World, config: GateConfig, clock: gatekeeper::Clock) -> (Arc<Gk>, String) {
-    let gk = Arc::new(Gatekeeper::new(SchedulerTasks::new(marathon(w)), w.admin.clone(), config, clock).unwrap());
+async fn start_gatekeeper(
+    w: &World,
+    config: GateConfig,
+    clock: gatekeeper::Clock,
+) -> (Arc<Gk>, String) {
+    let gk = Arc::new(
+        Gatekeeper::new(
+            SchedulerTasks::new(marathon(w)),
+            w.admin.clone(),
+            config,
+            clock,
+        )
+        .unwrap(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}{}", listener.local_addr().unwrap(), gatekeeper::PATH);
+    let url = format!(
+        "http://{}{}",
+        listener.local_addr().unwrap(),
+        gatekeeper::PATH
+    );
     let app = gatekeeper::router(gk.clone());
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
     });
     (gk, url)
 }
@@ -155,8 +177,22 @@ async fn sync(w: &World, gk: &Gk, gk_url: &str) -> (VaultPlan, ApplyReport) {
         .iter()
         .filter_map(|a| AppId::parse(a.get("id")?.as_str()?).ok())
         .collect();
-    let plan = plan::plan(&repo, &live, &Policy { commit: "e2e".into(), allow_deletes: None });
-    let vplan = secrets::plan_vault(&prepared.desired, &prepared.live, &prepared.role_ids, &repo, &plan, &live_ids);
+    let plan = plan::plan(
+        &repo,
+        &live,
+        &Policy {
+            commit: "e2e".into(),
+            allow_deletes: None,
+        },
+    );
+    let vplan = secrets::plan_vault(
+        &prepared.desired,
+        &prepared.live,
+        &prepared.role_ids,
+        &repo,
+        &plan,
+        &live_ids,
+    );
     // Roles before apps: a task must never start before its role exists.
     gk.set_apps(apps_from(&repo, &prepared.desired, &prepared.role_ids));
     w.admin.apply(&vplan.before_apps).await.unwrap();
@@ -165,7 +201,10 @@ async fn sync(w: &World, gk: &Gk, gk_url: &str) -> (VaultPlan, ApplyReport) {
         ..Default::default()
     };
     let report = apply(&plan, &m, &options, &mut |_| {}).await;
-    w.admin.apply(&deletes_after(&vplan, &report)).await.unwrap();
+    w.admin
+        .apply(&deletes_after(&vplan, &report))
+        .await
+        .unwrap();
     (vplan, report)
 }
 
@@ -177,7 +216,11 @@ async fn wait_file(path: &Path, limit: Duration) -> String {
                 return s;
             }
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {}", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {}",
+            path.display()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -209,15 +252,28 @@ async fn secret_zero_end_to_end() {
     assert!(report.converged(), "{report:?}");
     assert_eq!(vplan.before_apps.len(), 2, "{vplan:?}");
     let policy = w.stub.policy("baton-web").expect("policy created");
-    assert_eq!(secrets::policy_paths(&policy).into_iter().collect::<Vec<_>>(), ["secret/data/web"]);
+    assert_eq!(
+        secrets::policy_paths(&policy)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["secret/data/web"]
+    );
     assert!(w.stub.has_approle("baton-web"));
     let got = wait_file(&w.out, Duration::from_secs(30)).await;
     assert_eq!(got.trim(), "s3cr3t-from-vault");
-    assert_eq!(gk.counters.granted.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        gk.counters
+            .granted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     // The secret id carried the task id as metadata.
     let task = web_task(&w).await;
     let task_id = task["id"].as_str().unwrap().to_owned();
-    assert_eq!(w.stub.secret_id_metadata(), vec![json!({"task_id": task_id})]);
+    assert_eq!(
+        w.stub.secret_id_metadata(),
+        vec![json!({"task_id": task_id})]
+    );
     // Vault requests per task start: exactly one of each.
     let log = w.stub.requests();
     let count = |p: &str| log.iter().filter(|(_, q)| q == p).count();
@@ -226,7 +282,11 @@ async fn secret_zero_end_to_end() {
     assert_eq!(count("sys/wrapping/unwrap"), 1);
     assert_eq!(count("auth/approle/login"), 1);
     assert_eq!(count("secret/data/web"), 1);
-    assert!(!log.iter().any(|(_, q)| q.starts_with("sys/internal/ui/mounts")), "{log:?}");
+    assert!(
+        !log.iter()
+            .any(|(_, q)| q.starts_with("sys/internal/ui/mounts")),
+        "{log:?}"
+    );
     // The app definition holds no secret: only bootstrap settings.
     let apps = marathon(&w).list_apps().await.unwrap();
     let env = &apps.iter().find(|a| a["id"] == "/web").unwrap()["env"];
@@ -238,8 +298,16 @@ async fn secret_zero_end_to_end() {
     // 2. Denials, all the same bare 403.
     let http = reqwest::Client::new();
     assert_eq!(ask(&http, &url, &task_id, "/web").await, 403, "replay");
-    assert_eq!(ask(&http, &url, "web.forged-task", "/web").await, 403, "unknown task");
-    assert_eq!(ask(&http, &url, &task_id, "/keep").await, 403, "app without secrets");
+    assert_eq!(
+        ask(&http, &url, "web.forged-task", "/web").await,
+        403,
+        "unknown task"
+    );
+    assert_eq!(
+        ask(&http, &url, &task_id, "/keep").await,
+        403,
+        "app without secrets"
+    );
     assert_eq!(gk.counters.denied(DenyReason::Replayed), 1);
     assert_eq!(gk.counters.denied(DenyReason::UnknownTask), 1);
     assert_eq!(gk.counters.denied(DenyReason::UnknownApp), 1);
@@ -252,23 +320,46 @@ async fn secret_zero_end_to_end() {
         .text()
         .await
         .unwrap();
-    assert!(!body.contains("unknown") && !body.contains("task"), "{body}");
+    assert!(
+        !body.contains("unknown") && !body.contains("task"),
+        "{body}"
+    );
 
     // A fresh gatekeeper (empty served set) to reach the later checks with the real task.
     let apps_now = {
         let repo = baton::commands::load_repo(&w.repo).unwrap();
         let d = secrets::desired(&repo);
-        let ids: BTreeMap<String, String> = w.admin.role_ids(&d.apps.keys().cloned().collect::<Vec<_>>()).await.unwrap();
+        let ids: BTreeMap<String, String> = w
+            .admin
+            .role_ids(&d.apps.keys().cloned().collect::<Vec<_>>())
+            .await
+            .unwrap();
         apps_from(&repo, &d, &ids)
     };
     // Too old: the clock says ten minutes later.
     let later: gatekeeper::Clock = Arc::new(|| (gatekeeper::system_clock())() + 600_000);
-    let (old_gk, old_url) = start_gatekeeper(&w, GateConfig { state_dir: None, ..gate_config(&w) }, later).await;
+    let (old_gk, old_url) = start_gatekeeper(
+        &w,
+        GateConfig {
+            state_dir: None,
+            ..gate_config(&w)
+        },
+        later,
+    )
+    .await;
     old_gk.set_apps(apps_now.clone());
     assert_eq!(ask(&http, &old_url, &task_id, "/web").await, 403);
     assert_eq!(old_gk.counters.denied(DenyReason::TooOld), 1);
     // Wrong host: the request comes from 127.0.0.2, the task runs on 127.0.0.1.
-    let (host_gk, host_url) = start_gatekeeper(&w, GateConfig { state_dir: None, ..gate_config(&w) }, gatekeeper::system_clock()).await;
+    let (host_gk, host_url) = start_gatekeeper(
+        &w,
+        GateConfig {
+            state_dir: None,
+            ..gate_config(&w)
+        },
+        gatekeeper::system_clock(),
+    )
+    .await;
     host_gk.set_apps(apps_now.clone());
     let other_host = reqwest::Client::builder()
         .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
@@ -281,7 +372,13 @@ async fn secret_zero_end_to_end() {
     re_gk.set_apps(apps_now);
     assert_eq!(ask(&http, &re_url, &task_id, "/web").await, 403);
     assert_eq!(re_gk.counters.denied(DenyReason::Replayed), 1);
-    assert_eq!(re_gk.counters.granted.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        re_gk
+            .counters
+            .granted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     // Only one secret id was ever minted.
     assert_eq!(w.stub.secret_id_metadata().len(), 1);
 
@@ -309,14 +406,256 @@ async fn a_vault_that_ignores_wrapping_is_refused_not_passed_on() {
     // The app is deployed but its baton-env cannot get a secret id (it keeps retrying 503).
     assert!(!report.apps.is_empty());
     let deadline = Instant::now() + Duration::from_secs(30);
-    while gk.counters.not_wrapped.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        assert!(Instant::now() < deadline, "no secret-id request reached Vault");
+    while gk
+        .counters
+        .not_wrapped
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no secret-id request reached Vault"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!w.out.exists(), "the app must not have received a secret");
-    assert_eq!(gk.counters.granted.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        gk.counters
+            .granted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     w.stop.cancel();
     w.scheduler.await.unwrap();
     // Every reservation was released: the task may ask again once Vault wraps.
     assert_eq!(gk.served_count(), 0);
+}
+
+/// Load: 1,000 tasks of one app ask within one burst; every one must get credentials.
+/// Gatekeeper over HTTP (served set persisted, host check on) with a fixed task table, and the
+/// sidecar's own Vault flow (baton_env's login + resolve) against the stub. Prints throughput,
+/// latency percentiles and Vault requests per task start (docs/benchmarks.md, `## secret zero`).
+///
+/// `cargo build --release -p baton-sidecar && cargo test --release -p baton-e2e --test e2e \
+///   secret_zero_load -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "load benchmark; run explicitly with --ignored (release build for numbers)"]
+async fn secret_zero_load() {
+    use baton::gatekeeper::{AppGate, StaticTasks, TaskInfo};
+    use baton_env::auth::{login, AuthMethod, GatekeeperApi, HttpGatekeeper, SecretIdSource};
+    use baton_env::resolve::{resolve, KvVersions};
+    use baton_env::retry::RetryPolicy;
+    use baton_env::vault::{HttpVault, VaultConfig};
+
+    const N: usize = 1000;
+    let tmp = tempfile::tempdir().unwrap();
+    let stub = spawn(StubConfig::default()).await.unwrap();
+    stub.put_kv2("secret/web", json!({"password": "pw"}));
+    stub.put_kv2("secret/shared", json!({"user": "u"}));
+    let admin = VaultAdmin::new(VaultAdminConfig {
+        addr: stub.url(),
+        token: stub.root_token().to_owned().into(),
+        approle_mount: "approle".into(),
+        timeout: Duration::from_secs(30),
+    })
+    .unwrap();
+    let app = AppId::parse("/load/web").unwrap();
+    let name = secrets::object_name(&app);
+    let paths: std::collections::BTreeSet<String> = [
+        "secret/data/web".to_string(),
+        "secret/data/shared".to_string(),
+    ]
+    .into();
+    admin
+        .write_policy(&name, &secrets::policy_text(&app, &paths))
+        .await
+        .unwrap();
+    admin
+        .write_role(
+            &name,
+            &json!({"token_policies": [name], "token_ttl": 300, "token_max_ttl": 3600,
+                    "secret_id_num_uses": 1, "secret_id_ttl": 120}),
+        )
+        .await
+        .unwrap();
+    let role_id = admin.role_id(&name).await.unwrap().unwrap();
+
+    let now_ms = (gatekeeper::system_clock())();
+    let tasks = StaticTasks::default();
+    for i in 0..N {
+        tasks.insert(TaskInfo {
+            id: format!("load_web.{i}"),
+            app_id: app.to_string(),
+            owner: Some("e2e".into()),
+            state: "TASK_STAGING".into(),
+            staged_at_ms: Some(now_ms),
+            addrs: vec!["127.0.0.1".parse().unwrap()],
+        });
+    }
+    let config = GateConfig {
+        owner: "e2e".into(),
+        state_dir: Some(tmp.path().to_owned()),
+        ..Default::default()
+    };
+    let gk = Arc::new(
+        Gatekeeper::new(tasks, admin.clone(), config, gatekeeper::system_clock()).unwrap(),
+    );
+    gk.set_apps(
+        [(
+            app.clone(),
+            AppGate {
+                role: name.clone(),
+                role_id: Some(role_id.clone()),
+                instances: N as u64,
+            },
+        )]
+        .into(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}{}",
+        listener.local_addr().unwrap(),
+        gatekeeper::PATH
+    );
+    let router = gatekeeper::router(gk.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    });
+
+    let vault = Arc::new(
+        HttpVault::new(&VaultConfig {
+            addr: stub.url(),
+            namespace: None,
+            ca_cert: None,
+            timeout: Duration::from_secs(30),
+        })
+        .unwrap(),
+    );
+    let gkc = Arc::new(HttpGatekeeper {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        url,
+    });
+    let env = [
+        ("P", "vault:secret/data/web#password"),
+        ("U", "vault:secret/data/shared#user"),
+        (
+            "URL",
+            "x://{{ vault:secret/data/shared#user }}:{{ vault:secret/data/web#password }}",
+        ),
+    ];
+    let (plan, errs) = baton_env::refs::parse_env(env);
+    assert!(errs.is_empty());
+    let plan = Arc::new(plan);
+    let kv = Arc::new(KvVersions::parse(["secret=2"]).unwrap());
+    stub.clear_requests();
+
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let (vault, gkc, plan, kv, name) = (
+            vault.clone(),
+            gkc.clone(),
+            plan.clone(),
+            kv.clone(),
+            name.clone(),
+        );
+        set.spawn(async move {
+            let t0 = Instant::now();
+            let policy = RetryPolicy::new(Duration::from_secs(10));
+            let grant = gkc.grant(&format!("load_web.{i}"), "/load/web").await?;
+            let gk_latency = t0.elapsed();
+            // The same checks as --auth gatekeeper: lookup (creation path), unwrap, login.
+            let method = AuthMethod::AppRole {
+                mount: "approle".into(),
+                role_id: grant.role_id,
+                secret_id: SecretIdSource::Wrapped(grant.wrap_token),
+            };
+            let token = login(
+                vault.as_ref(),
+                &baton_env::auth::NoGatekeeper,
+                &method,
+                &policy,
+            )
+            .await?;
+            let resolved = resolve(vault.as_ref(), &token.token, &plan, &kv, &policy)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            anyhow::ensure!(resolved.vars.len() == 3, "not every variable resolved");
+            let _ = name;
+            Ok::<_, anyhow::Error>((gk_latency, t0.elapsed()))
+        });
+    }
+    let mut gk_lat = Vec::new();
+    let mut start_lat = Vec::new();
+    let mut failures = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r.unwrap() {
+            Ok((g, s)) => {
+                gk_lat.push(g);
+                start_lat.push(s);
+            }
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    let wall = start.elapsed();
+    assert!(
+        failures.is_empty(),
+        "{} failures, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert_eq!(start_lat.len(), N);
+
+    let log = stub.requests();
+    let count = |pred: &dyn Fn(&str) -> bool| log.iter().filter(|(_, p)| pred(p)).count();
+    let per = |n: usize| n as f64 / N as f64;
+    let secret_ids = count(&|p| p.ends_with("/secret-id"));
+    let lookups = count(&|p| p == "sys/wrapping/lookup");
+    let unwraps = count(&|p| p == "sys/wrapping/unwrap");
+    let logins = count(&|p| p == "auth/approle/login");
+    let reads = count(&|p| p.starts_with("secret/data/"));
+    assert_eq!(
+        (secret_ids, lookups, unwraps, logins, reads),
+        (N, N, N, N, 2 * N),
+        "{} requests",
+        log.len()
+    );
+    assert_eq!(log.len(), 6 * N, "no other Vault request per start");
+    assert_eq!(gk.served_count(), N);
+
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        let i = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+        v[i].as_secs_f64() * 1000.0
+    };
+    println!(
+        "secret zero load: {N} tasks, all granted, wall {:.0} ms",
+        wall.as_secs_f64() * 1000.0
+    );
+    println!(
+        "throughput: {:.0} task starts/s",
+        N as f64 / wall.as_secs_f64()
+    );
+    println!(
+        "gatekeeper latency ms: p50 {:.1} p90 {:.1} p99 {:.1} max {:.1}",
+        pct(&mut gk_lat, 0.5),
+        pct(&mut gk_lat, 0.9),
+        pct(&mut gk_lat, 0.99),
+        pct(&mut gk_lat, 1.0)
+    );
+    println!(
+        "full start (gatekeeper + lookup + unwrap + login + reads) ms: p50 {:.1} p90 {:.1} p99 {:.1} max {:.1}",
+        pct(&mut start_lat, 0.5), pct(&mut start_lat, 0.9), pct(&mut start_lat, 0.99), pct(&mut start_lat, 1.0)
+    );
+    println!(
+        "vault requests per start: secret-id {:.2}, wrap lookup {:.2}, unwrap {:.2}, login {:.2}, reads {:.2} (2 distinct paths); total {:.2}",
+        per(secret_ids), per(lookups), per(unwraps), per(logins), per(reads), per(log.len())
+    );
 }

@@ -26,12 +26,23 @@ fn have_git() -> bool {
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -71,9 +82,22 @@ async fn setup() -> Env {
     let remote = tmp.path().join("remote.git");
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    git(tmp.path(), &["init", "-q", "--bare", "-b", "main", remote.to_str().unwrap()]);
+    git(
+        tmp.path(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            remote.to_str().unwrap(),
+        ],
+    );
     git(&work, &["init", "-q", "-b", "main"]);
-    git(&work, &["remote", "add", "origin", remote.to_str().unwrap()]);
+    git(
+        &work,
+        &["remote", "add", "origin", remote.to_str().unwrap()],
+    );
     std::fs::write(work.join("baton.yaml"), "owner: e2e\n").unwrap();
     write_app(&work, "web", "sleep 600");
     write_app(&work, "worker", "sleep 601");
@@ -183,7 +207,12 @@ async fn status(env: &Env, serve: &Serve) -> Value {
         .unwrap()
 }
 
-async fn push_hook(env: &Env, serve: &Serve, delivery: &str, signature: Option<&str>) -> (u16, Value) {
+async fn push_hook(
+    env: &Env,
+    serve: &Serve,
+    delivery: &str,
+    signature: Option<&str>,
+) -> (u16, Value) {
     let body = format!(
         r#"{{"ref":"refs/heads/main","after":"{}"}}"#,
         git(&env.work, &["rev-parse", "HEAD"])
@@ -258,8 +287,15 @@ async fn push_webhook_force_push_remote_down_and_restart() {
     let (code, body) = push_hook(&env, &serve, "d-1", None).await;
     assert_eq!((code, body["status"].as_str()), (200, Some("duplicate")));
     let s = status(&env, &serve).await;
-    assert_eq!(s["lastSynced"], Value::String(c2.clone()), "no sync without a valid new delivery");
-    assert_eq!(cmd_of(&app(&env, "web").await).as_deref(), Some("sleep 700"));
+    assert_eq!(
+        s["lastSynced"],
+        Value::String(c2.clone()),
+        "no sync without a valid new delivery"
+    );
+    assert_eq!(
+        cmd_of(&app(&env, "web").await).as_deref(),
+        Some("sleep 700")
+    );
 
     // Force-push: history rewritten; the new tip is deployed.
     git(&env.work, &["reset", "-q", "--hard", &c2]);

@@ -19,12 +19,23 @@ const SECRET: &str = "bench";
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -56,11 +67,28 @@ async fn run_size(n: usize, pushes: usize) -> (Duration, Duration) {
     let remote = tmp.path().join("remote.git");
     let work = tmp.path().join("work");
     std::fs::create_dir_all(work.join("apps")).unwrap();
-    git(tmp.path(), &["init", "-q", "--bare", "-b", "main", remote.to_str().unwrap()]);
+    git(
+        tmp.path(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            remote.to_str().unwrap(),
+        ],
+    );
     git(&work, &["init", "-q", "-b", "main"]);
-    git(&work, &["remote", "add", "origin", remote.to_str().unwrap()]);
+    git(
+        &work,
+        &["remote", "add", "origin", remote.to_str().unwrap()],
+    );
     for i in 0..n {
-        std::fs::write(work.join(format!("apps/app{i:05}.yaml")), spec(&format!("sleep {i}"))).unwrap();
+        std::fs::write(
+            work.join(format!("apps/app{i:05}.yaml")),
+            spec(&format!("sleep {i}")),
+        )
+        .unwrap();
     }
     git(&work, &["add", "-A"]);
     git(&work, &["commit", "-q", "-m", "initial"]);
@@ -91,7 +119,8 @@ async fn run_size(n: usize, pushes: usize) -> (Duration, Duration) {
     };
     let stop = CancellationToken::new();
     let st = stop.clone();
-    let serve = tokio::spawn(async move { baton::serve::serve(config, listener, st).await.unwrap() });
+    let serve =
+        tokio::spawn(async move { baton::serve::serve(config, listener, st).await.unwrap() });
     let http = reqwest::Client::new();
     let url = format!("http://{addr}");
     // Initial deploy of all apps.
@@ -104,7 +133,10 @@ async fn run_size(n: usize, pushes: usize) -> (Duration, Duration) {
         if s["lastSynced"].is_string() {
             break;
         }
-        assert!(Instant::now() < deadline, "initial deploy of {n} apps did not finish");
+        assert!(
+            Instant::now() < deadline,
+            "initial deploy of {n} apps did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -117,10 +149,17 @@ async fn run_size(n: usize, pushes: usize) -> (Duration, Duration) {
     let mut samples = Vec::new();
     for p in 0..pushes {
         let target = format!("app{:05}", p % n);
-        std::fs::write(work.join(format!("apps/{target}.yaml")), spec(&format!("sleep push{p}"))).unwrap();
+        std::fs::write(
+            work.join(format!("apps/{target}.yaml")),
+            spec(&format!("sleep push{p}")),
+        )
+        .unwrap();
         git(&work, &["commit", "-q", "-am", &format!("push {p}")]);
         git(&work, &["push", "-q", "origin", "main"]);
-        let body = format!(r#"{{"ref":"refs/heads/main","after":"{}"}}"#, git(&work, &["rev-parse", "HEAD"]));
+        let body = format!(
+            r#"{{"ref":"refs/heads/main","after":"{}"}}"#,
+            git(&work, &["rev-parse", "HEAD"])
+        );
         let sig = baton::hooks::sign_sha256(SECRET.as_bytes(), body.as_bytes());
         let started = Instant::now();
         let r = http
@@ -151,7 +190,14 @@ async fn run_size(n: usize, pushes: usize) -> (Duration, Duration) {
         // Let the cycle finish (its deployment) before the next push, so pushes do not coalesce.
         let commit = git(&work, &["rev-parse", "HEAD"]);
         loop {
-            let s: serde_json::Value = http.get(format!("{url}/api/status")).send().await.unwrap().json().await.unwrap();
+            let s: serde_json::Value = http
+                .get(format!("{url}/api/status"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             if s["lastSynced"] == serde_json::Value::String(commit.clone()) {
                 break;
             }
@@ -164,6 +210,8 @@ async fn run_size(n: usize, pushes: usize) -> (Duration, Duration) {
     let _ = sched.await;
     samples.sort();
     let median = samples[samples.len() / 2];
-    let p99 = samples[((samples.len() * 99).div_ceil(100)).saturating_sub(1).min(samples.len() - 1)];
+    let p99 = samples[((samples.len() * 99).div_ceil(100))
+        .saturating_sub(1)
+        .min(samples.len() - 1)];
     (median, p99)
 }

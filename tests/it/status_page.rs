@@ -18,9 +18,15 @@ const NOW: u64 = 1_795_000_000_000;
 fn big_report() -> drift::DriftReport {
     let dir = tempfile::tempdir().unwrap();
     for i in 0..APPS {
-        let p = dir.path().join(format!("apps/team-{:02}/app-{i:05}.yaml", i % 40));
+        let p = dir
+            .path()
+            .join(format!("apps/team-{:02}/app-{i:05}.yaml", i % 40));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, format!("cmd: ./serve --port $PORT0\ninstances: 2\nenv: {{INDEX: \"{i}\"}}\n")).unwrap();
+        std::fs::write(
+            p,
+            format!("cmd: ./serve --port $PORT0\ninstances: 2\nenv: {{INDEX: \"{i}\"}}\n"),
+        )
+        .unwrap();
     }
     let repo = baton::commands::load_repo(dir.path()).unwrap();
     assert_eq!(repo.specs.len(), APPS, "{:?}", repo.diagnostics.first());
@@ -45,7 +51,9 @@ fn big_report() -> drift::DriftReport {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_handles_5000_apps() {
-    let Some(browser) = Browser::start("status_page_handles_5000_apps").await else { return };
+    let Some(browser) = Browser::start("status_page_handles_5000_apps").await else {
+        return;
+    };
     let report = big_report();
     assert_eq!((report.summary.drifted, report.summary.missing), (100, 10));
     let dashboard = Dashboard::new(Default::default());
@@ -53,21 +61,38 @@ async fn status_page_handles_5000_apps() {
     let (url, stop) = crate::drift::serve(baton::dashboard::router(dashboard.clone())).await;
 
     browser.goto(&url).await;
-    browser.wait_for("return document.body.dataset.rendered === '1'", Duration::from_secs(60), "the first render").await;
+    browser
+        .wait_for(
+            "return document.body.dataset.rendered === '1'",
+            Duration::from_secs(60),
+            "the first render",
+        )
+        .await;
     let first = browser.eval("return window.batonFirstRender").await;
-    eprintln!("status page: first render of {APPS} apps {:.0} ms after navigation start", first.as_f64().unwrap());
+    eprintln!(
+        "status page: first render of {APPS} apps {:.0} ms after navigation start",
+        first.as_f64().unwrap()
+    );
 
     // Paged: 100 rows, drifted first.
-    let rows = browser.eval("return document.querySelectorAll('#rows tr').length").await;
+    let rows = browser
+        .eval("return document.querySelectorAll('#rows tr').length")
+        .await;
     assert_eq!(rows, json!(100));
-    let first_state = browser.eval("return document.querySelector('#rows tr').dataset.state").await;
+    let first_state = browser
+        .eval("return document.querySelector('#rows tr').dataset.state")
+        .await;
     assert_eq!(first_state, json!("drifted"));
-    let page = browser.eval("return document.getElementById('page').textContent").await;
+    let page = browser
+        .eval("return document.getElementById('page').textContent")
+        .await;
     assert_eq!(page, json!(format!("page 1 of 50 ({APPS} apps)")));
 
     // Filter by state through the chip, then search.
     browser.click("#chips button[data-state='missing']").await;
-    let missing = browser.eval("return [...document.querySelectorAll('#rows tr')].map(r => r.dataset.state)").await;
+    let missing = browser
+        .eval("return [...document.querySelectorAll('#rows tr')].map(r => r.dataset.state)")
+        .await;
     assert_eq!(missing.as_array().unwrap().len(), 10);
     assert!(missing.as_array().unwrap().iter().all(|s| s == "missing"));
     browser.click("#chips button[data-state='']").await;
@@ -92,9 +117,15 @@ async fn status_page_handles_5000_apps() {
     assert_eq!(found, json!(target));
 
     // Detail view with the field diff.
-    browser.click(&format!("#rows tr[data-app='{target}']")).await;
+    browser
+        .click(&format!("#rows tr[data-app='{target}']"))
+        .await;
     let diff = browser
-        .wait_for("const d = document.querySelector('#detail #diff'); return d && d.innerText", Duration::from_secs(10), "the detail view")
+        .wait_for(
+            "const d = document.querySelector('#detail #diff'); return d && d.innerText",
+            Duration::from_secs(10),
+            "the detail view",
+        )
         .await;
     assert!(diff.as_str().unwrap().contains("/instances"), "{diff}");
     browser.close().await;
@@ -110,11 +141,28 @@ async fn api_drift_and_metrics_are_served() {
     assert_eq!(r.status(), 503, "no report before the first cycle");
     let report = big_report();
     dashboard.publish(&report, NOW);
-    let doc: Value = http.get(format!("{url}api/drift")).send().await.unwrap().json().await.unwrap();
+    let doc: Value = http
+        .get(format!("{url}api/drift"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(doc["summary"]["drifted"], 100);
     assert_eq!(doc["apps"].as_array().unwrap().len(), APPS);
-    let metrics = http.get(format!("{url}metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("baton_apps{state=\"drifted\"} 100"), "{metrics}");
+    let metrics = http
+        .get(format!("{url}metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("baton_apps{state=\"drifted\"} 100"),
+        "{metrics}"
+    );
     assert!(metrics.contains("baton_drifted_apps 110"), "{metrics}");
     let page = http.get(&url).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("<title>Baton</title>") && !page.contains("<script src"));

@@ -3,6 +3,8 @@
 //!
 //! [`Browser::start`] returns `None` after printing why when either is missing, unless `CI` is
 //! set: then a missing browser fails the test (CI must install it).
+// Test support: a browser that does not start is a failed test, loudly.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -129,14 +131,20 @@ impl Browser {
 
     /// Open `url`; returns when the document has loaded.
     pub async fn goto(&self, url: &str) {
-        let v = self.call(reqwest::Method::POST, "/url", json!({"url": url})).await;
+        let v = self
+            .call(reqwest::Method::POST, "/url", json!({"url": url}))
+            .await;
         assert!(v.is_null(), "navigation failed: {v}");
     }
 
     /// Run `script` (a function body: `return ...`) in the page.
     pub async fn eval(&self, script: &str) -> Value {
-        self.call(reqwest::Method::POST, "/execute/sync", json!({"script": script, "args": []}))
-            .await
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+        .await
     }
 
     /// Evaluate `script` until it returns something other than `null`/`false`, or panic after
@@ -156,7 +164,11 @@ impl Browser {
     /// Click the first element matching `css` (a real WebDriver click).
     pub async fn click(&self, css: &str) {
         let found = self
-            .call(reqwest::Method::POST, "/element", json!({"using": "css selector", "value": css}))
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
             .await;
         let id = found
             .as_object()
@@ -165,7 +177,11 @@ impl Browser {
             .unwrap_or_else(|| panic!("no element {css}: {found}"))
             .to_string();
         let v = self
-            .call(reqwest::Method::POST, &format!("/element/{id}/click"), json!({}))
+            .call(
+                reqwest::Method::POST,
+                &format!("/element/{id}/click"),
+                json!({}),
+            )
             .await;
         assert!(v.is_null(), "click on {css} failed: {v}");
     }
@@ -190,7 +206,11 @@ impl Drop for Browser {
             if let Ok(mut s) = std::net::TcpStream::connect(addr) {
                 use std::io::{Read, Write};
                 let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                let _ = write!(s, "DELETE /session/{} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n", self.session);
+                let _ = write!(
+                    s,
+                    "DELETE /session/{} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+                    self.session
+                );
                 let _ = s.read_to_end(&mut Vec::new());
             }
         }

@@ -1,6 +1,10 @@
 //! Support for the end-to-end tests: locating the built binaries, temp repos.
+//!
+//! Test-only code: a failed setup step should stop the test loudly, so `expect` is allowed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod browser;
+pub mod devsched;
 
 /// A binary of this workspace built next to the test executable (`target/<profile>/<name>`),
 /// e.g. `baton-env` (build it first: `cargo build -p baton-sidecar`). `None` when absent.

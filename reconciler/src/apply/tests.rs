@@ -42,7 +42,11 @@ fn plan_of(waves: Vec<Vec<Change>>) -> Plan {
     }
 }
 
-async fn run(plan: &Plan, fake: &Fake, options: &ApplyOptions) -> (ApplyReport, Vec<ProgressEvent>) {
+async fn run(
+    plan: &Plan,
+    fake: &Fake,
+    options: &ApplyOptions,
+) -> (ApplyReport, Vec<ProgressEvent>) {
     let mut events = Vec::new();
     let report = apply(plan, fake, options, &mut |e| events.push(e)).await;
     (report, events)
@@ -93,7 +97,9 @@ async fn waves_run_in_order_and_converge() {
     // /web is written only after /db's deployment finished and its tasks were up.
     let db_done = events
         .iter()
-        .position(|e| matches!(e, ProgressEvent::Finished { result } if result.app.as_str() == "/db"))
+        .position(
+            |e| matches!(e, ProgressEvent::Finished { result } if result.app.as_str() == "/db"),
+        )
         .unwrap();
     let web_started = events
         .iter()
@@ -123,7 +129,10 @@ async fn a_stuck_app_is_rolled_back_and_its_dependents_skipped() {
     fake.make_stuck("/db");
     fake.set_diagnosis("/db", "no offer matched: insufficient mem");
     let plan = plan_of(vec![
-        vec![change("/db", Action::Create, &[], 60), change("/cache", Action::Create, &[], 60)],
+        vec![
+            change("/db", Action::Create, &[], 60),
+            change("/cache", Action::Create, &[], 60),
+        ],
         vec![
             change("/web", Action::Create, &["/db"], 60),
             change("/cron", Action::Create, &[], 60),
@@ -139,9 +148,7 @@ async fn a_stuck_app_is_rolled_back_and_its_dependents_skipped() {
     assert!(reason.contains("rolled back"), "{reason}");
     assert_eq!(
         outcome(&report, "/web"),
-        &Outcome::Skipped {
-            because: id("/db")
-        }
+        &Outcome::Skipped { because: id("/db") }
     );
     assert_eq!(
         outcome(&report, "/api"),
@@ -152,13 +159,25 @@ async fn a_stuck_app_is_rolled_back_and_its_dependents_skipped() {
     assert_eq!(outcome(&report, "/cache"), &Outcome::Converged);
     assert_eq!(outcome(&report, "/cron"), &Outcome::Converged);
     // The rollback targets the deployment of /db's write; nothing is forced.
-    let db_deployment = report.apps.iter().find(|r| r.app.as_str() == "/db").unwrap().deployment.clone().unwrap();
+    let db_deployment = report
+        .apps
+        .iter()
+        .find(|r| r.app.as_str() == "/db")
+        .unwrap()
+        .deployment
+        .clone()
+        .unwrap();
     assert!(fake.calls().contains(&Call::Rollback(db_deployment)));
-    assert!(!fake.calls().iter().any(|c| matches!(c, Call::DeleteApp { force: true, .. })));
+    assert!(!fake
+        .calls()
+        .iter()
+        .any(|c| matches!(c, Call::DeleteApp { force: true, .. })));
     assert!(!fake.calls().contains(&Call::PutApp("/web".into())));
     // The rollback of a create removes the app again.
     assert!(fake.app("/db").is_none());
-    assert!(events.iter().any(|e| matches!(e, ProgressEvent::RollingBack { .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, ProgressEvent::RollingBack { .. })));
     assert_eq!(report.failures().count(), 3);
 }
 
@@ -174,7 +193,10 @@ async fn a_lock_is_waited_for_then_the_write_goes_through() {
         |e| matches!(e, ProgressEvent::Locked { deployments, .. } if deployments == &vec![lock.clone()])
     ));
     let puts = fake.writes();
-    assert_eq!(puts, vec![Call::PutApp("/web".into()), Call::PutApp("/web".into())]);
+    assert_eq!(
+        puts,
+        vec![Call::PutApp("/web".into()), Call::PutApp("/web".into())]
+    );
     assert_eq!(fake.app("/web").unwrap()["cmd"], json!("sleep 1000"));
 }
 
@@ -194,10 +216,11 @@ async fn a_lasting_lock_is_reported_with_the_deployment_ids_and_never_forced() {
     };
     assert!(reason.contains(&lock), "{reason}");
     assert!(fake.app("/old").is_some());
-    assert!(fake
-        .writes()
-        .iter()
-        .all(|c| c == &Call::DeleteApp { id: "/old".into(), force: false }));
+    assert!(fake.writes().iter().all(|c| c
+        == &Call::DeleteApp {
+            id: "/old".into(),
+            force: false
+        }));
     assert!(fake.writes().len() >= 2);
 }
 
@@ -229,15 +252,19 @@ async fn a_422_shows_the_file_and_the_details_verbatim() {
         "/web",
         Inject::Invalid(vec![("/cpus".into(), "error.min: must be >= 0.001".into())]),
     );
-    let plan = plan_of(vec![
-        vec![change("/web", Action::Create, &[], 600), change("/ok", Action::Create, &[], 600)],
-    ]);
+    let plan = plan_of(vec![vec![
+        change("/web", Action::Create, &[], 600),
+        change("/ok", Action::Create, &[], 600),
+    ]]);
     let (report, _) = run(&plan, &fake, &ApplyOptions::default()).await;
     let Outcome::Failed { reason } = outcome(&report, "/web") else {
         panic!("{report:?}");
     };
     assert!(reason.starts_with("apps/web.yaml: "), "{reason}");
-    assert!(reason.contains("/cpus: error.min: must be >= 0.001"), "{reason}");
+    assert!(
+        reason.contains("/cpus: error.min: must be >= 0.001"),
+        "{reason}"
+    );
     assert_eq!(outcome(&report, "/ok"), &Outcome::Converged);
 }
 
@@ -247,11 +274,17 @@ async fn a_server_error_fails_the_app_without_touching_others() {
     fake.inject("/a", Inject::Status(500));
     let plan = plan_of(vec![
         vec![change("/a", Action::Create, &[], 600)],
-        vec![change("/b", Action::Create, &["/a"], 600), change("/c", Action::Create, &[], 600)],
+        vec![
+            change("/b", Action::Create, &["/a"], 600),
+            change("/c", Action::Create, &[], 600),
+        ],
     ]);
     let (report, _) = run(&plan, &fake, &ApplyOptions::default()).await;
     assert!(matches!(outcome(&report, "/a"), Outcome::Failed { reason } if reason.contains("500")));
-    assert_eq!(outcome(&report, "/b"), &Outcome::Skipped { because: id("/a") });
+    assert_eq!(
+        outcome(&report, "/b"),
+        &Outcome::Skipped { because: id("/a") }
+    );
     assert_eq!(outcome(&report, "/c"), &Outcome::Converged);
 }
 

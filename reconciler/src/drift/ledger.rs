@@ -62,7 +62,11 @@ pub struct LedgerEntry {
     pub changed_by: Option<Attribution>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub resolution: Option<Resolution>,
-    #[serde(skip_serializing_if = "Option::is_none", default, with = "super::opt_ts")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        with = "super::opt_ts"
+    )]
     pub resolved_at: Option<u64>,
     /// Digest of git's definition when the drift was last seen.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -102,7 +106,10 @@ impl Default for Ledger {
 impl Ledger {
     /// The open episode of `app`, if it is drifting.
     pub fn open(&self, app: &AppId) -> Option<&LedgerEntry> {
-        self.entries.iter().rev().find(|e| &e.app == app && e.is_open())
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| &e.app == app && e.is_open())
     }
 
     /// Every episode of `app`, newest first.

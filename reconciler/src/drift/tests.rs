@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::*;
-use ledger::KEEP_CLOSED;
 use crate::spec::marathon_form;
+use ledger::KEEP_CLOSED;
 
 const T0: u64 = 1_795_000_000_000; // a fixed "now": 2026-11-18T11:06:40Z
 const MIN: u64 = 60_000;
@@ -32,7 +32,10 @@ fn as_served(repo: &Repo, app: &str) -> Value {
     let spec = &repo.specs[&id(app)];
     let mut live = ownership::labelled(spec, &repo.config.owner, "0123abcd");
     marathon_form(&mut live);
-    if let Some(defs) = live.get_mut("portDefinitions").and_then(Value::as_array_mut) {
+    if let Some(defs) = live
+        .get_mut("portDefinitions")
+        .and_then(Value::as_array_mut)
+    {
         for (i, d) in defs.iter_mut().enumerate() {
             d["port"] = json!(10_000 + i);
             d["name"] = json!("default");
@@ -78,7 +81,9 @@ fn normalisation_corpus_shows_no_drift() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let Some(case) = name.strip_suffix(".returned.json") else { continue };
+        let Some(case) = name.strip_suffix(".returned.json") else {
+            continue;
+        };
         let submitted = ["yaml", "json"]
             .iter()
             .map(|ext| dir.join(format!("{case}.submitted.{ext}")))
@@ -89,12 +94,18 @@ fn normalisation_corpus_shows_no_drift() {
         let r = repo(&[(&format!("apps/{case}.{ext}"), &text)]);
         assert!(r.is_valid(), "{case}: {:?}", r.diagnostics);
         // Marathon's answer, plus the labels Baton sent (the corpus answers have none).
-        let mut returned: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut returned: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let spec = r.specs.values().next().unwrap();
         let sent = ownership::labelled(spec, &r.config.owner, "c1");
         returned["labels"] = sent["labels"].clone();
         let report = drift(&r, &[returned], &Attributions::default(), T0);
-        assert_eq!(report.apps[0].state, DriftState::InSync, "{case}: {:#?}", report.apps[0].fields);
+        assert_eq!(
+            report.apps[0].state,
+            DriftState::InSync,
+            "{case}: {:#?}",
+            report.apps[0].fields
+        );
         checked += 1;
     }
     assert!(checked >= 6, "only {checked} corpus pairs");
@@ -114,19 +125,31 @@ fn out_of_band_scale_and_env_change_are_named_and_attributed() {
     // the first of them.
     attributions.record(
         id("/web"),
-        Attribution { client_ip: "10.0.0.1".into(), uri: "/v2/apps/web".into(), at: T0 - 10 * MIN },
+        Attribution {
+            client_ip: "10.0.0.1".into(),
+            uri: "/v2/apps/web".into(),
+            at: T0 - 10 * MIN,
+        },
         Some(baton_write.clone()),
     );
     let mut scaled = baton_write.clone();
     scaled["instances"] = json!(5);
     attributions.record(
         id("/web"),
-        Attribution { client_ip: "10.0.0.7".into(), uri: "/v2/apps/web".into(), at: T0 - 5 * MIN },
+        Attribution {
+            client_ip: "10.0.0.7".into(),
+            uri: "/v2/apps/web".into(),
+            at: T0 - 5 * MIN,
+        },
         Some(scaled),
     );
     attributions.record(
         id("/web"),
-        Attribution { client_ip: "10.0.0.8".into(), uri: "/v2/apps//web".into(), at: T0 - 2 * MIN },
+        Attribution {
+            client_ip: "10.0.0.8".into(),
+            uri: "/v2/apps//web".into(),
+            at: T0 - 2 * MIN,
+        },
         Some(live.clone()),
     );
 
@@ -175,7 +198,11 @@ fn a_change_that_agrees_with_git_names_nobody() {
     let mut att = Attributions::default();
     att.record(
         id("/web"),
-        Attribution { client_ip: "10.0.0.1".into(), uri: "/v2/apps/web".into(), at: T0 - MIN },
+        Attribution {
+            client_ip: "10.0.0.1".into(),
+            uri: "/v2/apps/web".into(),
+            at: T0 - MIN,
+        },
         Some(synced),
     );
     let a = drift(&r, &[live], &att, T0).apps.remove(0);
@@ -188,25 +215,36 @@ fn ignored_fields_never_drift() {
     let r = web_repo("ignore: [/instances]");
     let mut live = as_served(&r, "/web");
     live["instances"] = json!(9); // the autoscaler's business
-    let a = drift(&r, &[live.clone()], &Attributions::default(), T0).apps.remove(0);
+    let a = drift(&r, &[live.clone()], &Attributions::default(), T0)
+        .apps
+        .remove(0);
     assert_eq!(a.state, DriftState::InSync, "{:#?}", a.fields);
     live["env"]["COLOR"] = json!("red");
-    let a = drift(&r, &[live], &Attributions::default(), T0).apps.remove(0);
+    let a = drift(&r, &[live], &Attributions::default(), T0)
+        .apps
+        .remove(0);
     let pointers: Vec<&str> = a.fields.iter().map(|f| f.pointer.as_str()).collect();
     assert_eq!(pointers, ["/env/COLOR"]);
 }
 
 #[test]
 fn tolerated_differences_are_not_drift() {
-    let r = repo(&[("apps/api.yaml", "cmd: ./api\nportDefinitions: [{port: 0}]\n")]);
+    let r = repo(&[(
+        "apps/api.yaml",
+        "cmd: ./api\nportDefinitions: [{port: 0}]\n",
+    )]);
     let mut live = as_served(&r, "/api");
     live["portDefinitions"][0]["port"] = json!(10_107); // assigned by the scheduler
     live["role"] = json!("*");
     live["maxLaunchDelaySeconds"] = json!(3600); // an older Marathon's default
-    let a = drift(&r, &[live.clone()], &Attributions::default(), T0).apps.remove(0);
+    let a = drift(&r, &[live.clone()], &Attributions::default(), T0)
+        .apps
+        .remove(0);
     assert_eq!(a.state, DriftState::InSync, "{:#?}", a.fields);
     live["maxLaunchDelaySeconds"] = json!(60);
-    let a = drift(&r, &[live], &Attributions::default(), T0).apps.remove(0);
+    let a = drift(&r, &[live], &Attributions::default(), T0)
+        .apps
+        .remove(0);
     assert_eq!(a.state, DriftState::Drifted);
 }
 
@@ -225,9 +263,19 @@ fn every_state_is_told_apart() {
     let mut orphan = web.clone();
     orphan["id"] = json!("/orphan");
     let stranger = json!({"id": "/stranger", "cmd": "x", "instances": 1});
-    let broken_live = json!({"id": "/broken", "cmd": "./x", "labels": {"baton.dev/owner": "baton"}});
-    let report = drift(&r, &[web, theirs, orphan, stranger, broken_live], &Attributions::default(), T0);
-    let states: Vec<(&str, DriftState)> = report.apps.iter().map(|a| (a.app.as_str(), a.state)).collect();
+    let broken_live =
+        json!({"id": "/broken", "cmd": "./x", "labels": {"baton.dev/owner": "baton"}});
+    let report = drift(
+        &r,
+        &[web, theirs, orphan, stranger, broken_live],
+        &Attributions::default(),
+        T0,
+    );
+    let states: Vec<(&str, DriftState)> = report
+        .apps
+        .iter()
+        .map(|a| (a.app.as_str(), a.state))
+        .collect();
     assert_eq!(
         states,
         vec![
@@ -240,10 +288,32 @@ fn every_state_is_told_apart() {
         ]
     );
     let get = |s: &str| report.app(&id(s)).unwrap();
-    assert!(get("/broken").note.as_deref().unwrap().contains("mem"), "{:?}", get("/broken").note);
-    assert!(get("/orphan").note.as_deref().unwrap().contains("no longer in git"));
-    assert!(get("/theirs").note.as_deref().unwrap().contains("other-team"));
-    assert_eq!(report.summary, DriftSummary { in_sync: 1, drifted: 1, missing: 1, unmanaged: 2, failed: 0, invalid: 1 });
+    assert!(
+        get("/broken").note.as_deref().unwrap().contains("mem"),
+        "{:?}",
+        get("/broken").note
+    );
+    assert!(get("/orphan")
+        .note
+        .as_deref()
+        .unwrap()
+        .contains("no longer in git"));
+    assert!(get("/theirs")
+        .note
+        .as_deref()
+        .unwrap()
+        .contains("other-team"));
+    assert_eq!(
+        report.summary,
+        DriftSummary {
+            in_sync: 1,
+            drifted: 1,
+            missing: 1,
+            unmanaged: 2,
+            failed: 0,
+            invalid: 1
+        }
+    );
 }
 
 #[test]
@@ -255,18 +325,29 @@ fn failures_from_the_daemon_mark_apps_failed() {
     assert_eq!(report.apps[0].state, DriftState::Failed);
     assert_eq!(report.summary.failed, 1);
     assert!(report.apps[0].note.as_deref().unwrap().contains("cpus"));
-    assert!(!report.apps[0].disagrees(), "a failure without differences is not drift");
+    assert!(
+        !report.apps[0].disagrees(),
+        "a failure without differences is not drift"
+    );
 }
 
 #[test]
 fn secret_looking_env_values_are_redacted() {
-    let r = repo(&[("apps/db.yaml", "cmd: ./db\nenv: {DB_PASSWORD: from-vault-ref, MODE: a}\n")]);
+    let r = repo(&[(
+        "apps/db.yaml",
+        "cmd: ./db\nenv: {DB_PASSWORD: from-vault-ref, MODE: a}\n",
+    )]);
     let mut live = as_served(&r, "/db");
     live["env"]["DB_PASSWORD"] = json!("hunter2");
     live["env"]["MODE"] = json!("b");
-    let a = drift(&r, &[live], &Attributions::default(), T0).apps.remove(0);
+    let a = drift(&r, &[live], &Attributions::default(), T0)
+        .apps
+        .remove(0);
     let text = serde_json::to_string(&a).unwrap();
-    assert!(!text.contains("hunter2") && !text.contains("from-vault-ref"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("from-vault-ref"),
+        "{text}"
+    );
     assert!(text.contains("(redacted)") && text.contains("\"b\""));
 }
 
@@ -284,18 +365,37 @@ fn api_post_events_parse_as_marathon_and_the_dev_scheduler_send_them() {
     assert_eq!(rfc3339(a.at), "2014-03-01T23:29:30.158Z");
     assert_eq!(def.unwrap()["instances"], 2);
     // Other events, and broken ones, are not attributions.
-    assert!(parse_api_post("status_update_event", &json!({"eventType": "status_update_event", "appId": "/a"})).is_none());
-    assert!(parse_api_post("api_post_event", &json!({"eventType": "api_post_event", "timestamp": "x", "appDefinition": {"id": "/a"}})).is_none());
+    assert!(parse_api_post(
+        "status_update_event",
+        &json!({"eventType": "status_update_event", "appId": "/a"})
+    )
+    .is_none());
+    assert!(parse_api_post(
+        "api_post_event",
+        &json!({"eventType": "api_post_event", "timestamp": "x", "appDefinition": {"id": "/a"}})
+    )
+    .is_none());
     let mut att = Attributions::default();
     assert!(att.ingest("api_post_event", &data));
-    assert_eq!(att.latest(&id("/my-app")).unwrap().client_ip, "0:0:0:0:0:0:0:1");
+    assert_eq!(
+        att.latest(&id("/my-app")).unwrap().client_ip,
+        "0:0:0:0:0:0:0:1"
+    );
 }
 
 #[test]
 fn only_a_few_changes_are_kept_per_app() {
     let mut att = Attributions::default();
     for i in 0..10 {
-        att.record(id("/a"), Attribution { client_ip: format!("ip{i}"), uri: "/".into(), at: i }, None);
+        att.record(
+            id("/a"),
+            Attribution {
+                client_ip: format!("ip{i}"),
+                uri: "/".into(),
+                at: i,
+            },
+            None,
+        );
     }
     assert_eq!(att.by_app[&id("/a")].len(), KEPT_PER_APP);
     assert_eq!(att.latest(&id("/a")).unwrap().client_ip, "ip9");
@@ -306,7 +406,15 @@ fn drifted_with(policy: &str, since: u64) -> (Repo, DriftReport) {
     let mut live = as_served(&r, "/web");
     live["instances"] = json!(4);
     let mut att = Attributions::default();
-    att.record(id("/web"), Attribution { client_ip: "10.0.0.9".into(), uri: "/v2/apps/web".into(), at: since }, Some(live.clone()));
+    att.record(
+        id("/web"),
+        Attribution {
+            client_ip: "10.0.0.9".into(),
+            uri: "/v2/apps/web".into(),
+            at: since,
+        },
+        Some(live.clone()),
+    );
     let report = drift(&r, &[live], &att, T0);
     (r, report)
 }
@@ -315,16 +423,28 @@ fn drifted_with(policy: &str, since: u64) -> (Repo, DriftReport) {
 fn policies_decide_what_is_corrected_and_when() {
     let ledger = Ledger::default();
     let (_, report) = drifted_with("report", T0 - 60 * MIN);
-    assert!(corrections(&report, &ledger, T0).is_empty(), "report never corrects");
+    assert!(
+        corrections(&report, &ledger, T0).is_empty(),
+        "report never corrects"
+    );
     let (_, report) = drifted_with("correct", T0);
     assert_eq!(corrections(&report, &ledger, T0), vec![id("/web")]);
 
     let (_, report) = drifted_with("{correctAfter: 10m}", T0 - 4 * MIN);
-    assert_eq!(report.apps[0].policy, Some(DriftPolicy::CorrectAfter(Duration::from_secs(600))));
-    assert!(corrections(&report, &ledger, T0).is_empty(), "within the grace period");
+    assert_eq!(
+        report.apps[0].policy,
+        Some(DriftPolicy::CorrectAfter(Duration::from_secs(600)))
+    );
+    assert!(
+        corrections(&report, &ledger, T0).is_empty(),
+        "within the grace period"
+    );
     assert_eq!(next_correction_at(&report, &ledger, T0), Some(T0 + 6 * MIN));
     assert!(corrections(&report, &ledger, T0 + 6 * MIN - 1).is_empty());
-    assert_eq!(corrections(&report, &ledger, T0 + 6 * MIN), vec![id("/web")]);
+    assert_eq!(
+        corrections(&report, &ledger, T0 + 6 * MIN),
+        vec![id("/web")]
+    );
     assert_eq!(next_correction_at(&report, &ledger, T0 + 6 * MIN), None);
 }
 
@@ -336,13 +456,21 @@ fn the_ledger_start_counts_for_the_grace_period() {
     live["instances"] = json!(4);
     live.as_object_mut().unwrap().remove("version");
     let mut ledger = Ledger::default();
-    let mut report = drift(&r, std::slice::from_ref(&live), &Attributions::default(), T0);
+    let mut report = drift(
+        &r,
+        std::slice::from_ref(&live),
+        &Attributions::default(),
+        T0,
+    );
     assert_eq!(report.apps[0].since, None);
     ledger.observe(&mut report, &BTreeSet::new(), T0);
     let mut later = drift(&r, &[live], &Attributions::default(), T0 + 11 * MIN);
     ledger.observe(&mut later, &BTreeSet::new(), T0 + 11 * MIN);
     assert_eq!(later.apps[0].since, Some(T0));
-    assert_eq!(corrections(&later, &ledger, T0 + 11 * MIN), vec![id("/web")]);
+    assert_eq!(
+        corrections(&later, &ledger, T0 + 11 * MIN),
+        vec![id("/web")]
+    );
 }
 
 #[test]
@@ -352,8 +480,16 @@ fn failed_and_orphaned_apps_are_never_self_healed() {
     assert!(corrections(&report, &Ledger::default(), T0).is_empty());
     let mut orphan = as_served(&r, "/web");
     orphan["id"] = json!("/orphan");
-    let report = drift(&r, &[as_served(&r, "/web"), orphan], &Attributions::default(), T0);
-    assert_eq!(report.app(&id("/orphan")).unwrap().state, DriftState::Drifted);
+    let report = drift(
+        &r,
+        &[as_served(&r, "/web"), orphan],
+        &Attributions::default(),
+        T0,
+    );
+    assert_eq!(
+        report.app(&id("/orphan")).unwrap().state,
+        DriftState::Drifted
+    );
     assert!(corrections(&report, &Ledger::default(), T0).is_empty());
 }
 
@@ -383,7 +519,12 @@ fn ledger_tracks_episodes_and_how_they_end() {
     let none = BTreeSet::new();
     let mut ledger = Ledger::default();
 
-    let mut rep = drift(&r, std::slice::from_ref(&drifted), &Attributions::default(), T0);
+    let mut rep = drift(
+        &r,
+        std::slice::from_ref(&drifted),
+        &Attributions::default(),
+        T0,
+    );
     let ev = ledger.observe(&mut rep, &none, T0);
     assert!(matches!(ev.as_slice(), [LedgerEvent::Detected(e)] if e.app == id("/web")));
     let since = rep.apps[0].since.unwrap();
@@ -391,7 +532,12 @@ fn ledger_tracks_episodes_and_how_they_end() {
 
     // Still drifted later, with one more field: extended, nothing new to tell.
     drifted["cmd"] = json!("./web2");
-    let mut rep = drift(&r, std::slice::from_ref(&drifted), &Attributions::default(), T0 + 3 * MIN);
+    let mut rep = drift(
+        &r,
+        std::slice::from_ref(&drifted),
+        &Attributions::default(),
+        T0 + 3 * MIN,
+    );
     assert!(ledger.observe(&mut rep, &none, T0 + 3 * MIN).is_empty());
     let e = ledger.open(&id("/web")).unwrap();
     assert_eq!(e.fields, ["/instances", "/cmd"]);
@@ -399,34 +545,75 @@ fn ledger_tracks_episodes_and_how_they_end() {
     assert_eq!(e.duration_seconds, (T0 + 3 * MIN - since) / 1000);
 
     // Put back by hand: resolved out of band.
-    let mut rep = drift(&r, std::slice::from_ref(&synced), &Attributions::default(), T0 + 4 * MIN);
+    let mut rep = drift(
+        &r,
+        std::slice::from_ref(&synced),
+        &Attributions::default(),
+        T0 + 4 * MIN,
+    );
     let ev = ledger.observe(&mut rep, &none, T0 + 4 * MIN);
-    assert!(matches!(ev.as_slice(), [LedgerEvent::Resolved(e)] if e.resolution == Some(Resolution::OutOfBand)));
+    assert!(
+        matches!(ev.as_slice(), [LedgerEvent::Resolved(e)] if e.resolution == Some(Resolution::OutOfBand))
+    );
     assert!(ledger.open(&id("/web")).is_none());
 
     // A second episode, corrected by Baton.
-    let mut rep = drift(&r, std::slice::from_ref(&drifted), &Attributions::default(), T0 + 5 * MIN);
+    let mut rep = drift(
+        &r,
+        std::slice::from_ref(&drifted),
+        &Attributions::default(),
+        T0 + 5 * MIN,
+    );
     ledger.observe(&mut rep, &none, T0 + 5 * MIN);
-    let mut rep = drift(&r, std::slice::from_ref(&synced), &Attributions::default(), T0 + 6 * MIN);
+    let mut rep = drift(
+        &r,
+        std::slice::from_ref(&synced),
+        &Attributions::default(),
+        T0 + 6 * MIN,
+    );
     let ev = ledger.observe(&mut rep, &BTreeSet::from([id("/web")]), T0 + 6 * MIN);
-    assert!(matches!(ev.as_slice(), [LedgerEvent::Resolved(e)] if e.resolution == Some(Resolution::Corrected)));
+    assert!(
+        matches!(ev.as_slice(), [LedgerEvent::Resolved(e)] if e.resolution == Some(Resolution::Corrected))
+    );
 
     // A third, ended by git adopting the live value.
-    let mut rep = drift(&r, std::slice::from_ref(&drifted), &Attributions::default(), T0 + 7 * MIN);
+    let mut rep = drift(
+        &r,
+        std::slice::from_ref(&drifted),
+        &Attributions::default(),
+        T0 + 7 * MIN,
+    );
     ledger.observe(&mut rep, &none, T0 + 7 * MIN);
-    let adopted = repo(&[("apps/web.yaml", "cmd: ./web2\ninstances: 7\nenv: {COLOR: blue}\n")]);
-    let mut rep = drift(&adopted, std::slice::from_ref(&drifted), &Attributions::default(), T0 + 8 * MIN);
+    let adopted = repo(&[(
+        "apps/web.yaml",
+        "cmd: ./web2\ninstances: 7\nenv: {COLOR: blue}\n",
+    )]);
+    let mut rep = drift(
+        &adopted,
+        std::slice::from_ref(&drifted),
+        &Attributions::default(),
+        T0 + 8 * MIN,
+    );
     assert_eq!(rep.apps[0].state, DriftState::InSync);
     let ev = ledger.observe(&mut rep, &none, T0 + 8 * MIN);
-    assert!(matches!(ev.as_slice(), [LedgerEvent::Resolved(e)] if e.resolution == Some(Resolution::ChangedInGit)));
+    assert!(
+        matches!(ev.as_slice(), [LedgerEvent::Resolved(e)] if e.resolution == Some(Resolution::ChangedInGit))
+    );
 
     // A fourth, ended by the app leaving git and the scheduler.
-    let mut rep = drift(&r, std::slice::from_ref(&drifted), &Attributions::default(), T0 + 9 * MIN);
+    let mut rep = drift(
+        &r,
+        std::slice::from_ref(&drifted),
+        &Attributions::default(),
+        T0 + 9 * MIN,
+    );
     ledger.observe(&mut rep, &none, T0 + 9 * MIN);
     let empty = repo(&[("apps/other.yaml", "cmd: ./o\n")]);
     let mut rep = drift(&empty, &[], &Attributions::default(), T0 + 10 * MIN);
     let ev = ledger.observe(&mut rep, &none, T0 + 10 * MIN);
-    assert!(ev.iter().any(|e| matches!(e, LedgerEvent::Resolved(e) if e.resolution == Some(Resolution::Removed))));
+    assert!(ev.iter().any(
+        |e| matches!(e, LedgerEvent::Resolved(e) if e.resolution == Some(Resolution::Removed))
+    ));
     assert_eq!(ledger.of(&id("/web")).count(), 4);
 }
 
@@ -447,7 +634,13 @@ fn ledger_keeps_a_bounded_history_and_survives_a_restart() {
             git_digest: None,
         });
     }
-    let mut report = DriftReport { owner: "baton".into(), generated_at: T0, summary: DriftSummary::default(), apps: vec![], ledger: vec![] };
+    let mut report = DriftReport {
+        owner: "baton".into(),
+        generated_at: T0,
+        summary: DriftSummary::default(),
+        apps: vec![],
+        ledger: vec![],
+    };
     ledger.observe(&mut report, &BTreeSet::new(), T0);
     assert_eq!(ledger.entries.len(), KEEP_CLOSED);
     assert_eq!(ledger.entries[0].first_seen, 5, "the oldest go first");
@@ -455,18 +648,32 @@ fn ledger_keeps_a_bounded_history_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     ledger::save(dir.path(), &ledger).unwrap();
     assert_eq!(ledger::load(dir.path()).unwrap(), ledger);
-    assert_eq!(ledger::load(&dir.path().join("absent")).unwrap(), Ledger::default());
+    assert_eq!(
+        ledger::load(&dir.path().join("absent")).unwrap(),
+        Ledger::default()
+    );
     std::fs::write(dir.path().join(ledger::LEDGER_FILE), "{").unwrap();
-    assert!(matches!(ledger::load(dir.path()), Err(ledger::LedgerError::Format { .. })));
+    assert!(matches!(
+        ledger::load(dir.path()),
+        Err(ledger::LedgerError::Format { .. })
+    ));
 }
 
 #[test]
 fn times_and_durations_read_well() {
     assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-    assert_eq!(parse_rfc3339("2026-11-19T10:00:00.250Z").map(rfc3339).as_deref(), Some("2026-11-19T10:00:00.250Z"));
+    assert_eq!(
+        parse_rfc3339("2026-11-19T10:00:00.250Z")
+            .map(rfc3339)
+            .as_deref(),
+        Some("2026-11-19T10:00:00.250Z")
+    );
     assert_eq!(human(Duration::from_secs(42)), "42s");
     assert_eq!(human(Duration::from_secs(5 * 60)), "5m");
     assert_eq!(human(Duration::from_secs(3 * 3600 + 120)), "3h2m");
     assert_eq!(human(Duration::from_secs(2 * 86_400 + 3600)), "2d1h");
-    assert_eq!(policy_word(&DriftPolicy::CorrectAfter(Duration::from_secs(600))), "correct-after:600s");
+    assert_eq!(
+        policy_word(&DriftPolicy::CorrectAfter(Duration::from_secs(600))),
+        "correct-after:600s"
+    );
 }

@@ -25,7 +25,14 @@ fn sample(id: &str, state: DriftState) -> AppDrift {
         owner: Some("baton".into()),
         commit: Some("0123abcd".into()),
         deployed_at: Some("2026-11-19T10:00:00.000Z".into()),
-        tasks: Some(Tasks { instances: 2, running: 2, healthy: 0, unhealthy: 0, staged: 0, up: true }),
+        tasks: Some(Tasks {
+            instances: 2,
+            running: 2,
+            healthy: 0,
+            unhealthy: 0,
+            staged: 0,
+            up: true,
+        }),
         note: None,
         desired_digest: None,
     }
@@ -35,13 +42,27 @@ fn sample(id: &str, state: DriftState) -> AppDrift {
 fn report() -> DriftReport {
     let mut web = app("/shop/web", DriftState::Drifted);
     web.fields = vec![
-        FieldChange { pointer: "/env/COLOR".into(), desired: Some(json!("blue")), live: Some(json!("green|<b>`x`</b>")) },
-        FieldChange { pointer: "/instances".into(), desired: Some(json!(2)), live: Some(json!(5)) },
+        FieldChange {
+            pointer: "/env/COLOR".into(),
+            desired: Some(json!("blue")),
+            live: Some(json!("green|<b>`x`</b>")),
+        },
+        FieldChange {
+            pointer: "/instances".into(),
+            desired: Some(json!(2)),
+            live: Some(json!(5)),
+        },
     ];
-    web.changed_by = Some(Attribution { client_ip: "10.0.0.8".into(), uri: "/v2/apps/shop/web".into(), at: NOW - 120_000 });
+    web.changed_by = Some(Attribution {
+        client_ip: "10.0.0.8".into(),
+        uri: "/v2/apps/shop/web".into(),
+        at: NOW - 120_000,
+    });
     web.since = Some(NOW - 300_000);
     let mut db = app("/shop/db", DriftState::Missing);
-    db.policy = Some(DriftPolicy::CorrectAfter(std::time::Duration::from_secs(600)));
+    db.policy = Some(DriftPolicy::CorrectAfter(std::time::Duration::from_secs(
+        600,
+    )));
     db.tasks = None;
     let mut bad = app("/shop/bad", DriftState::Invalid);
     bad.note = Some("apps/shop/bad.yaml at /mem: expected a number".into());
@@ -62,7 +83,13 @@ fn report() -> DriftReport {
             DriftState::Invalid => summary.invalid += 1,
         }
     }
-    DriftReport { owner: "baton".into(), generated_at: NOW, summary, apps, ledger: vec![] }
+    DriftReport {
+        owner: "baton".into(),
+        generated_at: NOW,
+        summary,
+        apps,
+        ledger: vec![],
+    }
 }
 
 #[test]
@@ -73,7 +100,11 @@ fn text_is_aligned() {
     let starts: Vec<usize> = out
         .lines()
         .filter(|l| l.starts_with("  /") || l.starts_with("  APP"))
-        .map(|l| l.find(|c: char| c.is_whitespace()).map(|i| i + l[i..].find(|c: char| !c.is_whitespace()).unwrap()).unwrap())
+        .map(|l| {
+            l.find(|c: char| c.is_whitespace())
+                .map(|i| i + l[i..].find(|c: char| !c.is_whitespace()).unwrap())
+                .unwrap()
+        })
         .collect();
     assert_eq!(starts.len(), 4);
     assert!(starts.windows(2).all(|w| w[0] == w[1]), "{starts:?}\n{out}");
@@ -92,7 +123,10 @@ fn text_is_coloured_only_when_asked() {
 fn no_drift_is_one_line() {
     let mut r = report();
     r.apps.retain(|a| a.state == DriftState::InSync);
-    r.summary = DriftSummary { in_sync: 1, ..Default::default() };
+    r.summary = DriftSummary {
+        in_sync: 1,
+        ..Default::default()
+    };
     let out = text(&r, Style { color: false });
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.starts_with("No drift:"));

@@ -44,7 +44,16 @@ fn peer() -> Option<IpAddr> {
 }
 
 fn check(r: &SecretZeroRequest, t: Option<&TaskInfo>, peer: Option<IpAddr>) -> Decision {
-    decide(r, peer, t, &apps(), &Served::default(), &mut RateLimiter::default(), NOW, &config())
+    decide(
+        r,
+        peer,
+        t,
+        &apps(),
+        &Served::default(),
+        &mut RateLimiter::default(),
+        NOW,
+        &config(),
+    )
 }
 
 #[test]
@@ -57,22 +66,38 @@ fn a_fresh_task_of_a_secret_app_from_its_host_is_granted() {
     );
     // IPv4-mapped IPv6 peers are the same host.
     assert!(matches!(
-        check(&req("web.1", "/web"), Some(&task()), Some("::ffff:10.0.0.7".parse().unwrap())),
+        check(
+            &req("web.1", "/web"),
+            Some(&task()),
+            Some("::ffff:10.0.0.7".parse().unwrap())
+        ),
         Decision::Grant { .. }
     ));
     // Staging tasks may ask too (baton-env runs before the app is up).
     let mut t = task();
     t.state = "TASK_STAGING".into();
-    assert!(matches!(check(&req("web.1", "/web"), Some(&t), peer()), Decision::Grant { .. }));
+    assert!(matches!(
+        check(&req("web.1", "/web"), Some(&t), peer()),
+        Decision::Grant { .. }
+    ));
 }
 
 #[test]
 fn each_check_denies_with_its_reason() {
     use DenyReason::*;
     let r = req("web.1", "/web");
-    assert_eq!(check(&req("web.1", "web"), Some(&task()), peer()), Decision::Deny(Malformed));
-    assert_eq!(check(&req("", "/web"), Some(&task()), peer()), Decision::Deny(Malformed));
-    assert_eq!(check(&req("x.1", "/other"), None, peer()), Decision::Deny(UnknownApp));
+    assert_eq!(
+        check(&req("web.1", "web"), Some(&task()), peer()),
+        Decision::Deny(Malformed)
+    );
+    assert_eq!(
+        check(&req("", "/web"), Some(&task()), peer()),
+        Decision::Deny(Malformed)
+    );
+    assert_eq!(
+        check(&req("x.1", "/other"), None, peer()),
+        Decision::Deny(UnknownApp)
+    );
     assert_eq!(check(&r, None, peer()), Decision::Deny(UnknownTask));
     let mut t = task();
     t.app_id = "/db".into();
@@ -88,7 +113,10 @@ fn each_check_denies_with_its_reason() {
     assert_eq!(check(&r, Some(&t), peer()), Decision::Deny(TooOld));
     t.staged_at_ms = None;
     assert_eq!(check(&r, Some(&t), peer()), Decision::Deny(TooOld));
-    assert_eq!(check(&r, Some(&task()), Some("10.0.0.8".parse().unwrap())), Decision::Deny(WrongHost));
+    assert_eq!(
+        check(&r, Some(&task()), Some("10.0.0.8".parse().unwrap())),
+        Decision::Deny(WrongHost)
+    );
     assert_eq!(check(&r, Some(&task()), None), Decision::Deny(WrongHost));
 }
 
@@ -96,7 +124,16 @@ fn each_check_denies_with_its_reason() {
 fn host_check_can_be_disabled() {
     let mut c = config();
     c.check_host = false;
-    let d = decide(&req("web.1", "/web"), None, Some(&task()), &apps(), &Served::default(), &mut RateLimiter::default(), NOW, &c);
+    let d = decide(
+        &req("web.1", "/web"),
+        None,
+        Some(&task()),
+        &apps(),
+        &Served::default(),
+        &mut RateLimiter::default(),
+        NOW,
+        &c,
+    );
     assert!(matches!(d, Decision::Grant { .. }));
 }
 
@@ -104,45 +141,110 @@ fn host_check_can_be_disabled() {
 fn a_served_task_is_a_replay() {
     let mut served = Served::default();
     served.served.insert("web.1".into(), NOW - 1000);
-    let d = decide(&req("web.1", "/web"), peer(), Some(&task()), &apps(), &served, &mut RateLimiter::default(), NOW, &config());
+    let d = decide(
+        &req("web.1", "/web"),
+        peer(),
+        Some(&task()),
+        &apps(),
+        &served,
+        &mut RateLimiter::default(),
+        NOW,
+        &config(),
+    );
     assert_eq!(d, Decision::Deny(DenyReason::Replayed));
 }
 
 #[test]
 fn rate_limit_is_per_app_and_spent_only_by_otherwise_valid_requests() {
     let mut c = config();
-    c.rate = RateConfig { burst: 3, per_second: 1.0 };
+    c.rate = RateConfig {
+        burst: 3,
+        per_second: 1.0,
+    };
     let mut limiter = RateLimiter::default();
     let served = Served::default();
     // Forged task ids never spend the budget.
     for i in 0..50 {
-        let d = decide(&req(&format!("forged.{i}"), "/web"), peer(), None, &apps(), &served, &mut limiter, NOW, &c);
+        let d = decide(
+            &req(&format!("forged.{i}"), "/web"),
+            peer(),
+            None,
+            &apps(),
+            &served,
+            &mut limiter,
+            NOW,
+            &c,
+        );
         assert_eq!(d, Decision::Deny(DenyReason::UnknownTask));
     }
     let mut granted = 0;
     for _ in 0..5 {
-        if let Decision::Grant { .. } = decide(&req("web.1", "/web"), peer(), Some(&task()), &apps(), &served, &mut limiter, NOW, &c) {
+        if let Decision::Grant { .. } = decide(
+            &req("web.1", "/web"),
+            peer(),
+            Some(&task()),
+            &apps(),
+            &served,
+            &mut limiter,
+            NOW,
+            &c,
+        ) {
             granted += 1;
         }
     }
     assert_eq!(granted, 3);
     // One second later, one more token.
-    let d = decide(&req("web.1", "/web"), peer(), Some(&task()), &apps(), &served, &mut limiter, NOW + 1000, &c);
+    let d = decide(
+        &req("web.1", "/web"),
+        peer(),
+        Some(&task()),
+        &apps(),
+        &served,
+        &mut limiter,
+        NOW + 1000,
+        &c,
+    );
     assert!(matches!(d, Decision::Grant { .. }));
-    let d = decide(&req("web.1", "/web"), peer(), Some(&task()), &apps(), &served, &mut limiter, NOW + 1000, &c);
+    let d = decide(
+        &req("web.1", "/web"),
+        peer(),
+        Some(&task()),
+        &apps(),
+        &served,
+        &mut limiter,
+        NOW + 1000,
+        &c,
+    );
     assert_eq!(d, Decision::Deny(DenyReason::RateLimited));
 }
 
 #[test]
 fn burst_is_at_least_the_instance_count() {
     let mut c = config();
-    c.rate = RateConfig { burst: 1, per_second: 0.0 };
+    c.rate = RateConfig {
+        burst: 1,
+        per_second: 0.0,
+    };
     let mut a = apps();
     a.values_mut().for_each(|g| g.instances = 1000);
     let mut limiter = RateLimiter::default();
     let served = Served::default();
     let n = (0..1200)
-        .filter(|_| matches!(decide(&req("web.1", "/web"), peer(), Some(&task()), &a, &served, &mut limiter, NOW, &c), Decision::Grant { .. }))
+        .filter(|_| {
+            matches!(
+                decide(
+                    &req("web.1", "/web"),
+                    peer(),
+                    Some(&task()),
+                    &a,
+                    &served,
+                    &mut limiter,
+                    NOW,
+                    &c
+                ),
+                Decision::Grant { .. }
+            )
+        })
         .count();
     assert_eq!(n, 1000);
 }
@@ -171,7 +273,10 @@ fn served_set_round_trips_atomically_and_prunes() {
     let dir = tempfile::tempdir().unwrap();
     let path = served_path(dir.path());
     assert!(load_served(&path).unwrap().served.is_empty());
-    let mut s = Served { version: 1, ..Default::default() };
+    let mut s = Served {
+        version: 1,
+        ..Default::default()
+    };
     s.served.insert("old".into(), NOW - 100_000_000);
     s.served.insert("new".into(), NOW);
     save_served(&path, &s).unwrap();

@@ -17,7 +17,11 @@ fn detected() -> Notification {
     Notification::DriftDetected {
         app: id("/shop/web"),
         fields: vec!["/instances".into(), "/env/COLOR".into()],
-        changed_by: Some(Attribution { client_ip: "10.0.0.8".into(), uri: "/v2/apps/shop/web".into(), at: 1_795_000_000_000 }),
+        changed_by: Some(Attribution {
+            client_ip: "10.0.0.8".into(),
+            uri: "/v2/apps/shop/web".into(),
+            at: 1_795_000_000_000,
+        }),
         policy: "correct".into(),
     }
 }
@@ -28,7 +32,13 @@ fn payloads_say_what_changed_and_why() {
     assert_eq!(j["event"], "drift_detected");
     assert_eq!(j["details"]["changed_by"]["client_ip"], "10.0.0.8");
     let s = j["summary"].as_str().unwrap();
-    assert!(s.contains("/shop/web") && s.contains("/instances, /env/COLOR") && s.contains("10.0.0.8") && s.contains("correct it now"), "{s}");
+    assert!(
+        s.contains("/shop/web")
+            && s.contains("/instances, /env/COLOR")
+            && s.contains("10.0.0.8")
+            && s.contains("correct it now"),
+        "{s}"
+    );
 
     let resolved = Notification::DriftResolved {
         entry: LedgerEntry {
@@ -46,23 +56,42 @@ fn payloads_say_what_changed_and_why() {
     };
     let slack = slack_payload(&resolved, "prod");
     let t = slack["text"].as_str().unwrap();
-    assert!(t.contains("[prod]") && t.contains("corrected by Baton") && t.contains("5m30s"), "{t}");
+    assert!(
+        t.contains("[prod]") && t.contains("corrected by Baton") && t.contains("5m30s"),
+        "{t}"
+    );
     assert_eq!(slack["blocks"][0]["text"]["text"], slack["text"]);
 
-    let failed = Notification::SyncFailed { commit: Some("0123456789abcdef".into()), error: "1 app failed".into(), apps: vec![(id("/a"), "rejected".into())] };
+    let failed = Notification::SyncFailed {
+        commit: Some("0123456789abcdef".into()),
+        error: "1 app failed".into(),
+        apps: vec![(id("/a"), "rejected".into())],
+    };
     let j = json_payload(&failed, "baton", 0);
-    assert!(j["summary"].as_str().unwrap().contains("commit 0123456789ab"));
+    assert!(j["summary"]
+        .as_str()
+        .unwrap()
+        .contains("commit 0123456789ab"));
     assert_eq!(j["details"]["apps"][0]["reason"], "rejected");
 }
 
 #[test]
 fn sink_urls_stay_out_of_debug_output() {
-    let s = Sink { kind: SinkKind::Slack, url: "https://hooks.example/T000/B000/XXXXSECRET".into() };
+    let s = Sink {
+        kind: SinkKind::Slack,
+        url: "https://hooks.example/T000/B000/XXXXSECRET".into(),
+    };
     assert!(!format!("{s:?}").contains("SECRET"));
 }
 
 /// A receiver that fails the first `fail_first` requests with 503, then accepts.
-async fn receiver(fail_first: usize) -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>, CancellationToken) {
+async fn receiver(
+    fail_first: usize,
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<Value>,
+    CancellationToken,
+) {
     #[derive(Clone)]
     struct Ctx {
         left: Arc<Mutex<usize>>,
@@ -79,13 +108,18 @@ async fn receiver(fail_first: usize) -> (String, tokio::sync::mpsc::UnboundedRec
         }
     }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let app = Router::new().route("/hook", post(hook)).with_state(Ctx { left: Arc::new(Mutex::new(fail_first)), tx });
+    let app = Router::new().route("/hook", post(hook)).with_state(Ctx {
+        left: Arc::new(Mutex::new(fail_first)),
+        tx,
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     let s = stop.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(async move { s.cancelled().await }).await;
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { s.cancelled().await })
+            .await;
     });
     (format!("http://{addr}/hook"), rx, stop)
 }
@@ -96,7 +130,10 @@ async fn deliveries_are_retried_until_accepted() {
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
     let config = NotifierConfig {
-        sinks: vec![Sink { kind: SinkKind::Json, url }],
+        sinks: vec![Sink {
+            kind: SinkKind::Json,
+            url,
+        }],
         backoff: Duration::from_millis(5),
         ..Default::default()
     };
@@ -110,7 +147,9 @@ async fn deliveries_are_retried_until_accepted() {
     }
     assert_eq!(bodies.len(), 3, "two refusals, then the accepted try");
     assert!(bodies.iter().all(|b| b["event"] == "drift_detected"));
-    assert!(metrics.render().contains("baton_notifications_total{outcome=\"sent\"} 1"));
+    assert!(metrics
+        .render()
+        .contains("baton_notifications_total{outcome=\"sent\"} 1"));
     stop.cancel();
 }
 
@@ -119,7 +158,10 @@ async fn a_sink_that_never_accepts_fails_after_the_attempts() {
     let (url, mut got, stop) = receiver(usize::MAX).await;
     let metrics = Arc::new(Metrics::default());
     let config = NotifierConfig {
-        sinks: vec![Sink { kind: SinkKind::Slack, url }],
+        sinks: vec![Sink {
+            kind: SinkKind::Slack,
+            url,
+        }],
         attempts: 3,
         backoff: Duration::from_millis(1),
         ..Default::default()
@@ -134,7 +176,9 @@ async fn a_sink_that_never_accepts_fails_after_the_attempts() {
         n += 1;
     }
     assert_eq!(n, 3);
-    assert!(metrics.render().contains("baton_notifications_total{outcome=\"failed\"} 1"));
+    assert!(metrics
+        .render()
+        .contains("baton_notifications_total{outcome=\"failed\"} 1"));
     stop.cancel();
 }
 
@@ -142,9 +186,17 @@ async fn a_sink_that_never_accepts_fails_after_the_attempts() {
 fn a_full_queue_drops_instead_of_blocking() {
     let metrics = Arc::new(Metrics::default());
     let (tx, _rx) = mpsc::channel(1);
-    let n = Notifier { tx: Some(tx), metrics: metrics.clone() };
+    let n = Notifier {
+        tx: Some(tx),
+        metrics: metrics.clone(),
+    };
     assert!(n.notify(detected()));
-    assert!(!n.notify(detected()), "the second does not fit and must not block");
-    assert!(metrics.render().contains("baton_notifications_total{outcome=\"dropped\"} 1"));
+    assert!(
+        !n.notify(detected()),
+        "the second does not fit and must not block"
+    );
+    assert!(metrics
+        .render()
+        .contains("baton_notifications_total{outcome=\"dropped\"} 1"));
     assert!(!Notifier::disabled(metrics).notify(detected()));
 }

@@ -171,7 +171,11 @@ impl Fake {
 
     /// Ids of running deployments.
     pub fn running(&self) -> Vec<String> {
-        self.lock().deployments.iter().map(|d| d.id.clone()).collect()
+        self.lock()
+            .deployments
+            .iter()
+            .map(|d| d.id.clone())
+            .collect()
     }
 
     fn finish_later(&self, id: String, after: Duration) {
@@ -360,9 +364,7 @@ impl Scheduler for Fake {
             let old = s.deployments.remove(pos);
             publish(
                 &mut s,
-                SchedulerEvent::DeploymentFailed {
-                    id: old.id.clone(),
-                },
+                SchedulerEvent::DeploymentFailed { id: old.id.clone() },
             );
             for (app, before) in &old.original {
                 match before {

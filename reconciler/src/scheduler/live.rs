@@ -20,7 +20,11 @@ pub fn apps_from_response(doc: &Value) -> Result<Vec<Value>, String> {
                 }
             }
         }
-        _ => return Err("expected a Marathon app list (`{\"apps\": [...]}`), an app or a group".into()),
+        _ => {
+            return Err(
+                "expected a Marathon app list (`{\"apps\": [...]}`), an app or a group".into(),
+            )
+        }
     }
     for (i, app) in out.iter().enumerate() {
         if app.get("id").and_then(Value::as_str).is_none() {

@@ -26,7 +26,10 @@ use crate::spec::AppId;
 #[derive(Debug, Clone)]
 pub enum Auth {
     /// HTTP basic auth.
-    Basic { user: String, password: SecretString },
+    Basic {
+        user: String,
+        password: SecretString,
+    },
     /// DC/OS: `Authorization: token=<token>`.
     Token(SecretString),
 }
@@ -75,10 +78,9 @@ impl Marathon {
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &config.ca_cert {
-            let pem = std::fs::read(ca).map_err(|e| SchedulerError::Config(format!(
-                "cannot read CA certificate {}: {e}",
-                ca.display()
-            )))?;
+            let pem = std::fs::read(ca).map_err(|e| {
+                SchedulerError::Config(format!("cannot read CA certificate {}: {e}", ca.display()))
+            })?;
             let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
                 SchedulerError::Config(format!("bad CA certificate {}: {e}", ca.display()))
             })?;
@@ -92,8 +94,14 @@ impl Marathon {
     }
 
     /// A request with auth applied.
-    pub fn request(&self, method: reqwest::Method, path_and_query: &str) -> reqwest::RequestBuilder {
-        let req = self.http.request(method, format!("{}{path_and_query}", self.base));
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+    ) -> reqwest::RequestBuilder {
+        let req = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.base));
         match &self.config.auth {
             None => req,
             Some(Auth::Basic { user, password }) => {
@@ -113,7 +121,9 @@ impl Marathon {
     /// Every app with its tasks and deployments, as Marathon serves them.
     pub async fn list_apps_raw(&self) -> Result<Vec<Value>, SchedulerError> {
         let path = "/v2/apps?embed=apps.tasks&embed=apps.deployments&embed=apps.lastTaskFailure";
-        let doc = self.call(Method::GET, path, None, Retry::Idempotent).await?;
+        let doc = self
+            .call(Method::GET, path, None, Retry::Idempotent)
+            .await?;
         apps_from_response(&doc).map_err(|reason| SchedulerError::Protocol {
             url: format!("{}{path}", self.base),
             reason,
@@ -305,7 +315,9 @@ impl Scheduler for Marathon {
 
     async fn deployments(&self) -> Result<Vec<Deployment>, SchedulerError> {
         let path = "/v2/deployments";
-        let doc = self.call(Method::GET, path, None, Retry::Idempotent).await?;
+        let doc = self
+            .call(Method::GET, path, None, Retry::Idempotent)
+            .await?;
         let list = doc.as_array().ok_or_else(|| SchedulerError::Protocol {
             url: format!("{}{path}", self.base),
             reason: "expected a list of deployments".into(),
@@ -360,7 +372,11 @@ impl Scheduler for Marathon {
             if let Some(f) = app.pointer("/app/lastTaskFailure") {
                 let state = f.get("state").and_then(Value::as_str).unwrap_or("failed");
                 let message = f.get("message").and_then(Value::as_str).unwrap_or("");
-                parts.push(format!("last task failure: {state} {message}").trim().to_string());
+                parts.push(
+                    format!("last task failure: {state} {message}")
+                        .trim()
+                        .to_string(),
+                );
             }
         }
         (!parts.is_empty()).then(|| parts.join("; "))
@@ -412,7 +428,10 @@ fn queue_reason(item: &Value) -> Vec<String> {
     if waiting > 0 {
         out.push(format!("{waiting} instance(s) waiting to launch"));
     }
-    if let Some(left) = item.pointer("/delay/timeLeftSeconds").and_then(Value::as_u64) {
+    if let Some(left) = item
+        .pointer("/delay/timeLeftSeconds")
+        .and_then(Value::as_u64)
+    {
         if left > 0 {
             out.push(format!("launch delayed {left}s by backoff"));
         }
@@ -469,10 +488,7 @@ mod tests {
             let body = body.clone();
             async move {
                 h.fetch_add(1, Ordering::SeqCst);
-                (
-                    StatusCode::from_u16(status).unwrap(),
-                    axum::Json(body),
-                )
+                (StatusCode::from_u16(status).unwrap(), axum::Json(body))
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -506,7 +522,10 @@ mod tests {
         let (url, hits, _g) = stub(503, json!({"message": "busy"})).await;
         let m = client(&url);
         let e = m.list_apps().await.unwrap_err();
-        assert!(matches!(e, SchedulerError::Status { status: 503, .. }), "{e}");
+        assert!(
+            matches!(e, SchedulerError::Status { status: 503, .. }),
+            "{e}"
+        );
         assert_eq!(hits.swap(0, Ordering::SeqCst), 4);
         m.put_app(&app(), &json!({"id": "/a"})).await.unwrap_err();
         assert_eq!(hits.swap(0, Ordering::SeqCst), 4);
@@ -518,7 +537,10 @@ mod tests {
     async fn client_errors_are_not_retried_and_409_carries_the_deployments() {
         let body = json!({"message": "App is locked", "deployments": [{"id": "d1"}, {"id": "d2"}]});
         let (url, hits, _g) = stub(409, body).await;
-        let e = client(&url).put_app(&app(), &json!({"id": "/a"})).await.unwrap_err();
+        let e = client(&url)
+            .put_app(&app(), &json!({"id": "/a"}))
+            .await
+            .unwrap_err();
         let SchedulerError::Locked { deployments, .. } = e else {
             panic!("{e:?}");
         };
@@ -530,8 +552,14 @@ mod tests {
     async fn a_422_keeps_the_details_verbatim() {
         let body = json!({"message": "Object is not valid", "details": [{"path": "/cpus", "errors": ["error.min"]}]});
         let (url, _, _g) = stub(422, body).await;
-        let e = client(&url).put_app(&app(), &json!({"id": "/a"})).await.unwrap_err();
-        let SchedulerError::Invalid { message, details, .. } = e else {
+        let e = client(&url)
+            .put_app(&app(), &json!({"id": "/a"}))
+            .await
+            .unwrap_err();
+        let SchedulerError::Invalid {
+            message, details, ..
+        } = e
+        else {
             panic!("{e:?}");
         };
         assert_eq!(message, "Object is not valid");
@@ -551,7 +579,10 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let e = client(&format!("http://{addr}")).list_apps().await.unwrap_err();
+        let e = client(&format!("http://{addr}"))
+            .list_apps()
+            .await
+            .unwrap_err();
         assert!(matches!(e, SchedulerError::Unreachable { .. }), "{e}");
         assert!(e.to_string().contains(&addr.to_string()), "{e}");
     }

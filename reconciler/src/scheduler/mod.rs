@@ -29,12 +29,19 @@ pub enum SchedulerError {
     #[error("cannot reach the scheduler at {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("{url} answered HTTP {status}: {body}")]
-    Status { url: String, status: u16, body: String },
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
     #[error("unexpected answer from {url}: {reason}")]
     Protocol { url: String, reason: String },
     /// 409: the app is locked by running deployments.
     #[error("{url}: the app is locked by deployment(s) {}", deployments.join(", "))]
-    Locked { url: String, deployments: Vec<String> },
+    Locked {
+        url: String,
+        deployments: Vec<String>,
+    },
     /// 422: the scheduler rejected the definition; `details` is its answer, verbatim.
     #[error("{url} rejected the definition: {message}")]
     Invalid {

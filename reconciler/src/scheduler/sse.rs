@@ -97,8 +97,12 @@ mod tests {
         let mut p = Parser::default();
         let mut got = p.feed(b"event: deployment_success\r\nda");
         assert!(got.is_empty());
-        got.extend(p.feed(b"ta: {\"id\":\"d1\",\"eventType\":\"deployment_success\"}\r\n\r\n: keep\n\n"));
-        got.extend(p.feed(b"event: deployment_failed\ndata: {\"id\":\"d2\"}\n\nevent: x\ndata: {}\n\n"));
+        got.extend(
+            p.feed(b"ta: {\"id\":\"d1\",\"eventType\":\"deployment_success\"}\r\n\r\n: keep\n\n"),
+        );
+        got.extend(
+            p.feed(b"event: deployment_failed\ndata: {\"id\":\"d2\"}\n\nevent: x\ndata: {}\n\n"),
+        );
         let events: Vec<_> = got.iter().filter_map(deployment_event).collect();
         assert_eq!(
             events,

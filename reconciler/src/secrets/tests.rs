@@ -50,7 +50,11 @@ fn policy_grants_read_on_exactly_the_referenced_paths() {
     let paths: Vec<&str> = app.paths.iter().map(String::as_str).collect();
     assert_eq!(
         paths,
-        ["database/creds/web", "secret/data/shared", "secret/data/web"]
+        [
+            "database/creds/web",
+            "secret/data/shared",
+            "secret/data/web"
+        ]
     );
     assert_eq!(policy_paths(&app.policy), app.paths);
     assert!(!app.policy.contains("create") && !app.policy.contains('*'));
@@ -70,11 +74,16 @@ fn secrets_block_sets_ttls_and_extra_policies() {
     let s = spec(
         "/a/job",
         json!({"cmd": "x"}),
-        Some(json!({"tokenTtl": "5m", "tokenMaxTtl": 1800, "secretIdTtl": "30s", "policies": ["metrics-read"]})),
+        Some(
+            json!({"tokenTtl": "5m", "tokenMaxTtl": 1800, "secretIdTtl": "30s", "policies": ["metrics-read"]}),
+        ),
     );
     let d = desired(&repo(vec![s]));
     let r = &d.apps["baton-a-job"].role;
-    assert_eq!((r.token_ttl, r.token_max_ttl, r.secret_id_ttl), (300, 1800, 30));
+    assert_eq!(
+        (r.token_ttl, r.token_max_ttl, r.secret_id_ttl),
+        (300, 1800, 30)
+    );
     assert_eq!(r.token_policies, ["baton-a-job", "metrics-read"]);
     // No references: the policy grants nothing.
     assert!(d.apps["baton-a-job"].paths.is_empty());
@@ -82,9 +91,21 @@ fn secrets_block_sets_ttls_and_extra_policies() {
 
 #[test]
 fn bad_settings_and_bad_references_are_issues_not_objects() {
-    let bad_block = spec("/a/one", json!({"cmd": "x"}), Some(json!({"policies": ["root"]})));
-    let unknown = spec("/a/two", json!({"cmd": "x"}), Some(json!({"tokenTTL": "5m"})));
-    let bad_ref = spec("/a/three", json!({"cmd": "x", "env": {"P": "vault:secret/x"}}), None);
+    let bad_block = spec(
+        "/a/one",
+        json!({"cmd": "x"}),
+        Some(json!({"policies": ["root"]})),
+    );
+    let unknown = spec(
+        "/a/two",
+        json!({"cmd": "x"}),
+        Some(json!({"tokenTTL": "5m"})),
+    );
+    let bad_ref = spec(
+        "/a/three",
+        json!({"cmd": "x", "env": {"P": "vault:secret/x"}}),
+        None,
+    );
     let zero = spec("/a/four", json!({"cmd": "x"}), Some(json!({"tokenTtl": 0})));
     let d = desired(&repo(vec![bad_block, unknown, bad_ref, zero]));
     assert!(d.apps.is_empty());
@@ -96,8 +117,16 @@ fn bad_settings_and_bad_references_are_issues_not_objects() {
 
 #[test]
 fn colliding_names_get_no_vault_access() {
-    let a = spec("/a-b/c", json!({"cmd": "x", "env": {"P": "vault:kv/a#k"}}), None);
-    let b = spec("/a/b-c", json!({"cmd": "x", "env": {"P": "vault:kv/b#k"}}), None);
+    let a = spec(
+        "/a-b/c",
+        json!({"cmd": "x", "env": {"P": "vault:kv/a#k"}}),
+        None,
+    );
+    let b = spec(
+        "/a/b-c",
+        json!({"cmd": "x", "env": {"P": "vault:kv/b#k"}}),
+        None,
+    );
     let d = desired(&repo(vec![a, b]));
     assert!(d.apps.is_empty());
     assert_eq!(d.issues.len(), 2);
@@ -127,7 +156,11 @@ fn new_app_creates_policy_and_role_with_a_fresh_role_id_and_env() {
     let vp = plan_vault(&d, &live, &ids, &r, &p, &[]);
     assert_eq!(vp.before_apps.len(), 2);
     assert!(vp.after_apps.is_empty());
-    let role = vp.before_apps.iter().find(|c| c.kind == ObjectKind::Role).unwrap();
+    let role = vp
+        .before_apps
+        .iter()
+        .find(|c| c.kind == ObjectKind::Role)
+        .unwrap();
     assert_eq!(role.action, Action::Create);
     assert_eq!(role.body.as_ref().unwrap()["role_id"], "fresh-1");
     assert_eq!(role.body.as_ref().unwrap()["secret_id_num_uses"], 1);
@@ -137,9 +170,15 @@ fn new_app_creates_policy_and_role_with_a_fresh_role_id_and_env() {
     assert_eq!(body["env"]["BATON_AUTH"], "gatekeeper");
     assert_eq!(body["env"]["BATON_APPROLE_ROLE"], "baton-prod-web-api");
     assert_eq!(body["env"]["VAULT_ADDR"], "https://vault:8200");
-    assert_eq!(body["env"]["DB_PASSWORD"], "vault:database/creds/web#password");
+    assert_eq!(
+        body["env"]["DB_PASSWORD"],
+        "vault:database/creds/web#password"
+    );
     let text = vault_plan_text(&vp);
-    assert!(text.contains("+ create policy baton-prod-web-api"), "{text}");
+    assert!(
+        text.contains("+ create policy baton-prod-web-api"),
+        "{text}"
+    );
     assert!(text.contains("read database/creds/web"), "{text}");
 }
 
@@ -176,9 +215,16 @@ fn changed_paths_and_ttls_are_updates_with_details() {
     let mut live = live_of(&d);
     live.policies.insert(
         "baton-prod-web-api".into(),
-        policy_text(&AppId::parse("/prod/web-api").unwrap(), &["secret/data/old".to_string()].into()),
+        policy_text(
+            &AppId::parse("/prod/web-api").unwrap(),
+            &["secret/data/old".to_string()].into(),
+        ),
     );
-    live.roles.get_mut("baton-prod-web-api").unwrap().settings.token_ttl = 99;
+    live.roles
+        .get_mut("baton-prod-web-api")
+        .unwrap()
+        .settings
+        .token_ttl = 99;
     let ids = role_ids(&d, &live, &mut fresh());
     let p = plan(&r, &[], &Policy::default());
     let vp = plan_vault(&d, &live, &ids, &r, &p, &[]);
@@ -188,26 +234,48 @@ fn changed_paths_and_ttls_are_updates_with_details() {
     assert!(text.contains("+ read database/creds/web"), "{text}");
     assert!(text.contains("token_ttl: 99s -> 900s"), "{text}");
     // An update never resets the role id.
-    let role = vp.before_apps.iter().find(|c| c.kind == ObjectKind::Role).unwrap();
+    let role = vp
+        .before_apps
+        .iter()
+        .find(|c| c.kind == ObjectKind::Role)
+        .unwrap();
     assert!(role.body.as_ref().unwrap().get("role_id").is_none());
 }
 
 #[test]
 fn pruned_app_loses_its_objects_after_the_app_is_deleted() {
     // Live: two secret apps and their objects; the repo keeps one.
-    let keep = spec("/keep", json!({"cmd": "x", "env": {"P": "vault:kv/k#k"}}), None);
-    let gone = spec("/gone", json!({"cmd": "x", "env": {"P": "vault:kv/g#k"}}), None);
+    let keep = spec(
+        "/keep",
+        json!({"cmd": "x", "env": {"P": "vault:kv/k#k"}}),
+        None,
+    );
+    let gone = spec(
+        "/gone",
+        json!({"cmd": "x", "env": {"P": "vault:kv/g#k"}}),
+        None,
+    );
     let before = repo(vec![keep.clone(), gone.clone()]);
     let live = live_of(&desired(&before));
     let owned = |id: &str| json!({"id": id, "cmd": "x", "labels": {"baton.dev/owner": "test"}});
     let live_apps = vec![owned("/keep"), owned("/gone")];
-    let ids: Vec<AppId> = ["/keep", "/gone"].iter().map(|s| AppId::parse(s).unwrap()).collect();
+    let ids: Vec<AppId> = ["/keep", "/gone"]
+        .iter()
+        .map(|s| AppId::parse(s).unwrap())
+        .collect();
 
     let mut after = repo(vec![keep]);
     after.config.prune.max_deletes = 5;
     let d = desired(&after);
     let p = plan(&after, &live_apps, &Policy::default());
-    let vp = plan_vault(&d, &live, &role_ids(&d, &live, &mut fresh()), &after, &p, &ids);
+    let vp = plan_vault(
+        &d,
+        &live,
+        &role_ids(&d, &live, &mut fresh()),
+        &after,
+        &p,
+        &ids,
+    );
     let names: Vec<(ObjectKind, &str, Action)> = vp
         .after_apps
         .iter()
@@ -226,10 +294,24 @@ fn pruned_app_loses_its_objects_after_the_app_is_deleted() {
     after.config.prune.max_percent = 0.0;
     let p = plan(&after, &live_apps, &Policy::default());
     assert!(!p.held.is_empty());
-    let vp = plan_vault(&d, &live, &role_ids(&d, &live, &mut fresh()), &after, &p, &ids);
+    let vp = plan_vault(
+        &d,
+        &live,
+        &role_ids(&d, &live, &mut fresh()),
+        &after,
+        &p,
+        &ids,
+    );
     assert!(vp.after_apps.is_empty());
     after.incomplete = true;
-    let vp = plan_vault(&d, &live, &role_ids(&d, &live, &mut fresh()), &after, &p, &ids);
+    let vp = plan_vault(
+        &d,
+        &live,
+        &role_ids(&d, &live, &mut fresh()),
+        &after,
+        &p,
+        &ids,
+    );
     assert!(vp.after_apps.is_empty());
 }
 

@@ -57,7 +57,10 @@ pub fn read_dir(root: &Path) -> Result<Snapshot, SourceError> {
     let apps_root = root.join(&config.apps_dir);
     let mut files = Vec::new();
     if apps_root.is_dir() {
-        for entry in WalkDir::new(&apps_root).follow_links(true).sort_by_file_name() {
+        for entry in WalkDir::new(&apps_root)
+            .follow_links(true)
+            .sort_by_file_name()
+        {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {

@@ -165,6 +165,8 @@ impl GitSource {
             .connect(gix::remote::Direction::Fetch)
             .map_err(|e| unreachable(&e))?;
         if let Some(auth) = self.config.auth.clone() {
+            // gix's callback signature fixes the (large) error type.
+            #[allow(clippy::result_large_err)]
             conn.set_credentials(move |action| match action {
                 gix::credentials::helper::Action::Get(ctx) => {
                     Ok(Some(gix::credentials::protocol::Outcome {
@@ -384,9 +386,11 @@ fn diff_trees(
                     id,
                     ..
                 } => (location, entry_mode, id.detach(), true),
-                Change::Rewrite { .. } => return Ok::<_, std::convert::Infallible>(
-                    gix::object::tree::diff::Action::Continue,
-                ),
+                Change::Rewrite { .. } => {
+                    return Ok::<_, std::convert::Infallible>(
+                        gix::object::tree::diff::Action::Continue,
+                    )
+                }
             };
             let path = PathBuf::from(location.to_str_lossy().as_ref());
             if mode.is_tree() || !path.starts_with(&config.apps_dir) {

@@ -39,7 +39,11 @@ impl SpecSource for DirSource {
             _ => {
                 // Asked for something not just read: read again (the directory has no history).
                 self.fetch()?;
-                let snapshot = self.read.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
+                let snapshot = self
+                    .read
+                    .as_ref()
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default();
                 Ok(crate::spec::load(snapshot))
             }
         }
@@ -74,7 +78,18 @@ pub fn watch(
 ) -> Result<impl Drop, SourceError> {
     let mut on_change = on_change;
     let mut debouncer = new_debouncer(debounce, None, move |res: DebounceEventResult| match res {
-        Ok(events) if !events.is_empty() => on_change(),
+        // Reads (access events) are not changes: reading the repo after a change must not
+        // trigger another read.
+        Ok(events)
+            if events.iter().any(|e| {
+                !matches!(
+                    e.event.kind,
+                    notify_debouncer_full::notify::EventKind::Access(_)
+                )
+            }) =>
+        {
+            on_change()
+        }
         Ok(_) => {}
         Err(errors) => {
             for e in errors {

@@ -37,7 +37,9 @@ fn rewrite_legacy(map: &mut Map<String, Value>) {
         if let Value::Array(list) = fetch {
             for uri in uris {
                 let extract = uri.as_str().is_some_and(is_archive);
-                list.push(json!({"uri": uri, "extract": extract, "executable": false, "cache": false}));
+                list.push(
+                    json!({"uri": uri, "extract": extract, "executable": false, "cache": false}),
+                );
             }
         }
     }
@@ -68,16 +70,21 @@ fn rewrite_legacy(map: &mut Map<String, Value>) {
         if let Some(n) = legacy_mode {
             map.insert("networks".into(), n);
         } else if let Some(name) = ip_network {
-            map.insert("networks".into(), json!([{"mode": "container", "name": name}]));
+            map.insert(
+                "networks".into(),
+                json!([{"mode": "container", "name": name}]),
+            );
         }
     }
 }
 
 /// Marathon extracts fetched archives by default only when the URI looks like one.
 fn is_archive(uri: &str) -> bool {
-    [".tgz", ".tar.gz", ".tbz2", ".tar.bz2", ".txz", ".tar.xz", ".zip"]
-        .iter()
-        .any(|ext| uri.ends_with(ext))
+    [
+        ".tgz", ".tar.gz", ".tbz2", ".tar.bz2", ".txz", ".tar.xz", ".zip",
+    ]
+    .iter()
+    .any(|ext| uri.ends_with(ext))
 }
 
 /// Host networking unless told otherwise; with it, one dynamic port unless told otherwise; with
@@ -155,7 +162,10 @@ mod tests {
         });
         marathon_form(&mut app);
         assert!(app.get("ports").is_none() && app.get("uris").is_none());
-        assert_eq!(app["portDefinitions"][1], json!({"port": 8080, "protocol": "tcp"}));
+        assert_eq!(
+            app["portDefinitions"][1],
+            json!({"port": 8080, "protocol": "tcp"})
+        );
         assert_eq!(app["fetch"][0]["extract"], true);
         assert_eq!(app["fetch"][1]["extract"], false);
         assert_eq!(app["networks"], json!([{"mode": "container/bridge"}]));

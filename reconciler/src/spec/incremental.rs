@@ -40,9 +40,12 @@ enum Cached {
     Loaded {
         key: String,
         bytes: Vec<u8>,
-        result: FileResult,
+        result: Box<FileResult>,
     },
-    Problem { key: String, diagnostic: Diagnostic },
+    Problem {
+        key: String,
+        diagnostic: Diagnostic,
+    },
 }
 
 impl Cached {
@@ -144,7 +147,7 @@ impl Incremental {
                             path: e.path.clone(),
                             bytes,
                         };
-                        let result = load_file(&file, config);
+                        let result = Box::new(load_file(&file, config));
                         Cached::Loaded {
                             key: e.key,
                             bytes: file.bytes,
@@ -168,7 +171,7 @@ impl Incremental {
         let mut results = Vec::with_capacity(self.entries.len());
         for c in self.entries.values() {
             match c {
-                Cached::Loaded { result, .. } => results.push(result.clone()),
+                Cached::Loaded { result, .. } => results.push(FileResult::clone(result)),
                 Cached::Problem { diagnostic, .. } => diagnostics.push(diagnostic.clone()),
             }
         }
@@ -275,7 +278,10 @@ mod tests {
             // Fix the broken file, remove the duplicate, a problem without app id.
             (
                 vec!["apps/B.yml"],
-                vec![entry("apps/bad.yaml", &app("bad", "")), problem("apps/x", None)],
+                vec![
+                    entry("apps/bad.yaml", &app("bad", "")),
+                    problem("apps/x", None),
+                ],
             ),
             // Re-send unchanged content: nothing parsed.
             (vec![], vec![entry("apps/bad.yaml", &app("bad", ""))]),
@@ -295,7 +301,12 @@ mod tests {
             assert_eq!(Some(inc.parsed_last()), expect_parsed.next());
         }
         let last = full(&files);
-        assert!(last.incomplete, "a problem without app id makes the repo incomplete");
-        assert!(last.invalid.contains(&crate::spec::AppId::parse("/huge").unwrap()));
+        assert!(
+            last.incomplete,
+            "a problem without app id makes the repo incomplete"
+        );
+        assert!(last
+            .invalid
+            .contains(&crate::spec::AppId::parse("/huge").unwrap()));
     }
 }

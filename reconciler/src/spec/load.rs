@@ -103,7 +103,11 @@ pub fn parse_config(file: Option<&SourceFile>) -> (RepoConfig, Vec<Diagnostic>) 
     if let Some(dir) = doc.get("appsDir").and_then(Value::as_str) {
         let p = PathBuf::from(dir);
         if p.is_absolute() || p.components().any(|c| c.as_os_str() == "..") {
-            out.push(diag("/appsDir", "must be a path inside the repo".into(), Some(text)));
+            out.push(diag(
+                "/appsDir",
+                "must be a path inside the repo".into(),
+                Some(text),
+            ));
         } else {
             config.apps_dir = p;
         }
@@ -117,7 +121,10 @@ pub fn parse_config(file: Option<&SourceFile>) -> (RepoConfig, Vec<Diagnostic>) 
     if let Some(n) = doc.pointer("/prune/maxDeletes").and_then(Value::as_u64) {
         config.prune.max_deletes = n as usize;
     }
-    if let Some(p) = doc.pointer("/prune/maxDeletesPercent").and_then(Value::as_f64) {
+    if let Some(p) = doc
+        .pointer("/prune/maxDeletesPercent")
+        .and_then(Value::as_f64)
+    {
         config.prune.max_percent = p;
     }
     if let Some(d) = doc.get("drift") {
@@ -140,10 +147,7 @@ pub fn load(snapshot: Snapshot) -> Repo {
         diagnostics,
         incomplete,
     } = snapshot;
-    let results: Vec<FileResult> = files
-        .par_iter()
-        .map(|f| load_file(f, &config))
-        .collect();
+    let results: Vec<FileResult> = files.par_iter().map(|f| load_file(f, &config)).collect();
     assemble(config, diagnostics, incomplete, results)
 }
 
@@ -185,7 +189,9 @@ pub(crate) fn assemble(
                 .filter(|&&j| j != i)
                 .map(|&j| results[j].file.display().to_string())
                 .collect();
-            let same_case = indexes.iter().all(|&j| results[j].exact == results[i].exact);
+            let same_case = indexes
+                .iter()
+                .all(|&j| results[j].exact == results[i].exact);
             let what = if same_case {
                 "defines the same app as"
             } else {
@@ -199,7 +205,11 @@ pub(crate) fn assemble(
                 column: None,
                 message: format!(
                     "duplicate app id {}: this file {what} {}",
-                    results[i].id.as_ref().map(|i| i.to_string()).unwrap_or_else(|| results[i].exact.clone()),
+                    results[i]
+                        .id
+                        .as_ref()
+                        .map(|i| i.to_string())
+                        .unwrap_or_else(|| results[i].exact.clone()),
                     others.join(", ")
                 ),
                 app: results[i].id.clone(),
@@ -285,7 +295,14 @@ pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig) -> FileResult {
     };
     result.id = Some(id.clone());
     let error = |pointer: &str, message: String, text: Option<&str>| {
-        diagnostic(&file.path, Some(&id), Severity::Error, pointer, message, text)
+        diagnostic(
+            &file.path,
+            Some(&id),
+            Severity::Error,
+            pointer,
+            message,
+            text,
+        )
     };
     if file.bytes.len() as u64 > config.max_file_bytes {
         result.diagnostics.push(error(
@@ -313,7 +330,9 @@ pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig) -> FileResult {
     let doc = match parse::parse(text, format, Limits::default()) {
         Ok(v) => v,
         Err(e) => {
-            result.diagnostics.push(parse_diag(&file.path, Some(&id), e));
+            result
+                .diagnostics
+                .push(parse_diag(&file.path, Some(&id), e));
             return result;
         }
     };
@@ -373,7 +392,9 @@ pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig) -> FileResult {
         // The schema already explained what is wrong in the block; do not say it twice.
         Some(_) if !baton_checked => BatonBlock::default(),
         Some(b) => baton_block(&b, config).unwrap_or_else(|(pointer, message)| {
-            result.diagnostics.push(error(&pointer, message, Some(text)));
+            result
+                .diagnostics
+                .push(error(&pointer, message, Some(text)));
             BatonBlock::default()
         }),
         None => BatonBlock {

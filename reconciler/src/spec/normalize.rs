@@ -169,7 +169,13 @@ fn is_assigned_port(pointer: &str) -> bool {
     matches!(t.as_slice(), ["", "portDefinitions", _, "port"])
         || matches!(
             t.as_slice(),
-            ["", "container", "portMappings", _, "servicePort" | "hostPort"]
+            [
+                "",
+                "container",
+                "portMappings",
+                _,
+                "servicePort" | "hostPort"
+            ]
         )
 }
 
@@ -192,15 +198,20 @@ mod tests {
 
     #[test]
     fn numbers_and_empties_are_canonical() {
-        let a = normalize(&json!({"id": "/a", "cmd": "x", "mem": 128.0, "env": {}, "constraints": []}));
+        let a =
+            normalize(&json!({"id": "/a", "cmd": "x", "mem": 128.0, "env": {}, "constraints": []}));
         let b = normalize(&json!({"id": "/a", "cmd": "x"}));
         assert_eq!(a, b);
     }
 
     #[test]
     fn sets_are_order_free_but_lists_are_not() {
-        let a = normalize(&json!({"id": "/a", "cmd": "x", "constraints": [["a", "UNIQUE"], ["b", "CLUSTER", "x"]], "args": null}));
-        let b = normalize(&json!({"id": "/a", "cmd": "x", "constraints": [["b", "CLUSTER", "x"], ["a", "UNIQUE"]]}));
+        let a = normalize(
+            &json!({"id": "/a", "cmd": "x", "constraints": [["a", "UNIQUE"], ["b", "CLUSTER", "x"]], "args": null}),
+        );
+        let b = normalize(
+            &json!({"id": "/a", "cmd": "x", "constraints": [["b", "CLUSTER", "x"], ["a", "UNIQUE"]]}),
+        );
         assert_eq!(a, b);
         let c = normalize(&json!({"id": "/a", "args": ["1", "2"]}));
         let d = normalize(&json!({"id": "/a", "args": ["2", "1"]}));
@@ -210,13 +221,34 @@ mod tests {
     #[test]
     fn assigned_ports_and_old_defaults_are_tolerated() {
         let t = Tolerance::for_spec(&json!({"cmd": "x"}));
-        assert!(t.allows("/portDefinitions/0/port", Some(&json!(0)), Some(&json!(10003))));
-        assert!(!t.allows("/portDefinitions/0/port", Some(&json!(80)), Some(&json!(10003))));
-        assert!(t.allows("/maxLaunchDelaySeconds", Some(&json!(300)), Some(&json!(3600))));
-        assert!(!t.allows("/maxLaunchDelaySeconds", Some(&json!(300)), Some(&json!(60))));
+        assert!(t.allows(
+            "/portDefinitions/0/port",
+            Some(&json!(0)),
+            Some(&json!(10003))
+        ));
+        assert!(!t.allows(
+            "/portDefinitions/0/port",
+            Some(&json!(80)),
+            Some(&json!(10003))
+        ));
+        assert!(t.allows(
+            "/maxLaunchDelaySeconds",
+            Some(&json!(300)),
+            Some(&json!(3600))
+        ));
+        assert!(!t.allows(
+            "/maxLaunchDelaySeconds",
+            Some(&json!(300)),
+            Some(&json!(60))
+        ));
         assert!(t.allows("/role", None, Some(&json!("*"))));
-        let explicit = Tolerance::for_spec(&json!({"cmd": "x", "maxLaunchDelaySeconds": 300, "role": "a"}));
-        assert!(!explicit.allows("/maxLaunchDelaySeconds", Some(&json!(300)), Some(&json!(3600))));
+        let explicit =
+            Tolerance::for_spec(&json!({"cmd": "x", "maxLaunchDelaySeconds": 300, "role": "a"}));
+        assert!(!explicit.allows(
+            "/maxLaunchDelaySeconds",
+            Some(&json!(300)),
+            Some(&json!(3600))
+        ));
         assert!(!explicit.allows("/role", Some(&json!("a")), Some(&json!("*"))));
     }
 }

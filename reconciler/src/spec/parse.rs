@@ -168,7 +168,10 @@ impl Builder {
                 Event::DocumentStart => {
                     documents += 1;
                     if documents > 1 {
-                        return Err(err_at("a spec file holds one document; found a second `---`", mark));
+                        return Err(err_at(
+                            "a spec file holds one document; found a second `---`",
+                            mark,
+                        ));
                     }
                 }
                 Event::Nothing | Event::StreamStart | Event::DocumentEnd => {}
@@ -270,7 +273,10 @@ impl Builder {
     }
 
     fn expecting_key(&self) -> bool {
-        matches!(self.stack.last(), Some(Frame::Map(MapFrame { key: None, .. })))
+        matches!(
+            self.stack.last(),
+            Some(Frame::Map(MapFrame { key: None, .. }))
+        )
     }
 
     fn set_key(&mut self, key: String, mark: Marker) {
@@ -293,7 +299,10 @@ impl Builder {
             })
             .collect();
         let mark = match self.stack.last() {
-            Some(Frame::Map(MapFrame { key: Some((_, key_mark)), .. })) => *key_mark,
+            Some(Frame::Map(MapFrame {
+                key: Some((_, key_mark)),
+                ..
+            })) => *key_mark,
             _ => mark,
         };
         let deeper = self.found_depth.is_none_or(|d| path.len() > d);
@@ -435,7 +444,8 @@ mod tests {
 
     #[test]
     fn yaml_core_schema_types() {
-        let v = yaml("a: 1\nb: 1.5\nc: true\nd: ~\ne: 'x'\nf: yes\ng: \"2\"\nh: [1, two]\n").unwrap();
+        let v =
+            yaml("a: 1\nb: 1.5\nc: true\nd: ~\ne: 'x'\nf: yes\ng: \"2\"\nh: [1, two]\n").unwrap();
         assert_eq!(
             v,
             json!({"a": 1, "b": 1.5, "c": true, "d": null, "e": "x", "f": "yes", "g": "2", "h": [1, "two"]})
@@ -452,8 +462,8 @@ mod tests {
 
     #[test]
     fn anchors_aliases_and_merge_keys() {
-        let v = yaml("base: &b {cpus: 1, mem: 64}\napp:\n  <<: *b\n  mem: 128\nlist: [*b]\n")
-            .unwrap();
+        let v =
+            yaml("base: &b {cpus: 1, mem: 64}\napp:\n  <<: *b\n  mem: 128\nlist: [*b]\n").unwrap();
         assert_eq!(v["app"], json!({"mem": 128, "cpus": 1}));
         assert_eq!(v["list"][0]["cpus"], 1);
     }
@@ -482,7 +492,9 @@ mod tests {
             "{e:?}"
         );
         let nested_maps = "a:\n".to_string()
-            + &(1..80).map(|i| format!("{}a:\n", "  ".repeat(i))).collect::<String>()
+            + &(1..80)
+                .map(|i| format!("{}a:\n", "  ".repeat(i)))
+                .collect::<String>()
             + &"  ".repeat(80)
             + "x\n";
         let e = yaml(&nested_maps).unwrap_err();
@@ -506,7 +518,12 @@ mod tests {
 
     #[test]
     fn malformed_json_has_line_and_column() {
-        let e = parse("{\n  \"a\": 1,\n  \"b\": }\n", Format::Json, Limits::default()).unwrap_err();
+        let e = parse(
+            "{\n  \"a\": 1,\n  \"b\": }\n",
+            Format::Json,
+            Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.line, Some(3));
         assert!(e.column.is_some());
         assert!(!e.message.contains("at line"), "{}", e.message);
@@ -515,7 +532,10 @@ mod tests {
     #[test]
     fn empty_documents_are_errors() {
         assert_eq!(yaml("  \n").unwrap_err().message, "the file is empty");
-        assert_eq!(yaml("# only a comment\n").unwrap_err().message, "the file holds no document");
+        assert_eq!(
+            yaml("# only a comment\n").unwrap_err().message,
+            "the file holds no document"
+        );
     }
 
     #[test]
@@ -527,8 +547,14 @@ mod tests {
     #[test]
     fn locate_finds_nested_nodes_in_yaml_and_json() {
         let y = "id: /a\ncontainer:\n  docker:\n    image: nginx\nports: [1, 2]\n";
-        assert_eq!(locate(y, "/container/docker/image").map(|p| p.line), Some(4));
-        assert_eq!(locate(y, "/ports/1").map(|p| (p.line, p.column)), Some((5, 12)));
+        assert_eq!(
+            locate(y, "/container/docker/image").map(|p| p.line),
+            Some(4)
+        );
+        assert_eq!(
+            locate(y, "/ports/1").map(|p| (p.line, p.column)),
+            Some((5, 12))
+        );
         // A missing member points at its nearest ancestor.
         assert_eq!(locate(y, "/container/docker/nope").map(|p| p.line), Some(3));
         let j = "{\n  \"id\": \"/a\",\n  \"env\": {\n    \"A\": 5\n  }\n}\n";

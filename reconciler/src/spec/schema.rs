@@ -49,7 +49,10 @@ fn compile(name: &'static str, text: &str) -> Result<Schema, SchemaDefect> {
         .unwrap_or("https://baton.dev/schemas/app.schema.json")
         .to_string();
     let resource = Resource::from_contents(app).map_err(|e| defect(e.to_string()))?;
+    // The `regex` engine: our patterns need no look-around, and it compiles far leaner than
+    // fancy-regex.
     let validator = jsonschema::options()
+        .with_pattern_options(jsonschema::PatternOptions::regex())
         .with_resource(app_id, resource)
         .build(&raw)
         .map_err(|e| defect(e.to_string()))?;
@@ -101,9 +104,16 @@ impl Schema {
                 ValidationErrorKind::AnyOf | ValidationErrorKind::OneOfNotValid => {
                     let forms = self.forms_at(&e.schema_path.to_string());
                     let message = if forms.is_empty() {
-                        format!("{} is not one of the forms this field allows", json_type(&e.instance))
+                        format!(
+                            "{} is not one of the forms this field allows",
+                            json_type(&e.instance)
+                        )
                     } else {
-                        format!("expected {}, found {}", forms.join(" or "), json_type(&e.instance))
+                        format!(
+                            "expected {}, found {}",
+                            forms.join(" or "),
+                            json_type(&e.instance)
+                        )
                     };
                     out.push(Finding {
                         severity: Severity::Error,
@@ -116,7 +126,9 @@ impl Schema {
                     pointer,
                     message: describe(kind, &e.instance)
                         .or_else(|| self.rule_description(&e.schema_path.to_string()))
-                        .unwrap_or_else(|| format!("{} is not allowed here", json_type(&e.instance))),
+                        .unwrap_or_else(|| {
+                            format!("{} is not allowed here", json_type(&e.instance))
+                        }),
                 }),
             }
         }
@@ -167,7 +179,9 @@ impl Schema {
         let mut node = &self.raw;
         for token in split_pointer(schema_path) {
             let next = if token == "$ref" {
-                node.get("$ref").and_then(Value::as_str).and_then(|r| self.resolve(r))
+                node.get("$ref")
+                    .and_then(Value::as_str)
+                    .and_then(|r| self.resolve(r))
             } else {
                 match node {
                     Value::Array(a) => token.parse::<usize>().ok().and_then(|i| a.get(i)),
@@ -191,7 +205,9 @@ impl Schema {
         let mut node = &self.raw;
         for token in split_pointer(schema_path) {
             let next = if token == "$ref" {
-                node.get("$ref").and_then(Value::as_str).and_then(|r| self.resolve(r))
+                node.get("$ref")
+                    .and_then(Value::as_str)
+                    .and_then(|r| self.resolve(r))
             } else {
                 match node {
                     Value::Array(a) => token.parse::<usize>().ok().and_then(|i| a.get(i)),
@@ -252,7 +268,11 @@ impl Schema {
                 break; // recursive schemas: enough for field names
             }
             out.push(n);
-            if let Some(target) = n.get("$ref").and_then(Value::as_str).and_then(|r| self.resolve(r)) {
+            if let Some(target) = n
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| self.resolve(r))
+            {
                 todo.push(target);
             }
             for key in ["oneOf", "anyOf", "allOf"] {
@@ -274,7 +294,13 @@ impl Schema {
 
     /// Warn about fields inside nested Marathon objects that the schema does not define: Marathon
     /// ignores them, which is rarely what the author meant (`forcePull` for `forcePullImage`).
-    fn unknown_nested(&self, instance: &Value, schema: &Value, pointer: &str, out: &mut Vec<Finding>) {
+    fn unknown_nested(
+        &self,
+        instance: &Value,
+        schema: &Value,
+        pointer: &str,
+        out: &mut Vec<Finding>,
+    ) {
         let branches = self.branches(schema);
         match instance {
             Value::Object(map) => {
@@ -286,6 +312,15 @@ impl Schema {
                         || b.get("patternProperties").is_some()
                         || b.get("additionalProperties") == Some(&Value::Bool(true))
                 });
+                // A `$ref` into another schema file is not walked: do not guess at its fields.
+                let external = branches.iter().any(|b| {
+                    b.get("$ref")
+                        .and_then(Value::as_str)
+                        .is_some_and(|r| !r.starts_with('#'))
+                });
+                if external {
+                    return;
+                }
                 let props: Vec<&serde_json::Map<String, Value>> = branches
                     .iter()
                     .filter_map(|b| b.get("properties").and_then(Value::as_object))
@@ -296,10 +331,9 @@ impl Schema {
                     match sub {
                         Some(s) => self.unknown_nested(v, s, &child, out),
                         None => {
-                            if let Some(ap) = branches
-                                .iter()
-                                .find_map(|b| b.get("additionalProperties").filter(|a| a.is_object()))
-                            {
+                            if let Some(ap) = branches.iter().find_map(|b| {
+                                b.get("additionalProperties").filter(|a| a.is_object())
+                            }) {
                                 self.unknown_nested(v, ap, &child, out);
                             } else if !closed && !open_map && !props.is_empty() {
                                 let mut known: Vec<String> =
@@ -393,7 +427,10 @@ fn describe(kind: &ValidationErrorKind, instance: &Value) -> Option<String> {
             format!("must be one of {options}, found {}", scalar_shown(instance))
         }
         ValidationErrorKind::Pattern { pattern } => {
-            format!("{} does not match the pattern {pattern}", scalar_shown(instance))
+            format!(
+                "{} does not match the pattern {pattern}",
+                scalar_shown(instance)
+            )
         }
         ValidationErrorKind::MaxLength { limit } => {
             format!("must be at most {limit} characters long")
@@ -441,7 +478,10 @@ mod tests {
         let schema = app().unwrap();
         let findings = schema.check(&json!({"cmd": "sleep 1", "instance": 2, "cpus": "one"}));
         let unknown = findings.iter().find(|f| f.pointer == "/instance").unwrap();
-        assert!(unknown.message.contains("did you mean `instances`"), "{unknown:?}");
+        assert!(
+            unknown.message.contains("did you mean `instances`"),
+            "{unknown:?}"
+        );
         let cpus = findings.iter().find(|f| f.pointer == "/cpus").unwrap();
         assert!(cpus.message.contains("found a string"), "{cpus:?}");
     }

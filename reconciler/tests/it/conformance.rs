@@ -30,7 +30,10 @@ fn noise(spec_app: &Value, returned: &Value) -> Vec<String> {
 fn load_apps(apps: &[(String, Value)]) -> (tempfile::TempDir, baton::spec::Repo) {
     let dir = tempfile::tempdir().unwrap();
     for (id, app) in apps {
-        let path = dir.path().join("apps").join(format!("{}.json", id.trim_start_matches('/')));
+        let path = dir
+            .path()
+            .join("apps")
+            .join(format!("{}.json", id.trim_start_matches('/')));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, serde_json::to_vec_pretty(app).unwrap()).unwrap();
     }
@@ -45,7 +48,9 @@ fn normalize_corpus_has_no_noise() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let Some(case) = name.strip_suffix(".returned.json") else { continue };
+        let Some(case) = name.strip_suffix(".returned.json") else {
+            continue;
+        };
         let returned = read_json(&path);
         let submitted = ["yaml", "json"]
             .iter()
@@ -54,14 +59,21 @@ fn normalize_corpus_has_no_noise() {
             .unwrap_or_else(|| panic!("{case}: no submitted spec"));
         // Load the submitted file as a real spec (validation included), as /<case>.
         let repo_dir = tempfile::tempdir().unwrap();
-        let target = repo_dir.path().join("apps").join(format!("{case}.{}", submitted.extension().unwrap().to_string_lossy()));
+        let target = repo_dir.path().join("apps").join(format!(
+            "{case}.{}",
+            submitted.extension().unwrap().to_string_lossy()
+        ));
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         std::fs::copy(&submitted, &target).unwrap();
         let repo = load_repo(repo_dir.path()).unwrap();
         assert!(repo.is_valid(), "{case}: {}", diagnostics_lines(&repo));
         let spec = repo.specs.values().next().unwrap();
         let n = noise(&spec.app, &returned);
-        assert!(n.is_empty(), "{case}: normalisation noise:\n{}", n.join("\n"));
+        assert!(
+            n.is_empty(),
+            "{case}: normalisation noise:\n{}",
+            n.join("\n")
+        );
         checked += 1;
     }
     assert!(checked >= 6, "only {checked} corpus pairs");
@@ -88,10 +100,20 @@ fn apps_of(doc: &Value) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     let mut todo = vec![doc];
     while let Some(g) = todo.pop() {
-        for app in g.get("apps").and_then(Value::as_array).into_iter().flatten() {
+        for app in g
+            .get("apps")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             out.push((String::new(), app.clone()));
         }
-        todo.extend(g.get("groups").and_then(Value::as_array).into_iter().flatten());
+        todo.extend(
+            g.get("groups")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten(),
+        );
     }
     out
 }
@@ -114,21 +136,46 @@ fn marathon_examples_load_as_specs_in_canonical_form() {
     }
     assert!(apps.len() >= 24, "found {} example apps", apps.len());
     let (_dir, repo) = load_apps(&apps);
-    let errors: Vec<_> = repo.diagnostics.iter().filter(|d| d.severity == Severity::Error).collect();
-    assert!(errors.is_empty(), "examples rejected:\n{}", diagnostics_lines(&repo));
+    let errors: Vec<_> = repo
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "examples rejected:\n{}",
+        diagnostics_lines(&repo)
+    );
     assert_eq!(repo.specs.len(), apps.len());
     for spec in repo.specs.values() {
         let mut canonical = spec.app.clone();
         marathon_form(&mut canonical);
-        for legacy in ["/ports", "/uris", "/ipAddress", "/container/docker/network", "/container/docker/portMappings"] {
-            assert!(canonical.pointer(legacy).is_none(), "{}: {legacy} left in canonical form", spec.id);
+        for legacy in [
+            "/ports",
+            "/uris",
+            "/ipAddress",
+            "/container/docker/network",
+            "/container/docker/portMappings",
+        ] {
+            assert!(
+                canonical.pointer(legacy).is_none(),
+                "{}: {legacy} left in canonical form",
+                spec.id
+            );
         }
-        assert!(canonical.get("networks").is_some(), "{}: no networks", spec.id);
+        assert!(
+            canonical.get("networks").is_some(),
+            "{}: no networks",
+            spec.id
+        );
     }
     let rails = &repo.specs[&baton::spec::AppId::parse("/hello-rails").unwrap()].app;
     let mut canonical = rails.clone();
     marathon_form(&mut canonical);
-    assert!(canonical["fetch"].as_array().is_some_and(|f| !f.is_empty()), "uris became fetch");
+    assert!(
+        canonical["fetch"].as_array().is_some_and(|f| !f.is_empty()),
+        "uris became fetch"
+    );
 }
 
 /// Strip what Marathon fills in by default (top level) and the status fields: what a user would
@@ -142,7 +189,9 @@ fn strip_defaults(live: &Value) -> Value {
         }
         m.retain(|k, v| {
             let default = table.get(k).map(|d| d.get("$default").unwrap_or(d));
-            let empty = v.is_null() || v.as_array().is_some_and(|a| a.is_empty()) || v.as_object().is_some_and(|o| o.is_empty());
+            let empty = v.is_null()
+                || v.as_array().is_some_and(|a| a.is_empty())
+                || v.as_object().is_some_and(|o| o.is_empty());
             !empty && default != Some(v)
         });
     }
@@ -162,7 +211,10 @@ fn live_group_dumps_normalise_without_noise() {
             .iter()
             .map(|a| (a["id"].as_str().unwrap().to_string(), strip_defaults(a)))
             .collect();
-        assert!(stripped.iter().all(|(_, s)| s.get("cpus").is_some()), "non-default fields stay");
+        assert!(
+            stripped.iter().all(|(_, s)| s.get("cpus").is_some()),
+            "non-default fields stay"
+        );
         let (_dir, repo) = load_apps(&stripped);
         assert!(repo.is_valid(), "{name}: {}", diagnostics_lines(&repo));
         assert_eq!(repo.specs.len(), live.len(), "{name}");

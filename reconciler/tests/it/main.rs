@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 mod conformance;
 mod dev_scheduler;
+mod drift;
 mod plan;
 mod raml;
 mod spec_load;

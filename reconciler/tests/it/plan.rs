@@ -34,7 +34,9 @@ fn id(s: &str) -> AppId {
 }
 
 fn action_of(p: &Plan, app: &str) -> Option<Action> {
-    p.changes().find(|c| c.app.as_str() == app).map(|c| c.action)
+    p.changes()
+        .find(|c| c.app.as_str() == app)
+        .map(|c| c.action)
 }
 
 #[test]
@@ -44,11 +46,27 @@ fn basic_create_update_delete_and_what_is_never_touched() {
     assert_eq!(action_of(&p, "/new"), Some(Action::Create));
     assert_eq!(action_of(&p, "/changed"), Some(Action::Update));
     assert_eq!(action_of(&p, "/gone"), Some(Action::Delete));
-    assert_eq!(p.unchanged, vec![id("/same")], "Marathon's padded form of /same is no change");
-    assert_eq!(action_of(&p, "/broken"), None, "an invalid spec never changes or deletes its app");
+    assert_eq!(
+        p.unchanged,
+        vec![id("/same")],
+        "Marathon's padded form of /same is no change"
+    );
+    assert_eq!(
+        action_of(&p, "/broken"),
+        None,
+        "an invalid spec never changes or deletes its app"
+    );
     assert_eq!(p.invalid, vec![id("/broken")]);
-    assert_eq!(action_of(&p, "/other"), None, "unowned apps are never pruned");
-    assert_eq!(action_of(&p, "/theirs"), None, "apps of another owner are never pruned");
+    assert_eq!(
+        action_of(&p, "/other"),
+        None,
+        "unowned apps are never pruned"
+    );
+    assert_eq!(
+        action_of(&p, "/theirs"),
+        None,
+        "apps of another owner are never pruned"
+    );
     assert_eq!(p.unmanaged, vec![id("/other"), id("/theirs")]);
     let changed = p.changes().find(|c| c.app.as_str() == "/changed").unwrap();
     let pointers: Vec<&str> = changed.fields.iter().map(|f| f.pointer.as_str()).collect();
@@ -56,10 +74,21 @@ fn basic_create_update_delete_and_what_is_never_touched() {
     let body = changed.body.as_ref().unwrap();
     assert_eq!(body["labels"]["baton.dev/owner"], "team-a");
     assert_eq!(body["labels"]["baton.dev/commit"], "c0ffee");
-    assert!(body["labels"]["baton.dev/digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(body["labels"]["baton.dev/digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
     assert!(body.get("baton").is_none());
-    let waves: Vec<Vec<Action>> = p.waves.iter().map(|w| w.changes.iter().map(|c| c.action).collect()).collect();
-    assert_eq!(waves.last().unwrap(), &vec![Action::Delete], "deletes come last");
+    let waves: Vec<Vec<Action>> = p
+        .waves
+        .iter()
+        .map(|w| w.changes.iter().map(|c| c.action).collect())
+        .collect();
+    assert_eq!(
+        waves.last().unwrap(),
+        &vec![Action::Delete],
+        "deletes come last"
+    );
 }
 
 #[test]
@@ -68,9 +97,16 @@ fn deletes_over_the_budget_are_held_unless_allowed() {
     snapshot("budget_exceeded", &p);
     assert_eq!(p.summary.delete, 0);
     assert_eq!(p.held.len(), 8);
-    assert!(p.held[0].reason.contains("--allow-deletes 8"), "{}", p.held[0].reason);
+    assert!(
+        p.held[0].reason.contains("--allow-deletes 8"),
+        "{}",
+        p.held[0].reason
+    );
     let (p, _) = case("budget", Some(7));
-    assert_eq!(p.summary.delete, 0, "allowing fewer than planned still holds all");
+    assert_eq!(
+        p.summary.delete, 0,
+        "allowing fewer than planned still holds all"
+    );
     let (p, _) = case("budget", Some(8));
     assert_eq!(p.summary.delete, 8);
     assert!(p.held.is_empty());
@@ -89,11 +125,17 @@ fn a_moved_file_is_reported_as_a_move() {
     let (p, _) = case("move", None);
     snapshot("move", &p);
     assert_eq!(p.moves.len(), 1);
-    assert_eq!((p.moves[0].from.as_str(), p.moves[0].to.as_str()), ("/old/api", "/new/api"));
+    assert_eq!(
+        (p.moves[0].from.as_str(), p.moves[0].to.as_str()),
+        ("/old/api", "/new/api")
+    );
     assert_eq!(action_of(&p, "/new/api"), Some(Action::Create));
     assert_eq!(action_of(&p, "/old/api"), Some(Action::Delete));
     let order: Vec<&str> = p.changes().map(|c| c.app.as_str()).collect();
-    assert!(order.iter().position(|a| *a == "/new/api") < order.iter().position(|a| *a == "/old/api"), "create before delete");
+    assert!(
+        order.iter().position(|a| *a == "/new/api") < order.iter().position(|a| *a == "/old/api"),
+        "create before delete"
+    );
 }
 
 #[test]
@@ -103,7 +145,11 @@ fn ignored_fields_never_fight_their_owner() {
     let c = p.changes().next().unwrap();
     assert_eq!(c.fields.len(), 1, "only env differs: {:?}", c.fields);
     assert_eq!(c.fields[0].pointer, "/env/COLOR");
-    assert_eq!(c.body.as_ref().unwrap()["instances"], live[0]["instances"], "the autoscaler's value is kept");
+    assert_eq!(
+        c.body.as_ref().unwrap()["instances"],
+        live[0]["instances"],
+        "the autoscaler's value is kept"
+    );
 }
 
 #[test]
@@ -112,12 +158,19 @@ fn ownership_adopt_conflict_and_prune_protection() {
     snapshot("ownership", &p);
     let adopt = p.changes().find(|c| c.app.as_str() == "/adopted").unwrap();
     assert!(adopt.adopt);
-    assert!(adopt.fields[0].pointer.starts_with("/labels"), "{:?}", adopt.fields);
+    assert!(
+        adopt.fields[0].pointer.starts_with("/labels"),
+        "{:?}",
+        adopt.fields
+    );
     assert_eq!(p.conflicts.len(), 1);
     assert_eq!(p.conflicts[0].owner, "other-team");
     assert_eq!(action_of(&p, "/contested"), None);
     assert_eq!(action_of(&p, "/protected"), None);
-    assert!(p.held.iter().any(|h| h.app.as_str() == "/protected" && h.reason.contains("prune")));
+    assert!(p
+        .held
+        .iter()
+        .any(|h| h.app.as_str() == "/protected" && h.reason.contains("prune")));
 }
 
 #[test]
@@ -131,7 +184,14 @@ fn waves_follow_dependencies_and_deletes_go_dependents_first() {
         .collect();
     assert_eq!(
         waves,
-        vec![vec!["/solo"], vec!["/b"], vec!["/a"], vec!["/front"], vec!["/middle"], vec!["/back"]]
+        vec![
+            vec!["/solo"],
+            vec!["/b"],
+            vec!["/a"],
+            vec!["/front"],
+            vec!["/middle"],
+            vec!["/back"]
+        ]
     );
 }
 
@@ -139,18 +199,28 @@ fn waves_follow_dependencies_and_deletes_go_dependents_first() {
 fn plan_json_matches_its_schema() {
     let dir = fixture("plan/basic");
     let mut out = Vec::new();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let code = rt
         .block_on(baton::commands::plan(
             &dir,
             &baton::commands::LiveFrom::File(dir.join("live.json")),
-            &Policy { commit: "c0ffee".into(), allow_deletes: None },
+            &Policy {
+                commit: "c0ffee".into(),
+                allow_deletes: None,
+            },
             baton::commands::Format::Json,
             Style { color: false },
             &mut out,
         ))
         .unwrap();
-    assert_eq!(code, baton::commands::exit::ERROR, "an invalid spec makes plan exit 1");
+    assert_eq!(
+        code,
+        baton::commands::exit::ERROR,
+        "an invalid spec makes plan exit 1"
+    );
     let doc: Value = serde_json::from_slice(&out).unwrap();
     crate::support::assert_matches_schema("plan.schema.json", &doc);
     assert_eq!(doc["plan"]["summary"]["create"], 1);
@@ -177,23 +247,27 @@ mod properties {
             0usize..3,
             any::<bool>(),
         )
-            .prop_map(|(cpus, mem, instances, env, constraint, health, ports, docker)| {
-                let mut app = json!({"cpus": cpus, "mem": mem, "instances": instances, "env": env});
-                if let Some(c) = constraint {
-                    app["constraints"] = json!([[c, "UNIQUE"]]);
-                }
-                if health {
-                    app["healthChecks"] = json!([{"protocol": "TCP"}]);
-                }
-                if docker {
-                    app["container"] = json!({"docker": {"image": "nginx"}});
-                    app["networks"] = json!([{"mode": "container/bridge"}]);
-                } else {
-                    app["cmd"] = json!("sleep 100");
-                    app["portDefinitions"] = Value::Array((0..ports).map(|_| json!({"port": 0})).collect());
-                }
-                app
-            })
+            .prop_map(
+                |(cpus, mem, instances, env, constraint, health, ports, docker)| {
+                    let mut app =
+                        json!({"cpus": cpus, "mem": mem, "instances": instances, "env": env});
+                    if let Some(c) = constraint {
+                        app["constraints"] = json!([[c, "UNIQUE"]]);
+                    }
+                    if health {
+                        app["healthChecks"] = json!([{"protocol": "TCP"}]);
+                    }
+                    if docker {
+                        app["container"] = json!({"docker": {"image": "nginx"}});
+                        app["networks"] = json!([{"mode": "container/bridge"}]);
+                    } else {
+                        app["cmd"] = json!("sleep 100");
+                        app["portDefinitions"] =
+                            Value::Array((0..ports).map(|_| json!({"port": 0})).collect());
+                    }
+                    app
+                },
+            )
     }
 
     fn repo_of(apps: &[Value]) -> Repo {
@@ -204,10 +278,18 @@ mod properties {
             app["id"] = json!(id.as_str());
             specs.insert(
                 id.clone(),
-                Spec { id, file: format!("apps/{i}.yaml").into(), app, baton: BatonBlock::default() },
+                Spec {
+                    id,
+                    file: format!("apps/{i}.yaml").into(),
+                    app,
+                    baton: BatonBlock::default(),
+                },
             );
         }
-        Repo { specs, ..Repo::default() }
+        Repo {
+            specs,
+            ..Repo::default()
+        }
     }
 
     /// What a Marathon-like scheduler serves after accepting `body`: canonical form, assigned
@@ -218,7 +300,11 @@ mod properties {
         for list in ["/portDefinitions", "/container/portMappings"] {
             if let Some(items) = app.pointer_mut(list).and_then(Value::as_array_mut) {
                 for item in items {
-                    let key = if list == "/portDefinitions" { "port" } else { "servicePort" };
+                    let key = if list == "/portDefinitions" {
+                        "port"
+                    } else {
+                        "servicePort"
+                    };
                     if item[key] == json!(0) {
                         item[key] = json!(*next_port);
                         *next_port += 1;

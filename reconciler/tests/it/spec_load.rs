@@ -11,7 +11,10 @@ use crate::support::{diagnostics_lines, fixture};
 fn invalid_case(case: &str) -> baton::spec::Repo {
     let repo = load_repo(&fixture(&format!("specs/invalid/{case}"))).unwrap();
     assert!(!repo.is_valid(), "{case} should be invalid");
-    insta::assert_snapshot!(format!("invalid_{}", case.replace('-', "_")), diagnostics_lines(&repo));
+    insta::assert_snapshot!(
+        format!("invalid_{}", case.replace('-', "_")),
+        diagnostics_lines(&repo)
+    );
     repo
 }
 
@@ -26,7 +29,10 @@ fn malformed_yaml_names_the_line_and_spares_other_files() {
     assert_eq!(d.file, Path::new("apps/web.yaml"));
     assert!(d.line.is_some());
     assert!(repo.invalid.contains(&id("/web")));
-    assert!(repo.specs.contains_key(&id("/ok")), "a good file beside a bad one still loads");
+    assert!(
+        repo.specs.contains_key(&id("/ok")),
+        "a good file beside a bad one still loads"
+    );
 }
 
 #[test]
@@ -39,7 +45,12 @@ fn malformed_json_names_line_and_column() {
 #[test]
 fn wrong_types_name_pointer_and_line() {
     let repo = invalid_case("wrong-types");
-    let find = |p: &str| repo.diagnostics.iter().find(|d| d.pointer == p).unwrap_or_else(|| panic!("no diagnostic at {p}"));
+    let find = |p: &str| {
+        repo.diagnostics
+            .iter()
+            .find(|d| d.pointer == p)
+            .unwrap_or_else(|| panic!("no diagnostic at {p}"))
+    };
     assert_eq!(find("/instances").line, Some(2));
     assert_eq!(find("/cpus").line, Some(3));
     assert_eq!(find("/env/DEBUG").line, Some(5));
@@ -49,11 +60,33 @@ fn wrong_types_name_pointer_and_line() {
 #[test]
 fn unknown_fields_suggest_the_right_name() {
     let repo = invalid_case("unknown-fields");
-    let messages: Vec<&str> = repo.diagnostics.iter().map(|d| d.message.as_str()).collect();
-    assert!(messages.iter().any(|m| m.contains("`instance` (did you mean `instances`?)")), "{messages:?}");
-    assert!(messages.iter().any(|m| m.contains("`dependson` (did you mean `dependsOn`?)")), "{messages:?}");
-    let nested = repo.diagnostics.iter().find(|d| d.pointer == "/container/docker/forcePull").unwrap();
-    assert_eq!(nested.severity, Severity::Warning, "Marathon ignores unknown nested fields: a warning");
+    let messages: Vec<&str> = repo
+        .diagnostics
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("`instance` (did you mean `instances`?)")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("`dependson` (did you mean `dependsOn`?)")),
+        "{messages:?}"
+    );
+    let nested = repo
+        .diagnostics
+        .iter()
+        .find(|d| d.pointer == "/container/docker/forcePull")
+        .unwrap();
+    assert_eq!(
+        nested.severity,
+        Severity::Warning,
+        "Marathon ignores unknown nested fields: a warning"
+    );
 }
 
 #[test]
@@ -61,40 +94,76 @@ fn duplicate_ids_make_both_files_invalid() {
     let repo = invalid_case("duplicate-ids");
     assert!(repo.specs.is_empty());
     assert!(repo.invalid.contains(&id("/web")));
-    assert_eq!(repo.diagnostics.iter().filter(|d| d.message.contains("duplicate app id")).count(), 2);
+    assert_eq!(
+        repo.diagnostics
+            .iter()
+            .filter(|d| d.message.contains("duplicate app id"))
+            .count(),
+        2
+    );
 }
 
 #[test]
 fn ids_differing_only_in_case_are_duplicates() {
     let repo = invalid_case("case-duplicates");
-    assert!(repo.diagnostics.iter().any(|d| d.message.contains("differs only in case")));
-    assert!(repo.invalid.contains(&id("/api")), "the valid-looking twin is invalid too");
+    assert!(repo
+        .diagnostics
+        .iter()
+        .any(|d| d.message.contains("differs only in case")));
+    assert!(
+        repo.invalid.contains(&id("/api")),
+        "the valid-looking twin is invalid too"
+    );
 }
 
 #[test]
 fn dependency_cycles_are_named() {
     let repo = invalid_case("dependency-cycle");
-    let cycle = repo.diagnostics.iter().find(|d| d.message.contains("dependency cycle")).unwrap();
-    assert!(cycle.message.contains("/a -> /b -> /c -> /a"), "{}", cycle.message);
+    let cycle = repo
+        .diagnostics
+        .iter()
+        .find(|d| d.message.contains("dependency cycle"))
+        .unwrap();
+    assert!(
+        cycle.message.contains("/a -> /b -> /c -> /a"),
+        "{}",
+        cycle.message
+    );
     for app in ["/a", "/b", "/c", "/d"] {
         assert!(repo.invalid.contains(&id(app)), "{app}");
     }
-    assert!(repo.diagnostics.iter().any(|d| d.message.contains("`/nowhere` is not an app of this repo")));
+    assert!(repo
+        .diagnostics
+        .iter()
+        .any(|d| d.message.contains("`/nowhere` is not an app of this repo")));
 }
 
 #[test]
 fn id_field_must_agree_with_the_path() {
     let repo = invalid_case("id-mismatch");
     let d = &repo.diagnostics[0];
-    assert!(d.message.contains("/staging/api") && d.message.contains("/prod/api"), "{}", d.message);
+    assert!(
+        d.message.contains("/staging/api") && d.message.contains("/prod/api"),
+        "{}",
+        d.message
+    );
     assert_eq!((d.pointer.as_str(), d.line), ("/id", Some(1)));
 }
 
 #[test]
 fn baton_block_values_are_checked() {
     let repo = invalid_case("bad-baton-block");
-    let pointers: Vec<&str> = repo.diagnostics.iter().map(|d| d.pointer.as_str()).collect();
-    for p in ["/baton/deadline", "/baton/ignore/0", "/baton/prune", "/baton/drift"] {
+    let pointers: Vec<&str> = repo
+        .diagnostics
+        .iter()
+        .map(|d| d.pointer.as_str())
+        .collect();
+    for p in [
+        "/baton/deadline",
+        "/baton/ignore/0",
+        "/baton/prune",
+        "/baton/drift",
+    ] {
         assert!(pointers.contains(&p), "{p} missing in {pointers:?}");
     }
 }
@@ -113,7 +182,10 @@ fn a_spec_must_be_a_mapping() {
 #[test]
 fn a_path_that_cannot_be_an_id_makes_the_repo_incomplete() {
     let repo = invalid_case("bad-path");
-    assert!(repo.incomplete, "an app we cannot name may be a live one: no deletes");
+    assert!(
+        repo.incomplete,
+        "an app we cannot name may be a live one: no deletes"
+    );
 }
 
 #[test]
@@ -127,7 +199,11 @@ fn files_over_the_size_limit_are_refused_unread() {
 fn a_broken_config_loads_nothing_and_deletes_nothing() {
     let repo = invalid_case("bad-config");
     assert!(repo.incomplete && repo.specs.is_empty());
-    assert!(repo.diagnostics[0].message.contains("did you mean `owner`"), "{}", repo.diagnostics[0].message);
+    assert!(
+        repo.diagnostics[0].message.contains("did you mean `owner`"),
+        "{}",
+        repo.diagnostics[0].message
+    );
 }
 
 #[test]
@@ -139,7 +215,9 @@ fn alias_bombs_are_bounded() {
 #[test]
 fn deep_nesting_is_bounded() {
     let repo = invalid_case("deep-nesting");
-    assert!(repo.diagnostics[0].message.contains("nesting deeper than 64"));
+    assert!(repo.diagnostics[0]
+        .message
+        .contains("nesting deeper than 64"));
 }
 
 #[test]
@@ -152,11 +230,16 @@ fn non_utf8_is_refused() {
 fn default_size_limit_is_one_mebibyte() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("apps")).unwrap();
-    let big = format!("cmd: sleep 1\nlabels: {{a: \"{}\"}}\n", "x".repeat(1024 * 1024));
+    let big = format!(
+        "cmd: sleep 1\nlabels: {{a: \"{}\"}}\n",
+        "x".repeat(1024 * 1024)
+    );
     std::fs::write(dir.path().join("apps/big.yaml"), big).unwrap();
     std::fs::write(dir.path().join("apps/small.yaml"), "cmd: sleep 1\n").unwrap();
     let repo = load_repo(dir.path()).unwrap();
-    assert!(repo.diagnostics[0].message.contains("over the limit of 1048576"));
+    assert!(repo.diagnostics[0]
+        .message
+        .contains("over the limit of 1048576"));
     assert!(repo.specs.contains_key(&id("/small")));
 }
 
@@ -168,11 +251,27 @@ fn symlinks_leaving_the_repo_are_refused_and_inside_ones_followed() {
     std::fs::create_dir_all(dir.path().join("apps")).unwrap();
     std::fs::create_dir_all(dir.path().join("shared")).unwrap();
     std::fs::write(dir.path().join("shared/base.yaml"), "cmd: sleep 1\n").unwrap();
-    std::os::unix::fs::symlink(outside.path().join("secret.yaml"), dir.path().join("apps/evil.yaml")).unwrap();
-    std::os::unix::fs::symlink(dir.path().join("shared/base.yaml"), dir.path().join("apps/linked.yaml")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.yaml"),
+        dir.path().join("apps/evil.yaml"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        dir.path().join("shared/base.yaml"),
+        dir.path().join("apps/linked.yaml"),
+    )
+    .unwrap();
     let repo = load_repo(dir.path()).unwrap();
-    let d = repo.diagnostics.iter().find(|d| d.file == Path::new("apps/evil.yaml")).unwrap();
-    assert!(d.message.contains("symlink leaves the repo"), "{}", d.message);
+    let d = repo
+        .diagnostics
+        .iter()
+        .find(|d| d.file == Path::new("apps/evil.yaml"))
+        .unwrap();
+    assert!(
+        d.message.contains("symlink leaves the repo"),
+        "{}",
+        d.message
+    );
     assert!(repo.invalid.contains(&id("/evil")));
     assert!(repo.specs.contains_key(&id("/linked")));
 }
@@ -184,22 +283,40 @@ fn a_valid_repo_loads_with_defaults_merged_and_the_baton_block_read() {
     assert_eq!(repo.config.owner, "platform");
     let api = &repo.specs[&id("/prod/web/api")];
     assert_eq!(api.app["id"], "/prod/web/api");
-    assert_eq!(api.app["labels"]["team"], "platform", "repo defaults are merged");
-    assert_eq!(api.app["labels"]["tier"], "frontend", "the spec's own labels stay");
-    assert!(api.app.get("baton").is_none(), "the baton block is never sent");
+    assert_eq!(
+        api.app["labels"]["team"], "platform",
+        "repo defaults are merged"
+    );
+    assert_eq!(
+        api.app["labels"]["tier"], "frontend",
+        "the spec's own labels stay"
+    );
+    assert!(
+        api.app.get("baton").is_none(),
+        "the baton block is never sent"
+    );
     assert_eq!(api.baton.ignore, vec!["/instances".to_string()]);
     assert_eq!(api.baton.deadline.as_secs(), 300);
     assert_eq!(api.baton.depends_on, vec![id("/prod/db")]);
     let db = &repo.specs[&id("/prod/db")];
     assert!(!db.baton.prune);
-    assert_eq!(db.baton.drift, baton::spec::DriftPolicy::CorrectAfter(std::time::Duration::from_secs(600)));
+    assert_eq!(
+        db.baton.drift,
+        baton::spec::DriftPolicy::CorrectAfter(std::time::Duration::from_secs(600))
+    );
 }
 
 #[test]
 fn validate_json_output_matches_its_schema() {
     let mut out = Vec::new();
     let style = baton::report::Style { color: false };
-    let code = baton::commands::validate(&fixture("specs/invalid/unknown-fields"), baton::commands::Format::Json, style, &mut out).unwrap();
+    let code = baton::commands::validate(
+        &fixture("specs/invalid/unknown-fields"),
+        baton::commands::Format::Json,
+        style,
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(code, 1);
     let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
     crate::support::assert_matches_schema("validate.schema.json", &doc);

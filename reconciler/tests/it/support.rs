@@ -34,9 +34,15 @@ pub fn diagnostics_lines(repo: &baton::spec::Repo) -> String {
                 "{}:{}:{} {:?} {}: {}",
                 d.file.display(),
                 d.line.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
-                d.column.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                d.column
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 d.severity,
-                if d.pointer.is_empty() { "/" } else { &d.pointer },
+                if d.pointer.is_empty() {
+                    "/"
+                } else {
+                    &d.pointer
+                },
                 d.message
             )
         })

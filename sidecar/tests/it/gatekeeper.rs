@@ -56,9 +56,11 @@ impl GatekeeperApi for Minting<'_> {
             return Err(AuthError::GatekeeperUnavailable("HTTP 503".into()));
         }
         let secret_id = self.stub.secret_id(ROLE).unwrap();
-        let wrap = self
-            .stub
-            .wrap(json!({ "data": { "secret_id": secret_id } }), &self.creation_path, S(60));
+        let wrap = self.stub.wrap(
+            json!({ "data": { "secret_id": secret_id } }),
+            &self.creation_path,
+            S(60),
+        );
         Ok(GatekeeperGrant {
             wrap_token: Secret::new(wrap),
             role_id: Secret::new(self.role_id.clone()),
@@ -87,12 +89,24 @@ async fn gatekeeper_flow_logs_in_with_the_unwrapped_single_use_secret_id() {
     let (stub, role_id) = setup().await;
     let api = client(&stub);
     let gk = Minting::new(&stub, &role_id);
-    let t = login(&api, &gk, &method(Some(ROLE), Some(&role_id)), &RetryPolicy::new(S(5)))
-        .await
-        .unwrap();
+    let t = login(
+        &api,
+        &gk,
+        &method(Some(ROLE), Some(&role_id)),
+        &RetryPolicy::new(S(5)),
+    )
+    .await
+    .unwrap();
     assert!(stub.token_valid(t.token.expose()));
     let paths: Vec<String> = stub.requests().into_iter().map(|(_, p)| p).collect();
-    assert_eq!(paths, ["sys/wrapping/lookup", "sys/wrapping/unwrap", "auth/approle/login"]);
+    assert_eq!(
+        paths,
+        [
+            "sys/wrapping/lookup",
+            "sys/wrapping/unwrap",
+            "auth/approle/login"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -109,12 +123,20 @@ async fn a_forged_wrap_is_refused_before_unwrapping() {
     assert!(e.is_security_alarm());
     // Another role's secret id, when the role is pinned.
     gk.creation_path = "auth/approle/role/other/secret-id".into();
-    let e = login(&api, &gk, &method(Some(ROLE), None), &RetryPolicy::new(S(5)))
-        .await
-        .unwrap_err();
+    let e = login(
+        &api,
+        &gk,
+        &method(Some(ROLE), None),
+        &RetryPolicy::new(S(5)),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(e, AuthError::WrongCreationPath { .. }), "{e}");
     // Never unwrapped: the forged wraps are still there for an investigator.
-    assert!(!stub.requests().iter().any(|(_, p)| p == "sys/wrapping/unwrap"));
+    assert!(!stub
+        .requests()
+        .iter()
+        .any(|(_, p)| p == "sys/wrapping/unwrap"));
 }
 
 #[tokio::test]
@@ -122,9 +144,14 @@ async fn a_substituted_role_id_is_an_alarm() {
     let (stub, role_id) = setup().await;
     let api = client(&stub);
     let gk = Minting::new(&stub, "someone-elses-role-id");
-    let e = login(&api, &gk, &method(Some(ROLE), Some(&role_id)), &RetryPolicy::new(S(5)))
-        .await
-        .unwrap_err();
+    let e = login(
+        &api,
+        &gk,
+        &method(Some(ROLE), Some(&role_id)),
+        &RetryPolicy::new(S(5)),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(e, AuthError::RoleIdMismatch));
     assert!(e.is_security_alarm());
 }
@@ -135,16 +162,27 @@ async fn unavailable_gatekeeper_is_retried_within_max_wait() {
     let api = client(&stub);
     let mut gk = Minting::new(&stub, &role_id);
     gk.fail_first = 2;
-    let t = login(&api, &gk, &method(Some(ROLE), None), &RetryPolicy::new(S(10))).await;
+    let t = login(
+        &api,
+        &gk,
+        &method(Some(ROLE), None),
+        &RetryPolicy::new(S(10)),
+    )
+    .await;
     assert!(t.is_ok(), "{:?}", t.err());
     assert_eq!(gk.calls.load(Ordering::SeqCst), 3);
 
     // Always unavailable: gives up after --max-wait as "unavailable" (exit 69), not refused.
     let mut gk = Minting::new(&stub, &role_id);
     gk.fail_first = u32::MAX;
-    let e = login(&api, &gk, &method(None, None), &RetryPolicy::new(Duration::from_millis(400)))
-        .await
-        .unwrap_err();
+    let e = login(
+        &api,
+        &gk,
+        &method(None, None),
+        &RetryPolicy::new(Duration::from_millis(400)),
+    )
+    .await
+    .unwrap_err();
     assert!(e.is_unavailable() && !e.is_security_alarm(), "{e}");
     assert!(gk.calls.load(Ordering::SeqCst) > 1);
 }
@@ -193,7 +231,11 @@ async fn binary_exits_79_when_the_wrap_was_already_unwrapped() {
         .await
         .unwrap();
     assert!(used.status().is_success());
-    let (url, _) = fake_gatekeeper(200, json!({"wrap_token": wrap, "role_id": role_id}).to_string()).await;
+    let (url, _) = fake_gatekeeper(
+        200,
+        json!({"wrap_token": wrap, "role_id": role_id}).to_string(),
+    )
+    .await;
     let mut cmd = baton_env();
     cmd.env("VAULT_ADDR", stub.url())
         .env("BATON_AUTH", "gatekeeper")
@@ -208,7 +250,10 @@ async fn binary_exits_79_when_the_wrap_was_already_unwrapped() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(79), "{stderr}");
     assert!(stderr.contains("SECURITY ALARM"), "{stderr}");
-    assert!(!stderr.contains(&wrap), "the wrapping token leaked into the logs");
+    assert!(
+        !stderr.contains(&wrap),
+        "the wrapping token leaked into the logs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -234,5 +279,9 @@ async fn binary_retries_a_503_gatekeeper_then_exits_69_and_a_403_at_once_with_77
     let (url, hits) = fake_gatekeeper(403, r#"{"errors":["permission denied"]}"#.into()).await;
     let out = run(url).await;
     assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
-    assert_eq!(hits.load(Ordering::SeqCst), 1, "a refusal must not be retried");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "a refusal must not be retried"
+    );
 }

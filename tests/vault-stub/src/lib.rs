@@ -711,13 +711,18 @@ pub fn route(
         }
         // https://developer.hashicorp.com/vault/api-docs/auth/approle#list-roles
         ("LIST", ["auth", "approle", "role"]) | ("GET", ["auth", "approle", "role"])
-            if method.as_str() == "LIST" || query.get("list").map(String::as_str) == Some("true") =>
+            if method.as_str() == "LIST"
+                || query.get("list").map(String::as_str) == Some("true") =>
         {
             list_reply(s.approles.keys())
         }
         // https://developer.hashicorp.com/vault/api-docs/auth/approle#read-approle
         ("GET", ["auth", "approle", "role", role]) => match s.approles.get(*role) {
-            Some(r) => ok(envelope(Some(Value::Object(r.settings.clone())), None, None)),
+            Some(r) => ok(envelope(
+                Some(Value::Object(r.settings.clone())),
+                None,
+                None,
+            )),
             None => not_found(),
         },
         // https://developer.hashicorp.com/vault/api-docs/auth/approle#create-update-approle
@@ -731,7 +736,8 @@ pub fn route(
         }
         // https://developer.hashicorp.com/vault/api-docs/system/policies#list-acl-policies
         ("LIST", ["sys", "policies", "acl"]) | ("GET", ["sys", "policies", "acl"])
-            if method.as_str() == "LIST" || query.get("list").map(String::as_str) == Some("true") =>
+            if method.as_str() == "LIST"
+                || query.get("list").map(String::as_str) == Some("true") =>
         {
             list_reply(s.policies.keys())
         }
@@ -750,7 +756,10 @@ pub fn route(
                 s.policies.insert((*name).to_owned(), text.to_owned());
                 no_content()
             }
-            _ => err(StatusCode::BAD_REQUEST, "'policy' parameter not supplied or empty"),
+            _ => err(
+                StatusCode::BAD_REQUEST,
+                "'policy' parameter not supplied or empty",
+            ),
         },
         // https://developer.hashicorp.com/vault/api-docs/system/policies#delete-acl-policy
         ("DELETE", ["sys", "policies", "acl", name]) => {
@@ -819,7 +828,10 @@ fn list_reply<'a>(keys: impl Iterator<Item = &'a String>) -> Reply {
 fn policy_prefixes(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("path \""))
-        .filter_map(|rest| rest.split_once('"').map(|(p, _)| p.trim_end_matches('*').to_owned()))
+        .filter_map(|rest| {
+            rest.split_once('"')
+                .map(|(p, _)| p.trim_end_matches('*').to_owned())
+        })
         .collect()
 }
 
@@ -873,40 +885,60 @@ impl State {
             return err(StatusCode::BAD_REQUEST, "missing body");
         };
         let num = |k: &str| {
-            fields
-                .get(k)
-                .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(parse_ttl).map(|d| d.as_secs())))
+            fields.get(k).and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(parse_ttl).map(|d| d.as_secs()))
+            })
         };
         let existing = self.approles.get(role).cloned();
-        let mut settings = existing.as_ref().map(|r| r.settings.clone()).unwrap_or_else(|| {
-            let mut m = Map::new();
-            for (k, v) in [
-                ("bind_secret_id", json!(true)),
-                ("secret_id_bound_cidrs", json!([])),
-                ("secret_id_num_uses", json!(0)),
-                ("secret_id_ttl", json!(0)),
-                ("local_secret_ids", json!(false)),
-                ("token_policies", json!([])),
-                ("policies", json!([])),
-                ("token_ttl", json!(0)),
-                ("token_max_ttl", json!(0)),
-                ("token_num_uses", json!(0)),
-                ("token_type", json!("default")),
-                ("period", json!(0)),
-            ] {
-                m.insert(k.into(), v);
-            }
-            m
-        });
-        for k in ["secret_id_num_uses", "secret_id_ttl", "token_ttl", "token_max_ttl"] {
+        let mut settings = existing
+            .as_ref()
+            .map(|r| r.settings.clone())
+            .unwrap_or_else(|| {
+                let mut m = Map::new();
+                for (k, v) in [
+                    ("bind_secret_id", json!(true)),
+                    ("secret_id_bound_cidrs", json!([])),
+                    ("secret_id_num_uses", json!(0)),
+                    ("secret_id_ttl", json!(0)),
+                    ("local_secret_ids", json!(false)),
+                    ("token_policies", json!([])),
+                    ("policies", json!([])),
+                    ("token_ttl", json!(0)),
+                    ("token_max_ttl", json!(0)),
+                    ("token_num_uses", json!(0)),
+                    ("token_type", json!("default")),
+                    ("period", json!(0)),
+                ] {
+                    m.insert(k.into(), v);
+                }
+                m
+            });
+        for k in [
+            "secret_id_num_uses",
+            "secret_id_ttl",
+            "token_ttl",
+            "token_max_ttl",
+        ] {
             if fields.contains_key(k) {
                 settings.insert(k.into(), json!(num(k).unwrap_or(0)));
             }
         }
-        if let Some(p) = fields.get("token_policies").or_else(|| fields.get("policies")) {
+        if let Some(p) = fields
+            .get("token_policies")
+            .or_else(|| fields.get("policies"))
+        {
             let list: Vec<String> = match p {
-                Value::Array(a) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-                Value::String(s) => s.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect(),
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect(),
+                Value::String(s) => s
+                    .split(',')
+                    .map(|x| x.trim().to_owned())
+                    .filter(|x| !x.is_empty())
+                    .collect(),
                 _ => Vec::new(),
             };
             settings.insert("token_policies".into(), json!(list));
@@ -926,13 +958,19 @@ impl State {
         };
         let policies: Vec<String> = settings["token_policies"]
             .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
         self.approles.insert(
             role.into(),
             AppRole {
                 role_id,
-                secret_id_num_uses: u32::try_from(secs_of("secret_id_num_uses")).unwrap_or(u32::MAX),
+                secret_id_num_uses: u32::try_from(secs_of("secret_id_num_uses"))
+                    .unwrap_or(u32::MAX),
                 secret_id_ttl: secs_of("secret_id_ttl"),
                 token,
                 token_policies: Some(policies),

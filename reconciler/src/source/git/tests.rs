@@ -17,12 +17,23 @@ fn have_git() -> bool {
 
 fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn write(dir: &Path, rel: &str, text: &str) {
@@ -40,7 +51,11 @@ fn work_repo(dir: &Path) {
     git(dir, &["init", "-q", "-b", "main"]);
     write(dir, "baton.yaml", "owner: team\n");
     for i in 0..5 {
-        write(dir, &format!("apps/a{i}.yaml"), &format!("cmd: \"run {i}\"\ninstances: 1\n"));
+        write(
+            dir,
+            &format!("apps/a{i}.yaml"),
+            &format!("cmd: \"run {i}\"\ninstances: 1\n"),
+        );
     }
     write(dir, "apps/g/b.json", "{\"cmd\": \"b\"}");
     write(dir, "apps/README.md", "not a spec");
@@ -158,7 +173,12 @@ fn tags_and_commits_can_be_followed() {
     let mut by_tag = source(&work, &tmp.path().join("c1"), "v1");
     let t = by_tag.fetch().unwrap();
     let head = String::from_utf8(
-        Command::new("git").args(["rev-parse", "HEAD"]).current_dir(&work).output().unwrap().stdout,
+        Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&work)
+            .output()
+            .unwrap()
+            .stdout,
     )
     .unwrap();
     assert_eq!(t.commit, head.trim());

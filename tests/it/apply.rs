@@ -1,0 +1,301 @@
+//! `baton apply` end to end on the dev scheduler: create, update, scale, prune with budget,
+//! dependency order, a failing app rolled back at its deadline, 409, and restart convergence
+//! after `kill -9`.
+
+use std::time::Duration;
+
+use baton::apply::{ApplyOptions, ApplyReport, Outcome, ProgressEvent};
+use baton::commands;
+use baton::plan::{Plan, Policy};
+use baton::scheduler::marathon::Marathon;
+use baton_e2e::devsched::{baton_bin, DevScheduler, TempRepo};
+use serde_json::json;
+
+fn options() -> ApplyOptions {
+    ApplyOptions {
+        poll_interval: Duration::from_millis(100),
+        lock_wait: Duration::from_secs(2),
+        ..ApplyOptions::default()
+    }
+}
+
+async fn sync_with(
+    repo: &TempRepo,
+    client: &Marathon,
+    policy: &Policy,
+    options: &ApplyOptions,
+) -> (Plan, ApplyReport, Vec<ProgressEvent>) {
+    let loaded = commands::load_repo(repo.path()).unwrap();
+    assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
+    let mut events = Vec::new();
+    let (plan, report) = commands::sync(&loaded, client, policy, options, &mut |e| events.push(e))
+        .await
+        .unwrap();
+    (plan, report, events)
+}
+
+async fn sync(repo: &TempRepo, client: &Marathon) -> (Plan, ApplyReport, Vec<ProgressEvent>) {
+    sync_with(repo, client, &policy(None), &options()).await
+}
+
+fn policy(allow_deletes: Option<usize>) -> Policy {
+    Policy {
+        commit: "e2e".into(),
+        allow_deletes,
+    }
+}
+
+fn outcome<'r>(report: &'r ApplyReport, app: &str) -> &'r Outcome {
+    &report
+        .apps
+        .iter()
+        .find(|r| r.app.as_str() == app)
+        .unwrap_or_else(|| panic!("{app} not in {report:?}"))
+        .outcome
+}
+
+fn sleeper(extra: &str) -> String {
+    format!("cmd: exec sleep 1000\ncpus: 0.01\nmem: 8\n{extra}")
+}
+
+#[tokio::test]
+async fn create_update_scale_and_prune_within_the_budget() {
+    let sched = DevScheduler::start().await;
+    let client = sched.client();
+    let repo = TempRepo::new("owner: e2e\nprune:\n  maxDeletes: 1\n  maxDeletesPercent: 0\n");
+    for name in ["a", "b", "c"] {
+        repo.write(&format!("{name}.yaml"), &sleeper(""));
+    }
+
+    let (plan, report, _) = sync(&repo, &client).await;
+    assert_eq!(plan.summary.create, 3);
+    assert!(report.converged(), "{report:?}");
+    let apps = sched.apps().await;
+    assert_eq!(apps.len(), 3);
+    assert!(
+        apps.iter().all(|a| a["tasksRunning"] == json!(1)),
+        "{apps:?}"
+    );
+
+    // Converged: a second run writes nothing.
+    let (plan, report, events) = sync(&repo, &client).await;
+    assert!(plan.is_empty() && report.apps.is_empty() && events.is_empty());
+
+    // Update and scale.
+    repo.write("a.yaml", &sleeper("env:\n  COLOR: blue\n"));
+    repo.write("b.yaml", &sleeper("instances: 2\n"));
+    let (plan, report, _) = sync(&repo, &client).await;
+    assert_eq!(plan.summary.update, 2);
+    assert!(report.converged(), "{report:?}");
+    let a = sched.app("/a").await.unwrap();
+    assert_eq!(a["env"]["COLOR"], json!("blue"));
+    let b = sched.app("/b").await.unwrap();
+    assert_eq!(b["tasksRunning"], json!(2));
+
+    // Removing two files exceeds the budget of one: both held, nothing deleted.
+    repo.remove("b.yaml");
+    repo.remove("c.yaml");
+    let (_, report, _) = sync(&repo, &client).await;
+    assert!(matches!(outcome(&report, "/b"), Outcome::Held { .. }));
+    assert!(matches!(outcome(&report, "/c"), Outcome::Held { .. }));
+    assert_eq!(sched.apps().await.len(), 3);
+    // With --allow-deletes 2 they go, and their tasks with them.
+    let (_, report, _) = sync_with(&repo, &client, &policy(Some(2)), &options()).await;
+    assert!(report.converged(), "{report:?}");
+    let ids: Vec<String> = sched
+        .apps()
+        .await
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["/a"]);
+    sched.stop().await;
+}
+
+#[tokio::test]
+async fn dependencies_deploy_first_and_a_failing_app_is_rolled_back_at_its_deadline() {
+    let sched = DevScheduler::start().await;
+    let client = sched.client();
+    let repo = TempRepo::new("owner: e2e\n");
+    repo.write("db.yaml", &sleeper(""));
+    repo.write("web.yaml", &sleeper("baton:\n  dependsOn: [/db]\n"));
+    repo.write(
+        "broken.yaml",
+        "cmd: exit 3\ncpus: 0.01\nmem: 8\nbaton:\n  deadline: 3s\n",
+    );
+    repo.write(
+        "needs-broken.yaml",
+        &sleeper("baton:\n  dependsOn: [/broken]\n"),
+    );
+
+    let (_, report, events) = sync(&repo, &client).await;
+    // Order: /db's deployment finished before /web was written.
+    let pos = |f: &dyn Fn(&ProgressEvent) -> bool| events.iter().position(f).unwrap();
+    let db_done =
+        pos(&|e| matches!(e, ProgressEvent::Finished { result } if result.app.as_str() == "/db"));
+    let web_start =
+        pos(&|e| matches!(e, ProgressEvent::Started { app, .. } if app.as_str() == "/web"));
+    assert!(db_done < web_start, "{events:?}");
+    assert_eq!(outcome(&report, "/db"), &Outcome::Converged);
+    assert_eq!(outcome(&report, "/web"), &Outcome::Converged);
+
+    let Outcome::Failed { reason } = outcome(&report, "/broken") else {
+        panic!("{report:?}");
+    };
+    assert!(reason.contains("rolled back"), "{reason}");
+    assert!(reason.contains("last task failure"), "{reason}");
+    assert!(
+        matches!(outcome(&report, "/needs-broken"), Outcome::Skipped { because } if because.as_str() == "/broken")
+    );
+    assert!(sched.app("/needs-broken").await.is_none());
+    // The rollback of a create removes the app again.
+    sched
+        .wait_for("the rollback of /broken", |apps| {
+            apps.iter().all(|a| a["id"] != json!("/broken"))
+        })
+        .await;
+    sched.stop().await;
+}
+
+#[tokio::test]
+async fn a_locked_app_is_waited_for_then_reported_with_the_deployment_id() {
+    let sched = DevScheduler::start().await;
+    let client = sched.client();
+    // Someone else deploys an app that never comes up: its deployment locks it.
+    let lock = sched
+        .put(&json!({"id": "/locked", "cmd": "exit 1", "cpus": 0.01, "mem": 8}))
+        .await;
+    let repo = TempRepo::new("owner: e2e\n");
+    repo.write("locked.yaml", &sleeper(""));
+    repo.write("free.yaml", &sleeper(""));
+    let (_, report, events) = sync(&repo, &client).await;
+    let Outcome::Failed { reason } = outcome(&report, "/locked") else {
+        panic!("{report:?}");
+    };
+    assert!(reason.contains(&lock), "{reason}");
+    assert!(events.iter().any(
+        |e| matches!(e, ProgressEvent::Locked { deployments, .. } if deployments.contains(&lock))
+    ));
+    assert_eq!(outcome(&report, "/free"), &Outcome::Converged);
+    // Not forced: the other deployment still runs and the app keeps its definition.
+    assert_eq!(sched.app("/locked").await.unwrap()["cmd"], json!("exit 1"));
+    sched.stop().await;
+}
+
+// Multi-threaded: the blocking wait for the binary must not stall the in-process scheduler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_apply_then_rerun_converges_without_touching_unowned_apps() {
+    let bin = baton_bin();
+    let sched = DevScheduler::start().await;
+    let unowned = json!({"id": "/theirs", "cmd": "exec sleep 1000", "cpus": 0.01, "mem": 8});
+    sched.put(&unowned).await;
+    sched
+        .wait_for("/theirs up", |a| {
+            a.iter().any(|a| a["tasksRunning"] == json!(1))
+        })
+        .await;
+    let theirs_version = sched.app("/theirs").await.unwrap()["version"].clone();
+
+    let repo = TempRepo::new("owner: e2e\n");
+    repo.write("first.yaml", &sleeper(""));
+    // Later waves: killed before they start.
+    for i in 0..4 {
+        repo.write(
+            &format!("later-{i}.yaml"),
+            &sleeper("baton:\n  dependsOn: [/first]\n"),
+        );
+    }
+    let mut child = std::process::Command::new(&bin)
+        .args(["apply", "--marathon", &sched.url, "--repo"])
+        .arg(repo.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as the first write was accepted.
+    let stdout = child.stdout.take().unwrap();
+    let first_line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("deploying"))
+    })
+    .await
+    .unwrap();
+    assert!(first_line.is_some_and(|l| l.contains("/first")));
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait();
+    assert!(sched.app("/later-0").await.is_none());
+
+    let out = std::process::Command::new(&bin)
+        .args(["apply", "--marathon", &sched.url, "--repo"])
+        .arg(repo.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // /first was created by the killed run; the re-run does not create it again.
+    assert!(
+        !text.contains("/first                       create"),
+        "{text}"
+    );
+    let apps = sched.apps().await;
+    let mut ids: Vec<&str> = apps.iter().filter_map(|a| a["id"].as_str()).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["/first", "/later-0", "/later-1", "/later-2", "/later-3", "/theirs"]
+    );
+    let theirs = sched.app("/theirs").await.unwrap();
+    assert_eq!(theirs["version"], theirs_version);
+    assert!(theirs.pointer("/labels/baton.dev~1owner").is_none());
+
+    // And once more: nothing to do, exit 0.
+    let out = std::process::Command::new(&bin)
+        .args(["apply", "--marathon", &sched.url, "--repo"])
+        .arg(repo.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to do"));
+    sched.stop().await;
+}
+
+// Multi-threaded: the blocking wait for the binary must not stall the in-process scheduler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exits_3_when_an_app_fails_and_0_once_fixed() {
+    let bin = baton_bin();
+    let sched = DevScheduler::start().await;
+    let repo = TempRepo::new("owner: e2e\n");
+    repo.write("ok.yaml", &sleeper(""));
+    repo.write(
+        "bad.yaml",
+        "cmd: exit 3\ncpus: 0.01\nmem: 8\nbaton:\n  deadline: 2s\n",
+    );
+    let run = || {
+        std::process::Command::new(&bin)
+            .args(["apply", "--marathon", &sched.url, "--repo"])
+            .arg(repo.path())
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("/bad") && text.contains("failed"), "{text}");
+    assert!(sched.app("/ok").await.is_some());
+    repo.write("bad.yaml", &sleeper(""));
+    let out = run();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    sched.stop().await;
+}

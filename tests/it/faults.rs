@@ -1,0 +1,148 @@
+//! Apply when the scheduler misbehaves: unreachable, answering 500, or too slow. Each gives a
+//! clear error, deletes nothing, and the next run against a healthy scheduler converges.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton::apply::ApplyOptions;
+use baton::commands::{self, CommandError};
+use baton::plan::Policy;
+use baton::scheduler::marathon::{Marathon, MarathonConfig};
+use baton::scheduler::SchedulerError;
+use baton_e2e::devsched::{DevScheduler, TempRepo};
+
+/// A server that answers everything with 500, or sleeps `delay` first; counts requests and
+/// writes (non-GET).
+async fn stub(
+    delay: Option<Duration>,
+) -> (
+    String,
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let writes = Arc::new(AtomicUsize::new(0));
+    let (h, w) = (hits.clone(), writes.clone());
+    let app = axum::Router::new().fallback(move |method: axum::http::Method| {
+        let (h, w) = (h.clone(), w.clone());
+        async move {
+            h.fetch_add(1, Ordering::SeqCst);
+            if method != axum::http::Method::GET {
+                w.fetch_add(1, Ordering::SeqCst);
+            }
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom")
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, hits, writes, task)
+}
+
+fn client(url: &str, timeout: Duration) -> Marathon {
+    let mut c = MarathonConfig::new(url);
+    c.timeout = timeout;
+    c.retries = 2;
+    c.retry_base = Duration::from_millis(10);
+    Marathon::new(c).unwrap()
+}
+
+async fn sync(
+    repo: &TempRepo,
+    client: &Marathon,
+) -> Result<baton::apply::ApplyReport, CommandError> {
+    let loaded = commands::load_repo(repo.path()).unwrap();
+    let policy = Policy {
+        commit: "e2e".into(),
+        allow_deletes: None,
+    };
+    let options = ApplyOptions {
+        poll_interval: Duration::from_millis(100),
+        ..ApplyOptions::default()
+    };
+    commands::sync(&loaded, client, &policy, &options, &mut |_| {})
+        .await
+        .map(|(_, r)| r)
+}
+
+fn repo() -> TempRepo {
+    let repo = TempRepo::new("owner: e2e\n");
+    repo.write("a.yaml", "cmd: exec sleep 1000\ncpus: 0.01\nmem: 8\n");
+    repo
+}
+
+/// The same repo against a healthy scheduler converges.
+async fn next_run_converges(repo: &TempRepo) {
+    let sched = DevScheduler::start().await;
+    let report = sync(repo, &sched.client()).await.unwrap();
+    assert!(report.converged(), "{report:?}");
+    assert!(sched.app("/a").await.is_some());
+    sched.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_scheduler_is_a_clear_error() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let repo = repo();
+    let err = sync(
+        &repo,
+        &client(&format!("http://{addr}"), Duration::from_secs(2)),
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            err,
+            CommandError::Scheduler(SchedulerError::Unreachable { .. })
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("cannot reach the scheduler") && msg.contains(&addr.to_string()),
+        "{msg}"
+    );
+    next_run_converges(&repo).await;
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_reported_and_nothing_is_written() {
+    let (url, hits, writes, task) = stub(None).await;
+    let repo = repo();
+    let err = sync(&repo, &client(&url, Duration::from_secs(2)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("500"), "{err}");
+    // The GET was retried (1 + 2 retries); no write reached the server.
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    assert_eq!(writes.load(Ordering::SeqCst), 0);
+    task.abort();
+    next_run_converges(&repo).await;
+}
+
+#[tokio::test]
+async fn a_slow_scheduler_times_out_with_a_clear_error() {
+    let (url, _, writes, task) = stub(Some(Duration::from_secs(30))).await;
+    let repo = repo();
+    let err = sync(&repo, &client(&url, Duration::from_millis(300)))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("timed out") || msg.contains("timeout"),
+        "{msg}"
+    );
+    assert_eq!(writes.load(Ordering::SeqCst), 0);
+    task.abort();
+    next_run_converges(&repo).await;
+}
