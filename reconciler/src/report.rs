@@ -182,7 +182,11 @@ pub fn plan_text(plan: &Plan, style: Style) -> String {
         let _ = writeln!(
             out,
             "{} {}: {reason}",
-            style.yellow(&format!("held {} delete(s):", apps.len())),
+            style.yellow(&format!(
+                "held {} delete{}:",
+                apps.len(),
+                if apps.len() == 1 { "" } else { "s" }
+            )),
             apps.join(", ")
         );
     }

@@ -56,6 +56,28 @@ impl AppId {
         Ok(AppId(format!("/{}", segs.join("/"))))
     }
 
+    /// Resolve an `id` written in this app's spec the way Marathon resolves ids posted within
+    /// a group: absolute ids stand as they are, relative ones (`web`, `./web`, `../db`) are
+    /// taken from the app's parent group. The result is not validated; callers compare it.
+    pub fn resolve(&self, given: &str) -> String {
+        let given = given.trim_end_matches('/');
+        if given.starts_with('/') {
+            return given.to_string();
+        }
+        let mut segs: Vec<&str> = self.0[1..].split('/').collect();
+        segs.pop();
+        for seg in given.split('/') {
+            match seg {
+                "" | "." => {}
+                ".." => {
+                    segs.pop();
+                }
+                s => segs.push(s),
+            }
+        }
+        format!("/{}", segs.join("/"))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -107,6 +129,19 @@ impl From<AppId> for String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_ids_resolve_against_the_parent_group() {
+        let id = AppId::parse("/shop/web").unwrap();
+        assert_eq!(id.resolve("web"), "/shop/web");
+        assert_eq!(id.resolve("./web/"), "/shop/web");
+        assert_eq!(id.resolve("../web"), "/web");
+        assert_eq!(id.resolve("/other/web"), "/other/web");
+        assert_eq!(
+            AppId::parse("/tomcat").unwrap().resolve("tomcat"),
+            "/tomcat"
+        );
+    }
 
     #[test]
     fn ids_from_paths() {

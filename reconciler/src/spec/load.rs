@@ -374,7 +374,7 @@ pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig) -> FileResult {
         .extend(findings_to_diags(&file.path, Some(&id), findings, text));
 
     if let Some(given) = doc_map.get("id").and_then(Value::as_str) {
-        if given.trim_end_matches('/') != id.as_str() {
+        if id.resolve(given) != id.as_str() {
             result.diagnostics.push(error(
                 "/id",
                 format!(

@@ -327,10 +327,22 @@ impl Schema {
                     .collect();
                 for (k, v) in map {
                     let child = format!("{pointer}/{}", escape_token(k));
-                    let sub = props.iter().find_map(|p| p.get(k));
-                    match sub {
-                        Some(s) => self.unknown_nested(v, s, &child, out),
-                        None => {
+                    let subs: Vec<&Value> = props.iter().filter_map(|p| p.get(k)).collect();
+                    match subs.as_slice() {
+                        [s] => self.unknown_nested(v, s, &child, out),
+                        // Alternatives (`oneOf` branches) may define the same field differently:
+                        // warn only about what none of them knows.
+                        [first, rest @ ..] => {
+                            let mut common = Vec::new();
+                            self.unknown_nested(v, first, &child, &mut common);
+                            for s in rest {
+                                let mut other = Vec::new();
+                                self.unknown_nested(v, s, &child, &mut other);
+                                common.retain(|f| other.iter().any(|o| o.pointer == f.pointer));
+                            }
+                            out.extend(common);
+                        }
+                        [] => {
                             if let Some(ap) = branches.iter().find_map(|b| {
                                 b.get("additionalProperties").filter(|a| a.is_object())
                             }) {
