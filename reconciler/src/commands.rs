@@ -49,6 +49,7 @@ pub enum CommandError {
 
 /// Read and load a repo directory.
 pub fn load_repo(dir: &Path) -> Result<Repo, CommandError> {
+    spec::schema::warm_up();
     let snapshot = crate::source::read_dir(dir)?;
     Ok(spec::load(snapshot))
 }
@@ -96,7 +97,7 @@ pub async fn live_apps(from: &LiveFrom) -> Result<Vec<serde_json::Value>, Comman
             let text = std::fs::read_to_string(path).map_err(|e| live_err(e.to_string()))?;
             let doc: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| live_err(e.to_string()))?;
-            apps_from_response(&doc).map_err(live_err)
+            apps_from_response(doc).map_err(live_err)
         }
         LiveFrom::Scheduler(config) => {
             let client = crate::scheduler::marathon::Marathon::new(config.clone())?;
@@ -115,8 +116,10 @@ pub async fn plan(
     style: Style,
     out: &mut dyn Write,
 ) -> Result<u8, CommandError> {
-    let repo = load_repo(dir)?;
+    // The schema compiles on another core while the live state is read.
+    spec::schema::warm_up();
     let live = live_apps(live).await?;
+    let repo = load_repo(dir)?;
     let plan = plan::plan(&repo, &live, policy);
     match format {
         Format::Json => {

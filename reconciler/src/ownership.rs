@@ -34,12 +34,24 @@ pub fn prune_protected(app: &Value) -> bool {
 
 /// `sha256:<hex>` of the normalised definition (keys sorted, bookkeeping labels excluded).
 pub fn digest_of(app: &Value) -> String {
-    let canonical = serde_json::to_vec(&normalize(app)).unwrap_or_default();
+    digest_of_normalized(&normalize(app))
+}
+
+/// [`digest_of`] for a definition that is already normalised.
+pub fn digest_of_normalized(normalized: &Value) -> String {
+    let canonical = serde_json::to_vec(normalized).unwrap_or_default();
     format!("sha256:{}", hex::encode(digest(&SHA256, &canonical)))
 }
 
 /// The definition Baton sends for a spec: the spec's app with the ownership labels added.
 pub fn labelled(spec: &Spec, owner: &str, commit: &str) -> Value {
+    labelled_with_normal_form(spec, owner, commit).0
+}
+
+/// [`labelled`] plus the normalised form of what is sent (bookkeeping labels excluded), which
+/// the digest is computed from anyway: the planner diffs it against the live app instead of
+/// normalising the definition a second time.
+pub fn labelled_with_normal_form(spec: &Spec, owner: &str, commit: &str) -> (Value, Value) {
     let mut app = spec.app.clone();
     if let Value::Object(map) = &mut app {
         let labels = map
@@ -55,10 +67,11 @@ pub fn labelled(spec: &Spec, owner: &str, commit: &str) -> Value {
             }
         }
     }
-    let digest = digest_of(&app);
+    let normalized = normalize(&app);
+    let digest = digest_of_normalized(&normalized);
     if let Some(Value::Object(l)) = app.get_mut("labels") {
         l.insert(COMMIT.into(), Value::String(commit.into()));
         l.insert(DIGEST.into(), Value::String(digest));
     }
-    app
+    (app, normalized)
 }

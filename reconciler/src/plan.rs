@@ -153,11 +153,11 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
         .specs
         .par_iter()
         .map(|(id, spec)| {
-            let body = ownership::labelled(spec, owner, &policy.commit);
+            let (body, desired) = ownership::labelled_with_normal_form(spec, owner, &policy.commit);
             let fields = live_by_id
                 .get(id)
                 .filter(|l| ownership::owner_of(l).is_none_or(|o| o == owner))
-                .map(|live_app| field_changes(spec, &body, live_app));
+                .map(|live_app| normalized_field_changes(spec, &desired, live_app));
             (id, spec, body, fields)
         })
         .collect();
@@ -303,8 +303,13 @@ fn count(waves: &[Wave], action: Action) -> usize {
 
 /// Differences between what would be sent and what runs, minus ignored and tolerated fields.
 pub fn field_changes(spec: &Spec, body: &Value, live: &Value) -> Vec<FieldChange> {
+    normalized_field_changes(spec, &normalize(body), live)
+}
+
+/// [`field_changes`] with the desired definition already normalised.
+fn normalized_field_changes(spec: &Spec, desired: &Value, live: &Value) -> Vec<FieldChange> {
     let tolerance = Tolerance::for_spec(&spec.app);
-    diff(&normalize(body), &normalize(live))
+    diff(desired, &normalize(live))
         .into_iter()
         .filter(|c| !under_any(&c.pointer, &spec.baton.ignore))
         .filter(|c| !tolerance.allows(&c.pointer, c.desired.as_ref(), c.live.as_ref()))
@@ -457,6 +462,9 @@ fn find_moves(
         }
         n
     };
+    if deletes.is_empty() {
+        return Vec::new();
+    }
     let gone: Vec<(&AppId, Value)> = deletes
         .iter()
         .filter_map(|id| live.get(id).map(|a| (id, without_id(a))))

@@ -4,19 +4,23 @@ use serde_json::Value;
 
 /// Apps in a Marathon response: `{"apps": [...]}`, `{"app": {...}}`, a group (`apps` plus nested
 /// `groups`, as `GET /v2/groups` returns), or a bare list of apps.
-pub fn apps_from_response(doc: &Value) -> Result<Vec<Value>, String> {
+pub fn apps_from_response(doc: Value) -> Result<Vec<Value>, String> {
     let mut out = Vec::new();
     match doc {
-        Value::Array(items) => out.extend(items.iter().cloned()),
-        Value::Object(m) if m.contains_key("app") => out.push(m["app"].clone()),
+        Value::Array(items) => out.extend(items),
+        Value::Object(mut m) if m.contains_key("app") => out.extend(m.remove("app")),
         Value::Object(m) if m.contains_key("apps") || m.contains_key("groups") => {
-            let mut todo = vec![doc];
-            while let Some(group) = todo.pop() {
-                if let Some(apps) = group.get("apps").and_then(Value::as_array) {
-                    out.extend(apps.iter().cloned());
+            // Taken apart by value: a 10,000-app answer is not copied.
+            let mut todo = vec![m];
+            while let Some(mut group) = todo.pop() {
+                if let Some(Value::Array(apps)) = group.remove("apps") {
+                    out.extend(apps);
                 }
-                if let Some(groups) = group.get("groups").and_then(Value::as_array) {
-                    todo.extend(groups.iter());
+                if let Some(Value::Array(groups)) = group.remove("groups") {
+                    todo.extend(groups.into_iter().filter_map(|g| match g {
+                        Value::Object(g) => Some(g),
+                        _ => None,
+                    }));
                 }
             }
         }

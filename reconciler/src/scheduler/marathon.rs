@@ -124,7 +124,7 @@ impl Marathon {
         let doc = self
             .call(Method::GET, path, None, Retry::Idempotent)
             .await?;
-        apps_from_response(&doc).map_err(|reason| SchedulerError::Protocol {
+        apps_from_response(doc).map_err(|reason| SchedulerError::Protocol {
             url: format!("{}{path}", self.base),
             reason,
         })

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use jsonschema::error::{TypeKind, ValidationErrorKind};
-use jsonschema::{Resource, Validator};
+use jsonschema::{Registry, Validator};
 use serde_json::Value;
 
 use super::parse::{escape_token, split_pointer};
@@ -48,15 +48,34 @@ fn compile(name: &'static str, text: &str) -> Result<Schema, SchemaDefect> {
         .and_then(Value::as_str)
         .unwrap_or("https://baton.dev/schemas/app.schema.json")
         .to_string();
-    let resource = Resource::from_contents(app).map_err(|e| defect(e.to_string()))?;
+    let registry = Registry::new()
+        .add(&app_id, app)
+        .and_then(|b| b.prepare())
+        .map_err(|e| defect(e.to_string()))?;
     // The `regex` engine: our patterns need no look-around, and it compiles far leaner than
     // fancy-regex.
     let validator = jsonschema::options()
         .with_pattern_options(jsonschema::PatternOptions::regex())
-        .with_resource(app_id, resource)
+        .with_registry(&registry)
         .build(&raw)
         .map_err(|e| defect(e.to_string()))?;
     Ok(Schema { raw, validator })
+}
+
+/// Start compiling the schemas on a background thread (they take a few hundred milliseconds),
+/// so that reading files or the live state overlaps with it. Idempotent; later callers of
+/// [`app`] wait for the compilation in progress instead of starting another.
+pub fn warm_up() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        // If no thread can be spawned, the first caller of `app()` compiles instead.
+        let _ = std::thread::Builder::new()
+            .name("schema-compile".into())
+            .spawn(|| {
+                let _ = app();
+                let _ = repo();
+            });
+    });
 }
 
 /// The compiled app schema (compiled once per process).
@@ -89,8 +108,8 @@ impl Schema {
     pub fn check(&self, instance: &Value) -> Vec<Finding> {
         let mut out = Vec::new();
         for e in self.validator.iter_errors(instance) {
-            let pointer = e.instance_path.to_string();
-            match &e.kind {
+            let pointer = e.instance_path().to_string();
+            match e.kind() {
                 ValidationErrorKind::AdditionalProperties { unexpected } => {
                     let known = self.known_fields(&pointer);
                     for field in unexpected {
@@ -101,18 +120,18 @@ impl Schema {
                         });
                     }
                 }
-                ValidationErrorKind::AnyOf | ValidationErrorKind::OneOfNotValid => {
-                    let forms = self.forms_at(&e.schema_path.to_string());
+                ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. } => {
+                    let forms = self.forms_at(&e.schema_path().to_string());
                     let message = if forms.is_empty() {
                         format!(
                             "{} is not one of the forms this field allows",
-                            json_type(&e.instance)
+                            json_type(e.instance())
                         )
                     } else {
                         format!(
                             "expected {}, found {}",
                             forms.join(" or "),
-                            json_type(&e.instance)
+                            json_type(e.instance())
                         )
                     };
                     out.push(Finding {
@@ -124,10 +143,10 @@ impl Schema {
                 kind => out.push(Finding {
                     severity: Severity::Error,
                     pointer,
-                    message: describe(kind, &e.instance)
-                        .or_else(|| self.rule_description(&e.schema_path.to_string()))
+                    message: describe(kind, e.instance())
+                        .or_else(|| self.rule_description(&e.schema_path().to_string()))
                         .unwrap_or_else(|| {
-                            format!("{} is not allowed here", json_type(&e.instance))
+                            format!("{} is not allowed here", json_type(e.instance()))
                         }),
                 }),
             }

@@ -205,7 +205,7 @@ fn live_group_dumps_normalise_without_noise() {
     };
     for name in ["apps-100.json", "apps-200.json", "apps-500.json"] {
         let doc = read_json(&shared.join("live").join(name));
-        let live = baton::scheduler::live::apps_from_response(&doc).unwrap();
+        let live = baton::scheduler::live::apps_from_response(doc).unwrap();
         assert!(!live.is_empty(), "{name}: no apps");
         let stripped: Vec<(String, Value)> = live
             .iter()

@@ -15,7 +15,7 @@ fn case(name: &str, allow_deletes: Option<usize>) -> (Plan, Vec<Value>) {
     let repo = load_repo(&dir).unwrap();
     let live_doc: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("live.json")).unwrap()).unwrap();
-    let live = apps_from_response(&live_doc).unwrap();
+    let live = apps_from_response(live_doc).unwrap();
     let policy = Policy {
         commit: "c0ffee".into(),
         allow_deletes,

@@ -48,9 +48,12 @@ fn repo_validator() -> jsonschema::Validator {
         .as_str()
         .expect("app schema has an $id")
         .to_string();
-    let resource = jsonschema::Resource::from_contents(app).expect("app schema as a resource");
+    let registry = jsonschema::Registry::new()
+        .add(&id, app)
+        .and_then(|b| b.prepare())
+        .expect("app schema in a registry");
     jsonschema::options()
-        .with_resource(id, resource)
+        .with_registry(&registry)
         .build(&repo_schema())
         .unwrap_or_else(|e| panic!("schemas/repo.schema.json does not compile: {e}"))
 }
@@ -59,7 +62,7 @@ fn repo_validator() -> jsonschema::Validator {
 fn errors(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
     validator
         .iter_errors(instance)
-        .map(|e| format!("{}: {e}", e.instance_path))
+        .map(|e| format!("{}: {e}", e.instance_path()))
         .collect()
 }
 

@@ -58,17 +58,21 @@ pub fn assert_matches_schema(name: &str, doc: &serde_json::Value) {
     let dir = repo_root().join("schemas");
     let schema = read(&dir.join(name));
     // Our schemas refer to each other by `$id`; register them all.
-    let mut options = jsonschema::options();
+    let mut builder = jsonschema::Registry::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let doc = read(&entry.unwrap().path());
         if let Some(id) = doc.get("$id").and_then(|v| v.as_str()).map(str::to_string) {
-            options = options.with_resource(id, jsonschema::Resource::from_contents(doc).unwrap());
+            builder = builder.add(id, doc).unwrap();
         }
     }
-    let validator = options.build(&schema).unwrap();
+    let registry = builder.prepare().unwrap();
+    let validator = jsonschema::options()
+        .with_registry(&registry)
+        .build(&schema)
+        .unwrap();
     let errors: Vec<String> = validator
         .iter_errors(doc)
-        .map(|e| format!("{} at {}", e, e.instance_path))
+        .map(|e| format!("{} at {}", e, e.instance_path()))
         .collect();
     assert!(errors.is_empty(), "{name}: {errors:#?}\n{doc:#}");
 }
