@@ -552,3 +552,60 @@ mod tests {
         assert!(!format!("{c:?}").contains("very-secret"));
     }
 }
+
+#[cfg(test)]
+mod cycle_tests {
+    use super::*;
+    use crate::apply::AppResult;
+    use crate::spec::AppId;
+
+    fn delete(name: &str, app: Option<&str>) -> VaultChange {
+        VaultChange {
+            kind: ObjectKind::Role,
+            name: name.into(),
+            action: Action::Delete,
+            app: app.map(|a| AppId::parse(a).unwrap()),
+            details: Vec::new(),
+            body: None,
+        }
+    }
+
+    #[test]
+    fn vault_objects_go_only_after_their_app_is_gone() {
+        let plan = VaultPlan {
+            after_apps: vec![
+                delete("baton-orphan", None),
+                delete("baton-deleted", Some("/deleted")),
+                delete("baton-failed", Some("/failed")),
+                delete("baton-held", Some("/held")),
+                delete("baton-plain", Some("/plain")),
+            ],
+            ..Default::default()
+        };
+        let result = |app: &str, outcome: Outcome| AppResult {
+            app: AppId::parse(app).unwrap(),
+            action: Action::Delete,
+            outcome,
+            deployment: None,
+        };
+        let report = ApplyReport {
+            apps: vec![
+                result("/deleted", Outcome::Converged),
+                result("/failed", Outcome::Failed { reason: "x".into() }),
+            ],
+            cancelled: false,
+        };
+        let unchanged = [AppId::parse("/plain").unwrap()];
+        let names: Vec<String> = deletes_after_cycle(&plan, Some(&report), &unchanged)
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["baton-orphan", "baton-deleted", "baton-plain"]);
+        // No apply at all: only orphans and apps already matching their spec.
+        let names: Vec<String> = deletes_after_cycle(&plan, None, &unchanged)
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["baton-orphan", "baton-plain"]);
+    }
+}
