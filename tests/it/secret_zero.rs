@@ -611,6 +611,118 @@ async fn serve_without_vault_blocks_secret_apps() {
     w.scheduler.await.unwrap();
 }
 
+fn assert_plan_schema(doc: &Value) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+    let read =
+        |p: &Path| -> Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let mut options = jsonschema::options();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let doc = read(&entry.unwrap().path());
+        if let Some(id) = doc.get("$id").and_then(Value::as_str).map(str::to_owned) {
+            options = options.with_resource(id, jsonschema::Resource::from_contents(doc).unwrap());
+        }
+    }
+    let validator = options.build(&read(&dir.join("plan.schema.json"))).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}\n{doc:#}");
+}
+
+/// `baton plan` shows the Vault plan: without Vault access every needed object is a create and
+/// the state is `unknown`; with it, out-of-band edits are updates and orphans are deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baton_plan_shows_the_vault_plan() {
+    use baton::commands::{exit, plan_with_vault, Format, LiveFrom, PlanVault};
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    write_repo(&repo, Path::new("baton-env"), &tmp.path().join("out"), true);
+    let live = tmp.path().join("live.json");
+    std::fs::write(&live, r#"{"apps": []}"#).unwrap();
+    let policy = Policy {
+        commit: "c1".into(),
+        allow_deletes: None,
+    };
+    let style = baton::report::Style { color: false };
+    let run = |vault: Option<PlanVault>, format: Format| {
+        let (repo, live, policy) = (repo.clone(), LiveFrom::File(live.clone()), policy.clone());
+        async move {
+            let mut out = Vec::new();
+            let code = plan_with_vault(
+                &repo,
+                &live,
+                &policy,
+                vault.as_ref(),
+                format,
+                style,
+                &mut out,
+            )
+            .await
+            .unwrap();
+            (code, String::from_utf8(out).unwrap())
+        }
+    };
+
+    // No Vault access: creates only, flagged unknown.
+    let (code, json_out) = run(None, Format::Json).await;
+    assert_eq!(code, exit::CHANGES);
+    let doc: Value = serde_json::from_str(&json_out).unwrap();
+    assert_plan_schema(&doc);
+    assert_eq!(doc["vault"]["state"], "unknown");
+    assert!(doc["vault"]["note"].as_str().unwrap().contains("unknown"));
+    let before = doc["vault"]["before_apps"].as_array().unwrap();
+    assert_eq!(before.len(), 2);
+    assert!(before
+        .iter()
+        .all(|c| c["action"] == "create" && c["name"] == "baton-web"));
+
+    // With Vault: the policy edited out of band is an update, an orphan is a delete.
+    let stub = spawn(StubConfig::default()).await.unwrap();
+    let admin_config = VaultAdminConfig {
+        addr: stub.url(),
+        token: stub.root_token().to_owned().into(),
+        approle_mount: "approle".into(),
+        timeout: Duration::from_secs(5),
+    };
+    let admin = VaultAdmin::new(admin_config.clone()).unwrap();
+    admin
+        .write_policy(
+            "baton-web",
+            "path \"secret/data/other\" {\n  capabilities = [\"read\"]\n}\n",
+        )
+        .await
+        .unwrap();
+    admin
+        .write_policy("baton-orphan", "# left over\n")
+        .await
+        .unwrap();
+    let vault = PlanVault {
+        admin: admin_config,
+        gatekeeper_url: Some("http://baton:8088/v1/secret-zero".into()),
+    };
+    let (code, text) = run(Some(vault.clone()), Format::Text).await;
+    assert_eq!(code, exit::CHANGES);
+    assert!(text.contains("~ update policy baton-web"), "{text}");
+    assert!(
+        text.contains("+ read secret/data/web") && text.contains("- read secret/data/other"),
+        "{text}"
+    );
+    assert!(text.contains("+ create approle baton-web"), "{text}");
+    assert!(text.contains("- delete policy baton-orphan"), "{text}");
+    assert!(!text.contains("note:"), "{text}");
+    let (_, json_out) = run(Some(vault), Format::Json).await;
+    let doc: Value = serde_json::from_str(&json_out).unwrap();
+    assert_plan_schema(&doc);
+    assert_eq!(doc["vault"]["state"], "observed");
+    // Nothing was written: plan only reads.
+    assert_eq!(
+        stub.policy("baton-orphan").as_deref(),
+        Some("# left over\n")
+    );
+    assert!(!stub.has_approle("baton-web"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vault_that_ignores_wrapping_is_refused_not_passed_on() {
     let Some(bin) = baton_env() else { return };
