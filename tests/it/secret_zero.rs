@@ -543,10 +543,37 @@ async fn secret_zero_through_baton_serve() {
         "one secret id ever minted"
     );
 
-    // 3. Prune: the file goes, a sync removes the app, then its role and policy.
+    // 3. Prune while Vault is sealed: the cycle fails clearly and deletes nothing; once Vault
+    //    answers again (the retry after backoff), the app goes, then its role and policy.
+    w.stub.fail_next(3, vault_stub::Fault::Sealed);
     write_repo(&w.repo, &bin, &w.out, false);
     let r = http.post(format!("{serve}/api/sync")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 202);
+    let status = || async {
+        http.get(format!("{serve}/api/status"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    wait_until(
+        "the Vault error in /api/status",
+        Duration::from_secs(30),
+        || async {
+            status().await["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("Vault") && e.contains("sealed"))
+        },
+    )
+    .await;
+    let apps = marathon(&w).list_apps().await.unwrap();
+    assert!(
+        apps.iter().any(|a| a["id"] == "/web"),
+        "nothing deleted while Vault fails"
+    );
+    assert!(w.stub.has_approle("baton-web") && w.stub.policy("baton-web").is_some());
     wait_until(
         "role and policy removed",
         Duration::from_secs(60),
