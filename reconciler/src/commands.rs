@@ -45,6 +45,8 @@ pub enum CommandError {
     Output(#[from] std::io::Error),
     #[error(transparent)]
     Ledger(#[from] crate::drift::ledger::LedgerError),
+    #[error("Vault: {0}")]
+    Vault(#[from] crate::vault_admin::VaultAdminError),
 }
 
 /// Read and load a repo directory.
@@ -116,15 +118,101 @@ pub async fn plan(
     style: Style,
     out: &mut dyn Write,
 ) -> Result<u8, CommandError> {
+    plan_with_vault(dir, live, policy, None, format, style, out).await
+}
+
+/// `baton plan --vault-addr ...`: how to read Vault's current `baton-*` objects.
+#[derive(Debug, Clone)]
+pub struct PlanVault {
+    pub admin: crate::vault_admin::VaultAdminConfig,
+    /// The gatekeeper URL `baton serve` injects; `None`: taken from the live apps.
+    pub gatekeeper_url: Option<String>,
+}
+
+/// Shown in place of bootstrap values `baton plan` cannot know.
+pub const NEW_ROLE_ID: &str = "<assigned when the role is created>";
+pub const UNKNOWN_GATEKEEPER_URL: &str = "<set by baton serve>";
+
+/// The note of a Vault plan made without Vault access.
+pub const VAULT_UNKNOWN_NOTE: &str = "current Vault state unknown (no --vault-addr): every policy and role the repo needs is listed as a create, nothing as an update or delete; bootstrap env is taken from the live apps";
+
+/// The Vault part of a plan and how it was made.
+#[derive(Debug, serde::Serialize)]
+pub struct VaultReport {
+    /// `observed`: compared with Vault's current objects; `unknown`: no Vault access.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
+    #[serde(flatten)]
+    pub plan: crate::secrets::VaultPlan,
+}
+
+/// `baton plan` with the Vault plan of secret zero (policies and AppRole roles to create,
+/// update or delete): compared with Vault when `vault` is given, else every needed object is a
+/// create and the report says the current state is unknown. Apps with a secrets issue are
+/// shown as invalid (left untouched), as `baton serve` would.
+pub async fn plan_with_vault(
+    dir: &Path,
+    live: &LiveFrom,
+    policy: &Policy,
+    vault: Option<&PlanVault>,
+    format: Format,
+    style: Style,
+    out: &mut dyn Write,
+) -> Result<u8, CommandError> {
+    use crate::secrets::{self, env as benv};
     // The schema compiles on another core while the live state is read.
     spec::schema::warm_up();
     let live = live_apps(live).await?;
-    let repo = load_repo(dir)?;
+    let mut repo = load_repo(dir)?;
+    let desired = secrets::desired(&repo);
+    let wanted = vault.is_some() || !desired.apps.is_empty() || !desired.issues.is_empty();
+    let mut prepared = None;
+    if wanted {
+        let (live_vault, role_ids, state) = match vault {
+            Some(v) => {
+                let admin = crate::vault_admin::VaultAdmin::new(v.admin.clone())?;
+                let lv = admin.observe().await?;
+                let ids = secrets::role_ids(&desired, &lv, &mut || NEW_ROLE_ID.to_string());
+                if v.gatekeeper_url.is_none() {
+                    secrets::carry_live_env(&mut repo, &desired, &live, &[benv::GATEKEEPER_URL]);
+                }
+                let boot = secrets::Bootstrap {
+                    vault_addr: v.admin.addr.clone(),
+                    gatekeeper_url: v
+                        .gatekeeper_url
+                        .clone()
+                        .unwrap_or_else(|| UNKNOWN_GATEKEEPER_URL.into()),
+                    approle_mount: v.admin.approle_mount.clone(),
+                };
+                secrets::inject_env(&mut repo, &desired, &ids, &boot);
+                (lv, ids, "observed")
+            }
+            None => {
+                secrets::carry_live_env(&mut repo, &desired, &live, &secrets::BOOTSTRAP_ENV);
+                (Default::default(), Default::default(), "unknown")
+            }
+        };
+        secrets::block_issues(&mut repo, &desired);
+        prepared = Some((live_vault, role_ids, state));
+    }
     let plan = plan::plan(&repo, &live, policy);
+    let vault_report = prepared.map(|(lv, ids, state)| {
+        let live_ids: Vec<spec::AppId> = live
+            .iter()
+            .filter_map(|a| spec::AppId::parse(a.get("id")?.as_str()?).ok())
+            .collect();
+        VaultReport {
+            state,
+            note: (state == "unknown").then_some(VAULT_UNKNOWN_NOTE),
+            plan: secrets::plan_vault(&desired, &lv, &ids, &repo, &plan, &live_ids),
+        }
+    });
     match format {
         Format::Json => {
-            serde_json::to_writer_pretty(&mut *out, &PlanReport::new(&repo, &plan))
-                .map_err(std::io::Error::from)?;
+            let mut report = PlanReport::new(&repo, &plan);
+            report.vault = vault_report.as_ref();
+            serde_json::to_writer_pretty(&mut *out, &report).map_err(std::io::Error::from)?;
             writeln!(out)?;
         }
         Format::Text => {
@@ -132,11 +220,15 @@ pub async fn plan(
                 write!(out, "{}", report::diagnostics_text(&repo, style))?;
             }
             write!(out, "{}", report::plan_text(&plan, style))?;
+            if let Some(v) = &vault_report {
+                write!(out, "{}", report::vault_text(v))?;
+            }
         }
     }
+    let vault_changes = vault_report.as_ref().is_some_and(|v| !v.plan.is_empty());
     Ok(if !repo.is_valid() {
         exit::ERROR
-    } else if plan.is_empty() {
+    } else if plan.is_empty() && !vault_changes {
         exit::OK
     } else {
         exit::CHANGES
@@ -149,6 +241,10 @@ pub struct PlanReport<'a> {
     pub valid: bool,
     pub plan: &'a Plan,
     pub diagnostics: &'a [spec::Diagnostic],
+    /// Secret zero: Vault policies and roles (only when some app reads Vault secrets or Vault
+    /// access was given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vault: Option<&'a VaultReport>,
 }
 
 impl<'a> PlanReport<'a> {
@@ -157,6 +253,7 @@ impl<'a> PlanReport<'a> {
             valid: repo.is_valid(),
             plan,
             diagnostics: &repo.diagnostics,
+            vault: None,
         }
     }
 }
@@ -302,7 +399,10 @@ pub async fn apply(
     style: Style,
     out: &mut (dyn Write + Send),
 ) -> Result<u8, CommandError> {
-    let repo = load_repo(dir)?;
+    let mut repo = load_repo(dir)?;
+    // One-shot apply has no gatekeeper: apps reading Vault secrets need `baton serve`.
+    let desired = crate::secrets::desired(&repo);
+    crate::secrets::block_without_vault(&mut repo, &desired);
     let scheduler = crate::scheduler::marathon::Marathon::new(marathon)?;
     if !repo.diagnostics.is_empty() && format == Format::Text {
         write!(out, "{}", report::diagnostics_text(&repo, style))?;

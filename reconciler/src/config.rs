@@ -31,6 +31,14 @@ pub struct FileConfig {
     pub allow_deletes: Option<usize>,
     pub git_user: Option<String>,
     pub git_token_file: Option<PathBuf>,
+    // Secret zero (all optional: without `vault-addr` no app may read Vault secrets).
+    pub vault_addr: Option<String>,
+    pub vault_token_file: Option<PathBuf>,
+    pub vault_approle_mount: Option<String>,
+    pub gatekeeper_url: Option<String>,
+    pub task_max_age: Option<String>,
+    pub gatekeeper_host_check: Option<bool>,
+    pub wrap_ttl: Option<String>,
 }
 
 /// What the flags gave (all optional: the file and defaults fill the rest).
@@ -41,6 +49,24 @@ pub struct FlagConfig {
     pub webhook_secret: Option<SecretString>,
     /// `BATON_GIT_TOKEN` / `BATON_GIT_PASSWORD`.
     pub git_token: Option<SecretString>,
+    /// `BATON_VAULT_TOKEN` / `VAULT_TOKEN`.
+    pub vault_token: Option<SecretString>,
+}
+
+/// Secret zero in `baton serve`: the reconciler's Vault access and the gatekeeper's settings.
+#[derive(Debug, Clone)]
+pub struct VaultServeConfig {
+    /// Vault base address (also injected into app envs as `VAULT_ADDR`).
+    pub addr: String,
+    /// The reconciler's own token (policy in `docs/security.md`).
+    pub token: SecretString,
+    pub approle_mount: String,
+    /// The URL tasks use to reach `POST /v1/secret-zero`; `None`: derived from the address
+    /// `serve` listens on.
+    pub gatekeeper_url: Option<String>,
+    pub task_max_age: Duration,
+    pub host_check: bool,
+    pub wrap_ttl: Duration,
 }
 
 /// The checked configuration.
@@ -58,6 +84,8 @@ pub struct ServeConfig {
     pub webhook_secret: SecretString,
     pub allow_deletes: Option<usize>,
     pub git_auth: Option<GitAuth>,
+    /// Secret zero; `None`: apps with `vault:` references are blocked with an error.
+    pub vault: Option<VaultServeConfig>,
 }
 
 /// A configuration that cannot run.
@@ -95,6 +123,7 @@ pub fn resolve(
     mut marathon: MarathonConfig,
 ) -> Result<ServeConfig, ConfigError> {
     let f = flags.file;
+    let vault = resolve_vault(&f, &file, flags.vault_token)?;
     let repo = f.repo.or(file.repo).ok_or(ConfigError::Missing("--repo"))?;
     let reference = f
         .reference
@@ -170,7 +199,79 @@ pub fn resolve(
         webhook_secret,
         allow_deletes: f.allow_deletes.or(file.allow_deletes),
         git_auth,
+        vault,
     })
+}
+
+/// The secret-zero settings, when `vault-addr` is given.
+fn resolve_vault(
+    f: &FileConfig,
+    file: &FileConfig,
+    token: Option<SecretString>,
+) -> Result<Option<VaultServeConfig>, ConfigError> {
+    let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
+    let token_file = f.vault_token_file.clone().or(file.vault_token_file.clone());
+    let Some(addr) = pick(&f.vault_addr, &file.vault_addr) else {
+        if token_file.is_some() {
+            return Err(ConfigError::Bad {
+                name: "--vault-token-file",
+                reason: "given without --vault-addr".into(),
+            });
+        }
+        return Ok(None);
+    };
+    if !(addr.starts_with("http://") || addr.starts_with("https://")) {
+        return Err(ConfigError::Bad {
+            name: "--vault-addr",
+            reason: "must be an http:// or https:// URL".into(),
+        });
+    }
+    let token = match (token_file, token) {
+        (Some(path), _) => read_secret(&path, "--vault-token-file")?,
+        (None, Some(t)) => t,
+        (None, None) => return Err(ConfigError::Missing(
+            "a Vault token for --vault-addr (--vault-token-file, BATON_VAULT_TOKEN or VAULT_TOKEN)",
+        )),
+    };
+    let duration = |name: &'static str, value: Option<String>, default: &str| {
+        let text = value.unwrap_or_else(|| default.into());
+        let d = crate::spec::load::parse_duration(&text)
+            .map_err(|reason| ConfigError::Bad { name, reason })?;
+        if d < Duration::from_secs(1) {
+            return Err(ConfigError::Bad {
+                name,
+                reason: "must be at least 1s".into(),
+            });
+        }
+        Ok(d)
+    };
+    let gatekeeper_url = pick(&f.gatekeeper_url, &file.gatekeeper_url);
+    if gatekeeper_url.is_none() {
+        if let Some(listen) = f.listen.or(file.listen) {
+            if listen.ip().is_unspecified() {
+                return Err(ConfigError::Missing(
+                    "--gatekeeper-url (tasks cannot reach the unspecified listen address)",
+                ));
+            }
+        }
+    }
+    Ok(Some(VaultServeConfig {
+        addr,
+        token,
+        approle_mount: pick(&f.vault_approle_mount, &file.vault_approle_mount)
+            .unwrap_or_else(|| "approle".into()),
+        gatekeeper_url,
+        task_max_age: duration(
+            "--task-max-age",
+            pick(&f.task_max_age, &file.task_max_age),
+            "120s",
+        )?,
+        host_check: f
+            .gatekeeper_host_check
+            .or(file.gatekeeper_host_check)
+            .unwrap_or(true),
+        wrap_ttl: duration("--wrap-ttl", pick(&f.wrap_ttl, &file.wrap_ttl), "60s")?,
+    }))
 }
 
 fn read_secret(path: &Path, name: &'static str) -> Result<SecretString, ConfigError> {
@@ -229,6 +330,72 @@ mod tests {
             resolve(FlagConfig::default(), no_secret, MarathonConfig::new("")),
             Err(ConfigError::Missing(_))
         ));
+    }
+
+    #[test]
+    fn vault_settings_are_optional_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s.reconciler-token\n").unwrap();
+        let base = FileConfig {
+            repo: Some("/r".into()),
+            state_dir: Some("/s".into()),
+            marathon: Some("http://m".into()),
+            ..FileConfig::default()
+        };
+        let flags = |file: FileConfig| FlagConfig {
+            file,
+            webhook_secret: Some(SecretString::from("w".to_string())),
+            ..FlagConfig::default()
+        };
+        let none = resolve(
+            flags(base.clone()),
+            FileConfig::default(),
+            MarathonConfig::new(""),
+        );
+        assert!(none.unwrap().vault.is_none());
+
+        let with = FileConfig {
+            vault_addr: Some("http://vault:8200".into()),
+            vault_token_file: Some(token.clone()),
+            task_max_age: Some("30s".into()),
+            gatekeeper_host_check: Some(false),
+            ..base.clone()
+        };
+        let c = resolve(
+            flags(with.clone()),
+            FileConfig::default(),
+            MarathonConfig::new(""),
+        )
+        .unwrap()
+        .vault
+        .unwrap();
+        assert_eq!(c.token.expose_secret(), "s.reconciler-token");
+        assert_eq!(c.approle_mount, "approle");
+        assert_eq!(c.task_max_age, Duration::from_secs(30));
+        assert_eq!(c.wrap_ttl, Duration::from_secs(60));
+        assert!(!c.host_check);
+        assert!(c.gatekeeper_url.is_none());
+        assert!(!format!("{c:?}").contains("reconciler-token"));
+
+        // No token at all, or a listen address tasks cannot reach without --gatekeeper-url.
+        let no_token = FileConfig {
+            vault_token_file: None,
+            ..with.clone()
+        };
+        assert!(matches!(
+            resolve(
+                flags(no_token),
+                FileConfig::default(),
+                MarathonConfig::new("")
+            ),
+            Err(ConfigError::Missing(_))
+        ));
+        let any = FileConfig {
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], 8088))),
+            ..with
+        };
+        assert!(resolve(flags(any), FileConfig::default(), MarathonConfig::new("")).is_err());
     }
 
     #[test]

@@ -26,6 +26,18 @@ pub const STATUS_PAGE: &str = include_str!("dashboard/status.html");
 pub struct Dashboard {
     drift: RwLock<Bytes>,
     pub metrics: Arc<Metrics>,
+    /// More exposition text appended to `/metrics` (e.g. the secret-zero gatekeeper's counters).
+    extra: RwLock<Vec<MetricsSource>>,
+}
+
+/// A function rendering Prometheus text, appended to `/metrics`.
+#[derive(Clone)]
+pub struct MetricsSource(pub Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for MetricsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsSource")
+    }
 }
 
 impl Dashboard {
@@ -34,7 +46,21 @@ impl Dashboard {
         Arc::new(Dashboard {
             drift: RwLock::new(Bytes::new()),
             metrics,
+            extra: RwLock::new(Vec::new()),
         })
+    }
+
+    /// Append `source`'s text to every `/metrics` answer.
+    pub fn add_metrics_source(&self, source: MetricsSource) {
+        self.extra
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(source);
+    }
+
+    fn extra_metrics(&self) -> String {
+        let sources = self.extra.read().unwrap_or_else(|e| e.into_inner()).clone();
+        sources.iter().map(|s| (s.0)()).collect()
     }
 
     /// Make `report` the one `/api/drift` serves, and update the drift gauges.
@@ -83,7 +109,7 @@ async fn drift(State(d): State<Arc<Dashboard>>) -> Response {
 async fn metrics(State(d): State<Arc<Dashboard>>) -> Response {
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        d.metrics.render(),
+        d.metrics.render() + &d.extra_metrics(),
     )
         .into_response()
 }

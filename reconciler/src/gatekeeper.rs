@@ -555,6 +555,8 @@ pub fn system_clock() -> Clock {
 
 struct Inner {
     apps: BTreeMap<AppId, AppGate>,
+    /// The repo's owner label, once the loop has loaded a repo (overrides `config.owner`).
+    owner: Option<String>,
     served: Served,
     limiter: RateLimiter,
     /// Bumped on every change of `served`.
@@ -664,6 +666,7 @@ impl<T: TaskLookup> Gatekeeper<T> {
             clock,
             inner: Mutex::new(Inner {
                 apps: BTreeMap::new(),
+                owner: None,
                 served,
                 limiter: RateLimiter::default(),
                 generation: 0,
@@ -734,6 +737,17 @@ impl<T: TaskLookup> Gatekeeper<T> {
         let (decision, role_id, generation) = {
             let mut inner = lock(&self.inner);
             let inner = &mut *inner;
+            let owned;
+            let config = match &inner.owner {
+                Some(o) if *o != self.config.owner => {
+                    owned = GateConfig {
+                        owner: o.clone(),
+                        ..self.config.clone()
+                    };
+                    &owned
+                }
+                _ => &self.config,
+            };
             let d = decide(
                 req,
                 peer,
@@ -742,7 +756,7 @@ impl<T: TaskLookup> Gatekeeper<T> {
                 &inner.served,
                 &mut inner.limiter,
                 now,
-                &self.config,
+                config,
             );
             if matches!(d, Decision::Grant { .. }) {
                 // Reserve under the same lock: a concurrent replay now sees it.
@@ -840,6 +854,30 @@ impl<T: TaskLookup> Gatekeeper<T> {
             })??;
         *written = g;
         Ok(())
+    }
+}
+
+/// A running gatekeeper as `serve` and its loop see it (object safe, so neither needs to know
+/// the gatekeeper's task lookup type).
+pub trait ServedApps: Send + Sync {
+    /// The repo's owner label and the apps to serve now (after each plan).
+    fn serve_apps(&self, owner: &str, apps: BTreeMap<AppId, AppGate>);
+    /// The route, to merge into `serve`'s router.
+    fn routes(self: Arc<Self>) -> Router;
+    /// The decision counters, Prometheus text.
+    fn metrics(&self) -> String;
+}
+
+impl<T: TaskLookup> ServedApps for Gatekeeper<T> {
+    fn serve_apps(&self, owner: &str, apps: BTreeMap<AppId, AppGate>) {
+        lock(&self.inner).owner = Some(owner.to_owned());
+        self.set_apps(apps);
+    }
+    fn routes(self: Arc<Self>) -> Router {
+        router(self)
+    }
+    fn metrics(&self) -> String {
+        self.counters.prometheus()
     }
 }
 

@@ -128,6 +128,35 @@ struct ServeArgs {
     /// File holding the HTTPS git token or password (or set BATON_GIT_TOKEN).
     #[arg(long, env = "BATON_GIT_TOKEN_FILE")]
     git_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    vault: VaultArgs,
+    /// Secret zero: oldest task (since staging) that may still ask for its secret id [default: 120s].
+    #[arg(long, env = "BATON_TASK_MAX_AGE")]
+    task_max_age: Option<String>,
+    /// Secret zero: require requests to come from the task's host [default: true].
+    #[arg(long, env = "BATON_GATEKEEPER_HOST_CHECK", num_args = 0..=1, default_missing_value = "true")]
+    gatekeeper_host_check: Option<bool>,
+    /// Secret zero: TTL of the response-wrapped secret id [default: 60s].
+    #[arg(long, env = "BATON_WRAP_TTL")]
+    wrap_ttl: Option<String>,
+}
+
+/// Vault access of the reconciler (secret zero); without `--vault-addr` apps may not read
+/// Vault secrets (`serve`) or their Vault state is shown as unknown (`plan`).
+#[derive(Args)]
+struct VaultArgs {
+    /// Vault address, e.g. `https://vault:8200` (also injected into app envs as VAULT_ADDR).
+    #[arg(long, env = "BATON_VAULT_ADDR")]
+    vault_addr: Option<String>,
+    /// File holding the reconciler's Vault token (or set BATON_VAULT_TOKEN or VAULT_TOKEN).
+    #[arg(long, env = "BATON_VAULT_TOKEN_FILE")]
+    vault_token_file: Option<PathBuf>,
+    /// AppRole auth mount [default: approle].
+    #[arg(long, env = "BATON_VAULT_APPROLE_MOUNT")]
+    vault_approle_mount: Option<String>,
+    /// URL tasks use to reach `POST /v1/secret-zero` [default: http://<listen>/v1/secret-zero].
+    #[arg(long, env = "BATON_GATEKEEPER_URL")]
+    gatekeeper_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -147,6 +176,8 @@ struct PlanArgs {
     commit: String,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    #[command(flatten)]
+    vault: VaultArgs,
 }
 
 #[derive(Args)]
@@ -258,11 +289,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 commit: args.commit,
                 allow_deletes: args.allow_deletes,
             };
+            let vault = plan_vault(&args.vault)?;
             let rt = runtime()?;
-            Ok(rt.block_on(commands::plan(
+            Ok(rt.block_on(commands::plan_with_vault(
                 &args.repo,
                 &live,
                 &policy,
+                vault.as_ref(),
                 args.format,
                 style,
                 &mut stdout,
@@ -398,11 +431,52 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<baton::config::ServeConfig> {
             allow_deletes: args.allow_deletes,
             git_user: args.git_user,
             git_token_file: args.git_token_file,
+            vault_addr: args.vault.vault_addr,
+            vault_token_file: args.vault.vault_token_file,
+            vault_approle_mount: args.vault.vault_approle_mount,
+            gatekeeper_url: args.vault.gatekeeper_url,
+            task_max_age: args.task_max_age,
+            gatekeeper_host_check: args.gatekeeper_host_check,
+            wrap_ttl: args.wrap_ttl,
         },
         webhook_secret: secret("BATON_WEBHOOK_SECRET"),
         git_token: secret("BATON_GIT_TOKEN").or_else(|| secret("BATON_GIT_PASSWORD")),
+        vault_token: secret("BATON_VAULT_TOKEN").or_else(|| secret("VAULT_TOKEN")),
     };
     Ok(baton::config::resolve(flags, file, marathon)?)
+}
+
+/// `baton plan`'s Vault access: none without `--vault-addr`.
+fn plan_vault(args: &VaultArgs) -> anyhow::Result<Option<commands::PlanVault>> {
+    let Some(addr) = args.vault_addr.clone() else {
+        return Ok(None);
+    };
+    let token = match &args.vault_token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            text.trim_end_matches(['\n', '\r']).to_string()
+        }
+        None => ["BATON_VAULT_TOKEN", "VAULT_TOKEN"]
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+            .context(
+                "--vault-addr needs a token: --vault-token-file, BATON_VAULT_TOKEN or VAULT_TOKEN",
+            )?,
+    };
+    anyhow::ensure!(!token.is_empty(), "the Vault token is empty");
+    Ok(Some(commands::PlanVault {
+        admin: baton::vault_admin::VaultAdminConfig {
+            addr,
+            token: SecretString::from(token),
+            approle_mount: args
+                .vault_approle_mount
+                .clone()
+                .unwrap_or_else(|| "approle".into()),
+            timeout: Duration::from_secs(30),
+        },
+        gatekeeper_url: args.gatekeeper_url.clone(),
+    }))
 }
 
 fn live_from(args: &LiveArgs, auth: Option<&MarathonAuthArgs>) -> anyhow::Result<LiveFrom> {

@@ -141,6 +141,9 @@ pub struct LoopConfig {
     pub allow_deletes: Option<usize>,
     /// Passed to apply (its `cancel` is replaced by a child of the shutdown token).
     pub apply: ApplyOptions,
+    /// Secret zero (Vault policies and roles, bootstrap env, the gatekeeper's app set); `None`:
+    /// apps reading Vault secrets are blocked with an error.
+    pub secrets: Option<crate::vault_admin::SecretsWiring>,
 }
 
 /// Why a cycle failed.
@@ -154,6 +157,9 @@ pub enum CycleError {
     State(#[from] StateError),
     #[error("the source task failed: {0}")]
     Task(String),
+    /// Vault could not be read or written: no app was written after it, nothing was deleted.
+    #[error("Vault: {0}")]
+    Vault(#[from] crate::vault_admin::VaultAdminError),
 }
 
 /// `GET /api/status`: the loop's view, as JSON (schema: `schemas/status.schema.json`).
@@ -453,6 +459,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
     ) -> Result<Action, CycleError> {
         let (rev, repo) = self.snapshot(trigger).await?;
         let live = self.scheduler.list_apps().await?;
+        let (repo, vault_sync) = self.secrets_prepare(repo).await?;
         let mut plan = plan::plan(
             &repo,
             &live,
@@ -503,6 +510,11 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             allowed && state.may_apply(c.app.as_str(), &rev, now)
         });
         let planned_total = plan.summary.create + plan.summary.update + plan.summary.delete;
+        // Vault objects are Baton's own: in auto mode every cycle puts them back (drift-check).
+        let vault_writes = !manual || *trigger == Trigger::ManualSync;
+        let vault_plan = self
+            .secrets_before_apps(vault_sync.as_ref(), &repo, &plan, &live, vault_writes)
+            .await?;
 
         let (outcome, report) = if plan.is_empty() {
             (Outcome::Synced, None)
@@ -549,6 +561,14 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                     ),
                     _ => {}
                 }
+            }
+        }
+        if let (Some(vp), Some(w), true) = (&vault_plan, &self.config.secrets, vault_writes) {
+            let deletes =
+                crate::vault_admin::deletes_after_cycle(vp, report.as_ref(), &plan.unchanged);
+            if let Err(e) = w.admin.apply(&deletes).await {
+                state::save(&self.config.state_dir, &self.state)?;
+                return Err(e.into());
             }
         }
         if apply_all && outcome != Outcome::Abandoned {
@@ -606,6 +626,69 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             }
             None => Action::await_change(),
         })
+    }
+
+    /// Secret zero before planning: with Vault, observe it and inject the bootstrap env (a Vault
+    /// error fails the cycle before anything is planned); without, block the apps that read
+    /// Vault secrets (left untouched, shown as invalid with the reason).
+    async fn secrets_prepare(
+        &self,
+        repo: Arc<Repo>,
+    ) -> Result<(Arc<Repo>, Option<crate::vault_admin::SecretsSync>), CycleError> {
+        let Some(wiring) = &self.config.secrets else {
+            let desired = crate::secrets::desired(&repo);
+            if desired.apps.is_empty() && desired.issues.is_empty() {
+                return Ok((repo, None));
+            }
+            let mut blocked = (*repo).clone();
+            let n = crate::secrets::block_without_vault(&mut blocked, &desired);
+            tracing::warn!(
+                apps = n,
+                "apps read Vault secrets but no Vault is configured: left untouched"
+            );
+            return Ok((Arc::new(blocked), None));
+        };
+        let mut prepared = (*repo).clone();
+        let sync = wiring.prepare(&mut prepared).await?;
+        Ok((Arc::new(prepared), Some(sync)))
+    }
+
+    /// The Vault plan of this cycle; its creates and updates are written now (before any app,
+    /// so a task never starts before its role exists) when `write` says so.
+    async fn secrets_before_apps(
+        &self,
+        sync: Option<&crate::vault_admin::SecretsSync>,
+        repo: &Repo,
+        plan: &Plan,
+        live: &[serde_json::Value],
+        write: bool,
+    ) -> Result<Option<crate::secrets::VaultPlan>, CycleError> {
+        let (Some(wiring), Some(sync)) = (&self.config.secrets, sync) else {
+            return Ok(None);
+        };
+        let live_ids: Vec<AppId> = live
+            .iter()
+            .filter_map(|a| AppId::parse(a.get("id")?.as_str()?).ok())
+            .collect();
+        let vp = crate::secrets::plan_vault(
+            &sync.desired,
+            &sync.live,
+            &sync.role_ids,
+            repo,
+            plan,
+            &live_ids,
+        );
+        for i in &vp.issues {
+            tracing::warn!(app = %i.app, issue = %i.message, "secrets issue: app left untouched");
+        }
+        if write && !vp.before_apps.is_empty() {
+            tracing::info!(
+                writes = vp.before_apps.len(),
+                "vault: writing policies and roles"
+            );
+            wiring.admin.apply(&vp.before_apps).await?;
+        }
+        Ok(Some(vp))
     }
 
     /// Rebuild `/api/status` from the last cycle's data.

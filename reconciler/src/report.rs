@@ -241,3 +241,16 @@ fn shown(v: Option<&Value>) -> String {
         }
     }
 }
+
+/// The Vault part of `baton plan` for a terminal: [`crate::secrets::vault_plan_text`] plus how
+/// it was made.
+pub fn vault_text(v: &crate::commands::VaultReport) -> String {
+    let mut out = crate::secrets::vault_plan_text(&v.plan);
+    if out.is_empty() {
+        out = "Vault: in sync\n".into();
+    }
+    if let Some(note) = v.note {
+        out.push_str(&format!("  note: {note}\n"));
+    }
+    out
+}

@@ -390,6 +390,109 @@ pub fn inject_env(
     }
 }
 
+/// Takes apps out of the sync as if their spec were invalid (never changed, never deleted, their
+/// Vault objects kept), each with an error diagnostic saying why. Used for apps whose secrets
+/// cannot be wired: no Vault configured, or a [`SecretsIssue`].
+pub fn block(repo: &mut Repo, apps: impl IntoIterator<Item = (AppId, String)>) {
+    for (id, message) in apps {
+        let Some(spec) = repo.specs.remove(&id) else {
+            continue;
+        };
+        repo.invalid.insert(id.clone());
+        repo.diagnostics.push(crate::spec::Diagnostic {
+            severity: crate::spec::Severity::Error,
+            file: spec.file,
+            pointer: "/env".into(),
+            line: None,
+            column: None,
+            message,
+            app: Some(id),
+        });
+    }
+}
+
+/// The apps that need Vault (and those with a secrets issue), blocked with a clear message
+/// because no Vault is configured. Returns how many were blocked.
+pub fn block_without_vault(repo: &mut Repo, desired: &Desired) -> usize {
+    let mut apps: Vec<(AppId, String)> = desired
+        .apps
+        .values()
+        .map(|d| {
+            (
+                d.app.clone(),
+                "the app reads Vault secrets, but no Vault is configured (--vault-addr and a token); \
+                 it is left untouched until one is"
+                    .to_string(),
+            )
+        })
+        .collect();
+    apps.extend(
+        desired
+            .issues
+            .iter()
+            .map(|i| (i.app.clone(), format!("secrets: {}", i.message))),
+    );
+    let n = apps.len();
+    block(repo, apps);
+    n
+}
+
+/// Blocks the apps with a [`SecretsIssue`]: deploying them would start tasks whose `vault:`
+/// references can never resolve.
+pub fn block_issues(repo: &mut Repo, desired: &Desired) {
+    block(
+        repo,
+        desired
+            .issues
+            .iter()
+            .map(|i| (i.app.clone(), format!("secrets: {}", i.message))),
+    );
+}
+
+/// Copies bootstrap env values (only the names in `names`) from the live app definitions into
+/// the specs that need Vault and do not set them: for `baton plan` without Vault access or a
+/// gatekeeper URL, so an app deployed with secrets shows no made-up env diff.
+pub fn carry_live_env(repo: &mut Repo, desired: &Desired, live: &[Value], names: &[&str]) {
+    let live_env: BTreeMap<&str, &Map<String, Value>> = live
+        .iter()
+        .filter_map(|a| {
+            Some((
+                a.get("id")?.as_str()?,
+                a.get("env").and_then(Value::as_object)?,
+            ))
+        })
+        .collect();
+    for d in desired.apps.values() {
+        let Some(from) = live_env.get(d.app.as_str()) else {
+            continue;
+        };
+        let Some(Value::Object(app)) = repo.specs.get_mut(&d.app).map(|s| &mut s.app) else {
+            continue;
+        };
+        let Value::Object(env) = app
+            .entry("env")
+            .or_insert_with(|| Value::Object(Map::new()))
+        else {
+            continue;
+        };
+        for name in names {
+            if let Some(v) = from.get(*name) {
+                env.entry((*name).to_owned()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+}
+
+/// Every bootstrap env name the reconciler injects.
+pub const BOOTSTRAP_ENV: [&str; 6] = [
+    env::VAULT_ADDR,
+    env::AUTH,
+    env::GATEKEEPER_URL,
+    env::APPROLE_MOUNT,
+    env::APPROLE_ROLE,
+    env::ROLE_ID,
+];
+
 /// Desired x live Vault objects x the app plan -> Vault writes.
 ///
 /// Deletion follows the app plan's safety rules: nothing is deleted when the repo is incomplete;

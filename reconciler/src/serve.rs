@@ -28,6 +28,10 @@ pub enum ServeError {
     State(#[from] crate::state::StateError),
     #[error("the HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
+    #[error("secret zero: {0}")]
+    Vault(#[from] crate::vault_admin::VaultAdminError),
+    #[error("secret zero: {0}")]
+    Gate(#[from] crate::gatekeeper::GateError),
 }
 
 /// Whether `repo` names a git repository (URL, or a local path holding one) rather than a
@@ -59,6 +63,7 @@ pub async fn serve(
         state_dir: config.state_dir.clone(),
         allow_deletes: config.allow_deletes,
         apply: ApplyOptions::default(),
+        secrets: secret_zero(&config, &listener, &marathon)?,
     };
     let tracker = TaskTracker::new();
     let mut _watch_guard = None;
@@ -165,7 +170,15 @@ fn start_with<Src: SpecSource>(
         },
     );
     let http_stop = shutdown.clone();
-    let http = tracker.spawn(server::run(listener, state, http_stop));
+    let mut routes = server::router(state);
+    if let Some(gate) = loop_config.secrets.as_ref().and_then(|s| s.gate.clone()) {
+        let g = gate.clone();
+        (shared.dashboard).add_metrics_source(crate::dashboard::MetricsSource(Arc::new(
+            move || g.metrics(),
+        )));
+        routes = routes.merge(gate.routes());
+    }
+    let http = tracker.spawn(server::run_router(listener, routes, http_stop));
     tracker.spawn(reconcile::watch_scheduler_events(
         marathon,
         shared.clone(),
@@ -193,4 +206,57 @@ fn start_with<Src: SpecSource>(
         }
     };
     (shared, Box::pin(fut))
+}
+
+/// Secret zero, when Vault is configured: the admin client, the gatekeeper (served set in the
+/// state dir) and the bootstrap settings the loop injects into app envs.
+fn secret_zero(
+    config: &ServeConfig,
+    listener: &tokio::net::TcpListener,
+    marathon: &Marathon,
+) -> Result<Option<crate::vault_admin::SecretsWiring>, ServeError> {
+    use crate::gatekeeper::{self, GateConfig, Gatekeeper, SchedulerTasks};
+    use crate::vault_admin::{SecretsWiring, VaultAdmin, VaultAdminConfig};
+    let Some(v) = &config.vault else {
+        return Ok(None);
+    };
+    let admin = VaultAdmin::new(VaultAdminConfig {
+        addr: v.addr.clone(),
+        token: v.token.clone(),
+        approle_mount: v.approle_mount.clone(),
+        timeout: Duration::from_secs(30),
+    })?;
+    let gatekeeper_url = match &v.gatekeeper_url {
+        Some(u) => u.clone(),
+        None => {
+            let addr = listener.local_addr().map_err(ServeError::Http)?;
+            format!("http://{addr}{}", gatekeeper::PATH)
+        }
+    };
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| gatekeeper::GateError::Io {
+        path: config.state_dir.clone(),
+        source,
+    })?;
+    let gk = Gatekeeper::new(
+        SchedulerTasks::new(marathon.clone()),
+        admin.clone(),
+        GateConfig {
+            max_age: v.task_max_age,
+            check_host: v.host_check,
+            wrap_ttl: v.wrap_ttl,
+            state_dir: Some(config.state_dir.clone()),
+            ..GateConfig::default()
+        },
+        gatekeeper::system_clock(),
+    )?;
+    tracing::info!(vault = %v.addr, gatekeeper = %gatekeeper_url, host_check = v.host_check, "secret zero enabled");
+    Ok(Some(SecretsWiring {
+        admin,
+        boot: crate::secrets::Bootstrap {
+            vault_addr: v.addr.clone(),
+            gatekeeper_url,
+            approle_mount: v.approle_mount.clone(),
+        },
+        gate: Some(Arc::new(gk)),
+    }))
 }

@@ -77,9 +77,23 @@ pub async fn run(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    run_router(listener, router(state), shutdown).await
+}
+
+/// Serve `app` (the routes, plus any merged in such as the secret-zero gatekeeper) until
+/// `shutdown`, with the peer address available (`ConnectInfo<SocketAddr>`: the gatekeeper's host
+/// check needs it).
+pub async fn run_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }
 
 async fn hook(

@@ -406,6 +406,72 @@ pub fn deletes_after(plan: &VaultPlan, report: &ApplyReport) -> Vec<VaultChange>
         .collect()
 }
 
+/// The Vault deletions to run after a `baton serve` cycle: orphans (no app), apps whose delete
+/// (or update dropping their secrets) converged in `report`, and apps whose live definition
+/// already matches a spec without secrets. Anything else waits for a later cycle, so a task
+/// still running with a role never loses it.
+pub fn deletes_after_cycle(
+    plan: &VaultPlan,
+    report: Option<&ApplyReport>,
+    unchanged: &[crate::spec::AppId],
+) -> Vec<VaultChange> {
+    plan.after_apps
+        .iter()
+        .filter(|c| match &c.app {
+            None => true,
+            Some(app) => {
+                let mut results = report
+                    .map(|r| r.apps.iter().filter(|r| &r.app == app).collect::<Vec<_>>())
+                    .unwrap_or_default();
+                if results.is_empty() {
+                    unchanged.contains(app)
+                } else {
+                    results.retain(|r| r.outcome != Outcome::Converged);
+                    results.is_empty()
+                }
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+/// What `baton serve`'s loop needs for secret zero: the admin client, the bootstrap settings
+/// injected into app envs, and the gatekeeper to tell which apps it serves.
+#[derive(Clone)]
+pub struct SecretsWiring {
+    pub admin: VaultAdmin,
+    pub boot: Bootstrap,
+    pub gate: Option<std::sync::Arc<dyn crate::gatekeeper::ServedApps>>,
+}
+
+impl std::fmt::Debug for SecretsWiring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretsWiring")
+            .field("admin", &self.admin)
+            .field("boot", &self.boot)
+            .field("gate", &self.gate.is_some())
+            .finish()
+    }
+}
+
+impl SecretsWiring {
+    /// Before planning a cycle: Vault observed, role ids known, bootstrap env injected, apps
+    /// with a secrets issue blocked (left untouched), and the gatekeeper told which apps to
+    /// serve. A Vault error leaves `repo` as it was after injection started: the caller must
+    /// fail the cycle and plan nothing from it.
+    pub async fn prepare(&self, repo: &mut Repo) -> Result<SecretsSync> {
+        let sync = self.admin.prepare(repo, &self.boot).await?;
+        secrets::block_issues(repo, &sync.desired);
+        if let Some(gate) = &self.gate {
+            gate.serve_apps(
+                &repo.config.owner,
+                crate::gatekeeper::apps_from(repo, &sync.desired, &sync.role_ids),
+            );
+        }
+        Ok(sync)
+    }
+}
+
 /// The managed fields of a role read back (TTLs in seconds; lists may come as `policies`).
 pub fn role_settings(data: &Value) -> RoleSettings {
     let num = |k: &str| {
@@ -484,5 +550,62 @@ mod tests {
             timeout: Duration::from_secs(1),
         };
         assert!(!format!("{c:?}").contains("very-secret"));
+    }
+}
+
+#[cfg(test)]
+mod cycle_tests {
+    use super::*;
+    use crate::apply::AppResult;
+    use crate::spec::AppId;
+
+    fn delete(name: &str, app: Option<&str>) -> VaultChange {
+        VaultChange {
+            kind: ObjectKind::Role,
+            name: name.into(),
+            action: Action::Delete,
+            app: app.map(|a| AppId::parse(a).unwrap()),
+            details: Vec::new(),
+            body: None,
+        }
+    }
+
+    #[test]
+    fn vault_objects_go_only_after_their_app_is_gone() {
+        let plan = VaultPlan {
+            after_apps: vec![
+                delete("baton-orphan", None),
+                delete("baton-deleted", Some("/deleted")),
+                delete("baton-failed", Some("/failed")),
+                delete("baton-held", Some("/held")),
+                delete("baton-plain", Some("/plain")),
+            ],
+            ..Default::default()
+        };
+        let result = |app: &str, outcome: Outcome| AppResult {
+            app: AppId::parse(app).unwrap(),
+            action: Action::Delete,
+            outcome,
+            deployment: None,
+        };
+        let report = ApplyReport {
+            apps: vec![
+                result("/deleted", Outcome::Converged),
+                result("/failed", Outcome::Failed { reason: "x".into() }),
+            ],
+            cancelled: false,
+        };
+        let unchanged = [AppId::parse("/plain").unwrap()];
+        let names: Vec<String> = deletes_after_cycle(&plan, Some(&report), &unchanged)
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["baton-orphan", "baton-deleted", "baton-plain"]);
+        // No apply at all: only orphans and apps already matching their spec.
+        let names: Vec<String> = deletes_after_cycle(&plan, None, &unchanged)
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["baton-orphan", "baton-plain"]);
     }
 }

@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton::apply::{apply, ApplyOptions, ApplyReport};
+use baton::config::{ServeConfig, VaultServeConfig};
 use baton::gatekeeper::{self, apps_from, DenyReason, GateConfig, Gatekeeper, SchedulerTasks};
 use baton::plan::{self, Policy};
+use baton::reconcile::SyncMode;
 use baton::scheduler::marathon::{Marathon, MarathonConfig};
 use baton::scheduler::Scheduler;
 use baton::secrets::{self, Bootstrap, VaultPlan};
@@ -394,6 +396,358 @@ async fn secret_zero_end_to_end() {
 
     w.stop.cancel();
     w.scheduler.await.unwrap();
+}
+
+/// `baton serve` in process on a plain directory, with Vault configured (`config.vault`).
+async fn start_serve(
+    w: &World,
+    vault: Option<VaultServeConfig>,
+) -> (String, CancellationToken, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = ServeConfig {
+        repo: w.repo.display().to_string(),
+        reference: "main".into(),
+        cache_dir: w.state.join("cache"),
+        state_dir: w.state.clone(),
+        listen: addr,
+        marathon: MarathonConfig::new(w.marathon_url.clone()),
+        sync: SyncMode::Auto,
+        // Long: the test drives cycles with POST /api/sync.
+        poll_interval: Duration::from_secs(3600),
+        webhook_secret: "e2e-webhook".to_string().into(),
+        allow_deletes: None,
+        git_auth: None,
+        vault,
+    };
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let task = tokio::spawn(async move {
+        baton::serve::serve(config, listener, s).await.unwrap();
+    });
+    (format!("http://{addr}"), stop, task)
+}
+
+fn vault_config(w: &World, task_max_age: Duration) -> VaultServeConfig {
+    VaultServeConfig {
+        addr: w.stub.url(),
+        token: w.stub.root_token().to_owned().into(),
+        approle_mount: "approle".into(),
+        // Derived from the listen address: http://127.0.0.1:<port>/v1/secret-zero.
+        gatekeeper_url: None,
+        task_max_age,
+        host_check: true,
+        wrap_ttl: Duration::from_secs(60),
+    }
+}
+
+/// One counter of `/metrics`, by its label text (`decision="denied",reason="replayed"`).
+async fn counter(http: &reqwest::Client, serve: &str, labels: &str) -> u64 {
+    let text = http
+        .get(format!("{serve}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("baton_secret_zero_requests_total{{{labels}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in /metrics"))
+}
+
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The whole flow through the real daemon: `baton serve` (loop + gatekeeper route + /metrics),
+/// the dev scheduler, the Vault stub. The loop creates the policy and role before the app,
+/// injects the bootstrap env, and the app's baton-env gets its secret from serve's own
+/// `/v1/secret-zero`; replayed, unknown, wrong-host and too-old requests are refused and counted
+/// in /metrics; pruning the app removes its role and policy after the app is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secret_zero_through_baton_serve() {
+    let Some(bin) = baton_env() else { return };
+    let w = world(&bin).await;
+    // Long enough for the app's own request, short enough to see a task grow too old.
+    let max_age = Duration::from_secs(15);
+    let (serve, stop, task) = start_serve(&w, Some(vault_config(&w, max_age))).await;
+    let http = reqwest::Client::new();
+    let gk_url = format!("{serve}{}", gatekeeper::PATH);
+
+    // 1. The startup cycle writes policy and role, then the app; the app gets its secret.
+    let got = wait_file(&w.out, Duration::from_secs(60)).await;
+    assert_eq!(got.trim(), "s3cr3t-from-vault");
+    let policy = w.stub.policy("baton-web").expect("policy created");
+    assert_eq!(
+        secrets::policy_paths(&policy)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["secret/data/web"]
+    );
+    assert!(w.stub.has_approle("baton-web"));
+    let apps = marathon(&w).list_apps().await.unwrap();
+    let web = apps.iter().find(|a| a["id"] == "/web").unwrap();
+    assert_eq!(web["env"]["BATON_GATEKEEPER_URL"], gk_url.as_str());
+    assert_eq!(web["env"]["VAULT_ADDR"], w.stub.url().as_str());
+    assert!(!web["env"].to_string().contains("s3cr3t"));
+    assert_eq!(counter(&http, &serve, r#"decision="granted""#).await, 1);
+    let web_task = gatekeeper::tasks_of(web).remove(0);
+    let task_id = web_task.id.clone();
+
+    // 2. Refusals, all a bare 403, each counted under its reason.
+    assert_eq!(ask(&http, &gk_url, &task_id, "/web").await, 403, "replay");
+    assert_eq!(
+        ask(&http, &gk_url, "web.forged", "/web").await,
+        403,
+        "unknown task"
+    );
+    let other_host = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(
+        ask(&other_host, &gk_url, &task_id, "/web").await,
+        403,
+        "wrong host"
+    );
+    let denied = |r: &str| format!(r#"decision="denied",reason="{r}""#);
+    assert_eq!(counter(&http, &serve, &denied("replayed")).await, 1);
+    assert_eq!(counter(&http, &serve, &denied("unknown_task")).await, 1);
+    assert_eq!(counter(&http, &serve, &denied("wrong_host")).await, 1);
+    // Too old: once the task is older than --task-max-age (no event for that: wait out the
+    // clock from the task's own staging time).
+    let old_at = web_task
+        .staged_at_ms
+        .expect("the dev scheduler sets stagedAt")
+        + max_age.as_millis() as u64
+        + 500;
+    let now = (gatekeeper::system_clock())();
+    tokio::time::sleep(Duration::from_millis(old_at.saturating_sub(now))).await;
+    assert_eq!(ask(&http, &gk_url, &task_id, "/web").await, 403, "too old");
+    assert_eq!(counter(&http, &serve, &denied("too_old")).await, 1);
+    assert_eq!(counter(&http, &serve, r#"decision="granted""#).await, 1);
+    assert_eq!(
+        w.stub.secret_id_metadata().len(),
+        1,
+        "one secret id ever minted"
+    );
+
+    // 3. Prune while Vault is sealed: the cycle fails clearly and deletes nothing; once Vault
+    //    answers again (the retry after backoff), the app goes, then its role and policy.
+    w.stub.fail_next(3, vault_stub::Fault::Sealed);
+    write_repo(&w.repo, &bin, &w.out, false);
+    let r = http.post(format!("{serve}/api/sync")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let status = || async {
+        http.get(format!("{serve}/api/status"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    wait_until(
+        "the Vault error in /api/status",
+        Duration::from_secs(30),
+        || async {
+            status().await["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("Vault") && e.contains("sealed"))
+        },
+    )
+    .await;
+    let apps = marathon(&w).list_apps().await.unwrap();
+    assert!(
+        apps.iter().any(|a| a["id"] == "/web"),
+        "nothing deleted while Vault fails"
+    );
+    assert!(w.stub.has_approle("baton-web") && w.stub.policy("baton-web").is_some());
+    wait_until(
+        "role and policy removed",
+        Duration::from_secs(60),
+        || async { w.stub.policy("baton-web").is_none() && !w.stub.has_approle("baton-web") },
+    )
+    .await;
+    let apps = marathon(&w).list_apps().await.unwrap();
+    assert!(apps.iter().all(|a| a["id"] != "/web"), "the app went first");
+    assert!(apps.iter().any(|a| a["id"] == "/keep"));
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
+    w.stop.cancel();
+    w.scheduler.await.unwrap();
+}
+
+/// Without Vault settings, an app with `vault:` references is not deployed (shown as invalid
+/// with the reason) and the other apps sync normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_vault_blocks_secret_apps() {
+    let Some(bin) = baton_env() else { return };
+    let w = world(&bin).await;
+    let (serve, stop, task) = start_serve(&w, None).await;
+    let http = reqwest::Client::new();
+    let status = || async {
+        http.get(format!("{serve}/api/status"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    wait_until("first cycle", Duration::from_secs(60), || async {
+        status().await["ready"] == true
+    })
+    .await;
+    let s = status().await;
+    let app = |id: &str| {
+        s["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(app("/web")["sync"], "invalid", "{s}");
+    let apps = marathon(&w).list_apps().await.unwrap();
+    assert!(apps.iter().all(|a| a["id"] != "/web"), "not deployed");
+    assert!(apps.iter().any(|a| a["id"] == "/keep"));
+    assert!(w.stub.policy("baton-web").is_none());
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
+    w.stop.cancel();
+    w.scheduler.await.unwrap();
+}
+
+fn assert_plan_schema(doc: &Value) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+    let read =
+        |p: &Path| -> Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let mut options = jsonschema::options();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let doc = read(&entry.unwrap().path());
+        if let Some(id) = doc.get("$id").and_then(Value::as_str).map(str::to_owned) {
+            options = options.with_resource(id, jsonschema::Resource::from_contents(doc).unwrap());
+        }
+    }
+    let validator = options.build(&read(&dir.join("plan.schema.json"))).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}\n{doc:#}");
+}
+
+/// `baton plan` shows the Vault plan: without Vault access every needed object is a create and
+/// the state is `unknown`; with it, out-of-band edits are updates and orphans are deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baton_plan_shows_the_vault_plan() {
+    use baton::commands::{exit, plan_with_vault, Format, LiveFrom, PlanVault};
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    write_repo(&repo, Path::new("baton-env"), &tmp.path().join("out"), true);
+    let live = tmp.path().join("live.json");
+    std::fs::write(&live, r#"{"apps": []}"#).unwrap();
+    let policy = Policy {
+        commit: "c1".into(),
+        allow_deletes: None,
+    };
+    let style = baton::report::Style { color: false };
+    let run = |vault: Option<PlanVault>, format: Format| {
+        let (repo, live, policy) = (repo.clone(), LiveFrom::File(live.clone()), policy.clone());
+        async move {
+            let mut out = Vec::new();
+            let code = plan_with_vault(
+                &repo,
+                &live,
+                &policy,
+                vault.as_ref(),
+                format,
+                style,
+                &mut out,
+            )
+            .await
+            .unwrap();
+            (code, String::from_utf8(out).unwrap())
+        }
+    };
+
+    // No Vault access: creates only, flagged unknown.
+    let (code, json_out) = run(None, Format::Json).await;
+    assert_eq!(code, exit::CHANGES);
+    let doc: Value = serde_json::from_str(&json_out).unwrap();
+    assert_plan_schema(&doc);
+    assert_eq!(doc["vault"]["state"], "unknown");
+    assert!(doc["vault"]["note"].as_str().unwrap().contains("unknown"));
+    let before = doc["vault"]["before_apps"].as_array().unwrap();
+    assert_eq!(before.len(), 2);
+    assert!(before
+        .iter()
+        .all(|c| c["action"] == "create" && c["name"] == "baton-web"));
+
+    // With Vault: the policy edited out of band is an update, an orphan is a delete.
+    let stub = spawn(StubConfig::default()).await.unwrap();
+    let admin_config = VaultAdminConfig {
+        addr: stub.url(),
+        token: stub.root_token().to_owned().into(),
+        approle_mount: "approle".into(),
+        timeout: Duration::from_secs(5),
+    };
+    let admin = VaultAdmin::new(admin_config.clone()).unwrap();
+    admin
+        .write_policy(
+            "baton-web",
+            "path \"secret/data/other\" {\n  capabilities = [\"read\"]\n}\n",
+        )
+        .await
+        .unwrap();
+    admin
+        .write_policy("baton-orphan", "# left over\n")
+        .await
+        .unwrap();
+    let vault = PlanVault {
+        admin: admin_config,
+        gatekeeper_url: Some("http://baton:8088/v1/secret-zero".into()),
+    };
+    let (code, text) = run(Some(vault.clone()), Format::Text).await;
+    assert_eq!(code, exit::CHANGES);
+    assert!(text.contains("~ update policy baton-web"), "{text}");
+    assert!(
+        text.contains("+ read secret/data/web") && text.contains("- read secret/data/other"),
+        "{text}"
+    );
+    assert!(text.contains("+ create approle baton-web"), "{text}");
+    assert!(text.contains("- delete policy baton-orphan"), "{text}");
+    assert!(!text.contains("note:"), "{text}");
+    let (_, json_out) = run(Some(vault), Format::Json).await;
+    let doc: Value = serde_json::from_str(&json_out).unwrap();
+    assert_plan_schema(&doc);
+    assert_eq!(doc["vault"]["state"], "observed");
+    // Nothing was written: plan only reads.
+    assert_eq!(
+        stub.policy("baton-orphan").as_deref(),
+        Some("# left over\n")
+    );
+    assert!(!stub.has_approle("baton-web"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -342,3 +342,41 @@ fn spec_values_win_over_injected_ones() {
     assert_eq!(env["VAULT_ADDR"], "https://other:8200");
     assert!(env.get("BATON_ROLE_ID").is_none());
 }
+
+#[test]
+fn without_vault_secret_apps_are_blocked_not_deployed_nor_deleted() {
+    let plain = spec("/plain", json!({"cmd": "x"}), None);
+    let mut r = repo(vec![web(), plain]);
+    let d = desired(&r);
+    assert_eq!(block_without_vault(&mut r, &d), 1);
+    let web_id = AppId::parse("/prod/web-api").unwrap();
+    assert!(!r.specs.contains_key(&web_id) && r.invalid.contains(&web_id));
+    assert!(!r.is_valid());
+    let diag = r
+        .diagnostics
+        .iter()
+        .find(|d| d.app.as_ref() == Some(&web_id));
+    assert!(diag.unwrap().message.contains("no Vault is configured"));
+    // The live app is neither updated nor deleted; the plain app still deploys.
+    let live =
+        vec![json!({"id": "/prod/web-api", "cmd": "old", "labels": {"baton.dev/owner": "test"}})];
+    let p = plan(&r, &live, &Policy::default());
+    let touched: Vec<&str> = p.changes().map(|c| c.app.as_str()).collect();
+    assert_eq!(touched, ["/plain"]);
+}
+
+#[test]
+fn live_bootstrap_env_is_carried_only_where_the_spec_is_silent() {
+    let mut r = repo(vec![web()]);
+    let d = desired(&r);
+    let live = vec![json!({"id": "/prod/web-api", "env": {
+        "BATON_ROLE_ID": "live-role-id", "BATON_AUTH": "gatekeeper", "DB_USER": "changed", "X": "y"
+    }})];
+    carry_live_env(&mut r, &d, &live, &BOOTSTRAP_ENV);
+    let env = &r.specs[&AppId::parse("/prod/web-api").unwrap()].app["env"];
+    assert_eq!(env["BATON_ROLE_ID"], "live-role-id");
+    assert_eq!(env["BATON_AUTH"], "gatekeeper");
+    // Not a bootstrap name, or set by the spec: left as the spec says.
+    assert_eq!(env["DB_USER"], "vault:database/creds/web#username");
+    assert!(env.get("X").is_none());
+}
