@@ -28,6 +28,8 @@ pub enum ServeError {
     State(#[from] crate::state::StateError),
     #[error("the HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
+    #[error("cannot start the notifier: {0}")]
+    Notify(#[source] reqwest::Error),
 }
 
 /// Whether `repo` names a git repository (URL, or a local path holding one) rather than a
@@ -59,6 +61,7 @@ pub async fn serve(
         state_dir: config.state_dir.clone(),
         allow_deletes: config.allow_deletes,
         apply: ApplyOptions::default(),
+        notifier: None,
     };
     let tracker = TaskTracker::new();
     let mut _watch_guard = None;
@@ -157,6 +160,23 @@ fn start_with<Src: SpecSource>(
     shared: Arc<Shared>,
     rx: tokio::sync::mpsc::Receiver<Trigger>,
 ) -> (Arc<Shared>, Running) {
+    let mut loop_config = loop_config;
+    if !config.notify.is_empty() {
+        let settings = crate::notifications::NotifierConfig {
+            sinks: config.notify.clone(),
+            ..Default::default()
+        };
+        let metrics = shared.dashboard.metrics.clone();
+        match crate::notifications::spawn(settings, metrics, shutdown.child_token()) {
+            Ok((notifier, task)) => {
+                tracker.spawn(async move {
+                    let _ = task.await;
+                });
+                loop_config.notifier = Some(notifier);
+            }
+            Err(e) => return (shared, Box::pin(async move { Err(ServeError::Notify(e)) })),
+        }
+    }
     let state = AppState::new(
         shared.clone(),
         HookSettings {

@@ -144,6 +144,7 @@ async fn start_serve(env: &Env) -> Serve {
         webhook_secret: SecretString::from(SECRET.to_string()),
         allow_deletes: None,
         git_auth: None,
+        notify: Vec::new(),
     };
     let stop = CancellationToken::new();
     let s = stop.clone();

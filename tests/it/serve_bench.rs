@@ -116,6 +116,7 @@ async fn run_size(n: usize, pushes: usize) -> (Duration, Duration) {
         webhook_secret: SecretString::from(SECRET.to_string()),
         allow_deletes: None,
         git_auth: None,
+        notify: Vec::new(),
     };
     let stop = CancellationToken::new();
     let st = stop.clone();
