@@ -445,8 +445,8 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                     .dashboard
                     .metrics
                     .sync_finished("failed", clock.elapsed());
-                let commit = self.last_good.as_ref().map(|(r, _)| r.clone());
-                self.announce_failure(commit, e.to_string(), Vec::new());
+                // No commit: a fetch or load that failed has none to name (the error says what).
+                self.announce_failure(None, e.to_string(), Vec::new());
                 let record = SyncRecord {
                     started_ms: started,
                     finished_ms: now_ms(),
@@ -481,10 +481,12 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         let loaded = tokio::task::spawn_blocking(move || {
             let mut src = source.lock().unwrap_or_else(|e| e.into_inner());
             let fetch_started = std::time::Instant::now();
-            let rev = src.fetch()?;
+            let fetched = src.fetch();
             if src.is_git() {
+                // Failed fetches too: a remote that times out is what this should show.
                 metrics.git_fetch(fetch_started.elapsed());
             }
+            let rev = fetched?;
             if known.as_deref() == Some(rev.as_str()) {
                 return Ok::<_, SourceError>((rev, None));
             }

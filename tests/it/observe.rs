@@ -393,6 +393,20 @@ async fn metrics_and_notifications_follow_pushes_failures_and_drift() {
         inbox.seen
     );
 
+    // The dev scheduler counted the daemon's API calls (the benchmarks read these).
+    let counts: Value = env
+        .http
+        .get(format!("{}/baton-dev/requests", env.marathon))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(counts["GET /v2/apps"].as_u64().unwrap() >= 3, "{counts}");
+    assert!(counts["PUT /v2/apps/*"].as_u64().unwrap() >= 1, "{counts}");
+    assert!(counts.get("GET /baton-dev/requests").is_none(), "{counts}");
+
     serve_stop.cancel();
     tokio::time::timeout(Duration::from_secs(30), serve_task)
         .await
