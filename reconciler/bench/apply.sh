@@ -4,7 +4,8 @@
 #   1. converge N_SLEEP (500) `sleep` apps from empty (one task each, real processes);
 #   2. create N_NOOP (5,000) apps with `instances: 0` (no processes), then apply the same repo
 #      again: the no-op reconcile.
-# Prints, per run: wall time and peak RSS (`/usr/bin/time -f "%e s %M KB"`), the exit code, and
+# Prints, per run: wall time, peak RSS and CPU of baton (`/usr/bin/time -f "%e s %M KB ..."`),
+# the exit code, the dev scheduler's CPU during the run (from /proc), and
 # the API calls the dev scheduler served during the run (`GET /baton-dev/requests`, by method
 # and route). Results: docs/benchmarks.md, section "apply".
 #
@@ -57,19 +58,27 @@ start_scheduler() {
 
 counts() { curl -fs "$URL/baton-dev/requests"; }
 
+# CPU seconds (user + system) the dev scheduler has used so far.
+sched_cpu() {
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$SCHED_PID/stat"
+}
+
 # run NAME REPO: one `baton apply`, timed, with the API calls it made.
 run() {
-    local name=$1 repo=$2 before after code=0
+    local name=$1 repo=$2 before after code=0 cpu0 cpu1
     before=$(counts)
-    /usr/bin/time -f "%e s %M KB" -o "$WORK/time" \
+    cpu0=$(sched_cpu)
+    /usr/bin/time -f "%e s %M KB %U+%S s CPU" -o "$WORK/time" \
         "$BATON" apply --repo "$repo" --marathon "$URL" --commit bench --format json \
         >"$WORK/$name.json" 2>"$WORK/$name.log" || code=$?
     after=$(counts)
+    cpu1=$(sched_cpu)
     local calls
     calls=$(jq -n --argjson a "$after" --argjson b "$before" \
         '[$a | to_entries[] | {k: .key, v: (.value - ($b[.key] // 0))} | select(.v > 0)]
          | (map(.v) | add // 0 | tostring) + " (" + (map("\(.k) \(.v)") | join(", ")) + ")"' -r)
-    printf '%-28s wall/RSS %-22s exit %s  API calls %s\n' "$name" "$(cat "$WORK/time")" "$code" "$calls"
+    printf '%-26s %-34s exit %s  scheduler CPU %ss  API calls %s\n' "$name" \
+        "$(cat "$WORK/time")" "$code" "$(echo "$cpu1 - $cpu0" | bc)" "$calls"
 }
 
 echo "machine: $(nproc) cores; $(uptime)"
