@@ -1,5 +1,6 @@
 //! `baton serve` wiring: the source (git via gix, or a watched directory), the Marathon client,
-//! the reconcile loop, the HTTP server and the scheduler event watcher, under one shutdown tree.
+//! the reconcile loop, the HTTP server, the scheduler event watcher and (with `--notify-*`) the
+//! notification sender, under one shutdown tree.
 
 use std::path::Path;
 use std::sync::Arc;
