@@ -39,6 +39,10 @@ pub struct FileConfig {
     pub task_max_age: Option<String>,
     pub gatekeeper_host_check: Option<bool>,
     pub wrap_ttl: Option<String>,
+    /// Generic JSON notification webhooks.
+    pub notify_webhook: Option<Vec<String>>,
+    /// A file of Slack-compatible incoming-webhook URLs, one a line (they carry a token).
+    pub notify_slack_file: Option<PathBuf>,
 }
 
 /// What the flags gave (all optional: the file and defaults fill the rest).
@@ -49,6 +53,10 @@ pub struct FlagConfig {
     pub webhook_secret: Option<SecretString>,
     /// `BATON_GIT_TOKEN` / `BATON_GIT_PASSWORD`.
     pub git_token: Option<SecretString>,
+    /// `--notify-webhook` / `BATON_NOTIFY_WEBHOOK` (URLs may carry tokens: kept secret).
+    pub notify_webhook: Vec<SecretString>,
+    /// `--notify-slack` / `BATON_NOTIFY_SLACK`.
+    pub notify_slack: Vec<SecretString>,
     /// `BATON_VAULT_TOKEN` / `VAULT_TOKEN`.
     pub vault_token: Option<SecretString>,
 }
@@ -86,6 +94,8 @@ pub struct ServeConfig {
     pub git_auth: Option<GitAuth>,
     /// Secret zero; `None`: apps with `vault:` references are blocked with an error.
     pub vault: Option<VaultServeConfig>,
+    /// Where notifications go (empty: nowhere). URLs are redacted in `Debug`.
+    pub notify: Vec<crate::notifications::Sink>,
 }
 
 /// A configuration that cannot run.
@@ -179,6 +189,12 @@ pub fn resolve(
         (None, Some(path)) => Some(read_secret(&path, "--git-token-file")?),
         (None, None) => None,
     };
+    let notify = notify_sinks(
+        flags.notify_webhook,
+        flags.notify_slack,
+        f.notify_webhook.or(file.notify_webhook),
+        f.notify_slack_file.or(file.notify_slack_file),
+    )?;
     let git_auth = git_token.map(|password| GitAuth {
         user: f
             .git_user
@@ -200,7 +216,59 @@ pub fn resolve(
         allow_deletes: f.allow_deletes.or(file.allow_deletes),
         git_auth,
         vault,
+        notify,
     })
+}
+
+/// Notification sinks: URLs from flags/env win over the config file's, per kind. Every URL
+/// must be http(s); errors never echo a URL (Slack's carry a token).
+fn notify_sinks(
+    webhook_flags: Vec<SecretString>,
+    slack_flags: Vec<SecretString>,
+    webhook_file: Option<Vec<String>>,
+    slack_file: Option<PathBuf>,
+) -> Result<Vec<crate::notifications::Sink>, ConfigError> {
+    use crate::notifications::{Sink, SinkKind};
+    use secrecy::ExposeSecret;
+    let webhooks: Vec<String> = if webhook_flags.is_empty() {
+        webhook_file.unwrap_or_default()
+    } else {
+        (webhook_flags.iter())
+            .map(|u| u.expose_secret().to_string())
+            .collect()
+    };
+    let slack: Vec<String> = match (slack_flags.is_empty(), slack_file) {
+        (false, _) => (slack_flags.iter())
+            .map(|u| u.expose_secret().to_string())
+            .collect(),
+        (true, Some(path)) => {
+            let text = read_secret(&path, "--notify-slack-file")?;
+            (text.expose_secret().lines())
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        }
+        (true, None) => Vec::new(),
+    };
+    let mut sinks = Vec::new();
+    for (kind, name, urls) in [
+        (SinkKind::Json, "--notify-webhook", webhooks),
+        (SinkKind::Slack, "--notify-slack", slack),
+    ] {
+        for (i, url) in urls.into_iter().enumerate() {
+            let ok = reqwest::Url::parse(&url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+            if !ok {
+                return Err(ConfigError::Bad {
+                    name,
+                    reason: format!("URL #{} is not an http(s) URL", i + 1),
+                });
+            }
+            sinks.push(Sink { kind, url });
+        }
+    }
+    Ok(sinks)
 }
 
 /// The secret-zero settings, when `vault-addr` is given.
@@ -396,6 +464,61 @@ mod tests {
             ..with
         };
         assert!(resolve(flags(any), FileConfig::default(), MarathonConfig::new("")).is_err());
+    }
+
+    #[test]
+    fn notification_sinks_from_flags_file_and_bad_urls() {
+        use crate::notifications::SinkKind;
+        let dir = tempfile::tempdir().unwrap();
+        let slack = dir.path().join("slack");
+        std::fs::write(
+            &slack,
+            "# team channel\nhttps://hooks.slack.test/T0/B0/tok\n\n",
+        )
+        .unwrap();
+        let base = FileConfig {
+            repo: Some("/r".into()),
+            state_dir: Some("/s".into()),
+            marathon: Some("http://m".into()),
+            notify_webhook: Some(vec!["http://127.0.0.1:9/a".into()]),
+            notify_slack_file: Some(slack),
+            ..FileConfig::default()
+        };
+        let flags = || FlagConfig {
+            webhook_secret: Some(SecretString::from("s".to_string())),
+            ..FlagConfig::default()
+        };
+        let c = resolve(flags(), base.clone(), MarathonConfig::new("")).unwrap();
+        let got: Vec<(SinkKind, &str)> =
+            c.notify.iter().map(|s| (s.kind, s.url.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (SinkKind::Json, "http://127.0.0.1:9/a"),
+                (SinkKind::Slack, "https://hooks.slack.test/T0/B0/tok")
+            ]
+        );
+        assert!(!format!("{c:?}").contains("tok"), "a sink URL leaked");
+
+        // Flags win over the file, per kind.
+        let mut f = flags();
+        f.notify_webhook = vec![
+            SecretString::from("https://a.test/1".to_string()),
+            SecretString::from("https://b.test/2".to_string()),
+        ];
+        let c = resolve(f, base.clone(), MarathonConfig::new("")).unwrap();
+        let kinds: Vec<SinkKind> = c.notify.iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, [SinkKind::Json, SinkKind::Json, SinkKind::Slack]);
+
+        let mut f = flags();
+        f.notify_slack = vec![SecretString::from("ftp://x/secret-token".to_string())];
+        let e = resolve(f, base, MarathonConfig::new(""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--notify-slack") && !e.contains("secret-token"),
+            "{e}"
+        );
     }
 
     #[test]

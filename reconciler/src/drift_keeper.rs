@@ -3,7 +3,7 @@
 //! and say which apps a `correct` / `correctAfter` policy wants put back now. The decisions are
 //! the pure functions of [`crate::drift`]; this only holds the state between cycles.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +14,29 @@ use crate::dashboard::Dashboard;
 use crate::drift::{self, ledger, Attributions, DriftReport, Ledger};
 use crate::notifications::{Notification, Notifier};
 use crate::spec::{AppId, Repo};
+
+/// Whether git moved since Baton last wrote `live`: the digest label it carries is not the
+/// one Baton would write for the spec now. Then the difference is a pending deploy, not drift
+/// worth a notification. Apps git no longer has (a pending delete) and apps without the label
+/// (a pending adoption) count as moved too.
+fn git_moved(repo: &Repo, app: &AppId, live: &Value) -> bool {
+    let label = |v: &Value| {
+        v.pointer("/labels")
+            .and_then(|l| l.get(crate::ownership::DIGEST))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let Some(spec) = repo.specs.get(app) else {
+        return true;
+    };
+    match label(live) {
+        Some(written) => {
+            let now = crate::ownership::labelled(spec, &repo.config.owner, "");
+            label(&now).as_deref() != Some(written.as_str())
+        }
+        None => true,
+    }
+}
 
 /// Drift state of `baton serve` between cycles.
 #[derive(Debug)]
@@ -26,6 +49,10 @@ pub struct DriftKeeper {
     notifier: Option<Notifier>,
     /// Apps written since the last observation: their drift, if gone, was corrected.
     written: BTreeSet<AppId>,
+    /// Apps seen running by this process (a missing app never seen is new in git).
+    seen_live: BTreeSet<AppId>,
+    /// Open episodes not announced because git moved, not the app: their end is not news.
+    quiet: BTreeSet<AppId>,
 }
 
 impl DriftKeeper {
@@ -44,6 +71,8 @@ impl DriftKeeper {
             dashboard,
             notifier,
             written: BTreeSet::new(),
+            seen_live: BTreeSet::new(),
+            quiet: BTreeSet::new(),
         })
     }
 
@@ -71,14 +100,32 @@ impl DriftKeeper {
                 tracing::warn!(error = %e, "cannot save the drift ledger");
             }
         }
-        if let Some(n) = &self.notifier {
-            for ev in &events {
+        let live_by_id: BTreeMap<AppId, &Value> = live
+            .iter()
+            .filter_map(|a| Some((AppId::parse(a.get("id")?.as_str()?).ok()?, a)))
+            .collect();
+        for ev in &events {
+            let announce = match ev {
+                drift::LedgerEvent::Detected(e) => {
+                    let git_moved = match live_by_id.get(&e.app) {
+                        Some(l) => git_moved(repo, &e.app, l),
+                        None => !self.seen_live.contains(&e.app),
+                    };
+                    if git_moved {
+                        self.quiet.insert(e.app.clone());
+                    }
+                    !git_moved
+                }
+                drift::LedgerEvent::Resolved(e) => !self.quiet.remove(&e.app),
+            };
+            if let (true, Some(n)) = (announce, &self.notifier) {
                 let app = match ev {
                     drift::LedgerEvent::Detected(e) | drift::LedgerEvent::Resolved(e) => &e.app,
                 };
                 n.notify(Notification::from_ledger(ev, report.app(app)));
             }
         }
+        self.seen_live.extend(live_by_id.into_keys());
         let fix = drift::corrections(&report, &self.ledger, now);
         report.ledger = self.ledger.entries.clone();
         self.dashboard.publish(&report, now);
@@ -157,5 +204,61 @@ mod tests {
         let a_entry = saved.of(&a_id).next().unwrap();
         assert_eq!(a_entry.resolution, Some(Resolution::Corrected));
         assert!(saved.open(&AppId::parse("/b").unwrap()).is_some());
+    }
+
+    #[test]
+    fn only_out_of_band_drift_is_announced() {
+        let repo_dir = tempfile::tempdir().unwrap();
+        let p = repo_dir.path().join("apps/a.yaml");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "cmd: ./a\n").unwrap();
+        let repo = crate::commands::load_repo(repo_dir.path()).unwrap();
+        let a = AppId::parse("/a").unwrap();
+        let mut served = crate::ownership::labelled(&repo.specs[&a], "baton", "c");
+        crate::spec::marathon_form(&mut served);
+        let state = tempfile::tempdir().unwrap();
+        let metrics: Arc<crate::metrics::Metrics> = Default::default();
+        let (notifier, mut rx) = crate::notifications::channel(16, metrics.clone());
+        let mut k = DriftKeeper::new(
+            state.path().to_path_buf(),
+            Dashboard::new(metrics),
+            Default::default(),
+            Some(notifier),
+        )
+        .unwrap();
+        let t0 = 1_795_000_000_000;
+        // New in git, not deployed yet: missing, but that is a pending deploy, not drift.
+        k.observe(&repo, &[], [], t0);
+        k.written([a.clone()]);
+        k.observe(&repo, std::slice::from_ref(&served), [], t0 + 1000);
+        assert!(rx.try_recv().is_err(), "a deploy is not drift");
+        // Git moves: the running app differs from the new spec, but that is a pending deploy.
+        let moved_dir = tempfile::tempdir().unwrap();
+        let p2 = moved_dir.path().join("apps/a.yaml");
+        std::fs::create_dir_all(p2.parent().unwrap()).unwrap();
+        std::fs::write(&p2, "cmd: ./a --new\n").unwrap();
+        let moved = crate::commands::load_repo(moved_dir.path()).unwrap();
+        let (report, _) = k.observe(&moved, std::slice::from_ref(&served), [], t0 + 1500);
+        assert_eq!(
+            report.app(&a).unwrap().state,
+            crate::drift::DriftState::Drifted
+        );
+        assert!(rx.try_recv().is_err(), "a pending deploy is not drift");
+        k.written([a.clone()]);
+        k.observe(&repo, std::slice::from_ref(&served), [], t0 + 1600);
+        assert!(rx.try_recv().is_err(), "its end is not news either");
+        // Changed out of band: announced, then its correction too.
+        let mut scaled = served.clone();
+        scaled["instances"] = json!(3);
+        k.observe(&repo, &[scaled], [], t0 + 2000);
+        let n = rx.try_recv().unwrap();
+        assert_eq!(n.kind(), "drift_detected");
+        assert!(n.summary().contains("/instances"), "{}", n.summary());
+        k.written([a.clone()]);
+        k.observe(&repo, &[served], [], t0 + 3000);
+        assert_eq!(rx.try_recv().unwrap().kind(), "drift_resolved");
+        // Deleted out of band after it ran: announced as missing.
+        k.observe(&repo, &[], [], t0 + 4000);
+        assert_eq!(rx.try_recv().unwrap().kind(), "drift_detected");
     }
 }

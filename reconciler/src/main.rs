@@ -128,6 +128,26 @@ struct ServeArgs {
     /// File holding the HTTPS git token or password (or set BATON_GIT_TOKEN).
     #[arg(long, env = "BATON_GIT_TOKEN_FILE")]
     git_token_file: Option<PathBuf>,
+    /// Generic JSON webhook for notifications (repeatable; the env var takes a comma list).
+    #[arg(
+        long,
+        env = "BATON_NOTIFY_WEBHOOK",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    notify_webhook: Vec<String>,
+    /// Slack-compatible incoming webhook (repeatable). Prefer the env var or
+    /// --notify-slack-file: the URL holds a token.
+    #[arg(
+        long,
+        env = "BATON_NOTIFY_SLACK",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    notify_slack: Vec<String>,
+    /// File of Slack-compatible webhook URLs, one a line.
+    #[arg(long, env = "BATON_NOTIFY_SLACK_FILE")]
+    notify_slack_file: Option<PathBuf>,
     #[command(flatten)]
     vault: VaultArgs,
     /// Secret zero: oldest task (since staging) that may still ask for its secret id [default: 120s].
@@ -438,10 +458,22 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<baton::config::ServeConfig> {
             task_max_age: args.task_max_age,
             gatekeeper_host_check: args.gatekeeper_host_check,
             wrap_ttl: args.wrap_ttl,
+            notify_webhook: None,
+            notify_slack_file: args.notify_slack_file,
         },
         webhook_secret: secret("BATON_WEBHOOK_SECRET"),
         git_token: secret("BATON_GIT_TOKEN").or_else(|| secret("BATON_GIT_PASSWORD")),
         vault_token: secret("BATON_VAULT_TOKEN").or_else(|| secret("VAULT_TOKEN")),
+        notify_webhook: args
+            .notify_webhook
+            .into_iter()
+            .map(SecretString::from)
+            .collect(),
+        notify_slack: args
+            .notify_slack
+            .into_iter()
+            .map(SecretString::from)
+            .collect(),
     };
     Ok(baton::config::resolve(flags, file, marathon)?)
 }

@@ -3,7 +3,9 @@
 //! the webhook handler, the git source and the notifier, rendered on scrape.
 //!
 //! Metric names (all prefixed `baton_`):
-//! - `syncs_total{outcome}` counter, `sync_duration_seconds` histogram
+//! - `syncs_total{outcome}` counter, `sync_duration_seconds` histogram: every reconcile cycle;
+//!   `outcome` is the sync record's (`synced`, `partial`, `failed`, `planned`, `abandoned`) or
+//!   `noop` for a cycle with nothing new to apply (a poll or scheduler event at the same commit)
 //! - `apps{state}` gauge (every drift state, zeros included)
 //! - `drifted_apps` gauge, `drift_oldest_seconds` gauge (age of the oldest open drift)
 //! - `webhook_deliveries_total{outcome}` counter

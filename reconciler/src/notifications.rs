@@ -276,6 +276,18 @@ impl Notifier {
     }
 }
 
+/// A notifier feeding a plain channel instead of sinks (for embedding Baton, and for tests).
+pub fn channel(capacity: usize, metrics: Arc<Metrics>) -> (Notifier, mpsc::Receiver<Notification>) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (
+        Notifier {
+            tx: Some(tx),
+            metrics,
+        },
+        rx,
+    )
+}
+
 /// Start the delivery task; it ends when `shutdown` is cancelled (abandoning retries) or every
 /// [`Notifier`] is dropped and the queue is drained.
 pub fn spawn(

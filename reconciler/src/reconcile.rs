@@ -37,6 +37,8 @@ pub const ERROR_BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// History entries shown in `/api/status`.
 const STATUS_HISTORY: usize = 10;
+/// Pushes remembered for the push-to-deployed latency.
+const MAX_PENDING_PUSHES: usize = 256;
 
 /// What woke the loop. Closed: every cycle starts from one of these.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +146,8 @@ pub struct LoopConfig {
     /// Secret zero (Vault policies and roles, bootstrap env, the gatekeeper's app set); `None`:
     /// apps reading Vault secrets are blocked with an error.
     pub secrets: Option<crate::vault_admin::SecretsWiring>,
+    /// Where sync failures, drift and finished deployments are announced (None: nowhere).
+    pub notifier: Option<crate::notifications::Notifier>,
 }
 
 /// Why a cycle failed.
@@ -203,6 +207,9 @@ pub struct Shared {
     pub dashboard: Arc<crate::dashboard::Dashboard>,
     /// API changes seen on the scheduler's event stream, for drift attribution.
     pub attributions: Arc<Mutex<crate::drift::Attributions>>,
+    /// Accepted pushes not yet deployed: (commit, when the webhook arrived), for the
+    /// push-to-deployed latency.
+    pub pushes: Mutex<Vec<(String, std::time::Instant)>>,
 }
 
 impl Shared {
@@ -224,6 +231,7 @@ impl Shared {
                 triggers: tx,
                 dashboard: crate::dashboard::Dashboard::new(Default::default()),
                 attributions: Default::default(),
+                pushes: Default::default(),
             }),
             rx,
         )
@@ -232,6 +240,35 @@ impl Shared {
     /// Queue a trigger; a full queue means a cycle is pending already, so dropping is fine.
     pub fn trigger(&self, t: Trigger) {
         let _ = self.triggers.try_send(t);
+    }
+
+    /// Remember that a push of `commit` arrived now (bounded: the oldest are forgotten).
+    pub fn note_push(&self, commit: &str) {
+        let mut p = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
+        if p.len() >= MAX_PENDING_PUSHES {
+            p.remove(0);
+        }
+        p.push((commit.to_string(), std::time::Instant::now()));
+    }
+
+    /// `commit` is deployed: how long ago each push of it arrived. Pushes of other commits
+    /// that arrived before `cycle_started` were superseded (or never deploy): forgotten.
+    pub fn pushes_deployed(
+        &self,
+        commit: &str,
+        cycle_started: std::time::Instant,
+    ) -> Vec<Duration> {
+        let mut p = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut deployed = Vec::new();
+        p.retain(|(c, at)| {
+            if c == commit {
+                deployed.push(at.elapsed());
+                false
+            } else {
+                *at >= cycle_started
+            }
+        });
+        deployed
     }
 
     pub fn status(&self) -> Status {
@@ -264,6 +301,8 @@ struct Reconciler<Src, S> {
     shared: Arc<Shared>,
     /// Drift report, ledger and self-heal decisions between cycles.
     drift: crate::drift_keeper::DriftKeeper,
+    /// The last sync failure announced, so a failure retried with backoff is announced once.
+    announced_failure: Option<String>,
 }
 
 /// Run the loop until `shutdown`. Loads the state directory first (a corrupt state file is an
@@ -285,7 +324,7 @@ where
         config.state_dir.clone(),
         shared.dashboard.clone(),
         shared.attributions.clone(),
-        None,
+        config.notifier.clone(),
     )
     .map_err(|e| StateError::Format {
         path: config.state_dir.join(crate::drift::ledger::LEDGER_FILE),
@@ -300,6 +339,7 @@ where
         last_good: None,
         shared,
         drift,
+        announced_failure: None,
     };
     r.publish_status(None, None, None, None);
     let mut pending = Some(Trigger::Startup);
@@ -378,6 +418,17 @@ fn jitter(d: Duration) -> Duration {
     d + Duration::from_millis(j)
 }
 
+/// The `outcome` label of `baton_syncs_total`.
+fn outcome_word(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Synced => "synced",
+        Outcome::Partial => "partial",
+        Outcome::Failed => "failed",
+        Outcome::Planned => "planned",
+        Outcome::Abandoned => "abandoned",
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -392,9 +443,16 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         shutdown: &CancellationToken,
     ) -> Result<Action, CycleError> {
         let started = now_ms();
+        let clock = std::time::Instant::now();
         match self.cycle(trigger, shutdown, started).await {
             Ok(a) => Ok(a),
             Err(e) => {
+                self.shared
+                    .dashboard
+                    .metrics
+                    .sync_finished("failed", clock.elapsed());
+                // No commit: a fetch or load that failed has none to name (the error says what).
+                self.announce_failure(None, e.to_string(), Vec::new());
                 let record = SyncRecord {
                     started_ms: started,
                     finished_ms: now_ms(),
@@ -425,9 +483,16 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         }
         let source = self.source.clone();
         let known = self.last_good.as_ref().map(|(r, _)| r.clone());
+        let metrics = self.shared.dashboard.metrics.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             let mut src = source.lock().unwrap_or_else(|e| e.into_inner());
-            let rev = src.fetch()?;
+            let fetch_started = std::time::Instant::now();
+            let fetched = src.fetch();
+            if src.is_git() {
+                // Failed fetches too: a remote that times out is what this should show.
+                metrics.git_fetch(fetch_started.elapsed());
+            }
+            let rev = fetched?;
             if known.as_deref() == Some(rev.as_str()) {
                 return Ok::<_, SourceError>((rev, None));
             }
@@ -457,6 +522,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         shutdown: &CancellationToken,
         started: u64,
     ) -> Result<Action, CycleError> {
+        let clock = std::time::Instant::now();
         let (rev, repo) = self.snapshot(trigger).await?;
         let live = self.scheduler.list_apps().await?;
         let (repo, vault_sync) = self.secrets_prepare(repo).await?;
@@ -574,6 +640,9 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         if apply_all && outcome != Outcome::Abandoned {
             self.state.last_synced = Some(rev.clone());
         }
+        if report.is_some() {
+            self.observe_after_apply(&repo).await;
+        }
         let outcome = if manual && !held_back.is_empty() && report.is_none() {
             Outcome::Planned
         } else {
@@ -597,6 +666,15 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             });
         }
         state::save(&self.config.state_dir, &self.state)?;
+        self.announce_cycle(
+            &rev,
+            outcome,
+            worth_recording,
+            apply_all && new_rev,
+            report.as_ref(),
+            &corrections,
+            clock,
+        );
         self.shared.ready.store(true, Ordering::Relaxed);
         let pending = (!held_back.is_empty()).then(|| pending_summary(&held_back));
         let held_ids: BTreeSet<AppId> = held_back.iter().map(|(id, _)| id.clone()).collect();
@@ -689,6 +767,116 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             wiring.admin.apply(&vp.before_apps).await?;
         }
         Ok(Some(vp))
+    }
+
+    /// Look at the scheduler again after writing, so the drift report, the apps-by-state
+    /// gauges and the ledger show the result of this cycle now rather than at the next trigger.
+    async fn observe_after_apply(&mut self, repo: &Repo) {
+        match self.scheduler.list_apps().await {
+            Ok(live) => {
+                let failed: Vec<(AppId, String)> = (self.state.apps.iter())
+                    .filter_map(|(id, a)| Some((AppId::parse(id).ok()?, a.last_error.clone()?)))
+                    .collect();
+                let failures = failed.iter().map(|(a, e)| (a, e.as_str()));
+                let _ = self.drift.observe(repo, &live, failures, now_ms());
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot list apps after applying"),
+        }
+    }
+
+    /// Metrics and notifications of a cycle that ran to its end. Never blocks: the notifier
+    /// only queues. `deploying` says the cycle applied a new revision as a whole.
+    #[allow(clippy::too_many_arguments)]
+    fn announce_cycle(
+        &mut self,
+        rev: &str,
+        outcome: Outcome,
+        recorded: bool,
+        deploying: bool,
+        report: Option<&apply::ApplyReport>,
+        corrections: &BTreeSet<AppId>,
+        clock: std::time::Instant,
+    ) {
+        let metrics = self.shared.dashboard.metrics.clone();
+        let took = clock.elapsed();
+        let label = if recorded {
+            outcome_word(outcome)
+        } else {
+            "noop"
+        };
+        metrics.sync_finished(label, took);
+        if self.state.last_synced.as_deref() == Some(rev) {
+            // Pushes of an already deployed revision are forgotten without a sample.
+            let waited = self.shared.pushes_deployed(rev, clock);
+            if deploying && outcome == Outcome::Synced {
+                for d in waited {
+                    metrics.push_to_deployed(d);
+                }
+            }
+        }
+        let failed: Vec<(AppId, String)> = report
+            .iter()
+            .flat_map(|r| r.apps.iter())
+            .filter_map(|r| match &r.outcome {
+                AppOutcome::Failed { reason } => Some((r.app.clone(), reason.clone())),
+                AppOutcome::Skipped { because } => Some((
+                    r.app.clone(),
+                    format!("skipped: {because} did not converge"),
+                )),
+                _ => None,
+            })
+            .collect();
+        if let Some(report) = report {
+            let converged: Vec<&apply::AppResult> = (report.apps.iter())
+                .filter(|r| r.outcome == AppOutcome::Converged)
+                .collect();
+            let corrected = (converged.iter())
+                .filter(|r| r.action != PlanAction::Delete && corrections.contains(&r.app))
+                .count();
+            if corrected > 0 {
+                metrics.corrected(corrected);
+            }
+            if !converged.is_empty() {
+                self.notify(crate::notifications::Notification::DeploymentFinished {
+                    commit: Some(rev.to_string()),
+                    apps: converged.iter().map(|r| r.app.clone()).collect(),
+                    took,
+                });
+            }
+        }
+        if !failed.is_empty() {
+            let error = format!("{} app(s) did not converge", failed.len());
+            self.announce_failure(Some(rev.to_string()), error, failed);
+        } else if self.state.apps.values().all(|a| a.last_error.is_none()) {
+            self.announced_failure = None;
+        }
+    }
+
+    /// Announce a sync failure, once per distinct failure (a retry failing the same way is
+    /// not news).
+    fn announce_failure(
+        &mut self,
+        commit: Option<String>,
+        error: String,
+        apps: Vec<(AppId, String)>,
+    ) {
+        let ids: Vec<&str> = apps.iter().map(|(a, _)| a.as_str()).collect();
+        let key = format!("{commit:?}|{error}|{}", ids.join(","));
+        if self.announced_failure.as_deref() == Some(key.as_str()) {
+            return;
+        }
+        self.announced_failure = Some(key);
+        self.notify(crate::notifications::Notification::SyncFailed {
+            commit,
+            error,
+            apps,
+        });
+    }
+
+    fn notify(&self, n: crate::notifications::Notification) {
+        if let Some(notifier) = &self.config.notifier {
+            notifier.notify(n);
+        }
     }
 
     /// Rebuild `/api/status` from the last cycle's data.

@@ -1,5 +1,6 @@
 //! `baton serve` wiring: the source (git via gix, or a watched directory), the Marathon client,
-//! the reconcile loop, the HTTP server and the scheduler event watcher, under one shutdown tree.
+//! the reconcile loop, the HTTP server, the scheduler event watcher and (with `--notify-*`) the
+//! notification sender, under one shutdown tree.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub enum ServeError {
     Vault(#[from] crate::vault_admin::VaultAdminError),
     #[error("secret zero: {0}")]
     Gate(#[from] crate::gatekeeper::GateError),
+    #[error("cannot start the notifier: {0}")]
+    Notify(#[source] reqwest::Error),
 }
 
 /// Whether `repo` names a git repository (URL, or a local path holding one) rather than a
@@ -64,6 +67,7 @@ pub async fn serve(
         allow_deletes: config.allow_deletes,
         apply: ApplyOptions::default(),
         secrets: secret_zero(&config, &listener, &marathon)?,
+        notifier: None,
     };
     let tracker = TaskTracker::new();
     let mut _watch_guard = None;
@@ -162,6 +166,23 @@ fn start_with<Src: SpecSource>(
     shared: Arc<Shared>,
     rx: tokio::sync::mpsc::Receiver<Trigger>,
 ) -> (Arc<Shared>, Running) {
+    let mut loop_config = loop_config;
+    if !config.notify.is_empty() {
+        let settings = crate::notifications::NotifierConfig {
+            sinks: config.notify.clone(),
+            ..Default::default()
+        };
+        let metrics = shared.dashboard.metrics.clone();
+        match crate::notifications::spawn(settings, metrics, shutdown.child_token()) {
+            Ok((notifier, task)) => {
+                tracker.spawn(async move {
+                    let _ = task.await;
+                });
+                loop_config.notifier = Some(notifier);
+            }
+            Err(e) => return (shared, Box::pin(async move { Err(ServeError::Notify(e)) })),
+        }
+    }
     let state = AppState::new(
         shared.clone(),
         HookSettings {

@@ -102,10 +102,12 @@ async fn hook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let metrics = state.shared.dashboard.metrics.clone();
     let provider: Provider = match provider.parse() {
         Ok(p) => p,
         Err(e) => {
-            return (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response()
+            metrics.webhook_delivery("malformed");
+            return (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response();
         }
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -124,6 +126,8 @@ async fn hook(
     match verdict {
         Ok(Verdict::Accepted(push)) => {
             tracing::info!(provider = provider.name(), delivery = %push.delivery, after = %push.after, "webhook: push accepted");
+            metrics.webhook_delivery("accepted");
+            state.shared.note_push(&push.after);
             state.shared.trigger(Trigger::Webhook {
                 delivery: push.delivery,
             });
@@ -131,6 +135,7 @@ async fn hook(
         }
         Ok(Verdict::Ignored(reason)) => {
             tracing::debug!(provider = provider.name(), %reason, "webhook ignored");
+            metrics.webhook_delivery("ignored");
             (
                 StatusCode::OK,
                 Json(json!({"status": "ignored", "reason": reason})),
@@ -139,6 +144,7 @@ async fn hook(
         }
         Ok(Verdict::Duplicate(delivery)) => {
             tracing::info!(provider = provider.name(), %delivery, "webhook: replayed delivery dropped");
+            metrics.webhook_delivery("duplicate");
             (StatusCode::OK, Json(json!({"status": "duplicate"}))).into_response()
         }
         Err(e) => {
@@ -147,6 +153,7 @@ async fn hook(
                 HookError::UnknownProvider(_) => StatusCode::NOT_FOUND,
                 _ => StatusCode::BAD_REQUEST,
             };
+            metrics.webhook_delivery(if e.is_auth() { "rejected" } else { "malformed" });
             // Never the body, the signature or the secret: only what failed.
             tracing::warn!(provider = provider.name(), status = code.as_u16(), error = %e, bytes = body.len(), "webhook refused");
             (code, Json(json!({"error": e.to_string()}))).into_response()

@@ -4,6 +4,7 @@
 mod apply;
 mod drift;
 mod faults;
+mod observe;
 mod secret_zero;
 mod serve;
 mod serve_bench;

@@ -419,6 +419,7 @@ async fn start_serve(
         allow_deletes: None,
         git_auth: None,
         vault,
+        notify: Vec::new(),
     };
     let stop = CancellationToken::new();
     let s = stop.clone();
@@ -639,22 +640,7 @@ async fn serve_without_vault_blocks_secret_apps() {
 }
 
 fn assert_plan_schema(doc: &Value) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
-    let read =
-        |p: &Path| -> Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
-    let mut options = jsonschema::options();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let doc = read(&entry.unwrap().path());
-        if let Some(id) = doc.get("$id").and_then(Value::as_str).map(str::to_owned) {
-            options = options.with_resource(id, jsonschema::Resource::from_contents(doc).unwrap());
-        }
-    }
-    let validator = options.build(&read(&dir.join("plan.schema.json"))).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(doc)
-        .map(|e| format!("{e} at {}", e.instance_path))
-        .collect();
-    assert!(errors.is_empty(), "{errors:#?}\n{doc:#}");
+    baton_e2e::assert_matches_schema("plan.schema.json", doc);
 }
 
 /// `baton plan` shows the Vault plan: without Vault access every needed object is a create and

@@ -145,6 +145,7 @@ async fn start_serve(env: &Env) -> Serve {
         allow_deletes: None,
         git_auth: None,
         vault: None,
+        notify: Vec::new(),
     };
     let stop = CancellationToken::new();
     let s = stop.clone();

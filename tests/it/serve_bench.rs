@@ -117,6 +117,7 @@ async fn run_size(n: usize, pushes: usize) -> (Duration, Duration) {
         allow_deletes: None,
         git_auth: None,
         vault: None,
+        notify: Vec::new(),
     };
     let stop = CancellationToken::new();
     let st = stop.clone();

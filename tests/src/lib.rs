@@ -14,3 +14,33 @@ pub fn workspace_bin(name: &str) -> Option<std::path::PathBuf> {
     let path = exe.parent()?.parent()?.join(name);
     path.is_file().then_some(path)
 }
+
+/// Validate `doc` against `schemas/<name>` (all schemas registered by `$id`, as they refer to
+/// each other), failing with every error.
+pub fn assert_matches_schema(name: &str, doc: &serde_json::Value) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+    let read = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let mut builder = jsonschema::Registry::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let schema = read(&entry.unwrap().path());
+        if let Some(id) = schema
+            .get("$id")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+        {
+            builder = builder.add(id, schema).unwrap();
+        }
+    }
+    let registry = builder.prepare().unwrap();
+    let validator = jsonschema::options()
+        .with_registry(&registry)
+        .build(&read(&dir.join(name)))
+        .unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{name}: {errors:#?}\n{doc:#}");
+}

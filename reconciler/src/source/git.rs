@@ -628,4 +628,8 @@ impl super::SpecSource for GitSource {
     fn describe(&self) -> String {
         format!("{}@{}", self.shown_url, self.config.reference)
     }
+
+    fn is_git(&self) -> bool {
+        true
+    }
 }

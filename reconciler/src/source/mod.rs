@@ -19,6 +19,10 @@ pub trait SpecSource: Send + 'static {
     fn load(&mut self, rev: &str) -> Result<Repo, SourceError>;
     /// Where it comes from, for status and logs (no credentials).
     fn describe(&self) -> String;
+    /// Whether `fetch` talks to a git remote (its duration is a `/metrics` histogram).
+    fn is_git(&self) -> bool {
+        false
+    }
 }
 
 /// A source that could not be read at all (as opposed to single files, which become diagnostics).

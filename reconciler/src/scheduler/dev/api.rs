@@ -59,7 +59,43 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v2/queue", get(queue))
         .route("/v2/queue/{*rest}", delete(reset_delay))
         .route("/v2/events", get(events))
+        .route("/baton-dev/requests", get(request_counts))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            count_request,
+        ))
         .with_state(shared)
+}
+
+/// `GET /baton-dev/requests` (not Marathon API): the counts of [`count_request`].
+async fn request_counts(State(shared): Ctx) -> ApiResult {
+    let counts = shared
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Ok(Json(json!(counts)).into_response())
+}
+
+/// Count each API request by method and route (`GET /v2/apps/*`), for benchmarks. Reading the
+/// counts (`/baton-dev/...`) is not counted, so it leaves them as they were.
+async fn count_request(
+    State(shared): Ctx,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    if !path.starts_with("/baton-dev/") {
+        let mut parts = path.trim_start_matches('/').splitn(3, '/');
+        let route = match (parts.next(), parts.next(), parts.next()) {
+            (Some(a), Some(b), Some(_)) => format!("/{a}/{b}/*"),
+            _ => path.to_string(),
+        };
+        let key = format!("{} {route}", req.method());
+        let mut counts = shared.requests.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry(key).or_default() += 1;
+    }
+    next.run(req).await
 }
 
 // ---------------------------------------------------------------------------------------------

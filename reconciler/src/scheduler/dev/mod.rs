@@ -96,6 +96,8 @@ pub struct Shared {
     pub(crate) http_stop: CancellationToken,
     pub(crate) http: reqwest::Client,
     pub(crate) sandbox_root: PathBuf,
+    /// API requests served, by method and route (`GET /baton-dev/requests`, for benchmarks).
+    pub(crate) requests: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Shared {
@@ -159,6 +161,7 @@ pub async fn run(
         http_stop: shutdown.clone(),
         http,
         sandbox_root: sandbox_root.clone(),
+        requests: Default::default(),
     });
 
     let scheduler = tokio::spawn(schedule_loop(shared.clone()));
