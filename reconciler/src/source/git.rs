@@ -212,6 +212,11 @@ impl GitSource {
                     }
                 }
             })?;
+        // Every fetch adds a pack; gix sizes its pack table when the repository is opened
+        // (at least 32 slots) and a full table fails the next fetch ("slotmap too small").
+        // Reopening sizes it for the packs now on disk.
+        self.repo = open_cache(&self.config.cache_dir)?;
+        let repo = self.repo.to_thread_local();
         if !repo.has_object(tip) {
             return Err(SourceError::RefNotFound {
                 url,
