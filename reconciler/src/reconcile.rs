@@ -524,6 +524,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
     ) -> Result<Action, CycleError> {
         let clock = std::time::Instant::now();
         let (rev, repo) = self.snapshot(trigger).await?;
+        self.fast_sync(trigger, &rev, &repo, shutdown).await;
         let live = self.scheduler.list_apps().await?;
         let (repo, vault_sync) = self.secrets_prepare(repo).await?;
         let mut plan = plan::plan(
@@ -962,6 +963,142 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
     }
 }
 
+/// At most this many apps go through the fast path; a larger push is a full cycle anyway.
+pub const FAST_SYNC_MAX: usize = 32;
+
+/// The apps a push may sync before the full cycle ("fast path"): those whose spec file was
+/// added or modified (`changed`), that load as valid specs, and that depend on nothing (their
+/// order within waves is then irrelevant). Empty when more than [`FAST_SYNC_MAX`] qualify.
+/// Removed files never appear here: deletions go through the full plan, with its budget and
+/// ownership checks. Pure.
+pub fn fast_sync_candidates(changed: &[std::path::PathBuf], repo: &Repo) -> Vec<AppId> {
+    if changed.is_empty() || changed.len() > FAST_SYNC_MAX {
+        return Vec::new();
+    }
+    let paths: std::collections::HashSet<&std::path::Path> =
+        changed.iter().map(|p| p.as_path()).collect();
+    let picked: Vec<AppId> = repo
+        .specs
+        .iter()
+        .filter(|(id, spec)| {
+            paths.contains(spec.file.as_path())
+                && spec.baton.depends_on.is_empty()
+                && !repo.invalid.contains(*id)
+                // Apps reading Vault secrets need their policy, role and bootstrap env from the
+                // full cycle first.
+                && crate::secrets::referenced_paths(&spec.app).is_ok_and(|p| p.is_empty())
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    if picked.len() > FAST_SYNC_MAX {
+        return Vec::new();
+    }
+    picked
+}
+
+/// The repo the fast path plans: only `apps`, marked incomplete so that [`plan::plan`] would
+/// hold any deletion even if one appeared.
+pub fn fast_sync_repo(repo: &Repo, apps: &[AppId]) -> Repo {
+    Repo {
+        config: repo.config.clone(),
+        specs: apps
+            .iter()
+            .filter_map(|id| repo.specs.get(id).map(|s| (id.clone(), s.clone())))
+            .collect(),
+        invalid: Default::default(),
+        incomplete: true,
+        diagnostics: Vec::new(),
+    }
+}
+
+impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
+    /// The fast path of a push in auto mode: plan the apps whose files changed against their
+    /// live state fetched by id and apply those creates/updates first, so the first write does
+    /// not wait for listing and planning every app. Never deletes. Any failure only logs: the
+    /// full cycle that follows (list all, plan, drift, prune) covers everything again.
+    async fn fast_sync(
+        &mut self,
+        trigger: &Trigger,
+        rev: &str,
+        repo: &Repo,
+        shutdown: &CancellationToken,
+    ) {
+        if self.config.sync != SyncMode::Auto
+            || !trigger.fetches()
+            || self.state.last_synced.as_deref() == Some(rev)
+        {
+            return;
+        }
+        let changed = {
+            let src = self.source.lock().unwrap_or_else(|e| e.into_inner());
+            src.changed_last()
+        };
+        let Some((loaded_rev, paths)) = changed else {
+            return;
+        };
+        if loaded_rev != rev {
+            return;
+        }
+        let now = now_ms();
+        let apps: Vec<AppId> = fast_sync_candidates(&paths, repo)
+            .into_iter()
+            .filter(|id| self.state.may_apply(id.as_str(), rev, now))
+            .collect();
+        if apps.is_empty() {
+            return;
+        }
+        let scheduler = self.scheduler.clone();
+        let fetched = futures::future::join_all(apps.iter().map(|id| scheduler.get_app(id))).await;
+        let mut live = Vec::with_capacity(apps.len());
+        for r in fetched {
+            match r {
+                Ok(Some(app)) => live.push(app),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "fast path skipped: cannot read an app");
+                    return;
+                }
+            }
+        }
+        let sub = fast_sync_repo(repo, &apps);
+        let mut plan = plan::plan(
+            &sub,
+            &live,
+            &Policy {
+                commit: rev.to_string(),
+                allow_deletes: None,
+            },
+        );
+        retain_changes(&mut plan, |c| c.action != PlanAction::Delete);
+        if plan.is_empty() {
+            return;
+        }
+        let mut options = self.config.apply.clone();
+        options.cancel = shutdown.child_token();
+        tracing::info!(
+            create = plan.summary.create,
+            update = plan.summary.update,
+            "applying changed apps first (fast path)"
+        );
+        let report = apply::apply(&plan, self.scheduler.as_ref(), &options, &mut |_| {}).await;
+        self.drift.written(
+            (report.apps.iter())
+                .filter(|r| r.outcome == AppOutcome::Converged)
+                .map(|r| r.app.clone()),
+        );
+        for r in &report.apps {
+            match &r.outcome {
+                AppOutcome::Converged => self.state.record_success(r.app.as_str(), rev),
+                AppOutcome::Failed { reason } => {
+                    self.state
+                        .record_failure(r.app.as_str(), rev, reason, now_ms())
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 /// Remove the changes `keep` rejects from `plan` (dropping empty waves, recounting); returns
 /// the removed ones.
 pub fn retain_changes(
@@ -1073,3 +1210,6 @@ pub fn changed_outside(raw: &crate::scheduler::sse::RawEvent) -> Option<String> 
     }
     app.get("id").and_then(|i| i.as_str()).map(str::to_string)
 }
+
+#[cfg(test)]
+mod fast_path_tests;

@@ -1,6 +1,9 @@
 //! `baton serve` end to end: a bare git repo over `file://`, the dev scheduler in-process, and
 //! the daemon in-process: push -> webhook -> app changed; bad signature; replayed delivery;
-//! force-push; remote down; restart without redeploying.
+//! force-push; remote down; restart without redeploying. And the same remote served over HTTP
+//! by the real `git http-backend`: push -> webhook -> app changed; the host then requiring basic
+//! auth is a clear auth error with the last good state kept; credentials from a token file
+//! (`--git-token-file`) are refused over plain `http://` (they would travel in clear text).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -129,6 +132,28 @@ struct Serve {
 }
 
 async fn start_serve(env: &Env) -> Serve {
+    start_serve_at(env, None).await
+}
+
+/// `baton serve` following `remote` (default: the bare repo over `file://`); with `Some(config)`
+/// the given configuration instead.
+async fn start_serve_at(
+    env: &Env,
+    config: Option<(ServeConfig, tokio::net::TcpListener)>,
+) -> Serve {
+    if let Some((config, listener)) = config {
+        let addr = config.listen;
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            baton::serve::serve(config, listener, s).await.unwrap();
+        });
+        return Serve {
+            url: format!("http://{addr}"),
+            stop,
+            task,
+        };
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = ServeConfig {
@@ -361,4 +386,125 @@ fn validate_status(doc: &Value) {
     let validator = jsonschema::validator_for(&schema).unwrap();
     let problems: Vec<String> = validator.iter_errors(doc).map(|e| e.to_string()).collect();
     assert!(problems.is_empty(), "{problems:?}");
+}
+
+async fn serve_with(env: &Env, repo: String, token_file: Option<PathBuf>) -> Serve {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let flags = baton::config::FlagConfig {
+        file: baton::config::FileConfig {
+            repo: Some(repo),
+            reference: Some("main".into()),
+            state_dir: Some(env.state.clone()),
+            cache_dir: Some(env.state.join("cache")),
+            listen: Some(listener.local_addr().unwrap()),
+            poll_interval: Some("1h".into()),
+            git_user: token_file.as_ref().map(|_| "baton".to_string()),
+            git_token_file: token_file,
+            ..Default::default()
+        },
+        webhook_secret: Some(SecretString::from(SECRET.to_string())),
+        git_token: None,
+        ..Default::default()
+    };
+    let config = baton::config::resolve(
+        flags,
+        Default::default(),
+        MarathonConfig::new(env.marathon.clone()),
+    )
+    .unwrap();
+    start_serve_at(env, Some((config, listener))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn push_webhook_over_http_git_backend() {
+    if !have_git() {
+        return;
+    }
+    if baton_e2e::githttp::http_backend().is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "git http-backend is required in CI"
+        );
+        eprintln!("skipped: git http-backend not found under `git --exec-path`");
+        return;
+    }
+    let env = setup().await;
+    let root = env.remote.parent().unwrap().to_path_buf();
+    let server = baton_e2e::githttp::GitHttp::start(&root, "baton", None).await;
+    let serve = serve_with(&env, server.url("remote.git"), None).await;
+
+    wait_for("initial deploy over HTTP", || async {
+        cmd_of(&app(&env, "web").await).as_deref() == Some("sleep 600")
+            && app(&env, "worker").await.is_some()
+    })
+    .await;
+
+    // Push -> webhook -> app changed (fetched over HTTP through git http-backend).
+    write_app(&env.work, "web", "sleep 710");
+    let c2 = commit_push(&env.work, "web 710", false);
+    let (code, _) = push_hook(&env, &serve, "h-1", None).await;
+    assert_eq!(code, 202);
+    wait_for("web updated over HTTP", || async {
+        cmd_of(&app(&env, "web").await).as_deref() == Some("sleep 710")
+    })
+    .await;
+    wait_for("status shows the commit", || async {
+        status(&env, &serve).await["lastSynced"] == Value::String(c2.clone())
+    })
+    .await;
+
+    // The host starts requiring a password: the fetch is refused with a clear auth error and
+    // the last good state stays (nothing applied from the new commit, nothing deleted).
+    server.require_password(Some("right-password"));
+    write_app(&env.work, "web", "sleep 720");
+    std::fs::remove_file(env.work.join("apps/worker.yaml")).unwrap();
+    commit_push(&env.work, "web 720, worker gone", false);
+    let (code, _) = push_hook(&env, &serve, "h-2", None).await;
+    assert_eq!(code, 202);
+    wait_for("auth error reported", || async {
+        status(&env, &serve).await["lastError"].is_string()
+    })
+    .await;
+    let s = status(&env, &serve).await;
+    let err = s["lastError"].as_str().unwrap().to_string();
+    assert!(err.contains("refused the credentials"), "{err}");
+    assert_eq!(s["lastSynced"], Value::String(c2.clone()));
+    assert_eq!(
+        cmd_of(&app(&env, "web").await).as_deref(),
+        Some("sleep 710")
+    );
+    assert!(app(&env, "worker").await.is_some(), "nothing deleted");
+    serve.shutdown().await;
+
+    // Credentials from a token file over plain http:// are never sent (clear text): a clear
+    // error naming why, the secret in no message, still nothing applied.
+    let token_file = env.state.with_file_name("git-token");
+    std::fs::write(&token_file, "right-password\n").unwrap();
+    let serve = serve_with(&env, server.url("remote.git"), Some(token_file)).await;
+    wait_for("clear-text refusal reported", || async {
+        status(&env, &serve).await["lastError"].is_string()
+    })
+    .await;
+    let err = status(&env, &serve).await["lastError"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("clear text"), "{err}");
+    assert!(
+        !err.contains("right-password"),
+        "secret in the error: {err}"
+    );
+    assert_eq!(
+        cmd_of(&app(&env, "web").await).as_deref(),
+        Some("sleep 710")
+    );
+    assert!(app(&env, "worker").await.is_some(), "nothing deleted");
+
+    serve.shutdown().await;
+    server.stop().await;
+    env.scheduler_stop.cancel();
+    tokio::time::timeout(Duration::from_secs(60), env.scheduler)
+        .await
+        .unwrap()
+        .unwrap();
 }

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod devsched;
+pub mod githttp;
 
 /// A binary of this workspace built next to the test executable (`target/<profile>/<name>`),
 /// e.g. `baton-env` (build it first: `cargo build -p baton-sidecar`). `None` when absent.

@@ -19,8 +19,13 @@ use crate::spec::AppId;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     ListApps,
+    /// One app by id (the reconcile loop's fast path).
+    GetApp(String),
     PutApp(String),
-    DeleteApp { id: String, force: bool },
+    DeleteApp {
+        id: String,
+        force: bool,
+    },
     Deployments,
     Rollback(String),
     Diagnose(String),
@@ -317,6 +322,12 @@ impl Scheduler for Fake {
         let mut s = self.lock();
         s.calls.push(Call::ListApps);
         Ok(s.apps.values().cloned().collect())
+    }
+
+    async fn get_app(&self, id: &AppId) -> Result<Option<Value>, SchedulerError> {
+        let mut s = self.lock();
+        s.calls.push(Call::GetApp(id.as_str().into()));
+        Ok(s.apps.get(id.as_str()).cloned())
     }
 
     async fn put_app(&self, id: &AppId, body: &Value) -> Result<Written, SchedulerError> {

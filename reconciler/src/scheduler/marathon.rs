@@ -297,6 +297,25 @@ impl Scheduler for Marathon {
         self.list_apps_raw().await
     }
 
+    async fn get_app(&self, id: &AppId) -> Result<Option<Value>, SchedulerError> {
+        // The same embeds as the list, so plan sees the same shape either way.
+        let path = format!(
+            "{}?embed=app.tasks&embed=app.deployments&embed=app.lastTaskFailure",
+            app_path(id)
+        );
+        match self.call(Method::GET, &path, None, Retry::Idempotent).await {
+            Ok(doc) => match doc.get("app") {
+                Some(app) if app.is_object() => Ok(Some(app.clone())),
+                _ => Err(SchedulerError::Protocol {
+                    url: format!("{}{path}", self.base),
+                    reason: "expected an object with `app`".into(),
+                }),
+            },
+            Err(SchedulerError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn put_app(&self, id: &AppId, body: &Value) -> Result<Written, SchedulerError> {
         let path = format!("{}?partialUpdate=false&force=false", app_path(id));
         let doc = self

@@ -151,6 +151,21 @@ pub trait Scheduler: Send + Sync {
 
     /// Subscribe to deployment events.
     fn events(&self) -> impl Future<Output = Result<EventStream, SchedulerError>> + Send;
+
+    /// One app by id, as [`list_apps`](Self::list_apps) serves it; `None` when it does not exist.
+    /// The default lists everything; backends with a by-id endpoint override it, so a cycle
+    /// touching a few apps costs O(changed), not O(apps).
+    fn get_app(
+        &self,
+        id: &AppId,
+    ) -> impl Future<Output = Result<Option<Value>, SchedulerError>> + Send {
+        async move {
+            let apps = self.list_apps().await?;
+            Ok(apps
+                .into_iter()
+                .find(|a| a.get("id").and_then(Value::as_str) == Some(id.as_str())))
+        }
+    }
 }
 
 /// Whether a live app's tasks are all up: `tasksRunning` (and `tasksHealthy` when it has health

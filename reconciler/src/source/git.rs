@@ -92,6 +92,8 @@ pub struct GitSource {
     cache: Incremental,
     /// Set on shutdown: a pack transfer in progress stops.
     interrupt: Arc<AtomicBool>,
+    /// Commit and spec files added/modified by the last incremental load (None: full load).
+    changed: Option<(String, Vec<PathBuf>)>,
 }
 
 impl std::fmt::Debug for GitSource {
@@ -118,6 +120,7 @@ impl GitSource {
             loaded: None,
             cache: Incremental::default(),
             interrupt: Arc::new(AtomicBool::new(false)),
+            changed: None,
         })
     }
 
@@ -209,6 +212,11 @@ impl GitSource {
                     }
                 }
             })?;
+        // Every fetch adds a pack; gix sizes its pack table when the repository is opened
+        // (at least 32 slots) and a full table fails the next fetch ("slotmap too small").
+        // Reopening sizes it for the packs now on disk.
+        self.repo = open_cache(&self.config.cache_dir)?;
+        let repo = self.repo.to_thread_local();
         if !repo.has_object(tip) {
             return Err(SourceError::RefNotFound {
                 url,
@@ -273,13 +281,19 @@ impl GitSource {
             .loaded
             .as_ref()
             .map(|l| (l.tree, l.config_blob, l.config_ok));
+        self.changed = None;
         let result = match prev {
             // Same tree as last time (e.g. an empty commit): the cache is the answer.
-            Some((t, _, ok)) if t == tree.id => (self.cache.update(&[], Vec::new()), ok),
+            Some((t, _, ok)) if t == tree.id => {
+                self.changed = Some((commit.to_string(), Vec::new()));
+                (self.cache.update(&[], Vec::new()), ok)
+            }
             Some((t, blob, true)) if blob == config_blob => {
                 let prev_tree = repo.find_tree(t).map_err(|e| corrupt(chain(&e)))?;
                 let (removed, changed) =
                     diff_trees(&repo, &prev_tree, &tree, self.cache.config()).map_err(corrupt)?;
+                let paths = changed.iter().map(|e| e.path.clone()).collect();
+                self.changed = Some((commit.to_string(), paths));
                 let out = self.cache.update(&removed, changed);
                 tracing::debug!(parsed = self.cache.parsed_last(), "incremental load");
                 (out, true)
@@ -631,5 +645,9 @@ impl super::SpecSource for GitSource {
 
     fn is_git(&self) -> bool {
         true
+    }
+
+    fn changed_last(&self) -> Option<(String, Vec<PathBuf>)> {
+        self.changed.clone()
     }
 }

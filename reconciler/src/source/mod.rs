@@ -23,6 +23,13 @@ pub trait SpecSource: Send + 'static {
     fn is_git(&self) -> bool {
         false
     }
+
+    /// The spec files added or modified by the last [`load`](Self::load), with the revision it
+    /// loaded; `None` when unknown (a full load, or a source that does not diff). The reconcile
+    /// loop uses it to sync just those apps first ([`crate::reconcile::fast_sync_candidates`]).
+    fn changed_last(&self) -> Option<(String, Vec<std::path::PathBuf>)> {
+        None
+    }
 }
 
 /// A source that could not be read at all (as opposed to single files, which become diagnostics).

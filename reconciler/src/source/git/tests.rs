@@ -193,3 +193,32 @@ fn urls_are_redacted() {
     assert_eq!(redact_url("https://host/r.git"), "https://host/r.git");
     assert_eq!(redact_url("/local/path"), "/local/path");
 }
+
+/// Each fetch adds a pack to the cache; many pushes in a row must keep fetching (gix's pack
+/// table is sized when the cache is opened).
+#[test]
+fn many_fetches_in_a_row_keep_working() {
+    if !have_git() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    work_repo(&work);
+    let mut src = source(&work, &tmp.path().join("cache"), "main");
+    let first = src.fetch().unwrap();
+    src.load(&first.commit).unwrap();
+    for i in 0..45 {
+        write(
+            &work,
+            "apps/a0.yaml",
+            &format!("cmd: \"push {i}\"\ninstances: 1\n"),
+        );
+        commit_all(&work, &format!("push {i}"));
+        let f = src.fetch().unwrap_or_else(|e| panic!("fetch {i}: {e}"));
+        assert!(f.received);
+        let repo = src.load(&f.commit).unwrap();
+        let a0 = &repo.specs[&crate::spec::AppId::parse("/a0").unwrap()];
+        assert_eq!(a0.app["cmd"], format!("push {i}"));
+    }
+}
