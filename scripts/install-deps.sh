@@ -21,10 +21,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# The independent Marathon client the dev scheduler is tested against.
-if ! python3 -c 'import marathon' 2>/dev/null; then
-  log "pip install marathon==0.13.0"
-  python3 -m pip install --quiet 'marathon==0.13.0'
+# The independent Marathon client the dev scheduler is tested against, in a virtualenv of its
+# own (Debian's system Python refuses `pip install`; the test looks here first).
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VENV="$ROOT/target/test-python"
+if ! "$VENV/bin/python3" -c 'import marathon, sys; from importlib.metadata import version; sys.exit(version("marathon") != "0.13.0")' 2>/dev/null; then
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    log "apt-get install python3-venv"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+  fi
+  log "pip install marathon==0.13.0 (into target/test-python)"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/python3" -m pip install --quiet --disable-pip-version-check 'marathon==0.13.0'
 fi
 
 # RustyVault, an independent Vault-API-compatible server (binary `rvault`); ~5 min to build.

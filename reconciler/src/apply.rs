@@ -113,6 +113,19 @@ pub struct ApplyReport {
 }
 
 impl ApplyReport {
+    /// Two applies of one cycle as one report (either may be absent): the apps of both, in
+    /// order, cancelled if either was.
+    pub fn merge(first: Option<ApplyReport>, then: Option<ApplyReport>) -> Option<ApplyReport> {
+        match (first, then) {
+            (Some(mut a), Some(b)) => {
+                a.apps.extend(b.apps);
+                a.cancelled |= b.cancelled;
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Apps that failed or were skipped.
     pub fn failures(&self) -> impl Iterator<Item = &AppResult> {
         self.apps.iter().filter(|a| a.outcome.is_failure())

@@ -28,6 +28,8 @@ pub struct FileConfig {
     pub sync: Option<SyncMode>,
     pub poll_interval: Option<String>,
     pub webhook_secret_file: Option<PathBuf>,
+    /// Bearer token required by `POST /api/sync` (without one, only loopback clients may).
+    pub api_token_file: Option<PathBuf>,
     pub allow_deletes: Option<usize>,
     pub git_user: Option<String>,
     pub git_token_file: Option<PathBuf>,
@@ -51,6 +53,8 @@ pub struct FlagConfig {
     pub file: FileConfig,
     /// `BATON_WEBHOOK_SECRET` (inline, from the environment).
     pub webhook_secret: Option<SecretString>,
+    /// `BATON_API_TOKEN`.
+    pub api_token: Option<SecretString>,
     /// `BATON_GIT_TOKEN` / `BATON_GIT_PASSWORD`.
     pub git_token: Option<SecretString>,
     /// `--notify-webhook` / `BATON_NOTIFY_WEBHOOK` (URLs may carry tokens: kept secret).
@@ -90,7 +94,10 @@ pub struct ServeConfig {
     pub sync: SyncMode,
     pub poll_interval: Duration,
     pub webhook_secret: SecretString,
+    /// Bearer token of `POST /api/sync`; `None`: only loopback clients may call it.
+    pub api_token: Option<SecretString>,
     pub allow_deletes: Option<usize>,
+    /// HTTPS git credentials (also those written into `repo`'s URL, which is then without them).
     pub git_auth: Option<GitAuth>,
     /// Secret zero; `None`: apps with `vault:` references are blocked with an error.
     pub vault: Option<VaultServeConfig>,
@@ -134,7 +141,12 @@ pub fn resolve(
 ) -> Result<ServeConfig, ConfigError> {
     let f = flags.file;
     let vault = resolve_vault(&f, &file, flags.vault_token)?;
-    let repo = f.repo.or(file.repo).ok_or(ConfigError::Missing("--repo"))?;
+    let mut repo = f.repo.or(file.repo).ok_or(ConfigError::Missing("--repo"))?;
+    // Credentials in the URL become git credentials: the URL is shown in logs and status.
+    let url_auth = crate::userinfo::split_http_userinfo(&repo).map(|(bare, user, password)| {
+        repo = bare;
+        GitAuth { user, password }
+    });
     let reference = f
         .reference
         .or(file.reference)
@@ -157,6 +169,7 @@ pub fn resolve(
             .or(file.marathon)
             .ok_or(ConfigError::Missing("--marathon"))?;
     }
+    marathon.take_url_credentials();
     let poll = f
         .poll_interval
         .or(file.poll_interval)
@@ -195,14 +208,21 @@ pub fn resolve(
         f.notify_webhook.or(file.notify_webhook),
         f.notify_slack_file.or(file.notify_slack_file),
     )?;
-    let git_auth = git_token.map(|password| GitAuth {
-        user: f
-            .git_user
-            .clone()
-            .or(file.git_user.clone())
-            .unwrap_or_else(|| "x-access-token".into()),
-        password,
-    });
+    let api_token = match (flags.api_token, f.api_token_file.or(file.api_token_file)) {
+        (Some(t), _) => Some(t),
+        (None, Some(path)) => Some(read_secret(&path, "--api-token-file")?),
+        (None, None) => None,
+    };
+    let git_auth = git_token
+        .map(|password| GitAuth {
+            user: f
+                .git_user
+                .clone()
+                .or(file.git_user.clone())
+                .unwrap_or_else(|| "x-access-token".into()),
+            password,
+        })
+        .or(url_auth);
     Ok(ServeConfig {
         repo,
         reference,
@@ -213,6 +233,7 @@ pub fn resolve(
         sync: f.sync.or(file.sync).unwrap_or(SyncMode::Auto),
         poll_interval,
         webhook_secret,
+        api_token,
         allow_deletes: f.allow_deletes.or(file.allow_deletes),
         git_auth,
         vault,
@@ -392,6 +413,31 @@ mod tests {
         assert_eq!(c.cache_dir, PathBuf::from("/s/git-cache"));
         assert_eq!(c.marathon.url, "http://m");
 
+        assert!(c.api_token.is_none());
+
+        // A token in the repo URL becomes the git credentials; the URL is kept without it.
+        let flags = FlagConfig {
+            file: FileConfig {
+                repo: Some("https://ci:glpat-s3cret@git.example/ops.git".into()),
+                ..FileConfig::default()
+            },
+            api_token: Some(SecretString::from("sync-token".to_string())),
+            ..FlagConfig::default()
+        };
+        let c = resolve(flags, file.clone(), MarathonConfig::new("")).unwrap();
+        assert_eq!(c.repo, "https://git.example/ops.git");
+        let auth = c.git_auth.as_ref().unwrap();
+        assert_eq!(
+            (auth.user.as_str(), auth.password.expose_secret()),
+            ("ci", "glpat-s3cret")
+        );
+        assert_eq!(c.api_token.as_ref().unwrap().expose_secret(), "sync-token");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("glpat-s3cret") && !shown.contains("sync-token"),
+            "{shown}"
+        );
+
         let mut no_secret = file;
         no_secret.webhook_secret_file = None;
         assert!(matches!(
@@ -498,7 +544,7 @@ mod tests {
                 (SinkKind::Slack, "https://hooks.slack.test/T0/B0/tok")
             ]
         );
-        assert!(!format!("{c:?}").contains("tok"), "a sink URL leaked");
+        assert!(!format!("{c:?}").contains("B0/tok"), "a sink URL leaked");
 
         // Flags win over the file, per kind.
         let mut f = flags();

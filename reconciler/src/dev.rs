@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::ApplyOptions;
+use crate::apply::{ApplyOptions, ApplyReport, Outcome};
 use crate::commands::{self, progress_line, CommandError};
 use crate::plan::Policy;
 use crate::scheduler::dev::{DevConfig, DevError};
@@ -162,19 +162,40 @@ async fn watch_and_apply(
     loop {
         let mut apply = options.apply.clone();
         apply.cancel = shutdown.child_token();
-        cycle(repo_dir, &scheduler, &policy, &apply, out).await;
+        let cancel = apply.cancel.clone();
+        // An edit while an apply waits (for a deployment, up to its deadline) cancels that
+        // apply and starts the next at once: the fix of a broken spec must not wait for it.
+        let (edited_meanwhile, report) = {
+            let run = cycle(repo_dir, &scheduler, &policy, &apply, out);
+            tokio::pin!(run);
+            tokio::select! {
+                _ = &mut run => (false, None),
+                got = changed.recv() => {
+                    cancel.cancel();
+                    (got.is_some(), run.await)
+                }
+            }
+        };
+        if let (true, Some(report)) = (edited_meanwhile, report) {
+            supersede(&scheduler, &report, out).await;
+        }
         if first {
             where_to_look(&scheduler, url, repo_dir, out).await;
             first = false;
         }
-        let _ = writeln!(
-            out,
-            "watching {} for changes (Ctrl-C stops everything)",
-            repo_dir.display()
-        );
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            got = changed.recv() => if got.is_none() { return Ok(()) },
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        if !edited_meanwhile {
+            let _ = writeln!(
+                out,
+                "watching {} for changes (Ctrl-C stops everything)",
+                repo_dir.display()
+            );
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                got = changed.recv() => if got.is_none() { return Ok(()) },
+            }
         }
         // Coalesce a burst of changes into one apply.
         while changed.try_recv().is_ok() {}
@@ -182,19 +203,38 @@ async fn watch_and_apply(
     }
 }
 
+/// An apply cancelled by a newer edit left deployments running that it started (a crashing
+/// app waiting for its deadline, say): roll them back, so the next apply is not locked out by
+/// a version nobody wants any more. A rollback, never `force`.
+async fn supersede(scheduler: &Marathon, report: &ApplyReport, out: &mut (dyn Write + Send)) {
+    for r in &report.apps {
+        if let Outcome::Unfinished { deployment } = &r.outcome {
+            let _ = writeln!(
+                out,
+                "  {:<28} superseded by the edit: rolling back deployment {deployment}",
+                r.app.as_str()
+            );
+            if let Err(e) = scheduler.rollback(deployment).await {
+                let _ = writeln!(out, "  {:<28} rollback failed: {e}", r.app.as_str());
+            }
+        }
+    }
+}
+
 /// Load, plan and apply once; problems are printed, never fatal (the next edit tries again).
+/// The apply's report, when it got that far.
 async fn cycle(
     repo_dir: &Path,
     scheduler: &Marathon,
     policy: &Policy,
     options: &ApplyOptions,
     out: &mut (dyn Write + Send),
-) {
+) -> Option<ApplyReport> {
     let repo = match commands::load_repo(repo_dir) {
         Ok(r) => r,
         Err(e) => {
             let _ = writeln!(out, "error: {e}");
-            return;
+            return None;
         }
     };
     if !repo.diagnostics.is_empty() {
@@ -210,9 +250,11 @@ async fn cycle(
     match result {
         Ok((plan, report)) => {
             let _ = writeln!(out, "{}", commands::apply_summary(&plan, &report));
+            Some(report)
         }
         Err(e) => {
             let _ = writeln!(out, "error: {e}");
+            None
         }
     }
 }

@@ -18,33 +18,39 @@ pub struct FieldChange {
 /// "was [..] now [..]" beats a cascade of shifted items).
 pub fn diff(desired: &Value, live: &Value) -> Vec<FieldChange> {
     let mut out = Vec::new();
-    walk(Some(desired), Some(live), String::new(), &mut out);
+    walk(Some(desired), Some(live), &mut String::new(), &mut out);
     out
 }
 
-fn walk(d: Option<&Value>, l: Option<&Value>, pointer: String, out: &mut Vec<FieldChange>) {
+/// `pointer` is one buffer grown and truncated on the way down: most subtrees are equal and
+/// are skipped by one comparison, without formatting a pointer for every field of every app.
+fn walk(d: Option<&Value>, l: Option<&Value>, pointer: &mut String, out: &mut Vec<FieldChange>) {
+    if d == l {
+        return;
+    }
+    let depth = pointer.len();
     match (d, l) {
         (Some(Value::Object(a)), Some(Value::Object(b))) => {
             let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
             keys.sort();
             keys.dedup();
             for k in keys {
-                walk(
-                    a.get(k),
-                    b.get(k),
-                    format!("{pointer}/{}", escape_token(k)),
-                    out,
-                );
+                pointer.push('/');
+                pointer.push_str(&escape_token(k));
+                walk(a.get(k), b.get(k), pointer, out);
+                pointer.truncate(depth);
             }
         }
         (Some(Value::Array(a)), Some(Value::Array(b))) if a.len() == b.len() => {
             for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                walk(Some(x), Some(y), format!("{pointer}/{i}"), out);
+                pointer.push('/');
+                pointer.push_str(&i.to_string());
+                walk(Some(x), Some(y), pointer, out);
+                pointer.truncate(depth);
             }
         }
-        (a, b) if a == b => {}
         (a, b) => out.push(FieldChange {
-            pointer,
+            pointer: pointer.clone(),
             desired: a.cloned(),
             live: b.cloned(),
         }),

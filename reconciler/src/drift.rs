@@ -413,20 +413,33 @@ fn secret_name(name: &str) -> bool {
 
 /// Replace values under `/env/<SECRET-LOOKING NAME>` by a marker: drift reports travel to PR
 /// comments, chat and browsers, and someone may have put a real secret there out of band.
+/// A whole `env` object added or removed out of band is redacted key by key the same way.
 fn redact(mut fields: Vec<FieldChange>) -> Vec<FieldChange> {
+    fn mark(v: &mut Value) {
+        if v.is_string() {
+            *v = Value::String("(redacted)".into());
+        }
+    }
     for f in &mut fields {
+        let values = [f.desired.as_mut(), f.live.as_mut()];
+        if f.pointer == "/env" {
+            for env in values
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object_mut)
+            {
+                for (_, v) in env.iter_mut().filter(|(k, _)| secret_name(k)) {
+                    mark(v);
+                }
+            }
+            continue;
+        }
         let name = f
             .pointer
             .strip_prefix("/env/")
             .map(|n| n.split('/').next().unwrap_or(n));
         if name.is_some_and(secret_name) {
-            let mark = |v: &mut Option<Value>| {
-                if let Some(x) = v.as_mut().filter(|x| x.is_string()) {
-                    *x = Value::String("(redacted)".into());
-                }
-            };
-            mark(&mut f.desired);
-            mark(&mut f.live);
+            values.into_iter().flatten().for_each(mark);
         }
     }
     fields

@@ -21,6 +21,7 @@
 //! - [`gatekeeper`]: `POST /v1/secret-zero`: vouches for fresh tasks with wrapped secret ids.
 //! - [`vault_admin`]: the reconciler's Vault client (policies, roles, wrapped secret ids).
 //! - [`secrets`]: Vault policy, AppRole role and bootstrap env per app, and the Vault plan (pure).
+//! - [`userinfo`]: credentials written into URLs, taken out so that URLs can be shown.
 
 pub mod apply;
 pub mod attribution_feed;
@@ -47,4 +48,5 @@ pub mod server;
 pub mod source;
 pub mod spec;
 pub mod state;
+pub mod userinfo;
 pub mod vault_admin;

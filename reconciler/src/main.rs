@@ -119,6 +119,10 @@ struct ServeArgs {
     /// File holding the webhook secret (or set BATON_WEBHOOK_SECRET).
     #[arg(long, env = "BATON_WEBHOOK_SECRET_FILE")]
     webhook_secret_file: Option<PathBuf>,
+    /// File holding the bearer token `POST /api/sync` requires (or set BATON_API_TOKEN);
+    /// without one, only loopback clients may ask for a sync.
+    #[arg(long, env = "BATON_API_TOKEN_FILE")]
+    api_token_file: Option<PathBuf>,
     /// Allow up to N deletions per sync even over the delete budget.
     #[arg(long, env = "BATON_ALLOW_DELETES")]
     allow_deletes: Option<usize>,
@@ -448,6 +452,7 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<baton::config::ServeConfig> {
             sync: args.sync,
             poll_interval: args.poll_interval,
             webhook_secret_file: args.webhook_secret_file,
+            api_token_file: args.api_token_file,
             allow_deletes: args.allow_deletes,
             git_user: args.git_user,
             git_token_file: args.git_token_file,
@@ -462,6 +467,7 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<baton::config::ServeConfig> {
             notify_slack_file: args.notify_slack_file,
         },
         webhook_secret: secret("BATON_WEBHOOK_SECRET"),
+        api_token: secret("BATON_API_TOKEN"),
         git_token: secret("BATON_GIT_TOKEN").or_else(|| secret("BATON_GIT_PASSWORD")),
         vault_token: secret("BATON_VAULT_TOKEN").or_else(|| secret("VAULT_TOKEN")),
         notify_webhook: args
@@ -553,23 +559,27 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// First SIGINT/SIGTERM cancels `token` (graceful); a second one exits at once.
 fn spawn_signal_handler(token: CancellationToken) {
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("cannot listen for SIGTERM: {e}");
-                    return;
+        // Without a SIGTERM handler, Ctrl-C still works.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| tracing::warn!("cannot listen for SIGTERM: {e}"))
+            .ok();
+        for round in 0..2 {
+            let sigterm = async {
+                match term.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
                 }
             };
-        for round in 0..2 {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+                _ = sigterm => {}
             }
             if round == 0 {
                 tracing::info!("shutting down (signal again to exit at once)");
                 token.cancel();
             } else {
+                // No time for the graceful path: still, no dev-scheduler task outlives us.
+                baton::scheduler::dev::kill_all_task_groups();
                 std::process::exit(130);
             }
         }

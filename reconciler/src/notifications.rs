@@ -249,30 +249,35 @@ impl Default for NotifierConfig {
     }
 }
 
-/// The sending side: cheap to clone, never blocks.
+/// The sending side: cheap to clone, never blocks. One queue per sink, so a sink that is down
+/// (and being retried) delays nobody else's notifications.
 #[derive(Debug, Clone)]
 pub struct Notifier {
-    tx: Option<mpsc::Sender<Notification>>,
+    queues: Vec<mpsc::Sender<Notification>>,
     metrics: Arc<Metrics>,
 }
 
 impl Notifier {
     /// A notifier that sends nowhere (no sinks configured).
     pub fn disabled(metrics: Arc<Metrics>) -> Self {
-        Notifier { tx: None, metrics }
+        Notifier {
+            queues: Vec::new(),
+            metrics,
+        }
     }
 
-    /// Queue `n`; false (and counted as `dropped`) when the queue is full or the sender stopped.
+    /// Queue `n` for every sink; false (and counted as `dropped` per sink) when a sink's queue
+    /// is full or its sender stopped.
     pub fn notify(&self, n: Notification) -> bool {
-        let Some(tx) = &self.tx else { return false };
-        match tx.try_send(n) {
-            Ok(()) => true,
-            Err(_) => {
+        let mut all = !self.queues.is_empty();
+        for q in &self.queues {
+            if q.try_send(n.clone()).is_err() {
                 self.metrics.notification("dropped");
                 tracing::warn!("notification queue full; notification dropped");
-                false
+                all = false;
             }
         }
+        all
     }
 }
 
@@ -281,39 +286,44 @@ pub fn channel(capacity: usize, metrics: Arc<Metrics>) -> (Notifier, mpsc::Recei
     let (tx, rx) = mpsc::channel(capacity.max(1));
     (
         Notifier {
-            tx: Some(tx),
+            queues: vec![tx],
             metrics,
         },
         rx,
     )
 }
 
-/// Start the delivery task; it ends when `shutdown` is cancelled (abandoning retries) or every
-/// [`Notifier`] is dropped and the queue is drained.
+/// Start one delivery task per sink; the returned task ends when `shutdown` is cancelled
+/// (abandoning retries) or every [`Notifier`] is dropped and the queues are drained.
 pub fn spawn(
     config: NotifierConfig,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(Notifier, tokio::task::JoinHandle<()>), reqwest::Error> {
     let client = reqwest::Client::builder().timeout(config.timeout).build()?;
-    let (tx, mut rx) = mpsc::channel(config.queue.max(1));
-    let notifier = Notifier {
-        tx: Some(tx),
-        metrics: metrics.clone(),
-    };
-    let task = tokio::spawn(async move {
-        loop {
-            let n = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                n = rx.recv() => match n { Some(n) => n, None => break },
-            };
-            let now = crate::commands::unix_ms();
-            for (i, sink) in config.sinks.iter().enumerate() {
+    let config = Arc::new(config);
+    let mut queues = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, sink) in config.sinks.iter().cloned().enumerate() {
+        let (tx, mut rx) = mpsc::channel::<Notification>(config.queue.max(1));
+        queues.push(tx);
+        let (client, config, metrics, shutdown) = (
+            client.clone(),
+            config.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    n = rx.recv() => match n { Some(n) => n, None => break },
+                };
                 let body = match sink.kind {
-                    SinkKind::Json => json_payload(&n, &config.owner, now),
+                    SinkKind::Json => json_payload(&n, &config.owner, crate::commands::unix_ms()),
                     SinkKind::Slack => slack_payload(&n, &config.owner),
                 };
-                let ok = deliver(&client, sink, &body, &config, &shutdown).await;
+                let ok = deliver(&client, &sink, &body, &config, &shutdown).await;
                 metrics.notification(if ok { "sent" } else { "failed" });
                 if !ok {
                     tracing::warn!(
@@ -324,7 +334,11 @@ pub fn spawn(
                     );
                 }
             }
-        }
+        }));
+    }
+    let notifier = Notifier { queues, metrics };
+    let task = tokio::spawn(async move {
+        futures::future::join_all(tasks).await;
     });
     Ok((notifier, task))
 }

@@ -320,6 +320,10 @@ where
     S: Scheduler + 'static,
 {
     let state = state::load(&config.state_dir)?;
+    let mut source = source;
+    if let Some(rev) = &state.last_fetched {
+        source.resume_from(rev);
+    }
     let drift = crate::drift_keeper::DriftKeeper::new(
         config.state_dir.clone(),
         shared.dashboard.clone(),
@@ -524,7 +528,9 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
     ) -> Result<Action, CycleError> {
         let clock = std::time::Instant::now();
         let (rev, repo) = self.snapshot(trigger).await?;
-        self.fast_sync(trigger, &rev, &repo, shutdown).await;
+        // Already recorded in the state; merged into this cycle's report below so that what it
+        // deployed is announced, counted and shown like the rest of the cycle.
+        let fast = self.fast_sync(trigger, &rev, &repo, shutdown).await;
         let live = self.scheduler.list_apps().await?;
         let (repo, vault_sync) = self.secrets_prepare(repo).await?;
         let mut plan = plan::plan(
@@ -583,8 +589,8 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             .secrets_before_apps(vault_sync.as_ref(), &repo, &plan, &live, vault_writes)
             .await?;
 
-        let (outcome, report) = if plan.is_empty() {
-            (Outcome::Synced, None)
+        let report = if plan.is_empty() {
+            None
         } else {
             let mut options = self.config.apply.clone();
             options.cancel = shutdown.child_token();
@@ -594,15 +600,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 delete = plan.summary.delete,
                 "applying"
             );
-            let report = apply::apply(&plan, self.scheduler.as_ref(), &options, &mut |_| {}).await;
-            let outcome = if report.cancelled {
-                Outcome::Abandoned
-            } else if report.converged() {
-                Outcome::Synced
-            } else {
-                Outcome::Partial
-            };
-            (outcome, Some(report))
+            Some(apply::apply(&plan, self.scheduler.as_ref(), &options, &mut |_| {}).await)
         };
         if let Some(report) = &report {
             self.drift.written(
@@ -630,6 +628,13 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 }
             }
         }
+        let report = apply::ApplyReport::merge(fast, report);
+        let outcome = match &report {
+            None => Outcome::Synced,
+            Some(r) if r.cancelled => Outcome::Abandoned,
+            Some(r) if r.converged() => Outcome::Synced,
+            Some(_) => Outcome::Partial,
+        };
         if let (Some(vp), Some(w), true) = (&vault_plan, &self.config.secrets, vault_writes) {
             let deletes =
                 crate::vault_admin::deletes_after_cycle(vp, report.as_ref(), &plan.unchanged);
@@ -929,12 +934,18 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             .map(|id| {
                 let live_app = live_by_id.get(id.as_str());
                 let result = results.get(&id);
+                let app_state = self.state.apps.get(id.as_str());
                 let sync = if repo.invalid.contains(&id) {
                     "invalid"
                 } else if conflicts.contains(&id) {
                     "conflict"
                 } else if held.contains(&id) {
-                    "outOfSync"
+                    // Held back: waiting out the backoff of a failed apply, or not applied yet.
+                    if app_state.is_some_and(|a| a.last_error.is_some()) {
+                        "failed"
+                    } else {
+                        "outOfSync"
+                    }
                 } else {
                     match result {
                         Some(AppOutcome::Converged) if !repo.specs.contains_key(&id) => "deleted",
@@ -950,7 +961,6 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                     (_, Some(_)) => "progressing",
                     (_, None) => "missing",
                 };
-                let app_state = self.state.apps.get(id.as_str());
                 AppStatus {
                     id: id.to_string(),
                     sync,
@@ -1016,28 +1026,31 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
     /// live state fetched by id and apply those creates/updates first, so the first write does
     /// not wait for listing and planning every app. Never deletes. Any failure only logs: the
     /// full cycle that follows (list all, plan, drift, prune) covers everything again.
+    ///
+    /// The outcomes are recorded in the state here (a failed app must not be written again by
+    /// the full plan of the same cycle); the report is returned for the cycle to announce.
     async fn fast_sync(
         &mut self,
         trigger: &Trigger,
         rev: &str,
         repo: &Repo,
         shutdown: &CancellationToken,
-    ) {
+    ) -> Option<apply::ApplyReport> {
         if self.config.sync != SyncMode::Auto
             || !trigger.fetches()
             || self.state.last_synced.as_deref() == Some(rev)
         {
-            return;
+            return None;
         }
         let changed = {
             let src = self.source.lock().unwrap_or_else(|e| e.into_inner());
             src.changed_last()
         };
         let Some((loaded_rev, paths)) = changed else {
-            return;
+            return None;
         };
         if loaded_rev != rev {
-            return;
+            return None;
         }
         let now = now_ms();
         let apps: Vec<AppId> = fast_sync_candidates(&paths, repo)
@@ -1045,7 +1058,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             .filter(|id| self.state.may_apply(id.as_str(), rev, now))
             .collect();
         if apps.is_empty() {
-            return;
+            return None;
         }
         let scheduler = self.scheduler.clone();
         let fetched = futures::future::join_all(apps.iter().map(|id| scheduler.get_app(id))).await;
@@ -1056,7 +1069,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 Ok(None) => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "fast path skipped: cannot read an app");
-                    return;
+                    return None;
                 }
             }
         }
@@ -1071,7 +1084,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         );
         retain_changes(&mut plan, |c| c.action != PlanAction::Delete);
         if plan.is_empty() {
-            return;
+            return None;
         }
         let mut options = self.config.apply.clone();
         options.cancel = shutdown.child_token();
@@ -1096,6 +1109,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 _ => {}
             }
         }
+        Some(report)
     }
 }
 

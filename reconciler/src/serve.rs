@@ -189,7 +189,8 @@ fn start_with<Src: SpecSource>(
             secret: config.webhook_secret.clone(),
             followed_ref: config.reference.clone(),
         },
-    );
+    )
+    .with_api_token(config.api_token.clone());
     let http_stop = shutdown.clone();
     let mut routes = server::router(state);
     if let Some(gate) = loop_config.secrets.as_ref().and_then(|s| s.gate.clone()) {

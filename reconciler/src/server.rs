@@ -5,7 +5,9 @@
 //!   400 malformed, 404 unknown provider, 413 over [`crate::hooks::MAX_BODY_BYTES`].
 //! - `GET /healthz` (the process answers), `GET /readyz` (a first cycle succeeded).
 //! - `GET /api/status` ([`crate::reconcile::Status`], schema `schemas/status.schema.json`).
-//! - `POST /api/sync`: apply now (also with `--sync=manual`).
+//! - `POST /api/sync`: apply now (also with `--sync=manual`). In manual mode this is the approval
+//!   gate, and with secret zero every task can reach this server, so it takes a bearer token
+//!   (`--api-token-file`); without one configured, only loopback clients may call it.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,6 +43,8 @@ pub struct AppState {
     shared: Arc<Shared>,
     hooks: Arc<HookSettings>,
     window: Arc<Mutex<ReplayWindow>>,
+    /// Bearer token of `POST /api/sync` (None: loopback clients only).
+    api_token: Option<Arc<SecretString>>,
 }
 
 impl AppState {
@@ -52,7 +56,14 @@ impl AppState {
                 REPLAY_WINDOW,
                 REPLAY_CAPACITY,
             ))),
+            api_token: None,
         }
+    }
+
+    /// Require `Authorization: Bearer <token>` on `POST /api/sync`.
+    pub fn with_api_token(mut self, token: Option<SecretString>) -> Self {
+        self.api_token = token.map(Arc::new);
+        self
     }
 }
 
@@ -181,7 +192,63 @@ async fn status(State(state): State<AppState>) -> Response {
     Json(state.shared.status()).into_response()
 }
 
-async fn sync(State(state): State<AppState>) -> Response {
+async fn sync(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let bearer = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Err(why) = admin_allowed(state.api_token.as_deref(), bearer, peer) {
+        tracing::warn!(peer = ?peer, "POST /api/sync refused: {why}");
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": why}))).into_response();
+    }
     state.shared.trigger(Trigger::ManualSync);
     (StatusCode::ACCEPTED, Json(json!({"status": "queued"}))).into_response()
+}
+
+/// Whether an admin call may proceed: with a token configured, the bearer must match it
+/// (constant time); without, only a loopback peer may.
+fn admin_allowed(
+    token: Option<&SecretString>,
+    bearer: Option<&str>,
+    peer: Option<std::net::IpAddr>,
+) -> Result<(), &'static str> {
+    match (token, bearer) {
+        (Some(t), Some(given)) => {
+            // HMACs of both under a fresh key: equal-time whatever the lengths.
+            let key = ring::hmac::Key::generate(
+                ring::hmac::HMAC_SHA256,
+                &ring::rand::SystemRandom::new(),
+            )
+            .map_err(|_| "cannot check the token")?;
+            let expected = ring::hmac::sign(&key, t.expose_secret().as_bytes());
+            ring::hmac::verify(&key, given.trim().as_bytes(), expected.as_ref())
+                .map_err(|_| "bad bearer token")
+        }
+        (Some(_), None) => Err("a bearer token is required (Authorization: Bearer ...)"),
+        (None, _) if peer.is_some_and(|ip| ip.is_loopback()) => Ok(()),
+        (None, _) => Err("only loopback clients may sync without --api-token-file"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_calls_need_the_token_or_loopback() {
+        let token = SecretString::from("s3cret-sync".to_string());
+        let local = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+        let remote = Some(std::net::IpAddr::from([10, 1, 2, 3]));
+        assert!(admin_allowed(Some(&token), Some("s3cret-sync"), remote).is_ok());
+        assert!(admin_allowed(Some(&token), Some("s3cret-syn"), local).is_err());
+        assert!(admin_allowed(Some(&token), None, local).is_err());
+        assert!(admin_allowed(None, None, local).is_ok());
+        assert!(admin_allowed(None, Some("anything"), remote).is_err());
+        assert!(admin_allowed(None, None, None).is_err());
+    }
 }

@@ -258,6 +258,7 @@ async fn metrics_and_notifications_follow_pushes_failures_and_drift() {
         // Long: cycles are driven by webhooks and scheduler events here.
         poll_interval: Duration::from_secs(3600),
         webhook_secret: SecretString::from(SECRET.to_string()),
+        api_token: None,
         allow_deletes: None,
         git_auth: None,
         vault: None,

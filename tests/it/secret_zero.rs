@@ -416,6 +416,7 @@ async fn start_serve(
         // Long: the test drives cycles with POST /api/sync.
         poll_interval: Duration::from_secs(3600),
         webhook_secret: "e2e-webhook".to_string().into(),
+        api_token: None,
         allow_deletes: None,
         git_auth: None,
         vault,

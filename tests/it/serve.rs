@@ -167,6 +167,7 @@ async fn start_serve_at(
         // Long: the test drives cycles by webhook, the poll must not interfere.
         poll_interval: Duration::from_secs(3600),
         webhook_secret: SecretString::from(SECRET.to_string()),
+        api_token: None,
         allow_deletes: None,
         git_auth: None,
         vault: None,

@@ -131,6 +131,7 @@ async fn run_size(n: usize, pushes: usize) -> (Vec<Duration>, Vec<Duration>) {
         sync: SyncMode::Auto,
         poll_interval: Duration::from_secs(3600),
         webhook_secret: SecretString::from(SECRET.to_string()),
+        api_token: None,
         allow_deletes: None,
         git_auth: None,
         vault: None,

@@ -349,6 +349,20 @@ fn secret_looking_env_values_are_redacted() {
         "{text}"
     );
     assert!(text.contains("(redacted)") && text.contains("\"b\""));
+
+    // An env added whole out of band is one change at `/env`: redacted key by key.
+    let r = repo(&[("apps/db.yaml", "cmd: ./db\n")]);
+    let mut live = as_served(&r, "/db");
+    live["env"] = json!({"API_TOKEN": "tok-live-123", "MODE": "b"});
+    let a = drift(&r, &[live], &Attributions::default(), T0)
+        .apps
+        .remove(0);
+    let text = serde_json::to_string(&a).unwrap();
+    assert!(!text.contains("tok-live-123"), "{text}");
+    assert!(
+        text.contains("(redacted)") && text.contains("\"MODE\""),
+        "{text}"
+    );
 }
 
 #[test]

@@ -182,12 +182,53 @@ async fn a_sink_that_never_accepts_fails_after_the_attempts() {
     stop.cancel();
 }
 
+/// Each sink has its own queue and task: one that never answers (and is being retried) does
+/// not hold back the notifications of another.
+#[tokio::test]
+async fn a_dead_sink_does_not_delay_the_others() {
+    let (good, mut got, stop) = receiver(0).await;
+    let (dead, _dead_got, dead_stop) = receiver(usize::MAX).await;
+    let metrics = Arc::new(Metrics::default());
+    let shutdown = CancellationToken::new();
+    let config = NotifierConfig {
+        sinks: vec![
+            Sink {
+                kind: SinkKind::Json,
+                url: dead,
+            },
+            Sink {
+                kind: SinkKind::Json,
+                url: good,
+            },
+        ],
+        // Were the sinks served one after the other, the first notification alone would hold
+        // the second sink back for about an hour of backoff.
+        attempts: 5,
+        backoff: Duration::from_secs(900),
+        ..Default::default()
+    };
+    let (notifier, task) = spawn(config, metrics.clone(), shutdown.clone()).unwrap();
+    assert!(notifier.notify(detected()));
+    assert!(notifier.notify(detected()));
+    for _ in 0..2 {
+        let b = tokio::time::timeout(Duration::from_secs(30), got.recv())
+            .await
+            .expect("the live sink got its notifications while the dead one is retried")
+            .unwrap();
+        assert_eq!(b["event"], "drift_detected");
+    }
+    shutdown.cancel();
+    task.await.unwrap();
+    stop.cancel();
+    dead_stop.cancel();
+}
+
 #[test]
 fn a_full_queue_drops_instead_of_blocking() {
     let metrics = Arc::new(Metrics::default());
     let (tx, _rx) = mpsc::channel(1);
     let n = Notifier {
-        tx: Some(tx),
+        queues: vec![tx],
         metrics: metrics.clone(),
     };
     assert!(n.notify(detected()));

@@ -155,6 +155,11 @@ async fn push_writes_the_changed_app_before_listing_and_prunes_in_the_full_cycle
         notifier: None,
     };
     let (shared, rx) = Shared::new("scripted".into(), SyncMode::Auto);
+    let (notifier, mut notes) = crate::notifications::channel(16, shared.dashboard.metrics.clone());
+    let config = LoopConfig {
+        notifier: Some(notifier),
+        ..config
+    };
     let stop = CancellationToken::new();
     let task = tokio::spawn(run(
         source,
@@ -207,4 +212,20 @@ async fn push_writes_the_changed_app_before_listing_and_prunes_in_the_full_cycle
     );
     assert_eq!(fake.app("/a").unwrap()["cmd"], "a2");
     assert!(fake.app("/c").is_none());
+
+    // What the fast path deployed is announced with the rest of the cycle: one
+    // `deployment_finished` for r2 naming both the fast-synced and the pruned app.
+    let mut finished = Vec::new();
+    while let Ok(n) = notes.try_recv() {
+        if let crate::notifications::Notification::DeploymentFinished { commit, apps, .. } = n {
+            finished.push((commit, ids(&apps).join(",")));
+        }
+    }
+    assert_eq!(
+        finished,
+        [
+            (Some("r1".to_string()), "/a,/b,/c".to_string()),
+            (Some("r2".to_string()), "/a,/c".to_string())
+        ]
+    );
 }

@@ -61,6 +61,17 @@ impl MarathonConfig {
             retry_base: Duration::from_millis(200),
         }
     }
+
+    /// Credentials written into the URL (`https://user:pass@host`) become basic auth (unless
+    /// `auth` is set already) and leave the URL, which messages show.
+    pub fn take_url_credentials(&mut self) {
+        if let Some((bare, user, password)) = crate::userinfo::split_http_userinfo(&self.url) {
+            self.url = bare;
+            if self.auth.is_none() {
+                self.auth = Some(Auth::Basic { user, password });
+            }
+        }
+    }
 }
 
 /// A Marathon API client.
@@ -72,7 +83,10 @@ pub struct Marathon {
 }
 
 impl Marathon {
-    pub fn new(config: MarathonConfig) -> Result<Self, SchedulerError> {
+    /// A client for `config`. Credentials written into the URL (`https://user:pass@host`)
+    /// become basic auth (unless `auth` is set) and leave the URL, which error messages show.
+    pub fn new(mut config: MarathonConfig) -> Result<Self, SchedulerError> {
+        config.take_url_credentials();
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
@@ -604,6 +618,123 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, SchedulerError::Unreachable { .. }), "{e}");
         assert!(e.to_string().contains(&addr.to_string()), "{e}");
+    }
+
+    /// A server that records `(method, path?query, authorization)` of every request and
+    /// answers with what `answer` gives for the path.
+    async fn recorder(
+        answer: fn(&str, &str) -> Value,
+    ) -> (
+        String,
+        Arc<std::sync::Mutex<Vec<[String; 3]>>>,
+        CancellationGuard,
+    ) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let app = axum::Router::new().fallback(
+            move |method: axum::http::Method,
+                  uri: axum::http::Uri,
+                  headers: axum::http::HeaderMap| {
+                let s = s.clone();
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    let pq = uri
+                        .path_and_query()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default();
+                    s.lock().unwrap().push([method.to_string(), pq, auth]);
+                    axum::Json(answer(method.as_str(), uri.path()))
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (url, seen, CancellationGuard(task))
+    }
+
+    fn written(method: &str, path: &str) -> Value {
+        match (method, path) {
+            (_, "/v2/queue") => json!({"queue": [{
+                "app": {"id": "/a"},
+                "delay": {"overdue": true},
+                "processedOffersSummary": {"rejectSummaryLastOffers": [
+                    {"reason": "InsufficientMemory", "declined": 3, "processed": 3},
+                    {"reason": "InsufficientCpus", "declined": 0, "processed": 3}
+                ]}
+            }]}),
+            ("GET", "/v2/apps/a") => json!({"app": {"id": "/a", "lastTaskFailure": {
+                "state": "TASK_FAILED", "message": "exit 3"}}}),
+            _ => json!({"deploymentId": "d1", "version": "v1"}),
+        }
+    }
+
+    /// What goes on the wire: never Marathon's implicit `force=true`, full replacement on PUT,
+    /// and credentials from the URL sent as basic auth but shown nowhere.
+    #[tokio::test]
+    async fn writes_name_force_and_partial_update_and_auth_is_sent() {
+        let (url, seen, _g) = recorder(written).await;
+        let with_password = url.replacen("http://", "http://ops:hunter2-pass@", 1);
+        let m = client(&with_password);
+        assert_eq!(m.url(), url);
+        m.put_app(&app(), &json!({"id": "/a"})).await.unwrap();
+        m.delete_app(&app(), false).await.unwrap();
+        m.delete_app(&app(), true).await.unwrap();
+        m.rollback("d1").await.unwrap();
+        let basic = "Basic b3BzOmh1bnRlcjItcGFzcw=="; // base64("ops:hunter2-pass")
+        let calls: Vec<[String; 3]> = seen.lock().unwrap().drain(..).collect();
+        let expected = [
+            ["PUT", "/v2/apps/a?partialUpdate=false&force=false"],
+            ["DELETE", "/v2/apps/a?force=false"],
+            ["DELETE", "/v2/apps/a?force=true"],
+            ["DELETE", "/v2/deployments/d1?force=false"],
+        ];
+        assert_eq!(calls.len(), expected.len(), "{calls:?}");
+        for (c, [method, pq]) in calls.iter().zip(expected) {
+            assert_eq!((c[0].as_str(), c[1].as_str()), (method, pq));
+            assert_eq!(c[2], basic);
+        }
+        // Errors show the URL without the password.
+        let down = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = client(&format!("http://ops:hunter2-pass@{down}"))
+            .list_apps()
+            .await
+            .unwrap_err();
+        assert!(!format!("{e} {e:?}").contains("hunter2"), "{e:?}");
+
+        // The DC/OS token form.
+        let mut c = MarathonConfig::new(url.clone());
+        c.auth = Some(Auth::Token(SecretString::from(
+            "dcos-acs-token".to_string(),
+        )));
+        let m = Marathon::new(c).unwrap();
+        assert!(!format!("{m:?}").contains("dcos-acs-token"));
+        m.list_apps().await.unwrap_err(); // the answer is no app list; the header went out
+        let calls = seen.lock().unwrap().clone();
+        assert_eq!(
+            calls[0][1],
+            "/v2/apps?embed=apps.tasks&embed=apps.deployments&embed=apps.lastTaskFailure"
+        );
+        assert_eq!(calls[0][2], "token=dcos-acs-token");
+    }
+
+    /// Why an app does not start: the offers Marathon declined and the last task failure.
+    #[tokio::test]
+    async fn diagnosis_names_declined_offers_and_the_last_failure() {
+        let (url, _, _g) = recorder(written).await;
+        let why = client(&url).diagnose(&app()).await.unwrap();
+        assert!(why.contains("InsufficientMemory"), "{why}");
+        assert!(!why.contains("InsufficientCpus"), "{why}");
+        assert!(why.contains("TASK_FAILED exit 3"), "{why}");
     }
 
     #[test]

@@ -24,6 +24,8 @@ use super::SourceError;
 use crate::spec::incremental::{Entry, Incremental, Input};
 use crate::spec::load::{parse_config, SourceFile, CONFIG_FILE};
 use crate::spec::{AppId, Diagnostic, Repo, Severity};
+pub use crate::userinfo::redact_url;
+use crate::userinfo::split_http_userinfo;
 
 /// Spec file extensions (as for a directory source).
 const EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
@@ -107,7 +109,17 @@ impl std::fmt::Debug for GitSource {
 
 impl GitSource {
     /// Open (or create) the bare cache. No network.
-    pub fn open(config: GitConfig) -> Result<Self, SourceError> {
+    ///
+    /// Credentials written into an `http(s)://user:token@host/...` URL are taken out of it and
+    /// handed over like `--git-token-file` ones: gix and reqwest put the URL they were given
+    /// into their error messages, which reach logs, `/api/status` and notifications.
+    pub fn open(mut config: GitConfig) -> Result<Self, SourceError> {
+        if let Some((bare, user, password)) = split_http_userinfo(&config.url) {
+            config.url = bare;
+            if config.auth.is_none() {
+                config.auth = Some(GitAuth { user, password });
+            }
+        }
         let shown_url = redact_url(&config.url);
         let target = parse_target(&config.reference);
         let repo = open_cache(&config.cache_dir)?;
@@ -149,7 +161,8 @@ impl GitSource {
             }
         }
         let url = self.shown_url.clone();
-        let unreachable = |e: &dyn std::error::Error| classify(&url, e);
+        let auth = self.config.auth.clone();
+        let unreachable = |e: &dyn std::error::Error| classify(&url, e, auth.as_ref());
         let remote = repo
             .remote_at(self.config.url.as_str())
             .map_err(|e| SourceError::Git {
@@ -208,7 +221,7 @@ impl GitSource {
                 } else {
                     SourceError::Fetch {
                         url: url.clone(),
-                        reason: chain(&e),
+                        reason: scrub(chain(&e), self.config.auth.as_ref()),
                     }
                 }
             })?;
@@ -587,8 +600,8 @@ fn old_short(id: Option<ObjectId>) -> String {
 }
 
 /// Sort a gix error into unreachable / auth.
-fn classify(url: &str, e: &dyn std::error::Error) -> SourceError {
-    let reason = chain(e);
+fn classify(url: &str, e: &dyn std::error::Error, auth: Option<&GitAuth>) -> SourceError {
+    let reason = scrub(chain(e), auth);
     let lower = reason.to_lowercase();
     if lower.contains("authenticat")
         || lower.contains("401")
@@ -612,19 +625,18 @@ fn chain(e: &dyn std::error::Error) -> String {
     crate::scheduler::marathon::error_chain(e)
 }
 
-/// The URL without `user:password@` (tokens embedded in URLs must not reach logs).
-pub fn redact_url(url: &str) -> String {
-    match url.find("://") {
-        Some(scheme_end) => {
-            let rest = &url[scheme_end + 3..];
-            let host_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..host_end].rfind('@') {
-                Some(at) => format!("{}://{}", &url[..scheme_end], &rest[at + 1..]),
-                None => url.to_string(),
-            }
+/// `reason` with the credentials of `auth` blanked out, should a transport have echoed them
+/// (a URL with user info in an error message, say). Very short values are left alone: blanking
+/// them would garble the message and they are no secret worth the name.
+fn scrub(reason: String, auth: Option<&GitAuth>) -> String {
+    let Some(auth) = auth else { return reason };
+    let mut out = reason;
+    for word in [auth.password.expose_secret(), auth.user.as_str()] {
+        if word.len() >= 6 && out.contains(word) {
+            out = out.replace(word, "[redacted]");
         }
-        None => url.to_string(),
     }
+    out
 }
 
 #[cfg(test)]
@@ -649,5 +661,9 @@ impl super::SpecSource for GitSource {
 
     fn changed_last(&self) -> Option<(String, Vec<PathBuf>)> {
         self.changed.clone()
+    }
+
+    fn resume_from(&mut self, last_fetched: &str) {
+        self.set_last_fetched(last_fetched);
     }
 }

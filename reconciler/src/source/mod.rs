@@ -30,6 +30,10 @@ pub trait SpecSource: Send + 'static {
     fn changed_last(&self) -> Option<(String, Vec<std::path::PathBuf>)> {
         None
     }
+
+    /// After a restart: the revision fetched before it (from the state directory), so that a
+    /// history rewritten while Baton was down is still told apart from a fast-forward.
+    fn resume_from(&mut self, _last_fetched: &str) {}
 }
 
 /// A source that could not be read at all (as opposed to single files, which become diagnostics).

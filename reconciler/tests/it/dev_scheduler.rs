@@ -761,15 +761,31 @@ async fn python_marathon_client_works() {
     if !has_python3() && tool_missing(TEST, "python3 is not installed") {
         return;
     }
-    let probe = tokio::process::Command::new("python3")
-        .args(["-c", "import marathon"])
+    // scripts/install-deps.sh installs the client into its own virtualenv (Debian's system
+    // Python refuses pip installs); any other interpreter holding it works too.
+    let venv = repo_root().join("target/test-python/bin/python3");
+    let python = std::env::var_os("BATON_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            if venv.exists() {
+                venv
+            } else {
+                "python3".into()
+            }
+        });
+    let probe = tokio::process::Command::new(&python)
+        .args([
+            "-c",
+            "import marathon; from importlib.metadata import version; print(version(\"marathon\"))",
+        ])
         .output()
         .await
         .unwrap();
-    if !probe.status.success()
+    let version = String::from_utf8_lossy(&probe.stdout).trim().to_string();
+    if (!probe.status.success() || version != "0.13.0")
         && tool_missing(
             TEST,
-            "the python package `marathon` is missing (pip install marathon==0.13.0)",
+            "the python package `marathon` 0.13.0 is missing (scripts/install-deps.sh)",
         )
     {
         return;
@@ -778,7 +794,7 @@ async fn python_marathon_client_works() {
     let script = repo_root().join("tests/python/marathon_client_test.py");
     let out = tokio::time::timeout(
         Duration::from_secs(180),
-        tokio::process::Command::new("python3")
+        tokio::process::Command::new(&python)
             .arg(&script)
             .arg(&s.url)
             .kill_on_drop(true)

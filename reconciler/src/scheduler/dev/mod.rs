@@ -21,6 +21,8 @@ pub mod store;
 pub mod tasks;
 pub mod validate;
 
+pub use tasks::kill_all_task_groups;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};

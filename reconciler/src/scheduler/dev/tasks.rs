@@ -83,6 +83,8 @@ pub struct Task {
     pub container: Option<String>,
     /// Stops the task's health checkers.
     pub stop: CancellationToken,
+    /// Cancelled when the task's process has ended (ends a kill's grace period early).
+    pub gone: CancellationToken,
 }
 
 /// `/a/b` -> `a_b`: the app part of Marathon task ids.
@@ -115,6 +117,7 @@ impl Task {
             grace,
             container: None,
             stop: CancellationToken::new(),
+            gone: CancellationToken::new(),
         }
     }
 
@@ -532,12 +535,50 @@ fn signal_group(pid: i32, signal: Signal) {
 
 /// Kills a task's process group when dropped: the last resort that keeps an aborted dev
 /// scheduler from leaving processes behind (a normal end has killed and waited for it already).
+/// Live groups are also listed process-wide for [`kill_all_task_groups`].
 struct GroupGuard(i32);
+
+/// Process groups of running tasks, in every dev scheduler of this process.
+static LIVE_GROUPS: std::sync::Mutex<std::collections::BTreeSet<i32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+impl GroupGuard {
+    fn new(pgid: i32) -> Self {
+        LIVE_GROUPS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pgid);
+        GroupGuard(pgid)
+    }
+
+    /// The group is gone: forget it, so a reused process group id is never signalled.
+    fn disarm(self) {
+        LIVE_GROUPS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.0);
+        std::mem::forget(self);
+    }
+}
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         signal_group(self.0, Signal::SIGKILL);
+        LIVE_GROUPS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.0);
     }
+}
+
+/// SIGKILL every task process group still running: for an exit that cannot wait for the
+/// graceful path (a second Ctrl-C), so that no task outlives the dev scheduler.
+pub fn kill_all_task_groups() -> usize {
+    let groups = std::mem::take(&mut *LIVE_GROUPS.lock().unwrap_or_else(|e| e.into_inner()));
+    for g in &groups {
+        signal_group(*g, Signal::SIGKILL);
+    }
+    groups.len()
 }
 
 /// Wait (bounded) until no process of the group is left: SIGKILL is delivered asynchronously,
@@ -567,14 +608,14 @@ pub fn execute(shared: &Arc<Shared>, decisions: Decisions) {
 /// Begin killing a task already marked with a [`KillReason`]: SIGTERM to its group now, SIGKILL
 /// after its grace period if it is still there. A task not started yet is killed when it starts.
 pub fn kill(shared: &Arc<Shared>, task_id: &str) {
-    let (pid, grace, container) = {
+    let (pid, grace, container, gone) = {
         let mut world = shared.lock();
         let Some(t) = world.tasks.get_mut(task_id) else {
             return;
         };
         t.stop.cancel();
         let Some(pid) = t.pid else { return };
-        let snapshot = (pid, t.grace, t.container.clone());
+        let snapshot = (pid, t.grace, t.container.clone(), t.gone.clone());
         let event = status_event(t, "TASK_KILLING", "", &shared.config.hostname);
         drop(world);
         shared.bus.publish("status_update_event", event);
@@ -584,7 +625,11 @@ pub fn kill(shared: &Arc<Shared>, task_id: &str) {
     let s = shared.clone();
     let id = task_id.to_string();
     shared.tracker.spawn(async move {
-        tokio::time::sleep(grace).await;
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {}
+            // Ended within its grace period: nothing left to kill (and shutdown need not wait).
+            _ = gone.cancelled() => return,
+        }
         let still_there = s.lock().tasks.get(&id).is_some_and(|t| t.pid == Some(pid));
         if still_there {
             signal_group(pid, Signal::SIGKILL);
@@ -678,7 +723,7 @@ async fn run_task(shared: Arc<Shared>, task_id: String) {
     };
     let pid = child.id().and_then(|p| i32::try_from(p).ok());
     // Should this future be dropped (runtime torn down without a shutdown), the group goes too.
-    let mut guard = pid.map(GroupGuard);
+    let mut guard = pid.map(GroupGuard::new);
     let kill_now = {
         let mut world = shared.lock();
         match world.tasks.get_mut(&task_id) {
@@ -718,9 +763,8 @@ async fn run_task(shared: Arc<Shared>, task_id: String) {
         signal_group(pid, Signal::SIGKILL);
         wait_group_gone(pid).await;
     }
-    // The group is gone: disarm, so a reused process group id is never signalled.
     if let Some(g) = guard.take() {
-        std::mem::forget(g);
+        g.disarm();
     }
     if let Some(name) = &spec.container {
         if status.as_ref().map_or(true, |s| !s.success()) {
@@ -797,6 +841,7 @@ pub fn finish(world: &mut World, bus: &EventBus, task_id: &str, exit: Exit, host
         return;
     };
     task.stop.cancel();
+    task.gone.cancel();
     let (state, message) = match (&task.kill, &exit) {
         (Some(KillReason::Unhealthy(why)), _) => (
             "TASK_KILLED",
