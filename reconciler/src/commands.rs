@@ -165,7 +165,7 @@ pub async fn plan_with_vault(
     spec::schema::warm_up();
     let live = live_apps(live).await?;
     let mut repo = load_repo(dir)?;
-    let desired = secrets::desired(&repo);
+    let mut desired = secrets::desired(&repo);
     let wanted = vault.is_some() || !desired.apps.is_empty() || !desired.issues.is_empty();
     let mut prepared = None;
     if wanted {
@@ -173,6 +173,9 @@ pub async fn plan_with_vault(
             Some(v) => {
                 let admin = crate::vault_admin::VaultAdmin::new(v.admin.clone())?;
                 let lv = admin.observe().await?;
+                if !desired.apps.is_empty() {
+                    secrets::apply_kv_mounts(&mut desired, &admin.kv_mounts().await?);
+                }
                 let ids = secrets::role_ids(&desired, &lv, &mut || NEW_ROLE_ID.to_string());
                 if v.gatekeeper_url.is_none() {
                     secrets::carry_live_env(&mut repo, &desired, &live, &[benv::GATEKEEPER_URL]);

@@ -42,7 +42,13 @@ pub mod env {
     pub const APPROLE_MOUNT: &str = "BATON_APPROLE_MOUNT";
     pub const APPROLE_ROLE: &str = "BATON_APPROLE_ROLE";
     pub const ROLE_ID: &str = "BATON_ROLE_ID";
+    /// The KV version of each mount the app reads (`secret=2,kv1=1`): spares the sidecar one
+    /// mount lookup per path at every start.
+    pub const KV_VERSIONS: &str = "BATON_KV_VERSIONS";
 }
+
+/// KV secrets engines of a Vault: mount path with its trailing slash (`secret/`) -> version.
+pub type KvMounts = BTreeMap<String, u8>;
 
 /// Defaults of `baton.secrets`.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
@@ -75,6 +81,8 @@ pub struct DesiredApp {
     pub paths: BTreeSet<String>,
     pub policy: String,
     pub role: RoleSettings,
+    /// The KV mounts among `paths` with their versions (empty until [`apply_kv_mounts`]).
+    pub kv_versions: KvMounts,
 }
 
 /// A problem with an app's secrets settings: the app gets no Vault objects while it lasts.
@@ -110,6 +118,38 @@ pub fn policy_text(app: &AppId, paths: &BTreeSet<String>) -> String {
         let _ = write!(s, "path \"{p}\" {{\n  capabilities = [\"read\"]\n}}\n");
     }
     s
+}
+
+/// What the KV mounts of the Vault change: a KV v2 path written without `data/`
+/// (`secret/app`) is read by the sidecar at `secret/data/app`, so that is the path the policy
+/// grants; and each app learns the versions of the mounts it reads (for `BATON_KV_VERSIONS`).
+/// With `mounts` empty (not known) paths are granted as written.
+pub fn apply_kv_mounts(desired: &mut Desired, mounts: &KvMounts) {
+    for d in desired.apps.values_mut() {
+        let mut granted = BTreeSet::new();
+        let mut used = KvMounts::new();
+        for p in &d.paths {
+            let mount = mounts
+                .iter()
+                .filter(|(m, _)| p.starts_with(m.as_str()))
+                .max_by_key(|(m, _)| m.len());
+            match mount {
+                Some((m, 2)) => {
+                    granted.insert(baton_env::resolve::kv2_data_path(m, p));
+                    used.insert(m.clone(), 2);
+                }
+                Some((m, v)) => {
+                    granted.insert(p.clone());
+                    used.insert(m.clone(), *v);
+                }
+                None => {
+                    granted.insert(p.clone());
+                }
+            }
+        }
+        d.policy = policy_text(&d.app, &granted);
+        d.kv_versions = used;
+    }
 }
 
 /// The distinct Vault paths an app definition's env reads, or the variables whose reference is
@@ -250,6 +290,7 @@ pub fn desired(repo: &Repo) -> Desired {
                     secret_id_num_uses: 1,
                     secret_id_ttl,
                 },
+                kv_versions: KvMounts::new(),
             },
         );
     }
@@ -384,6 +425,12 @@ pub fn inject_env(
             add(env::APPROLE_MOUNT, &boot.approle_mount);
         }
         add(env::APPROLE_ROLE, &d.name);
+        if !d.kv_versions.is_empty() {
+            let versions: Vec<String> = (d.kv_versions.iter())
+                .map(|(m, v)| format!("{}={v}", m.trim_end_matches('/')))
+                .collect();
+            add(env::KV_VERSIONS, &versions.join(","));
+        }
         if let Some(id) = role_ids.get(&d.name) {
             add(env::ROLE_ID, id);
         }

@@ -307,6 +307,21 @@ impl VaultAdmin {
         })
     }
 
+    /// The KV secrets engines (`GET sys/mounts`). A token without the right to list mounts
+    /// gets an empty map (paths are then granted as written, and a warning says so); any other
+    /// failure is an error, so that a passing fault never changes what apps are given.
+    pub async fn kv_mounts(&self) -> Result<secrets::KvMounts> {
+        let doc = match self.call(Method::GET, "sys/mounts", None, None).await {
+            Ok(d) => d.unwrap_or(Value::Null),
+            Err(VaultAdminError::Status { status: 403, .. }) => {
+                tracing::warn!("the reconciler's Vault token may not read sys/mounts: KV v2 paths written without data/ are granted as written");
+                return Ok(secrets::KvMounts::new());
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(kv_mounts_from(&doc))
+    }
+
     /// Vault's current `baton-*` policies and roles (two LISTs, then one read per object).
     pub async fn observe(&self) -> Result<LiveVault> {
         let mut live = LiveVault::default();
@@ -377,8 +392,11 @@ impl VaultAdmin {
     /// Vault has, role ids (random UUIDs for new roles), and the bootstrap env injected into
     /// `repo`'s app definitions. Then plan the apps, then [`secrets::plan_vault`].
     pub async fn prepare(&self, repo: &mut Repo, boot: &Bootstrap) -> Result<SecretsSync> {
-        let desired = secrets::desired(repo);
+        let mut desired = secrets::desired(repo);
         let live = self.observe().await?;
+        if !desired.apps.is_empty() {
+            secrets::apply_kv_mounts(&mut desired, &self.kv_mounts().await?);
+        }
         let role_ids = secrets::role_ids(&desired, &live, &mut || uuid::Uuid::new_v4().to_string());
         secrets::inject_env(repo, &desired, &role_ids, boot);
         Ok(SecretsSync {
@@ -387,6 +405,32 @@ impl VaultAdmin {
             role_ids,
         })
     }
+}
+
+/// KV mounts out of a `GET sys/mounts` answer: Vault lists them under `data` (and at the top
+/// level for old clients); RustyVault answers the bare map.
+pub fn kv_mounts_from(doc: &Value) -> secrets::KvMounts {
+    let map = match doc.get("data") {
+        Some(Value::Object(m)) => m,
+        _ => match doc {
+            Value::Object(m) => m,
+            _ => return secrets::KvMounts::new(),
+        },
+    };
+    map.iter()
+        .filter_map(|(path, info)| {
+            let kind = info.get("type").and_then(Value::as_str)?;
+            let version = match (
+                kind,
+                info.pointer("/options/version").and_then(Value::as_str),
+            ) {
+                ("kv", Some("2")) | ("kv-v2", _) => 2,
+                ("kv", _) | ("generic", _) => 1,
+                _ => return None,
+            };
+            Some((format!("{}/", path.trim_end_matches('/')), version))
+        })
+        .collect()
 }
 
 /// The Vault deletions to run after the apps were applied: only those whose app deletion

@@ -65,8 +65,10 @@ fn write_repo(dir: &Path, baton_env: &Path, out: &Path, with_web: bool) {
         );
         let app = json!({
             "cmd": cmd, "cpus": 0.01, "mem": 16, "instances": 1,
-            // The KV version is declared, so baton-env makes no mount preflight request.
-            "env": {"DB_PASSWORD": "vault:secret/data/web#password", "BATON_KV_VERSIONS": "secret=2"},
+            // Written without `data/` on the KV v2 mount `secret/`: the reconciler grants
+            // `secret/data/web` and tells the sidecar the mount's version (BATON_KV_VERSIONS),
+            // so baton-env reads the right path with no mount preflight request.
+            "env": {"DB_PASSWORD": "vault:secret/web#password"},
             "baton": {"secrets": {"tokenTtl": "5m"}}
         });
         std::fs::write(web, app.to_string()).unwrap();
@@ -294,6 +296,7 @@ async fn secret_zero_end_to_end() {
     let env = &apps.iter().find(|a| a["id"] == "/web").unwrap()["env"];
     assert_eq!(env["BATON_AUTH"], "gatekeeper");
     assert_eq!(env["BATON_APPROLE_ROLE"], "baton-web");
+    assert_eq!(env["BATON_KV_VERSIONS"], "secret=2");
     assert!(env["BATON_ROLE_ID"].as_str().is_some_and(|s| !s.is_empty()));
     assert!(!env.to_string().contains("s3cr3t"));
 

@@ -380,3 +380,85 @@ fn live_bootstrap_env_is_carried_only_where_the_spec_is_silent() {
     assert_eq!(env["DB_USER"], "vault:database/creds/web#username");
     assert!(env.get("X").is_none());
 }
+
+/// On a KV v2 mount the sidecar reads `<mount>data/<rest>`: the policy grants that path for a
+/// reference written without `data/`, and the app is told the versions of the mounts it reads.
+#[test]
+fn kv2_paths_written_without_data_are_granted_where_the_sidecar_reads() {
+    let app = spec(
+        "/shop/api",
+        json!({"cmd": "baton-env -- ./api", "env": {
+            "A": "vault:secret/api#a",
+            "B": "vault:secret/data/api#b",
+            "C": "vault:kv1/api#c",
+            "D": "vault:database/creds/api#password",
+            "E": "vault:team/kv/api#e"
+        }}),
+        None,
+    );
+    let mut r = repo(vec![app]);
+    let mut d = desired(&r);
+    let mounts: KvMounts = [
+        ("secret/".to_string(), 2),
+        ("kv1/".to_string(), 1),
+        ("team/kv/".to_string(), 2),
+    ]
+    .into();
+    apply_kv_mounts(&mut d, &mounts);
+    let a = &d.apps["baton-shop-api"];
+    let granted: Vec<String> = policy_paths(&a.policy).into_iter().collect();
+    assert_eq!(
+        granted,
+        [
+            "database/creds/api",
+            "kv1/api",
+            "secret/data/api",
+            "team/kv/data/api"
+        ]
+    );
+    assert_eq!(a.kv_versions, mounts);
+
+    let boot = Bootstrap {
+        vault_addr: "http://vault:8200".into(),
+        gatekeeper_url: "http://baton/v1/secret-zero".into(),
+        approle_mount: "approle".into(),
+    };
+    inject_env(&mut r, &d, &BTreeMap::new(), &boot);
+    let env = &r.specs[&AppId::parse("/shop/api").unwrap()].app["env"];
+    assert_eq!(env[env::KV_VERSIONS], "kv1=1,secret=2,team/kv=2");
+
+    // Mounts unknown: granted as written, nothing injected.
+    let mut unknown = desired(&repo(vec![web()]));
+    let before = unknown.apps["baton-prod-web-api"].policy.clone();
+    apply_kv_mounts(&mut unknown, &KvMounts::new());
+    assert_eq!(unknown.apps["baton-prod-web-api"].policy, before);
+    assert!(unknown.apps["baton-prod-web-api"].kv_versions.is_empty());
+}
+
+#[test]
+fn kv_mounts_are_read_from_vault_and_rustyvault_answers() {
+    let vault = json!({
+        "request_id": "x",
+        "data": {
+            "secret/": {"type": "kv", "options": {"version": "2"}},
+            "kv1/": {"type": "kv", "options": null},
+            "old/": {"type": "generic"},
+            "database/": {"type": "database"},
+            "sys/": {"type": "system"}
+        },
+        "secret/": {"type": "kv", "options": {"version": "2"}}
+    });
+    let expected: KvMounts = [
+        ("kv1/".to_string(), 1),
+        ("old/".to_string(), 1),
+        ("secret/".to_string(), 2),
+    ]
+    .into();
+    assert_eq!(crate::vault_admin::kv_mounts_from(&vault), expected);
+    // RustyVault: the bare map, no envelope.
+    let bare = json!({"secret/": {"type": "kv", "options": null}});
+    assert_eq!(
+        crate::vault_admin::kv_mounts_from(&bare),
+        KvMounts::from([("secret/".to_string(), 1)])
+    );
+}

@@ -789,6 +789,8 @@ pub fn route(
             let rest = path.strip_prefix("sys/internal/ui/mounts/").unwrap_or("");
             s.mount_details(rest)
         }
+        // https://developer.hashicorp.com/vault/api-docs/system/mounts#list-mounted-secrets-engines
+        ("GET", ["sys", "mounts"]) => s.list_mounts(),
         // https://developer.hashicorp.com/vault/api-docs/system/mounts#enable-secrets-engine
         ("POST", ["sys", "mounts", ..]) => {
             let mount = format!(
@@ -1191,6 +1193,30 @@ impl State {
             .filter(|m| path.starts_with(m.as_str()))
             .max_by_key(|m| m.len())
             .map(|m| (m.clone(), path[m.len()..].to_owned()))
+    }
+
+    /// Every secrets engine, keyed by its path, in `data` (and, as Vault still does for old
+    /// clients, at the top level).
+    fn list_mounts(&self) -> Reply {
+        let mut mounts = serde_json::Map::new();
+        for (path, m) in &self.mounts {
+            let (kind, options) = match m {
+                Mount::Kv2(_) => ("kv", json!({ "version": "2" })),
+                Mount::Kv1(_) => ("kv", json!({ "version": "1" })),
+                Mount::Database(_) => ("database", Value::Null),
+            };
+            mounts.insert(
+                path.clone(),
+                json!({"type": kind, "options": options, "description": "", "local": false}),
+            );
+        }
+        let mut body = envelope(Some(Value::Object(mounts.clone())), None, None);
+        if let Value::Object(top) = &mut body {
+            for (k, v) in mounts {
+                top.entry(k).or_insert(v);
+            }
+        }
+        ok(body)
     }
 
     fn mount_details(&self, path: &str) -> Reply {
