@@ -6,8 +6,10 @@
 
 mod bin;
 mod gatekeeper;
+mod lifecycle;
 mod pid1;
 mod real_vault;
+mod regression;
 mod rvault;
 mod stub;
 mod support;
