@@ -98,7 +98,11 @@ async fn exec_mode_replaces_the_process_and_keeps_the_lease() {
             "echo $$; echo \"$DB_USER\"",
         ]);
     let child = tokio::task::spawn_blocking(move || {
-        let c = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let c = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         let pid = c.id();
         (pid, c.wait_with_output().unwrap())
     })
@@ -283,7 +287,9 @@ async fn rotation_restarts_the_child_with_new_credentials() {
             "-c",
             "echo \"$DB_USER\" >> \"$LOG\"; exec sleep 60",
         ]);
-    let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let mut child = KillOnDrop(Some(
+        cmd.stderr(std::process::Stdio::null()).spawn().unwrap(),
+    ));
     let starts = wait_for("a second start", S(30), || {
         let s = std::fs::read_to_string(&log).ok()?;
         (s.lines().count() >= 2).then_some(s)
