@@ -37,9 +37,10 @@ pub enum AuthMethod {
         mount: String,
         task_id: String,
         app_id: String,
-        /// The role the wrapped secret id must come from (`BATON_APPROLE_ROLE`): pins the
-        /// wrapping token's `creation_path` to `auth/<mount>/role/<role>/secret-id`.
-        role: Option<String>,
+        /// The role the wrapped secret id must come from (`BATON_APPROLE_ROLE`, required):
+        /// pins the wrapping token's `creation_path` to `auth/<mount>/role/<role>/secret-id`,
+        /// so a wrap minted for another role on the same mount is refused.
+        role: String,
         /// The role id the gatekeeper must answer with (`BATON_ROLE_ID`), when known.
         role_id: Option<Secret>,
     },
@@ -120,6 +121,9 @@ pub enum AuthError {
     /// `--max-wait`.
     #[error("gatekeeper unavailable: {0}")]
     GatekeeperUnavailable(String),
+    /// The gatekeeper answered 429 with `Retry-After: <seconds>`: ask again after that long.
+    #[error("gatekeeper busy (HTTP 429), retry after {}s", .retry_after.as_secs())]
+    GatekeeperThrottled { retry_after: Duration },
     #[error(
         "SECURITY ALARM: the gatekeeper answered with a role id other than the one configured \
          (BATON_ROLE_ID); possible substitution"
@@ -131,7 +135,10 @@ impl AuthError {
     /// Whether Vault was simply not reachable in time (vs. a refusal).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Login { source, .. } if source.is_retryable())
-            || matches!(self, Self::GatekeeperUnavailable(_))
+            || matches!(
+                self,
+                Self::GatekeeperUnavailable(_) | Self::GatekeeperThrottled { .. }
+            )
     }
 
     pub fn is_security_alarm(&self) -> bool {
@@ -181,7 +188,18 @@ impl GatekeeperApi for HttpGatekeeper {
             .await
             .map_err(|e| AuthError::GatekeeperUnavailable(e.without_url().to_string()))?;
         let status = resp.status();
-        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            return Err(match retry_after {
+                Some(retry_after) => AuthError::GatekeeperThrottled { retry_after },
+                None => AuthError::GatekeeperUnavailable(format!("HTTP {status}")),
+            });
+        }
+        if status.is_server_error() {
             return Err(AuthError::GatekeeperUnavailable(format!("HTTP {status}")));
         }
         if !status.is_success() {
@@ -193,6 +211,12 @@ impl GatekeeperApi for HttpGatekeeper {
             role_id: Secret::new(reply.role_id),
         })
     }
+}
+
+/// `Retry-After` as delta-seconds (RFC 9110 §10.2.3); an HTTP-date is not understood
+/// (`None`: the caller falls back to its own backoff).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// A gatekeeper for builds without one configured.
@@ -266,6 +290,9 @@ pub async fn login<V: VaultApi, G: GatekeeperApi>(
             role,
             role_id,
         } => {
+            if role.is_empty() {
+                return Err(AuthError::Empty("the AppRole role (BATON_APPROLE_ROLE)"));
+            }
             let grant = grant_with_retry(gatekeeper, task_id, app_id, policy).await?;
             if let Some(pinned) = role_id.as_ref().filter(|r| !r.is_empty()) {
                 if pinned.expose() != grant.role_id.expose() {
@@ -273,7 +300,7 @@ pub async fn login<V: VaultApi, G: GatekeeperApi>(
                 }
             }
             let secret_id =
-                unwrap_secret_id(api, mount, role.as_deref(), &grant.wrap_token, policy).await?;
+                unwrap_secret_id(api, mount, Some(role), &grant.wrap_token, policy).await?;
             approle_login(api, mount, &grant.role_id, &secret_id, policy)
                 .await
                 .map_err(fail)
@@ -309,8 +336,10 @@ fn token_of(auth: crate::vault::AuthInfo) -> VaultToken {
 /// Asks the gatekeeper, retrying while it is unreachable, overloaded or failing.
 ///
 /// Backoff as [`retry`]: exponential from `policy.base` doubling to `policy.cap`, each delay
-/// drawn from [d/2, d] so tasks started together spread out; gives up when the next attempt
-/// would start after `policy.max_wait`. A refusal (403) is final at once.
+/// drawn from [d/2, d] so tasks started together spread out. A 429 with `Retry-After: N`
+/// waits N seconds (plus up to `policy.base` of jitter) instead. Gives up when the next
+/// attempt would start after `policy.deadline` (`--max-wait` from start). A refusal (403)
+/// is final at once.
 async fn grant_with_retry<G: GatekeeperApi>(
     gatekeeper: &G,
     task_id: &str,
@@ -318,22 +347,24 @@ async fn grant_with_retry<G: GatekeeperApi>(
     policy: &RetryPolicy,
 ) -> Result<GatekeeperGrant, AuthError> {
     use rand::Rng;
-    let start = tokio::time::Instant::now();
     let mut attempt = 0u32;
     loop {
-        match gatekeeper.grant(task_id, app_id).await {
-            Err(AuthError::GatekeeperUnavailable(why)) => {
-                let half = policy.delay(attempt) / 2;
-                let delay = half + rand::thread_rng().gen_range(Duration::ZERO..=half);
-                if start.elapsed() + delay > policy.max_wait {
-                    return Err(AuthError::GatekeeperUnavailable(why));
-                }
-                tracing::warn!(attempt, reason = %why, delay_ms = delay.as_millis() as u64, "gatekeeper not ready, retrying");
-                attempt += 1;
-                tokio::time::sleep(delay).await;
+        let (delay, why) = match gatekeeper.grant(task_id, app_id).await {
+            Err(AuthError::GatekeeperUnavailable(why)) => (policy.jittered(attempt), why),
+            Err(e @ AuthError::GatekeeperThrottled { retry_after }) => {
+                let jitter = rand::thread_rng().gen_range(Duration::ZERO..=policy.base);
+                (retry_after + jitter, e.to_string())
             }
             other => return other,
+        };
+        if !policy.allows(delay) {
+            return Err(AuthError::GatekeeperUnavailable(format!(
+                "{why}; gave up within --max-wait"
+            )));
         }
+        tracing::warn!(attempt, reason = %why, delay_ms = delay.as_millis() as u64, "gatekeeper not ready, retrying");
+        attempt += 1;
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -437,5 +468,69 @@ mod tests {
         };
         let dbg = format!("{m:?}");
         assert!(!dbg.contains("role-id-value") && !dbg.contains("wrap-value"));
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    /// Answers 429 with the given Retry-After `n` times, then grants.
+    struct Throttling {
+        retry_after: Duration,
+        left: std::sync::atomic::AtomicU32,
+        calls: std::sync::Mutex<Vec<tokio::time::Instant>>,
+    }
+
+    impl GatekeeperApi for Throttling {
+        async fn grant(&self, _: &str, _: &str) -> Result<GatekeeperGrant, AuthError> {
+            use std::sync::atomic::Ordering;
+            self.calls.lock().unwrap().push(tokio::time::Instant::now());
+            if self.left.load(Ordering::SeqCst) > 0 {
+                self.left.fetch_sub(1, Ordering::SeqCst);
+                return Err(AuthError::GatekeeperThrottled {
+                    retry_after: self.retry_after,
+                });
+            }
+            Ok(GatekeeperGrant {
+                wrap_token: Secret::new("w".into()),
+                role_id: Secret::new("r".into()),
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_within_max_wait() {
+        let gk = Throttling {
+            retry_after: Duration::from_secs(3),
+            left: 1.into(),
+            calls: Default::default(),
+        };
+        let policy = RetryPolicy::new(Duration::from_secs(10));
+        assert!(grant_with_retry(&gk, "t", "a", &policy).await.is_ok());
+        let calls = gk.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 2);
+        // Waited what the server asked (not the 100 ms of the first backoff step).
+        let gap = calls[1] - calls[0];
+        assert!(
+            gap >= Duration::from_secs(3) && gap <= Duration::from_millis(3100),
+            "{gap:?}"
+        );
+
+        // A Retry-After beyond --max-wait gives up at once, as unavailable (exit 69).
+        let gk = Throttling {
+            retry_after: Duration::from_secs(30),
+            left: 5.into(),
+            calls: Default::default(),
+        };
+        let start = tokio::time::Instant::now();
+        let e = grant_with_retry(&gk, "t", "a", &RetryPolicy::new(Duration::from_secs(10)))
+            .await
+            .err()
+            .unwrap();
+        assert!(e.is_unavailable(), "{e}");
+        assert_eq!(gk.calls.lock().unwrap().len(), 1);
+        assert_eq!(start.elapsed(), Duration::ZERO);
     }
 }

@@ -42,6 +42,11 @@ pub enum Error {
     Client(#[from] ClientError),
     #[error("secret references need a Vault address (--vault-addr or VAULT_ADDR)")]
     NoVaultAddr,
+    #[error(
+        "secret references need a Vault token (VAULT_TOKEN or --token-file) or another \
+         --auth method"
+    )]
+    NoToken,
     #[error("authentication failed")]
     Auth(#[from] AuthError),
     #[error(transparent)]
@@ -81,7 +86,7 @@ impl Error {
             Self::Refs(_) => resolve_code,
             Self::Resolve(e) if e.is_unavailable() => exit::UNAVAILABLE,
             Self::Resolve(_) => resolve_code,
-            Self::Client(_) | Self::NoVaultAddr | Self::NoCommand => exit::USAGE,
+            Self::Client(_) | Self::NoVaultAddr | Self::NoToken | Self::NoCommand => exit::USAGE,
             Self::Auth(e) if e.is_security_alarm() => exit::ALARM,
             Self::Auth(e) if e.is_unavailable() => exit::UNAVAILABLE,
             Self::Auth(_) => exit::AUTH,

@@ -75,6 +75,8 @@ pub struct Config {
 /// Runs baton-env. Returns the exit code (the child's, in supervise mode); in exec mode
 /// it only returns on failure.
 pub async fn run(config: Config, parent_env: Vec<(OsString, OsString)>) -> Result<i32, Error> {
+    // One deadline for the whole start-up: every retry below shares it (`--max-wait`).
+    let policy = RetryPolicy::new(config.max_wait);
     if config.command.is_empty() {
         return Err(Error::NoCommand);
     }
@@ -107,8 +109,10 @@ pub async fn run(config: Config, parent_env: Vec<(OsString, OsString)>) -> Resul
     }
 
     let vault_config = config.vault.clone().ok_or(Error::NoVaultAddr)?;
+    if matches!(&config.auth, AuthMethod::Token(t) if t.is_empty()) {
+        return Err(Error::NoToken);
+    }
     let api = Arc::new(HttpVault::new(&vault_config)?);
-    let policy = RetryPolicy::new(config.max_wait);
     match &config.gatekeeper_url {
         Some(url) => {
             let http = reqwest::Client::builder()
@@ -162,7 +166,10 @@ async fn start<V: VaultApi + 'static, G: GatekeeperApi + 'static>(
         env_policy,
         need_ttl: config.mode == Mode::Supervise,
     });
-    let first = source.login_and_resolve(None).await?;
+    let policy = source.policy;
+    let login = source.login(&policy).await?;
+    // The material is spent (wrapping tokens and single-use secret ids) or now held in
+    // memory: the files go before anything else can fail.
     for file in &config.bootstrap_files {
         match std::fs::remove_file(file) {
             Ok(()) => tracing::info!(file = %file.display(), "removed bootstrap file"),
@@ -171,6 +178,7 @@ async fn start<V: VaultApi + 'static, G: GatekeeperApi + 'static>(
             }
         }
     }
+    let first = source.generation(login, &policy).await?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         vars = first.env.vars.len(),
@@ -190,15 +198,26 @@ async fn launch<F: Fetch>(
     match config.mode {
         Mode::Exec => {
             use std::os::unix::process::CommandExt;
+            let written = match &config.env_file {
+                Some(path) => write_env_file(path, &env.file_vars),
+                None => Ok(()),
+            };
+            let err = match written {
+                Err(e) => e,
+                Ok(()) => Error::Spawn {
+                    program: config.command[0].to_string_lossy().into_owned(),
+                    source: supervise::process::command(&config.command, &env).exec(),
+                },
+            };
+            // Only reached when the app could not be started: nobody will use the
+            // credentials, so they are revoked like on any other exit.
             if let Some(path) = &config.env_file {
-                write_env_file(path, &env.file_vars)?;
+                let _ = std::fs::remove_file(path);
             }
-            drop(first);
-            let err = supervise::process::command(&config.command, &env).exec();
-            Err(Error::Spawn {
-                program: config.command[0].to_string_lossy().into_owned(),
-                source: err,
-            })
+            if let Some(g) = first {
+                supervise::revoke(&source, &[&g], None, config.revoke).await;
+            }
+            Err(err)
         }
         Mode::Supervise => {
             let settings = Settings {
@@ -227,43 +246,72 @@ pub struct Source<V, G> {
     need_ttl: bool,
 }
 
+/// A token just obtained (or given), before anything was read with it.
+struct Login {
+    token: Arc<Secret>,
+    /// `None`: the previous generation's token, whose renewal state carries over.
+    ttl: Option<Duration>,
+    renewable: bool,
+    /// Obtained by a login just now (so revoked if nothing comes of it).
+    fresh: bool,
+}
+
 impl<V: VaultApi + 'static, G: GatekeeperApi + 'static> Source<V, G> {
-    /// Logs in (unless `token` is given) and resolves the plan into a generation.
-    async fn login_and_resolve(&self, token: Option<Arc<Secret>>) -> Result<Generation, Error> {
-        let owned = !matches!(self.method, AuthMethod::Token(_));
-        let (token, ttl, renewable) = match token {
-            // Same token: the renewal task keeps tracking it (`token_ttl: None`).
-            Some(t) => (t, None, false),
-            None => {
-                let login = auth::login(
-                    self.api.as_ref(),
-                    &self.gatekeeper,
-                    &self.method,
-                    &self.policy,
-                )
-                .await?;
-                let (ttl, renewable) = match login.ttl {
-                    Some(ttl) => (ttl, login.renewable),
-                    None if self.need_ttl => self.lookup_ttl(&login.token).await,
-                    None => (Duration::ZERO, false),
-                };
-                tracing::info!(
-                    method = self.method.name(),
-                    ttl_s = ttl.as_secs(),
-                    renewable,
-                    "logged in"
-                );
-                (Arc::new(login.token), Some(ttl), renewable)
-            }
+    /// Whether baton-env obtained its tokens (and so revokes them), vs. was given one.
+    fn owns_tokens(&self) -> bool {
+        !matches!(self.method, AuthMethod::Token(_))
+    }
+
+    /// Logs in with the configured method (a given token is taken as is, its TTL looked
+    /// up in supervise mode).
+    async fn login(&self, policy: &RetryPolicy) -> Result<Login, Error> {
+        let login = auth::login(self.api.as_ref(), &self.gatekeeper, &self.method, policy).await?;
+        let (ttl, renewable) = match login.ttl {
+            Some(ttl) => (ttl, login.renewable),
+            None if self.need_ttl => self.lookup_ttl(&login.token, policy).await,
+            None => (Duration::ZERO, false),
         };
+        tracing::info!(
+            method = self.method.name(),
+            ttl_s = ttl.as_secs(),
+            renewable,
+            "logged in"
+        );
+        Ok(Login {
+            token: Arc::new(login.token),
+            ttl: Some(ttl),
+            renewable,
+            fresh: self.owns_tokens(),
+        })
+    }
+
+    /// Resolves the plan with `login`'s token into a generation. When that fails, a token
+    /// obtained just for it is revoked (with its leases from the reads that succeeded).
+    async fn generation(&self, login: Login, policy: &RetryPolicy) -> Result<Generation, Error> {
         let resolved = resolve::resolve(
             self.api.as_ref(),
-            &token,
+            &login.token,
             &self.plan,
             &self.kv,
-            &self.policy,
+            policy,
         )
-        .await?;
+        .await;
+        let resolved = match resolved {
+            Ok(r) => r,
+            Err(e) => {
+                if login.fresh {
+                    let revoked = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        self.api.revoke_self(&login.token),
+                    )
+                    .await;
+                    if !matches!(revoked, Ok(Ok(()))) {
+                        tracing::warn!("cannot revoke the token of a failed start");
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         for (path, took) in &resolved.timings {
             tracing::info!(path = %path, took_ms = took.as_millis() as u64, "read");
         }
@@ -273,18 +321,18 @@ impl<V: VaultApi + 'static, G: GatekeeperApi + 'static> Source<V, G> {
             &self.env_policy,
         );
         Ok(Generation {
-            token,
-            token_ttl: ttl,
-            token_renewable: renewable,
-            token_owned: owned,
+            token: login.token,
+            token_ttl: login.ttl,
+            token_renewable: login.renewable,
+            token_owned: self.owns_tokens(),
             leases: resolved.leases,
             env,
         })
     }
 
     /// A given token's TTL; a server that cannot say gets "never expires" (no renewal).
-    async fn lookup_ttl(&self, token: &Secret) -> (Duration, bool) {
-        match retry::retry(&self.policy, "token lookup", || self.api.lookup_self(token)).await {
+    async fn lookup_ttl(&self, token: &Secret, policy: &RetryPolicy) -> (Duration, bool) {
+        match retry::retry(policy, "token lookup", || self.api.lookup_self(token)).await {
             Ok(info) => (info.ttl, info.renewable.unwrap_or(true)),
             Err(e) => {
                 tracing::warn!(error = %e, "token lookup failed; the token will not be renewed");
@@ -301,15 +349,28 @@ impl<V: VaultApi + 'static, G: GatekeeperApi + 'static> Fetch for Source<V, G> {
         self.api.clone()
     }
 
-    async fn fetch(&self, relogin: bool, token: Arc<Secret>) -> Result<Generation, Error> {
-        if relogin {
-            if !self.method.can_relogin() {
-                return Err(Error::CredentialsExpired);
+    /// Each rotation gets its own `--max-wait` budget.
+    async fn fetch(&self, token_ending: bool, token: Arc<Secret>) -> Result<Generation, Error> {
+        let policy = self.policy.restarted();
+        if self.method.can_relogin() {
+            match self.login(&policy).await {
+                Ok(login) => return self.generation(login, &policy).await,
+                Err(e) if token_ending => return Err(e),
+                Err(e) => tracing::warn!(
+                    error = %chain(&e),
+                    "logging in again failed; reading the rotated secrets with the current token"
+                ),
             }
-            self.login_and_resolve(None).await
-        } else {
-            self.login_and_resolve(Some(token)).await
+        } else if token_ending {
+            return Err(Error::CredentialsExpired);
         }
+        let same = Login {
+            token,
+            ttl: None,
+            renewable: false,
+            fresh: false,
+        };
+        self.generation(same, &policy).await
     }
 }
 

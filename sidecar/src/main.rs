@@ -241,6 +241,8 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
     });
     let mut bootstrap_files = Vec::new();
     let auth = match kind {
+        // No token is fine as long as no variable holds a reference (a plain PID-1
+        // supervisor); `run` refuses an empty token otherwise (exit 64).
         AuthKind::Token => AuthMethod::Token(
             secret_input(
                 "VAULT_TOKEN",
@@ -299,6 +301,15 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
             if cli.gatekeeper_url.is_none() {
                 bail!("--auth gatekeeper needs --gatekeeper-url");
             }
+            // Required pin: without it any role's secret id on the mount would be accepted.
+            let role = cli
+                .approle_role
+                .clone()
+                .filter(|r| !r.trim().is_empty())
+                .context(
+                    "--auth gatekeeper needs --approle-role or BATON_APPROLE_ROLE (the role the \
+                     wrapped secret id must have been minted for)",
+                )?;
             // Optional pin: the gatekeeper must answer with this role id.
             let role_id = secret_input(
                 "BATON_ROLE_ID",
@@ -307,7 +318,7 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
             )?;
             AuthMethod::Gatekeeper {
                 mount: cli.approle_mount.trim_matches('/').to_owned(),
-                role: cli.approle_role.clone(),
+                role,
                 role_id,
                 task_id: cli
                     .task_id

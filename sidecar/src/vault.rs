@@ -330,8 +330,7 @@ fn interpret(path: &str, status: StatusCode, body: &[u8]) -> Result<Option<Envel
             .map(Some)
             .map_err(|e| VaultError::Parse {
                 path: path.to_owned(),
-                // serde's message names the field and position, not the content.
-                reason: e.to_string(),
+                reason: parse_reason(&e),
             });
     }
     let path = path.to_owned();
@@ -346,6 +345,19 @@ fn interpret(path: &str, status: StatusCode, body: &[u8]) -> Result<Option<Envel
             message: error_message(body),
         }),
     }
+}
+
+/// What went wrong parsing a response, without serde's message: for a wrong type that
+/// message quotes the value (`invalid type: string "<secret>", expected ...`), and the value
+/// may be a secret. Only the category and the position are kept.
+fn parse_reason(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "I/O error",
+        serde_json::error::Category::Syntax => "invalid JSON",
+        serde_json::error::Category::Data => "JSON of an unexpected shape",
+        serde_json::error::Category::Eof => "truncated JSON",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
 }
 
 fn error_message(body: &[u8]) -> String {
@@ -632,5 +644,28 @@ mod tests {
             "database/creds/app/2f6a614c…"
         );
         assert_eq!(truncate_id("abcdefghijkl"), "abcdefgh…");
+    }
+
+    #[test]
+    fn parse_errors_never_echo_a_value() {
+        // A Vault-compatible server answering `data` with a string (or a TTL with text):
+        // serde would say `invalid type: string "s3cr3t-canary-value", expected a map`.
+        for body in [
+            &br#"{"lease_id":"","data":"s3cr3t-canary-value"}"#[..],
+            br#"{"lease_duration":"s3cr3t-canary-value","data":{}}"#,
+            br#"{"auth":{"client_token":["s3cr3t-canary-value"]}}"#,
+            br#"{"data":{"password":"s3cr3t-canary-value"#,
+        ] {
+            let e = interpret("database/creds/app", StatusCode::OK, body)
+                .err()
+                .expect("a parse error");
+            assert!(matches!(e, VaultError::Parse { .. }), "{e:?}");
+            let shown = format!("{e} / {e:?} / {}", crate::chain(&e));
+            assert!(!shown.contains("s3cr3t"), "a value leaked: {shown}");
+            assert!(
+                shown.contains("database/creds/app") && shown.contains("line 1"),
+                "{shown}"
+            );
+        }
     }
 }

@@ -60,12 +60,10 @@ async fn supervise_injects_strips_bootstrap_and_revokes_on_exit() {
         assert!(!env.contains(var), "{var} leaked into the child");
     }
     assert!(!env.contains(&secret_id) && !env.contains(&role_id));
-    // One lease, revoked on exit; the login token too.
+    // One lease; on exit the login token is revoked, and the lease with it (no per-lease
+    // revoke: Baton's policies do not grant sys/leases/revoke).
     assert_eq!(stub.creds_issued(), 1);
-    assert!(stub.leases().iter().all(|(_, revoked)| *revoked));
-    let tokens = stub.login_tokens();
-    assert_eq!(tokens.len(), 1);
-    assert!(!stub.token_valid(&tokens[0]));
+    crate::regression::assert_all_revoked_by_token(&stub, 1);
     // Logs carry paths, never values.
     assert!(stderr.contains("database/creds/app"));
     let password = env
@@ -100,7 +98,11 @@ async fn exec_mode_replaces_the_process_and_keeps_the_lease() {
             "echo $$; echo \"$DB_USER\"",
         ]);
     let child = tokio::task::spawn_blocking(move || {
-        let c = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let c = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         let pid = c.id();
         (pid, c.wait_with_output().unwrap())
     })
@@ -160,7 +162,26 @@ async fn exit_codes_are_a_contract() {
     let out = run(restricted.clone(), "BAD", "vault:kv1/app", &[]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("BAD"));
-    // Unknown token: authentication is fine (given token), the read is denied.
+    // Unknown token: a given token is not checked at login, so the read is what is
+    // denied: 1, naming the variable and the path.
+    let out = run("hvs.unknown-token".into(), "A", "vault:kv1/app#k", &[]).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("A") && stderr.contains("kv1/app") && stderr.contains("permission denied"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hvs.unknown-token"));
+    // No token at all (and no other login method) is bad usage: 64, before any request.
+    let requests = stub.requests().len();
+    let mut cmd = baton_env();
+    cmd.env("VAULT_ADDR", stub.url())
+        .env("A", "vault:kv1/app#k")
+        .args(["--", "true"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("VAULT_TOKEN"));
+    assert_eq!(stub.requests().len(), requests);
     // Vault unreachable for longer than --max-wait: 69.
     let mut cmd = baton_env();
     cmd.env("VAULT_ADDR", "http://127.0.0.1:9")
@@ -266,7 +287,9 @@ async fn rotation_restarts_the_child_with_new_credentials() {
             "-c",
             "echo \"$DB_USER\" >> \"$LOG\"; exec sleep 60",
         ]);
-    let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
+    let mut child = KillOnDrop(Some(
+        cmd.stderr(std::process::Stdio::null()).spawn().unwrap(),
+    ));
     let starts = wait_for("a second start", S(30), || {
         let s = std::fs::read_to_string(&log).ok()?;
         (s.lines().count() >= 2).then_some(s)
@@ -288,7 +311,10 @@ async fn rotation_restarts_the_child_with_new_credentials() {
         .unwrap();
     assert_eq!(status.code(), Some(128 + 15));
     assert!(stub.creds_issued() >= 2);
-    assert!(stub.leases().iter().all(|(_, revoked)| *revoked));
+    // Each rotation logged in again; every generation was retired by revoking its token.
+    let logins = stub.login_tokens().len();
+    assert!(logins >= 2);
+    crate::regression::assert_all_revoked_by_token(&stub, logins);
 }
 
 #[tokio::test(flavor = "multi_thread")]

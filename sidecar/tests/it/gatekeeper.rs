@@ -68,12 +68,12 @@ impl GatekeeperApi for Minting<'_> {
     }
 }
 
-fn method(role: Option<&str>, role_id: Option<&str>) -> AuthMethod {
+fn method(role: &str, role_id: Option<&str>) -> AuthMethod {
     AuthMethod::Gatekeeper {
         mount: "approle".into(),
         task_id: "web.1".into(),
         app_id: "/web".into(),
-        role: role.map(str::to_owned),
+        role: role.to_owned(),
         role_id: role_id.map(|r| Secret::new(r.to_owned())),
     }
 }
@@ -92,7 +92,7 @@ async fn gatekeeper_flow_logs_in_with_the_unwrapped_single_use_secret_id() {
     let t = login(
         &api,
         &gk,
-        &method(Some(ROLE), Some(&role_id)),
+        &method(ROLE, Some(&role_id)),
         &RetryPolicy::new(S(5)),
     )
     .await
@@ -116,21 +116,16 @@ async fn a_forged_wrap_is_refused_before_unwrapping() {
     // Not a secret-id path at all.
     let mut gk = Minting::new(&stub, &role_id);
     gk.creation_path = "secret/data/attacker".into();
-    let e = login(&api, &gk, &method(None, None), &RetryPolicy::new(S(5)))
+    let e = login(&api, &gk, &method(ROLE, None), &RetryPolicy::new(S(5)))
         .await
         .unwrap_err();
     assert!(matches!(e, AuthError::WrongCreationPath { .. }), "{e}");
     assert!(e.is_security_alarm());
-    // Another role's secret id, when the role is pinned.
+    // Another role's secret id on the same mount (the role is always pinned).
     gk.creation_path = "auth/approle/role/other/secret-id".into();
-    let e = login(
-        &api,
-        &gk,
-        &method(Some(ROLE), None),
-        &RetryPolicy::new(S(5)),
-    )
-    .await
-    .unwrap_err();
+    let e = login(&api, &gk, &method(ROLE, None), &RetryPolicy::new(S(5)))
+        .await
+        .unwrap_err();
     assert!(matches!(e, AuthError::WrongCreationPath { .. }), "{e}");
     // Never unwrapped: the forged wraps are still there for an investigator.
     assert!(!stub
@@ -147,7 +142,7 @@ async fn a_substituted_role_id_is_an_alarm() {
     let e = login(
         &api,
         &gk,
-        &method(Some(ROLE), Some(&role_id)),
+        &method(ROLE, Some(&role_id)),
         &RetryPolicy::new(S(5)),
     )
     .await
@@ -162,13 +157,7 @@ async fn unavailable_gatekeeper_is_retried_within_max_wait() {
     let api = client(&stub);
     let mut gk = Minting::new(&stub, &role_id);
     gk.fail_first = 2;
-    let t = login(
-        &api,
-        &gk,
-        &method(Some(ROLE), None),
-        &RetryPolicy::new(S(10)),
-    )
-    .await;
+    let t = login(&api, &gk, &method(ROLE, None), &RetryPolicy::new(S(10))).await;
     assert!(t.is_ok(), "{:?}", t.err());
     assert_eq!(gk.calls.load(Ordering::SeqCst), 3);
 
@@ -178,7 +167,7 @@ async fn unavailable_gatekeeper_is_retried_within_max_wait() {
     let e = login(
         &api,
         &gk,
-        &method(None, None),
+        &method(ROLE, None),
         &RetryPolicy::new(Duration::from_millis(400)),
     )
     .await
@@ -190,19 +179,27 @@ async fn unavailable_gatekeeper_is_retried_within_max_wait() {
 /// A one-endpoint HTTP gatekeeper answering every request with `status` and `body`; counts
 /// requests.
 async fn fake_gatekeeper(status: u16, body: String) -> (String, std::sync::Arc<AtomicU32>) {
+    fake_gatekeeper_seq(vec![(status, body, String::new())]).await
+}
+
+/// Like [`fake_gatekeeper`], answering the n-th request with `answers[n]` (status, body,
+/// extra header lines); the last answer repeats.
+async fn fake_gatekeeper_seq(
+    answers: Vec<(u16, String, String)>,
+) -> (String, std::sync::Arc<AtomicU32>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = std::sync::Arc::new(AtomicU32::new(0));
     let h = hits.clone();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
-            h.fetch_add(1, Ordering::SeqCst);
-            let body = body.clone();
+            let n = h.fetch_add(1, Ordering::SeqCst) as usize;
+            let (status, body, headers) = answers[n.min(answers.len() - 1)].clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let _ = sock.read(&mut buf).await;
                 let resp = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = sock.write_all(resp.as_bytes()).await;
@@ -264,6 +261,7 @@ async fn binary_retries_a_503_gatekeeper_then_exits_69_and_a_403_at_once_with_77
         cmd.env("VAULT_ADDR", stub.url())
             .env("BATON_AUTH", "gatekeeper")
             .env("BATON_GATEKEEPER_URL", url)
+            .env("BATON_APPROLE_ROLE", ROLE)
             .env("MESOS_TASK_ID", "web.1")
             .env("MARATHON_APP_ID", "/web")
             .env("BATON_MAX_WAIT", "600ms")
@@ -284,4 +282,71 @@ async fn binary_retries_a_503_gatekeeper_then_exits_69_and_a_403_at_once_with_77
         1,
         "a refusal must not be retried"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_refuses_gatekeeper_mode_without_the_role_pin() {
+    let (stub, _) = setup().await;
+    let (url, hits) = fake_gatekeeper(503, "{}".into()).await;
+    let mut cmd = baton_env();
+    cmd.env("VAULT_ADDR", stub.url())
+        .env("BATON_AUTH", "gatekeeper")
+        .env("BATON_GATEKEEPER_URL", &url)
+        .env("MESOS_TASK_ID", "web.1")
+        .env("MARATHON_APP_ID", "/web")
+        .env("P", "vault:kv1/web#password")
+        .args(["--", "true"]);
+    let out = output(cmd).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("BATON_APPROLE_ROLE"), "{stderr}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "nothing is asked without the pin"
+    );
+    assert!(stub.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_honours_the_gatekeepers_retry_after() {
+    let (stub, role_id) = setup().await;
+    stub.put_kv1("kv1/web", json!({"password": "pw-after-429"}));
+    let secret_id = stub.secret_id(ROLE).unwrap();
+    let wrap = stub.wrap(
+        json!({ "data": { "secret_id": secret_id } }),
+        &format!("auth/approle/role/{ROLE}/secret-id"),
+        S(60),
+    );
+    let grant = json!({"wrap_token": wrap, "role_id": role_id}).to_string();
+    let busy = (429, "{}".to_owned(), "Retry-After: 1\r\n".to_owned());
+    let run = |url: String, max_wait: &'static str| {
+        let mut cmd = baton_env();
+        cmd.env("VAULT_ADDR", stub.url())
+            .env("BATON_AUTH", "gatekeeper")
+            .env("BATON_GATEKEEPER_URL", url)
+            .env("BATON_APPROLE_ROLE", ROLE)
+            .env("MESOS_TASK_ID", "web.1")
+            .env("MARATHON_APP_ID", "/web")
+            .env("BATON_MAX_WAIT", max_wait)
+            .env("P", "vault:kv1/web#password")
+            .args(["--", "sh", "-c", "printf %s \"$P\""]);
+        output(cmd)
+    };
+    // 429 "come back in 1 s", then the grant: one wait of (at least) a second.
+    let (url, hits) = fake_gatekeeper_seq(vec![busy.clone(), (200, grant, String::new())]).await;
+    let started = std::time::Instant::now();
+    let out = run(url, "10s").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "pw-after-429");
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert!(started.elapsed() >= S(1), "Retry-After was not honoured");
+    // A Retry-After beyond --max-wait: no point waiting, unavailable (69) at once.
+    let (url, hits) =
+        fake_gatekeeper_seq(vec![(429, "{}".into(), "Retry-After: 30\r\n".into())]).await;
+    let started = std::time::Instant::now();
+    let out = run(url, "5s").await;
+    assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert!(started.elapsed() < S(5));
 }

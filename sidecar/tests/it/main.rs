@@ -6,8 +6,13 @@
 
 mod bin;
 mod gatekeeper;
+mod inputs;
+mod lifecycle;
 mod pid1;
 mod real_vault;
+mod regression;
 mod rvault;
+mod signals;
 mod stub;
 mod support;
+mod tls;

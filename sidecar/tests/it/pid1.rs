@@ -4,6 +4,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -59,29 +62,88 @@ fn in_namespace(args: &[&str]) -> Option<Command> {
 
 /// The pid (in our namespace) of unshare's child, i.e. baton-env as the namespace's PID 1.
 fn namespace_init(unshare: u32) -> Pid {
-    let children =
-        std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).unwrap();
-    let pid: i32 = children
-        .split_whitespace()
-        .next()
-        .expect("unshare has a child")
-        .parse()
-        .unwrap();
-    Pid::from_raw(pid)
+    try_namespace_init(unshare).expect("unshare has a child")
 }
+
+fn try_namespace_init(unshare: u32) -> Option<Pid> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).ok()?;
+    let pid: i32 = children.split_whitespace().next()?.parse().ok()?;
+    Some(Pid::from_raw(pid))
+}
+
+/// Every wait in these tests is bounded: when a test has not finished within its limit,
+/// the watchdog SIGKILLs the namespace's PID 1 (which takes the whole namespace down) and
+/// unshare, so blocked reads and waits return and the test fails instead of hanging.
+struct Watchdog {
+    cancel: Option<mpsc::Sender<()>>,
+    fired: Arc<AtomicBool>,
+}
+
+impl Watchdog {
+    fn arm(unshare: u32, limit: Duration) -> Watchdog {
+        let (tx, rx) = mpsc::channel::<()>();
+        let fired = Arc::new(AtomicBool::new(false));
+        let flag = fired.clone();
+        std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+                flag.store(true, Ordering::SeqCst);
+                if let Some(init) = try_namespace_init(unshare) {
+                    let _ = kill(init, Signal::SIGKILL);
+                }
+                let _ = kill(Pid::from_raw(unshare as i32), Signal::SIGKILL);
+            }
+        });
+        Watchdog {
+            cancel: Some(tx),
+            fired,
+        }
+    }
+
+    /// Stops the watchdog; panics if it had fired.
+    fn disarm(mut self, what: &str) {
+        self.cancel.take();
+        assert!(
+            !self.fired.load(Ordering::SeqCst),
+            "timed out: {what} (killed by the watchdog)"
+        );
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(tx) = self.cancel.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Runs `cmd` to completion within `limit`: (exit code, stderr).
+fn run_bounded(mut cmd: Command, limit: Duration) -> (Option<i32>, String) {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dog = Watchdog::arm(child.id(), limit);
+    let out = child.wait_with_output().unwrap();
+    dog.disarm("the command did not finish");
+    (out.status.code(), text(&out.stderr))
+}
+
+const LIMIT: Duration = Duration::from_secs(20);
 
 #[test]
 fn exit_code_and_signal_status_propagate() {
-    let Some(mut cmd) = in_namespace(&["--", "sh", "-c", "[ $PPID = 1 ] || exit 99; exit 7"])
-    else {
+    let Some(cmd) = in_namespace(&["--", "sh", "-c", "[ $PPID = 1 ] || exit 99; exit 7"]) else {
         return;
     };
-    let out = cmd.output().unwrap();
-    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
-    let Some(mut cmd) = in_namespace(&["--", "sh", "-c", "kill -KILL $$"]) else {
+    let (code, stderr) = run_bounded(cmd, LIMIT);
+    assert_eq!(code, Some(7), "{stderr}");
+    let Some(cmd) = in_namespace(&["--", "sh", "-c", "kill -KILL $$"]) else {
         return;
     };
-    assert_eq!(cmd.output().unwrap().status.code(), Some(128 + 9));
+    assert_eq!(run_bounded(cmd, LIMIT).0, Some(128 + 9));
 }
 
 #[test]
@@ -98,41 +160,42 @@ fn orphaned_grandchildren_are_reaped() {
         [ -e /proc/$gc ] && exit 4
         exit 0
     "#;
-    let Some(mut cmd) = in_namespace(&["--", "sh", "-c", script]) else {
+    let Some(cmd) = in_namespace(&["--", "sh", "-c", script]) else {
         return;
     };
-    let out = cmd.output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "zombie left behind: {}",
-        text(&out.stderr)
-    );
+    let (code, stderr) = run_bounded(cmd, LIMIT);
+    assert_eq!(code, Some(0), "zombie left behind: {stderr}");
 }
 
 /// Starts `script` (which prints `ready` once its traps are set), waits for it, and
-/// sends SIGTERM to baton-env from outside the namespace.
-fn terminate_when_ready(extra: &[&str], script: &str) -> Option<(i32, String)> {
+/// sends SIGTERM to baton-env from outside the namespace. Returns the exit code, the
+/// script's further output, and how long baton-env took to exit after SIGTERM.
+fn terminate_when_ready(extra: &[&str], script: &str) -> Option<(i32, String, Duration)> {
     let mut args: Vec<&str> = extra.to_vec();
     args.extend(["--", "sh", "-c", script]);
     let mut cmd = in_namespace(&args)?;
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let dog = Watchdog::arm(child.id(), LIMIT);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let first = lines.next().and_then(Result::ok);
+    assert_eq!(first.as_deref(), Some("ready"));
+    let sent = Instant::now();
     kill(namespace_init(child.id()), Signal::SIGTERM).unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().unwrap();
-    Some((status.code().unwrap_or(-1), rest.join("\n")))
+    let took = sent.elapsed();
+    dog.disarm("baton-env did not exit after SIGTERM");
+    Some((status.code().unwrap_or(-1), rest.join("\n"), took))
 }
 
 #[test]
 fn sigterm_reaches_the_child() {
     let script = r#"trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.05; done"#;
-    let Some((code, out)) = terminate_when_ready(&[], script) else {
+    let Some((code, out, _)) = terminate_when_ready(&[], script) else {
         return;
     };
     assert_eq!(out, "got-term");
@@ -142,8 +205,12 @@ fn sigterm_reaches_the_child() {
 #[test]
 fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() {
     let script = r#"trap '' TERM; echo ready; while :; do sleep 0.05; done"#;
-    let Some((code, _)) = terminate_when_ready(&["--grace-period", "500ms"], script) else {
+    let Some((code, _, took)) = terminate_when_ready(&["--grace-period", "500ms"], script) else {
         return;
     };
     assert_eq!(code, 128 + 9);
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(10),
+        "SIGKILL after {took:?}, grace period 500 ms"
+    );
 }

@@ -201,3 +201,102 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// A baton-env started in the background, its stderr collected line by line (so a test
+/// can wait for a log event), killed on drop.
+pub struct Running {
+    pub child: KillOnDrop,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    pub fn start(mut cmd: Command) -> Running {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn baton-env");
+        let pipe = child.stderr.take().expect("stderr");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Running {
+            child: KillOnDrop(Some(child)),
+            stderr,
+            reader,
+        }
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.pid() as i32)
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), sig).expect("signal baton-env");
+    }
+
+    /// Everything logged so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub async fn wait_log(&self, needle: &str, limit: Duration) {
+        let what = format!("a log line with {needle:?}");
+        wait_for(&what, limit, || {
+            self.stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(needle))
+                .then_some(())
+        })
+        .await;
+    }
+
+    /// Waits for baton-env to exit (panics after `limit`; the drop kills it); returns its
+    /// exit code and stderr.
+    pub async fn exit(mut self, limit: Duration) -> (Option<i32>, String) {
+        let mut child = self.child.take();
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "baton-env did not exit within {limit:?}:\n{}",
+                    self.stderr()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // The reader ends at EOF, once every holder of the pipe is gone.
+        let reader = &self.reader;
+        wait_for("the end of stderr", Duration::from_secs(5), || {
+            reader.is_finished().then_some(())
+        })
+        .await;
+        (status.code(), self.stderr())
+    }
+}
+
+/// Lines of a file a child script appends to (empty while it does not exist).
+pub fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Whether a process exists (a zombie counts as existing).
+pub fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}

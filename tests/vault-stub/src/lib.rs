@@ -199,8 +199,37 @@ pub struct State {
     ignore_wrap: bool,
     leases: BTreeMap<String, Lease>,
     faults: Vec<Fault>,
-    log: Vec<(String, String)>,
+    log: Vec<Request>,
+    /// Requests whose path starts with the prefix wait until the receiver says released.
+    holds: Vec<(String, tokio::sync::watch::Receiver<bool>)>,
     creds_issued: u64,
+}
+
+/// One request as the stub saw it (test instrumentation: it holds tokens in clear).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    /// Without `/v1/` and the query.
+    pub path: String,
+    /// `X-Vault-Token`.
+    pub token: Option<String>,
+    /// `X-Vault-Namespace`.
+    pub namespace: Option<String>,
+    /// `lease_id` of the JSON body (lease renew/revoke).
+    pub lease_id: Option<String>,
+}
+
+/// Holds requests to a path prefix until released (or dropped): see [`StubHandle::hold`].
+pub struct Hold(tokio::sync::watch::Sender<bool>);
+
+impl Hold {
+    pub fn release(self) {}
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
 }
 
 /// A running stub.
@@ -268,7 +297,24 @@ impl StubHandle {
 
     /// Every request so far as (METHOD, path without `/v1/` and query).
     pub fn requests(&self) -> Vec<(String, String)> {
+        lock(&self.state)
+            .log
+            .iter()
+            .map(|r| (r.method.clone(), r.path.clone()))
+            .collect()
+    }
+
+    /// Every request so far with the token, namespace and lease id it carried.
+    pub fn request_log(&self) -> Vec<Request> {
         lock(&self.state).log.clone()
+    }
+
+    /// From now on, requests whose path starts with `prefix` are logged at once but
+    /// answered only when the returned [`Hold`] is released or dropped (to stage races).
+    pub fn hold(&self, prefix: &str) -> Hold {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        lock(&self.state).holds.push((prefix.to_owned(), rx));
+        Hold(tx)
     }
 
     pub fn clear_requests(&self) {
@@ -423,6 +469,17 @@ impl StubHandle {
             .collect()
     }
 
+    /// Ids of the leases revoked (one by one, or with the token that created them), not
+    /// counting those that merely expired.
+    pub fn revoked_leases(&self) -> Vec<String> {
+        let s = lock(&self.state);
+        s.leases
+            .iter()
+            .filter(|(_, l)| l.revoked)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// How many database credentials were issued.
     pub fn creds_issued(&self) -> u64 {
         lock(&self.state).creds_issued
@@ -558,8 +615,27 @@ async fn handle(
             }
         }
     };
+    let held = {
+        let mut s = lock(&state);
+        s.log.push(Request {
+            method: method.to_string(),
+            path: path.clone(),
+            token: token.clone(),
+            namespace: headers
+                .get("x-vault-namespace")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            lease_id: body["lease_id"].as_str().map(str::to_owned),
+        });
+        s.holds
+            .iter()
+            .find(|(prefix, rx)| path.starts_with(prefix.as_str()) && !*rx.borrow())
+            .map(|(_, rx)| rx.clone())
+    };
+    if let Some(mut rx) = held {
+        let _ = rx.wait_for(|released| *released).await;
+    }
     let mut s = lock(&state);
-    s.log.push((method.to_string(), path.clone()));
     if !s.faults.is_empty() {
         let fault = s.faults.remove(0);
         return into_response(match fault {
@@ -1448,5 +1524,36 @@ mod tests {
         assert_eq!(r.0, StatusCode::FORBIDDEN);
         let r = route(&mut s, &Method::GET, "kv1/app", &q, Some(&t), &Value::Null);
         assert_eq!(r.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn the_log_records_headers_and_holds_wait_for_release() {
+        let stub = spawn(StubConfig::default()).await.unwrap();
+        stub.put_kv1("kv1/app", json!({"k": "v"}));
+        let hold = stub.hold("kv1/");
+        let addr = stub.addr;
+        let req = tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream
+                .write_all(b"GET /v1/kv1/app HTTP/1.1\r\nHost: x\r\nX-Vault-Token: root\r\nX-Vault-Namespace: team-a\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut out = String::new();
+            stream.read_to_string(&mut out).await.unwrap();
+            out
+        });
+        // Logged while held, not answered yet.
+        while stub.request_log().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        assert!(!req.is_finished());
+        hold.release();
+        let answer = req.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let log = stub.request_log();
+        assert_eq!(log[0].namespace.as_deref(), Some("team-a"));
+        assert_eq!(log[0].token.as_deref(), Some("root"));
+        assert_eq!(log[0].path, "kv1/app");
     }
 }

@@ -1,0 +1,234 @@
+//! Regression tests, each named for the defect it guards against (audit of the supervisor:
+//! shutdown race, early returns that skipped cleanup, per-call --max-wait).
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use vault_stub::{spawn, DbRole, Policy, StubConfig, StubHandle, TokenSpec};
+
+use crate::support::{alive, baton_env, lines_of, wait_for, Running};
+
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+/// A stub whose `database/creds/app` leases live 2 s (max 3 s), so they rotate within
+/// about two seconds, and AppRole material for a role that may read them: (role_id,
+/// secret_id). The secret id has no use limit, so rotations log in again.
+pub async fn rotating_stub() -> (StubHandle, String, String) {
+    let stub = spawn(StubConfig::default()).await.expect("stub");
+    stub.add_db_role(
+        "app",
+        DbRole {
+            default_ttl: S(2),
+            max_ttl: S(3),
+        },
+    );
+    let role_id = stub.add_approle(
+        "web",
+        0,
+        TokenSpec::new(Policy::paths(["database/creds/"]), S(600)),
+    );
+    let secret_id = stub.secret_id("web").unwrap();
+    (stub, role_id, secret_id)
+}
+
+/// baton-env with AppRole login and one dynamic secret (`DB_USER`).
+pub fn approle_cmd(stub: &StubHandle, role_id: &str, secret_id: &str) -> std::process::Command {
+    let mut cmd = baton_env();
+    cmd.env("VAULT_ADDR", stub.url())
+        .env("BATON_ROLE_ID", role_id)
+        .env("BATON_SECRET_ID", secret_id)
+        .env("DB_USER", "vault:database/creds/app#username");
+    cmd
+}
+
+/// Asserts every token baton-env logged in with was revoked by `revoke-self` (which
+/// revokes its leases), every lease was revoked that way, and no per-lease revoke was
+/// attempted (Baton's policies do not grant `sys/leases/revoke`). Returns the tokens in
+/// login order.
+pub fn assert_all_revoked_by_token(stub: &StubHandle, logins: usize) -> Vec<String> {
+    let log = stub.request_log();
+    let mut tokens = stub.login_tokens();
+    assert_eq!(tokens.len(), logins, "logins: {tokens:?}");
+    // Login order = order of first use.
+    tokens.sort_by_key(|t| {
+        log.iter()
+            .position(|r| r.token.as_deref() == Some(t.as_str()))
+            .unwrap_or(usize::MAX)
+    });
+    for t in &tokens {
+        let revokes = log
+            .iter()
+            .filter(|r| r.path == "auth/token/revoke-self" && r.token.as_deref() == Some(t))
+            .count();
+        assert_eq!(revokes, 1, "each token is revoked exactly once");
+        assert!(!stub.token_valid(t));
+    }
+    assert!(
+        !log.iter().any(|r| r.path == "sys/leases/revoke"),
+        "no per-lease revoke under an owned token"
+    );
+    let revoked = stub.revoked_leases();
+    for (id, _) in stub.leases() {
+        assert!(revoked.contains(&id), "lease {id} was not revoked");
+    }
+    tokens
+}
+
+fn creds_reads(stub: &StubHandle) -> usize {
+    stub.requests()
+        .iter()
+        .filter(|(m, p)| m == "GET" && p == "database/creds/app")
+        .count()
+}
+
+/// Audit 1: a rotation fetch that completes after SIGTERM overwrote the shutdown with a
+/// restart. Now the terminating app is not restarted, baton-env exits with its code, and
+/// the credentials fetched too late are revoked.
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_fetched_after_sigterm_does_not_restart_the_child() {
+    let (stub, role_id, secret_id) = rotating_stub().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, go) = (dir.path().join("log"), dir.path().join("go"));
+    let mut cmd = approle_cmd(&stub, &role_id, &secret_id);
+    cmd.env("LOG", &log).env("GO", &go).args([
+        "--grace-period",
+        "60s",
+        "--",
+        "sh",
+        "-c",
+        r#"trap 'echo term >> "$LOG"; while [ ! -e "$GO" ]; do sleep 0.02; done; exit 42' TERM
+           echo "start $DB_USER" >> "$LOG"; while :; do sleep 0.05; done"#,
+    ]);
+    let run = Running::start(cmd);
+    wait_for("the child's start", S(10), || {
+        (!lines_of(&log).is_empty()).then_some(())
+    })
+    .await;
+    // Hold the rotation's read: the fetch is in flight when SIGTERM arrives.
+    let hold = stub.hold("database/creds/");
+    wait_for("the rotation's read", S(10), || {
+        (creds_reads(&stub) >= 2).then_some(())
+    })
+    .await;
+    run.signal(Signal::SIGTERM);
+    wait_for("the child to get SIGTERM", S(10), || {
+        lines_of(&log).contains(&"term".to_owned()).then_some(())
+    })
+    .await;
+    hold.release();
+    run.wait_log("rotation fetch finished", S(10)).await;
+    std::fs::write(&go, "").unwrap();
+    let (code, stderr) = run.exit(S(20)).await;
+    assert_eq!(code, Some(42), "{stderr}");
+    let starts = lines_of(&log)
+        .iter()
+        .filter(|l| l.starts_with("start"))
+        .count();
+    assert_eq!(starts, 1, "a terminating app must not be restarted");
+    assert!(
+        stderr.contains("credentials fetched while stopping"),
+        "{stderr}"
+    );
+    assert_all_revoked_by_token(&stub, 2);
+}
+
+/// Audit 2: an initial spawn failure (127) returned before revoking.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_that_cannot_start_leaves_no_credentials_behind() {
+    let (stub, role_id, secret_id) = rotating_stub().await;
+    let mut cmd = approle_cmd(&stub, &role_id, &secret_id);
+    cmd.args(["--", "/nonexistent/app"]);
+    let (code, stderr) = Running::start(cmd).exit(S(20)).await;
+    assert_eq!(code, Some(127), "{stderr}");
+    assert_eq!(stub.creds_issued(), 1);
+    assert_all_revoked_by_token(&stub, 1);
+}
+
+/// Audit 2: a restart whose spawn failed returned before revoking either generation.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_restart_revokes_every_generation() {
+    let (stub, role_id, secret_id) = rotating_stub().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, app) = (dir.path().join("log"), dir.path().join("app.sh"));
+    std::fs::write(
+        &app,
+        "#!/bin/sh\necho \"start $DB_USER\" >> \"$LOG\"\nexec sleep 60\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = approle_cmd(&stub, &role_id, &secret_id);
+    cmd.env("LOG", &log)
+        .args(["--grace-period", "2s", "--"])
+        .arg(&app);
+    let run = Running::start(cmd);
+    wait_for("the child's start", S(10), || {
+        (!lines_of(&log).is_empty()).then_some(())
+    })
+    .await;
+    std::fs::remove_file(&app).unwrap();
+    let (code, stderr) = run.exit(S(30)).await;
+    assert_eq!(code, Some(127), "{stderr}");
+    assert_eq!(lines_of(&log).len(), 1);
+    assert_all_revoked_by_token(&stub, 2);
+}
+
+/// Audit 2: with `--on-rotate signal:HUP`, an env file that could not be rewritten made
+/// baton-env exit 71 while the child kept running. Now the child is stopped first.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_env_file_that_cannot_be_rewritten_stops_the_child_first() {
+    let (stub, role_id, secret_id) = rotating_stub().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let pid_file = dir.path().join("pid");
+    let mut cmd = approle_cmd(&stub, &role_id, &secret_id);
+    cmd.env("PID_FILE", &pid_file)
+        .args([
+            "--on-rotate",
+            "signal:HUP",
+            "--grace-period",
+            "2s",
+            "--env-file",
+        ])
+        .arg(sub.join("secrets.env"))
+        .args(["--", "sh", "-c", r#"echo $$ > "$PID_FILE"; exec sleep 60"#]);
+    let run = Running::start(cmd);
+    let pid: i32 = wait_for("the child's pid", S(10), || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    })
+    .await;
+    // The env file's directory vanishes: the rotation cannot write the new file.
+    std::fs::remove_dir_all(&sub).unwrap();
+    let (code, stderr) = run.exit(S(30)).await;
+    assert_eq!(code, Some(71), "{stderr}");
+    assert!(stderr.contains("cannot rewrite the env file"), "{stderr}");
+    assert!(!alive(pid), "the child must not outlive baton-env");
+    assert_all_revoked_by_token(&stub, 2);
+}
+
+/// Audit 3: --max-wait applied to each call, so a start could wait several times over.
+/// Token lookup and mount lookup both retry while Vault is sealed: with the old per-call
+/// budget of 5 s each they took at least 6.3 s together (the jitter's lower bound); now
+/// the whole start ends at 5 s plus one request.
+#[tokio::test(flavor = "multi_thread")]
+async fn max_wait_bounds_the_whole_start() {
+    let stub = spawn(StubConfig::default()).await.expect("stub");
+    stub.put_kv1("kv1/app", serde_json::json!({"k": "v"}));
+    stub.fail_next(100_000, vault_stub::Fault::Sealed);
+    let mut cmd = baton_env();
+    cmd.env("VAULT_ADDR", stub.url())
+        .env("VAULT_TOKEN", stub.root_token())
+        .env("A", "vault:kv1/app#k")
+        .args(["--max-wait", "5s", "--", "true"]);
+    let started = Instant::now();
+    let (code, stderr) = Running::start(cmd).exit(S(30)).await;
+    let took = started.elapsed();
+    assert_eq!(code, Some(69), "{stderr}");
+    assert!(took < S(6), "start took {took:?}, --max-wait was 5 s");
+    for kind in ["auth/token/lookup-self", "sys/internal/ui/mounts/kv1/app"] {
+        assert!(
+            stub.requests().iter().any(|(_, p)| p == kind),
+            "{kind} never tried"
+        );
+    }
+}

@@ -1,0 +1,82 @@
+//! TLS with a custom CA (`VAULT_CACERT`): a CA and a server certificate minted with rcgen,
+//! a rustls listener in front of the Vault stub.
+
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use serde_json::json;
+use tokio_rustls::rustls;
+use vault_stub::{spawn, StubConfig, StubHandle};
+
+use crate::support::{baton_env, output, text};
+
+/// A TLS-terminating proxy to `stub` on a free loopback port; returns its https URL and
+/// the CA's PEM.
+async fn tls_front(stub: &StubHandle) -> (String, String) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let backend = stub.addr;
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                if let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                }
+            });
+        }
+    });
+    (format!("https://{addr}"), ca.pem())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_custom_ca_is_trusted_and_required() {
+    let stub = spawn(StubConfig::default()).await.unwrap();
+    stub.put_kv1("kv1/app", json!({"k": "over-tls"}));
+    let (url, ca_pem) = tls_front(&stub).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let run = |ca: bool| {
+        let mut cmd = baton_env();
+        cmd.env("VAULT_ADDR", &url)
+            .env("VAULT_TOKEN", stub.root_token())
+            .env("K", "vault:kv1/app#k")
+            .args(["--max-wait", "1s"]);
+        if ca {
+            cmd.env("VAULT_CACERT", &ca_file);
+        }
+        cmd.args(["--", "sh", "-c", "printf %s \"$K\""]);
+        output(cmd)
+    };
+    let out = run(true).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "over-tls");
+    // Without the CA the server is not trusted: Vault counts as unreachable (69).
+    let out = run(false).await;
+    assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+}
