@@ -29,7 +29,7 @@ pub enum AuthMethod {
     Jwt {
         mount: String,
         role: String,
-        jwt: Secret,
+        jwt: JwtSource,
     },
     /// Secret-zero via a gatekeeper service (see [`GatekeeperApi`]).
     Gatekeeper {
@@ -66,6 +66,31 @@ impl AuthMethod {
             Self::Token(_) | Self::Gatekeeper { .. } => false,
             Self::AppRole { secret_id, .. } => matches!(secret_id, SecretIdSource::Plain(_)),
             Self::Jwt { .. } => true,
+        }
+    }
+}
+
+/// Where the JWT of a `jwt` login comes from.
+#[derive(Debug, Clone)]
+pub enum JwtSource {
+    Given(Secret),
+    /// Read again at every login: workload identity issuers rotate the file's token.
+    File(std::path::PathBuf),
+}
+
+impl JwtSource {
+    fn current(&self) -> Result<Secret, AuthError> {
+        match self {
+            Self::Given(s) => Ok(s.clone()),
+            Self::File(path) => {
+                let mut raw = std::fs::read_to_string(path).map_err(|e| AuthError::JwtFile {
+                    path: path.clone(),
+                    reason: e.kind().to_string(),
+                })?;
+                let jwt = Secret::new(raw.trim().to_owned());
+                zeroize::Zeroize::zeroize(&mut raw);
+                Ok(jwt)
+            }
         }
     }
 }
@@ -114,6 +139,11 @@ pub enum AuthError {
     NoSecretId,
     #[error("{0} is empty")]
     Empty(&'static str),
+    #[error("cannot read the JWT file {}: {reason}", .path.display())]
+    JwtFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     /// The gatekeeper refused (403) or answered something unusable.
     #[error("gatekeeper request failed: {0}")]
     Gatekeeper(String),
@@ -273,6 +303,7 @@ pub async fn login<V: VaultApi, G: GatekeeperApi>(
                 .map_err(fail)
         }
         AuthMethod::Jwt { mount, role, jwt } => {
+            let jwt = jwt.current()?;
             if jwt.is_empty() {
                 return Err(AuthError::Empty("the JWT"));
             }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use baton_env::auth::{AuthMethod, SecretIdSource};
+use baton_env::auth::{AuthMethod, JwtSource, SecretIdSource};
 use baton_env::error::exit;
 use baton_env::resolve::KvVersions;
 use baton_env::secret::Secret;
@@ -294,7 +294,7 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
             AuthMethod::Jwt {
                 mount: cli.jwt_mount.trim_matches('/').to_owned(),
                 role,
-                jwt: read_secret_file(file)?,
+                jwt: JwtSource::File(file.to_path_buf()),
             }
         }
         AuthKind::Gatekeeper => {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_env::auth::{login, AuthError, AuthMethod, NoGatekeeper, SecretIdSource};
+use baton_env::auth::{login, AuthError, AuthMethod, JwtSource, NoGatekeeper, SecretIdSource};
 use baton_env::refs::parse_env;
 use baton_env::resolve::{resolve, KvVersions};
 use baton_env::retry::RetryPolicy;
@@ -318,19 +318,43 @@ async fn jwt_login() {
     let ok = AuthMethod::Jwt {
         mount: "jwt".into(),
         role: "app".into(),
-        jwt: Secret::new("header.payload.sig".into()),
+        jwt: JwtSource::Given(Secret::new("header.payload.sig".into())),
     };
     let t = login(&api, &NoGatekeeper, &ok, &quick()).await.unwrap();
     assert!(stub.token_valid(t.token.expose()));
     let bad = AuthMethod::Jwt {
         mount: "jwt".into(),
         role: "app".into(),
-        jwt: Secret::new("forged".into()),
+        jwt: JwtSource::Given(Secret::new("forged".into())),
     };
     let e = login(&api, &NoGatekeeper, &bad, &quick())
         .await
         .unwrap_err();
     assert!(!baton_env::chain(&e).contains("forged"));
+
+    // From a file, read again at each login: the issuer rotated it in between.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jwt");
+    std::fs::write(&file, "forged\n").unwrap();
+    let from_file = AuthMethod::Jwt {
+        mount: "jwt".into(),
+        role: "app".into(),
+        jwt: JwtSource::File(file.clone()),
+    };
+    let e = login(&api, &NoGatekeeper, &from_file, &quick())
+        .await
+        .unwrap_err();
+    assert!(!baton_env::chain(&e).contains("forged"));
+    std::fs::write(&file, "header.payload.sig\n").unwrap();
+    let t = login(&api, &NoGatekeeper, &from_file, &quick())
+        .await
+        .unwrap();
+    assert!(stub.token_valid(t.token.expose()));
+    std::fs::remove_file(&file).unwrap();
+    let e = login(&api, &NoGatekeeper, &from_file, &quick())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AuthError::JwtFile { .. }), "{e}");
 }
 
 #[tokio::test]
