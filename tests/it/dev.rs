@@ -111,7 +111,11 @@ async fn baton_dev_deploys_the_demo_redeploys_edits_and_leaves_nothing_behind() 
             std::env::var_os("CI").is_none(),
             "python3 is required in CI"
         );
-        eprintln!("skipped: python3 (the demo web app) is not installed");
+        std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("skipped: python3 (the demo web app) is not installed\n"),
+        )
+        .ok();
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -27,7 +27,11 @@ fn have_git() -> bool {
     let ok = Command::new("git").arg("--version").output().is_ok();
     if !ok {
         assert!(std::env::var_os("CI").is_none(), "git is required in CI");
-        eprintln!("skipped: git is not installed");
+        std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("skipped: git is not installed\n"),
+        )
+        .ok();
     }
     ok
 }

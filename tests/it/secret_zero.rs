@@ -46,7 +46,11 @@ fn baton_env() -> Option<PathBuf> {
             std::env::var_os("CI").is_none(),
             "baton-env must be built in CI (cargo build -p baton-sidecar)"
         );
-        eprintln!("skipped: baton-env is not built (cargo build -p baton-sidecar)");
+        std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("skipped: baton-env is not built (cargo build -p baton-sidecar)\n"),
+        )
+        .ok();
     }
     found
 }

@@ -22,7 +22,11 @@ fn have_git() -> bool {
     let ok = Command::new("git").arg("--version").output().is_ok();
     if !ok {
         assert!(std::env::var_os("CI").is_none(), "git is required in CI");
-        eprintln!("skipped: git is not installed");
+        std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("skipped: git is not installed\n"),
+        )
+        .ok();
     }
     ok
 }
@@ -426,7 +430,11 @@ async fn push_webhook_over_http_git_backend() {
             std::env::var_os("CI").is_none(),
             "git http-backend is required in CI"
         );
-        eprintln!("skipped: git http-backend not found under `git --exec-path`");
+        std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("skipped: git http-backend not found under `git --exec-path`\n"),
+        )
+        .ok();
         return;
     }
     let env = setup().await;

@@ -39,7 +39,7 @@ impl Browser {
                 std::env::var_os("CI").is_none(),
                 "{test}: chromium and chromedriver are required in CI (apt-get install -y chromium chromium-driver)"
             );
-            eprintln!("skipped {test}: chromium or chromedriver is not installed (apt-get install -y chromium chromium-driver)");
+            std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("skipped {test}: chromium or chromedriver is not installed (apt-get install -y chromium chromium-driver)\n")).ok();
             return None;
         };
         let port = {

@@ -119,7 +119,11 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../shared/marathon/api-examples/events.txt");
         let Ok(text) = std::fs::read(&path) else {
-            eprintln!("skipped: {} is absent", path.display());
+            std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!("skipped: {} is absent\n", path.display()),
+            )
+            .ok();
             return;
         };
         let got = Parser::default().feed(&text);

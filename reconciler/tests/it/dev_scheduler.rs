@@ -142,7 +142,11 @@ fn tool_missing(test: &str, why: &str) -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("{test}: {why} (CI must install it)");
     }
-    eprintln!("skipped {test}: {why}");
+    std::io::Write::write_fmt(
+        &mut std::io::stderr(),
+        format_args!("skipped {test}: {why}\n"),
+    )
+    .ok();
     true
 }
 
@@ -718,7 +722,7 @@ async fn docker_app_without_engine_fails_with_a_clear_message() {
         .is_ok_and(|o| o.status.success());
     if engine {
         // With an engine the task would pull an image: not something a unit-level test may do.
-        eprintln!("skipped docker_app_without_engine_fails_with_a_clear_message: a Docker engine is reachable");
+        std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("skipped docker_app_without_engine_fails_with_a_clear_message: a Docker engine is reachable\n")).ok();
         return;
     }
     let s = start(DevConfig::default()).await;

@@ -56,7 +56,11 @@ fn in_namespace(args: &[&str]) -> Option<Command> {
     if std::env::var_os("CI").is_some() {
         panic!("unshare --pid failed under CI: {why}");
     }
-    eprintln!("skipped: unshare --pid --fork --mount-proc failed ({why})");
+    std::io::Write::write_fmt(
+        &mut std::io::stderr(),
+        format_args!("skipped: unshare --pid --fork --mount-proc failed ({why})\n"),
+    )
+    .ok();
     None
 }
 

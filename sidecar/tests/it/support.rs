@@ -32,7 +32,11 @@ pub fn missing(tool: &str, why: &str) -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("{tool} is required under CI: {why}");
     }
-    eprintln!("skipped: {tool} not available ({why})");
+    std::io::Write::write_fmt(
+        &mut std::io::stderr(),
+        format_args!("skipped: {tool} not available ({why})\n"),
+    )
+    .ok();
     true
 }
 
