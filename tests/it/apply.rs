@@ -226,6 +226,8 @@ async fn kill_9_mid_apply_then_rerun_converges_without_touching_unowned_apps() {
     child.kill().unwrap(); // SIGKILL
     let _ = child.wait();
     assert!(sched.app("/later-0").await.is_none());
+    let first_version = sched.app("/first").await.unwrap()["version"].clone();
+    let writes_before = sched.writes().await;
 
     let out = std::process::Command::new(&bin)
         .args(["apply", "--marathon", &sched.url, "--repo"])
@@ -239,11 +241,14 @@ async fn kill_9_mid_apply_then_rerun_converges_without_touching_unowned_apps() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // /first was created by the killed run; the re-run does not create it again.
-    assert!(
-        !text.contains("/first                       create"),
+    // /first was created by the killed run; the re-run leaves it as it is (no second create,
+    // no update) and writes exactly the four apps that were missing.
+    assert_eq!(
+        sched.app("/first").await.unwrap()["version"],
+        first_version,
         "{text}"
     );
+    assert_eq!(sched.writes().await - writes_before, 4, "{text}");
     let apps = sched.apps().await;
     let mut ids: Vec<&str> = apps.iter().filter_map(|a| a["id"].as_str()).collect();
     ids.sort();
@@ -255,7 +260,8 @@ async fn kill_9_mid_apply_then_rerun_converges_without_touching_unowned_apps() {
     assert_eq!(theirs["version"], theirs_version);
     assert!(theirs.pointer("/labels/baton.dev~1owner").is_none());
 
-    // And once more: nothing to do, exit 0.
+    // And once more: nothing to do, exit 0, no API write.
+    let writes_converged = sched.writes().await;
     let out = std::process::Command::new(&bin)
         .args(["apply", "--marathon", &sched.url, "--repo"])
         .arg(repo.path())
@@ -263,6 +269,11 @@ async fn kill_9_mid_apply_then_rerun_converges_without_touching_unowned_apps() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to do"));
+    assert_eq!(
+        sched.writes().await,
+        writes_converged,
+        "a converged re-run writes nothing"
+    );
     sched.stop().await;
 }
 

@@ -146,3 +146,69 @@ async fn a_slow_scheduler_times_out_with_a_clear_error() {
     task.abort();
     next_run_converges(&repo).await;
 }
+
+/// A proxy to `upstream` that passes reads through and answers every write with 500: the
+/// scheduler reads fine but cannot change anything (a Marathon whose leader is failing over).
+async fn failing_writes(upstream: String) -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let writes = Arc::new(AtomicUsize::new(0));
+    let w = writes.clone();
+    let http = reqwest::Client::new();
+    let app = axum::Router::new().fallback(
+        move |method: axum::http::Method, uri: axum::http::Uri| {
+            let (w, http, upstream) = (w.clone(), http.clone(), upstream.clone());
+            async move {
+                if method != axum::http::Method::GET {
+                    w.fetch_add(1, Ordering::SeqCst);
+                    return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, String::from("boom"));
+                }
+                let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                let r = http.get(format!("{upstream}{pq}")).send().await.unwrap();
+                let status = axum::http::StatusCode::from_u16(r.status().as_u16()).unwrap();
+                (status, r.text().await.unwrap())
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, writes, task)
+}
+
+/// Reads work, writes fail: each write is retried and reported, nothing is deleted or changed,
+/// and the next run against the same (now healthy) scheduler converges from what is there.
+#[tokio::test]
+async fn failing_writes_change_nothing_and_the_next_run_converges() {
+    let sched = DevScheduler::start().await;
+    let repo = repo();
+    repo.write("old.yaml", "cmd: exec sleep 1000\ncpus: 0.01\nmem: 8\n");
+    let report = sync(&repo, &sched.client()).await.unwrap();
+    assert!(report.converged(), "{report:?}");
+    let a_version = sched.app("/a").await.unwrap()["version"].clone();
+
+    // Next commit: /old removed, /b added, /a changed.
+    repo.remove("old.yaml");
+    repo.write("b.yaml", "cmd: exec sleep 1000\ncpus: 0.01\nmem: 8\n");
+    repo.write("a.yaml", "cmd: exec sleep 2000\ncpus: 0.01\nmem: 8\n");
+    let (proxy, writes, task) = failing_writes(sched.url.clone()).await;
+    let report = sync(&repo, &client(&proxy, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(!report.converged(), "{report:?}");
+    let failed: Vec<&str> = report.failures().map(|r| r.app.as_str()).collect();
+    assert!(failed.contains(&"/a") && failed.contains(&"/b"), "{report:?}");
+    // Every write was tried (creates and updates with retries, the delete too), none landed.
+    assert!(writes.load(Ordering::SeqCst) >= 3, "{report:?}");
+    assert!(sched.app("/old").await.is_some(), "nothing deleted");
+    assert!(sched.app("/b").await.is_none());
+    assert_eq!(sched.app("/a").await.unwrap()["version"], a_version);
+    task.abort();
+
+    let report = sync(&repo, &sched.client()).await.unwrap();
+    assert!(report.converged(), "{report:?}");
+    assert!(sched.app("/old").await.is_none());
+    assert!(sched.app("/b").await.is_some());
+    assert_eq!(sched.app("/a").await.unwrap()["cmd"], "exec sleep 2000");
+    sched.stop().await;
+}

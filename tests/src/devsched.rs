@@ -56,6 +56,24 @@ impl DevScheduler {
         doc["apps"].as_array().cloned().unwrap_or_default()
     }
 
+    /// API writes received so far (`PUT`, `POST`, `DELETE` of any route), from the dev
+    /// scheduler's own request counts.
+    pub async fn writes(&self) -> u64 {
+        let counts: Value = reqwest::get(format!("{}/baton-dev/requests", self.url))
+            .await
+            .expect("GET /baton-dev/requests")
+            .json()
+            .await
+            .expect("JSON");
+        counts
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(route, _)| !route.starts_with("GET "))
+            .filter_map(|(_, n)| n.as_u64())
+            .sum()
+    }
+
     /// One app, if it exists.
     pub async fn app(&self, id: &str) -> Option<Value> {
         self.apps()

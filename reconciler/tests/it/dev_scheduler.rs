@@ -1226,3 +1226,112 @@ fn absolute(parent: &str, id: &str) -> String {
         format!("{}/{}", parent.trim_end_matches('/'), id)
     }
 }
+
+/// An open `/v2/events` stream, read event by event.
+struct EventFeed {
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>>,
+    buf: String,
+}
+
+impl EventFeed {
+    async fn open(s: &Server) -> EventFeed {
+        let resp = s
+            .http
+            .get(format!("{}/v2/events", s.url))
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        EventFeed {
+            stream: Box::pin(resp.bytes_stream()),
+            buf: String::new(),
+        }
+    }
+
+    /// The next event of kind `kind` whose body satisfies `pred` (others are skipped).
+    async fn next(&mut self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let end = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            while let Some(pos) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..pos + 2).collect();
+                let k = block.lines().find_map(|l| l.strip_prefix("event: "));
+                let d = block.lines().find_map(|l| l.strip_prefix("data: "));
+                if let (Some(k), Some(d)) = (k, d) {
+                    let body: Value = serde_json::from_str(d).unwrap();
+                    if k == kind && pred(&body) {
+                        return body;
+                    }
+                }
+            }
+            let chunk = tokio::time::timeout_at(end, self.stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {kind} in time"))
+                .expect("stream open")
+                .unwrap();
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+/// COMMAND health checks run in the task's environment and gate the deployment; their
+/// transitions are `health_status_changed_event`s; a forced change supersedes the running
+/// deployment, which ends with `deployment_failed`, as in Marathon.
+#[tokio::test]
+async fn command_health_checks_and_deployment_events() {
+    let s = start(DevConfig::default()).await;
+    let mut events = EventFeed::open(&s).await;
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("healthy");
+    let app = |cmd: &str| {
+        json!({
+            "id": "/hc", "cmd": cmd, "cpus": 0.01, "mem": 8,
+            "healthChecks": [{
+                "protocol": "COMMAND",
+                "command": {"value": format!("test -f {} && test -n \"$MESOS_TASK_ID\"", flag.display())},
+                "gracePeriodSeconds": 0, "intervalSeconds": 1, "timeoutSeconds": 5, "delaySeconds": 0,
+                "maxConsecutiveFailures": 0
+            }]
+        })
+    };
+    let (status, first) = s.post("/v2/apps", app("exec sleep 1000")).await;
+    assert_eq!(status, 201, "{first}");
+    let first_deployment = first["deployments"][0]["id"].as_str().unwrap().to_string();
+    let down = events
+        .next("health_status_changed_event", |b| b["appId"] == "/hc")
+        .await;
+    assert_eq!(down["alive"], false, "{down}");
+    assert_eq!(
+        s.get("/v2/deployments").await.as_array().unwrap().len(),
+        1,
+        "an unhealthy task holds the deployment"
+    );
+
+    // Not forced: refused while the deployment runs. Forced: the old deployment fails.
+    let (status, _) = s.put("/v2/apps/hc", app("exec sleep 1001")).await;
+    assert_eq!(status, 409);
+    let (status, second) = s
+        .put("/v2/apps/hc?force=true", app("exec sleep 1001"))
+        .await;
+    assert_eq!(status, 200, "{second}");
+    let failed = events
+        .next("deployment_failed", |b| b["id"] == first_deployment.as_str())
+        .await;
+    assert_eq!(failed["id"], first_deployment.as_str());
+
+    // The check passes: the task turns healthy and the new deployment succeeds.
+    std::fs::write(&flag, "").unwrap();
+    let up = events
+        .next("health_status_changed_event", |b| {
+            b["appId"] == "/hc" && b["alive"] == true
+        })
+        .await;
+    assert!(up["taskId"].is_string(), "{up}");
+    let done = events
+        .next("deployment_success", |b| b["id"] == second["deploymentId"])
+        .await;
+    assert!(done["id"].is_string());
+    let hc = s.get("/v2/apps/hc").await;
+    assert_eq!(hc["app"]["tasksHealthy"], 1, "{hc}");
+    assert_eq!(hc["app"]["cmd"], "exec sleep 1001", "{hc}");
+    s.stop().await;
+}
