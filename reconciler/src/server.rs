@@ -238,6 +238,160 @@ fn admin_allowed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tokio::sync::mpsc::error::TryRecvError;
+    use tower::ServiceExt;
+
+    const SECRET: &str = "hook-secret";
+
+    fn app(token: Option<&str>) -> (Router, tokio::sync::mpsc::Receiver<Trigger>) {
+        let (shared, rx) = Shared::new("test".into(), crate::reconcile::SyncMode::Manual);
+        let state = AppState::new(
+            shared,
+            HookSettings {
+                secret: SecretString::from(SECRET.to_string()),
+                followed_ref: "main".into(),
+            },
+        )
+        .with_api_token(token.map(|t| SecretString::from(t.to_string())));
+        (router(state), rx)
+    }
+
+    async fn send(app: &Router, req: Request<Body>) -> u16 {
+        app.clone().oneshot(req).await.unwrap().status().as_u16()
+    }
+
+    fn push(git_ref: &str) -> Vec<u8> {
+        format!(r#"{{"ref":"refs/heads/{git_ref}","after":"0123abcd"}}"#).into_bytes()
+    }
+
+    fn hex_hmac(body: &[u8]) -> String {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+        hex::encode(ring::hmac::sign(&key, body).as_ref())
+    }
+
+    /// Each provider's delivery over HTTP, as the forge sends it: accepted (202) and a cycle
+    /// queued; the same delivery again, a forged one, another branch: answered, nothing queued.
+    #[tokio::test]
+    async fn deliveries_of_every_provider_queue_exactly_one_cycle() {
+        let (app, mut rx) = app(None);
+        let body = push("main");
+        let github = |delivery: &str, sig: String| {
+            Request::post("/hooks/github")
+                .header("X-GitHub-Event", "push")
+                .header("X-GitHub-Delivery", delivery)
+                .header("X-Hub-Signature-256", sig)
+                .body(Body::from(body.clone()))
+                .unwrap()
+        };
+        let sig = format!("sha256={}", hex_hmac(&body));
+        assert_eq!(send(&app, github("g-1", sig.clone())).await, 202);
+        assert!(
+            matches!(rx.try_recv(), Ok(Trigger::Webhook { delivery }) if delivery == "github:g-1")
+        );
+        assert_eq!(
+            send(&app, github("g-1", sig.clone())).await,
+            200,
+            "replayed"
+        );
+        assert_eq!(
+            send(&app, github("g-2", "sha256=00".into())).await,
+            401,
+            "forged"
+        );
+        assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty);
+
+        let gitlab = Request::post("/hooks/gitlab")
+            .header("X-Gitlab-Event", "Push Hook")
+            .header("X-Gitlab-Event-UUID", "l-1")
+            .header("X-Gitlab-Token", SECRET)
+            .body(Body::from(body.clone()))
+            .unwrap();
+        assert_eq!(send(&app, gitlab).await, 202);
+        let wrong_token = Request::post("/hooks/gitlab")
+            .header("X-Gitlab-Event", "Push Hook")
+            .header("X-Gitlab-Token", "guess")
+            .body(Body::from(body.clone()))
+            .unwrap();
+        assert_eq!(send(&app, wrong_token).await, 401);
+        let gitea = Request::post("/hooks/gitea")
+            .header("X-Gitea-Event", "push")
+            .header("X-Gitea-Delivery", "t-1")
+            .header("X-Gitea-Signature", hex_hmac(&body))
+            .body(Body::from(body.clone()))
+            .unwrap();
+        assert_eq!(send(&app, gitea).await, 202);
+        let generic = Request::post("/hooks/generic")
+            .header("X-Baton-Delivery", "b-1")
+            .header("X-Baton-Signature", sig.clone())
+            .body(Body::from(body.clone()))
+            .unwrap();
+        assert_eq!(send(&app, generic).await, 202);
+        let delivered: Vec<String> = std::iter::from_fn(|| match rx.try_recv() {
+            Ok(Trigger::Webhook { delivery }) => Some(delivery),
+            _ => None,
+        })
+        .collect();
+        assert_eq!(delivered, ["gitlab:l-1", "gitea:t-1", "generic:b-1"]);
+
+        // A push to another branch is authentic but ignored.
+        let other = push("feature");
+        let req = Request::post("/hooks/github")
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", "g-3")
+            .header(
+                "X-Hub-Signature-256",
+                format!("sha256={}", hex_hmac(&other)),
+            )
+            .body(Body::from(other))
+            .unwrap();
+        assert_eq!(send(&app, req).await, 200);
+        assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty);
+
+        // Over the size limit: refused before any check.
+        let huge = vec![b' '; hooks::MAX_BODY_BYTES + 1];
+        let req = Request::post("/hooks/github")
+            .header("X-GitHub-Event", "push")
+            .header("X-Hub-Signature-256", format!("sha256={}", hex_hmac(&huge)))
+            .body(Body::from(huge))
+            .unwrap();
+        assert_eq!(send(&app, req).await, 413);
+        assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty);
+    }
+
+    /// `POST /api/sync` with a token configured: only the right bearer queues a sync.
+    #[tokio::test]
+    async fn manual_sync_needs_the_bearer_token() {
+        let (app, mut rx) = app(Some("s3cret-sync"));
+        let sync = |auth: Option<&str>| {
+            let mut r = Request::post("/api/sync");
+            if let Some(a) = auth {
+                r = r.header("Authorization", a);
+            }
+            r.body(Body::empty()).unwrap()
+        };
+        assert_eq!(send(&app, sync(None)).await, 401);
+        assert_eq!(send(&app, sync(Some("Bearer nope"))).await, 401);
+        assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty);
+        assert_eq!(send(&app, sync(Some("Bearer s3cret-sync"))).await, 202);
+        assert_eq!(rx.try_recv().unwrap(), Trigger::ManualSync);
+
+        // Without a token: loopback peers only.
+        let (open, mut rx) = app(None);
+        let from = |ip: [u8; 4]| {
+            let mut r = Request::post("/api/sync").body(Body::empty()).unwrap();
+            r.extensions_mut()
+                .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                    ip, 40000,
+                ))));
+            r
+        };
+        assert_eq!(send(&open, from([10, 0, 0, 7])).await, 401);
+        assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty);
+        assert_eq!(send(&open, from([127, 0, 0, 1])).await, 202);
+        assert_eq!(rx.try_recv().unwrap(), Trigger::ManualSync);
+    }
 
     #[test]
     fn admin_calls_need_the_token_or_loopback() {

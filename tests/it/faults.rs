@@ -149,25 +149,29 @@ async fn a_slow_scheduler_times_out_with_a_clear_error() {
 
 /// A proxy to `upstream` that passes reads through and answers every write with 500: the
 /// scheduler reads fine but cannot change anything (a Marathon whose leader is failing over).
-async fn failing_writes(upstream: String) -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+async fn failing_writes(
+    upstream: String,
+) -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
     let writes = Arc::new(AtomicUsize::new(0));
     let w = writes.clone();
     let http = reqwest::Client::new();
-    let app = axum::Router::new().fallback(
-        move |method: axum::http::Method, uri: axum::http::Uri| {
+    let app =
+        axum::Router::new().fallback(move |method: axum::http::Method, uri: axum::http::Uri| {
             let (w, http, upstream) = (w.clone(), http.clone(), upstream.clone());
             async move {
                 if method != axum::http::Method::GET {
                     w.fetch_add(1, Ordering::SeqCst);
-                    return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, String::from("boom"));
+                    return (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        String::from("boom"),
+                    );
                 }
                 let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
                 let r = http.get(format!("{upstream}{pq}")).send().await.unwrap();
                 let status = axum::http::StatusCode::from_u16(r.status().as_u16()).unwrap();
                 (status, r.text().await.unwrap())
             }
-        },
-    );
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
@@ -197,7 +201,10 @@ async fn failing_writes_change_nothing_and_the_next_run_converges() {
         .unwrap();
     assert!(!report.converged(), "{report:?}");
     let failed: Vec<&str> = report.failures().map(|r| r.app.as_str()).collect();
-    assert!(failed.contains(&"/a") && failed.contains(&"/b"), "{report:?}");
+    assert!(
+        failed.contains(&"/a") && failed.contains(&"/b"),
+        "{report:?}"
+    );
     // Every write was tried (creates and updates with retries, the delete too), none landed.
     assert!(writes.load(Ordering::SeqCst) >= 3, "{report:?}");
     assert!(sched.app("/old").await.is_some(), "nothing deleted");

@@ -1229,7 +1229,8 @@ fn absolute(parent: &str, id: &str) -> String {
 
 /// An open `/v2/events` stream, read event by event.
 struct EventFeed {
-    stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>>,
+    stream:
+        std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>>,
     buf: String,
 }
 
@@ -1314,7 +1315,9 @@ async fn command_health_checks_and_deployment_events() {
         .await;
     assert_eq!(status, 200, "{second}");
     let failed = events
-        .next("deployment_failed", |b| b["id"] == first_deployment.as_str())
+        .next("deployment_failed", |b| {
+            b["id"] == first_deployment.as_str()
+        })
         .await;
     assert_eq!(failed["id"], first_deployment.as_str());
 
