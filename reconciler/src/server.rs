@@ -363,7 +363,7 @@ mod tests {
     /// `POST /api/sync` with a token configured: only the right bearer queues a sync.
     #[tokio::test]
     async fn manual_sync_needs_the_bearer_token() {
-        let (app, mut rx) = app(Some("s3cret-sync"));
+        let (guarded, mut rx) = app(Some("s3cret-sync"));
         let sync = |auth: Option<&str>| {
             let mut r = Request::post("/api/sync");
             if let Some(a) = auth {
@@ -371,10 +371,10 @@ mod tests {
             }
             r.body(Body::empty()).unwrap()
         };
-        assert_eq!(send(&app, sync(None)).await, 401);
-        assert_eq!(send(&app, sync(Some("Bearer nope"))).await, 401);
+        assert_eq!(send(&guarded, sync(None)).await, 401);
+        assert_eq!(send(&guarded, sync(Some("Bearer nope"))).await, 401);
         assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty);
-        assert_eq!(send(&app, sync(Some("Bearer s3cret-sync"))).await, 202);
+        assert_eq!(send(&guarded, sync(Some("Bearer s3cret-sync"))).await, 202);
         assert_eq!(rx.try_recv().unwrap(), Trigger::ManualSync);
 
         // Without a token: loopback peers only.
