@@ -168,3 +168,143 @@ async fn api_drift_and_metrics_are_served() {
     assert!(page.contains("<title>Baton</title>") && !page.contains("<script src"));
     stop.cancel();
 }
+
+/// The page as `baton serve` serves it, in Chromium: the synced app shows in sync and synced;
+/// an out-of-band change on the dev scheduler turns it drifted without a reload (auto-refresh),
+/// and the detail view shows the field diff, who changed it, and the recent syncs, newest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_page_of_baton_serve_shows_drift_as_it_happens() {
+    use baton::config::ServeConfig;
+    use baton::reconcile::SyncMode;
+    use baton::scheduler::marathon::MarathonConfig;
+    use tokio_util::sync::CancellationToken;
+
+    let Some(browser) =
+        Browser::start("status_page_of_baton_serve_shows_drift_as_it_happens").await
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(repo.join("apps")).unwrap();
+    std::fs::write(repo.join("baton.yaml"), "owner: e2e\n").unwrap();
+    std::fs::write(
+        repo.join("apps/web.yaml"),
+        "cmd: exec sleep 1000\ncpus: 0.01\nmem: 8\ninstances: 1\nenv: {COLOR: blue}\n",
+    )
+    .unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let marathon = format!("http://{}", listener.local_addr().unwrap());
+    let sched_stop = CancellationToken::new();
+    let s = sched_stop.clone();
+    let sched = tokio::spawn(async move {
+        let _ = baton::scheduler::dev::run(listener, Default::default(), s).await;
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = ServeConfig {
+        repo: repo.display().to_string(),
+        reference: "main".into(),
+        cache_dir: tmp.path().join("state/cache"),
+        state_dir: tmp.path().join("state"),
+        listen: addr,
+        marathon: MarathonConfig::new(marathon.clone()),
+        sync: SyncMode::Auto,
+        poll_interval: Duration::from_secs(3600),
+        webhook_secret: secrecy::SecretString::from("s".to_string()),
+        api_token: None,
+        allow_deletes: None,
+        git_auth: None,
+        vault: None,
+        notify: Vec::new(),
+    };
+    let stop = CancellationToken::new();
+    let st = stop.clone();
+    let serve = tokio::spawn(async move { baton::serve::serve(config, listener, st).await });
+
+    browser.goto(&format!("http://{addr}/")).await;
+    let row = |state: &str, sync: &str| {
+        format!(
+            "const r = document.querySelector(\"#rows tr[data-app='/web']\"); \
+             return !!r && r.dataset.state === '{state}' && r.children[2].innerText === '{sync}'"
+        )
+    };
+    // The first cycle deploys; the page picks it up on its own.
+    browser
+        .wait_for(
+            &row("in_sync", "synced"),
+            Duration::from_secs(60),
+            "/web in sync",
+        )
+        .await;
+
+    let r = reqwest::Client::new()
+        .put(format!("{marathon}/v2/apps/web?partialUpdate=true"))
+        .json(&json!({"instances": 2, "env": {"COLOR": "green"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    // No reload: the auto-refresh shows the drift the daemon saw on the event stream.
+    browser
+        .wait_for(
+            "const r = document.querySelector(\"#rows tr[data-app='/web']\"); return !!r && r.dataset.state === 'drifted'",
+            Duration::from_secs(60),
+            "/web drifted after the out-of-band change",
+        )
+        .await;
+    browser.click("#rows tr[data-app='/web']").await;
+    let diff = browser
+        .wait_for(
+            "const d = document.querySelector('#detail #diff'); return d && d.innerText",
+            Duration::from_secs(10),
+            "the detail view",
+        )
+        .await;
+    let diff = diff.as_str().unwrap();
+    assert!(
+        diff.contains("/instances") && diff.contains("/env/COLOR") && diff.contains("\"green\""),
+        "{diff}"
+    );
+    let detail = browser
+        .eval("return document.querySelector('#detail').innerText")
+        .await;
+    let detail = detail.as_str().unwrap();
+    assert!(detail.contains("via /v2/apps/web"), "{detail}");
+
+    // Git catches up with the change (the directory is watched): in sync again, and the
+    // detail view's recent syncs list the new sync first.
+    std::fs::write(
+        repo.join("apps/web.yaml"),
+        "cmd: exec sleep 1000\ncpus: 0.01\nmem: 8\ninstances: 2\nenv: {COLOR: green}\n",
+    )
+    .unwrap();
+    browser
+        .wait_for(
+            &row("in_sync", "synced"),
+            Duration::from_secs(60),
+            "/web in sync again",
+        )
+        .await;
+    let syncs = browser
+        .wait_for(
+            "const t = [...document.querySelectorAll('#detail table')].pop(); \
+             const s = t ? [...t.querySelectorAll('tbody tr')].map(r => r.children[1].innerText) : []; \
+             return s.length >= 2 && s",
+            Duration::from_secs(30),
+            "two syncs in the detail view",
+        )
+        .await;
+    assert_eq!(syncs, json!(["file-change", "startup"]));
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(30), serve)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    browser.close().await;
+    sched_stop.cancel();
+    let _ = sched.await;
+}
