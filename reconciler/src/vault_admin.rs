@@ -280,7 +280,9 @@ impl VaultAdmin {
                 message: "role not found".into(),
             })?;
         let Some(info) = v.get("wrap_info").filter(|w| w.is_object()) else {
-            // `v` may hold a plain secret id: dropped here, never logged or returned.
+            // `v` may hold a plain secret id: never logged or returned, and destroyed so that
+            // it cannot be used by whoever else might see this answer.
+            self.destroy_secret_id(role, &v).await;
             return Err(VaultAdminError::NotWrapped { path });
         };
         let token = info
@@ -305,6 +307,38 @@ impl VaultAdmin {
                 .unwrap_or_default()
                 .to_owned(),
         })
+    }
+
+    /// Destroy the secret id of an unwrapped `secret-id` answer: by accessor when the answer
+    /// has one, else by the id itself. Best effort (a failure is logged, without the id); the
+    /// id expires with the role's short `secret_id_ttl` anyway.
+    async fn destroy_secret_id(&self, role: &str, answer: &Value) {
+        let data = answer.get("data").unwrap_or(answer);
+        let field = |k: &str| {
+            data.get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let (path, body) = match (field("secret_id_accessor"), field("secret_id")) {
+            (Some(acc), _) => (
+                format!("{}/secret-id-accessor/destroy", self.role_path(role)),
+                json!({ "secret_id_accessor": acc }),
+            ),
+            (None, Some(id)) => (
+                format!("{}/secret-id/destroy", self.role_path(role)),
+                json!({ "secret_id": id }),
+            ),
+            (None, None) => return,
+        };
+        match self.call(Method::POST, &path, Some(&body), None).await {
+            Ok(_) => tracing::warn!(
+                role,
+                "Vault ignored response wrapping: the secret id it answered with was destroyed"
+            ),
+            Err(e) => {
+                tracing::warn!(role, error = %e, "Vault ignored response wrapping and the plain secret id could not be destroyed; it expires with secret_id_ttl")
+            }
+        }
     }
 
     /// The KV secrets engines (`GET sys/mounts`). A token without the right to list mounts

@@ -777,6 +777,20 @@ async fn a_vault_that_ignores_wrapping_is_refused_not_passed_on() {
     w.scheduler.await.unwrap();
     // Every reservation was released: the task may ask again once Vault wraps.
     assert_eq!(gk.served_count(), 0);
+    // And every plain secret id Vault answered with was destroyed (a request still in flight
+    // when the tasks stopped finishes within the deadline).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w.stub.live_secret_ids("baton-web") > 0 {
+        assert!(Instant::now() < deadline, "a plain secret id stayed valid");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        w.stub
+            .requests()
+            .iter()
+            .any(|(_, p)| p.ends_with("/secret-id-accessor/destroy")),
+        "destroyed by accessor"
+    );
 }
 
 /// Load: 1,000 tasks of one app ask within one burst; every one must get credentials.

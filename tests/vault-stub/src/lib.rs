@@ -163,6 +163,7 @@ struct AppRole {
 #[derive(Debug, Clone)]
 struct SecretIdEntry {
     role: String,
+    accessor: String,
     uses_left: Option<u32>,
     expires: Option<Instant>,
 }
@@ -428,6 +429,17 @@ impl StubHandle {
     }
 
     /// `true`: answer as a server that ignores `X-Vault-Wrap-TTL` (plain responses).
+    /// Secret ids of `role` that could still log in (not used up, expired or destroyed).
+    pub fn live_secret_ids(&self, role: &str) -> usize {
+        let s = lock(&self.state);
+        let now = Instant::now();
+        s.secret_ids
+            .values()
+            .filter(|e| e.role == role && e.uses_left != Some(0))
+            .filter(|e| e.expires.is_none_or(|t| t > now))
+            .count()
+    }
+
     pub fn ignore_wrapping(&self, ignore: bool) {
         lock(&self.state).ignore_wrap = ignore;
     }
@@ -785,6 +797,19 @@ pub fn route(
                 None => err(StatusCode::BAD_REQUEST, "role not found"),
             }
         }
+        // https://developer.hashicorp.com/vault/api-docs/auth/approle#destroy-approle-secret-id
+        ("POST" | "PUT", ["auth", "approle", "role", _, "secret-id", "destroy"]) => {
+            let id = body["secret_id"].as_str().unwrap_or_default();
+            s.secret_ids.remove(id);
+            no_content()
+        }
+        // https://developer.hashicorp.com/vault/api-docs/auth/approle#destroy-approle-secret-id-accessor
+        ("POST" | "PUT", ["auth", "approle", "role", role, "secret-id-accessor", "destroy"]) => {
+            let acc = body["secret_id_accessor"].as_str().unwrap_or_default();
+            s.secret_ids
+                .retain(|_, e| !(e.role == *role && e.accessor == acc));
+            no_content()
+        }
         // https://developer.hashicorp.com/vault/api-docs/auth/approle#list-roles
         ("LIST", ["auth", "approle", "role"]) | ("GET", ["auth", "approle", "role"])
             if method.as_str() == "LIST"
@@ -1124,17 +1149,19 @@ impl State {
         let uses = r.secret_id_num_uses;
         let ttl = r.secret_id_ttl;
         let secret_id = uuid::Uuid::new_v4().to_string();
+        let accessor = uuid::Uuid::new_v4().to_string();
         self.secret_ids.insert(
             secret_id.clone(),
             SecretIdEntry {
                 role: role.into(),
+                accessor: accessor.clone(),
                 uses_left: (uses > 0).then_some(uses),
                 expires: (ttl > 0).then(|| Instant::now() + Duration::from_secs(ttl)),
             },
         );
         Some(json!({
             "secret_id": secret_id,
-            "secret_id_accessor": uuid::Uuid::new_v4().to_string(),
+            "secret_id_accessor": accessor,
             "secret_id_ttl": ttl,
             "secret_id_num_uses": uses,
         }))
