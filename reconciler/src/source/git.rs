@@ -152,8 +152,40 @@ impl GitSource {
     }
 
     /// Ask the remote where the followed ref points and fetch only if the cache lacks that
-    /// commit. A missing ref (deleted branch) is [`SourceError::RefNotFound`].
+    /// commit. A missing ref (deleted branch) is [`SourceError::RefNotFound`]. A damaged cache
+    /// (a truncated pack, a missing object) is set aside and fetched afresh, once.
     pub fn fetch(&mut self) -> Result<Fetched, SourceError> {
+        match self.fetch_once() {
+            Err(e @ SourceError::Corrupt { .. }) => {
+                tracing::warn!(error = %e, "the git cache is damaged: fetching into a fresh one");
+                self.renew_cache()?;
+                self.fetch_once()
+            }
+            r => r,
+        }
+    }
+
+    /// Move the cache aside (to `<cache>.damaged`, replacing an older one) and start an empty
+    /// one: the next fetch receives everything again. Never deletes what it did not create.
+    fn renew_cache(&mut self) -> Result<(), SourceError> {
+        let dir = &self.config.cache_dir;
+        let aside = dir.with_extension("damaged");
+        let err = |reason: String| SourceError::Cache {
+            path: dir.clone(),
+            reason,
+        };
+        if aside.join("HEAD").exists() {
+            std::fs::remove_dir_all(&aside).map_err(|e| err(e.to_string()))?;
+        }
+        std::fs::rename(dir, &aside).map_err(|e| err(format!("cannot move it aside: {e}")))?;
+        self.repo = open_cache(dir)?;
+        self.loaded = None;
+        self.cache = Incremental::default();
+        self.changed = None;
+        Ok(())
+    }
+
+    fn fetch_once(&mut self) -> Result<Fetched, SourceError> {
         let repo = self.repo.to_thread_local();
         if let Target::Commit(id) = &self.target {
             if repo.has_object(id) {
@@ -269,8 +301,21 @@ impl GitSource {
     }
 
     /// Load the specs of `commit` (which must be in the cache), re-parsing only files whose blob
-    /// changed since the previous load.
+    /// changed since the previous load. A damaged cache is renewed, so that the next fetch
+    /// brings the objects again (this load still fails: the caller keeps its last good state).
     pub fn load(&mut self, commit: &str) -> Result<Repo, SourceError> {
+        let loaded = self.load_once(commit);
+        if let Err(e @ SourceError::Corrupt { .. }) = &loaded {
+            tracing::warn!(error = %e, "the git cache is damaged: it is fetched afresh next time");
+            if let Err(e) = self.renew_cache() {
+                tracing::warn!(error = %e, "cannot renew the git cache");
+            }
+            self.last_fetched = None;
+        }
+        loaded
+    }
+
+    fn load_once(&mut self, commit: &str) -> Result<Repo, SourceError> {
         let url = self.shown_url.clone();
         let corrupt = |reason: String| SourceError::Corrupt {
             url: url.clone(),
@@ -577,12 +622,20 @@ fn remote_tip(refs: &[gix::protocol::handshake::Ref], target: &Target) -> Option
     None
 }
 
+/// The commit `id` points to (through tags), checked to decode whole with its root tree: a
+/// damaged pack can still say an object is there (its index is intact).
 fn peel_to_commit(repo: &gix::Repository, id: ObjectId) -> Result<ObjectId, String> {
     let object = repo.find_object(id).map_err(|e| chain(&e))?;
-    object
+    let commit = object
         .peel_to_commit()
-        .map(|c| c.id)
-        .map_err(|e| format!("{id} is not a commit: {}", chain(&e)))
+        .map_err(|e| format!("{id} is not a commit: {}", chain(&e)))?;
+    commit
+        .decode()
+        .map_err(|e| format!("commit {}: {}", commit.id, chain(&e)))?;
+    commit
+        .tree()
+        .map_err(|e| format!("the tree of {}: {}", commit.id, chain(&e)))?;
+    Ok(commit.id)
 }
 
 fn descends_from(repo: &gix::Repository, new: ObjectId, old: ObjectId) -> bool {

@@ -247,3 +247,47 @@ fn many_fetches_in_a_row_keep_working() {
         assert_eq!(a0.app["cmd"], format!("push {i}"));
     }
 }
+
+/// A damaged cache (packs truncated, say by a full disk) is set aside and fetched afresh: the
+/// source recovers on its own instead of failing every cycle.
+#[test]
+fn a_damaged_cache_is_fetched_afresh() {
+    if !have_git() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    work_repo(&work);
+    let cache = tmp.path().join("cache");
+    let mut src = source(&work, &cache, "main");
+    let first = src.fetch().unwrap();
+    assert_eq!(src.load(&first.commit).unwrap().specs.len(), 6);
+    drop(src);
+
+    // Damage every pack (the index still says the objects are there).
+    let packs = cache.join("objects/pack");
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(&packs).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "pack") {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(entry.path())
+                .unwrap();
+            f.set_len(40).unwrap();
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0, "the fetch left a pack");
+
+    // A restart on the damaged cache: the fetch notices, starts afresh, and loads.
+    let mut src = source(&work, &cache, "main");
+    let again = src.fetch().unwrap();
+    assert_eq!(again.commit, first.commit);
+    assert!(again.received, "everything was fetched again");
+    assert_eq!(src.load(&again.commit).unwrap().specs.len(), 6);
+    assert!(
+        cache.with_extension("damaged").join("HEAD").exists(),
+        "set aside, not deleted"
+    );
+}
