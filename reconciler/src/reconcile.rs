@@ -672,13 +672,20 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             });
         }
         state::save(&self.config.state_dir, &self.state)?;
+        // A cycle that applies a revision as a whole deploys: its writes are no corrections,
+        // even of apps a `correct` policy would have put back anyway.
+        let corrected = if apply_all {
+            BTreeSet::new()
+        } else {
+            corrections
+        };
         self.announce_cycle(
             &rev,
             outcome,
             worth_recording,
             apply_all && new_rev,
             report.as_ref(),
-            &corrections,
+            &corrected,
             clock,
         );
         self.shared.ready.store(true, Ordering::Relaxed);

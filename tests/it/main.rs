@@ -2,6 +2,7 @@
 //! End-to-end tests across both binaries; one module per scenario.
 
 mod apply;
+mod daemon;
 mod dev;
 mod drift;
 mod faults;
