@@ -1053,9 +1053,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             let src = self.source.lock().unwrap_or_else(|e| e.into_inner());
             src.changed_last()
         };
-        let Some((loaded_rev, paths)) = changed else {
-            return None;
-        };
+        let (loaded_rev, paths) = changed?;
         if loaded_rev != rev {
             return None;
         }
