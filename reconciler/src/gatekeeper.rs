@@ -345,8 +345,14 @@ pub struct SchedulerTasks<S> {
 struct TaskCache {
     at: Option<Instant>,
     tasks: HashMap<String, TaskInfo>,
-    hosts: HashMap<String, Vec<IpAddr>>,
+    /// Resolved agent host names, with when they were resolved.
+    hosts: HashMap<String, (Instant, Vec<IpAddr>)>,
 }
+
+/// How long a resolved agent host is trusted; a name that did not resolve is tried again
+/// sooner, so a passing DNS failure does not deny that host's tasks for good.
+const HOST_TTL: Duration = Duration::from_secs(300);
+const HOST_FAILED_TTL: Duration = Duration::from_secs(15);
 
 impl<S: Scheduler> SchedulerTasks<S> {
     pub fn new(scheduler: S) -> Self {
@@ -379,11 +385,21 @@ impl<S: Scheduler + 'static> TaskLookup for SchedulerTasks<S> {
             for app in &apps {
                 for mut t in tasks_of(app) {
                     if let Some(host) = host_of(app, &t.id) {
-                        let addrs = match cache.hosts.get(&host) {
-                            Some(a) => a.clone(),
+                        let fresh = |(at, a): &(Instant, Vec<IpAddr>)| {
+                            let ttl = if a.is_empty() {
+                                HOST_FAILED_TTL
+                            } else {
+                                HOST_TTL
+                            };
+                            at.elapsed() < ttl
+                        };
+                        let addrs = match cache.hosts.get(&host).filter(|e| fresh(e)) {
+                            Some((_, a)) => a.clone(),
                             None => {
                                 let a = resolve(&host).await;
-                                cache.hosts.insert(host.clone(), a.clone());
+                                cache
+                                    .hosts
+                                    .insert(host.clone(), (Instant::now(), a.clone()));
                                 a
                             }
                         };
