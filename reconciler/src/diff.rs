@@ -1,5 +1,7 @@
 //! Field-level differences between two JSON documents, as JSON pointers. Pure.
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -18,33 +20,48 @@ pub struct FieldChange {
 /// "was [..] now [..]" beats a cascade of shifted items).
 pub fn diff(desired: &Value, live: &Value) -> Vec<FieldChange> {
     let mut out = Vec::new();
-    walk(Some(desired), Some(live), String::new(), &mut out);
+    walk(Some(desired), Some(live), &mut String::new(), &mut out);
     out
 }
 
-fn walk(d: Option<&Value>, l: Option<&Value>, pointer: String, out: &mut Vec<FieldChange>) {
+/// `pointer` is the pointer of `d` and `l`: extended on the way down and restored, so that a
+/// pointer string is only allocated for a difference. Equal subtrees are skipped after one
+/// comparison (most of two definitions of the same app are equal).
+fn walk(d: Option<&Value>, l: Option<&Value>, pointer: &mut String, out: &mut Vec<FieldChange>) {
     match (d, l) {
         (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            if a == b {
+                return;
+            }
             let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
             keys.sort();
             keys.dedup();
             for k in keys {
-                walk(
-                    a.get(k),
-                    b.get(k),
-                    format!("{pointer}/{}", escape_token(k)),
-                    out,
-                );
+                let len = pointer.len();
+                pointer.push('/');
+                if k.contains(['~', '/']) {
+                    pointer.push_str(&escape_token(k));
+                } else {
+                    pointer.push_str(k);
+                }
+                walk(a.get(k), b.get(k), pointer, out);
+                pointer.truncate(len);
             }
         }
         (Some(Value::Array(a)), Some(Value::Array(b))) if a.len() == b.len() => {
+            if a == b {
+                return;
+            }
             for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                walk(Some(x), Some(y), format!("{pointer}/{i}"), out);
+                let len = pointer.len();
+                let _ = write!(pointer, "/{i}");
+                walk(Some(x), Some(y), pointer, out);
+                pointer.truncate(len);
             }
         }
         (a, b) if a == b => {}
         (a, b) => out.push(FieldChange {
-            pointer,
+            pointer: pointer.clone(),
             desired: a.cloned(),
             live: b.cloned(),
         }),
