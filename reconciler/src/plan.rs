@@ -133,6 +133,10 @@ pub fn delete_budget(repo: &Repo, owned: usize) -> usize {
     repo.config.prune.max_deletes.max(pct)
 }
 
+/// What the parallel pass of [`plan`] finds for one app: the definition to send (built for
+/// creates and updates only) and, for a live app Baton may write, the field changes.
+type PerApp<'a> = (&'a AppId, &'a Spec, Option<Value>, Option<Vec<FieldChange>>);
+
 /// Plan a sync of `repo` onto `live` (apps as the scheduler serves them).
 pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
     let owner = repo.config.owner.as_str();
@@ -150,7 +154,7 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
     // Per-app work (labels, digest, normalisation, diff) is independent: run it in parallel,
     // then assemble in id order, so the plan stays deterministic. The definition to send (and
     // its digest) is only built for the apps that get a write, not for the unchanged majority.
-    let per_app: Vec<(&AppId, &Spec, Option<Value>, Option<Vec<FieldChange>>)> = repo
+    let per_app: Vec<PerApp> = repo
         .specs
         .par_iter()
         .map(|(id, spec)| {
