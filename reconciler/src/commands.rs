@@ -97,7 +97,7 @@ pub async fn live_apps(from: &LiveFrom) -> Result<Vec<serde_json::Value>, Comman
                 reason,
             };
             let text = std::fs::read_to_string(path).map_err(|e| live_err(e.to_string()))?;
-            // Compact containers: a large live state takes about a third less memory.
+            // Compact containers: a large live state takes about a sixth less memory.
             let doc = spec::parse::json_compact(&text).map_err(|e| live_err(e.to_string()))?;
             drop(text);
             apps_from_response(doc).map_err(live_err)

@@ -75,10 +75,10 @@ pub fn parse(text: &str, format: Format, limits: Limits) -> Result<Value, ParseE
 
 /// Parse JSON like `serde_json::from_str::<Value>` (same values, same errors), but with every
 /// mapping and list at its final size: `serde_json` grows them by doubling while it reads (a
-/// one-item list keeps room for four, a mapping of 15 keys room for 28), which costs about a
-/// third of the memory of a large document such as a 10,000-app `GET /v2/apps`. Each container
-/// is made compact as soon as it is complete, so the spare room is never held for the whole
-/// document at once.
+/// one-item list keeps room for four values, a mapping of 15 keys room for 28 entries). For a
+/// saved 2,000-app `GET /v2/apps` that is 22 MB of values instead of 26.6 MB (massif). Each
+/// container is made compact as soon as it is complete, so the spare room is never held for
+/// the whole document at once.
 pub fn json_compact(text: &str) -> Result<Value, serde_json::Error> {
     serde_json::from_str::<Compact>(text).map(|c| c.0)
 }
