@@ -1,5 +1,7 @@
 //! Field-level differences between two JSON documents, as JSON pointers. Pure.
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -22,33 +24,42 @@ pub fn diff(desired: &Value, live: &Value) -> Vec<FieldChange> {
     out
 }
 
-/// `pointer` is one buffer grown and truncated on the way down: most subtrees are equal and
-/// are skipped by one comparison, without formatting a pointer for every field of every app.
+/// `pointer` is the pointer of `d` and `l`: extended on the way down and restored, so that a
+/// pointer string is only allocated for a difference. Equal subtrees are skipped after one
+/// comparison (most of two definitions of the same app are equal).
 fn walk(d: Option<&Value>, l: Option<&Value>, pointer: &mut String, out: &mut Vec<FieldChange>) {
-    if d == l {
-        return;
-    }
-    let depth = pointer.len();
     match (d, l) {
         (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            if a == b {
+                return;
+            }
             let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
             keys.sort();
             keys.dedup();
             for k in keys {
+                let len = pointer.len();
                 pointer.push('/');
-                pointer.push_str(&escape_token(k));
+                if k.contains(['~', '/']) {
+                    pointer.push_str(&escape_token(k));
+                } else {
+                    pointer.push_str(k);
+                }
                 walk(a.get(k), b.get(k), pointer, out);
-                pointer.truncate(depth);
+                pointer.truncate(len);
             }
         }
         (Some(Value::Array(a)), Some(Value::Array(b))) if a.len() == b.len() => {
+            if a == b {
+                return;
+            }
             for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                pointer.push('/');
-                pointer.push_str(&i.to_string());
+                let len = pointer.len();
+                let _ = write!(pointer, "/{i}");
                 walk(Some(x), Some(y), pointer, out);
-                pointer.truncate(depth);
+                pointer.truncate(len);
             }
         }
+        (a, b) if a == b => {}
         (a, b) => out.push(FieldChange {
             pointer: pointer.clone(),
             desired: a.cloned(),

@@ -4,7 +4,7 @@
 use ring::digest::{digest, SHA256};
 use serde_json::{Map, Value};
 
-use crate::spec::normalize::normalize;
+use crate::spec::normalize::{normalize, normalize_owned};
 use crate::spec::Spec;
 
 /// The owner (from `baton.yaml`) that manages the app.
@@ -49,9 +49,35 @@ pub fn labelled(spec: &Spec, owner: &str, commit: &str) -> Value {
 }
 
 /// [`labelled`] plus the normalised form of what is sent (bookkeeping labels excluded), which
-/// the digest is computed from anyway: the planner diffs it against the live app instead of
-/// normalising the definition a second time.
+/// the digest is computed from anyway.
 pub fn labelled_with_normal_form(spec: &Spec, owner: &str, commit: &str) -> (Value, Value) {
+    let app = with_owner_labels(spec, owner);
+    let normalized = normalize(&app);
+    let body = with_bookkeeping_labels(app, commit, &normalized);
+    (body, normalized)
+}
+
+/// The normalised form of what Baton sends for a spec (bookkeeping labels excluded): what the
+/// planner compares with the live app. Cheaper than [`labelled_with_normal_form`] when the
+/// definition itself is not needed (an app that turns out unchanged): one copy of the spec's
+/// app, no digest.
+pub fn normal_form(spec: &Spec, owner: &str) -> Value {
+    normalize_owned(with_owner_labels(spec, owner))
+}
+
+/// [`labelled`] for a spec whose normal form ([`normal_form`]) is at hand.
+pub fn labelled_from_normal_form(
+    spec: &Spec,
+    owner: &str,
+    commit: &str,
+    normalized: &Value,
+) -> Value {
+    with_bookkeeping_labels(with_owner_labels(spec, owner), commit, normalized)
+}
+
+/// The spec's app with the owner (and prune) labels: everything that is sent except the
+/// bookkeeping labels.
+fn with_owner_labels(spec: &Spec, owner: &str) -> Value {
     let mut app = spec.app.clone();
     if let Value::Object(map) = &mut app {
         let labels = map
@@ -67,11 +93,15 @@ pub fn labelled_with_normal_form(spec: &Spec, owner: &str, commit: &str) -> (Val
             }
         }
     }
-    let normalized = normalize(&app);
-    let digest = digest_of_normalized(&normalized);
+    app
+}
+
+/// Add the commit and the digest of `normalized` (the normal form of `app`).
+fn with_bookkeeping_labels(mut app: Value, commit: &str, normalized: &Value) -> Value {
+    let digest = digest_of_normalized(normalized);
     if let Some(Value::Object(l)) = app.get_mut("labels") {
         l.insert(COMMIT.into(), Value::String(commit.into()));
         l.insert(DIGEST.into(), Value::String(digest));
     }
-    (app, normalized)
+    app
 }

@@ -133,6 +133,10 @@ pub fn delete_budget(repo: &Repo, owned: usize) -> usize {
     repo.config.prune.max_deletes.max(pct)
 }
 
+/// What the parallel pass of [`plan`] finds for one app: the definition to send (built for
+/// creates and updates only) and, for a live app Baton may write, the field changes.
+type PerApp<'a> = (&'a AppId, &'a Spec, Option<Value>, Option<Vec<FieldChange>>);
+
 /// Plan a sync of `repo` onto `live` (apps as the scheduler serves them).
 pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
     let owner = repo.config.owner.as_str();
@@ -148,16 +152,25 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
     let mut unchanged = Vec::new();
     let mut conflicts = Vec::new();
     // Per-app work (labels, digest, normalisation, diff) is independent: run it in parallel,
-    // then assemble in id order, so the plan stays deterministic.
-    let per_app: Vec<(&AppId, &Spec, Value, Option<Vec<FieldChange>>)> = repo
+    // then assemble in id order, so the plan stays deterministic. The definition to send (and
+    // its digest) is only built for the apps that get a write, not for the unchanged majority.
+    let per_app: Vec<PerApp> = repo
         .specs
         .par_iter()
         .map(|(id, spec)| {
-            let (body, desired) = ownership::labelled_with_normal_form(spec, owner, &policy.commit);
-            let fields = live_by_id
-                .get(id)
+            let desired = ownership::normal_form(spec, owner);
+            let live_app = live_by_id.get(id);
+            let fields = live_app
                 .filter(|l| ownership::owner_of(l).is_none_or(|o| o == owner))
                 .map(|live_app| normalized_field_changes(spec, &desired, live_app));
+            let written = match (live_app, &fields) {
+                (None, _) => true,                             // create
+                (Some(_), Some(fields)) => !fields.is_empty(), // update
+                (Some(_), None) => false,                      // another owner's: left alone
+            };
+            let body = written.then(|| {
+                ownership::labelled_from_normal_form(spec, owner, &policy.commit, &desired)
+            });
             (id, spec, body, fields)
         })
         .collect();
@@ -173,10 +186,7 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
             body: None,
         };
         match live_by_id.get(id) {
-            None => changes.push(Change {
-                body: Some(body),
-                ..base
-            }),
+            None => changes.push(Change { body, ..base }),
             Some(live_app) => {
                 let live_owner = ownership::owner_of(live_app);
                 if let Some(other) = live_owner.filter(|o| *o != owner) {
@@ -194,7 +204,7 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
                         action: Action::Update,
                         fields,
                         adopt: live_owner.is_none(),
-                        body: Some(keep_ignored_from_live(body, live_app, &spec.baton.ignore)),
+                        body: body.map(|b| keep_ignored_from_live(b, live_app, &spec.baton.ignore)),
                         ..base
                     });
                 }

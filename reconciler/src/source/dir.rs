@@ -4,6 +4,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use walkdir::WalkDir;
 
 use super::SourceError;
@@ -56,6 +57,7 @@ pub fn read_dir(root: &Path) -> Result<Snapshot, SourceError> {
 
     let apps_root = root.join(&config.apps_dir);
     let mut files = Vec::new();
+    let mut to_read = Vec::new();
     if apps_root.is_dir() {
         for entry in WalkDir::new(&apps_root)
             .follow_links(true)
@@ -111,11 +113,21 @@ pub fn read_dir(root: &Path) -> Result<Snapshot, SourceError> {
                     }
                 }
             }
-            match read_limited(path, config.max_file_bytes) {
-                Ok(Some(bytes)) => files.push(SourceFile { path: rel, bytes }),
-                Ok(None) => {}
-                Err(message) => diagnostics.push(problem(&rel, app, message)),
-            }
+            to_read.push((path.to_path_buf(), rel, app));
+        }
+    }
+    // The files are read in parallel (opening and reading thousands of small files is mostly
+    // system-call time), then taken in walk order.
+    let limit = config.max_file_bytes;
+    let read: Vec<_> = to_read
+        .into_par_iter()
+        .map(|(path, rel, app)| (read_limited(&path, limit), rel, app))
+        .collect();
+    for (result, rel, app) in read {
+        match result {
+            Ok(Some(bytes)) => files.push(SourceFile { path: rel, bytes }),
+            Ok(None) => {}
+            Err(message) => diagnostics.push(problem(&rel, app, message)),
         }
     }
     Ok(Snapshot {
@@ -137,12 +149,16 @@ fn read_limited(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, String> {
     let too_big = |n: u64| {
         format!("the file is {n} bytes, over the limit of {limit} (maxFileBytes in baton.yaml)")
     };
+    let mut expected = 0;
     if let Ok(meta) = file.metadata() {
         if meta.len() > limit {
             return Err(too_big(meta.len()));
         }
+        expected = meta.len();
     }
-    let mut bytes = Vec::new();
+    // Sized from the metadata so the file is read in one go (plus the read that sees its end),
+    // not in growing chunks.
+    let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0).saturating_add(1));
     file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read: {e}"))?;

@@ -84,15 +84,16 @@ fn walk_alternatives(
         if key.starts_with('$') {
             continue;
         }
-        let pointer = format!("{prefix}/{}", escape_token(key));
+        // The pointer is only spelled out where it is used (most table entries have no `$also`).
+        let pointer = || format!("{prefix}/{}", escape_token(key));
         match (t, target.get(key)) {
             (Value::Object(tm), None | Some(Value::Null)) if tm.contains_key("$default") => {
                 if let Some(Value::Array(also)) = tm.get("$also") {
-                    out.push((pointer, also.clone()));
+                    out.push((pointer(), also.clone()));
                 }
             }
             (Value::Object(tm), Some(Value::Object(sub))) if !tm.contains_key("$default") => {
-                walk_alternatives(sub, tm, &pointer, out);
+                walk_alternatives(sub, tm, &pointer(), out);
             }
             _ => {}
         }

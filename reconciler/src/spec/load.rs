@@ -148,6 +148,7 @@ pub fn load(snapshot: Snapshot) -> Repo {
         incomplete,
     } = snapshot;
     let results: Vec<FileResult> = files.par_iter().map(|f| load_file(f, &config)).collect();
+    drop(files); // the results hold what is needed of them
     assemble(config, diagnostics, incomplete, results)
 }
 
@@ -361,13 +362,18 @@ pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig) -> FileResult {
             Some(text),
         ));
     }
+    // Checked in place (no copy of the document): wrapped for the check, unwrapped after.
+    let doc = Value::Object(doc_map);
     let findings = match schema::app() {
-        Ok(s) => s.check(&Value::Object(doc_map.clone())),
+        Ok(s) => s.check(&doc),
         Err(e) => vec![Finding {
             severity: Severity::Error,
             pointer: String::new(),
             message: e.to_string(),
         }],
+    };
+    let Value::Object(mut doc_map) = doc else {
+        return result; // it was built from a mapping just above
     };
     result
         .diagnostics
@@ -404,7 +410,10 @@ pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig) -> FileResult {
     };
     doc_map.remove("$schema");
 
-    let mut app = Value::Object(config.defaults.clone());
+    // Sized up front: the merged mapping (plus `id`) would otherwise grow by doubling.
+    let mut app = Map::with_capacity(config.defaults.len() + doc_map.len() + 1);
+    app.extend(config.defaults.clone());
+    let mut app = Value::Object(app);
     merge(&mut app, Value::Object(doc_map));
     if let Value::Object(m) = &mut app {
         m.insert("id".into(), Value::String(id.to_string()));

@@ -37,13 +37,24 @@ const SET_FIELDS: &[&str] = &[
 
 /// Normalise a desired or live app definition.
 pub fn normalize(app: &Value) -> Value {
-    let mut v = app.clone();
+    // The copy leaves out what normalising drops anyway instead of copying and removing it: in
+    // a live app the status fields can be most of the document (`tasks`, `taskStats`).
+    let copy = match app {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| !dropped_field(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    };
+    normalize_owned(copy)
+}
+
+/// [`normalize`] of a definition the caller no longer needs (no copy is made).
+pub fn normalize_owned(mut v: Value) -> Value {
     if let Value::Object(map) = &mut v {
-        for f in STATUS_FIELDS {
-            map.remove(*f);
-        }
-        map.remove("baton");
-        map.remove("$schema");
+        map.retain(|k, _| !dropped_field(k));
         if let Some(Value::Object(labels)) = map.get_mut("labels") {
             for l in BOOKKEEPING_LABELS {
                 labels.remove(*l);
@@ -63,7 +74,16 @@ pub fn normalize(app: &Value) -> Value {
             *id = trimmed;
         }
     }
-    tidy(v).unwrap_or(Value::Object(Map::new()))
+    if tidy(&mut v) {
+        v
+    } else {
+        Value::Object(Map::new())
+    }
+}
+
+/// Top-level fields that never take part in a comparison: status, `baton`, `$schema`.
+fn dropped_field(key: &str) -> bool {
+    STATUS_FIELDS.contains(&key) || key == "baton" || key == "$schema"
 }
 
 /// Marathon names the port it invents `default`; a spec rarely does. Either way the name carries
@@ -95,40 +115,56 @@ fn unname_default(list: &mut [Value]) {
 }
 
 fn sort_set(items: &mut [Value]) {
-    items.sort_by_cached_key(|v| serde_json::to_string(&tidy(v.clone())).unwrap_or_default());
+    if items.len() < 2 {
+        return; // nothing to order
+    }
+    items.sort_by_cached_key(|v| {
+        let mut v = v.clone();
+        if tidy(&mut v) {
+            serde_json::to_string(&v).unwrap_or_default()
+        } else {
+            "null".to_string()
+        }
+    });
 }
 
-/// Sorted keys; nulls, empty lists and empty mappings dropped (Marathon does not distinguish
-/// them from absent); integral floats as integers (`128.0` is `128`).
-fn tidy(v: Value) -> Option<Value> {
+/// In place: sorted keys; nulls, empty lists and empty mappings dropped (Marathon does not
+/// distinguish them from absent); integral floats as integers (`128.0` is `128`). Returns
+/// `false` when the value itself is to be dropped (a list item that is dropped becomes `null`).
+/// Done in place so that a document is not rebuilt (every key copied) to normalise it.
+fn tidy(v: &mut Value) -> bool {
     match v {
-        Value::Null => None,
-        Value::Number(n) => Some(Value::Number(integral(n))),
+        Value::Null => false,
+        Value::Number(n) => {
+            if let Some(i) = integral(n) {
+                *n = i;
+            }
+            true
+        }
         Value::Array(items) => {
-            let items: Vec<Value> = items
-                .into_iter()
-                .map(|i| tidy(i).unwrap_or(Value::Null))
-                .collect();
-            (!items.is_empty()).then_some(Value::Array(items))
+            for item in items.iter_mut() {
+                if !tidy(item) {
+                    *item = Value::Null;
+                }
+            }
+            !items.is_empty()
         }
         Value::Object(map) => {
-            let mut entries: Vec<(String, Value)> = map
-                .into_iter()
-                .filter_map(|(k, v)| tidy(v).map(|v| (k, v)))
-                .collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            (!entries.is_empty()).then(|| Value::Object(entries.into_iter().collect()))
+            map.retain(|_, v| tidy(v));
+            map.sort_keys();
+            !map.is_empty()
         }
-        other => Some(other),
+        _ => true,
     }
 }
 
-fn integral(n: Number) -> Number {
+/// The integer form of an integral float, if `n` is one.
+fn integral(n: &Number) -> Option<Number> {
     match n.as_f64() {
         Some(f) if !n.is_i64() && !n.is_u64() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
-            Number::from(f as i64)
+            Some(Number::from(f as i64))
         }
-        _ => n,
+        _ => None,
     }
 }
 

