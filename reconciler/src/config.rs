@@ -25,6 +25,15 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub marathon: Option<String>,
+    /// Per-request timeout of the Marathon client (`30s`).
+    pub marathon_timeout: Option<String>,
+    /// Extra CA certificate (PEM) for Marathon.
+    pub marathon_ca: Option<PathBuf>,
+    /// HTTP basic auth to Marathon: the user, and a file holding the password.
+    pub marathon_user: Option<String>,
+    pub marathon_password_file: Option<PathBuf>,
+    /// A file holding a DC/OS token (`Authorization: token=...`).
+    pub marathon_token_file: Option<PathBuf>,
     pub sync: Option<SyncMode>,
     pub poll_interval: Option<String>,
     pub webhook_secret_file: Option<PathBuf>,
@@ -140,6 +149,7 @@ pub fn resolve(
     mut marathon: MarathonConfig,
 ) -> Result<ServeConfig, ConfigError> {
     let f = flags.file;
+    marathon_from_file(&mut marathon, &f, &file)?;
     let vault = resolve_vault(&f, &file, flags.vault_token)?;
     let mut repo = f.repo.or(file.repo).ok_or(ConfigError::Missing("--repo"))?;
     // Credentials in the URL become git credentials: the URL is shown in logs and status.
@@ -166,7 +176,8 @@ pub fn resolve(
     if marathon.url.is_empty() {
         marathon.url = f
             .marathon
-            .or(file.marathon)
+            .clone()
+            .or(file.marathon.clone())
             .ok_or(ConfigError::Missing("--marathon"))?;
     }
     marathon.take_url_credentials();
@@ -239,6 +250,44 @@ pub fn resolve(
         vault,
         notify,
     })
+}
+
+/// The config file's Marathon client settings, where flags and the environment gave none
+/// (`marathon` already holds what they gave).
+fn marathon_from_file(
+    marathon: &mut MarathonConfig,
+    f: &FileConfig,
+    file: &FileConfig,
+) -> Result<(), ConfigError> {
+    use crate::scheduler::marathon::Auth;
+    if let Some(t) = f
+        .marathon_timeout
+        .as_ref()
+        .or(file.marathon_timeout.as_ref())
+    {
+        marathon.timeout =
+            crate::spec::load::parse_duration(t).map_err(|reason| ConfigError::Bad {
+                name: "--marathon-timeout",
+                reason,
+            })?;
+    }
+    if marathon.ca_cert.is_none() {
+        marathon.ca_cert = file.marathon_ca.clone();
+    }
+    if marathon.auth.is_none() {
+        marathon.auth = match (&file.marathon_token_file, &file.marathon_user) {
+            (Some(path), _) => Some(Auth::Token(read_secret(path, "marathon-token-file")?)),
+            (None, Some(user)) => Some(Auth::Basic {
+                user: user.clone(),
+                password: match &file.marathon_password_file {
+                    Some(path) => read_secret(path, "marathon-password-file")?,
+                    None => SecretString::from(String::new()),
+                },
+            }),
+            (None, None) => None,
+        };
+    }
+    Ok(())
 }
 
 /// Notification sinks: URLs from flags/env win over the config file's, per kind. Every URL
@@ -565,6 +614,47 @@ mod tests {
             e.contains("--notify-slack") && !e.contains("secret-token"),
             "{e}"
         );
+    }
+
+    /// The Marathon client settings have config-file keys too; secrets come from files, and
+    /// whatever the flags (or the environment) gave wins.
+    #[test]
+    fn marathon_settings_from_the_file() {
+        use crate::scheduler::marathon::Auth;
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("pw");
+        std::fs::write(&password, "m-pass\n").unwrap();
+        let file = FileConfig {
+            repo: Some("/r".into()),
+            state_dir: Some("/s".into()),
+            marathon: Some("https://marathon:8443".into()),
+            marathon_timeout: Some("5s".into()),
+            marathon_ca: Some("/etc/baton/ca.pem".into()),
+            marathon_user: Some("baton".into()),
+            marathon_password_file: Some(password),
+            ..FileConfig::default()
+        };
+        let flags = || FlagConfig {
+            webhook_secret: Some(SecretString::from("w".to_string())),
+            ..FlagConfig::default()
+        };
+        let c = resolve(flags(), file.clone(), MarathonConfig::new("")).unwrap();
+        assert_eq!(c.marathon.timeout, Duration::from_secs(5));
+        assert_eq!(c.marathon.ca_cert, Some(PathBuf::from("/etc/baton/ca.pem")));
+        let Some(Auth::Basic { user, password }) = &c.marathon.auth else {
+            panic!("{:?}", c.marathon.auth);
+        };
+        assert_eq!(
+            (user.as_str(), password.expose_secret()),
+            ("baton", "m-pass")
+        );
+        assert!(!format!("{c:?}").contains("m-pass"));
+
+        // A token given by flag or environment wins over the file's user.
+        let mut m = MarathonConfig::new("");
+        m.auth = Some(Auth::Token(SecretString::from("dcos".to_string())));
+        let c = resolve(flags(), file, m).unwrap();
+        assert!(matches!(c.marathon.auth, Some(Auth::Token(_))));
     }
 
     #[test]

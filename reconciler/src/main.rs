@@ -275,9 +275,9 @@ struct MarathonAuthArgs {
     /// Extra CA certificate (PEM) to trust.
     #[arg(long, env = "BATON_MARATHON_CA")]
     marathon_ca: Option<PathBuf>,
-    /// Per-request timeout, e.g. `30s`.
-    #[arg(long, default_value = "30s")]
-    marathon_timeout: String,
+    /// Per-request timeout, e.g. `30s` [default: 30s].
+    #[arg(long, env = "BATON_MARATHON_TIMEOUT")]
+    marathon_timeout: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -453,6 +453,11 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<baton::config::ServeConfig> {
             poll_interval: args.poll_interval,
             webhook_secret_file: args.webhook_secret_file,
             api_token_file: args.api_token_file,
+            marathon_timeout: args.auth.marathon_timeout.clone(),
+            marathon_ca: args.auth.marathon_ca.clone(),
+            marathon_user: args.auth.marathon_user.clone(),
+            marathon_password_file: None,
+            marathon_token_file: None,
             allow_deletes: args.allow_deletes,
             git_user: args.git_user,
             git_token_file: args.git_token_file,
@@ -531,7 +536,7 @@ fn live_from(args: &LiveArgs, auth: Option<&MarathonAuthArgs>) -> anyhow::Result
 fn marathon_config(url: String, auth: Option<&MarathonAuthArgs>) -> anyhow::Result<MarathonConfig> {
     let mut config = MarathonConfig::new(url);
     if let Some(a) = auth {
-        config.timeout = parse_duration(&a.marathon_timeout)?;
+        config.timeout = parse_duration(a.marathon_timeout.as_deref().unwrap_or("30s"))?;
         config.ca_cert = a.marathon_ca.clone();
         config.auth = match (&a.marathon_token, &a.marathon_user, &a.marathon_password) {
             (Some(t), _, _) => Some(Auth::Token(SecretString::from(t.clone()))),
