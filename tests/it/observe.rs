@@ -13,8 +13,6 @@ use axum::routing::post;
 use axum::{Json, Router};
 use baton::config::ServeConfig;
 use baton::notifications::{Sink, SinkKind};
-use baton::reconcile::SyncMode;
-use baton::scheduler::marathon::MarathonConfig;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -253,19 +251,7 @@ async fn metrics_and_notifications_follow_pushes_failures_and_drift() {
     let addr = listener.local_addr().unwrap();
     let config = ServeConfig {
         repo: format!("file://{}", env.remote.display()),
-        reference: "main".into(),
-        cache_dir: env.state.join("cache"),
-        state_dir: env.state.clone(),
-        listen: addr,
-        marathon: MarathonConfig::new(env.marathon.clone()),
-        sync: SyncMode::Auto,
-        // Long: cycles are driven by webhooks and scheduler events here.
-        poll_interval: Duration::from_secs(3600),
         webhook_secret: SecretString::from(SECRET.to_string()),
-        api_token: None,
-        allow_deletes: None,
-        git_auth: None,
-        vault: None,
         notify: vec![
             Sink {
                 kind: SinkKind::Json,
@@ -276,6 +262,8 @@ async fn metrics_and_notifications_follow_pushes_failures_and_drift() {
                 url: format!("{sink_url}/slack"),
             },
         ],
+        // Cycles are driven by webhooks and scheduler events here (hourly polls).
+        ..baton_e2e::serve_config("", env.marathon.clone(), &env.state, addr)
     };
     let serve_stop = CancellationToken::new();
     let s = serve_stop.clone();

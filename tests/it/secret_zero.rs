@@ -15,7 +15,6 @@ use baton::apply::{apply, ApplyOptions, ApplyReport};
 use baton::config::{ServeConfig, VaultServeConfig};
 use baton::gatekeeper::{self, apps_from, DenyReason, GateConfig, Gatekeeper, SchedulerTasks};
 use baton::plan::{self, Policy};
-use baton::reconcile::SyncMode;
 use baton::scheduler::marathon::{Marathon, MarathonConfig};
 use baton::scheduler::Scheduler;
 use baton::secrets::{self, Bootstrap, VaultPlan};
@@ -412,22 +411,16 @@ async fn start_serve(
 ) -> (String, CancellationToken, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // Hourly polls: the test drives cycles with POST /api/sync.
     let config = ServeConfig {
-        repo: w.repo.display().to_string(),
-        reference: "main".into(),
-        cache_dir: w.state.join("cache"),
-        state_dir: w.state.clone(),
-        listen: addr,
-        marathon: MarathonConfig::new(w.marathon_url.clone()),
-        sync: SyncMode::Auto,
-        // Long: the test drives cycles with POST /api/sync.
-        poll_interval: Duration::from_secs(3600),
         webhook_secret: "e2e-webhook".to_string().into(),
-        api_token: None,
-        allow_deletes: None,
-        git_auth: None,
         vault,
-        notify: Vec::new(),
+        ..baton_e2e::serve_config(
+            w.repo.display().to_string(),
+            w.marathon_url.clone(),
+            &w.state,
+            addr,
+        )
     };
     let stop = CancellationToken::new();
     let s = stop.clone();

@@ -174,9 +174,6 @@ async fn api_drift_and_metrics_are_served() {
 /// and the detail view shows the field diff, who changed it, and the recent syncs, newest first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn status_page_of_baton_serve_shows_drift_as_it_happens() {
-    use baton::config::ServeConfig;
-    use baton::reconcile::SyncMode;
-    use baton::scheduler::marathon::MarathonConfig;
     use tokio_util::sync::CancellationToken;
 
     let Some(browser) =
@@ -203,22 +200,12 @@ async fn status_page_of_baton_serve_shows_drift_as_it_happens() {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = ServeConfig {
-        repo: repo.display().to_string(),
-        reference: "main".into(),
-        cache_dir: tmp.path().join("state/cache"),
-        state_dir: tmp.path().join("state"),
-        listen: addr,
-        marathon: MarathonConfig::new(marathon.clone()),
-        sync: SyncMode::Auto,
-        poll_interval: Duration::from_secs(3600),
-        webhook_secret: secrecy::SecretString::from("s".to_string()),
-        api_token: None,
-        allow_deletes: None,
-        git_auth: None,
-        vault: None,
-        notify: Vec::new(),
-    };
+    let config = baton_e2e::serve_config(
+        repo.display().to_string(),
+        marathon.clone(),
+        &tmp.path().join("state"),
+        addr,
+    );
     let stop = CancellationToken::new();
     let st = stop.clone();
     let serve = tokio::spawn(async move { baton::serve::serve(config, listener, st).await });

@@ -45,3 +45,31 @@ pub fn assert_matches_schema(name: &str, doc: &serde_json::Value) {
         .collect();
     assert!(errors.is_empty(), "{name}: {errors:#?}\n{doc:#}");
 }
+
+/// `baton serve` settings for a test: `repo` (a directory, local git repo or URL) synced to
+/// the scheduler at `marathon`, state under `state`, listening at `listen`, polling only
+/// hourly (cycles come from the test's triggers), webhook secret `e2e-secret`, no Vault, no
+/// notifications. Tests change what they need with struct update syntax.
+pub fn serve_config(
+    repo: impl Into<String>,
+    marathon: impl Into<String>,
+    state: &std::path::Path,
+    listen: std::net::SocketAddr,
+) -> baton::config::ServeConfig {
+    baton::config::ServeConfig {
+        repo: repo.into(),
+        reference: "main".into(),
+        cache_dir: state.join("cache"),
+        state_dir: state.to_path_buf(),
+        listen,
+        marathon: baton::scheduler::marathon::MarathonConfig::new(marathon),
+        sync: baton::reconcile::SyncMode::Auto,
+        poll_interval: std::time::Duration::from_secs(3600),
+        webhook_secret: secrecy::SecretString::from("e2e-secret".to_string()),
+        api_token: None,
+        allow_deletes: None,
+        git_auth: None,
+        vault: None,
+        notify: Vec::new(),
+    }
+}
