@@ -797,7 +797,23 @@ async fn a_vault_that_ignores_wrapping_is_refused_not_passed_on() {
 #[ignore = "load benchmark; run explicitly with --ignored (release build for numbers)"]
 async fn secret_zero_load() {
     use baton::gatekeeper::{AppGate, StaticTasks, TaskInfo};
-    use baton_env::auth::{login, AuthMethod, GatekeeperApi, HttpGatekeeper, SecretIdSource};
+    use baton_env::auth::{
+        login, AuthError, AuthMethod, GatekeeperApi, GatekeeperGrant, HttpGatekeeper,
+    };
+
+    /// The sidecar's gatekeeper client, timed: how long the gatekeeper took to answer.
+    struct Timed<'a> {
+        inner: &'a HttpGatekeeper,
+        took: std::sync::Mutex<Option<Duration>>,
+    }
+    impl GatekeeperApi for Timed<'_> {
+        async fn grant(&self, task_id: &str, app_id: &str) -> Result<GatekeeperGrant, AuthError> {
+            let t0 = Instant::now();
+            let grant = self.inner.grant(task_id, app_id).await;
+            *self.took.lock().unwrap() = Some(t0.elapsed());
+            grant
+        }
+    }
     use baton_env::resolve::{resolve, KvVersions};
     use baton_env::retry::RetryPolicy;
     use baton_env::vault::{HttpVault, VaultConfig};
@@ -924,26 +940,29 @@ async fn secret_zero_load() {
         set.spawn(async move {
             let t0 = Instant::now();
             let policy = RetryPolicy::new(Duration::from_secs(10));
-            let grant = gkc.grant(&format!("load_web.{i}"), "/load/web").await?;
-            let gk_latency = t0.elapsed();
-            // The same checks as --auth gatekeeper: lookup (creation path), unwrap, login.
-            let method = AuthMethod::AppRole {
+            // `baton-env --auth gatekeeper` as the reconciler configures it: the role pinned
+            // (wrapping token lookup checks the creation path), unwrap, AppRole login.
+            let method = AuthMethod::Gatekeeper {
                 mount: "approle".into(),
-                role_id: grant.role_id,
-                secret_id: SecretIdSource::Wrapped(grant.wrap_token),
+                task_id: format!("load_web.{i}"),
+                app_id: "/load/web".into(),
+                role: name.clone(),
+                role_id: None,
             };
-            let token = login(
-                vault.as_ref(),
-                &baton_env::auth::NoGatekeeper,
-                &method,
-                &policy,
-            )
-            .await?;
+            let timed = Timed {
+                inner: gkc.as_ref(),
+                took: std::sync::Mutex::new(None),
+            };
+            let token = login(vault.as_ref(), &timed, &method, &policy).await?;
+            let gk_latency = timed
+                .took
+                .lock()
+                .unwrap()
+                .ok_or_else(|| anyhow::anyhow!("the gatekeeper was not asked"))?;
             let resolved = resolve(vault.as_ref(), &token.token, &plan, &kv, &policy)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             anyhow::ensure!(resolved.vars.len() == 3, "not every variable resolved");
-            let _ = name;
             Ok::<_, anyhow::Error>((gk_latency, t0.elapsed()))
         });
     }
