@@ -22,18 +22,12 @@ pub async fn follow(
 ) {
     let mut delay = Duration::from_secs(1);
     loop {
-        let resp = marathon
-            .request(reqwest::Method::GET, "/v2/events?event_type=api_post_event")
-            .header("Accept", "text/event-stream")
-            // The client-wide timeout would cut a stream that is meant to stay open.
-            .timeout(Duration::from_secs(7 * 24 * 3600))
-            .send();
         let resp = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = resp => r,
+            r = marathon.event_stream("event_type=api_post_event") => r,
         };
         match resp {
-            Ok(resp) if resp.status().is_success() => {
+            Ok(resp) => {
                 delay = Duration::from_secs(1);
                 connected.notify_waiters();
                 let mut body = resp.bytes_stream();
@@ -54,8 +48,7 @@ pub async fn follow(
                     }
                 }
             }
-            Ok(resp) => tracing::debug!(status = %resp.status(), "event stream refused"),
-            Err(e) => tracing::debug!(error = %e.without_url(), "event stream unreachable"),
+            Err(e) => tracing::debug!(error = %e, "event stream not open"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -1163,17 +1163,12 @@ pub async fn watch_scheduler_events(
     use futures::StreamExt;
     let mut delay = Duration::from_secs(1);
     loop {
-        let resp = marathon
-            .request(reqwest::Method::GET, "/v2/events?event_type=api_post_event")
-            .header("Accept", "text/event-stream")
-            .timeout(Duration::from_secs(7 * 24 * 3600))
-            .send();
         let resp = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = resp => r,
+            r = marathon.event_stream("event_type=api_post_event") => r,
         };
         match resp {
-            Ok(resp) if resp.status().is_success() => {
+            Ok(resp) => {
                 delay = Duration::from_secs(1);
                 let mut body = resp.bytes_stream();
                 let mut parser = crate::scheduler::sse::Parser::default();
@@ -1196,8 +1191,7 @@ pub async fn watch_scheduler_events(
                     }
                 }
             }
-            Ok(resp) => tracing::debug!(status = %resp.status(), "event stream refused"),
-            Err(e) => tracing::debug!(error = %e, "event stream unreachable"),
+            Err(e) => tracing::debug!(error = %e, "event stream not open"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -565,7 +565,11 @@ pub fn plan_vault(
                 name: name.clone(),
                 action: Action::Create,
                 app: app.clone(),
-                details: d.paths.iter().map(|p| format!("read {p}")).collect(),
+                // The paths the policy grants (KV v2 paths with `data/`), not as referenced.
+                details: policy_paths(&d.policy)
+                    .iter()
+                    .map(|p| format!("read {p}"))
+                    .collect(),
                 body: Some(Value::String(d.policy.clone())),
             }),
             Some(text) if text.trim() != d.policy.trim() => out.before_apps.push(VaultChange {
@@ -573,7 +577,7 @@ pub fn plan_vault(
                 name: name.clone(),
                 action: Action::Update,
                 app: app.clone(),
-                details: policy_details(text, &d.paths),
+                details: policy_details(text, &policy_paths(&d.policy)),
                 body: Some(Value::String(d.policy.clone())),
             }),
             Some(_) => {}

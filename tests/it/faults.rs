@@ -182,6 +182,8 @@ async fn failing_writes(
 
 /// Reads work, writes fail: each write is retried and reported, nothing is deleted or changed,
 /// and the next run against the same (now healthy) scheduler converges from what is there.
+/// The proxy also buffers the event stream (as a buffering HTTP proxy does): apply must give up
+/// on it after the client timeout and poll, not wait forever for its headers.
 #[tokio::test]
 async fn failing_writes_change_nothing_and_the_next_run_converges() {
     let sched = DevScheduler::start().await;

@@ -127,6 +127,46 @@ impl Marathon {
         }
     }
 
+    /// Open `/v2/events?<query>` as a Server-Sent Events stream. The answer's headers must come
+    /// within the client's timeout (a proxy that buffers the stream would otherwise hold the
+    /// caller forever); the body then stays open as long as the caller reads it.
+    pub async fn event_stream(&self, query: &str) -> Result<reqwest::Response, SchedulerError> {
+        let path = format!("/v2/events?{query}");
+        let url = format!("{}{path}", self.base);
+        let send = self
+            .request(Method::GET, &path)
+            .header("Accept", "text/event-stream")
+            // The client-wide timeout covers the whole body, which never ends.
+            .timeout(Duration::from_secs(7 * 24 * 3600))
+            .send();
+        let resp = match tokio::time::timeout(self.config.timeout, send).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                return Err(SchedulerError::Unreachable {
+                    url,
+                    reason: error_chain(&e),
+                })
+            }
+            Err(_) => {
+                return Err(SchedulerError::Unreachable {
+                    url,
+                    reason: format!(
+                        "no answer to the event stream request within {}",
+                        humantime::format_duration(self.config.timeout)
+                    ),
+                })
+            }
+        };
+        if !resp.status().is_success() {
+            return Err(SchedulerError::Status {
+                url,
+                status: resp.status().as_u16(),
+                body: String::new(),
+            });
+        }
+        Ok(resp)
+    }
+
     /// The base URL (for messages).
     pub fn url(&self) -> &str {
         &self.base
@@ -416,26 +456,9 @@ impl Scheduler for Marathon {
     }
 
     async fn events(&self) -> Result<EventStream, SchedulerError> {
-        let path = "/v2/events?event_type=deployment_success&event_type=deployment_failed";
-        let url = format!("{}{path}", self.base);
         let resp = self
-            .request(Method::GET, path)
-            .header("Accept", "text/event-stream")
-            // The client-wide timeout covers the whole body; the stream lives as long as apply.
-            .timeout(Duration::from_secs(7 * 24 * 3600))
-            .send()
-            .await
-            .map_err(|e| SchedulerError::Unreachable {
-                url: url.clone(),
-                reason: error_chain(&e),
-            })?;
-        if !resp.status().is_success() {
-            return Err(SchedulerError::Status {
-                url,
-                status: resp.status().as_u16(),
-                body: String::new(),
-            });
-        }
+            .event_stream("event_type=deployment_success&event_type=deployment_failed")
+            .await?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<SchedulerEvent>();
         let reader = tokio::spawn(async move {
             let mut body = resp.bytes_stream();
