@@ -16,6 +16,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc rather than glibc malloc: loading and planning build millions of small values on
+/// every core, and glibc's allocator was a quarter of `baton plan`'s instructions (callgrind at
+/// 10,000 apps); see docs/benchmarks.md, "validate and plan".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Baton: GitOps for Marathon.
 #[derive(Parser)]
 #[command(name = "baton", version, about)]
