@@ -309,6 +309,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         },
     };
     let mut stdout = std::io::stdout().lock();
+    // The process ends when the command returns: its memory goes back to the OS in one piece.
+    commands::leave_memory_to_exit();
     match cli.command {
         Command::Validate { dir, format } => {
             Ok(commands::validate(&dir, format, style, &mut stdout)?)
