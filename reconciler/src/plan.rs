@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::diff::{diff, under_any, FieldChange};
+use crate::diff::{all_differences, diff_where, under_any, FieldChange};
 use crate::ownership;
 use crate::spec::normalize::{normalize, Tolerance};
 use crate::spec::{AppId, Repo, Spec};
@@ -319,11 +319,9 @@ pub fn field_changes(spec: &Spec, body: &Value, live: &Value) -> Vec<FieldChange
 /// [`field_changes`] with the desired definition already normalised.
 fn normalized_field_changes(spec: &Spec, desired: &Value, live: &Value) -> Vec<FieldChange> {
     let tolerance = Tolerance::for_spec(&spec.app);
-    diff(desired, &normalize(live))
-        .into_iter()
-        .filter(|c| !under_any(&c.pointer, &spec.baton.ignore))
-        .filter(|c| !tolerance.allows(&c.pointer, c.desired.as_ref(), c.live.as_ref()))
-        .collect()
+    diff_where(desired, &normalize(live), |pointer, d, l| {
+        !under_any(pointer, &spec.baton.ignore) && !tolerance.allows(pointer, d, l)
+    })
 }
 
 /// Fields under `baton.ignore` belong to someone else (an autoscaler on `/instances`): an update
@@ -487,9 +485,8 @@ fn find_moves(
         let new = without_id(body);
         let tolerance = Tolerance::for_spec(&spec.app);
         for (old_id, old) in &gone {
-            let same = diff(&new, old)
-                .iter()
-                .all(|f| tolerance.allows(&f.pointer, f.desired.as_ref(), f.live.as_ref()));
+            // Stops at the first difference that is not tolerated (most pairs differ early).
+            let same = all_differences(&new, old, |pointer, d, l| tolerance.allows(pointer, d, l));
             if same {
                 moves.push(Move {
                     from: (*old_id).clone(),
