@@ -153,6 +153,7 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
         .specs
         .par_iter()
         .map(|(id, spec)| {
+            let spec: &Spec = spec;
             let (body, desired) = ownership::labelled_with_normal_form(spec, owner, &policy.commit);
             let fields = live_by_id
                 .get(id)
