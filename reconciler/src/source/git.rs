@@ -177,9 +177,12 @@ impl GitSource {
                 url: url.clone(),
                 reason: format!("bad ref `{}`: {}", self.config.reference, chain(&e)),
             })?;
+        let started = std::time::Instant::now();
+        let ms = |since: std::time::Instant| since.elapsed().as_secs_f64() * 1e3;
         let mut conn = remote
             .connect(gix::remote::Direction::Fetch)
             .map_err(|e| unreachable(&e))?;
+        let connected = ms(started);
         if let Some(auth) = self.config.auth.clone() {
             // gix's callback signature fixes the (large) error type.
             #[allow(clippy::result_large_err)]
@@ -199,6 +202,7 @@ impl GitSource {
         let prepare = conn
             .prepare_fetch(gix::progress::Discard, Default::default())
             .map_err(|e| unreachable(&e))?;
+        let listed = ms(started);
         let tip = match &self.target {
             Target::Commit(id) => *id,
             t => remote_tip(&prepare.ref_map().remote_refs, t).ok_or_else(|| {
@@ -211,6 +215,11 @@ impl GitSource {
         if repo.has_object(tip) {
             // The remote ref is where we already are (or at an object we have): no pack.
             drop(prepare);
+            tracing::debug!(
+                connect_ms = connected,
+                refs_ms = listed,
+                "git: no pack needed"
+            );
             return self.fetched(&repo, tip, false);
         }
         prepare
@@ -225,10 +234,18 @@ impl GitSource {
                     }
                 }
             })?;
+        let received = ms(started);
         // Every fetch adds a pack; gix sizes its pack table when the repository is opened
         // (at least 32 slots) and a full table fails the next fetch ("slotmap too small").
         // Reopening sizes it for the packs now on disk.
         self.repo = open_cache(&self.config.cache_dir)?;
+        tracing::debug!(
+            connect_ms = connected,
+            refs_ms = listed,
+            pack_ms = received,
+            reopened_ms = ms(started),
+            "git: fetched a pack"
+        );
         let repo = self.repo.to_thread_local();
         if !repo.has_object(tip) {
             return Err(SourceError::RefNotFound {
@@ -302,13 +319,21 @@ impl GitSource {
                 (self.cache.update(&[], Vec::new()), ok)
             }
             Some((t, blob, true)) if blob == config_blob => {
+                let started = std::time::Instant::now();
                 let prev_tree = repo.find_tree(t).map_err(|e| corrupt(chain(&e)))?;
                 let (removed, changed) =
                     diff_trees(&repo, &prev_tree, &tree, self.cache.config()).map_err(corrupt)?;
+                let diffed = started.elapsed();
                 let paths = changed.iter().map(|e| e.path.clone()).collect();
                 self.changed = Some((commit.to_string(), paths));
                 let out = self.cache.update(&removed, changed);
-                tracing::debug!(parsed = self.cache.parsed_last(), "incremental load");
+                tracing::debug!(
+                    parsed = self.cache.parsed_last(),
+                    patched = self.cache.patched_last(),
+                    diff_ms = diffed.as_secs_f64() * 1e3,
+                    update_ms = (started.elapsed() - diffed).as_secs_f64() * 1e3,
+                    "incremental load"
+                );
                 (out, true)
             }
             _ => self.full_load(&repo, &tree, config_blob).map_err(corrupt)?,
