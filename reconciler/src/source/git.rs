@@ -403,62 +403,61 @@ impl GitSource {
     }
 }
 
-/// Changed spec files between two trees (rename tracking off: a rename is a delete + an add).
+/// Changed spec files between two trees (no rename tracking: a rename is a delete + an add).
+/// The plain tree diff: subtrees with equal ids are skipped, and no blob-diff machinery (with
+/// its attribute lookups) is set up, so the cost follows the trees that changed.
 fn diff_trees(
     repo: &gix::Repository,
     old: &gix::Tree<'_>,
     new: &gix::Tree<'_>,
     config: &crate::spec::load::RepoConfig,
 ) -> Result<(Vec<PathBuf>, Vec<Entry>), String> {
+    use gix::diff::tree::recorder::Change;
+    let mut recorder = gix::diff::tree::Recorder::default();
+    gix::diff::tree(
+        gix::objs::TreeRefIter::from_bytes(&old.data),
+        gix::objs::TreeRefIter::from_bytes(&new.data),
+        gix::diff::tree::State::default(),
+        &repo.objects,
+        &mut recorder,
+    )
+    .map_err(|e| chain(&e))?;
     let mut removed = Vec::new();
     let mut changed = Vec::new();
-    let mut platform = old.changes().map_err(|e| chain(&e))?;
-    platform.options(|o| {
-        o.track_path().track_rewrites(None);
-    });
-    platform
-        .for_each_to_obtain_tree(new, |change| {
-            use gix::object::tree::diff::Change;
-            let (location, mode, id, gone) = match change {
-                Change::Addition {
-                    location,
-                    entry_mode,
-                    id,
-                    ..
-                } => (location, entry_mode, id.detach(), false),
-                Change::Modification {
-                    location,
-                    entry_mode,
-                    id,
-                    ..
-                } => (location, entry_mode, id.detach(), false),
-                Change::Deletion {
-                    location,
-                    entry_mode,
-                    id,
-                    ..
-                } => (location, entry_mode, id.detach(), true),
-                Change::Rewrite { .. } => {
-                    return Ok::<_, std::convert::Infallible>(
-                        gix::object::tree::diff::Action::Continue,
-                    )
-                }
-            };
-            let path = PathBuf::from(location.to_str_lossy().as_ref());
-            if mode.is_tree() || !path.starts_with(&config.apps_dir) {
-                return Ok(gix::object::tree::diff::Action::Continue);
+    for change in recorder.records {
+        let (path, mode, id, gone) = match change {
+            Change::Addition {
+                path,
+                entry_mode,
+                oid,
+                ..
             }
-            if gone {
-                removed.push(path);
-            } else {
-                match entry(repo, config, path.clone(), mode.kind(), id) {
-                    Some(e) => changed.push(e),
-                    None => removed.push(path),
-                }
+            | Change::Modification {
+                path,
+                entry_mode,
+                oid,
+                ..
+            } => (path, entry_mode, oid, false),
+            Change::Deletion {
+                path,
+                entry_mode,
+                oid,
+                ..
+            } => (path, entry_mode, oid, true),
+        };
+        let path = PathBuf::from(path.to_str_lossy().as_ref());
+        if mode.is_tree() || !path.starts_with(&config.apps_dir) {
+            continue;
+        }
+        if gone {
+            removed.push(path);
+        } else {
+            match entry(repo, config, path.clone(), mode.kind(), id) {
+                Some(e) => changed.push(e),
+                None => removed.push(path),
             }
-            Ok(gix::object::tree::diff::Action::Continue)
-        })
-        .map_err(|e| chain(&e))?;
+        }
+    }
     Ok((removed, changed))
 }
 
