@@ -33,6 +33,11 @@ const EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// Ancestry walked to tell a fast-forward from a force-push (only for the warning).
 const ANCESTRY_LIMIT: usize = 10_000;
+/// Packs (one per fetch) the cache may receive before it is reopened: gix's table of pack
+/// indices is sized when the repository is opened, and a full table fails the next fetch
+/// ("slotmap turned out to be too small"). Reopening drops every loaded index, so it is done
+/// only this often, not after every fetch.
+const PACKS_BETWEEN_REOPENS: usize = 64;
 
 /// Credentials for HTTP(S) remotes. SSH uses the system `ssh` and its agent/keys.
 #[derive(Debug, Clone)]
@@ -89,6 +94,12 @@ pub struct GitSource {
     shown_url: String,
     target: Target,
     repo: gix::ThreadSafeRepository,
+    /// The handle loads read through: kept between loads, so its object cache still holds the
+    /// trees of the previous commit when the next one is diffed against it (taken out while a
+    /// load runs).
+    reader: Option<gix::Repository>,
+    /// Packs received since the cache was (re)opened.
+    packs_since_open: usize,
     last_fetched: Option<ObjectId>,
     loaded: Option<Loaded>,
     cache: Incremental,
@@ -123,11 +134,14 @@ impl GitSource {
         let shown_url = redact_url(&config.url);
         let target = parse_target(&config.reference);
         let repo = open_cache(&config.cache_dir)?;
+        let reader = Some(reader(&repo));
         Ok(GitSource {
             config,
             shown_url,
             target,
             repo,
+            reader,
+            packs_since_open: 0,
             last_fetched: None,
             loaded: None,
             cache: Incremental::default(),
@@ -235,10 +249,14 @@ impl GitSource {
                 }
             })?;
         let received = ms(started);
-        // Every fetch adds a pack; gix sizes its pack table when the repository is opened
-        // (at least 32 slots) and a full table fails the next fetch ("slotmap too small").
-        // Reopening sizes it for the packs now on disk.
-        self.repo = open_cache(&self.config.cache_dir)?;
+        // Every fetch adds a pack: reopen (sizing the table for the packs on disk) before the
+        // table the cache was opened with is full.
+        self.packs_since_open += 1;
+        if self.packs_since_open >= PACKS_BETWEEN_REOPENS {
+            self.repo = open_cache(&self.config.cache_dir)?;
+            self.reader = Some(reader(&self.repo));
+            self.packs_since_open = 0;
+        }
         tracing::debug!(
             connect_ms = connected,
             refs_ms = listed,
@@ -288,12 +306,21 @@ impl GitSource {
     /// Load the specs of `commit` (which must be in the cache), re-parsing only files whose blob
     /// changed since the previous load.
     pub fn load(&mut self, commit: &str) -> Result<Repo, SourceError> {
+        let repo = match self.reader.take() {
+            Some(r) => r,
+            None => reader(&self.repo),
+        };
+        let loaded = self.load_with(&repo, commit);
+        self.reader = Some(repo);
+        loaded
+    }
+
+    fn load_with(&mut self, repo: &gix::Repository, commit: &str) -> Result<Repo, SourceError> {
         let url = self.shown_url.clone();
         let corrupt = |reason: String| SourceError::Corrupt {
             url: url.clone(),
             reason,
         };
-        let repo = self.repo.to_thread_local();
         let id = ObjectId::from_hex(commit.as_bytes())
             .map_err(|e| corrupt(format!("bad commit id {commit}: {e}")))?;
         let tree = repo
@@ -537,18 +564,38 @@ fn problem(path: &Path, app: Option<AppId>, message: String) -> Diagnostic {
     }
 }
 
+/// Decoded objects the reading handle keeps (trees of the last commits, mostly): resolving a
+/// tree stored as a chain of deltas is most of the cost of a diff otherwise.
+const OBJECT_CACHE_BYTES: usize = 32 << 20;
+
+/// A handle on the cache for loads, with an object cache.
+fn reader(repo: &gix::ThreadSafeRepository) -> gix::Repository {
+    let mut r = repo.to_thread_local();
+    r.object_cache_size(Some(OBJECT_CACHE_BYTES));
+    r
+}
+
+/// Open (or create) the bare cache, with room in its pack table for the packs on disk plus
+/// [`PACKS_BETWEEN_REOPENS`] more.
 fn open_cache(dir: &Path) -> Result<gix::ThreadSafeRepository, SourceError> {
     let err = |reason: String| SourceError::Cache {
         path: dir.to_path_buf(),
         reason,
     };
-    if dir.join("HEAD").exists() || dir.join("objects").exists() {
-        return gix::open(dir)
-            .map(|r| r.into_sync())
-            .map_err(|e| err(chain(&e)));
+    if !(dir.join("HEAD").exists() || dir.join("objects").exists()) {
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        gix::init_bare(dir).map_err(|e| err(chain(&e)))?;
     }
-    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-    gix::init_bare(dir)
+    let packs = std::fs::read_dir(dir.join("objects").join("pack"))
+        .map(|entries| {
+            (entries.filter_map(Result::ok))
+                .filter(|e| e.path().extension().is_some_and(|x| x == "idx"))
+                .count()
+        })
+        .unwrap_or(0);
+    let slots = (packs + PACKS_BETWEEN_REOPENS + 16).min(usize::from(u16::MAX / 2));
+    let slots = gix::odb::store::init::Slots::Given(u16::try_from(slots).unwrap_or(u16::MAX / 2));
+    gix::open_opts(dir, gix::open::Options::default().object_store_slots(slots))
         .map(|r| r.into_sync())
         .map_err(|e| err(chain(&e)))
 }

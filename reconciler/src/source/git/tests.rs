@@ -249,7 +249,8 @@ fn many_fetches_in_a_row_keep_working() {
     let mut src = source(&work, &tmp.path().join("cache"), "main");
     let first = src.fetch().unwrap();
     src.load(&first.commit).unwrap();
-    for i in 0..45 {
+    // More fetches than fit the pack table of one opening: the cache is reopened on the way.
+    for i in 0..(2 * PACKS_BETWEEN_REOPENS + 5) {
         write(
             &work,
             "apps/a0.yaml",
