@@ -538,16 +538,34 @@ async fn next_event(events: &mut Option<EventStream>) -> Option<SchedulerEvent> 
     }
 }
 
+/// Up to this many apps whose tasks must be checked are read one by one (`GET /v2/apps/{id}`);
+/// more, and all apps are listed once.
+const READ_BY_ID_MAX: usize = 16;
+
 /// Split finished deployments into those whose tasks are up (or whose app is gone, for
 /// deletes) and the rest.
 async fn tasks_up<'p, S: Scheduler>(
     pending: Vec<Pending<'p>>,
     scheduler: &S,
 ) -> (Vec<Pending<'p>>, Vec<Pending<'p>>) {
-    let needs_list = pending
+    let to_check: Vec<&AppId> = pending
         .iter()
-        .any(|p| p.deployment.is_none() && p.change.action != Action::Delete);
-    let apps = if needs_list {
+        .filter(|p| p.deployment.is_none() && p.change.action != Action::Delete)
+        .map(|p| &p.change.app)
+        .collect();
+    let apps = if to_check.is_empty() {
+        Vec::new()
+    } else if to_check.len() <= READ_BY_ID_MAX {
+        // A few apps (a push's fast path, a correction): their cost, not the scheduler's size.
+        let read = join_all(to_check.iter().map(|id| scheduler.get_app(id))).await;
+        match read.into_iter().collect::<Result<Vec<_>, _>>() {
+            Ok(apps) => apps.into_iter().flatten().collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read apps");
+                return (Vec::new(), pending);
+            }
+        }
+    } else {
         match scheduler.list_apps().await {
             Ok(apps) => apps,
             Err(e) => {
@@ -555,8 +573,6 @@ async fn tasks_up<'p, S: Scheduler>(
                 return (Vec::new(), pending);
             }
         }
-    } else {
-        Vec::new()
     };
     let by_id: BTreeMap<&str, &serde_json::Value> = apps
         .iter()

@@ -2,11 +2,12 @@
 //! file with inline CSS and JS, compiled in), the live drift report (`GET /api/drift`, schema
 //! `schemas/drift.schema.json`) and the metrics (`GET /metrics`).
 //!
-//! The loop publishes each fresh [`DriftReport`] with [`Dashboard::publish`]; the report is
-//! serialised once there, so a request costs a clone of an `Arc`, not a serialisation of 5,000
-//! apps.
+//! The loop publishes each fresh [`DriftReport`] with [`Dashboard::publish`] (or patches the
+//! entries of a few apps with [`Dashboard::update`]); the JSON is made on the first request
+//! after a change and kept, so further requests cost a clone of an `Arc`, and a change of a few
+//! apps costs no serialisation of 5,000.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -21,10 +22,12 @@ use crate::metrics::Metrics;
 /// The status page.
 pub const STATUS_PAGE: &str = include_str!("dashboard/status.html");
 
-/// The latest drift report (as JSON) and the metrics registry.
+/// The latest drift report (and its JSON, once asked for) and the metrics registry.
 #[derive(Debug)]
 pub struct Dashboard {
-    drift: RwLock<Bytes>,
+    drift: RwLock<Option<DriftReport>>,
+    /// The JSON of `drift`; `None` after a change until the next request.
+    drift_json: Mutex<Option<Bytes>>,
     pub metrics: Arc<Metrics>,
     /// More exposition text appended to `/metrics` (e.g. the secret-zero gatekeeper's counters).
     extra: RwLock<Vec<MetricsSource>>,
@@ -44,7 +47,8 @@ impl Dashboard {
     /// An empty dashboard: `/api/drift` answers 503 until the first report is published.
     pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Dashboard {
-            drift: RwLock::new(Bytes::new()),
+            drift: RwLock::new(None),
+            drift_json: Mutex::new(None),
             metrics,
             extra: RwLock::new(Vec::new()),
         })
@@ -65,15 +69,65 @@ impl Dashboard {
 
     /// Make `report` the one `/api/drift` serves, and update the drift gauges.
     pub fn publish(&self, report: &DriftReport, now: u64) {
-        self.metrics.set_drift(report, now);
-        match serde_json::to_vec(report) {
-            Ok(json) => *self.drift.write().unwrap_or_else(|e| e.into_inner()) = Bytes::from(json),
-            Err(e) => tracing::warn!(error = %e, "cannot serialise the drift report"),
-        }
+        self.publish_owned(report.clone(), now);
     }
 
+    /// [`publish`](Self::publish), taking the report.
+    pub fn publish_owned(&self, report: DriftReport, now: u64) {
+        self.metrics.set_drift(&report, now);
+        let mut guard = self.drift.write().unwrap_or_else(|e| e.into_inner());
+        *guard = Some(report);
+        // Cleared under the write lock: a request serialising the old report holds the read
+        // lock, so it cannot store its JSON after this.
+        *self.drift_json.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Change the published report in place (`None` if nothing was published yet: then `f`
+    /// does not run) and update the drift gauges.
+    pub fn update<T>(&self, now: u64, f: impl FnOnce(&mut DriftReport) -> T) -> Option<T> {
+        let mut guard = self.drift.write().unwrap_or_else(|e| e.into_inner());
+        let report = guard.as_mut()?;
+        let out = f(report);
+        self.metrics.set_drift(report, now);
+        *self.drift_json.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Some(out)
+    }
+
+    /// Read the published report.
+    pub fn with_report<T>(&self, f: impl FnOnce(Option<&DriftReport>) -> T) -> T {
+        f(self
+            .drift
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref())
+    }
+
+    /// The report as JSON (empty before the first report), serialised at most once per change.
     fn drift_json(&self) -> Bytes {
-        self.drift.read().unwrap_or_else(|e| e.into_inner()).clone()
+        if let Some(json) = self
+            .drift_json
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return json;
+        }
+        let report = self.drift.read().unwrap_or_else(|e| e.into_inner());
+        let Some(report) = report.as_ref() else {
+            return Bytes::new();
+        };
+        match serde_json::to_vec(report) {
+            Ok(json) => {
+                let json = Bytes::from(json);
+                // Cached only if no change came in meanwhile (the read lock keeps it out).
+                *self.drift_json.lock().unwrap_or_else(|e| e.into_inner()) = Some(json.clone());
+                json
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot serialise the drift report");
+                Bytes::new()
+            }
+        }
     }
 }
 

@@ -241,6 +241,23 @@ impl DriftReport {
         self.summary = summarize(&self.apps);
     }
 
+    /// Put fresh entries of some apps in (from [`drift_apps`]): `Some` replaces or adds the
+    /// app's entry, `None` removes it. The rest of the report stays as it was observed.
+    pub fn patch(&mut self, entries: Vec<(AppId, Option<AppDrift>)>, now: u64) {
+        for (id, entry) in entries {
+            match (self.apps.binary_search_by(|a| a.app.cmp(&id)), entry) {
+                (Ok(i), Some(e)) => self.apps[i] = e,
+                (Ok(i), None) => {
+                    self.apps.remove(i);
+                }
+                (Err(i), Some(e)) => self.apps.insert(i, e),
+                (Err(_), None) => {}
+            }
+        }
+        self.generated_at = now;
+        self.summary = summarize(&self.apps);
+    }
+
     /// The age of the oldest drift at `now` (for the `baton_drift_oldest_seconds` gauge).
     pub fn oldest_drift(&self, now: u64) -> Option<Duration> {
         self.apps
@@ -277,83 +294,10 @@ pub fn drift(repo: &Repo, live: &[Value], attributions: &Attributions, now: u64)
         .chain(live_by_id.keys())
         .collect();
 
-    let mut apps = Vec::with_capacity(ids.len());
-    for id in ids {
-        let live_app = live_by_id.get(id).copied();
-        let mut a = if repo.invalid.contains(id) {
-            let mut a = AppDrift::new(id.clone(), DriftState::Invalid);
-            a.note = first_error(repo, id);
-            a
-        } else if let Some(spec) = repo.specs.get(id) {
-            let mut a = match live_app {
-                None => AppDrift::new(id.clone(), DriftState::Missing),
-                Some(l) => match ownership::owner_of(l).filter(|o| *o != owner) {
-                    Some(other) => {
-                        let mut a = AppDrift::new(id.clone(), DriftState::Unmanaged);
-                        a.note = Some(format!("in git, but owned by `{other}`; left alone"));
-                        a
-                    }
-                    None => {
-                        // The commit label is bookkeeping (normalisation drops it): any value
-                        // gives the same comparison.
-                        let body = ownership::labelled(spec, owner, "");
-                        let fields = redact(field_changes(spec, &body, l));
-                        let state = if fields.is_empty() {
-                            DriftState::InSync
-                        } else {
-                            DriftState::Drifted
-                        };
-                        let mut a = AppDrift::new(id.clone(), state);
-                        if state == DriftState::Drifted {
-                            let (by, since) = attributions.explain(id, spec, &body);
-                            a.changed_by = by;
-                            a.since = since.or_else(|| live_version_ms(l));
-                        }
-                        if ownership::owner_of(l).is_none() {
-                            a.note = Some("running but not owned yet: a sync adopts it".into());
-                        }
-                        a.fields = fields;
-                        a
-                    }
-                },
-            };
-            a.policy = Some(spec.baton.drift.clone());
-            a.file = Some(spec.file.clone());
-            a.desired_digest = Some(ownership::digest_of(&spec.app));
-            a
-        } else if let Some(l) = live_app.filter(|l| ownership::owner_of(l) == Some(owner)) {
-            // Owned, but git no longer has it: the next sync prunes it (or holds the delete).
-            let mut a = AppDrift::new(id.clone(), DriftState::Drifted);
-            a.fields = vec![FieldChange {
-                pointer: String::new(),
-                desired: None,
-                live: Some(Value::String("(the whole app)".into())),
-            }];
-            a.note = Some(if ownership::prune_protected(l) {
-                "owned, but no longer in git; kept because of `baton.prune: false`".into()
-            } else {
-                "owned, but no longer in git: the next sync deletes it".into()
-            });
-            a.since = live_version_ms(l);
-            a
-        } else {
-            AppDrift::new(id.clone(), DriftState::Unmanaged)
-        };
-        if let Some(l) = live_app {
-            a.owner = ownership::owner_of(l).map(str::to_string);
-            a.commit = l
-                .pointer("/labels")
-                .and_then(|x| x.get(ownership::COMMIT))
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            a.deployed_at = l.get("version").and_then(Value::as_str).map(str::to_string);
-            a.tasks = Some(tasks_of(l));
-        }
-        if a.since.is_some_and(|s| s > now) {
-            a.since = Some(now); // clocks disagree; never report drift from the future
-        }
-        apps.push(a);
-    }
+    let apps: Vec<AppDrift> = ids
+        .into_iter()
+        .map(|id| app_drift(repo, id, live_by_id.get(id).copied(), attributions, now))
+        .collect();
     DriftReport {
         owner: owner.to_string(),
         generated_at: now,
@@ -361,6 +305,118 @@ pub fn drift(repo: &Repo, live: &[Value], attributions: &Attributions, now: u64)
         apps,
         ledger: Vec::new(),
     }
+}
+
+/// The drift of the apps `ids` only, for a cycle that looked at just those apps: each with the
+/// entry [`drift`] would give it (with `live` holding at least those apps' live state), or
+/// `None` where [`drift`] would list no entry (neither in git nor running).
+pub fn drift_apps(
+    repo: &Repo,
+    live: &[Value],
+    ids: &[AppId],
+    attributions: &Attributions,
+    now: u64,
+) -> Vec<(AppId, Option<AppDrift>)> {
+    let live_by_id: BTreeMap<AppId, &Value> = live
+        .iter()
+        .filter_map(|a| {
+            let id = a.get("id").and_then(Value::as_str)?;
+            AppId::parse(id).ok().map(|id| (id, a))
+        })
+        .collect();
+    ids.iter()
+        .map(|id| {
+            let live_app = live_by_id.get(id).copied();
+            let listed =
+                live_app.is_some() || repo.specs.contains_key(id) || repo.invalid.contains(id);
+            let entry = listed.then(|| app_drift(repo, id, live_app, attributions, now));
+            (id.clone(), entry)
+        })
+        .collect()
+}
+
+/// One app's entry of the report: `live_app` is its live state, if it runs.
+fn app_drift(
+    repo: &Repo,
+    id: &AppId,
+    live_app: Option<&Value>,
+    attributions: &Attributions,
+    now: u64,
+) -> AppDrift {
+    let owner = repo.config.owner.as_str();
+    let mut a = if repo.invalid.contains(id) {
+        let mut a = AppDrift::new(id.clone(), DriftState::Invalid);
+        a.note = first_error(repo, id);
+        a
+    } else if let Some(spec) = repo.specs.get(id) {
+        let mut a = match live_app {
+            None => AppDrift::new(id.clone(), DriftState::Missing),
+            Some(l) => match ownership::owner_of(l).filter(|o| *o != owner) {
+                Some(other) => {
+                    let mut a = AppDrift::new(id.clone(), DriftState::Unmanaged);
+                    a.note = Some(format!("in git, but owned by `{other}`; left alone"));
+                    a
+                }
+                None => {
+                    // The commit label is bookkeeping (normalisation drops it): any value
+                    // gives the same comparison.
+                    let body = ownership::labelled(spec, owner, "");
+                    let fields = redact(field_changes(spec, &body, l));
+                    let state = if fields.is_empty() {
+                        DriftState::InSync
+                    } else {
+                        DriftState::Drifted
+                    };
+                    let mut a = AppDrift::new(id.clone(), state);
+                    if state == DriftState::Drifted {
+                        let (by, since) = attributions.explain(id, spec, &body);
+                        a.changed_by = by;
+                        a.since = since.or_else(|| live_version_ms(l));
+                    }
+                    if ownership::owner_of(l).is_none() {
+                        a.note = Some("running but not owned yet: a sync adopts it".into());
+                    }
+                    a.fields = fields;
+                    a
+                }
+            },
+        };
+        a.policy = Some(spec.baton.drift.clone());
+        a.file = Some(spec.file.clone());
+        a.desired_digest = Some(ownership::digest_of(&spec.app));
+        a
+    } else if let Some(l) = live_app.filter(|l| ownership::owner_of(l) == Some(owner)) {
+        // Owned, but git no longer has it: the next sync prunes it (or holds the delete).
+        let mut a = AppDrift::new(id.clone(), DriftState::Drifted);
+        a.fields = vec![FieldChange {
+            pointer: String::new(),
+            desired: None,
+            live: Some(Value::String("(the whole app)".into())),
+        }];
+        a.note = Some(if ownership::prune_protected(l) {
+            "owned, but no longer in git; kept because of `baton.prune: false`".into()
+        } else {
+            "owned, but no longer in git: the next sync deletes it".into()
+        });
+        a.since = live_version_ms(l);
+        a
+    } else {
+        AppDrift::new(id.clone(), DriftState::Unmanaged)
+    };
+    if let Some(l) = live_app {
+        a.owner = ownership::owner_of(l).map(str::to_string);
+        a.commit = l
+            .pointer("/labels")
+            .and_then(|x| x.get(ownership::COMMIT))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        a.deployed_at = l.get("version").and_then(Value::as_str).map(str::to_string);
+        a.tasks = Some(tasks_of(l));
+    }
+    if a.since.is_some_and(|s| s > now) {
+        a.since = Some(now); // clocks disagree; never report drift from the future
+    }
+    a
 }
 
 fn first_error(repo: &Repo, id: &AppId) -> Option<String> {
@@ -576,18 +632,28 @@ pub fn corrections(report: &DriftReport, ledger: &Ledger, now: u64) -> Vec<AppId
     report
         .apps
         .iter()
-        .filter(|a| {
-            matches!(a.state, DriftState::Drifted | DriftState::Missing) && a.file.is_some()
-        })
-        .filter(|a| match &a.policy {
+        .filter(|a| wants_correction(a, ledger, now))
+        .map(|a| a.app.clone())
+        .collect()
+}
+
+/// Whether [`corrections`] would name `app` (looked up, not a pass over the report).
+pub fn corrections_for(report: &DriftReport, ledger: &Ledger, app: &AppId, now: u64) -> bool {
+    report
+        .app(app)
+        .is_some_and(|a| wants_correction(a, ledger, now))
+}
+
+fn wants_correction(a: &AppDrift, ledger: &Ledger, now: u64) -> bool {
+    let drifting = matches!(a.state, DriftState::Drifted | DriftState::Missing) && a.file.is_some();
+    drifting
+        && match &a.policy {
             Some(DriftPolicy::Correct) => true,
             Some(DriftPolicy::CorrectAfter(grace)) => {
                 started(a, ledger).is_some_and(|s| now.saturating_sub(s) >= millis(*grace))
             }
             _ => false,
-        })
-        .map(|a| a.app.clone())
-        .collect()
+        }
 }
 
 /// When the next `correctAfter` grace period ends (for the daemon's requeue), if any is pending.

@@ -76,35 +76,121 @@ impl DriftKeeper {
         })
     }
 
-    /// One observation: `failures` are the apps whose last apply failed (from the daemon
-    /// state). Returns the apps to correct now. The ledger is saved when it changed; a failure
-    /// to save is logged, never fatal (the report stays right, only history may be lost).
+    /// One observation of every app: `failures` are the apps whose last apply failed (from the
+    /// daemon state). The report goes to the dashboard; returns the apps to correct now. The
+    /// ledger is saved when it changed; a failure to save is logged, never fatal (the report
+    /// stays right, only history may be lost).
     pub fn observe<'a>(
         &mut self,
         repo: &Repo,
         live: &[Value],
         failures: impl IntoIterator<Item = (&'a AppId, &'a str)>,
         now: u64,
-    ) -> (DriftReport, Vec<AppId>) {
+    ) -> Vec<AppId> {
         let mut report = {
             let att = self.attributions.lock().unwrap_or_else(|e| e.into_inner());
             drift::drift(repo, live, &att, now)
         };
         report.mark_failed(failures);
+        let written = std::mem::take(&mut self.written);
         let before = self.ledger.clone();
-        let events = self
-            .ledger
-            .observe(&mut report, &std::mem::take(&mut self.written), now);
-        if self.ledger != before {
-            if let Err(e) = ledger::save(&self.state_dir, &self.ledger) {
-                tracing::warn!(error = %e, "cannot save the drift ledger");
-            }
+        let events = self.ledger.observe(&mut report, &written, now);
+        self.save_ledger(self.ledger != before);
+        self.announce(repo, live, &events, |_| true);
+        let fix = drift::corrections(&report, &self.ledger, now);
+        report.ledger = self.ledger.entries.clone();
+        self.dashboard.publish_owned(report, now);
+        fix
+    }
+
+    /// An observation of the apps `ids` only (a cycle that re-read just those): their entries
+    /// of the report are recomputed from `live` (which holds their live state, if they run) and
+    /// patched into the published report, their ledger episodes opened, extended or closed;
+    /// nothing is said about the other apps. Returns which of `ids` to correct now. Costs
+    /// O(`ids`), not O(apps). Before any full [`observe`](Self::observe) there is no report to
+    /// patch: then this is a full observation of `repo` and `live`.
+    pub fn observe_apps<'a>(
+        &mut self,
+        repo: &Repo,
+        live: &[Value],
+        ids: &BTreeSet<AppId>,
+        failures: impl IntoIterator<Item = (&'a AppId, &'a str)>,
+        now: u64,
+    ) -> Vec<AppId> {
+        if self.dashboard.with_report(|r| r.is_none()) {
+            return self.observe(repo, live, failures, now);
         }
+        let list: Vec<AppId> = ids.iter().cloned().collect();
+        let entries = {
+            let att = self.attributions.lock().unwrap_or_else(|e| e.into_inner());
+            drift::drift_apps(repo, live, &list, &att, now)
+        };
+        let failures: Vec<(&AppId, &str)> = failures
+            .into_iter()
+            .filter(|(a, _)| ids.contains(*a))
+            .collect();
+        let written: BTreeSet<AppId> = ids
+            .iter()
+            .filter(|a| self.written.remove(*a))
+            .cloned()
+            .collect();
+        // The episodes of `ids` only: what this observation can change.
+        let episodes = |l: &Ledger| -> Vec<drift::LedgerEntry> {
+            l.entries
+                .iter()
+                .filter(|e| ids.contains(&e.app))
+                .cloned()
+                .collect()
+        };
+        let (before, count) = (episodes(&self.ledger), self.ledger.entries.len());
+        let ledger = &mut self.ledger;
+        let patched = self.dashboard.update(now, |report| {
+            report.patch(entries, now);
+            report.mark_failed(failures);
+            let events = ledger.observe_apps(report, &written, ids, now);
+            let fix: Vec<AppId> = (ids.iter())
+                .filter(|a| drift::corrections_for(report, ledger, a, now))
+                .cloned()
+                .collect();
+            let changed = ledger.entries.len() != count || episodes(ledger) != before;
+            if changed {
+                report.ledger = ledger.entries.clone();
+            }
+            (events, fix, changed)
+        });
+        let Some((events, fix, changed)) = patched else {
+            return Vec::new();
+        };
+        self.save_ledger(changed);
+        self.announce(repo, live, &events, |a| ids.contains(a));
+        fix
+    }
+
+    /// Save the ledger if the observation changed it.
+    fn save_ledger(&self, changed: bool) {
+        if !changed {
+            return;
+        }
+        if let Err(e) = ledger::save(&self.state_dir, &self.ledger) {
+            tracing::warn!(error = %e, "cannot save the drift ledger");
+        }
+    }
+
+    /// Notifications for the ledger's events; `seen` apps (of `live`) are remembered as seen
+    /// running.
+    fn announce(
+        &mut self,
+        repo: &Repo,
+        live: &[Value],
+        events: &[drift::LedgerEvent],
+        seen: impl Fn(&AppId) -> bool,
+    ) {
         let live_by_id: BTreeMap<AppId, &Value> = live
             .iter()
             .filter_map(|a| Some((AppId::parse(a.get("id")?.as_str()?).ok()?, a)))
+            .filter(|(id, _)| seen(id))
             .collect();
-        for ev in &events {
+        for ev in events {
             let announce = match ev {
                 drift::LedgerEvent::Detected(e) => {
                     let git_moved = match live_by_id.get(&e.app) {
@@ -122,14 +208,18 @@ impl DriftKeeper {
                 let app = match ev {
                     drift::LedgerEvent::Detected(e) | drift::LedgerEvent::Resolved(e) => &e.app,
                 };
-                n.notify(Notification::from_ledger(ev, report.app(app)));
+                let note = self
+                    .dashboard
+                    .with_report(|r| Notification::from_ledger(ev, r.and_then(|r| r.app(app))));
+                n.notify(note);
             }
         }
         self.seen_live.extend(live_by_id.into_keys());
-        let fix = drift::corrections(&report, &self.ledger, now);
-        report.ledger = self.ledger.entries.clone();
-        self.dashboard.publish(&report, now);
-        (report, fix)
+    }
+
+    /// The report as last observed (`None` before the first observation).
+    pub fn report(&self) -> Option<DriftReport> {
+        self.dashboard.with_report(|r| r.cloned())
     }
 
     /// Apps the cycle wrote (so a drift that disappears next is recorded as corrected).
@@ -138,8 +228,9 @@ impl DriftKeeper {
     }
 
     /// How long until a `correctAfter` grace period ends, for the loop's requeue.
-    pub fn next_correction(&self, report: &DriftReport, now: u64) -> Option<Duration> {
-        drift::next_correction_at(report, &self.ledger, now)
+    pub fn next_correction(&self, now: u64) -> Option<Duration> {
+        self.dashboard
+            .with_report(|r| drift::next_correction_at(r?, &self.ledger, now))
             .map(|at| Duration::from_millis(at.saturating_sub(now)))
     }
 }
@@ -183,17 +274,15 @@ mod tests {
         )
         .unwrap();
         let t0 = 1_795_000_000_000;
-        let (report, fix) = k.observe(&repo, &[a.clone(), b.clone()], [], t0);
+        let fix = k.observe(&repo, &[a.clone(), b.clone()], [], t0);
         assert_eq!(fix, vec![AppId::parse("/a").unwrap()]);
-        assert_eq!(
-            k.next_correction(&report, t0),
-            Some(Duration::from_secs(600))
-        );
+        assert_eq!(k.next_correction(t0), Some(Duration::from_secs(600)));
         assert!(dashboard.metrics.render().contains("baton_drifted_apps 2"));
 
         // /a was put back; /b is past its grace period.
         k.written([AppId::parse("/a").unwrap()]);
-        let (report, fix) = k.observe(&repo, &[served("/a"), b], [], t0 + 600_000);
+        let fix = k.observe(&repo, &[served("/a"), b], [], t0 + 600_000);
+        let report = k.report().unwrap();
         assert_eq!(fix, vec![AppId::parse("/b").unwrap()]);
         assert_eq!(
             report.app(&AppId::parse("/a").unwrap()).unwrap().state,
@@ -238,7 +327,8 @@ mod tests {
         std::fs::create_dir_all(p2.parent().unwrap()).unwrap();
         std::fs::write(&p2, "cmd: ./a --new\n").unwrap();
         let moved = crate::commands::load_repo(moved_dir.path()).unwrap();
-        let (report, _) = k.observe(&moved, std::slice::from_ref(&served), [], t0 + 1500);
+        k.observe(&moved, std::slice::from_ref(&served), [], t0 + 1500);
+        let report = k.report().unwrap();
         assert_eq!(
             report.app(&a).unwrap().state,
             crate::drift::DriftState::Drifted

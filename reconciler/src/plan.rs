@@ -158,6 +158,7 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
         .specs
         .par_iter()
         .map(|(id, spec)| {
+            let spec: &Spec = spec;
             let desired = ownership::normal_form(spec, owner);
             let live_app = live_by_id.get(id);
             let fields = live_app

@@ -51,9 +51,12 @@ pub enum Trigger {
     },
     /// The safety-net poll timer.
     Poll,
-    /// The scheduler reported a change to an app (drift is checked against the last snapshot).
+    /// The scheduler reported a change to an app made outside Baton (`version`: the app's
+    /// version the event announced). Such a cycle re-reads only the apps named by the events
+    /// queued ([`partial`]), unless there are too many of them.
     SchedulerEvent {
         app: String,
+        version: Option<String>,
     },
     /// `POST /api/sync`: apply now, also in manual mode.
     ManualSync,
@@ -81,6 +84,21 @@ impl Trigger {
     /// Whether the cycle asks the source for news (a scheduler event only re-plans).
     fn fetches(&self) -> bool {
         !matches!(self, Trigger::SchedulerEvent { .. })
+    }
+
+    /// Whether a push (a webhook or `POST /api/sync`) may stop this cycle before it writes
+    /// anything: the cycles that only look (a poll, a retry, a scheduler event). The push's own
+    /// cycle does everything they would have done.
+    fn preemptible(&self) -> bool {
+        matches!(
+            self,
+            Trigger::Poll | Trigger::Retry | Trigger::SchedulerEvent { .. }
+        )
+    }
+
+    /// Whether this trigger stops a preemptible cycle.
+    fn preempts(&self) -> bool {
+        matches!(self, Trigger::Webhook { .. } | Trigger::ManualSync)
     }
 
     /// Of several queued triggers the cycle runs as the strongest.
@@ -210,6 +228,11 @@ pub struct Shared {
     /// Accepted pushes not yet deployed: (commit, when the webhook arrived), for the
     /// push-to-deployed latency.
     pub pushes: Mutex<Vec<(String, std::time::Instant)>>,
+    /// Baton's own writes, so their scheduler events do not wake the loop.
+    pub own_writes: Arc<OwnWrites>,
+    /// Cancelled by [`Shared::trigger`] when a push arrives: set while the loop waits and while
+    /// it runs a preemptible cycle ([`Trigger::preemptible`]).
+    preempt: Mutex<Option<CancellationToken>>,
 }
 
 impl Shared {
@@ -232,14 +255,35 @@ impl Shared {
                 dashboard: crate::dashboard::Dashboard::new(Default::default()),
                 attributions: Default::default(),
                 pushes: Default::default(),
+                own_writes: Default::default(),
+                preempt: Mutex::new(None),
             }),
             rx,
         )
     }
 
-    /// Queue a trigger; a full queue means a cycle is pending already, so dropping is fine.
+    /// Queue a trigger; a full queue means a cycle is pending already, so dropping is fine. A
+    /// push also stops a cycle that only looks and has not written anything yet.
     pub fn trigger(&self, t: Trigger) {
+        let preempts = t.preempts();
         let _ = self.triggers.try_send(t);
+        if preempts {
+            let token = self
+                .preempt
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(token) = token {
+                token.cancel();
+            }
+        }
+    }
+
+    /// A fresh preemption token for the next cycle (see [`Trigger::preemptible`]).
+    fn arm_preempt(&self) -> CancellationToken {
+        let token = CancellationToken::new();
+        *self.preempt.lock().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+        token
     }
 
     /// Remember that a push of `commit` arrived now (bounded: the oldest are forgotten).
@@ -335,6 +379,10 @@ where
         message: e.to_string(),
     })?;
     let poll_interval = config.poll_interval;
+    let scheduler = Arc::new(Recording {
+        inner: scheduler,
+        own: shared.own_writes.clone(),
+    });
     let mut r = Reconciler {
         source: Arc::new(Mutex::new(source)),
         scheduler,
@@ -352,6 +400,9 @@ where
     let mut failures: u32 = 0;
     let mut cycle: u64 = 0;
     loop {
+        // Armed before waiting, so a push that arrives between picking the trigger and the
+        // cycle's first look at the token still stops a preemptible cycle.
+        let preempt = r.shared.arm_preempt();
         let first = match pending.take() {
             Some(t) => t,
             None => tokio::select! {
@@ -362,14 +413,15 @@ where
                 _ = tokio::time::sleep_until(poll_at) => Trigger::Poll,
             },
         };
-        let trigger = coalesce(first, &mut rx);
+        let (trigger, events) = coalesce(first, &mut rx);
         if trigger == Trigger::Shutdown || shutdown.is_cancelled() {
             break;
         }
         cycle += 1;
         let span = tracing::info_span!("cycle", n = cycle, trigger = trigger.name());
+        let preempt = Preempt(trigger.preemptible().then_some(preempt));
         let result = r
-            .reconcile(&trigger, &shutdown)
+            .reconcile(&trigger, &events, &preempt, &shutdown)
             .instrument(span.clone())
             .await;
         let action = match result {
@@ -399,15 +451,49 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// The strongest of `first` and everything already queued.
-fn coalesce(first: Trigger, rx: &mut mpsc::Receiver<Trigger>) -> Trigger {
+/// The strongest of `first` and everything already queued, and the (app, version) pairs of
+/// every scheduler event among them (what a scheduler-event cycle looks at).
+fn coalesce(first: Trigger, rx: &mut mpsc::Receiver<Trigger>) -> (Trigger, Vec<EventApp>) {
+    let mut events = Vec::new();
+    let mut note = |t: &Trigger| {
+        if let Trigger::SchedulerEvent { app, version } = t {
+            events.push((app.clone(), version.clone()));
+        }
+    };
+    note(&first);
     let mut best = first;
     while let Ok(t) = rx.try_recv() {
+        note(&t);
         if t.rank() > best.rank() {
             best = t;
         }
     }
-    best
+    (best, events)
+}
+
+/// An app named by a scheduler event, and the version the event announced.
+type EventApp = (String, Option<String>);
+
+/// A cycle's preemption token: `None` for a cycle no push may stop.
+struct Preempt(Option<CancellationToken>);
+
+impl Preempt {
+    /// A push arrived: stop here (only ever asked before anything is written).
+    fn requested(&self) -> bool {
+        self.0.as_ref().is_some_and(|t| t.is_cancelled())
+    }
+
+    /// `fut`, or `None` as soon as a push arrives (for reads that may be dropped midway).
+    async fn unless<T>(&self, fut: impl std::future::Future<Output = T>) -> Option<T> {
+        match &self.0 {
+            None => Some(fut.await),
+            Some(token) => tokio::select! {
+                biased;
+                _ = token.cancelled() => None,
+                v = fut => Some(v),
+            },
+        }
+    }
 }
 
 /// `d` plus up to 10% random jitter, so many daemons do not poll one server in step.
@@ -420,6 +506,43 @@ fn jitter(d: Duration) -> Duration {
         rand::thread_rng().gen_range(0..=extra)
     };
     d + Duration::from_millis(j)
+}
+
+/// Wall time of the phases of one cycle, for a debug log line (`snapshot=3.1ms list=...`).
+struct Phases {
+    last: std::time::Instant,
+    done: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn new() -> Self {
+        Phases {
+            last: std::time::Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    /// The phase `name` ended now.
+    fn mark(&mut self, name: &'static str) {
+        self.mark_at(name, std::time::Instant::now());
+    }
+
+    /// The phase `name` ended at `at`.
+    fn mark_at(&mut self, name: &'static str, at: std::time::Instant) {
+        self.done
+            .push((name, at.saturating_duration_since(self.last)));
+        self.last = at;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, d)) in self.done.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{name}={:.1}ms", d.as_secs_f64() * 1e3)?;
+        }
+        Ok(())
+    }
 }
 
 /// The `outcome` label of `baton_syncs_total`.
@@ -444,11 +567,23 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
     async fn reconcile(
         &mut self,
         trigger: &Trigger,
+        events: &[EventApp],
+        preempt: &Preempt,
         shutdown: &CancellationToken,
     ) -> Result<Action, CycleError> {
         let started = now_ms();
         let clock = std::time::Instant::now();
-        match self.cycle(trigger, shutdown, started).await {
+        let ran = match trigger {
+            Trigger::SchedulerEvent { .. } => {
+                match self.event_cycle(events, preempt, shutdown, started).await {
+                    Ok(Some(a)) => Ok(a),
+                    Ok(None) => self.cycle(trigger, preempt, shutdown, started).await,
+                    Err(e) => Err(e),
+                }
+            }
+            _ => self.cycle(trigger, preempt, shutdown, started).await,
+        };
+        match ran {
             Ok(a) => Ok(a),
             Err(e) => {
                 self.shared
@@ -492,15 +627,26 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             let mut src = source.lock().unwrap_or_else(|e| e.into_inner());
             let fetch_started = std::time::Instant::now();
             let fetched = src.fetch();
+            let fetch_took = fetch_started.elapsed();
             if src.is_git() {
                 // Failed fetches too: a remote that times out is what this should show.
-                metrics.git_fetch(fetch_started.elapsed());
+                metrics.git_fetch(fetch_took);
             }
             let rev = fetched?;
             if known.as_deref() == Some(rev.as_str()) {
+                tracing::debug!(
+                    fetch_ms = fetch_took.as_secs_f64() * 1e3,
+                    "fetched: no change"
+                );
                 return Ok::<_, SourceError>((rev, None));
             }
+            let load_started = std::time::Instant::now();
             let repo = src.load(&rev)?;
+            tracing::debug!(
+                fetch_ms = fetch_took.as_secs_f64() * 1e3,
+                load_ms = load_started.elapsed().as_secs_f64() * 1e3,
+                "fetched and loaded"
+            );
             Ok((rev, Some(repo)))
         })
         .await
@@ -520,19 +666,44 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         }
     }
 
+    /// A cycle stopped by a push before it wrote anything: counted, and the push's cycle runs
+    /// next (its trigger is queued).
+    fn preempted(&self, clock: std::time::Instant) -> Action {
+        tracing::debug!("a push arrived: this cycle stops before writing anything");
+        (self.shared.dashboard.metrics).sync_finished("preempted", clock.elapsed());
+        Action::await_change()
+    }
+
     async fn cycle(
         &mut self,
         trigger: &Trigger,
+        preempt: &Preempt,
         shutdown: &CancellationToken,
         started: u64,
     ) -> Result<Action, CycleError> {
         let clock = std::time::Instant::now();
+        let mut phases = Phases::new();
         let (rev, repo) = self.snapshot(trigger).await?;
+        phases.mark("snapshot");
         // Already recorded in the state; merged into this cycle's report below so that what it
         // deployed is announced, counted and shown like the rest of the cycle.
         let fast = self.fast_sync(trigger, &rev, &repo, shutdown).await;
-        let live = self.scheduler.list_apps().await?;
+        phases.mark("fast-path");
+        // Once something was written, the cycle runs to its end.
+        let no_preempt = Preempt(None);
+        let preempt = if fast.is_some() { &no_preempt } else { preempt };
+        if preempt.requested() {
+            return Ok(self.preempted(clock));
+        }
+        let Some(live) = preempt.unless(self.scheduler.list_apps()).await else {
+            return Ok(self.preempted(clock));
+        };
+        let live = live?;
+        phases.mark("list");
         let (repo, vault_sync) = self.secrets_prepare(repo).await?;
+        if preempt.requested() {
+            return Ok(self.preempted(clock));
+        }
         let mut plan = plan::plan(
             &repo,
             &live,
@@ -541,6 +712,10 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 allow_deletes: self.config.allow_deletes,
             },
         );
+        phases.mark("plan");
+        if preempt.requested() {
+            return Ok(self.preempted(clock));
+        }
         let now = now_ms();
         for id in &plan.unchanged {
             self.state.record_success(id.as_str(), &rev);
@@ -552,13 +727,18 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             .iter()
             .filter_map(|(id, a)| Some((AppId::parse(id).ok()?, a.last_error.clone()?)))
             .collect();
-        let (drift_report, corrections) = self.drift.observe(
+        let corrections = self.drift.observe(
             &repo,
             &live,
             failed.iter().map(|(a, e)| (a, e.as_str())),
             now,
         );
         let corrections: BTreeSet<AppId> = corrections.into_iter().collect();
+        phases.mark("drift");
+        // Past here Vault or the scheduler may be written: no push stops the cycle any more.
+        if preempt.requested() {
+            return Ok(self.preempted(clock));
+        }
 
         // Which changes this cycle may apply.
         let new_rev = self.state.last_synced.as_deref() != Some(rev.as_str());
@@ -602,31 +782,9 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             );
             Some(apply::apply(&plan, self.scheduler.as_ref(), &options, &mut |_| {}).await)
         };
+        phases.mark("apply");
         if let Some(report) = &report {
-            self.drift.written(
-                (report.apps.iter())
-                    .filter(|r| r.outcome == AppOutcome::Converged)
-                    .map(|r| r.app.clone()),
-            );
-            for r in &report.apps {
-                match (&r.outcome, r.action) {
-                    (AppOutcome::Converged, PlanAction::Delete) => {
-                        self.state.forget(r.app.as_str())
-                    }
-                    (AppOutcome::Converged, _) => self.state.record_success(r.app.as_str(), &rev),
-                    (AppOutcome::Failed { reason }, _) => {
-                        self.state
-                            .record_failure(r.app.as_str(), &rev, reason, now_ms())
-                    }
-                    (AppOutcome::Skipped { because }, _) => self.state.record_failure(
-                        r.app.as_str(),
-                        &rev,
-                        &format!("skipped: {because} did not converge"),
-                        now_ms(),
-                    ),
-                    _ => {}
-                }
-            }
+            self.record_report(report, &rev);
         }
         let report = apply::ApplyReport::merge(fast, report);
         let outcome = match &report {
@@ -646,8 +804,9 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         if apply_all && outcome != Outcome::Abandoned {
             self.state.last_synced = Some(rev.clone());
         }
-        if report.is_some() {
-            self.observe_after_apply(&repo).await;
+        if let Some(report) = &report {
+            self.observe_after_apply(&repo, report).await;
+            phases.mark("observe");
         }
         let outcome = if manual && !held_back.is_empty() && report.is_none() {
             Outcome::Planned
@@ -672,22 +831,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             });
         }
         state::save(&self.config.state_dir, &self.state)?;
-        // A cycle that applies a revision as a whole deploys: its writes are no corrections,
-        // even of apps a `correct` policy would have put back anyway.
-        let corrected = if apply_all {
-            BTreeSet::new()
-        } else {
-            corrections
-        };
-        self.announce_cycle(
-            &rev,
-            outcome,
-            worth_recording,
-            apply_all && new_rev,
-            report.as_ref(),
-            &corrected,
-            clock,
-        );
+        phases.mark("save");
         self.shared.ready.store(true, Ordering::Relaxed);
         let pending = (!held_back.is_empty()).then(|| pending_summary(&held_back));
         let held_ids: BTreeSet<AppId> = held_back.iter().map(|(id, _)| id.clone()).collect();
@@ -702,21 +846,45 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 s.pending = Some(p);
             }
         }
+        phases.mark("status");
+        // A cycle that applies a revision as a whole deploys: its writes are no corrections,
+        // even of apps a `correct` policy would have put back anyway.
+        let corrected = if apply_all {
+            BTreeSet::new()
+        } else {
+            corrections
+        };
+        // Last: whoever hears of this cycle (metrics, notifications) finds the status showing it.
+        self.announce_cycle(
+            &rev,
+            outcome,
+            worth_recording,
+            apply_all && new_rev,
+            report.as_ref(),
+            &corrected,
+            clock,
+        );
+        tracing::debug!(phases = %phases, "cycle phases");
 
+        Ok(self.next_action(now))
+    }
+
+    /// Requeue for the earliest failed-app retry or `correctAfter` grace period, if any.
+    fn next_action(&self, now: u64) -> Action {
         let correction_at = self
             .drift
-            .next_correction(&drift_report, now)
+            .next_correction(now)
             .map(|d| now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let wake = match (self.state.next_retry_ms(), correction_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        Ok(match wake {
+        match wake {
             Some(at) => {
                 Action::requeue(Duration::from_millis(at.saturating_sub(now_ms()).max(1000)))
             }
             None => Action::await_change(),
-        })
+        }
     }
 
     /// Secret zero before planning: with Vault, observe it and inject the bootstrap env (a Vault
@@ -782,9 +950,62 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         Ok(Some(vp))
     }
 
+    /// What an apply did, into the state: converged apps are at `rev` (deleted ones forgotten),
+    /// failed and skipped ones back off.
+    fn record_report(&mut self, report: &apply::ApplyReport, rev: &str) {
+        self.drift.written(
+            (report.apps.iter())
+                .filter(|r| r.outcome == AppOutcome::Converged)
+                .map(|r| r.app.clone()),
+        );
+        for r in &report.apps {
+            match (&r.outcome, r.action) {
+                (AppOutcome::Converged, PlanAction::Delete) => self.state.forget(r.app.as_str()),
+                (AppOutcome::Converged, _) => {
+                    self.state.record_success(r.app.as_str(), rev);
+                }
+                (AppOutcome::Failed { reason }, _) => {
+                    self.state
+                        .record_failure(r.app.as_str(), rev, reason, now_ms())
+                }
+                (AppOutcome::Skipped { because }, _) => self.state.record_failure(
+                    r.app.as_str(),
+                    rev,
+                    &format!("skipped: {because} did not converge"),
+                    now_ms(),
+                ),
+                _ => {}
+            }
+        }
+    }
+
     /// Look at the scheduler again after writing, so the drift report, the apps-by-state
     /// gauges and the ledger show the result of this cycle now rather than at the next trigger.
-    async fn observe_after_apply(&mut self, repo: &Repo) {
+    /// Only the apps `report` names changed since the cycle looked: up to
+    /// [`partial::EVENT_CYCLE_MAX`] of them are re-read by id; more, and everything is listed.
+    async fn observe_after_apply(&mut self, repo: &Repo, report: &apply::ApplyReport) {
+        let ids: BTreeSet<AppId> = report.apps.iter().map(|r| r.app.clone()).collect();
+        if ids.len() <= partial::EVENT_CYCLE_MAX {
+            let list: Vec<&AppId> = ids.iter().collect();
+            let read =
+                futures::future::join_all(list.iter().map(|id| self.scheduler.get_app(id))).await;
+            let mut live = Vec::new();
+            for r in read {
+                match r {
+                    Ok(app) => live.extend(app),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot read the apps written");
+                        return;
+                    }
+                }
+            }
+            let failed = self.failures_of(&ids);
+            let failures = failed.iter().map(|(a, e)| (a, e.as_str()));
+            let _ = self
+                .drift
+                .observe_apps(repo, &live, &ids, failures, now_ms());
+            return;
+        }
         match self.scheduler.list_apps().await {
             Ok(live) => {
                 let failed: Vec<(AppId, String)> = (self.state.apps.iter())
@@ -936,48 +1157,135 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         let mut ids: BTreeSet<AppId> = repo.specs.keys().cloned().collect();
         ids.extend(repo.invalid.iter().cloned());
         ids.extend(held.iter().cloned());
+        let seen = Seen {
+            repo,
+            live: &live_by_id,
+            conflicts: &conflicts,
+            held,
+            results: &results,
+        };
         st.apps = ids
             .into_iter()
-            .map(|id| {
-                let live_app = live_by_id.get(id.as_str());
-                let result = results.get(&id);
-                let app_state = self.state.apps.get(id.as_str());
-                let sync = if repo.invalid.contains(&id) {
-                    "invalid"
-                } else if conflicts.contains(&id) {
-                    "conflict"
-                } else if held.contains(&id) {
-                    // Held back: waiting out the backoff of a failed apply, or not applied yet.
-                    if app_state.is_some_and(|a| a.last_error.is_some()) {
-                        "failed"
-                    } else {
-                        "outOfSync"
-                    }
-                } else {
-                    match result {
-                        Some(AppOutcome::Converged) if !repo.specs.contains_key(&id) => "deleted",
-                        Some(AppOutcome::Converged) => "synced",
-                        Some(o) if o.is_failure() => "failed",
-                        Some(_) => "outOfSync",
-                        None => "synced",
-                    }
-                };
-                let health = match (result, live_app) {
-                    (Some(AppOutcome::Converged), _) => "healthy",
-                    (_, Some(app)) if app_is_up(app) => "healthy",
-                    (_, Some(_)) => "progressing",
-                    (_, None) => "missing",
-                };
-                AppStatus {
-                    id: id.to_string(),
-                    sync,
-                    health,
-                    commit: app_state.and_then(|a| a.last_applied.clone()),
-                    last_error: app_state.and_then(|a| a.last_error.clone()),
-                }
-            })
+            .map(|id| self.app_status(&id, &seen))
             .collect();
     }
+
+    /// Patch `/api/status` for the apps `ids` only (a cycle that looked at just those): their
+    /// entries are recomputed as [`publish_status`](Self::publish_status) would, an app that
+    /// would not be listed is taken out; the rest stays.
+    fn publish_status_apps(
+        &self,
+        repo: &Repo,
+        live: &[serde_json::Value],
+        ids: &BTreeSet<AppId>,
+        applied: (&Plan, Option<&apply::ApplyReport>, &BTreeSet<AppId>),
+    ) {
+        let (plan, report, held) = applied;
+        let live_by_id: std::collections::HashMap<&str, &serde_json::Value> = live
+            .iter()
+            .filter_map(|a| a.get("id").and_then(|i| i.as_str()).map(|i| (i, a)))
+            .collect();
+        let conflicts: BTreeSet<&AppId> = plan.conflicts.iter().map(|c| &c.app).collect();
+        let results: std::collections::HashMap<&AppId, &AppOutcome> = report
+            .map(|r| r.apps.iter().map(|a| (&a.app, &a.outcome)).collect())
+            .unwrap_or_default();
+        let seen = Seen {
+            repo,
+            live: &live_by_id,
+            conflicts: &conflicts,
+            held,
+            results: &results,
+        };
+        let mut st = self
+            .shared
+            .status
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        st.ready = self.shared.ready.load(Ordering::Relaxed);
+        st.history = self
+            .state
+            .history
+            .iter()
+            .rev()
+            .take(STATUS_HISTORY)
+            .cloned()
+            .collect();
+        for id in ids {
+            let listed =
+                repo.specs.contains_key(id) || repo.invalid.contains(id) || held.contains(id);
+            let at = st.apps.binary_search_by(|a| a.id.as_str().cmp(id.as_str()));
+            match (at, listed) {
+                (Ok(i), true) => st.apps[i] = self.app_status(id, &seen),
+                (Ok(i), false) => {
+                    st.apps.remove(i);
+                }
+                (Err(i), true) => st.apps.insert(i, self.app_status(id, &seen)),
+                (Err(_), false) => {}
+            }
+        }
+    }
+
+    /// One app's entry of `/api/status`.
+    fn app_status(&self, id: &AppId, seen: &Seen<'_>) -> AppStatus {
+        let (repo, held) = (seen.repo, seen.held);
+        let live_app = seen.live.get(id.as_str());
+        let result = seen.results.get(id);
+        let app_state = self.state.apps.get(id.as_str());
+        let sync = if repo.invalid.contains(id) {
+            "invalid"
+        } else if seen.conflicts.contains(id) {
+            "conflict"
+        } else if held.contains(id) {
+            // Held back: waiting out the backoff of a failed apply, or not applied yet.
+            if app_state.is_some_and(|a| a.last_error.is_some()) {
+                "failed"
+            } else {
+                "outOfSync"
+            }
+        } else {
+            match result {
+                Some(AppOutcome::Converged) if !repo.specs.contains_key(id) => "deleted",
+                Some(AppOutcome::Converged) => "synced",
+                Some(o) if o.is_failure() => "failed",
+                Some(_) => "outOfSync",
+                None => "synced",
+            }
+        };
+        let health = match (result, live_app) {
+            (Some(AppOutcome::Converged), _) => "healthy",
+            (_, Some(app)) if app_is_up(app) => "healthy",
+            (_, Some(_)) => "progressing",
+            (_, None) => "missing",
+        };
+        AppStatus {
+            id: id.to_string(),
+            sync,
+            health,
+            commit: app_state.and_then(|a| a.last_applied.clone()),
+            last_error: app_state.and_then(|a| a.last_error.clone()),
+        }
+    }
+}
+
+impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
+    /// The last apply error of each of `ids` that has one (from the state).
+    fn failures_of(&self, ids: &BTreeSet<AppId>) -> Vec<(AppId, String)> {
+        ids.iter()
+            .filter_map(|id| {
+                let error = self.state.apps.get(id.as_str())?.last_error.clone()?;
+                Some((id.clone(), error))
+            })
+            .collect()
+    }
+}
+
+/// What a cycle saw, for the `/api/status` entries of its apps.
+struct Seen<'a> {
+    repo: &'a Repo,
+    live: &'a std::collections::HashMap<&'a str, &'a serde_json::Value>,
+    conflicts: &'a BTreeSet<&'a AppId>,
+    held: &'a BTreeSet<AppId>,
+    results: &'a std::collections::HashMap<&'a AppId, &'a AppOutcome>,
 }
 
 /// At most this many apps go through the fast path; a larger push is a full cycle anyway.
@@ -987,30 +1295,27 @@ pub const FAST_SYNC_MAX: usize = 32;
 /// added or modified (`changed`), that load as valid specs, and that depend on nothing (their
 /// order within waves is then irrelevant). Empty when more than [`FAST_SYNC_MAX`] qualify.
 /// Removed files never appear here: deletions go through the full plan, with its budget and
-/// ownership checks. Pure.
+/// ownership checks. Pure; looks up each changed file's app rather than going over the repo.
 pub fn fast_sync_candidates(changed: &[std::path::PathBuf], repo: &Repo) -> Vec<AppId> {
     if changed.is_empty() || changed.len() > FAST_SYNC_MAX {
         return Vec::new();
     }
-    let paths: std::collections::HashSet<&std::path::Path> =
-        changed.iter().map(|p| p.as_path()).collect();
-    let picked: Vec<AppId> = repo
-        .specs
+    let picked: BTreeSet<AppId> = changed
         .iter()
-        .filter(|(id, spec)| {
-            paths.contains(spec.file.as_path())
+        .filter_map(|path| {
+            let rel = path.strip_prefix(&repo.config.apps_dir).ok()?;
+            let id = AppId::from_path(rel).ok()?;
+            let spec = repo.specs.get(&id)?;
+            let ok = spec.file == *path
                 && spec.baton.depends_on.is_empty()
-                && !repo.invalid.contains(*id)
+                && !repo.invalid.contains(&id)
                 // Apps reading Vault secrets need their policy, role and bootstrap env from the
                 // full cycle first.
-                && crate::secrets::referenced_paths(&spec.app).is_ok_and(|p| p.is_empty())
+                && crate::secrets::referenced_paths(&spec.app).is_ok_and(|p| p.is_empty());
+            ok.then_some(id)
         })
-        .map(|(id, _)| id.clone())
         .collect();
-    if picked.len() > FAST_SYNC_MAX {
-        return Vec::new();
-    }
-    picked
+    picked.into_iter().collect()
 }
 
 /// The repo the fast path plans: only `apps`, marked incomplete so that [`plan::plan`] would
@@ -1065,8 +1370,10 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         if apps.is_empty() {
             return None;
         }
+        let mut phases = Phases::new();
         let scheduler = self.scheduler.clone();
         let fetched = futures::future::join_all(apps.iter().map(|id| scheduler.get_app(id))).await;
+        phases.mark("read");
         let mut live = Vec::with_capacity(apps.len());
         for r in fetched {
             match r {
@@ -1088,6 +1395,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             },
         );
         retain_changes(&mut plan, |c| c.action != PlanAction::Delete);
+        phases.mark("plan");
         if plan.is_empty() {
             return None;
         }
@@ -1098,7 +1406,22 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             update = plan.summary.update,
             "applying changed apps first (fast path)"
         );
-        let report = apply::apply(&plan, self.scheduler.as_ref(), &options, &mut |_| {}).await;
+        let (mut sending_at, mut written_at) = (None, None);
+        let mut progress = |ev: apply::ProgressEvent| {
+            let at = match ev {
+                apply::ProgressEvent::Started { .. } => &mut sending_at,
+                apply::ProgressEvent::Deploying { .. } => &mut written_at,
+                _ => return,
+            };
+            at.get_or_insert_with(std::time::Instant::now);
+        };
+        let report = apply::apply(&plan, self.scheduler.as_ref(), &options, &mut progress).await;
+        if let (Some(sending), Some(written)) = (sending_at, written_at) {
+            phases.mark_at("subscribe", sending);
+            phases.mark_at("write", written);
+        }
+        phases.mark("await");
+        tracing::debug!(phases = %phases, "fast path phases");
         self.drift.written(
             (report.apps.iter())
                 .filter(|r| r.outcome == AppOutcome::Converged)
@@ -1106,7 +1429,9 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         );
         for r in &report.apps {
             match &r.outcome {
-                AppOutcome::Converged => self.state.record_success(r.app.as_str(), rev),
+                AppOutcome::Converged => {
+                    self.state.record_success(r.app.as_str(), rev);
+                }
                 AppOutcome::Failed { reason } => {
                     self.state
                         .record_failure(r.app.as_str(), rev, reason, now_ms())
@@ -1184,9 +1509,9 @@ pub async fn watch_scheduler_events(
                             let att = att.as_mut().unwrap_or_else(|e| e.get_mut());
                             att.ingest(&raw.event, &data);
                         }
-                        if let Some(app) = changed_outside(&raw) {
+                        if let Some((app, version)) = changed_outside(&raw, &shared.own_writes) {
                             tracing::debug!(app = %app, "scheduler event: owned app changed");
-                            shared.trigger(Trigger::SchedulerEvent { app });
+                            shared.trigger(Trigger::SchedulerEvent { app, version });
                         }
                     }
                 }
@@ -1201,9 +1526,15 @@ pub async fn watch_scheduler_events(
     }
 }
 
-/// The app id of an `api_post_event` for an owned app whose definition does not match the
-/// digest Baton wrote (so Baton's own writes do not wake the loop).
-pub fn changed_outside(raw: &crate::scheduler::sse::RawEvent) -> Option<String> {
+/// The app id (and the version it announces) of an `api_post_event` for an owned app changed
+/// outside Baton, so Baton's own writes do not wake the loop: not one of Baton's writes
+/// (`own`, by app and version; the entry is used up), and not matching the digest Baton wrote.
+/// The digest alone does not tell: the scheduler fills in fields (service ports) the written
+/// definition left to it.
+pub fn changed_outside(
+    raw: &crate::scheduler::sse::RawEvent,
+    own: &OwnWrites,
+) -> Option<(String, Option<String>)> {
     let doc: serde_json::Value = serde_json::from_str(&raw.data).ok()?;
     let kind = doc
         .get("eventType")
@@ -1218,11 +1549,23 @@ pub fn changed_outside(raw: &crate::scheduler::sse::RawEvent) -> Option<String> 
         .pointer("/labels")
         .and_then(|l| l.get(crate::ownership::DIGEST))
         .and_then(|d| d.as_str());
+    let id = app.get("id").and_then(|i| i.as_str())?;
+    let version = app.get("version").and_then(|v| v.as_str());
+    if version.is_some_and(|v| own.take(id, v)) {
+        return None;
+    }
     if written == Some(crate::ownership::digest_of(app).as_str()) {
         return None;
     }
-    app.get("id").and_then(|i| i.as_str()).map(str::to_string)
+    Some((id.to_string(), version.map(str::to_string)))
 }
 
 #[cfg(test)]
 mod fast_path_tests;
+mod own_writes;
+pub mod partial;
+#[cfg(test)]
+mod partial_tests;
+
+pub use own_writes::OwnWrites;
+use own_writes::Recording;

@@ -407,7 +407,7 @@ pub fn inject_env(
         let Some(spec) = repo.specs.get_mut(&d.app) else {
             continue;
         };
-        let Value::Object(app) = &mut spec.app else {
+        let Value::Object(app) = &mut std::sync::Arc::make_mut(spec).app else {
             continue;
         };
         let env = app
@@ -448,7 +448,7 @@ pub fn block(repo: &mut Repo, apps: impl IntoIterator<Item = (AppId, String)>) {
         repo.invalid.insert(id.clone());
         repo.diagnostics.push(crate::spec::Diagnostic {
             severity: crate::spec::Severity::Error,
-            file: spec.file,
+            file: spec.file.clone(),
             pointer: "/env".into(),
             line: None,
             column: None,
@@ -513,7 +513,11 @@ pub fn carry_live_env(repo: &mut Repo, desired: &Desired, live: &[Value], names:
         let Some(from) = live_env.get(d.app.as_str()) else {
             continue;
         };
-        let Some(Value::Object(app)) = repo.specs.get_mut(&d.app).map(|s| &mut s.app) else {
+        let Some(Value::Object(app)) = repo
+            .specs
+            .get_mut(&d.app)
+            .map(|s| &mut std::sync::Arc::make_mut(s).app)
+        else {
             continue;
         };
         let Value::Object(env) = app

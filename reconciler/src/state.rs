@@ -132,12 +132,16 @@ impl State {
             .min()
     }
 
-    /// `app` is at `commit` now (applied, or already in place).
-    pub fn record_success(&mut self, app: &str, commit: &str) {
+    /// `app` is at `commit` now (applied, or already in place). Returns whether that is news.
+    pub fn record_success(&mut self, app: &str, commit: &str) -> bool {
         let a = self.apps.entry(app.to_string()).or_default();
+        let news = a.last_applied.as_deref() != Some(commit)
+            || a.last_error.is_some()
+            || a.failure.is_some();
         a.last_applied = Some(commit.to_string());
         a.last_error = None;
         a.failure = None;
+        news
     }
 
     /// Applying `commit` to `app` failed: back off `RETRY_BASE * 2^(attempts-1)`, capped at

@@ -129,14 +129,47 @@ impl Ledger {
         corrected: &BTreeSet<AppId>,
         now: u64,
     ) -> Vec<LedgerEvent> {
+        self.observe_scoped(report, corrected, None, now)
+    }
+
+    /// [`observe`](Self::observe) limited to the apps in `scope`: the report's entries of other
+    /// apps are not looked at and their episodes stay as they are (a cycle that re-read only
+    /// some apps knows nothing new about the others).
+    pub fn observe_apps(
+        &mut self,
+        report: &mut DriftReport,
+        corrected: &BTreeSet<AppId>,
+        scope: &BTreeSet<AppId>,
+        now: u64,
+    ) -> Vec<LedgerEvent> {
+        self.observe_scoped(report, corrected, Some(scope), now)
+    }
+
+    fn observe_scoped(
+        &mut self,
+        report: &mut DriftReport,
+        corrected: &BTreeSet<AppId>,
+        scope: Option<&BTreeSet<AppId>>,
+        now: u64,
+    ) -> Vec<LedgerEvent> {
+        let in_scope = |app: &AppId| scope.is_none_or(|s| s.contains(app));
         let mut events = Vec::new();
         let mut open: BTreeMap<AppId, usize> = BTreeMap::new();
         for (i, e) in self.entries.iter().enumerate() {
-            if e.is_open() {
+            if e.is_open() && in_scope(&e.app) {
                 open.insert(e.app.clone(), i);
             }
         }
-        for a in &mut report.apps {
+        // The report is sorted by app: a scope's entries are found without a pass over all.
+        let picked: Vec<usize> = match scope {
+            None => (0..report.apps.len()).collect(),
+            Some(scope) => scope
+                .iter()
+                .filter_map(|id| report.apps.binary_search_by(|a| a.app.cmp(id)).ok())
+                .collect(),
+        };
+        for i in picked {
+            let a = &mut report.apps[i];
             let slot = open.remove(&a.app);
             if a.disagrees() {
                 let pointers = a.fields.iter().map(|f| f.pointer.clone());

@@ -691,3 +691,123 @@ fn times_and_durations_read_well() {
         "correct-after:600s"
     );
 }
+
+/// A report patched with the entries of the apps that changed equals the report computed from
+/// scratch, and a ledger observing just those apps ends where observing all of them ends:
+/// what a scheduler-event cycle relies on.
+#[test]
+fn patching_the_changed_apps_equals_a_full_observation() {
+    let r = repo(&[
+        ("apps/web.yaml", "cmd: ./web\n"),
+        ("apps/db.yaml", "cmd: ./db\nbaton:\n  drift: correct\n"),
+        ("apps/gone.yaml", "cmd: ./gone\n"),
+        ("apps/broken.yaml", "cmd: ./x\nmem: lots\n"),
+    ]);
+    let (web, db) = (as_served(&r, "/web"), as_served(&r, "/db"));
+    let mut orphan = web.clone();
+    orphan["id"] = json!("/orphan");
+    let before = vec![web.clone(), db.clone(), orphan.clone()];
+    let att = Attributions::default();
+    let mut ledger = Ledger::default();
+    let mut patched = drift(&r, &before, &att, T0);
+    ledger.observe(&mut patched, &BTreeSet::new(), T0);
+    let mut full_ledger = ledger.clone();
+
+    // Out of band: /web scaled, /db deleted, /orphan deleted, /stranger created; /gone
+    // untouched. Each step re-reads the apps it names only.
+    let mut scaled = web.clone();
+    scaled["instances"] = json!(3);
+    let stranger = json!({"id": "/stranger", "cmd": "x", "instances": 1});
+    let steps: Vec<(Vec<&str>, Vec<Value>)> = vec![
+        (
+            vec!["/web"],
+            vec![scaled.clone(), db.clone(), orphan.clone()],
+        ),
+        (vec!["/db", "/orphan"], vec![scaled.clone()]),
+        (
+            vec!["/stranger", "/gone"],
+            vec![scaled.clone(), stranger.clone()],
+        ),
+        (
+            vec!["/web", "/db"],
+            vec![web.clone(), db.clone(), stranger.clone()],
+        ),
+    ];
+    for (i, (names, live)) in steps.into_iter().enumerate() {
+        let now = T0 + (i as u64 + 1) * MIN;
+        let ids: BTreeSet<AppId> = names.iter().map(|n| id(n)).collect();
+        let list: Vec<AppId> = ids.iter().cloned().collect();
+        let named: Vec<Value> = (live.iter())
+            .filter(|a| ids.contains(&id(a["id"].as_str().unwrap())))
+            .cloned()
+            .collect();
+        patched.patch(drift_apps(&r, &named, &list, &att, now), now);
+        let events = ledger.observe_apps(&mut patched, &BTreeSet::new(), &ids, now);
+
+        let mut full = drift(&r, &live, &att, now);
+        let full_events = full_ledger.observe(&mut full, &BTreeSet::new(), now);
+        // Entries of apps not named keep their earlier observation (same state and fields).
+        let strip = |rep: &DriftReport| -> Vec<(AppId, DriftState, Vec<String>)> {
+            rep.apps
+                .iter()
+                .map(|a| {
+                    (
+                        a.app.clone(),
+                        a.state,
+                        a.fields.iter().map(|f| f.pointer.clone()).collect(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(strip(&patched), strip(&full), "step {i}");
+        assert_eq!(patched.summary, full.summary, "step {i}");
+        for name in &names {
+            assert_eq!(
+                patched.app(&id(name)),
+                full.app(&id(name)),
+                "step {i}: {name}"
+            );
+        }
+        // The same episodes opened and closed. Only `last_seen` may differ: a full
+        // observation also sees the apps not named (their open episodes are extended).
+        let unseen = |evs: Vec<LedgerEvent>| -> Vec<LedgerEvent> {
+            evs.into_iter()
+                .map(|ev| match ev {
+                    LedgerEvent::Detected(mut e) => {
+                        e.last_seen = 0;
+                        LedgerEvent::Detected(e)
+                    }
+                    LedgerEvent::Resolved(mut e) => {
+                        e.last_seen = 0;
+                        LedgerEvent::Resolved(e)
+                    }
+                })
+                .collect()
+        };
+        assert!(
+            !full_events.is_empty() || i == 2,
+            "step {i} changes something"
+        );
+        assert_eq!(unseen(events), unseen(full_events), "step {i}");
+        let open = |l: &Ledger| -> Vec<AppId> {
+            l.entries
+                .iter()
+                .filter(|e| e.is_open())
+                .map(|e| e.app.clone())
+                .collect()
+        };
+        assert_eq!(open(&ledger), open(&full_ledger), "step {i}");
+    }
+    assert!(
+        patched.app(&id("/orphan")).is_none(),
+        "gone from the report"
+    );
+    assert_eq!(
+        patched.app(&id("/stranger")).unwrap().state,
+        DriftState::Unmanaged
+    );
+    assert_eq!(
+        patched.app(&id("/gone")).unwrap().state,
+        DriftState::Missing
+    );
+}

@@ -12,7 +12,7 @@ use super::*;
 use crate::scheduler::fake::{Call, Fake};
 use crate::spec::load::{load, RepoConfig, Snapshot, SourceFile};
 
-fn repo(files: &[(&str, &str)]) -> Repo {
+pub(super) fn repo(files: &[(&str, &str)]) -> Repo {
     load(Snapshot {
         config: RepoConfig::default(),
         files: files
@@ -26,7 +26,7 @@ fn repo(files: &[(&str, &str)]) -> Repo {
     })
 }
 
-fn app(cmd: &str) -> String {
+pub(super) fn app(cmd: &str) -> String {
     format!("cmd: \"{cmd}\"\ninstances: 1\n")
 }
 
@@ -34,7 +34,7 @@ fn ids(v: &[AppId]) -> Vec<&str> {
     v.iter().map(AppId::as_str).collect()
 }
 
-fn paths(p: &[&str]) -> Vec<PathBuf> {
+pub(super) fn paths(p: &[&str]) -> Vec<PathBuf> {
     p.iter().map(PathBuf::from).collect()
 }
 
@@ -100,12 +100,12 @@ fn the_fast_repo_never_deletes() {
 }
 
 /// A scripted revision: id, repo, the paths its load reports as changed.
-type Rev = (String, Repo, Option<Vec<PathBuf>>);
+pub(super) type Rev = (String, Repo, Option<Vec<PathBuf>>);
 
 /// A source whose revisions are scripted.
-struct Scripted {
-    revs: Arc<std::sync::Mutex<Vec<Rev>>>,
-    changed: Option<(String, Vec<PathBuf>)>,
+pub(super) struct Scripted {
+    pub(super) revs: Arc<std::sync::Mutex<Vec<Rev>>>,
+    pub(super) changed: Option<(String, Vec<PathBuf>)>,
 }
 
 impl SpecSource for Scripted {

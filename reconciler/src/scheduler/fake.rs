@@ -80,6 +80,10 @@ pub struct Fake {
     state: Arc<Mutex<State>>,
     /// How long a deployment takes to finish.
     deploy_time: Duration,
+    /// Woken on every call (see [`Fake::called`]).
+    called: Arc<tokio::sync::Notify>,
+    /// `true`: `list_apps` waits (recorded, not answered) until it is `false` again.
+    lists_held: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Default for Fake {
@@ -98,7 +102,34 @@ impl Fake {
         Fake {
             state: Arc::new(Mutex::new(state)),
             deploy_time,
+            called: Arc::new(tokio::sync::Notify::new()),
+            lists_held: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// Record a call and wake whoever waits for calls.
+    fn record(&self, s: &mut State, call: Call) {
+        s.calls.push(call);
+        self.called.notify_waiters();
+    }
+
+    /// Wait until the calls so far satisfy `done` (checked now and after every call).
+    pub async fn called(&self, done: impl Fn(&[Call]) -> bool) {
+        loop {
+            let next = self.called.notified();
+            tokio::pin!(next);
+            next.as_mut().enable();
+            if done(&self.lock().calls) {
+                return;
+            }
+            next.await;
+        }
+    }
+
+    /// Hold (`true`) or release every `list_apps`: a held one is recorded at once but answers
+    /// only once released, like a scheduler slow to list many apps.
+    pub fn hold_lists(&self, held: bool) {
+        self.lists_held.send_replace(held);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -212,7 +243,7 @@ impl Fake {
         let url = format!("fake:/v2/apps{app}");
         let (written, stuck) = {
             let mut s = self.lock();
-            s.calls.push(call);
+            self.record(&mut s, call);
             if let Some(f) = s.inject.get_mut(app).and_then(VecDeque::pop_front) {
                 return Err(match f {
                     Inject::Invalid(details) => SchedulerError::Invalid {
@@ -259,16 +290,21 @@ impl Fake {
                 }
             }
             let before = s.apps.get(app).cloned();
+            let id = next_id(&mut s);
+            let version = format!("v{}", s.next_id);
             match target {
                 Some(mut def) => {
                     down(&mut def);
+                    // The version the answer names, as a scheduler serves it.
+                    if let Value::Object(m) = &mut def {
+                        m.insert("version".into(), json!(version));
+                    }
                     s.apps.insert(app.to_string(), def);
                 }
                 None => {
                     s.apps.remove(app);
                 }
             }
-            let id = next_id(&mut s);
             s.deployments.push(FakeDeployment {
                 id: id.clone(),
                 apps: vec![app.to_string()],
@@ -276,7 +312,7 @@ impl Fake {
             });
             let written = Written {
                 deployment_id: id,
-                version: format!("v{}", s.next_id),
+                version,
             };
             (written, s.stuck.contains(app))
         };
@@ -319,14 +355,18 @@ fn down(app: &mut Value) {
 
 impl Scheduler for Fake {
     async fn list_apps(&self) -> Result<Vec<Value>, SchedulerError> {
-        let mut s = self.lock();
-        s.calls.push(Call::ListApps);
-        Ok(s.apps.values().cloned().collect())
+        {
+            let mut s = self.lock();
+            self.record(&mut s, Call::ListApps);
+        }
+        let mut held = self.lists_held.subscribe();
+        let _ = held.wait_for(|h| !h).await;
+        Ok(self.lock().apps.values().cloned().collect())
     }
 
     async fn get_app(&self, id: &AppId) -> Result<Option<Value>, SchedulerError> {
         let mut s = self.lock();
-        s.calls.push(Call::GetApp(id.as_str().into()));
+        self.record(&mut s, Call::GetApp(id.as_str().into()));
         Ok(s.apps.get(id.as_str()).cloned())
     }
 
@@ -353,7 +393,7 @@ impl Scheduler for Fake {
 
     async fn deployments(&self) -> Result<Vec<Deployment>, SchedulerError> {
         let mut s = self.lock();
-        s.calls.push(Call::Deployments);
+        self.record(&mut s, Call::Deployments);
         Ok(s.deployments
             .iter()
             .map(|d| Deployment {
@@ -366,7 +406,7 @@ impl Scheduler for Fake {
     async fn rollback(&self, deployment_id: &str) -> Result<Written, SchedulerError> {
         let written = {
             let mut s = self.lock();
-            s.calls.push(Call::Rollback(deployment_id.into()));
+            self.record(&mut s, Call::Rollback(deployment_id.into()));
             let Some(pos) = s.deployments.iter().position(|d| d.id == deployment_id) else {
                 return Err(SchedulerError::NotFound {
                     url: format!("fake:/v2/deployments/{deployment_id}"),
@@ -404,13 +444,13 @@ impl Scheduler for Fake {
 
     async fn diagnose(&self, id: &AppId) -> Option<String> {
         let mut s = self.lock();
-        s.calls.push(Call::Diagnose(id.as_str().into()));
+        self.record(&mut s, Call::Diagnose(id.as_str().into()));
         s.diagnosis.get(id.as_str()).cloned()
     }
 
     async fn events(&self) -> Result<EventStream, SchedulerError> {
         let mut s = self.lock();
-        s.calls.push(Call::Events);
+        self.record(&mut s, Call::Events);
         if !s.events_enabled {
             return Err(SchedulerError::Unreachable {
                 url: "fake:/v2/events".into(),

@@ -22,7 +22,7 @@ fn repo(specs: Vec<Spec>) -> Repo {
     let mut r = Repo::default();
     r.config.owner = "test".into();
     for s in specs {
-        r.specs.insert(s.id.clone(), s);
+        r.specs.insert(s.id.clone(), std::sync::Arc::new(s));
     }
     r
 }

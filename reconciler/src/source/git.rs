@@ -33,6 +33,11 @@ const EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// Ancestry walked to tell a fast-forward from a force-push (only for the warning).
 const ANCESTRY_LIMIT: usize = 10_000;
+/// Packs (one per fetch) the cache may receive before it is reopened: gix's table of pack
+/// indices is sized when the repository is opened, and a full table fails the next fetch
+/// ("slotmap turned out to be too small"). Reopening drops every loaded index, so it is done
+/// only this often, not after every fetch.
+const PACKS_BETWEEN_REOPENS: usize = 64;
 
 /// Credentials for HTTP(S) remotes. SSH uses the system `ssh` and its agent/keys.
 #[derive(Debug, Clone)]
@@ -89,6 +94,12 @@ pub struct GitSource {
     shown_url: String,
     target: Target,
     repo: gix::ThreadSafeRepository,
+    /// The handle loads read through: kept between loads, so its object cache still holds the
+    /// trees of the previous commit when the next one is diffed against it (taken out while a
+    /// load runs).
+    reader: Option<gix::Repository>,
+    /// Packs received since the cache was (re)opened.
+    packs_since_open: usize,
     last_fetched: Option<ObjectId>,
     loaded: Option<Loaded>,
     cache: Incremental,
@@ -123,11 +134,14 @@ impl GitSource {
         let shown_url = redact_url(&config.url);
         let target = parse_target(&config.reference);
         let repo = open_cache(&config.cache_dir)?;
+        let reader = Some(reader(&repo));
         Ok(GitSource {
             config,
             shown_url,
             target,
             repo,
+            reader,
+            packs_since_open: 0,
             last_fetched: None,
             loaded: None,
             cache: Incremental::default(),
@@ -179,6 +193,8 @@ impl GitSource {
         }
         std::fs::rename(dir, &aside).map_err(|e| err(format!("cannot move it aside: {e}")))?;
         self.repo = open_cache(dir)?;
+        self.reader = None;
+        self.packs_since_open = 0;
         self.loaded = None;
         self.cache = Incremental::default();
         self.changed = None;
@@ -209,9 +225,12 @@ impl GitSource {
                 url: url.clone(),
                 reason: format!("bad ref `{}`: {}", self.config.reference, chain(&e)),
             })?;
+        let started = std::time::Instant::now();
+        let ms = |since: std::time::Instant| since.elapsed().as_secs_f64() * 1e3;
         let mut conn = remote
             .connect(gix::remote::Direction::Fetch)
             .map_err(|e| unreachable(&e))?;
+        let connected = ms(started);
         if let Some(auth) = self.config.auth.clone() {
             // gix's callback signature fixes the (large) error type.
             #[allow(clippy::result_large_err)]
@@ -231,6 +250,7 @@ impl GitSource {
         let prepare = conn
             .prepare_fetch(gix::progress::Discard, Default::default())
             .map_err(|e| unreachable(&e))?;
+        let listed = ms(started);
         let tip = match &self.target {
             Target::Commit(id) => *id,
             t => remote_tip(&prepare.ref_map().remote_refs, t).ok_or_else(|| {
@@ -243,6 +263,11 @@ impl GitSource {
         if repo.has_object(tip) {
             // The remote ref is where we already are (or at an object we have): no pack.
             drop(prepare);
+            tracing::debug!(
+                connect_ms = connected,
+                refs_ms = listed,
+                "git: no pack needed"
+            );
             return self.fetched(&repo, tip, false);
         }
         prepare
@@ -257,10 +282,22 @@ impl GitSource {
                     }
                 }
             })?;
-        // Every fetch adds a pack; gix sizes its pack table when the repository is opened
-        // (at least 32 slots) and a full table fails the next fetch ("slotmap too small").
-        // Reopening sizes it for the packs now on disk.
-        self.repo = open_cache(&self.config.cache_dir)?;
+        let received = ms(started);
+        // Every fetch adds a pack: reopen (sizing the table for the packs on disk) before the
+        // table the cache was opened with is full.
+        self.packs_since_open += 1;
+        if self.packs_since_open >= PACKS_BETWEEN_REOPENS {
+            self.repo = open_cache(&self.config.cache_dir)?;
+            self.reader = Some(reader(&self.repo));
+            self.packs_since_open = 0;
+        }
+        tracing::debug!(
+            connect_ms = connected,
+            refs_ms = listed,
+            pack_ms = received,
+            reopened_ms = ms(started),
+            "git: fetched a pack"
+        );
         let repo = self.repo.to_thread_local();
         if !repo.has_object(tip) {
             return Err(SourceError::RefNotFound {
@@ -316,12 +353,21 @@ impl GitSource {
     }
 
     fn load_once(&mut self, commit: &str) -> Result<Repo, SourceError> {
+        let repo = match self.reader.take() {
+            Some(r) => r,
+            None => reader(&self.repo),
+        };
+        let loaded = self.load_with(&repo, commit);
+        self.reader = Some(repo);
+        loaded
+    }
+
+    fn load_with(&mut self, repo: &gix::Repository, commit: &str) -> Result<Repo, SourceError> {
         let url = self.shown_url.clone();
         let corrupt = |reason: String| SourceError::Corrupt {
             url: url.clone(),
             reason,
         };
-        let repo = self.repo.to_thread_local();
         let id = ObjectId::from_hex(commit.as_bytes())
             .map_err(|e| corrupt(format!("bad commit id {commit}: {e}")))?;
         let tree = repo
@@ -347,16 +393,24 @@ impl GitSource {
                 (self.cache.update(&[], Vec::new()), ok)
             }
             Some((t, blob, true)) if blob == config_blob => {
+                let started = std::time::Instant::now();
                 let prev_tree = repo.find_tree(t).map_err(|e| corrupt(chain(&e)))?;
                 let (removed, changed) =
-                    diff_trees(&repo, &prev_tree, &tree, self.cache.config()).map_err(corrupt)?;
+                    diff_trees(repo, &prev_tree, &tree, self.cache.config()).map_err(corrupt)?;
+                let diffed = started.elapsed();
                 let paths = changed.iter().map(|e| e.path.clone()).collect();
                 self.changed = Some((commit.to_string(), paths));
                 let out = self.cache.update(&removed, changed);
-                tracing::debug!(parsed = self.cache.parsed_last(), "incremental load");
+                tracing::debug!(
+                    parsed = self.cache.parsed_last(),
+                    patched = self.cache.patched_last(),
+                    diff_ms = diffed.as_secs_f64() * 1e3,
+                    update_ms = (started.elapsed() - diffed).as_secs_f64() * 1e3,
+                    "incremental load"
+                );
                 (out, true)
             }
-            _ => self.full_load(&repo, &tree, config_blob).map_err(corrupt)?,
+            _ => self.full_load(repo, &tree, config_blob).map_err(corrupt)?,
         };
         let (out, config_ok) = result;
         self.loaded = Some(Loaded {
@@ -423,62 +477,61 @@ impl GitSource {
     }
 }
 
-/// Changed spec files between two trees (rename tracking off: a rename is a delete + an add).
+/// Changed spec files between two trees (no rename tracking: a rename is a delete + an add).
+/// The plain tree diff: subtrees with equal ids are skipped, and no blob-diff machinery (with
+/// its attribute lookups) is set up, so the cost follows the trees that changed.
 fn diff_trees(
     repo: &gix::Repository,
     old: &gix::Tree<'_>,
     new: &gix::Tree<'_>,
     config: &crate::spec::load::RepoConfig,
 ) -> Result<(Vec<PathBuf>, Vec<Entry>), String> {
+    use gix::diff::tree::recorder::Change;
+    let mut recorder = gix::diff::tree::Recorder::default();
+    gix::diff::tree(
+        gix::objs::TreeRefIter::from_bytes(&old.data),
+        gix::objs::TreeRefIter::from_bytes(&new.data),
+        gix::diff::tree::State::default(),
+        &repo.objects,
+        &mut recorder,
+    )
+    .map_err(|e| chain(&e))?;
     let mut removed = Vec::new();
     let mut changed = Vec::new();
-    let mut platform = old.changes().map_err(|e| chain(&e))?;
-    platform.options(|o| {
-        o.track_path().track_rewrites(None);
-    });
-    platform
-        .for_each_to_obtain_tree(new, |change| {
-            use gix::object::tree::diff::Change;
-            let (location, mode, id, gone) = match change {
-                Change::Addition {
-                    location,
-                    entry_mode,
-                    id,
-                    ..
-                } => (location, entry_mode, id.detach(), false),
-                Change::Modification {
-                    location,
-                    entry_mode,
-                    id,
-                    ..
-                } => (location, entry_mode, id.detach(), false),
-                Change::Deletion {
-                    location,
-                    entry_mode,
-                    id,
-                    ..
-                } => (location, entry_mode, id.detach(), true),
-                Change::Rewrite { .. } => {
-                    return Ok::<_, std::convert::Infallible>(
-                        gix::object::tree::diff::Action::Continue,
-                    )
-                }
-            };
-            let path = PathBuf::from(location.to_str_lossy().as_ref());
-            if mode.is_tree() || !path.starts_with(&config.apps_dir) {
-                return Ok(gix::object::tree::diff::Action::Continue);
+    for change in recorder.records {
+        let (path, mode, id, gone) = match change {
+            Change::Addition {
+                path,
+                entry_mode,
+                oid,
+                ..
             }
-            if gone {
-                removed.push(path);
-            } else {
-                match entry(repo, config, path.clone(), mode.kind(), id) {
-                    Some(e) => changed.push(e),
-                    None => removed.push(path),
-                }
+            | Change::Modification {
+                path,
+                entry_mode,
+                oid,
+                ..
+            } => (path, entry_mode, oid, false),
+            Change::Deletion {
+                path,
+                entry_mode,
+                oid,
+                ..
+            } => (path, entry_mode, oid, true),
+        };
+        let path = PathBuf::from(path.to_str_lossy().as_ref());
+        if mode.is_tree() || !path.starts_with(&config.apps_dir) {
+            continue;
+        }
+        if gone {
+            removed.push(path);
+        } else {
+            match entry(repo, config, path.clone(), mode.kind(), id) {
+                Some(e) => changed.push(e),
+                None => removed.push(path),
             }
-            Ok(gix::object::tree::diff::Action::Continue)
-        })
-        .map_err(|e| chain(&e))?;
+        }
+    }
     Ok((removed, changed))
 }
 
@@ -558,18 +611,38 @@ fn problem(path: &Path, app: Option<AppId>, message: String) -> Diagnostic {
     }
 }
 
+/// Decoded objects the reading handle keeps (trees of the last commits, mostly): resolving a
+/// tree stored as a chain of deltas is most of the cost of a diff otherwise.
+const OBJECT_CACHE_BYTES: usize = 32 << 20;
+
+/// A handle on the cache for loads, with an object cache.
+fn reader(repo: &gix::ThreadSafeRepository) -> gix::Repository {
+    let mut r = repo.to_thread_local();
+    r.object_cache_size(Some(OBJECT_CACHE_BYTES));
+    r
+}
+
+/// Open (or create) the bare cache, with room in its pack table for the packs on disk plus
+/// [`PACKS_BETWEEN_REOPENS`] more.
 fn open_cache(dir: &Path) -> Result<gix::ThreadSafeRepository, SourceError> {
     let err = |reason: String| SourceError::Cache {
         path: dir.to_path_buf(),
         reason,
     };
-    if dir.join("HEAD").exists() || dir.join("objects").exists() {
-        return gix::open(dir)
-            .map(|r| r.into_sync())
-            .map_err(|e| err(chain(&e)));
+    if !(dir.join("HEAD").exists() || dir.join("objects").exists()) {
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        gix::init_bare(dir).map_err(|e| err(chain(&e)))?;
     }
-    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-    gix::init_bare(dir)
+    let packs = std::fs::read_dir(dir.join("objects").join("pack"))
+        .map(|entries| {
+            (entries.filter_map(Result::ok))
+                .filter(|e| e.path().extension().is_some_and(|x| x == "idx"))
+                .count()
+        })
+        .unwrap_or(0);
+    let slots = (packs + PACKS_BETWEEN_REOPENS + 16).min(usize::from(u16::MAX / 2));
+    let slots = gix::odb::store::init::Slots::Given(u16::try_from(slots).unwrap_or(u16::MAX / 2));
+    gix::open_opts(dir, gix::open::Options::default().object_store_slots(slots))
         .map(|r| r.into_sync())
         .map_err(|e| err(chain(&e)))
 }

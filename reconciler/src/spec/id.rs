@@ -2,14 +2,16 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 /// An absolute Marathon app id, e.g. `/prod/web/api`: lowercase segments of letters, digits,
-/// hyphens and dots, as Marathon's `PathId` requires.
+/// hyphens and dots, as Marathon's `PathId` requires. Shared text: a clone is a reference
+/// count, so maps of thousands of ids copy cheaply (each new commit's repo, plans, reports).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct AppId(String);
+pub struct AppId(Arc<str>);
 
 impl AppId {
     /// Parse an id; relative ids are refused (Baton always knows the full path).
@@ -24,7 +26,7 @@ impl AppId {
         for seg in trimmed[1..].split('/') {
             check_segment(seg).map_err(|why| format!("app id `{s}`: {why}"))?;
         }
-        Ok(AppId(trimmed.to_string()))
+        Ok(AppId(Arc::from(trimmed)))
     }
 
     /// The id a spec file defines: `apps/prod/web/api.yaml` under apps dir `apps` is
@@ -53,7 +55,7 @@ impl AppId {
         if segs.is_empty() {
             return Err("empty path".into());
         }
-        Ok(AppId(format!("/{}", segs.join("/"))))
+        Ok(AppId(Arc::from(format!("/{}", segs.join("/")))))
     }
 
     /// Resolve an `id` written in this app's spec the way Marathon resolves ids posted within
@@ -122,7 +124,7 @@ impl TryFrom<String> for AppId {
 
 impl From<AppId> for String {
     fn from(id: AppId) -> String {
-        id.0
+        id.0.to_string()
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rayon::prelude::*;
@@ -149,17 +150,19 @@ pub fn load(snapshot: Snapshot) -> Repo {
     } = snapshot;
     let results: Vec<FileResult> = files.par_iter().map(|f| load_file(f, &config)).collect();
     drop(files); // the results hold what is needed of them
-    assemble(config, diagnostics, incomplete, results)
+    let results: Vec<&FileResult> = results.iter().collect();
+    assemble(config, diagnostics, incomplete, &results)
 }
 
 /// The repo-wide half of [`load`]: per-file results (in file order) plus the source's
 /// diagnostics to a [`Repo`] (duplicates, dependencies, sorting). Shared with
-/// [`super::incremental`], which caches the per-file half.
+/// [`super::incremental`], which caches the per-file half; results are borrowed, and specs
+/// shared, not copied.
 pub(crate) fn assemble(
     config: RepoConfig,
     mut diagnostics: Vec<Diagnostic>,
     incomplete: bool,
-    results: Vec<FileResult>,
+    results: &[&FileResult],
 ) -> Repo {
     let mut repo = Repo {
         incomplete: incomplete
@@ -177,9 +180,9 @@ pub(crate) fn assemble(
     );
 
     // Two files for one app (or whose names differ only in case) make that app ambiguous.
-    let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut by_key: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, r) in results.iter().enumerate() {
-        by_key.entry(r.key.clone()).or_default().push(i);
+        by_key.entry(r.key.as_str()).or_default().push(i);
     }
     let mut ambiguous: BTreeSet<usize> = BTreeSet::new();
     for indexes in by_key.values().filter(|v| v.len() > 1) {
@@ -218,18 +221,18 @@ pub(crate) fn assemble(
         }
     }
 
-    let mut sources: BTreeMap<AppId, String> = BTreeMap::new();
-    for (i, r) in results.into_iter().enumerate() {
+    let mut sources: BTreeMap<AppId, &str> = BTreeMap::new();
+    for (i, r) in results.iter().enumerate() {
         let has_error = r.diagnostics.iter().any(|d| d.severity == Severity::Error);
-        diagnostics.extend(r.diagnostics);
-        match (r.id, r.spec) {
+        diagnostics.extend(r.diagnostics.iter().cloned());
+        match (&r.id, &r.spec) {
             (None, _) => repo.incomplete = true,
             (Some(id), Some(spec)) if !has_error && !ambiguous.contains(&i) => {
-                sources.insert(id.clone(), r.text);
-                repo.specs.insert(id, spec);
+                sources.insert(id.clone(), &r.text);
+                repo.specs.insert(id.clone(), spec.clone());
             }
             (Some(id), _) => {
-                repo.invalid.insert(id);
+                repo.invalid.insert(id.clone());
             }
         }
     }
@@ -239,26 +242,29 @@ pub(crate) fn assemble(
 
     check_dependencies(&mut repo, &mut diagnostics, &sources);
 
-    diagnostics.sort_by(|a, b| {
-        (&a.file, a.line, a.column, &a.pointer).cmp(&(&b.file, b.line, b.column, &b.pointer))
-    });
+    diagnostics.sort_by(diagnostic_order);
     repo.diagnostics = diagnostics;
     repo.config = config;
     repo
 }
 
+/// The order of [`Repo::diagnostics`] (a stable sort by it): file, line, column, pointer.
+pub(crate) fn diagnostic_order(a: &Diagnostic, b: &Diagnostic) -> std::cmp::Ordering {
+    (&a.file, a.line, a.column, &a.pointer).cmp(&(&b.file, b.line, b.column, &b.pointer))
+}
+
 /// What one file loads to, before the repo-wide checks.
 #[derive(Debug, Clone)]
 pub(crate) struct FileResult {
-    file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Lowercased path without extension: equal keys mean the same app.
-    key: String,
+    pub(crate) key: String,
     /// The same, case kept.
     exact: String,
-    id: Option<AppId>,
-    spec: Option<Spec>,
+    pub(crate) id: Option<AppId>,
+    pub(crate) spec: Option<Arc<Spec>>,
     text: String,
-    diagnostics: Vec<Diagnostic>,
+    pub(crate) diagnostics: Vec<Diagnostic>,
 }
 
 pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig) -> FileResult {
@@ -419,12 +425,12 @@ pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig) -> FileResult {
         m.insert("id".into(), Value::String(id.to_string()));
     }
     result.text = text.to_string();
-    result.spec = Some(Spec {
+    result.spec = Some(Arc::new(Spec {
         id,
         file: file.path.clone(),
         app,
         baton,
-    });
+    }));
     result
 }
 
@@ -527,7 +533,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 fn check_dependencies(
     repo: &mut Repo,
     diagnostics: &mut Vec<Diagnostic>,
-    sources: &BTreeMap<AppId, String>,
+    sources: &BTreeMap<AppId, &str>,
 ) {
     let mut bad: BTreeSet<AppId> = BTreeSet::new();
     for spec in repo.specs.values() {
@@ -539,7 +545,7 @@ fn check_dependencies(
                     Severity::Error,
                     &format!("/baton/dependsOn/{i}"),
                     format!("`{dep}` is not an app of this repo"),
-                    sources.get(&spec.id).map(String::as_str),
+                    sources.get(&spec.id).copied(),
                 ));
                 bad.insert(spec.id.clone());
             }
@@ -556,7 +562,7 @@ fn check_dependencies(
                     Severity::Error,
                     "/baton/dependsOn",
                     format!("dependency cycle: {shown}"),
-                    sources.get(id).map(String::as_str),
+                    sources.get(id).copied(),
                 ));
             }
             bad.insert(id.clone());

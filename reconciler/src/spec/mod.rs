@@ -18,6 +18,7 @@ pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -111,7 +112,9 @@ pub struct Spec {
 #[derive(Debug, Clone, Default)]
 pub struct Repo {
     pub config: RepoConfig,
-    pub specs: BTreeMap<AppId, Spec>,
+    /// Behind `Arc`: a repo loaded incrementally shares the specs of unchanged files with the
+    /// previous one, so a new commit costs what changed, not a copy of every definition.
+    pub specs: BTreeMap<AppId, Arc<Spec>>,
     /// Apps whose file exists but does not validate: never changed, never deleted.
     pub invalid: BTreeSet<AppId>,
     /// Some file could not be tied to an app id (or the config itself is broken): nothing may be

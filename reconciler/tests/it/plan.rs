@@ -283,7 +283,8 @@ mod properties {
                     file: format!("apps/{i}.yaml").into(),
                     app,
                     baton: BatonBlock::default(),
-                },
+                }
+                .into(),
             );
         }
         Repo {

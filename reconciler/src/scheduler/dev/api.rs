@@ -290,12 +290,23 @@ fn task_json(shared: &Shared, world: &World, t: &Task) -> Value {
 }
 
 fn app_json(shared: &Shared, world: &World, id: &str, embed: Embed) -> Option<Value> {
+    let tasks: Vec<&Task> = world.tasks.values().filter(|t| t.app_id == id).collect();
+    app_json_with(shared, world, id, tasks, embed)
+}
+
+/// [`app_json`] with the app's tasks already picked out (a listing groups them once).
+fn app_json_with(
+    shared: &Shared,
+    world: &World,
+    id: &str,
+    tasks: Vec<&Task>,
+    embed: Embed,
+) -> Option<Value> {
     let record = world.apps.get(id)?;
     let mut app = record.def.clone();
     let Some(obj) = app.as_object_mut() else {
         return Some(app);
     };
-    let tasks: Vec<&Task> = world.tasks.values().filter(|t| t.app_id == id).collect();
     if embed.counts {
         let staged = tasks
             .iter()
@@ -462,6 +473,10 @@ async fn list_apps(State(shared): Ctx, RawQuery(q): RawQuery) -> ApiResult {
     let id_filter = param(&q, "id").map(str::to_string);
     let cmd_filter = param(&q, "cmd").map(str::to_string);
     let world = shared.lock();
+    let mut tasks_by_app: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for t in world.tasks.values() {
+        tasks_by_app.entry(t.app_id.as_str()).or_default().push(t);
+    }
     let apps: Vec<Value> = world
         .apps
         .iter()
@@ -476,7 +491,10 @@ async fn list_apps(State(shared): Ctx, RawQuery(q): RawQuery) -> ApiResult {
                         .is_some_and(|c| c.contains(f))
                 })
         })
-        .filter_map(|(id, _)| app_json(&shared, &world, id, embed))
+        .filter_map(|(id, _)| {
+            let tasks = tasks_by_app.remove(id.as_str()).unwrap_or_default();
+            app_json_with(&shared, &world, id, tasks, embed)
+        })
         .collect();
     Ok(Json(json!({ "apps": apps })).into_response())
 }

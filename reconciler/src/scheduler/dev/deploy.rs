@@ -158,6 +158,7 @@ pub fn apply(
             (Some(b), Some(t)) if config_of(b) != config_of(t) => Action::RestartApplication,
             (Some(_), Some(_)) => Action::ScaleApplication,
         };
+        world.index_ports(&id, before.as_ref(), target.as_ref());
         match &target {
             Some(def) => match world.apps.get_mut(&id) {
                 Some(record) => {
@@ -248,8 +249,70 @@ fn is_ready(task: &Task, checked: bool) -> bool {
     task.state == TaskState::Running && (!checked || task.is_healthy())
 }
 
-/// One scheduling pass over every app: launch what is missing, kill what is too much or
-/// outdated, finish deployments that converged. Events for finished deployments are published.
+/// Task ids by app id: one pass over the tasks, so per-app work never scans all of them.
+type TaskIndex = BTreeMap<String, Vec<String>>;
+
+fn task_index(world: &World) -> TaskIndex {
+    let mut index = TaskIndex::new();
+    for t in world.tasks.values() {
+        index
+            .entry(t.app_id.clone())
+            .or_default()
+            .push(t.id.clone());
+    }
+    index
+}
+
+/// The tasks of `app_id` still in the world.
+fn tasks_of<'w>(world: &'w World, index: &TaskIndex, app_id: &str) -> Vec<&'w Task> {
+    index
+        .get(app_id)
+        .into_iter()
+        .flatten()
+        .filter_map(|id| world.tasks.get(id))
+        .collect()
+}
+
+/// Whether `task_config` (a task's [`config_of`]) is the config of `def`, without building
+/// `config_of(def)`.
+fn runs_config_of(task_config: &Value, def: &Value) -> bool {
+    const SKIPPED: [&str; 3] = ["instances", "version", "versionInfo"];
+    match (task_config.as_object(), def.as_object()) {
+        (Some(c), Some(d)) => {
+            let mut relevant = d.iter().filter(|(k, _)| !SKIPPED.contains(&k.as_str()));
+            c.len() == relevant.clone().count() && relevant.all(|(k, v)| c.get(k) == Some(v))
+        }
+        _ => *task_config == config_of(def),
+    }
+}
+
+/// An app [`step_app`] would leave exactly as it is: as many live (not killed) tasks as
+/// `instances`, all on the current config, and not waiting in the launch queue. Checked without
+/// cloning anything, so a step costs little for the apps that have nothing to do.
+fn settled(world: &World, index: &TaskIndex, app_id: &str, record: &AppRecord) -> bool {
+    if record.queued_since.is_some() {
+        return false;
+    }
+    let n = instances_of(&record.def);
+    let mut live = 0usize;
+    for t in tasks_of(world, index, app_id) {
+        if t.kill.is_some() {
+            continue;
+        }
+        if !runs_config_of(&t.config, &record.def) {
+            return false;
+        }
+        live += 1;
+    }
+    live == n
+}
+
+/// One scheduling pass: launch what is missing, kill what is too much or outdated, finish
+/// deployments that converged. Events for finished deployments are published.
+///
+/// Cost: one pass over the tasks and a clone-free look at each app; only apps with work (tasks
+/// to launch or kill, a rolling replacement, a launch queue entry) are stepped in full, so a
+/// scheduler holding many settled apps answers its API promptly.
 pub fn step(world: &mut World, bus: &EventBus, now: Instant) -> Decisions {
     let mut out = Decisions::default();
 
@@ -264,15 +327,22 @@ pub fn step(world: &mut World, bus: &EventBus, now: Instant) -> Decisions {
         mark_kill(world, &id, KillReason::Stopped, &mut out);
     }
 
-    let app_ids: Vec<String> = world.apps.keys().cloned().collect();
-    for app_id in app_ids {
-        step_app(world, &app_id, now, &mut out);
+    let index = task_index(world);
+    let busy: Vec<String> = world
+        .apps
+        .iter()
+        .filter(|(id, record)| !settled(world, &index, id, record))
+        .map(|(id, _)| id.clone())
+        .collect();
+    for app_id in busy {
+        step_app(world, &index, &app_id, now, &mut out);
     }
 
+    let index = task_index(world);
     let finished: Vec<String> = world
         .deployments
         .iter()
-        .filter(|d| converged(world, d))
+        .filter(|d| converged(world, &index, d))
         .map(|d| d.id.clone())
         .collect();
     for id in finished {
@@ -291,7 +361,7 @@ pub fn step(world: &mut World, bus: &EventBus, now: Instant) -> Decisions {
     out
 }
 
-fn step_app(world: &mut World, app_id: &str, now: Instant, out: &mut Decisions) {
+fn step_app(world: &mut World, index: &TaskIndex, app_id: &str, now: Instant, out: &mut Decisions) {
     let Some(record) = world.apps.get(app_id) else {
         return;
     };
@@ -304,7 +374,7 @@ fn step_app(world: &mut World, app_id: &str, now: Instant, out: &mut Decisions) 
     let mut current: Vec<&Task> = Vec::new();
     let mut old: Vec<&Task> = Vec::new();
     let mut alive = 0usize;
-    for t in world.tasks.values().filter(|t| t.app_id == app_id) {
+    for t in tasks_of(world, index, app_id) {
         alive += 1;
         if t.kill.is_some() {
             continue;
@@ -358,16 +428,17 @@ fn step_app(world: &mut World, app_id: &str, now: Instant, out: &mut Decisions) 
     for id in to_kill {
         mark_kill(world, &id, KillReason::Scaling, out);
     }
+    // The index predates this step's launches (none yet for this app) and its kills (excluded
+    // by `kill`), so it lists every task that counts here.
+    let missing = n.saturating_sub(
+        tasks_of(world, index, app_id)
+            .into_iter()
+            .filter(|t| t.kill.is_none() && t.config == config)
+            .count(),
+    );
     let Some(record) = world.apps.get_mut(app_id) else {
         return;
     };
-    let missing = n.saturating_sub(
-        world
-            .tasks
-            .values()
-            .filter(|t| t.app_id == app_id && t.kill.is_none() && t.config == config)
-            .count(),
-    );
     if missing == 0 {
         record.queued_since = None;
     } else if record.queued_since.is_none() {
@@ -412,13 +483,9 @@ pub fn mark_kill(world: &mut World, task_id: &str, reason: KillReason, out: &mut
 }
 
 /// Has the world reached the deployment's targets?
-fn converged(world: &World, d: &Deployment) -> bool {
+fn converged(world: &World, index: &TaskIndex, d: &Deployment) -> bool {
     d.target.iter().all(|(app_id, target)| {
-        let tasks: Vec<&Task> = world
-            .tasks
-            .values()
-            .filter(|t| &t.app_id == app_id)
-            .collect();
+        let tasks = tasks_of(world, index, app_id);
         match (target, world.apps.get(app_id)) {
             (None, _) => tasks.is_empty(),
             (Some(_), None) => true,
@@ -550,6 +617,106 @@ mod tests {
         step(&mut world, &bus, Instant::now());
         assert!(world.deployments.is_empty());
         assert_eq!(world.tasks.len(), 2);
+    }
+
+    /// What `step` looks at in full: only apps with work. A settled app costs a look, no clone,
+    /// and stepping it would change nothing; each kind of work makes it unsettled.
+    #[test]
+    fn only_apps_with_work_are_stepped() {
+        let bus = EventBus::default();
+        let mut world = World::default();
+        let changes = vec![
+            ("/idle".to_string(), Some(app("/idle", "x", 0, 1.0, 1.0))),
+            ("/run".to_string(), Some(app("/run", "y", 2, 1.0, 1.0))),
+        ];
+        apply(&mut world, &bus, changes, "v1".into(), false).unwrap();
+        let is_settled = |world: &World, id: &str| {
+            let index = task_index(world);
+            settled(world, &index, id, &world.apps[id])
+        };
+        assert!(is_settled(&world, "/idle"), "no instances, no tasks");
+        assert!(!is_settled(&world, "/run"), "two tasks to launch");
+        let out = step(&mut world, &bus, Instant::now());
+        assert_eq!(out.launch.len(), 2);
+        run_all(&mut world, &out.launch);
+        step(&mut world, &bus, Instant::now());
+        assert!(is_settled(&world, "/run") && world.deployments.is_empty());
+
+        // Settled apps: a step decides nothing and changes nothing.
+        let out = step(&mut world, &bus, Instant::now());
+        assert!(out.launch.is_empty() && out.kill.is_empty());
+        assert!(world.apps.values().all(|r| r.queued_since.is_none()));
+
+        // A task gone (it exited): work again, and the step replaces it.
+        let gone = world.tasks.keys().next().cloned().unwrap();
+        world.tasks.remove(&gone);
+        assert!(!is_settled(&world, "/run"));
+        let out = step(&mut world, &bus, Instant::now());
+        assert_eq!(out.launch.len(), 1);
+        run_all(&mut world, &out.launch);
+
+        // A task on an old config: work (the rolling replacement).
+        let mut new = app("/run", "y2", 2, 1.0, 1.0);
+        new["version"] = json!("v2");
+        apply(
+            &mut world,
+            &bus,
+            vec![("/run".into(), Some(new))],
+            "v2".into(),
+            false,
+        )
+        .unwrap();
+        assert!(!is_settled(&world, "/run"));
+        assert!(!step(&mut world, &bus, Instant::now()).launch.is_empty());
+
+        // Waiting in the launch queue (a backoff delays its launch): stepped every time, so
+        // the launch happens once the delay is over.
+        let mut world = World::default();
+        apply(
+            &mut world,
+            &bus,
+            vec![("/slow".into(), Some(app("/slow", "z", 1, 1.0, 1.0)))],
+            "v1".into(),
+            false,
+        )
+        .unwrap();
+        let later = Instant::now() + Duration::from_secs(60);
+        if let Some(r) = world.apps.get_mut("/slow") {
+            r.backoff = Some(super::super::store::Backoff {
+                next_delay: Duration::from_secs(2),
+                until: later,
+            });
+        }
+        let out = step(&mut world, &bus, Instant::now());
+        assert!(out.launch.is_empty(), "delayed");
+        assert!(world.apps["/slow"].queued_since.is_some());
+        assert!(!is_settled(&world, "/slow"));
+        let out = step(&mut world, &bus, later + Duration::from_secs(1));
+        assert_eq!(out.launch.len(), 1, "launched after the delay");
+    }
+
+    #[test]
+    fn a_task_runs_the_config_of_its_definition() {
+        let def = json!({"id": "/a", "cmd": "x", "instances": 3, "version": "v1",
+                         "versionInfo": {"lastScalingAt": "v1"}});
+        let config = config_of(&def);
+        assert!(runs_config_of(&config, &def));
+        let mut scaled = def.clone();
+        scaled["instances"] = json!(5);
+        scaled["version"] = json!("v2");
+        assert!(
+            runs_config_of(&config, &scaled),
+            "a scaling keeps the config"
+        );
+        let mut changed = def.clone();
+        changed["cmd"] = json!("y");
+        assert!(!runs_config_of(&config, &changed));
+        let mut added = def.clone();
+        added["env"] = json!({"A": "1"});
+        assert!(!runs_config_of(&config, &added), "a field added");
+        let mut removed = def;
+        removed.as_object_mut().unwrap().remove("cmd");
+        assert!(!runs_config_of(&config, &removed), "a field removed");
     }
 
     #[test]

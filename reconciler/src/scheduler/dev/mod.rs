@@ -149,10 +149,7 @@ pub async fn run(
         .build()
         .map_err(DevError::HttpClient)?;
 
-    let world = World {
-        apps,
-        ..World::default()
-    };
+    let world = World::with_apps(apps);
     let shared = Arc::new(Shared {
         world: Mutex::new(world),
         bus: EventBus::default(),

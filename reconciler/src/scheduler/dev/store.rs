@@ -137,6 +137,9 @@ pub struct World {
     pub clock: VersionClock,
     /// Set when apps changed and the state file must be written.
     pub dirty: bool,
+    /// Which apps hold each service port (see [`World::index_ports`]), so assigning ports to a
+    /// written app does not look at every other app.
+    service_ports: BTreeMap<u16, BTreeSet<String>>,
 }
 
 /// The part of an app that, when it changes, means its tasks must be replaced: everything but
@@ -188,13 +191,66 @@ fn port_slots(def: &Value) -> Vec<Option<&Value>> {
 }
 
 impl World {
-    /// Service ports in use by apps other than `except`.
-    fn used_service_ports(&self, except: &str) -> BTreeSet<u16> {
-        self.apps
-            .iter()
-            .filter(|(id, _)| id.as_str() != except)
-            .flat_map(|(_, r)| service_ports_of(&r.def))
-            .collect()
+    /// A world holding `apps` (read from a state dir), its port index built.
+    pub fn with_apps(apps: BTreeMap<String, AppRecord>) -> World {
+        let mut world = World::default();
+        for (id, record) in &apps {
+            for port in service_ports_of(&record.def) {
+                world
+                    .service_ports
+                    .entry(port)
+                    .or_default()
+                    .insert(id.clone());
+            }
+        }
+        world.apps = apps;
+        world
+    }
+
+    /// Keep the port index right when the definition of `id` goes from `old` to `new` (`None`:
+    /// absent). Every change of `apps` goes through here ([`super::deploy::apply`]).
+    pub fn index_ports(&mut self, id: &str, old: Option<&Value>, new: Option<&Value>) {
+        for port in old.map(service_ports_of).unwrap_or_default() {
+            if let Some(holders) = self.service_ports.get_mut(&port) {
+                holders.remove(id);
+                if holders.is_empty() {
+                    self.service_ports.remove(&port);
+                }
+            }
+        }
+        for port in new.map(service_ports_of).unwrap_or_default() {
+            self.service_ports
+                .entry(port)
+                .or_default()
+                .insert(id.to_string());
+        }
+    }
+
+    /// The first port from `from` up that neither another app nor `own` holds (or
+    /// [`SERVICE_PORT_MAX`] when none is left). Walks the index in order, not port by port.
+    fn free_port_from(&self, from: u16, except: &str, own: &BTreeSet<u16>) -> u16 {
+        let mut taken = self
+            .service_ports
+            .range(from..)
+            .filter(|(_, holders)| holders.iter().any(|h| h != except))
+            .map(|(p, _)| *p)
+            .peekable();
+        let mut port = from;
+        while port < SERVICE_PORT_MAX {
+            while taken.next_if(|t| *t < port).is_some() {}
+            if taken.peek() != Some(&port) && !own.contains(&port) {
+                return port;
+            }
+            port += 1;
+        }
+        SERVICE_PORT_MAX
+    }
+
+    /// Whether an app other than `except` holds `port`.
+    fn port_taken(&self, port: u16, except: &str) -> bool {
+        self.service_ports
+            .get(&port)
+            .is_some_and(|holders| holders.iter().any(|h| h != except))
     }
 
     /// Marathon assigns a service port to every `portDefinitions[].port` (or
@@ -202,8 +258,9 @@ impl World {
     /// previous version of the app held at the same index is kept, so an unchanged spec does not
     /// move its ports.
     pub fn assign_service_ports(&self, id: &str, def: &mut Value, previous: Option<&Value>) {
-        let mut used = self.used_service_ports(id);
-        used.extend(service_ports_of(def));
+        // Ports this definition fixes itself, and those handed out below.
+        let mut own: BTreeSet<u16> = service_ports_of(def).into_iter().collect();
+        let used = |own: &BTreeSet<u16>, p: u16| own.contains(&p) || self.port_taken(p, id);
         let prev: Vec<u16> = previous
             .map(|p| {
                 port_slots(p)
@@ -234,15 +291,13 @@ impl World {
                 continue;
             }
             let port = match prev.get(i) {
-                Some(&p) if p != 0 && !used.contains(&p) => p,
+                Some(&p) if p != 0 && !used(&own, p) => p,
                 _ => {
-                    while next < SERVICE_PORT_MAX && used.contains(&next) {
-                        next += 1;
-                    }
+                    next = self.free_port_from(next, id, &own);
                     next
                 }
             };
-            used.insert(port);
+            own.insert(port);
             obj.insert(key.into(), json!(port));
         }
     }
@@ -338,6 +393,7 @@ mod tests {
         world.assign_service_ports("/a", &mut a, None);
         assert_eq!(a.pointer("/portDefinitions/0/port"), Some(&json!(10000)));
         assert_eq!(a.pointer("/portDefinitions/1/port"), Some(&json!(10001)));
+        world.index_ports("/a", None, Some(&a));
         world.apps.insert("/a".into(), AppRecord::new(a.clone()));
 
         let mut b = json!({"id": "/b", "portDefinitions": [{"port": 0}]});
@@ -347,5 +403,53 @@ mod tests {
         let mut a2 = json!({"id": "/a", "portDefinitions": [{"port": 0}, {"port": 0}]});
         world.assign_service_ports("/a", &mut a2, Some(&a));
         assert_eq!(a2, a);
+    }
+
+    /// The port index changes with every definition written through `deploy::apply` and agrees
+    /// with the ports the apps hold; a deleted app's ports are free again.
+    #[test]
+    fn the_port_index_follows_every_change() {
+        let bus = super::super::events::EventBus::default();
+        let mut world = World::default();
+        let put = |world: &mut World, id: &str, ports: Value| {
+            let mut def = json!({"id": id, "cmd": "x", "portDefinitions": ports});
+            let previous = world.apps.get(id).map(|r| r.def.clone());
+            world.assign_service_ports(id, &mut def, previous.as_ref());
+            let v = world.clock.next_version();
+            super::super::deploy::apply(world, &bus, vec![(id.into(), Some(def))], v, true)
+                .unwrap();
+        };
+        let recount = |world: &World| -> BTreeMap<u16, BTreeSet<String>> {
+            let mut m: BTreeMap<u16, BTreeSet<String>> = BTreeMap::new();
+            for (id, r) in &world.apps {
+                for p in service_ports_of(&r.def) {
+                    m.entry(p).or_default().insert(id.clone());
+                }
+            }
+            m
+        };
+        put(&mut world, "/a", json!([{"port": 0}, {"port": 0}]));
+        put(&mut world, "/b", json!([{"port": 0}]));
+        put(&mut world, "/c", json!([{"port": 10005}]));
+        assert_eq!(world.service_ports, recount(&world));
+        assert_eq!(world.apps["/b"].def["portDefinitions"][0]["port"], 10002);
+        // /a shrinks to one port: 10001 is free for the next app.
+        put(&mut world, "/a", json!([{"port": 0}]));
+        assert_eq!(world.apps["/a"].def["portDefinitions"][0]["port"], 10000);
+        put(&mut world, "/d", json!([{"port": 0}]));
+        assert_eq!(world.apps["/d"].def["portDefinitions"][0]["port"], 10001);
+        // /b goes: its port is taken by the next app that needs one.
+        let v = world.clock.next_version();
+        super::super::deploy::apply(&mut world, &bus, vec![("/b".into(), None)], v, true).unwrap();
+        assert_eq!(world.service_ports, recount(&world));
+        put(&mut world, "/e", json!([{"port": 0}, {"port": 0}]));
+        assert_eq!(
+            world.apps["/e"].def["portDefinitions"],
+            json!([{"port": 10002}, {"port": 10003}])
+        );
+        assert_eq!(world.service_ports, recount(&world));
+        // A world read from a state dir starts with the index of its apps.
+        let loaded = World::with_apps(world.apps.clone());
+        assert_eq!(loaded.service_ports, recount(&world));
     }
 }

@@ -125,6 +125,26 @@ fn git_source_matches_directory_source_and_loads_incrementally() {
     let ff = fresh.fetch().unwrap();
     assert_same(&repo2, &fresh.load(&ff.commit).unwrap());
 
+    // Changes below subdirectories: a nested file modified, a new directory; the changed
+    // paths (what the fast path picks from) are exactly those.
+    write(&work, "apps/g/b.json", "{\"cmd\": \"b2\"}");
+    write(&work, "apps/team/x.yaml", "cmd: x\n");
+    commit_all(&work, "nested");
+    let fnested = src.fetch().unwrap();
+    let nested = src.load(&fnested.commit).unwrap();
+    assert_eq!(src.parsed_last(), 2);
+    let (rev, mut changed) = src.changed.clone().unwrap();
+    changed.sort();
+    assert_eq!(rev, fnested.commit);
+    assert_eq!(
+        changed,
+        [
+            PathBuf::from("apps/g/b.json"),
+            PathBuf::from("apps/team/x.yaml")
+        ]
+    );
+    assert_same(&nested, &load(crate::source::read_dir(&work).unwrap()));
+
     // Config change: everything reloads.
     write(&work, "baton.yaml", "owner: other\n");
     commit_all(&work, "three");
@@ -233,7 +253,8 @@ fn many_fetches_in_a_row_keep_working() {
     let mut src = source(&work, &tmp.path().join("cache"), "main");
     let first = src.fetch().unwrap();
     src.load(&first.commit).unwrap();
-    for i in 0..45 {
+    // More fetches than fit the pack table of one opening: the cache is reopened on the way.
+    for i in 0..(2 * PACKS_BETWEEN_REOPENS + 5) {
         write(
             &work,
             "apps/a0.yaml",

@@ -1,0 +1,4 @@
+///
+pub mod deflate;
+///
+pub mod inflate;
