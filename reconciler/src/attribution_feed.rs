@@ -20,6 +20,29 @@ pub async fn follow(
     connected: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
+    follow_api_posts(
+        &marathon,
+        &shutdown,
+        || connected.notify_waiters(),
+        |raw| {
+            if let Ok(data) = serde_json::from_str::<serde_json::Value>(&raw.data) {
+                into.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .ingest(&raw.event, &data);
+            }
+        },
+    )
+    .await;
+}
+
+/// Hand every `api_post_event` of `marathon` to `event` until `shutdown`, reconnecting with
+/// backoff (1 s doubling to 60 s); `opened` is called each time the stream is (re)opened.
+pub async fn follow_api_posts(
+    marathon: &Marathon,
+    shutdown: &CancellationToken,
+    mut opened: impl FnMut(),
+    mut event: impl FnMut(&sse::RawEvent),
+) {
     let mut delay = Duration::from_secs(1);
     loop {
         let resp = tokio::select! {
@@ -29,7 +52,7 @@ pub async fn follow(
         match resp {
             Ok(resp) => {
                 delay = Duration::from_secs(1);
-                connected.notify_waiters();
+                opened();
                 let mut body = resp.bytes_stream();
                 let mut parser = sse::Parser::default();
                 loop {
@@ -39,12 +62,7 @@ pub async fn follow(
                     };
                     let Some(Ok(chunk)) = chunk else { break };
                     for raw in parser.feed(&chunk) {
-                        let Ok(data) = serde_json::from_str::<serde_json::Value>(&raw.data) else {
-                            continue;
-                        };
-                        into.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .ingest(&raw.event, &data);
+                        event(&raw);
                     }
                 }
             }

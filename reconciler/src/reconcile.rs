@@ -1485,45 +1485,23 @@ pub async fn watch_scheduler_events(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
-    use futures::StreamExt;
-    let mut delay = Duration::from_secs(1);
-    loop {
-        let resp = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = marathon.event_stream("event_type=api_post_event") => r,
-        };
-        match resp {
-            Ok(resp) => {
-                delay = Duration::from_secs(1);
-                let mut body = resp.bytes_stream();
-                let mut parser = crate::scheduler::sse::Parser::default();
-                loop {
-                    let chunk = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        c = body.next() => c,
-                    };
-                    let Some(Ok(chunk)) = chunk else { break };
-                    for raw in parser.feed(&chunk) {
-                        if let Ok(data) = serde_json::from_str::<serde_json::Value>(&raw.data) {
-                            let mut att = shared.attributions.lock();
-                            let att = att.as_mut().unwrap_or_else(|e| e.get_mut());
-                            att.ingest(&raw.event, &data);
-                        }
-                        if let Some((app, version)) = changed_outside(&raw, &shared.own_writes) {
-                            tracing::debug!(app = %app, "scheduler event: owned app changed");
-                            shared.trigger(Trigger::SchedulerEvent { app, version });
-                        }
-                    }
-                }
+    crate::attribution_feed::follow_api_posts(
+        &marathon,
+        &shutdown,
+        || {},
+        |raw| {
+            if let Ok(data) = serde_json::from_str::<serde_json::Value>(&raw.data) {
+                let mut att = shared.attributions.lock();
+                let att = att.as_mut().unwrap_or_else(|e| e.get_mut());
+                att.ingest(&raw.event, &data);
             }
-            Err(e) => tracing::debug!(error = %e, "event stream not open"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(60));
-    }
+            if let Some((app, version)) = changed_outside(raw, &shared.own_writes) {
+                tracing::debug!(app = %app, "scheduler event: owned app changed");
+                shared.trigger(Trigger::SchedulerEvent { app, version });
+            }
+        },
+    )
+    .await;
 }
 
 /// The app id (and the version it announces) of an `api_post_event` for an owned app changed
