@@ -10,7 +10,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use baton::config::ServeConfig;
-use baton::reconcile::SyncMode;
 use baton::scheduler::marathon::MarathonConfig;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -160,22 +159,15 @@ async fn start_serve_at(
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // Hourly polls: the test drives cycles by webhook, the poll must not interfere.
     let config = ServeConfig {
-        repo: format!("file://{}", env.remote.display()),
-        reference: "main".into(),
-        cache_dir: env.state.join("cache"),
-        state_dir: env.state.clone(),
-        listen: addr,
-        marathon: MarathonConfig::new(env.marathon.clone()),
-        sync: SyncMode::Auto,
-        // Long: the test drives cycles by webhook, the poll must not interfere.
-        poll_interval: Duration::from_secs(3600),
         webhook_secret: SecretString::from(SECRET.to_string()),
-        api_token: None,
-        allow_deletes: None,
-        git_auth: None,
-        vault: None,
-        notify: Vec::new(),
+        ..baton_e2e::serve_config(
+            format!("file://{}", env.remote.display()),
+            env.marathon.clone(),
+            &env.state,
+            addr,
+        )
     };
     let stop = CancellationToken::new();
     let s = stop.clone();

@@ -34,8 +34,6 @@ use axum::routing::post;
 use axum::{Json, Router};
 use baton::config::ServeConfig;
 use baton::notifications::{Sink, SinkKind};
-use baton::reconcile::SyncMode;
-use baton::scheduler::marathon::MarathonConfig;
 use secrecy::SecretString;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -304,23 +302,17 @@ async fn run_size(n: usize, pushes: usize, grouped: bool) -> Samples {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = ServeConfig {
-        repo: format!("file://{}", remote.display()),
-        reference: "main".into(),
-        cache_dir: tmp.path().join("state/cache"),
-        state_dir: tmp.path().join("state"),
-        listen: addr,
-        marathon: MarathonConfig::new(marathon.clone()),
-        sync: SyncMode::Auto,
-        poll_interval: Duration::from_secs(3600),
         webhook_secret: SecretString::from(SECRET.to_string()),
-        api_token: None,
-        allow_deletes: None,
-        git_auth: None,
-        vault: None,
         notify: vec![Sink {
             kind: SinkKind::Json,
             url: sink,
         }],
+        ..baton_e2e::serve_config(
+            format!("file://{}", remote.display()),
+            marathon.clone(),
+            &tmp.path().join("state"),
+            addr,
+        )
     };
     let stop = CancellationToken::new();
     let st = stop.clone();
