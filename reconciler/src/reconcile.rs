@@ -1146,24 +1146,10 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         };
         st.last_error = None;
         st.pending = None;
-        let live_by_id: std::collections::HashMap<&str, &serde_json::Value> = live
-            .iter()
-            .filter_map(|a| a.get("id").and_then(|i| i.as_str()).map(|i| (i, a)))
-            .collect();
-        let conflicts: BTreeSet<&AppId> = plan.conflicts.iter().map(|c| &c.app).collect();
-        let results: std::collections::HashMap<&AppId, &AppOutcome> = report
-            .map(|r| r.apps.iter().map(|a| (&a.app, &a.outcome)).collect())
-            .unwrap_or_default();
         let mut ids: BTreeSet<AppId> = repo.specs.keys().cloned().collect();
         ids.extend(repo.invalid.iter().cloned());
         ids.extend(held.iter().cloned());
-        let seen = Seen {
-            repo,
-            live: &live_by_id,
-            conflicts: &conflicts,
-            held,
-            results: &results,
-        };
+        let seen = Seen::new(repo, live, plan, report, held);
         st.apps = ids
             .into_iter()
             .map(|id| self.app_status(&id, &seen))
@@ -1181,21 +1167,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         applied: (&Plan, Option<&apply::ApplyReport>, &BTreeSet<AppId>),
     ) {
         let (plan, report, held) = applied;
-        let live_by_id: std::collections::HashMap<&str, &serde_json::Value> = live
-            .iter()
-            .filter_map(|a| a.get("id").and_then(|i| i.as_str()).map(|i| (i, a)))
-            .collect();
-        let conflicts: BTreeSet<&AppId> = plan.conflicts.iter().map(|c| &c.app).collect();
-        let results: std::collections::HashMap<&AppId, &AppOutcome> = report
-            .map(|r| r.apps.iter().map(|a| (&a.app, &a.outcome)).collect())
-            .unwrap_or_default();
-        let seen = Seen {
-            repo,
-            live: &live_by_id,
-            conflicts: &conflicts,
-            held,
-            results: &results,
-        };
+        let seen = Seen::new(repo, live, plan, report, held);
         let mut st = self
             .shared
             .status
@@ -1282,10 +1254,34 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
 /// What a cycle saw, for the `/api/status` entries of its apps.
 struct Seen<'a> {
     repo: &'a Repo,
-    live: &'a std::collections::HashMap<&'a str, &'a serde_json::Value>,
-    conflicts: &'a BTreeSet<&'a AppId>,
+    live: std::collections::HashMap<&'a str, &'a serde_json::Value>,
+    conflicts: BTreeSet<&'a AppId>,
     held: &'a BTreeSet<AppId>,
-    results: &'a std::collections::HashMap<&'a AppId, &'a AppOutcome>,
+    results: std::collections::HashMap<&'a AppId, &'a AppOutcome>,
+}
+
+impl<'a> Seen<'a> {
+    /// The lookups of one cycle's outcome: live apps by id, conflicts, apply results.
+    fn new(
+        repo: &'a Repo,
+        live: &'a [serde_json::Value],
+        plan: &'a Plan,
+        report: Option<&'a apply::ApplyReport>,
+        held: &'a BTreeSet<AppId>,
+    ) -> Self {
+        Seen {
+            repo,
+            live: live
+                .iter()
+                .filter_map(|a| a.get("id").and_then(|i| i.as_str()).map(|i| (i, a)))
+                .collect(),
+            conflicts: plan.conflicts.iter().map(|c| &c.app).collect(),
+            held,
+            results: report
+                .map(|r| r.apps.iter().map(|a| (&a.app, &a.outcome)).collect())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// At most this many apps go through the fast path; a larger push is a full cycle anyway.
