@@ -324,29 +324,12 @@ async fn status_page_shows_the_drifted_app_and_its_diff() {
         .await;
     let rows = browser.eval("return [...document.querySelectorAll('#rows tr')].map(r => [r.dataset.app, r.dataset.state])").await;
     assert_eq!(rows, json!([["/api", "drifted"], ["/web", "drifted"]]));
-    browser.click("#rows tr[data-app='/web']").await;
-    let diff = browser
-        .wait_for(
-            "const d = document.querySelector('#detail #diff'); return d && d.innerText",
-            Duration::from_secs(10),
-            "the detail view",
-        )
-        .await;
-    let diff = diff.as_str().unwrap();
+    let (diff, detail) = browser.open_detail("/web").await;
     assert!(
         diff.contains("/instances") && diff.contains("/env/COLOR") && diff.contains("\"green\""),
         "{diff}"
     );
-    let detail = browser
-        .eval("return document.querySelector('#detail').innerText")
-        .await;
-    assert!(
-        detail
-            .as_str()
-            .unwrap()
-            .contains("127.0.0.1 via /v2/apps/web"),
-        "{detail}"
-    );
+    assert!(detail.contains("127.0.0.1 via /v2/apps/web"), "{detail}");
     browser.close().await;
     stop_page.cancel();
     s.finish().await;

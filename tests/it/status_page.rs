@@ -241,23 +241,11 @@ async fn status_page_of_baton_serve_shows_drift_as_it_happens() {
             "/web drifted after the out-of-band change",
         )
         .await;
-    browser.click("#rows tr[data-app='/web']").await;
-    let diff = browser
-        .wait_for(
-            "const d = document.querySelector('#detail #diff'); return d && d.innerText",
-            Duration::from_secs(10),
-            "the detail view",
-        )
-        .await;
-    let diff = diff.as_str().unwrap();
+    let (diff, detail) = browser.open_detail("/web").await;
     assert!(
         diff.contains("/instances") && diff.contains("/env/COLOR") && diff.contains("\"green\""),
         "{diff}"
     );
-    let detail = browser
-        .eval("return document.querySelector('#detail').innerText")
-        .await;
-    let detail = detail.as_str().unwrap();
     assert!(detail.contains("via /v2/apps/web"), "{detail}");
 
     // Git catches up with the change (the directory is watched): in sync again, and the

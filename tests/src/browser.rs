@@ -186,6 +186,24 @@ impl Browser {
         assert!(v.is_null(), "click on {css} failed: {v}");
     }
 
+    /// Click the status page row of `app` and wait for its detail view: the text of the diff,
+    /// and of the whole detail panel.
+    pub async fn open_detail(&self, app: &str) -> (String, String) {
+        self.click(&format!("#rows tr[data-app='{app}']")).await;
+        let diff = self
+            .wait_for(
+                "const d = document.querySelector('#detail #diff'); return d && d.innerText",
+                Duration::from_secs(10),
+                "the detail view",
+            )
+            .await;
+        let detail = self
+            .eval("return document.querySelector('#detail').innerText")
+            .await;
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        (text(&diff), text(&detail))
+    }
+
     /// End the session (chromedriver quits Chromium) and stop chromedriver.
     pub async fn close(mut self) {
         let _ = self
