@@ -39,6 +39,11 @@ const ANCESTRY_LIMIT: usize = 10_000;
 /// only this often, not after every fetch.
 const PACKS_BETWEEN_REOPENS: usize = 64;
 
+/// Packs on disk at which the cache is rebuilt by one full fetch into a fresh directory: each
+/// fetch adds a pack, lookups slow down as they pile up, and gix's pack table has at most
+/// 32,767 slots (a daemon that lived through that many pushes would stop fetching).
+const COMPACT_AT_PACKS: usize = 1024;
+
 /// Credentials for HTTP(S) remotes. SSH uses the system `ssh` and its agent/keys.
 #[derive(Debug, Clone)]
 pub struct GitAuth {
@@ -100,6 +105,10 @@ pub struct GitSource {
     reader: Option<gix::Repository>,
     /// Packs received since the cache was (re)opened.
     packs_since_open: usize,
+    /// Packs in the cache (counted when it is opened, plus one per fetch).
+    packs_on_disk: usize,
+    /// [`COMPACT_AT_PACKS`], lower in tests.
+    compact_at: usize,
     last_fetched: Option<ObjectId>,
     loaded: Option<Loaded>,
     cache: Incremental,
@@ -135,6 +144,7 @@ impl GitSource {
         let target = parse_target(&config.reference);
         let repo = open_cache(&config.cache_dir)?;
         let reader = Some(reader(&repo));
+        let packs_on_disk = packs_in(&config.cache_dir);
         Ok(GitSource {
             config,
             shown_url,
@@ -142,6 +152,8 @@ impl GitSource {
             repo,
             reader,
             packs_since_open: 0,
+            packs_on_disk,
+            compact_at: COMPACT_AT_PACKS,
             last_fetched: None,
             loaded: None,
             cache: Incremental::default(),
@@ -195,10 +207,74 @@ impl GitSource {
         self.repo = open_cache(dir)?;
         self.reader = None;
         self.packs_since_open = 0;
+        self.packs_on_disk = 0;
         self.loaded = None;
         self.cache = Incremental::default();
         self.changed = None;
         Ok(())
+    }
+
+    /// Rebuild the cache with one full fetch into `<cache>.compact`, then swap it in (the old
+    /// one is removed: Baton made it, and nothing in it is lost, all is fetched again). Any
+    /// failure keeps the current cache and is only logged: this is housekeeping. The next load
+    /// is a full one, as the previous commit need not be in the new cache (a force-push).
+    fn compact(&mut self) {
+        let dir = self.config.cache_dir.clone();
+        let fresh = dir.with_extension("compact");
+        let old = dir.with_extension("old");
+        let err = |reason: String| SourceError::Cache {
+            path: dir.clone(),
+            reason,
+        };
+        let swap = || -> Result<(), SourceError> {
+            // Left over from an interrupted rebuild: removed only when it is a git cache.
+            for leftover in [&fresh, &old] {
+                if leftover.join("HEAD").exists() {
+                    std::fs::remove_dir_all(leftover).map_err(|e| err(e.to_string()))?;
+                } else if leftover.exists() {
+                    return Err(err(format!("{} is in the way", leftover.display())));
+                }
+            }
+            let mut config = self.config.clone();
+            config.cache_dir = fresh.clone();
+            let mut full = GitSource::open(config)?;
+            full.target = self.target.clone();
+            full.interrupt = self.interrupt.clone();
+            full.fetch_once()?;
+            drop(full);
+            std::fs::rename(&dir, &old).map_err(|e| err(format!("cannot move it aside: {e}")))?;
+            if let Err(e) = std::fs::rename(&fresh, &dir) {
+                let _ = std::fs::rename(&old, &dir);
+                return Err(err(format!("cannot move the new cache in: {e}")));
+            }
+            if let Err(e) = std::fs::remove_dir_all(&old) {
+                tracing::warn!(path = %old.display(), error = %e, "cannot remove the old git cache");
+            }
+            Ok(())
+        };
+        let packs = self.packs_on_disk;
+        match swap() {
+            Ok(()) => {
+                tracing::info!(packs, "git cache rebuilt by one full fetch");
+                self.loaded = None;
+                self.cache = Incremental::default();
+                self.changed = None;
+            }
+            Err(e) => {
+                tracing::warn!(packs, error = %e, "cannot rebuild the git cache; keeping it");
+                if fresh.join("HEAD").exists() {
+                    let _ = std::fs::remove_dir_all(&fresh);
+                }
+            }
+        }
+        // Reopened either way: the directory may have changed under the old handle.
+        match open_cache(&dir) {
+            Ok(repo) => self.repo = repo,
+            Err(e) => tracing::warn!(error = %e, "cannot reopen the git cache"),
+        }
+        self.reader = None;
+        self.packs_since_open = 0;
+        self.packs_on_disk = packs_in(&dir);
     }
 
     fn fetch_once(&mut self) -> Result<Fetched, SourceError> {
@@ -208,6 +284,10 @@ impl GitSource {
                 return self.fetched(&repo, *id, false);
             }
         }
+        if self.packs_on_disk >= self.compact_at {
+            self.compact();
+        }
+        let repo = self.repo.to_thread_local();
         let url = self.shown_url.clone();
         let auth = self.config.auth.clone();
         let unreachable = |e: &dyn std::error::Error| classify(&url, e, auth.as_ref());
@@ -286,6 +366,7 @@ impl GitSource {
         // Every fetch adds a pack: reopen (sizing the table for the packs on disk) before the
         // table the cache was opened with is full.
         self.packs_since_open += 1;
+        self.packs_on_disk += 1;
         if self.packs_since_open >= PACKS_BETWEEN_REOPENS {
             self.repo = open_cache(&self.config.cache_dir)?;
             self.reader = Some(reader(&self.repo));
@@ -633,18 +714,23 @@ fn open_cache(dir: &Path) -> Result<gix::ThreadSafeRepository, SourceError> {
         std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         gix::init_bare(dir).map_err(|e| err(chain(&e)))?;
     }
-    let packs = std::fs::read_dir(dir.join("objects").join("pack"))
-        .map(|entries| {
-            (entries.filter_map(Result::ok))
-                .filter(|e| e.path().extension().is_some_and(|x| x == "idx"))
-                .count()
-        })
-        .unwrap_or(0);
+    let packs = packs_in(dir);
     let slots = (packs + PACKS_BETWEEN_REOPENS + 16).min(usize::from(u16::MAX / 2));
     let slots = gix::odb::store::init::Slots::Given(u16::try_from(slots).unwrap_or(u16::MAX / 2));
     gix::open_opts(dir, gix::open::Options::default().object_store_slots(slots))
         .map(|r| r.into_sync())
         .map_err(|e| err(chain(&e)))
+}
+
+/// The pack indices in a cache directory (0 when it cannot be read).
+fn packs_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("objects").join("pack"))
+        .map(|entries| {
+            (entries.filter_map(Result::ok))
+                .filter(|e| e.path().extension().is_some_and(|x| x == "idx"))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 fn parse_target(reference: &str) -> Target {

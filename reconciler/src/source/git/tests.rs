@@ -242,6 +242,43 @@ fn a_token_in_the_url_stays_out_of_errors() {
 /// Each fetch adds a pack to the cache; many pushes in a row must keep fetching (gix's pack
 /// table is sized when the cache is opened).
 #[test]
+fn a_cache_with_many_packs_is_rebuilt_by_one_full_fetch() {
+    if !have_git() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    work_repo(&work);
+    let cache = tmp.path().join("cache");
+    let mut src = source(&work, &cache, "main");
+    src.compact_at = 6;
+    let first = src.fetch().unwrap();
+    src.load(&first.commit).unwrap();
+    let mut most = 0;
+    for i in 0..15 {
+        write(
+            &work,
+            "apps/a0.yaml",
+            &format!("cmd: \"push {i}\"\ninstances: 1\n"),
+        );
+        commit_all(&work, &format!("push {i}"));
+        let f = src.fetch().unwrap_or_else(|e| panic!("fetch {i}: {e}"));
+        let repo = src.load(&f.commit).unwrap();
+        let a0 = &repo.specs[&crate::spec::AppId::parse("/a0").unwrap()];
+        assert_eq!(a0.app["cmd"], format!("push {i}"));
+        assert!(repo.specs.len() > 1, "a full set of specs after push {i}");
+        most = most.max(packs_in(&cache));
+    }
+    // Without the rebuild there would be 16 packs; it keeps them under the threshold (+1 for
+    // the fetch right after a rebuild), and leaves nothing beside the cache.
+    assert!(most <= 7, "at most 7 packs at a time, saw {most}");
+    assert!(packs_in(&cache) < 16);
+    assert!(!cache.with_extension("compact").exists());
+    assert!(!cache.with_extension("old").exists());
+}
+
+#[test]
 fn many_fetches_in_a_row_keep_working() {
     if !have_git() {
         return;
