@@ -216,7 +216,8 @@ impl GitSource {
 
     /// Rebuild the cache with one full fetch into `<cache>.compact`, then swap it in (the old
     /// one is removed: Baton made it, and nothing in it is lost, all is fetched again). Any
-    /// failure keeps the current cache and is only logged: this is housekeeping. The next load
+    /// failure keeps the current cache, is only logged (this is housekeeping) and is tried again
+    /// [`PACKS_BETWEEN_REOPENS`] packs later. The next load
     /// is a full one, as the previous commit need not be in the new cache (a force-push).
     fn compact(&mut self) {
         let dir = self.config.cache_dir.clone();
@@ -265,6 +266,8 @@ impl GitSource {
                 if fresh.join("HEAD").exists() {
                     let _ = std::fs::remove_dir_all(&fresh);
                 }
+                // Not a full fetch attempt at every push while the cause lasts.
+                self.compact_at = packs + PACKS_BETWEEN_REOPENS;
             }
         }
         // Reopened either way: the directory may have changed under the old handle.

@@ -278,6 +278,39 @@ fn a_cache_with_many_packs_is_rebuilt_by_one_full_fetch() {
     assert!(!cache.with_extension("old").exists());
 }
 
+/// A rebuild that cannot happen (here: a directory that is not Baton's where the new cache
+/// would go) changes nothing: fetches go on in the old cache, and the directory is left alone.
+#[test]
+fn a_failed_cache_rebuild_keeps_the_cache_and_touches_nothing_else() {
+    if !have_git() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    work_repo(&work);
+    let cache = tmp.path().join("cache");
+    let theirs = cache.with_extension("compact");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("keep.txt"), "not Baton's").unwrap();
+    let mut src = source(&work, &cache, "main");
+    src.compact_at = 3;
+    for i in 0..6 {
+        write(&work, "apps/a0.yaml", &format!("cmd: \"push {i}\"\n"));
+        commit_all(&work, &format!("push {i}"));
+        let f = src.fetch().unwrap_or_else(|e| panic!("fetch {i}: {e}"));
+        let repo = src.load(&f.commit).unwrap();
+        let a0 = &repo.specs[&crate::spec::AppId::parse("/a0").unwrap()];
+        assert_eq!(a0.app["cmd"], format!("push {i}"));
+    }
+    assert_eq!(packs_in(&cache), 6, "no rebuild: one pack per fetch");
+    assert_eq!(
+        std::fs::read_to_string(theirs.join("keep.txt")).unwrap(),
+        "not Baton's"
+    );
+    assert!(src.compact_at > 3, "the next attempt is put off");
+}
+
 #[test]
 fn many_fetches_in_a_row_keep_working() {
     if !have_git() {
