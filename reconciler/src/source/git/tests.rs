@@ -239,8 +239,24 @@ fn a_token_in_the_url_stays_out_of_errors() {
     );
 }
 
-/// Each fetch adds a pack to the cache; many pushes in a row must keep fetching (gix's pack
-/// table is sized when the cache is opened).
+/// `/a0` changed and pushed (push number `i`), fetched and loaded: whether the fetch received
+/// a pack, and the loaded repo, checked to have the pushed `/a0`.
+fn push_and_load(work: &Path, src: &mut GitSource, i: usize) -> (bool, Repo) {
+    write(
+        work,
+        "apps/a0.yaml",
+        &format!("cmd: \"push {i}\"\ninstances: 1\n"),
+    );
+    commit_all(work, &format!("push {i}"));
+    let f = src.fetch().unwrap_or_else(|e| panic!("fetch {i}: {e}"));
+    let repo = src.load(&f.commit).unwrap();
+    let a0 = &repo.specs[&crate::spec::AppId::parse("/a0").unwrap()];
+    assert_eq!(a0.app["cmd"], format!("push {i}"));
+    (f.received, repo)
+}
+
+/// Past its threshold of packs the cache is rebuilt by one full fetch: the packs stay few, every
+/// push still loads, and nothing is left beside the cache.
 #[test]
 fn a_cache_with_many_packs_is_rebuilt_by_one_full_fetch() {
     if !have_git() {
@@ -257,16 +273,7 @@ fn a_cache_with_many_packs_is_rebuilt_by_one_full_fetch() {
     src.load(&first.commit).unwrap();
     let mut most = 0;
     for i in 0..15 {
-        write(
-            &work,
-            "apps/a0.yaml",
-            &format!("cmd: \"push {i}\"\ninstances: 1\n"),
-        );
-        commit_all(&work, &format!("push {i}"));
-        let f = src.fetch().unwrap_or_else(|e| panic!("fetch {i}: {e}"));
-        let repo = src.load(&f.commit).unwrap();
-        let a0 = &repo.specs[&crate::spec::AppId::parse("/a0").unwrap()];
-        assert_eq!(a0.app["cmd"], format!("push {i}"));
+        let (_, repo) = push_and_load(&work, &mut src, i);
         assert!(repo.specs.len() > 1, "a full set of specs after push {i}");
         most = most.max(packs_in(&cache));
     }
@@ -296,12 +303,7 @@ fn a_failed_cache_rebuild_keeps_the_cache_and_touches_nothing_else() {
     let mut src = source(&work, &cache, "main");
     src.compact_at = 3;
     for i in 0..6 {
-        write(&work, "apps/a0.yaml", &format!("cmd: \"push {i}\"\n"));
-        commit_all(&work, &format!("push {i}"));
-        let f = src.fetch().unwrap_or_else(|e| panic!("fetch {i}: {e}"));
-        let repo = src.load(&f.commit).unwrap();
-        let a0 = &repo.specs[&crate::spec::AppId::parse("/a0").unwrap()];
-        assert_eq!(a0.app["cmd"], format!("push {i}"));
+        push_and_load(&work, &mut src, i);
     }
     assert_eq!(packs_in(&cache), 6, "no rebuild: one pack per fetch");
     assert_eq!(
@@ -311,6 +313,8 @@ fn a_failed_cache_rebuild_keeps_the_cache_and_touches_nothing_else() {
     assert!(src.compact_at > 3, "the next attempt is put off");
 }
 
+/// Each fetch adds a pack to the cache; many pushes in a row must keep fetching (gix's pack
+/// table is sized when the cache is opened).
 #[test]
 fn many_fetches_in_a_row_keep_working() {
     if !have_git() {
@@ -325,17 +329,8 @@ fn many_fetches_in_a_row_keep_working() {
     src.load(&first.commit).unwrap();
     // More fetches than fit the pack table of one opening: the cache is reopened on the way.
     for i in 0..(2 * PACKS_BETWEEN_REOPENS + 5) {
-        write(
-            &work,
-            "apps/a0.yaml",
-            &format!("cmd: \"push {i}\"\ninstances: 1\n"),
-        );
-        commit_all(&work, &format!("push {i}"));
-        let f = src.fetch().unwrap_or_else(|e| panic!("fetch {i}: {e}"));
-        assert!(f.received);
-        let repo = src.load(&f.commit).unwrap();
-        let a0 = &repo.specs[&crate::spec::AppId::parse("/a0").unwrap()];
-        assert_eq!(a0.app["cmd"], format!("push {i}"));
+        let (received, _) = push_and_load(&work, &mut src, i);
+        assert!(received, "push {i} brought a pack");
     }
 }
 
