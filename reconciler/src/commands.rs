@@ -48,6 +48,9 @@ pub enum CommandError {
     Ledger(#[from] crate::drift::ledger::LedgerError),
     #[error("Vault: {0}")]
     Vault(#[from] crate::vault_admin::VaultAdminError),
+    /// A task that reads the repo beside another did not finish (it panicked).
+    #[error("reading the repo stopped: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Whether the one-shot commands free what they loaded before they return (the default).
@@ -78,6 +81,27 @@ pub fn load_repo(dir: &Path) -> Result<Repo, CommandError> {
     spec::schema::warm_up();
     let snapshot = crate::source::read_dir(dir)?;
     Ok(spec::load(snapshot))
+}
+
+/// The repo and the live apps. From a scheduler they are read at the same time: loading the
+/// repo is CPU work, the fetch mostly waiting on the network, and neither needs the other (a
+/// repo that cannot be read is the error reported when both fail). From a file, one after the
+/// other: both are CPU work on the same threads, so doing them together gains nothing, and
+/// the repo's files and parser are freed before the live state is read, so the two peaks of
+/// memory do not add up.
+async fn load_repo_and_live(
+    dir: &Path,
+    live: &LiveFrom,
+) -> Result<(Repo, Vec<serde_json::Value>), CommandError> {
+    if let LiveFrom::File(_) = live {
+        let repo = load_repo(dir)?;
+        return Ok((repo, live_apps(live).await?));
+    }
+    let repo_dir = dir.to_path_buf();
+    let loading = tokio::task::spawn_blocking(move || load_repo(&repo_dir));
+    let live = live_apps(live).await;
+    let repo = loading.await??;
+    Ok((repo, live?))
 }
 
 /// `baton validate`: exit 0 when valid, 1 when not.
@@ -185,11 +209,7 @@ pub async fn plan_with_vault(
     out: &mut dyn Write,
 ) -> Result<u8, CommandError> {
     use crate::secrets::{self, env as benv};
-    // The repo first: loading it needs memory for the files, their text and the parser, all of
-    // it freed before the live state (the larger of the two in memory) is read, so the two peaks
-    // do not add up.
-    let mut repo = load_repo(dir)?;
-    let live = live_apps(live).await?;
+    let (mut repo, live) = load_repo_and_live(dir, live).await?;
     let mut desired = secrets::desired(&repo);
     let wanted = vault.is_some() || !desired.apps.is_empty() || !desired.issues.is_empty();
     let mut prepared = None;
@@ -539,8 +559,7 @@ pub async fn drift(
     style: Style,
     out: &mut dyn Write,
 ) -> Result<u8, CommandError> {
-    let repo = load_repo(dir)?;
-    let live = live_apps(live).await?;
+    let (repo, live) = load_repo_and_live(dir, live).await?;
     let ledger = match &options.state_dir {
         Some(d) => Some(crate::drift::ledger::load(d)?),
         None => None,
@@ -569,4 +588,38 @@ pub fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::marathon::MarathonConfig;
+
+    /// A scheduler nothing listens on, asked once.
+    fn unreachable_scheduler() -> LiveFrom {
+        let mut config = MarathonConfig::new("http://127.0.0.1:1");
+        config.retries = 0;
+        LiveFrom::Scheduler(config)
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_repo_is_the_error_even_when_the_scheduler_fails_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-repo");
+        let err = load_repo_and_live(&missing, &unreachable_scheduler())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CommandError::Source(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_scheduler_that_cannot_be_read_is_the_error_when_the_repo_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("apps")).unwrap();
+        std::fs::write(dir.path().join("apps/web.yaml"), "cmd: sleep 60\n").unwrap();
+        let err = load_repo_and_live(dir.path(), &unreachable_scheduler())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CommandError::Scheduler(_)), "{err}");
+    }
 }

@@ -16,49 +16,99 @@ pub fn table() -> &'static Map<String, Value> {
     CELL.get_or_init(|| serde_json::from_str(TABLE).unwrap_or_default())
 }
 
+/// The table as rules, compiled once: filling an app then looks each of its fields up once,
+/// and never looks anything up in the table itself (an app is filled on every plan, twice).
+struct Rule {
+    key: String,
+    kind: Kind,
+}
+
+enum Kind {
+    /// A value for an absent (or null) field; `also`: older defaults as good as it when the
+    /// spec left the field out (`{"$default": v, "$also": [..]}`, or a plain scalar).
+    Default {
+        value: Value,
+        also: Option<Vec<Value>>,
+    },
+    /// An object: its own rules, applied to an existing object (created first when `fill`).
+    Object { fill: bool, rules: Vec<Rule> },
+    /// Rules applied to every object item of an array (a one-element array of an object).
+    Items(Vec<Rule>),
+    /// An entry that fills nothing (an array whose template is not an object).
+    Nothing,
+}
+
+fn rules() -> &'static [Rule] {
+    static CELL: OnceLock<Vec<Rule>> = OnceLock::new();
+    CELL.get_or_init(|| compile(table()))
+}
+
+fn compile(table: &Map<String, Value>) -> Vec<Rule> {
+    table
+        .iter()
+        .filter(|(key, _)| !key.starts_with('$'))
+        .map(|(key, t)| {
+            let kind = match t {
+                Value::Object(tm) => match tm.get("$default") {
+                    Some(value) => Kind::Default {
+                        value: value.clone(),
+                        also: tm.get("$also").and_then(Value::as_array).cloned(),
+                    },
+                    None => Kind::Object {
+                        fill: tm.get("$fill") == Some(&Value::Bool(true)),
+                        rules: compile(tm),
+                    },
+                },
+                Value::Array(template) => match template.first() {
+                    Some(Value::Object(tm)) => Kind::Items(compile(tm)),
+                    _ => Kind::Nothing,
+                },
+                scalar => Kind::Default {
+                    value: scalar.clone(),
+                    also: None,
+                },
+            };
+            Rule {
+                key: key.clone(),
+                kind,
+            }
+        })
+        .collect()
+}
+
 /// Fill every absent (or null) field that has a documented default.
 pub fn fill(app: &mut Value) {
     if let Value::Object(map) = app {
-        fill_map(map, table());
+        fill_map(map, rules());
     }
 }
 
-fn fill_map(target: &mut Map<String, Value>, table: &Map<String, Value>) {
-    for (key, t) in table {
-        if key.starts_with('$') {
-            continue;
-        }
-        let absent = matches!(target.get(key), None | Some(Value::Null));
-        match t {
-            Value::Object(tm) if tm.contains_key("$default") => {
-                if absent {
-                    target.insert(key.clone(), tm["$default"].clone());
-                }
+fn fill_map(target: &mut Map<String, Value>, rules: &[Rule]) {
+    for rule in rules {
+        match (&rule.kind, target.get_mut(&rule.key)) {
+            (Kind::Default { value, .. }, None) => {
+                target.insert(rule.key.clone(), value.clone());
             }
-            Value::Object(tm) => {
-                if absent && tm.get("$fill") == Some(&Value::Bool(true)) {
-                    target.insert(key.clone(), Value::Object(Map::new()));
-                }
-                if let Some(Value::Object(sub)) = target.get_mut(key) {
-                    fill_map(sub, tm);
-                }
+            (Kind::Default { value, .. }, Some(slot)) if slot.is_null() => *slot = value.clone(),
+            (Kind::Object { rules, .. }, Some(Value::Object(sub))) => fill_map(sub, rules),
+            (Kind::Object { fill: true, rules }, None) => {
+                let mut sub = Map::new();
+                fill_map(&mut sub, rules);
+                target.insert(rule.key.clone(), Value::Object(sub));
             }
-            Value::Array(template) => {
-                if let (Some(Value::Object(tm)), Some(Value::Array(items))) =
-                    (template.first(), target.get_mut(key))
-                {
-                    for item in items.iter_mut() {
-                        if let Value::Object(im) = item {
-                            fill_map(im, tm);
-                        }
+            (Kind::Object { fill: true, rules }, Some(slot)) if slot.is_null() => {
+                let mut sub = Map::new();
+                fill_map(&mut sub, rules);
+                *slot = Value::Object(sub);
+            }
+            (Kind::Items(rules), Some(Value::Array(items))) => {
+                for item in items.iter_mut() {
+                    if let Value::Object(im) = item {
+                        fill_map(im, rules);
                     }
                 }
             }
-            scalar => {
-                if absent {
-                    target.insert(key.clone(), scalar.clone());
-                }
-            }
+            _ => {}
         }
     }
 }
@@ -69,31 +119,31 @@ fn fill_map(target: &mut Map<String, Value>, table: &Map<String, Value>) {
 pub fn alternatives(raw: &Value) -> Vec<(String, Vec<Value>)> {
     let mut out = Vec::new();
     if let Value::Object(map) = raw {
-        walk_alternatives(map, table(), "", &mut out);
+        walk_alternatives(map, rules(), "", &mut out);
     }
     out
 }
 
 fn walk_alternatives(
     target: &Map<String, Value>,
-    table: &Map<String, Value>,
+    rules: &[Rule],
     prefix: &str,
     out: &mut Vec<(String, Vec<Value>)>,
 ) {
-    for (key, t) in table {
-        if key.starts_with('$') {
-            continue;
-        }
+    for rule in rules {
         // The pointer is only spelled out where it is used (most table entries have no `$also`).
-        let pointer = || format!("{prefix}/{}", escape_token(key));
-        match (t, target.get(key)) {
-            (Value::Object(tm), None | Some(Value::Null)) if tm.contains_key("$default") => {
-                if let Some(Value::Array(also)) = tm.get("$also") {
-                    out.push((pointer(), also.clone()));
-                }
+        let pointer = || format!("{prefix}/{}", escape_token(&rule.key));
+        match (&rule.kind, target.get(&rule.key)) {
+            (
+                Kind::Default {
+                    also: Some(also), ..
+                },
+                None | Some(Value::Null),
+            ) => {
+                out.push((pointer(), also.clone()));
             }
-            (Value::Object(tm), Some(Value::Object(sub))) if !tm.contains_key("$default") => {
-                walk_alternatives(sub, tm, &pointer(), out);
+            (Kind::Object { rules, .. }, Some(Value::Object(sub))) => {
+                walk_alternatives(sub, rules, &pointer(), out);
             }
             _ => {}
         }

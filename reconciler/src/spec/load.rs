@@ -439,10 +439,11 @@ pub fn merge(base: &mut Value, top: Value) {
     match (base, top) {
         (Value::Object(b), Value::Object(t)) => {
             for (k, v) in t {
-                match b.get_mut(&k) {
-                    Some(existing) => merge(existing, v),
-                    None => {
-                        b.insert(k, v);
+                // One lookup per key: every key of every spec comes through here.
+                match b.entry(k) {
+                    serde_json::map::Entry::Occupied(mut e) => merge(e.get_mut(), v),
+                    serde_json::map::Entry::Vacant(e) => {
+                        e.insert(v);
                     }
                 }
             }

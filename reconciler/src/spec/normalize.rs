@@ -151,7 +151,11 @@ fn tidy(v: &mut Value) -> bool {
         }
         Value::Object(map) => {
             map.retain(|_, v| tidy(v));
-            map.sort_keys();
+            // Sorting rebuilds the mapping's hash table: skip it when there is nothing to move
+            // (most small mappings of a definition).
+            if !map.keys().is_sorted() {
+                map.sort_keys();
+            }
             !map.is_empty()
         }
         _ => true,

@@ -195,7 +195,10 @@ enum Frame {
 }
 
 struct MapFrame {
-    map: Map<String, Value>,
+    /// Members so far, with where each key starts. Kept as a list and made a mapping once, at
+    /// its exact size, when the mapping ends: every key is hashed once, and a repeated key is
+    /// found then.
+    entries: Vec<(String, Value, Marker)>,
     /// The key whose value is being built, and where the key starts.
     key: Option<(String, Marker)>,
     anchor: usize,
@@ -283,7 +286,7 @@ impl Builder {
                 Event::MappingStart(anchor, _) => {
                     self.open(mark)?;
                     self.stack.push(Frame::Map(MapFrame {
-                        map: Map::new(),
+                        entries: Vec::new(),
                         key: None,
                         anchor,
                         merged: Vec::new(),
@@ -298,15 +301,10 @@ impl Builder {
                     }
                 }
                 Event::MappingEnd => {
-                    if let Some(Frame::Map(mut f)) = self.stack.pop() {
-                        for source in f.merged.drain(..) {
-                            for (k, v) in source {
-                                f.map.entry(k).or_insert(v);
-                            }
-                        }
-                        // At its exact size (see `json_compact`).
-                        let map: Map<String, Value> = f.map.into_iter().collect();
-                        if let Some(done) = self.close(Value::Object(map), f.anchor, mark)? {
+                    if let Some(Frame::Map(f)) = self.stack.pop() {
+                        let anchor = f.anchor;
+                        let map = mapping(f)?;
+                        if let Some(done) = self.close(Value::Object(map), anchor, mark)? {
                             root = Some(done);
                         }
                     }
@@ -430,18 +428,34 @@ impl Builder {
                         .extend(merge_sources(value).map_err(|m| err_at(&m, key_mark))?);
                     return Ok(None);
                 }
-                match f.map.entry(k) {
-                    serde_json::map::Entry::Occupied(e) => {
-                        Err(err_at(&format!("duplicate key `{}`", e.key()), key_mark))
-                    }
-                    serde_json::map::Entry::Vacant(e) => {
-                        e.insert(value);
-                        Ok(None)
-                    }
-                }
+                f.entries.push((k, value, key_mark));
+                Ok(None)
             }
         }
     }
+}
+
+/// A finished mapping frame as a mapping at its exact size (see `json_compact`): explicit keys in
+/// order, then what `<<` merges bring that no explicit key gave. A key given twice is an error
+/// at its second place.
+fn mapping(f: MapFrame) -> Result<Map<String, Value>, ParseError> {
+    let mut map = Map::with_capacity(f.entries.len());
+    for (k, v, key_mark) in f.entries {
+        match map.entry(k) {
+            serde_json::map::Entry::Occupied(e) => {
+                return Err(err_at(&format!("duplicate key `{}`", e.key()), key_mark));
+            }
+            serde_json::map::Entry::Vacant(e) => {
+                e.insert(v);
+            }
+        }
+    }
+    for source in f.merged {
+        for (k, v) in source {
+            map.entry(k).or_insert(v);
+        }
+    }
+    Ok(map)
 }
 
 /// The mappings of a YAML merge key (`<<: *defaults` or `<<: [*a, *b]`); explicit keys win.
