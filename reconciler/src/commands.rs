@@ -78,9 +78,13 @@ fn dispose<T>(value: T) {
 
 /// Read and load a repo directory.
 pub fn load_repo(dir: &Path) -> Result<Repo, CommandError> {
+    read_repo(dir, spec::load::Keep::Definitions)
+}
+
+fn read_repo(dir: &Path, keep: spec::load::Keep) -> Result<Repo, CommandError> {
     spec::schema::warm_up();
     let snapshot = crate::source::read_dir(dir)?;
-    Ok(spec::load(snapshot))
+    Ok(spec::load::load_with(snapshot, keep))
 }
 
 /// The repo and the live apps. From a scheduler they are read at the same time: loading the
@@ -111,7 +115,8 @@ pub fn validate(
     style: Style,
     out: &mut dyn Write,
 ) -> Result<u8, CommandError> {
-    let repo = load_repo(dir)?;
+    // Validation reports on the definitions and needs none of them afterwards.
+    let repo = read_repo(dir, spec::load::Keep::Diagnostics)?;
     match format {
         Format::Json => {
             serde_json::to_writer_pretty(&mut *out, &ValidateReport::new(&repo))

@@ -22,7 +22,9 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
-use super::load::{assemble, diagnostic_order, load_file, FileResult, RepoConfig, SourceFile};
+use super::load::{
+    assemble, diagnostic_order, load_file, FileResult, Keep, RepoConfig, SourceFile,
+};
 use super::{AppId, Diagnostic, Repo, Severity};
 
 /// One spec file of a source listing, keyed by its content id.
@@ -234,7 +236,7 @@ impl Incremental {
                             path: e.path.clone(),
                             bytes,
                         };
-                        let result = Box::new(load_file(&file, config));
+                        let result = Box::new(load_file(&file, config, Keep::Definitions));
                         Cached::Loaded {
                             key: e.key,
                             bytes: file.bytes,

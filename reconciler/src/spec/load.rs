@@ -140,15 +140,34 @@ pub fn parse_config(file: Option<&SourceFile>) -> (RepoConfig, Vec<Diagnostic>) 
     (config, out)
 }
 
+/// What loading keeps of each valid spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Everything: the definition (`Spec::app`) is what planning and syncing need.
+    Definitions,
+    /// What validation reports on (ids, `baton:` blocks, diagnostics); every `Spec::app` is
+    /// `null`. Each definition is dropped as soon as its file is checked, so checking a large
+    /// repo holds one file's worth of definition per thread, not the whole repo's.
+    Diagnostics,
+}
+
 /// Load every spec of a snapshot. Pure; runs the files in parallel.
 pub fn load(snapshot: Snapshot) -> Repo {
+    load_with(snapshot, Keep::Definitions)
+}
+
+/// [`load`], keeping what `keep` says: the same specs, invalid apps and diagnostics either way.
+pub fn load_with(snapshot: Snapshot, keep: Keep) -> Repo {
     let Snapshot {
         config,
         files,
         diagnostics,
         incomplete,
     } = snapshot;
-    let results: Vec<FileResult> = files.par_iter().map(|f| load_file(f, &config)).collect();
+    let results: Vec<FileResult> = files
+        .par_iter()
+        .map(|f| load_file(f, &config, keep))
+        .collect();
     drop(files); // the results hold what is needed of them
     let results: Vec<&FileResult> = results.iter().collect();
     assemble(config, diagnostics, incomplete, &results)
@@ -267,7 +286,7 @@ pub(crate) struct FileResult {
     pub(crate) diagnostics: Vec<Diagnostic>,
 }
 
-pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig) -> FileResult {
+pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig, keep: Keep) -> FileResult {
     let rel = file
         .path
         .strip_prefix(&config.apps_dir)
@@ -416,14 +435,10 @@ pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig) -> FileResult {
     };
     doc_map.remove("$schema");
 
-    // Sized up front: the merged mapping (plus `id`) would otherwise grow by doubling.
-    let mut app = Map::with_capacity(config.defaults.len() + doc_map.len() + 1);
-    app.extend(config.defaults.clone());
-    let mut app = Value::Object(app);
-    merge(&mut app, Value::Object(doc_map));
-    if let Value::Object(m) = &mut app {
-        m.insert("id".into(), Value::String(id.to_string()));
-    }
+    let app = match keep {
+        Keep::Definitions => definition(config, doc_map, &id),
+        Keep::Diagnostics => Value::Null,
+    };
     result.text = text.to_string();
     result.spec = Some(Arc::new(Spec {
         id,
@@ -432,6 +447,19 @@ pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig) -> FileResult {
         baton,
     }));
     result
+}
+
+/// The definition of a checked spec: the repo's defaults, the spec over them, and the `id`.
+fn definition(config: &RepoConfig, doc_map: Map<String, Value>, id: &AppId) -> Value {
+    // Sized up front: the merged mapping (plus `id`) would otherwise grow by doubling.
+    let mut app = Map::with_capacity(config.defaults.len() + doc_map.len() + 1);
+    app.extend(config.defaults.clone());
+    let mut app = Value::Object(app);
+    merge(&mut app, Value::Object(doc_map));
+    if let Value::Object(m) = &mut app {
+        m.insert("id".into(), Value::String(id.to_string()));
+    }
+    app
 }
 
 /// Deep merge for repo defaults: mappings merge key by key, anything else in `top` replaces.

@@ -322,3 +322,33 @@ fn validate_json_output_matches_its_schema() {
     crate::support::assert_matches_schema("validate.schema.json", &doc);
     assert_eq!(doc["valid"], false);
 }
+
+/// `baton validate` loads keeping no definitions (`Keep::Diagnostics`): for every fixture repo,
+/// valid and invalid, that finds exactly what a full load finds (diagnostics, specs, invalid
+/// apps, `baton:` blocks), and keeps no definition.
+#[test]
+fn loading_for_diagnostics_only_finds_what_a_full_load_finds() {
+    use baton::spec::load::{load_with, Keep};
+    let mut cases = vec![fixture("specs/valid")];
+    let invalid = std::fs::read_dir(fixture("specs/invalid")).unwrap();
+    cases.extend(invalid.map(|e| e.unwrap().path()));
+    assert!(cases.len() > 10, "the fixtures are where they should be");
+    for dir in cases {
+        let read = || baton::source::read_dir(&dir).unwrap();
+        let full = load_with(read(), Keep::Definitions);
+        let checked = load_with(read(), Keep::Diagnostics);
+        assert_eq!(checked.diagnostics, full.diagnostics, "{}", dir.display());
+        assert_eq!(checked.invalid, full.invalid, "{}", dir.display());
+        assert_eq!(checked.incomplete, full.incomplete, "{}", dir.display());
+        assert_eq!(
+            checked.specs.keys().collect::<Vec<_>>(),
+            full.specs.keys().collect::<Vec<_>>(),
+            "{}",
+            dir.display()
+        );
+        for (id, spec) in &checked.specs {
+            assert_eq!(spec.baton, full.specs[id].baton, "{id}");
+            assert!(spec.app.is_null(), "{id} kept its definition");
+        }
+    }
+}
