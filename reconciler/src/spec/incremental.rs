@@ -375,7 +375,8 @@ mod tests {
     use crate::spec::load::{load, Snapshot};
     use crate::spec::Severity;
 
-    fn entry(path: &str, text: &str) -> Entry {
+    /// A listing entry for a file with this text, keyed by its content.
+    pub(super) fn entry(path: &str, text: &str) -> Entry {
         let key = hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()));
         Entry {
             path: PathBuf::from(path),
@@ -508,17 +509,9 @@ mod patch_tests {
 
     use proptest::prelude::*;
 
+    use super::tests::entry;
     use super::*;
     use crate::spec::load::load;
-
-    fn entry(path: &str, text: &str) -> Entry {
-        let key = hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()));
-        Entry {
-            path: PathBuf::from(path),
-            key,
-            input: Input::File(text.as_bytes().to_vec()),
-        }
-    }
 
     fn problem(path: &str, app: Option<&str>) -> Entry {
         Entry {
