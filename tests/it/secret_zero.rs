@@ -445,14 +445,7 @@ fn vault_config(w: &World, task_max_age: Duration) -> VaultServeConfig {
 
 /// One counter of `/metrics`, by its label text (`decision="denied",reason="replayed"`).
 async fn counter(http: &reqwest::Client, serve: &str, labels: &str) -> u64 {
-    let text = http
-        .get(format!("{serve}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = baton_e2e::get_text(http, &format!("{serve}/metrics")).await;
     let prefix = format!("baton_secret_zero_requests_total{{{labels}}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))

@@ -243,14 +243,7 @@ async fn finished(inbox: &mut mpsc::UnboundedReceiver<Value>, commit: &str, with
 
 /// The sum of the daemon's git fetch histogram, in seconds.
 async fn fetch_seconds(http: &reqwest::Client, url: &str) -> f64 {
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = baton_e2e::get_text(http, &format!("{url}/metrics")).await;
     text.lines()
         .find_map(|l| l.strip_prefix("baton_git_fetch_duration_seconds_sum "))
         .and_then(|v| v.trim().parse().ok())

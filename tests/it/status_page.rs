@@ -151,14 +151,7 @@ async fn api_drift_and_metrics_are_served() {
         .unwrap();
     assert_eq!(doc["summary"]["drifted"], 100);
     assert_eq!(doc["apps"].as_array().unwrap().len(), APPS);
-    let metrics = http
-        .get(format!("{url}metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = baton_e2e::get_text(&http, &format!("{url}metrics")).await;
     assert!(
         metrics.contains("baton_apps{state=\"drifted\"} 100"),
         "{metrics}"

@@ -7,6 +7,13 @@ pub mod browser;
 pub mod devsched;
 pub mod githttp;
 
+/// The body of `GET url` as text (a daemon's `/metrics`, a page). Panics when the request fails:
+/// every caller expects the server to be up.
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    let response = http.get(url).send().await.expect("GET");
+    response.text().await.expect("GET: body")
+}
+
 /// A binary of this workspace built next to the test executable (`target/<profile>/<name>`),
 /// e.g. `baton-env` (build it first: `cargo build -p baton-sidecar`). `None` when absent.
 pub fn workspace_bin(name: &str) -> Option<std::path::PathBuf> {
