@@ -68,6 +68,19 @@ fn work_repo(dir: &Path) {
     commit_all(dir, "one");
 }
 
+/// A temp dir with a work repo ([`work_repo`]) in its `work/`; `None` (skipped, and said why)
+/// where git is not installed.
+fn work_setup() -> Option<(tempfile::TempDir, std::path::PathBuf)> {
+    if !have_git() {
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    work_repo(&work);
+    Some((tmp, work))
+}
+
 fn source(remote: &Path, cache: &Path, reference: &str) -> GitSource {
     GitSource::open(GitConfig {
         url: remote.display().to_string(),
@@ -88,13 +101,9 @@ fn assert_same(a: &Repo, b: &Repo) {
 
 #[test]
 fn git_source_matches_directory_source_and_loads_incrementally() {
-    if !have_git() {
+    let Some((tmp, work)) = work_setup() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    work_repo(&work);
+    };
 
     let mut src = source(&work, &tmp.path().join("cache"), "main");
     let f = src.fetch().unwrap();
@@ -165,13 +174,9 @@ fn git_source_matches_directory_source_and_loads_incrementally() {
 
 #[test]
 fn deleted_branch_and_missing_remote_are_errors() {
-    if !have_git() {
+    let Some((tmp, work)) = work_setup() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    work_repo(&work);
+    };
     git(&work, &["branch", "feature"]);
     let mut src = source(&work, &tmp.path().join("cache"), "feature");
     src.fetch().unwrap();
@@ -186,13 +191,9 @@ fn deleted_branch_and_missing_remote_are_errors() {
 
 #[test]
 fn tags_and_commits_can_be_followed() {
-    if !have_git() {
+    let Some((tmp, work)) = work_setup() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    work_repo(&work);
+    };
     git(&work, &["tag", "-a", "v1", "-m", "v1"]);
     let mut by_tag = source(&work, &tmp.path().join("c1"), "v1");
     let t = by_tag.fetch().unwrap();
@@ -259,13 +260,9 @@ fn push_and_load(work: &Path, src: &mut GitSource, i: usize) -> (bool, Repo) {
 /// push still loads, and nothing is left beside the cache.
 #[test]
 fn a_cache_with_many_packs_is_rebuilt_by_one_full_fetch() {
-    if !have_git() {
+    let Some((tmp, work)) = work_setup() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    work_repo(&work);
+    };
     let cache = tmp.path().join("cache");
     let mut src = source(&work, &cache, "main");
     src.compact_at = 6;
@@ -289,13 +286,9 @@ fn a_cache_with_many_packs_is_rebuilt_by_one_full_fetch() {
 /// would go) changes nothing: fetches go on in the old cache, and the directory is left alone.
 #[test]
 fn a_failed_cache_rebuild_keeps_the_cache_and_touches_nothing_else() {
-    if !have_git() {
+    let Some((tmp, work)) = work_setup() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    work_repo(&work);
+    };
     let cache = tmp.path().join("cache");
     let theirs = cache.with_extension("compact");
     std::fs::create_dir_all(&theirs).unwrap();
@@ -317,13 +310,9 @@ fn a_failed_cache_rebuild_keeps_the_cache_and_touches_nothing_else() {
 /// table is sized when the cache is opened).
 #[test]
 fn many_fetches_in_a_row_keep_working() {
-    if !have_git() {
+    let Some((tmp, work)) = work_setup() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    work_repo(&work);
+    };
     let mut src = source(&work, &tmp.path().join("cache"), "main");
     let first = src.fetch().unwrap();
     src.load(&first.commit).unwrap();
@@ -338,13 +327,9 @@ fn many_fetches_in_a_row_keep_working() {
 /// source recovers on its own instead of failing every cycle.
 #[test]
 fn a_damaged_cache_is_fetched_afresh() {
-    if !have_git() {
+    let Some((tmp, work)) = work_setup() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    work_repo(&work);
+    };
     let cache = tmp.path().join("cache");
     let mut src = source(&work, &cache, "main");
     let first = src.fetch().unwrap();
