@@ -128,13 +128,15 @@ async fn scenario() -> Scenario {
         assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     }
     let after = commands::unix_ms();
+    // Wait for the PUTs themselves: the creating POSTs of the sync above are on the stream too,
+    // and they agree with git, so they would explain nothing.
     let att = attributions.clone();
     wait_until(
         || {
             let a = att.lock().unwrap();
             ["/web", "/api"].iter().all(|id| {
                 a.latest(&AppId::parse(id).unwrap())
-                    .is_some_and(|x| x.at >= before.saturating_sub(1000))
+                    .is_some_and(|x| x.at >= before && x.uri == format!("/v2/apps{id}"))
             })
         },
         "the out-of-band changes on the event stream",
