@@ -197,7 +197,18 @@ async fn kill_9_mid_apply_then_rerun_converges_without_touching_unowned_apps() {
     let theirs_version = sched.app("/theirs").await.unwrap()["version"].clone();
 
     let repo = TempRepo::new("owner: e2e\n");
-    repo.write("first.yaml", &sleeper(""));
+    // /first's deployment cannot finish before the test creates `ready`: the run is killed
+    // while it waits for it, however slowly this machine runs.
+    let gate = tempfile::tempdir().unwrap();
+    let ready = gate.path().join("ready");
+    repo.write(
+        "first.yaml",
+        &sleeper(&format!(
+            "healthChecks:\n  - protocol: COMMAND\n    command: {{value: 'test -f {}'}}\n    \
+             gracePeriodSeconds: 300\n    intervalSeconds: 1\n    maxConsecutiveFailures: 0\n",
+            ready.display()
+        )),
+    );
     // Later waves: killed before they start.
     for i in 0..4 {
         repo.write(
@@ -226,6 +237,16 @@ async fn kill_9_mid_apply_then_rerun_converges_without_touching_unowned_apps() {
     child.kill().unwrap(); // SIGKILL
     let _ = child.wait();
     assert!(sched.app("/later-0").await.is_none());
+    std::fs::write(&ready, "").unwrap();
+    sched
+        .wait_for("/first healthy and deployed", |apps| {
+            apps.iter().any(|a| {
+                a["id"] == json!("/first")
+                    && a["tasksHealthy"] == json!(1)
+                    && a["deployments"].as_array().is_some_and(|d| d.is_empty())
+            })
+        })
+        .await;
     let first_version = sched.app("/first").await.unwrap()["version"].clone();
     let writes_before = sched.writes().await;
 

@@ -157,11 +157,13 @@ async fn the_daemon_corrects_what_it_is_told_to_and_stops_on_sigterm() {
     assert_eq!(a["changed_by"]["uri"], "/v2/apps/api", "{a:#}");
     assert!(a["since"].is_string(), "{a:#}");
     assert_eq!(app(&doc, "/web")["state"], "in_sync");
-    let metrics = baton_e2e::get_text(&http, &format!("{api}/metrics")).await;
-    assert!(
-        metrics.contains("baton_corrections_total 1"),
-        "one correction counted\n{metrics}"
-    );
+    // Counted at the end of the correcting cycle, which may still be saving its state.
+    until("one correction counted", || async {
+        baton_e2e::get_text(&http, &format!("{api}/metrics"))
+            .await
+            .contains("baton_corrections_total 1")
+    })
+    .await;
 
     // SIGTERM: a clean stop, exit 0, state on disk.
     nix::sys::signal::kill(

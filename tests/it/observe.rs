@@ -326,12 +326,16 @@ async fn metrics_and_notifications_follow_pushes_failures_and_drift() {
         s("baton_git_fetch_duration_seconds_count").unwrap() >= 2.0,
         "{m}"
     );
-    // Notifications go out after the metrics are updated, so these two (plus the first
-    // deployment's two) are counted at least.
-    assert!(
-        s("baton_notifications_total{outcome=\"sent\"}").unwrap() >= 3.0,
-        "{m}"
-    );
+    // A delivery counts as sent once the receiver has answered, which is just after it handed
+    // us the body: wait for all four (two per deployment, one per sink).
+    wait_for("four notifications counted as sent", || async {
+        sample(
+            &metrics(&env, &serve).await,
+            "baton_notifications_total{outcome=\"sent\"}",
+        )
+        .is_some_and(|n| n >= 4.0)
+    })
+    .await;
 
     // An app that exits at once misses its 3 s deadline: the sync fails and says why.
     write(

@@ -161,29 +161,39 @@ impl Browser {
         }
     }
 
-    /// Click the first element matching `css` (a real WebDriver click).
+    /// Click the first element matching `css` (a real WebDriver click). The status page
+    /// re-renders its rows on its own every few seconds: an element replaced between finding
+    /// and clicking it ("stale element reference") is found again.
     pub async fn click(&self, css: &str) {
-        let found = self
-            .call(
-                reqwest::Method::POST,
-                "/element",
-                json!({"using": "css selector", "value": css}),
-            )
-            .await;
-        let id = found
-            .as_object()
-            .and_then(|m| m.values().next())
-            .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("no element {css}: {found}"))
-            .to_string();
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/element/{id}/click"),
-                json!({}),
-            )
-            .await;
-        assert!(v.is_null(), "click on {css} failed: {v}");
+        let mut attempts = 0;
+        loop {
+            let found = self
+                .call(
+                    reqwest::Method::POST,
+                    "/element",
+                    json!({"using": "css selector", "value": css}),
+                )
+                .await;
+            let id = found
+                .as_object()
+                .and_then(|m| m.values().next())
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("no element {css}: {found}"))
+                .to_string();
+            let v = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/element/{id}/click"),
+                    json!({}),
+                )
+                .await;
+            attempts += 1;
+            if v["error"] == "stale element reference" && attempts < 3 {
+                continue;
+            }
+            assert!(v.is_null(), "click on {css} failed: {v}");
+            return;
+        }
     }
 
     /// Click the status page row of `app` and wait for its detail view: the text of the diff,

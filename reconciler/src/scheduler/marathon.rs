@@ -630,11 +630,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_scheduler_is_a_clear_error() {
-        // Bind then drop: nothing listens on that port any more.
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        // Bound but not listening: connections are refused, and while `held` lives no other
+        // test can be given this port.
+        let held = tokio::net::TcpSocket::new_v4().unwrap();
+        held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = held.local_addr().unwrap();
         let e = client(&format!("http://{addr}"))
             .list_apps()
             .await

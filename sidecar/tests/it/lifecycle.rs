@@ -153,15 +153,20 @@ async fn a_token_at_its_end_means_a_new_login() {
         log_now.iter().any(|r| r.path == "auth/token/renew-self"),
         "the token was renewed first"
     );
-    // The first token was revoked at the restart, before we stop anything.
+    // The first token is revoked at the restart (just after the new child starts), before we
+    // stop anything.
     let first = log_now
         .iter()
         .find(|r| r.path == "kv1/app")
         .and_then(|r| r.token.clone())
         .unwrap();
-    assert!(log_now
-        .iter()
-        .any(|r| r.path == "auth/token/revoke-self" && r.token.as_ref() == Some(&first)));
+    wait_for("the first token's revocation", S(10), || {
+        stub.request_log()
+            .iter()
+            .any(|r| r.path == "auth/token/revoke-self" && r.token.as_ref() == Some(&first))
+            .then_some(())
+    })
+    .await;
     assert_eq!(lines_of(&log)[..2], ["start kv-value", "start kv-value"]);
     run.signal(Signal::SIGTERM);
     let (code, stderr) = run.exit(S(20)).await;

@@ -220,8 +220,15 @@ async fn max_wait_bounds_the_whole_start() {
         .env("VAULT_TOKEN", stub.root_token())
         .env("A", "vault:kv1/app#k")
         .args(["--max-wait", "5s", "--", "true"]);
+    let run = Running::start(cmd);
+    // Timed from the first Vault request, so a slow process start on a loaded machine does not
+    // count (the old per-call budgets took at least 6.3 s from there).
+    wait_for("the first Vault request", S(30), || {
+        (!stub.requests().is_empty()).then_some(())
+    })
+    .await;
     let started = Instant::now();
-    let (code, stderr) = Running::start(cmd).exit(S(30)).await;
+    let (code, stderr) = run.exit(S(30)).await;
     let took = started.elapsed();
     assert_eq!(code, Some(69), "{stderr}");
     assert!(took < S(6), "start took {took:?}, --max-wait was 5 s");
