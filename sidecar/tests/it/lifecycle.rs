@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::json;
-use vault_stub::{spawn, DbRole, Policy, StubConfig, TokenSpec};
+use vault_stub::{spawn, DbRole, Policy, StubConfig, StubHandle, TokenSpec};
 
 use crate::regression::{approle_cmd, assert_all_revoked_by_token, rotating_stub};
 use crate::support::{baton_env, lines_of, wait_for, Running};
@@ -58,13 +58,7 @@ async fn on_rotate_signal_rewrites_the_env_file_and_signals_the_running_child() 
         .find(|r| r.path == "database/creds/app")
         .and_then(|r| r.token)
         .unwrap();
-    wait_for("the old token's revocation", S(10), || {
-        stub.request_log()
-            .iter()
-            .any(|r| r.path == "auth/token/revoke-self" && r.token.as_ref() == Some(&first_token))
-            .then_some(())
-    })
-    .await;
+    revoked(&stub, &first_token).await;
     assert!(
         nix::sys::signal::kill(run.pid(), None).is_ok(),
         "still supervising"
@@ -160,13 +154,7 @@ async fn a_token_at_its_end_means_a_new_login() {
         .find(|r| r.path == "kv1/app")
         .and_then(|r| r.token.clone())
         .unwrap();
-    wait_for("the first token's revocation", S(10), || {
-        stub.request_log()
-            .iter()
-            .any(|r| r.path == "auth/token/revoke-self" && r.token.as_ref() == Some(&first))
-            .then_some(())
-    })
-    .await;
+    revoked(&stub, &first).await;
     assert_eq!(lines_of(&log)[..2], ["start kv-value", "start kv-value"]);
     run.signal(Signal::SIGTERM);
     let (code, stderr) = run.exit(S(20)).await;
@@ -205,4 +193,15 @@ async fn a_given_token_is_kept_and_its_leases_revoked_one_by_one() {
     assert!(!log.iter().any(|r| r.path == "auth/token/revoke-self"));
     assert!(stub.token_valid(&token));
     assert_eq!(stub.revoked_leases(), [lease]);
+}
+
+/// Wait until `token` revoked itself (`auth/token/revoke-self` with it) at the stub.
+async fn revoked(stub: &StubHandle, token: &str) {
+    wait_for("the token's revocation", S(10), || {
+        stub.request_log()
+            .iter()
+            .any(|r| r.path == "auth/token/revoke-self" && r.token.as_deref() == Some(token))
+            .then_some(())
+    })
+    .await;
 }
