@@ -181,7 +181,7 @@ async fn baton_dev_deploys_the_demo_redeploys_edits_and_leaves_nothing_behind() 
     let text = std::fs::read_to_string(&worker)
         .unwrap()
         .replace("resize-images", "send-mail");
-    std::fs::write(&worker, text).unwrap();
+    baton_e2e::replace_file(&worker, &text);
     out.until("change detected").await;
     out.until("watching").await;
     let w = get(&http, &format!("{url}/v2/apps/shop/worker?embed=app.tasks")).await;
@@ -195,14 +195,13 @@ async fn baton_dev_deploys_the_demo_redeploys_edits_and_leaves_nothing_behind() 
     // A broken app: the apply waits for its deployment (deadline 10 minutes). Fixing the
     // file takes over at once instead of waiting for the deadline.
     let broken = repo.join("apps/broken.yaml");
-    std::fs::write(
+    baton_e2e::replace_file(
         &broken,
         "cmd: exit 1\ncpus: 0.01\nmem: 8\nbaton:\n  deadline: 10m\n",
-    )
-    .unwrap();
+    );
     out.until("change detected").await;
     out.until("/broken").await; // its write went out; the apply now waits on it
-    std::fs::write(&broken, "cmd: exec sleep 1000\ncpus: 0.01\nmem: 8\n").unwrap();
+    baton_e2e::replace_file(&broken, "cmd: exec sleep 1000\ncpus: 0.01\nmem: 8\n");
     out.until("change detected").await;
     out.until("watching").await;
     let b = get(&http, &format!("{url}/v2/apps/broken")).await;

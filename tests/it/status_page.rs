@@ -243,11 +243,10 @@ async fn status_page_of_baton_serve_shows_drift_as_it_happens() {
 
     // Git catches up with the change (the directory is watched): in sync again, and the
     // detail view's recent syncs list the new sync first.
-    std::fs::write(
-        repo.join("apps/web.yaml"),
+    baton_e2e::replace_file(
+        &repo.join("apps/web.yaml"),
         "cmd: exec sleep 1000\ncpus: 0.01\nmem: 8\ninstances: 2\nenv: {COLOR: green}\n",
-    )
-    .unwrap();
+    );
     browser
         .wait_for(
             &row("in_sync", "synced"),

@@ -14,6 +14,15 @@ pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
     response.text().await.expect("GET: body")
 }
 
+/// Replace the file at `path` with `text` in one step, as editors save: written to a temp file
+/// (in the temp dir, where the tests' repos live too) and renamed over `path`. A watcher of the
+/// repo never sees the file empty or half written, however long the writing thread stalls.
+pub fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(tmp.path(), text).expect("write temp file");
+    tmp.persist(path).expect("rename over the file");
+}
+
 /// A binary of this workspace built next to the test executable (`target/<profile>/<name>`),
 /// e.g. `baton-env` (build it first: `cargo build -p baton-sidecar`). `None` when absent.
 pub fn workspace_bin(name: &str) -> Option<std::path::PathBuf> {
