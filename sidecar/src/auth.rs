@@ -223,7 +223,7 @@ impl GatekeeperApi for HttpGatekeeper {
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
             return Err(match retry_after {
                 Some(retry_after) => AuthError::GatekeeperThrottled { retry_after },
                 None => AuthError::GatekeeperUnavailable(format!("HTTP {status}")),
@@ -243,10 +243,16 @@ impl GatekeeperApi for HttpGatekeeper {
     }
 }
 
-/// `Retry-After` as delta-seconds (RFC 9110 §10.2.3); an HTTP-date is not understood
-/// (`None`: the caller falls back to its own backoff).
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+/// `Retry-After` (RFC 9110 §10.2.3) as a wait from `now`: delta-seconds, or an HTTP-date (a
+/// proxy in front of the gatekeeper may send one; a date already past means at once). `None`
+/// for anything else: the caller falls back to its own backoff.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// A gatekeeper for builds without one configured.
@@ -502,9 +508,32 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_seconds() {
-        assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    fn retry_after_seconds_or_http_date() {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        // Wed, 21 Oct 2015 07:28:00 GMT
+        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(parse_retry_after(" 3 ", now), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        // The two obsolete forms RFC 9110 still requires recipients to accept.
+        assert_eq!(
+            parse_retry_after("Wednesday, 21-Oct-15 07:29:00 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_retry_after("Wed Oct 21 07:28:05 2015", now),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date already past: at once"
+        );
+        for junk in ["", "soon", "-1", "1.5", "Wed, 21 Oct 2015"] {
+            assert_eq!(parse_retry_after(junk, SystemTime::now()), None, "{junk}");
+        }
     }
 
     /// Answers 429 with the given Retry-After `n` times, then grants.

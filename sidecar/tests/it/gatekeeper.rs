@@ -353,4 +353,17 @@ async fn binary_honours_the_gatekeepers_retry_after() {
         started.elapsed() < S(8),
         "waited out --max-wait instead of giving up"
     );
+    // The same as an HTTP-date (as a proxy may send it): understood, so also given up at once
+    // (not understood, it would be retried with backoff until --max-wait).
+    let at = httpdate::fmt_http_date(std::time::SystemTime::now() + S(60));
+    let (url, hits) =
+        fake_gatekeeper_seq(vec![(429, "{}".into(), format!("Retry-After: {at}\r\n"))]).await;
+    let started = std::time::Instant::now();
+    let out = run(url, "10s").await;
+    assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert!(
+        started.elapsed() < S(8),
+        "waited out --max-wait instead of giving up"
+    );
 }
