@@ -223,6 +223,14 @@ impl Served {
         let cutoff = now_ms.saturating_sub(retention.as_millis() as u64);
         self.served.retain(|_, at| *at >= cutoff);
     }
+
+    /// Record `task_id` as served at `now_ms`, forgetting what is past `retention`: a
+    /// long-running `baton serve` keeps (and rewrites on every grant) only a day of task ids,
+    /// not every task it ever served.
+    pub fn reserve(&mut self, task_id: &str, now_ms: u64, retention: Duration) {
+        self.prune(now_ms, retention);
+        self.served.insert(task_id.to_owned(), now_ms);
+    }
 }
 
 /// Per-app token buckets (time in Unix ms, passed in).
@@ -776,7 +784,9 @@ impl<T: TaskLookup> Gatekeeper<T> {
             );
             if matches!(d, Decision::Grant { .. }) {
                 // Reserve under the same lock: a concurrent replay now sees it.
-                inner.served.served.insert(req.task_id.clone(), now);
+                inner
+                    .served
+                    .reserve(&req.task_id, now, self.config.served_retention);
                 inner.generation += 1;
             }
             let role_id = known

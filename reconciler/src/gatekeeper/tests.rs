@@ -292,6 +292,19 @@ fn served_set_round_trips_atomically_and_prunes() {
 }
 
 #[test]
+fn reserving_forgets_what_is_past_retention() {
+    let day = Duration::from_secs(24 * 3600);
+    let mut s = Served::default();
+    s.reserve("web.1", NOW, day);
+    s.reserve("web.2", NOW + 1000, day);
+    assert!(s.contains("web.1") && s.contains("web.2"));
+    // A day and a bit later: web.1 is forgotten, web.2 (served a second later) is not yet.
+    s.reserve("web.3", NOW + day.as_millis() as u64 + 500, day);
+    assert!(!s.contains("web.1") && s.contains("web.2") && s.contains("web.3"));
+    assert_eq!(s.served.len(), 2);
+}
+
+#[test]
 fn metrics_list_every_reason() {
     let c = Counters::default();
     c.deny(DenyReason::Replayed);
