@@ -35,6 +35,12 @@ pub enum ServeError {
     Gate(#[from] crate::gatekeeper::GateError),
     #[error("cannot start the notifier: {0}")]
     Notify(#[source] reqwest::Error),
+    #[error("cannot prepare the state directory {}", .path.display())]
+    StateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Whether `repo` names a git repository (URL, or a local path holding one) rather than a
@@ -58,6 +64,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    // First: the git cache, the state and the gatekeeper's served set all go in here.
+    crate::state_dir::prepare(&config.state_dir).map_err(|source| ServeError::StateDir {
+        path: config.state_dir.clone(),
+        source,
+    })?;
     let marathon = Marathon::new(config.marathon.clone())?;
     let scheduler = Arc::new(marathon.clone());
     let loop_config = LoopConfig {
@@ -255,10 +266,6 @@ fn secret_zero(
             format!("http://{addr}{}", gatekeeper::PATH)
         }
     };
-    std::fs::create_dir_all(&config.state_dir).map_err(|source| gatekeeper::GateError::Io {
-        path: config.state_dir.clone(),
-        source,
-    })?;
     let gk = Gatekeeper::new(
         SchedulerTasks::new(marathon.clone()),
         admin.clone(),
