@@ -161,7 +161,7 @@ async fn start_serve_at(
     let addr = listener.local_addr().unwrap();
     // Hourly polls: the test drives cycles by webhook, the poll must not interfere.
     let config = ServeConfig {
-        webhook_secret: SecretString::from(SECRET.to_string()),
+        webhook_secret: Some(SecretString::from(SECRET.to_string())),
         ..baton_e2e::serve_config(
             format!("file://{}", env.remote.display()),
             env.marathon.clone(),
