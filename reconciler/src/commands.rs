@@ -22,7 +22,8 @@ pub mod exit {
     pub const CHANGES: u8 = 2;
     /// `apply`: some apps failed.
     pub const APPS_FAILED: u8 = 3;
-    /// Bad usage (flags).
+    /// Bad usage: flags, environment or config file (clap's own errors included, which
+    /// would otherwise exit 2, the code of "changes").
     pub const USAGE: u8 = 64;
 }
 

@@ -102,7 +102,9 @@ pub struct ServeConfig {
     pub marathon: MarathonConfig,
     pub sync: SyncMode,
     pub poll_interval: Duration,
-    pub webhook_secret: SecretString,
+    /// The push webhooks' shared secret; `None`: no webhook is accepted (a git repo is polled,
+    /// a plain directory is watched).
+    pub webhook_secret: Option<SecretString>,
     /// Bearer token of `POST /api/sync`; `None`: only loopback clients may call it.
     pub api_token: Option<SecretString>,
     pub allow_deletes: Option<usize>,
@@ -200,13 +202,9 @@ pub fn resolve(
         flags.webhook_secret,
         f.webhook_secret_file.or(file.webhook_secret_file),
     ) {
-        (Some(s), _) => s,
-        (None, Some(path)) => read_secret(&path, "--webhook-secret-file")?,
-        (None, None) => {
-            return Err(ConfigError::Missing(
-                "a webhook secret (BATON_WEBHOOK_SECRET or --webhook-secret-file)",
-            ))
-        }
+        (Some(s), _) => Some(s),
+        (None, Some(path)) => Some(read_secret(&path, "--webhook-secret-file")?),
+        (None, None) => None,
     };
     let git_token = match (flags.git_token, f.git_token_file.or(file.git_token_file)) {
         (Some(t), _) => Some(t),
@@ -433,7 +431,7 @@ mod tests {
     use secrecy::ExposeSecret;
 
     #[test]
-    fn flags_win_over_file_and_secrets_are_required() {
+    fn flags_win_over_file_and_the_webhook_secret_is_optional() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("serve.yaml");
         let secret = dir.path().join("secret");
@@ -458,7 +456,10 @@ mod tests {
         assert_eq!(c.repo, "/file/repo");
         assert_eq!(c.reference, "main");
         assert_eq!(c.poll_interval, Duration::from_secs(300));
-        assert_eq!(c.webhook_secret.expose_secret(), "from-file");
+        assert_eq!(
+            c.webhook_secret.as_ref().map(|s| s.expose_secret()),
+            Some("from-file")
+        );
         assert_eq!(c.cache_dir, PathBuf::from("/s/git-cache"));
         assert_eq!(c.marathon.url, "http://m");
 
@@ -487,12 +488,11 @@ mod tests {
             "{shown}"
         );
 
+        // No webhook secret is no error: `serve` then accepts no webhook (and says so).
         let mut no_secret = file;
         no_secret.webhook_secret_file = None;
-        assert!(matches!(
-            resolve(FlagConfig::default(), no_secret, MarathonConfig::new("")),
-            Err(ConfigError::Missing(_))
-        ));
+        let c = resolve(FlagConfig::default(), no_secret, MarathonConfig::new("")).unwrap();
+        assert!(c.webhook_secret.is_none());
     }
 
     #[test]

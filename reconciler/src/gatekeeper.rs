@@ -9,8 +9,8 @@
 //!   and only requests that pass every other check spend a rate-limit token (so nobody can
 //!   exhaust an app's budget with made-up task ids).
 //! - [`Gatekeeper`] is the thin shell: task lookup through a [`TaskLookup`] (the scheduler, with
-//!   a short cache), the served set persisted in the state dir ([`served_path`], temp file +
-//!   rename, group-committed) *before* a secret id is minted, so a restart or a crash never
+//!   a short cache), the served set persisted in the state dir ([`served_path`], atomically and
+//!   0600 with [`crate::state_dir`], group-committed) *before* a secret id is minted, so a restart or a crash never
 //!   reopens the door; Vault through [`crate::vault_admin::VaultAdmin`].
 //! - [`router`] is the axum route `serve` mounts; peers come from `ConnectInfo<SocketAddr>`.
 //!
@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -636,25 +635,14 @@ pub fn load_served(path: &Path) -> Result<Served, GateError> {
     }
 }
 
-/// Writes the served set atomically: temp file, fsync, rename, directory fsync.
+/// Writes the served set atomically, mode 0600 ([`crate::state_dir::write_atomic`]).
 pub fn save_served(path: &Path, served: &Served) -> Result<(), GateError> {
     let io = |source| GateError::Io {
         path: path.to_owned(),
         source,
     };
-    let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec(served).map_err(|e| io(std::io::Error::other(e)))?;
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    crate::state_dir::write_atomic(path, &bytes).map_err(io)
 }
 
 /// How one request ended, for the HTTP layer.

@@ -191,10 +191,7 @@ pub fn parse_push<'h>(
             d.chars().take(128).collect::<String>()
         )
     })
-    .unwrap_or_else(|| {
-        let d = ring::digest::digest(&ring::digest::SHA256, body);
-        format!("sha256:{}", hex::encode(d))
-    });
+    .unwrap_or_else(|| body_key(body));
     Ok(Some(Push {
         git_ref,
         after,
@@ -233,9 +230,29 @@ impl ReplayWindow {
 
     /// Record `id` at `now`; false when it was already seen within the window.
     pub fn first_time(&mut self, id: &str, now: Instant) -> bool {
+        self.first_time_all(&[id], now)
+    }
+
+    /// Whether none of `ids` was seen within the window: then all are recorded at `now`; else
+    /// nothing is (a replay must not push genuine deliveries out of a full window).
+    pub fn first_time_all(&mut self, ids: &[&str], now: Instant) -> bool {
+        self.expire(now, ids.len());
+        if ids.iter().any(|id| self.seen.contains_key(*id)) {
+            return false;
+        }
+        for id in ids {
+            if self.seen.insert(id.to_string(), now).is_none() {
+                self.order.push_back((now, id.to_string()));
+            }
+        }
+        true
+    }
+
+    /// Forget what is older than the window, and the oldest entries until `room` more fit.
+    fn expire(&mut self, now: Instant, room: usize) {
         while let Some((at, old)) = self.order.front() {
             let expired = now.saturating_duration_since(*at) > self.window;
-            if !expired && self.order.len() < self.capacity {
+            if !expired && self.order.len() + room <= self.capacity {
                 break;
             }
             if self.seen.get(old) == Some(at) {
@@ -243,18 +260,24 @@ impl ReplayWindow {
             }
             self.order.pop_front();
         }
-        if self.seen.contains_key(id) {
-            return false;
-        }
-        self.seen.insert(id.to_string(), now);
-        self.order.push_back((now, id.to_string()));
-        true
     }
 }
 
-/// The whole check of one delivery: signature, payload, branch filter, replay window. The
+/// The key of a body in the replay window: its SHA-256, the same whatever the provider (GitHub
+/// and the generic form sign the same way, so one captured delivery verifies at both).
+fn body_key(body: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, body);
+    format!("sha256:{}", hex::encode(d))
+}
+
+/// The whole check of one delivery: signature, payload, replay window, branch filter. The
 /// replay window only records deliveries whose signature is valid (so forged requests cannot
 /// burn real delivery ids).
+///
+/// A delivery is a replay when its delivery id *or its body* was seen within the window. The
+/// delivery-id headers are not covered by any provider's signature, so a captured delivery
+/// replayed under a made-up id is only recognised by its (signed) body; a forge's own retry
+/// repeats both and is answered as a duplicate, which is harmless (the push was handled).
 pub fn receive<'h>(
     provider: Provider,
     secret: &[u8],
@@ -268,7 +291,8 @@ pub fn receive<'h>(
     let Some(push) = parse_push(provider, header, body)? else {
         return Ok(Verdict::Ignored("not a push event".into()));
     };
-    if !window.first_time(&push.delivery, now) {
+    let body_key = body_key(body);
+    if !window.first_time_all(&[push.delivery.as_str(), body_key.as_str()], now) {
         return Ok(Verdict::Duplicate(push.delivery));
     }
     if !ref_matches(followed, &push.git_ref) {
@@ -415,6 +439,69 @@ mod tests {
         assert!(w.first_time("a", t0 + Duration::from_secs(61)));
     }
 
+    /// Delivery ids are not signed: a captured delivery replayed under a made-up id (or none,
+    /// or at another provider's endpoint that signs the same way) is still a replay, known by its
+    /// signed body. A forge's own retry (same id, same body) is a harmless duplicate, and a new
+    /// push (another body) is accepted.
+    #[test]
+    fn replays_are_known_by_their_body_whatever_the_delivery_id() {
+        let mut w = ReplayWindow::new(Duration::from_secs(3600), 100);
+        let now = Instant::now();
+        let sig = sign_sha256(SECRET, BODY);
+        let mut check = |provider, pairs: &[(&str, &str)], body: &[u8]| {
+            receive(provider, SECRET, "main", headers(pairs), body, &mut w, now)
+        };
+        let generic = |id: Option<&'static str>| {
+            let mut h = vec![("x-baton-signature", sig.as_str())];
+            h.extend(id.map(|id| ("x-baton-delivery", id)));
+            h
+        };
+        // A generic sender that sends no id: accepted once.
+        assert!(matches!(
+            check(Provider::Generic, &generic(None), BODY),
+            Ok(Verdict::Accepted(_))
+        ));
+        // Replayed as is, under made-up ids, at the GitHub endpoint: all duplicates.
+        for replay in [None, Some("made-up-1"), Some("made-up-2")] {
+            assert!(
+                matches!(
+                    check(Provider::Generic, &generic(replay), BODY),
+                    Ok(Verdict::Duplicate(_))
+                ),
+                "{replay:?}"
+            );
+        }
+        let github = |id| {
+            vec![
+                ("x-hub-signature-256", sig.as_str()),
+                ("x-github-event", "push"),
+                ("x-github-delivery", id),
+            ]
+        };
+        assert!(matches!(
+            check(Provider::GitHub, &github("g-1"), BODY),
+            Ok(Verdict::Duplicate(_))
+        ));
+        // A new push (another body) from a forge, then the forge's own retry of it.
+        let other = br#"{"ref":"refs/heads/main","after":"4567cdef"}"#;
+        let other_sig = sign_sha256(SECRET, other);
+        let h = [
+            ("x-hub-signature-256", other_sig.as_str()),
+            ("x-github-event", "push"),
+            ("x-github-delivery", "g-2"),
+        ];
+        assert!(matches!(
+            check(Provider::GitHub, &h, other),
+            Ok(Verdict::Accepted(ref p)) if p.after == "4567cdef"
+        ));
+        assert_eq!(
+            check(Provider::GitHub, &h, other),
+            Ok(Verdict::Duplicate("github:g-2".into()))
+        );
+        // The replays recorded none of their made-up ids.
+        assert!(w.first_time("generic:made-up-1", now));
+    }
+
     #[test]
     fn replay_window_is_bounded() {
         let mut w = ReplayWindow::new(Duration::from_secs(600), 3);
@@ -459,17 +546,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v, Verdict::Duplicate("github:abc".into()));
+        // Another push, to a branch Baton does not follow.
+        let feature = br#"{"ref":"refs/heads/feature","after":"0123abcd"}"#;
+        let sig2 = sign_sha256(SECRET, feature);
         let h2 = [
-            ("x-hub-signature-256", sig.as_str()),
+            ("x-hub-signature-256", sig2.as_str()),
             ("x-github-event", "push"),
             ("x-github-delivery", "def"),
         ];
         let v = receive(
             Provider::GitHub,
             SECRET,
-            "dev",
+            "main",
             headers(&h2),
-            BODY,
+            feature,
             &mut w,
             now,
         )

@@ -22,6 +22,7 @@
 //! - [`vault_admin`]: the reconciler's Vault client (policies, roles, wrapped secret ids).
 //! - [`secrets`]: Vault policy, AppRole role and bootstrap env per app, and the Vault plan (pure).
 //! - [`userinfo`]: credentials written into URLs, taken out so that URLs can be shown.
+//! - [`state_dir`]: `serve`'s state directory: private (0700), files replaced atomically (0600).
 
 pub mod apply;
 pub mod attribution_feed;
@@ -48,5 +49,6 @@ pub mod server;
 pub mod source;
 pub mod spec;
 pub mod state;
+pub mod state_dir;
 pub mod userinfo;
 pub mod vault_admin;

@@ -287,15 +287,46 @@ struct MarathonAuthArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Not `Cli::parse()`: clap exits 2 on bad usage, which is also `plan`'s "changes" and
+    // `drift`'s "drift". Every usage error exits 64; `--help` and `--version` exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
     init_tracing(cli.log_format);
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(exit::ERROR)
+            let usage = e.downcast_ref::<Usage>().is_some();
+            ExitCode::from(if usage { exit::USAGE } else { exit::ERROR })
         }
     }
+}
+
+/// A mistake in the flags, the environment or the config file that clap cannot see (a bad
+/// duration, a missing setting, an unreadable secret file): exit 64, as clap's own errors.
+#[derive(Debug)]
+struct Usage(anyhow::Error);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Marks an error of the configuration stage (before anything binds or connects) as bad usage.
+fn usage(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    Usage(e.into()).into()
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -316,12 +347,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(commands::validate(&dir, format, style, &mut stdout)?)
         }
         Command::Plan(args) => {
-            let live = live_from(&args.live, Some(&args.auth))?;
+            let live = live_from(&args.live, Some(&args.auth)).map_err(usage)?;
             let policy = Policy {
                 commit: args.commit,
                 allow_deletes: args.allow_deletes,
             };
-            let vault = plan_vault(&args.vault)?;
+            let vault = plan_vault(&args.vault).map_err(usage)?;
             let rt = runtime()?;
             Ok(rt.block_on(commands::plan_with_vault(
                 &args.repo,
@@ -334,7 +365,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             ))?)
         }
         Command::Apply(args) => {
-            let marathon = marathon_config(args.marathon, Some(&args.auth))?;
+            let marathon = marathon_config(args.marathon, Some(&args.auth)).map_err(usage)?;
             let policy = Policy {
                 commit: args.commit,
                 allow_deletes: args.allow_deletes,
@@ -345,7 +376,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             let options = baton::apply::ApplyOptions {
                 parallelism: args.parallelism,
-                lock_wait: parse_duration(&args.lock_wait)?,
+                lock_wait: parse_duration(&args.lock_wait)
+                    .context("--lock-wait")
+                    .map_err(usage)?,
                 force_delete: args.force_delete,
                 ..Default::default()
             };
@@ -387,7 +420,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })
         }
         Command::Drift(args) => {
-            let live = live_from(&args.live, Some(&args.auth))?;
+            let live = live_from(&args.live, Some(&args.auth)).map_err(usage)?;
             let options = commands::DriftOptions {
                 format: args.format,
                 state_dir: args.state_dir,
@@ -399,7 +432,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(rt.block_on(report)?)
         }
         Command::Serve(args) => {
-            let config = serve_config(*args)?;
+            let config = serve_config(*args).map_err(usage)?;
             let rt = runtime()?;
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(config.listen)
@@ -544,7 +577,8 @@ fn live_from(args: &LiveArgs, auth: Option<&MarathonAuthArgs>) -> anyhow::Result
 fn marathon_config(url: String, auth: Option<&MarathonAuthArgs>) -> anyhow::Result<MarathonConfig> {
     let mut config = MarathonConfig::new(url);
     if let Some(a) = auth {
-        config.timeout = parse_duration(a.marathon_timeout.as_deref().unwrap_or("30s"))?;
+        config.timeout = parse_duration(a.marathon_timeout.as_deref().unwrap_or("30s"))
+            .context("--marathon-timeout")?;
         config.ca_cert = a.marathon_ca.clone();
         config.auth = match (&a.marathon_token, &a.marathon_user, &a.marathon_password) {
             (Some(t), _, _) => Some(Auth::Token(SecretString::from(t.clone()))),

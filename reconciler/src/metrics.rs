@@ -126,7 +126,8 @@ impl Metrics {
         });
     }
 
-    /// A webhook delivery was handled: `accepted`, `ignored`, `rejected`, `duplicate`, ...
+    /// A webhook delivery was answered: `accepted`, `ignored`, `duplicate`, `rejected`,
+    /// `malformed`, `too_large`, `unknown_provider`, `disabled` (see the README's table).
     pub fn webhook_delivery(&self, outcome: &str) {
         self.with(|m| *m.webhooks.entry(outcome.to_string()).or_default() += 1);
     }

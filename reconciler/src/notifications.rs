@@ -157,8 +157,9 @@ fn short(c: &str) -> &str {
     c.get(..12).unwrap_or(c)
 }
 
-/// The generic webhook body: `{"event", "owner", "at", "summary", "details"}`.
-pub fn json_payload(n: &Notification, owner: &str, at: u64) -> Value {
+/// The generic webhook body: `{"event", "owner", "at", "summary", "details"}`; `owner` is null
+/// when no repo had loaded yet.
+pub fn json_payload(n: &Notification, owner: Option<&str>, at: u64) -> Value {
     let details = match n {
         Notification::SyncFailed {
             commit,
@@ -184,8 +185,9 @@ pub fn json_payload(n: &Notification, owner: &str, at: u64) -> Value {
     json!({"event": n.kind(), "owner": owner, "at": rfc3339(at), "summary": n.summary(), "details": details})
 }
 
-/// A Slack incoming-webhook body (also accepted by Mattermost and Rocket.Chat).
-pub fn slack_payload(n: &Notification, owner: &str) -> Value {
+/// A Slack incoming-webhook body (also accepted by Mattermost and Rocket.Chat); the text starts
+/// with `[owner]` once a repo has loaded.
+pub fn slack_payload(n: &Notification, owner: Option<&str>) -> Value {
     let icon = match n {
         Notification::SyncFailed { .. } => ":x:",
         Notification::DriftDetected { .. } => ":warning:",
@@ -193,7 +195,10 @@ pub fn slack_payload(n: &Notification, owner: &str) -> Value {
             ":white_check_mark:"
         }
     };
-    let text = format!("{icon} [{owner}] {}", n.summary());
+    let text = match owner {
+        Some(owner) => format!("{icon} [{owner}] {}", n.summary()),
+        None => format!("{icon} {}", n.summary()),
+    };
     json!({"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]})
 }
 
@@ -221,11 +226,11 @@ impl std::fmt::Debug for Sink {
     }
 }
 
-/// Settings of the notifier.
+/// Settings of the notifier. The owner named in each notification is not a setting: it is the
+/// repo's (`baton.yaml`), as last loaded ([`Notifier::set_owner`]).
 #[derive(Debug, Clone)]
 pub struct NotifierConfig {
     pub sinks: Vec<Sink>,
-    pub owner: String,
     /// Notifications waiting; beyond this they are dropped (and counted).
     pub queue: usize,
     /// Tries per delivery.
@@ -240,7 +245,6 @@ impl Default for NotifierConfig {
     fn default() -> Self {
         NotifierConfig {
             sinks: Vec::new(),
-            owner: "baton".into(),
             queue: 256,
             attempts: 5,
             backoff: Duration::from_secs(1),
@@ -249,29 +253,61 @@ impl Default for NotifierConfig {
     }
 }
 
+/// A notification on a sink's queue, with the owner it was queued under (a later `baton.yaml`
+/// may name another).
+type Stamped = (Option<Arc<str>>, Notification);
+
+/// One queue: a sink's delivery task, or a plain channel ([`channel`]).
+#[derive(Debug, Clone)]
+enum Queue {
+    Sink(mpsc::Sender<Stamped>),
+    Plain(mpsc::Sender<Notification>),
+}
+
 /// The sending side: cheap to clone, never blocks. One queue per sink, so a sink that is down
 /// (and being retried) delays nobody else's notifications.
 #[derive(Debug, Clone)]
 pub struct Notifier {
-    queues: Vec<mpsc::Sender<Notification>>,
+    queues: Vec<Queue>,
     metrics: Arc<Metrics>,
+    /// The repo's owner as last loaded, shared by every clone (the loop and the drift keeper).
+    owner: Arc<std::sync::RwLock<Option<Arc<str>>>>,
 }
 
 impl Notifier {
+    fn new(queues: Vec<Queue>, metrics: Arc<Metrics>) -> Self {
+        Notifier {
+            queues,
+            metrics,
+            owner: Arc::default(),
+        }
+    }
+
     /// A notifier that sends nowhere (no sinks configured).
     pub fn disabled(metrics: Arc<Metrics>) -> Self {
-        Notifier {
-            queues: Vec::new(),
-            metrics,
+        Notifier::new(Vec::new(), metrics)
+    }
+
+    /// The owner of the repo just loaded (`baton.yaml`): named in every notification queued
+    /// from now on.
+    pub fn set_owner(&self, owner: &str) {
+        let mut current = self.owner.write().unwrap_or_else(|e| e.into_inner());
+        if current.as_deref() != Some(owner) {
+            *current = Some(Arc::from(owner));
         }
     }
 
     /// Queue `n` for every sink; false (and counted as `dropped` per sink) when a sink's queue
     /// is full or its sender stopped.
     pub fn notify(&self, n: Notification) -> bool {
+        let owner = (self.owner.read().unwrap_or_else(|e| e.into_inner())).clone();
         let mut all = !self.queues.is_empty();
         for q in &self.queues {
-            if q.try_send(n.clone()).is_err() {
+            let sent = match q {
+                Queue::Sink(q) => q.try_send((owner.clone(), n.clone())).is_ok(),
+                Queue::Plain(q) => q.try_send(n.clone()).is_ok(),
+            };
+            if !sent {
                 self.metrics.notification("dropped");
                 tracing::warn!("notification queue full; notification dropped");
                 all = false;
@@ -284,13 +320,7 @@ impl Notifier {
 /// A notifier feeding a plain channel instead of sinks (for embedding Baton, and for tests).
 pub fn channel(capacity: usize, metrics: Arc<Metrics>) -> (Notifier, mpsc::Receiver<Notification>) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    (
-        Notifier {
-            queues: vec![tx],
-            metrics,
-        },
-        rx,
-    )
+    (Notifier::new(vec![Queue::Plain(tx)], metrics), rx)
 }
 
 /// Start one delivery task per sink; the returned task ends when `shutdown` is cancelled
@@ -305,8 +335,8 @@ pub fn spawn(
     let mut queues = Vec::new();
     let mut tasks = Vec::new();
     for (i, sink) in config.sinks.iter().cloned().enumerate() {
-        let (tx, mut rx) = mpsc::channel::<Notification>(config.queue.max(1));
-        queues.push(tx);
+        let (tx, mut rx) = mpsc::channel::<Stamped>(config.queue.max(1));
+        queues.push(Queue::Sink(tx));
         let (client, config, metrics, shutdown) = (
             client.clone(),
             config.clone(),
@@ -315,13 +345,15 @@ pub fn spawn(
         );
         tasks.push(tokio::spawn(async move {
             loop {
-                let n = tokio::select! {
+                let (owner, n) = tokio::select! {
                     _ = shutdown.cancelled() => break,
                     n = rx.recv() => match n { Some(n) => n, None => break },
                 };
                 let body = match sink.kind {
-                    SinkKind::Json => json_payload(&n, &config.owner, crate::commands::unix_ms()),
-                    SinkKind::Slack => slack_payload(&n, &config.owner),
+                    SinkKind::Json => {
+                        json_payload(&n, owner.as_deref(), crate::commands::unix_ms())
+                    }
+                    SinkKind::Slack => slack_payload(&n, owner.as_deref()),
                 };
                 let ok = deliver(&client, &sink, &body, &config, &shutdown).await;
                 metrics.notification(if ok { "sent" } else { "failed" });
@@ -336,7 +368,7 @@ pub fn spawn(
             }
         }));
     }
-    let notifier = Notifier { queues, metrics };
+    let notifier = Notifier::new(queues, metrics);
     let task = tokio::spawn(async move {
         futures::future::join_all(tasks).await;
     });

@@ -655,6 +655,9 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             (rev, Some(repo)) => {
                 tracing::info!(revision = %rev, apps = repo.specs.len(), invalid = repo.invalid.len(), "loaded");
                 self.state.last_fetched = Some(rev.clone());
+                if let Some(notifier) = &self.config.notifier {
+                    notifier.set_owner(&repo.config.owner);
+                }
                 let good = (rev, Arc::new(repo));
                 self.last_good = Some(good.clone());
                 Ok(good)

@@ -35,6 +35,12 @@ pub enum ServeError {
     Gate(#[from] crate::gatekeeper::GateError),
     #[error("cannot start the notifier: {0}")]
     Notify(#[source] reqwest::Error),
+    #[error("cannot prepare the state directory {}", .path.display())]
+    StateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Whether `repo` names a git repository (URL, or a local path holding one) rather than a
@@ -51,6 +57,36 @@ pub fn is_git(repo: &str) -> bool {
     repo.contains('@') && repo.contains(':')
 }
 
+/// Whether push webhooks are accepted: only for a git repo with a secret. A plain directory is
+/// watched (no push can concern it); a git repo without a secret is polled. Said at start.
+fn hook_settings(config: &ServeConfig, git: bool) -> HookSettings {
+    match (git, &config.webhook_secret) {
+        (true, Some(secret)) => HookSettings::On {
+            secret: secret.clone(),
+            followed_ref: config.reference.clone(),
+        },
+        (true, None) => {
+            tracing::warn!(
+                poll_interval = ?config.poll_interval,
+                "no webhook secret (BATON_WEBHOOK_SECRET or --webhook-secret-file): webhooks are not accepted (POST /hooks/* answers 404); changes are found by polling"
+            );
+            HookSettings::Off {
+                reason: "webhooks are off: baton serve has no webhook secret (BATON_WEBHOOK_SECRET or --webhook-secret-file); the repo is polled",
+            }
+        }
+        (false, secret) => {
+            tracing::info!(
+                secret_unused = secret.is_some(),
+                "webhooks are not served: the repo is a plain directory, watched for changes"
+            );
+            HookSettings::Off {
+                reason:
+                    "webhooks are not served: the repo is a plain directory, watched for changes",
+            }
+        }
+    }
+}
+
 /// Run until `shutdown`: first cancellation stops new work; an apply in flight finishes its
 /// writes (apply's own cancel rules), then everything drains.
 pub async fn serve(
@@ -58,6 +94,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    // First: the git cache, the state and the gatekeeper's served set all go in here.
+    crate::state_dir::prepare(&config.state_dir).map_err(|source| ServeError::StateDir {
+        path: config.state_dir.clone(),
+        source,
+    })?;
     let marathon = Marathon::new(config.marathon.clone())?;
     let scheduler = Arc::new(marathon.clone());
     let loop_config = LoopConfig {
@@ -71,7 +112,9 @@ pub async fn serve(
     };
     let tracker = TaskTracker::new();
     let mut _watch_guard = None;
-    let (shared, result) = if is_git(&config.repo) {
+    let git = is_git(&config.repo);
+    let hooks = hook_settings(&config, git);
+    let (shared, result) = if git {
         let source = GitSource::open(GitConfig {
             url: config.repo.clone(),
             reference: config.reference.clone(),
@@ -89,6 +132,7 @@ pub async fn serve(
             scheduler,
             loop_config,
             &config,
+            hooks,
             listener,
             &shutdown,
             &tracker,
@@ -109,6 +153,7 @@ pub async fn serve(
             scheduler,
             loop_config,
             &config,
+            hooks,
             listener,
             &shutdown,
             &tracker,
@@ -133,6 +178,7 @@ fn start<Src: SpecSource>(
     scheduler: Arc<Marathon>,
     loop_config: LoopConfig,
     config: &ServeConfig,
+    hooks: HookSettings,
     listener: tokio::net::TcpListener,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
@@ -144,6 +190,7 @@ fn start<Src: SpecSource>(
         scheduler,
         loop_config,
         config,
+        hooks,
         listener,
         shutdown,
         tracker,
@@ -159,6 +206,7 @@ fn start_with<Src: SpecSource>(
     scheduler: Arc<Marathon>,
     loop_config: LoopConfig,
     config: &ServeConfig,
+    hooks: HookSettings,
     listener: tokio::net::TcpListener,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
@@ -183,14 +231,7 @@ fn start_with<Src: SpecSource>(
             Err(e) => return (shared, Box::pin(async move { Err(ServeError::Notify(e)) })),
         }
     }
-    let state = AppState::new(
-        shared.clone(),
-        HookSettings {
-            secret: config.webhook_secret.clone(),
-            followed_ref: config.reference.clone(),
-        },
-    )
-    .with_api_token(config.api_token.clone());
+    let state = AppState::new(shared.clone(), hooks).with_api_token(config.api_token.clone());
     let http_stop = shutdown.clone();
     let mut routes = server::router(state);
     if let Some(gate) = loop_config.secrets.as_ref().and_then(|s| s.gate.clone()) {
@@ -255,10 +296,6 @@ fn secret_zero(
             format!("http://{addr}{}", gatekeeper::PATH)
         }
     };
-    std::fs::create_dir_all(&config.state_dir).map_err(|source| gatekeeper::GateError::Io {
-        path: config.state_dir.clone(),
-        source,
-    })?;
     let gk = Gatekeeper::new(
         SchedulerTasks::new(marathon.clone()),
         admin.clone(),

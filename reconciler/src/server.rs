@@ -2,7 +2,9 @@
 //!
 //! - `POST /hooks/{provider}`: verified by [`crate::hooks::receive`]; 202 accepted (a cycle is
 //!   queued), 200 ignored/duplicate, 401 bad or missing signature (logged without the body),
-//!   400 malformed, 404 unknown provider, 413 over [`crate::hooks::MAX_BODY_BYTES`].
+//!   400 malformed, 404 unknown provider, 413 over [`crate::hooks::MAX_BODY_BYTES`]; 404 with
+//!   the reason when webhooks are off ([`HookSettings::Off`]). Each answer is counted in
+//!   `baton_webhook_deliveries_total{outcome}`.
 //! - `GET /healthz` (the process answers), `GET /readyz` (a first cycle succeeded).
 //! - `GET /api/status` ([`crate::reconcile::Status`], schema `schemas/status.schema.json`).
 //! - `POST /api/sync`: apply now (also with `--sync=manual`). In manual mode this is the approval
@@ -13,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -30,11 +33,16 @@ pub const REPLAY_WINDOW: Duration = Duration::from_secs(3600);
 const REPLAY_CAPACITY: usize = 10_000;
 
 /// Webhook settings.
-pub struct HookSettings {
-    /// The shared secret (required: an unauthenticated hook would let anyone trigger fetches).
-    pub secret: SecretString,
-    /// The followed `--ref`; pushes to other refs are ignored.
-    pub followed_ref: String,
+pub enum HookSettings {
+    /// Deliveries are verified with `secret` (never optional: an unauthenticated hook would let
+    /// anyone trigger fetches); pushes to other refs than the followed `--ref` are ignored.
+    On {
+        secret: SecretString,
+        followed_ref: String,
+    },
+    /// No webhook is accepted (a plain directory, or no secret configured): `POST /hooks/*`
+    /// answers 404 with `reason`, without reading the body.
+    Off { reason: &'static str },
 }
 
 /// What the handlers share.
@@ -71,8 +79,15 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     // The status page (`/`), `/api/drift` and `/metrics`: see [`crate::dashboard`].
     let dashboard = crate::dashboard::router(state.shared.dashboard.clone());
+    let hooks = match *state.hooks {
+        HookSettings::On { .. } => post(hook),
+        HookSettings::Off { reason } => post(move |State(state): State<AppState>| async move {
+            state.shared.dashboard.metrics.webhook_delivery("disabled");
+            (StatusCode::NOT_FOUND, Json(json!({"error": reason}))).into_response()
+        }),
+    };
     Router::new()
-        .route("/hooks/{provider}", post(hook))
+        .route("/hooks/{provider}", hooks)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/api/status", get(status))
@@ -111,14 +126,39 @@ async fn hook(
     State(state): State<AppState>,
     Path(provider): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let metrics = state.shared.dashboard.metrics.clone();
+    let HookSettings::On {
+        secret,
+        followed_ref,
+    } = &*state.hooks
+    else {
+        // The route is only this handler when webhooks are on.
+        metrics.webhook_delivery("disabled");
+        return StatusCode::NOT_FOUND.into_response();
+    };
     let provider: Provider = match provider.parse() {
         Ok(p) => p,
         Err(e) => {
-            metrics.webhook_delivery("malformed");
+            metrics.webhook_delivery("unknown_provider");
             return (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response();
+        }
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            // Over the size limit (413), or a body that could not be read.
+            let code = rejection.status();
+            let too_large = code == StatusCode::PAYLOAD_TOO_LARGE;
+            metrics.webhook_delivery(if too_large { "too_large" } else { "malformed" });
+            let error = if too_large {
+                format!("the body is over {} bytes", hooks::MAX_BODY_BYTES)
+            } else {
+                rejection.body_text()
+            };
+            tracing::warn!(provider = provider.name(), status = code.as_u16(), %error, "webhook refused");
+            return (code, Json(json!({ "error": error }))).into_response();
         }
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -126,8 +166,8 @@ async fn hook(
         let mut window = state.window.lock().unwrap_or_else(|e| e.into_inner());
         hooks::receive(
             provider,
-            state.hooks.secret.expose_secret().as_bytes(),
-            &state.hooks.followed_ref,
+            secret.expose_secret().as_bytes(),
+            followed_ref,
             header,
             &body,
             &mut window,
@@ -249,7 +289,7 @@ mod tests {
         let (shared, rx) = Shared::new("test".into(), crate::reconcile::SyncMode::Manual);
         let state = AppState::new(
             shared,
-            HookSettings {
+            HookSettings::On {
                 secret: SecretString::from(SECRET.to_string()),
                 followed_ref: "main".into(),
             },
@@ -263,7 +303,11 @@ mod tests {
     }
 
     fn push(git_ref: &str) -> Vec<u8> {
-        format!(r#"{{"ref":"refs/heads/{git_ref}","after":"0123abcd"}}"#).into_bytes()
+        push_of(git_ref, "0123abcd")
+    }
+
+    fn push_of(git_ref: &str, after: &str) -> Vec<u8> {
+        format!(r#"{{"ref":"refs/heads/{git_ref}","after":"{after}"}}"#).into_bytes()
     }
 
     fn hex_hmac(body: &[u8]) -> String {
@@ -302,11 +346,12 @@ mod tests {
         );
         assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty);
 
+        // Each forge's push is another push (another body: the same body again is a replay).
         let gitlab = Request::post("/hooks/gitlab")
             .header("X-Gitlab-Event", "Push Hook")
             .header("X-Gitlab-Event-UUID", "l-1")
             .header("X-Gitlab-Token", SECRET)
-            .body(Body::from(body.clone()))
+            .body(Body::from(push_of("main", "1111")))
             .unwrap();
         assert_eq!(send(&app, gitlab).await, 202);
         let wrong_token = Request::post("/hooks/gitlab")
@@ -315,17 +360,22 @@ mod tests {
             .body(Body::from(body.clone()))
             .unwrap();
         assert_eq!(send(&app, wrong_token).await, 401);
+        let gitea_body = push_of("main", "2222");
         let gitea = Request::post("/hooks/gitea")
             .header("X-Gitea-Event", "push")
             .header("X-Gitea-Delivery", "t-1")
-            .header("X-Gitea-Signature", hex_hmac(&body))
-            .body(Body::from(body.clone()))
+            .header("X-Gitea-Signature", hex_hmac(&gitea_body))
+            .body(Body::from(gitea_body))
             .unwrap();
         assert_eq!(send(&app, gitea).await, 202);
+        let generic_body = push_of("main", "3333");
         let generic = Request::post("/hooks/generic")
             .header("X-Baton-Delivery", "b-1")
-            .header("X-Baton-Signature", sig.clone())
-            .body(Body::from(body.clone()))
+            .header(
+                "X-Baton-Signature",
+                format!("sha256={}", hex_hmac(&generic_body)),
+            )
+            .body(Body::from(generic_body))
             .unwrap();
         assert_eq!(send(&app, generic).await, 202);
         let delivered: Vec<String> = std::iter::from_fn(|| match rx.try_recv() {
@@ -358,6 +408,78 @@ mod tests {
             .unwrap();
         assert_eq!(send(&app, req).await, 413);
         assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty);
+    }
+
+    /// Every answer of `POST /hooks/*` is counted under its own outcome: a body over the limit
+    /// (413) is `too_large` and an unknown provider (404) `unknown_provider`, not `malformed`.
+    #[tokio::test]
+    async fn every_webhook_answer_is_counted_under_its_own_outcome() {
+        let (shared, _rx) = Shared::new("test".into(), crate::reconcile::SyncMode::Manual);
+        let metrics = shared.dashboard.metrics.clone();
+        let on = HookSettings::On {
+            secret: SecretString::from(SECRET.to_string()),
+            followed_ref: "main".into(),
+        };
+        let app = router(AppState::new(shared, on));
+        let huge = vec![b' '; hooks::MAX_BODY_BYTES + 1];
+        let req = Request::post("/hooks/github")
+            .header("X-GitHub-Event", "push")
+            .header("X-Hub-Signature-256", format!("sha256={}", hex_hmac(&huge)))
+            .body(Body::from(huge))
+            .unwrap();
+        assert_eq!(send(&app, req).await, 413);
+        let req = Request::post("/hooks/bitbucket")
+            .body(Body::from(push("main")))
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 404);
+        let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&body).contains("unknown webhook provider"),
+            "{body:?}"
+        );
+        let req = Request::post("/hooks/github")
+            .header("X-GitHub-Event", "push")
+            .body(Body::from(push("main")))
+            .unwrap();
+        assert_eq!(send(&app, req).await, 401);
+        let text = metrics.render();
+        for (outcome, n) in [("too_large", 1), ("unknown_provider", 1), ("rejected", 1)] {
+            let line = format!("baton_webhook_deliveries_total{{outcome=\"{outcome}\"}} {n}");
+            assert!(text.contains(&line), "{line} in:\n{text}");
+        }
+        assert!(!text.contains("outcome=\"malformed\""), "{text}");
+    }
+
+    /// With webhooks off, `POST /hooks/*` answers 404 saying why, counted as `disabled`, and
+    /// nothing is queued.
+    #[tokio::test]
+    async fn webhooks_off_answer_404_with_the_reason() {
+        let (shared, mut rx) = Shared::new("test".into(), crate::reconcile::SyncMode::Auto);
+        let metrics = shared.dashboard.metrics.clone();
+        let off = HookSettings::Off {
+            reason: "webhooks are off: no secret",
+        };
+        let app = router(AppState::new(shared, off));
+        let body = push("main");
+        let req = Request::post("/hooks/github")
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", "g-1")
+            .header("X-Hub-Signature-256", format!("sha256={}", hex_hmac(&body)))
+            .body(Body::from(body))
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 404);
+        let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(doc["error"], "webhooks are off: no secret");
+        assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty);
+        assert!(metrics
+            .render()
+            .contains("baton_webhook_deliveries_total{outcome=\"disabled\"} 1"));
+        // The rest of the API is unaffected.
+        let health = Request::get("/healthz").body(Body::empty()).unwrap();
+        assert_eq!(send(&app, health).await, 200);
     }
 
     /// `POST /api/sync` with a token configured: only the right bearer queues a sync.

@@ -2,12 +2,11 @@
 //! and last error per app, failed-commit backoff, and a ring buffer of recent syncs.
 //!
 //! Pure data and bookkeeping (time comes in as `now_ms`, Unix milliseconds) plus a thin I/O
-//! shell: [`load`] and [`save`] (temp file + fsync + rename + directory fsync, so a crash leaves
-//! either the old file or the new one, never a torn one).
+//! shell: [`load`] and [`save`] (atomically and 0600 through [`crate::state_dir`], so a crash
+//! leaves either the old file or the new one, never a torn one).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -202,30 +201,17 @@ pub fn load(dir: &Path) -> Result<State, StateError> {
     Ok(state)
 }
 
-/// Write the state atomically: a temp file in the same directory, fsync, rename over the old
-/// file, fsync the directory.
+/// Write the state atomically, mode 0600 ([`crate::state_dir::write_atomic`]).
 pub fn save(dir: &Path, state: &State) -> Result<(), StateError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| StateError::Io { path, source }
-    };
-    fs::create_dir_all(dir).map_err(io(dir))?;
+    let target = dir.join(STATE_FILE);
     let bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Format {
-        path: dir.join(STATE_FILE),
+        path: target.clone(),
         message: e.to_string(),
     })?;
-    let tmp = dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
-    let target = dir.join(STATE_FILE);
-    {
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    fs::rename(&tmp, &target).map_err(io(&target))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
-    Ok(())
+    crate::state_dir::write_atomic(&target, &bytes).map_err(|source| StateError::Io {
+        path: target,
+        source,
+    })
 }
 
 #[cfg(test)]

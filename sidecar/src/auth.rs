@@ -137,6 +137,12 @@ pub enum AuthError {
     WrongCreationPath { mount: String, actual: String },
     #[error("the unwrapped response holds no secret_id")]
     NoSecretId,
+    /// A given token that Vault refuses outright: `lookup-self` and every read were denied.
+    #[error(
+        "the Vault token was refused: auth/token/lookup-self and every read answered permission \
+         denied (the token is invalid, expired or revoked)"
+    )]
+    TokenRefused,
     #[error("{0} is empty")]
     Empty(&'static str),
     #[error("cannot read the JWT file {}: {reason}", .path.display())]

@@ -72,7 +72,8 @@ pub struct RenderError {
 }
 
 /// Renders every planned variable from the secrets read for it. All missing keys are
-/// reported, not just the first. `reads` must hold every key of `plan.reads()`.
+/// reported, not just the first. A reference to a path absent from `reads` (its read failed,
+/// which the caller reports) leaves its variable out without an error of its own.
 pub fn render(
     plan: &RefPlan,
     reads: &BTreeMap<ReadKey, SecretData>,
@@ -85,9 +86,13 @@ pub fn render(
         for segment in &var.segments {
             let piece = match segment {
                 Segment::Text(t) => Secret::new(t.clone()),
-                Segment::Ref(r) => match reads.get(&r.read_key()).and_then(|d| d.get(&r.key)) {
-                    Some(v) => v,
+                Segment::Ref(r) => match reads.get(&r.read_key()).map(|d| d.get(&r.key)) {
+                    Some(Some(v)) => v,
                     None => {
+                        ok = false;
+                        continue;
+                    }
+                    Some(None) => {
                         errors.push(RenderError {
                             var: var.name.clone(),
                             path: r.read_key().to_string(),

@@ -164,7 +164,6 @@ async fn start<V: VaultApi + 'static, G: GatekeeperApi + 'static>(
         policy,
         parent_env,
         env_policy,
-        need_ttl: config.mode == Mode::Supervise,
     });
     let policy = source.policy;
     let login = source.login(&policy).await?;
@@ -242,8 +241,6 @@ pub struct Source<V, G> {
     policy: RetryPolicy,
     parent_env: Vec<(OsString, OsString)>,
     env_policy: EnvPolicy,
-    /// Look up a given token's TTL (only supervise mode renews).
-    need_ttl: bool,
 }
 
 /// A token just obtained (or given), before anything was read with it.
@@ -254,6 +251,20 @@ struct Login {
     renewable: bool,
     /// Obtained by a login just now (so revoked if nothing comes of it).
     fresh: bool,
+    /// What Vault said when a given token was asked about itself.
+    check: TokenCheck,
+}
+
+/// A given token is asked about itself (`auth/token/lookup-self`) before a login is claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenCheck {
+    /// Vault knows the token (or it came from a login just now).
+    Valid,
+    /// 403: the token is invalid, expired or revoked, or its policies lack Vault's `default`
+    /// policy (which grants `lookup-self`). Its reads decide: all refused means the former.
+    Denied,
+    /// The server could not say (unreachable past `--max-wait`, or no such endpoint).
+    Unknown,
 }
 
 impl<V: VaultApi + 'static, G: GatekeeperApi + 'static> Source<V, G> {
@@ -262,26 +273,28 @@ impl<V: VaultApi + 'static, G: GatekeeperApi + 'static> Source<V, G> {
         !matches!(self.method, AuthMethod::Token(_))
     }
 
-    /// Logs in with the configured method (a given token is taken as is, its TTL looked
-    /// up in supervise mode).
+    /// Logs in with the configured method. A given token is looked up first (its TTL, and
+    /// whether Vault knows it): "logged in" is only said of a token Vault accepted.
     async fn login(&self, policy: &RetryPolicy) -> Result<Login, Error> {
         let login = auth::login(self.api.as_ref(), &self.gatekeeper, &self.method, policy).await?;
-        let (ttl, renewable) = match login.ttl {
-            Some(ttl) => (ttl, login.renewable),
-            None if self.need_ttl => self.lookup_ttl(&login.token, policy).await,
-            None => (Duration::ZERO, false),
+        let (ttl, renewable, check) = match login.ttl {
+            Some(ttl) => (ttl, login.renewable, TokenCheck::Valid),
+            None => self.check_token(&login.token, policy).await,
         };
-        tracing::info!(
-            method = self.method.name(),
-            ttl_s = ttl.as_secs(),
-            renewable,
-            "logged in"
-        );
+        if check == TokenCheck::Valid {
+            tracing::info!(
+                method = self.method.name(),
+                ttl_s = ttl.as_secs(),
+                renewable,
+                "logged in"
+            );
+        }
         Ok(Login {
             token: Arc::new(login.token),
             ttl: Some(ttl),
             renewable,
             fresh: self.owns_tokens(),
+            check,
         })
     }
 
@@ -298,6 +311,11 @@ impl<V: VaultApi + 'static, G: GatekeeperApi + 'static> Source<V, G> {
         .await;
         let resolved = match resolved {
             Ok(r) => r,
+            // Nothing readable and every read refused, after lookup-self was refused too: the
+            // token itself is bad (exit 77), not the references.
+            Err(e) if login.check == TokenCheck::Denied && e.all_denied() => {
+                return Err(auth::AuthError::TokenRefused.into());
+            }
             Err(e) => {
                 if login.fresh {
                     let revoked = tokio::time::timeout(
@@ -312,6 +330,12 @@ impl<V: VaultApi + 'static, G: GatekeeperApi + 'static> Source<V, G> {
                 return Err(e.into());
             }
         };
+        if login.check == TokenCheck::Denied {
+            tracing::info!(
+                method = self.method.name(),
+                "logged in (the token reads its secrets but may not look itself up: it is not renewed)"
+            );
+        }
         for (path, took) in &resolved.timings {
             tracing::info!(path = %path, took_ms = took.as_millis() as u64, "read");
         }
@@ -330,13 +354,24 @@ impl<V: VaultApi + 'static, G: GatekeeperApi + 'static> Source<V, G> {
         })
     }
 
-    /// A given token's TTL; a server that cannot say gets "never expires" (no renewal).
-    async fn lookup_ttl(&self, token: &Secret, policy: &RetryPolicy) -> (Duration, bool) {
+    /// A given token's TTL, and whether Vault accepts it. A token Vault cannot say anything
+    /// about gets "never expires" (no renewal) and its reads decide.
+    async fn check_token(
+        &self,
+        token: &Secret,
+        policy: &RetryPolicy,
+    ) -> (Duration, bool, TokenCheck) {
         match retry::retry(policy, "token lookup", || self.api.lookup_self(token)).await {
-            Ok(info) => (info.ttl, info.renewable.unwrap_or(true)),
+            Ok(info) => (info.ttl, info.renewable.unwrap_or(true), TokenCheck::Valid),
+            Err(vault::VaultError::PermissionDenied { .. }) => {
+                tracing::warn!(
+                    "the Vault token may not look itself up (auth/token/lookup-self: permission denied): it is invalid, expired or revoked, or lacks Vault's default policy; its reads will tell"
+                );
+                (Duration::ZERO, false, TokenCheck::Denied)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "token lookup failed; the token will not be renewed");
-                (Duration::ZERO, false)
+                (Duration::ZERO, false, TokenCheck::Unknown)
             }
         }
     }
@@ -369,6 +404,7 @@ impl<V: VaultApi + 'static, G: GatekeeperApi + 'static> Fetch for Source<V, G> {
             ttl: None,
             renewable: false,
             fresh: false,
+            check: TokenCheck::Valid,
         };
         self.generation(same, &policy).await
     }

@@ -64,24 +64,42 @@ pub struct Resolved {
     pub timings: Vec<(String, Duration)>,
 }
 
-/// One reason a start cannot proceed. Names variables and paths, never values.
+/// One reason a start cannot proceed. Names variables and paths, never values. The path is
+/// said once: the one the reference names, and the request's own only where it differs (a KV v2
+/// `data/` path, a mount lookup).
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    #[error("environment variable {}: cannot read {path}: {source}", vars.join(", "))]
+    #[error(
+        "environment variable {}: cannot read {path}{}: {}",
+        vars.join(", "),
+        at(path, error),
+        error.reason()
+    )]
     Read {
         vars: Vec<String>,
         path: String,
-        #[source]
-        source: VaultError,
+        /// Not a `#[source]`: its text is in this one already (a chain would repeat it).
+        error: VaultError,
     },
     #[error(transparent)]
     MissingKey(RenderError),
 }
 
-/// Every failure of a resolution, so the operator sees them all at once.
+fn at(path: &str, error: &VaultError) -> String {
+    if error.path() == path {
+        String::new()
+    } else {
+        format!(" (at {})", error.path())
+    }
+}
+
+/// Every failure of a resolution (unreadable paths and missing keys of the paths that were
+/// read), so the operator sees them all in one run.
 #[derive(Debug)]
 pub struct ResolveError {
     pub failures: Vec<Failure>,
+    /// Paths read successfully.
+    pub reads_ok: usize,
 }
 
 impl ResolveError {
@@ -91,7 +109,23 @@ impl ResolveError {
             && self
                 .failures
                 .iter()
-                .all(|f| matches!(f, Failure::Read { source, .. } if source.is_retryable()))
+                .all(|f| matches!(f, Failure::Read { error, .. } if error.is_retryable()))
+    }
+
+    /// True when nothing could be read and every read was refused (403): what a token that
+    /// is not (or no longer) valid gets.
+    pub fn all_denied(&self) -> bool {
+        self.reads_ok == 0
+            && !self.failures.is_empty()
+            && self.failures.iter().all(|f| {
+                matches!(
+                    f,
+                    Failure::Read {
+                        error: VaultError::PermissionDenied { .. },
+                        ..
+                    }
+                )
+            })
     }
 }
 
@@ -130,7 +164,7 @@ pub async fn resolve<V: VaultApi>(
                 leases.extend(lease);
                 reads.insert(key, data);
             }
-            Err(source) => {
+            Err(error) => {
                 let vars = plan
                     .vars
                     .iter()
@@ -140,17 +174,26 @@ pub async fn resolve<V: VaultApi>(
                 failures.push(Failure::Read {
                     vars,
                     path: key.to_string(),
-                    source,
+                    error,
                 });
             }
         }
     }
+    // Rendered even when some reads failed: a key missing from a path that was read is
+    // reported in the same run as the paths that could not be read.
+    let vars = match render(plan, &reads) {
+        Ok(vars) => vars,
+        Err(missing) => {
+            failures.extend(missing.into_iter().map(Failure::MissingKey));
+            Vec::new()
+        }
+    };
     if !failures.is_empty() {
-        return Err(ResolveError { failures });
+        return Err(ResolveError {
+            failures,
+            reads_ok: reads.len(),
+        });
     }
-    let vars = render(plan, &reads).map_err(|errs| ResolveError {
-        failures: errs.into_iter().map(Failure::MissingKey).collect(),
-    })?;
     Ok(Resolved {
         vars,
         leases,

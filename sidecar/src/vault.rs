@@ -108,6 +108,34 @@ impl VaultError {
         }
     }
 
+    /// The path of the request that failed.
+    pub fn path(&self) -> &str {
+        match self {
+            Self::PermissionDenied { path }
+            | Self::NotFound { path }
+            | Self::Unavailable { path, .. }
+            | Self::Status { path, .. }
+            | Self::Transport { path, .. }
+            | Self::Parse { path, .. } => path,
+        }
+    }
+
+    /// What went wrong, without the path: for messages that name the path themselves.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::PermissionDenied { .. } => "permission denied".into(),
+            Self::NotFound { .. } => "not found".into(),
+            Self::Unavailable { status, .. } => {
+                format!("Vault is sealed or unavailable (HTTP {status})")
+            }
+            Self::Status {
+                status, message, ..
+            } => format!("HTTP {status}: {message}"),
+            Self::Transport { .. } => "cannot reach Vault".into(),
+            Self::Parse { reason, .. } => format!("unexpected response: {reason}"),
+        }
+    }
+
     /// HTTP status when the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {

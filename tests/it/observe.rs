@@ -251,7 +251,7 @@ async fn metrics_and_notifications_follow_pushes_failures_and_drift() {
     let addr = listener.local_addr().unwrap();
     let config = ServeConfig {
         repo: format!("file://{}", env.remote.display()),
-        webhook_secret: SecretString::from(SECRET.to_string()),
+        webhook_secret: Some(SecretString::from(SECRET.to_string())),
         notify: vec![
             Sink {
                 kind: SinkKind::Json,
@@ -279,6 +279,8 @@ async fn metrics_and_notifications_follow_pushes_failures_and_drift() {
         })
         .await;
     assert!(mentions(&n["details"]["apps"], "/web"), "{n:#}");
+    // The owner is the repo's (`baton.yaml`), not a built-in default.
+    assert_eq!(n["owner"], "e2e", "{n:#}");
 
     // A push, a webhook: deployed, announced in both formats, counted.
     write(&env.work, "apps/web.yaml", &web("sleep 700"));
@@ -296,6 +298,10 @@ async fn metrics_and_notifications_follow_pushes_failures_and_drift() {
             b["text"].as_str().is_some_and(|t| t.contains(&c2[..12]))
         })
         .await;
+    assert!(
+        slack["text"].as_str().unwrap().contains("[e2e]"),
+        "{slack:#}"
+    );
     assert!(
         slack["text"].as_str().unwrap().contains("/web"),
         "{slack:#}"

@@ -413,7 +413,7 @@ async fn start_serve(
     let addr = listener.local_addr().unwrap();
     // Hourly polls: the test drives cycles with POST /api/sync.
     let config = ServeConfig {
-        webhook_secret: "e2e-webhook".to_string().into(),
+        webhook_secret: Some("e2e-webhook".to_string().into()),
         vault,
         ..baton_e2e::serve_config(
             w.repo.display().to_string(),

@@ -161,7 +161,7 @@ async fn start_serve_at(
     let addr = listener.local_addr().unwrap();
     // Hourly polls: the test drives cycles by webhook, the poll must not interfere.
     let config = ServeConfig {
-        webhook_secret: SecretString::from(SECRET.to_string()),
+        webhook_secret: Some(SecretString::from(SECRET.to_string())),
         ..baton_e2e::serve_config(
             format!("file://{}", env.remote.display()),
             env.marathon.clone(),
@@ -332,7 +332,13 @@ async fn push_webhook_force_push_remote_down_and_restart() {
     })
     .await;
 
-    // Remote down: a clear error, last good state kept, nothing deleted.
+    // Remote down: a clear error, last good state kept, nothing deleted. The hook announces
+    // another commit (the same body again would be a replay, whatever its delivery id); it
+    // never reaches the remote, so the restart below still finds the force-pushed tip.
+    git(
+        &env.work,
+        &["commit", "-q", "--allow-empty", "-m", "never pushed"],
+    );
     let moved = env.remote.with_extension("gone");
     std::fs::rename(&env.remote, &moved).unwrap();
     let (code, _) = push_hook(&env, &serve, "d-4", None).await;

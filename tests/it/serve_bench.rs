@@ -295,7 +295,7 @@ async fn run_size(n: usize, pushes: usize, grouped: bool) -> Samples {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = ServeConfig {
-        webhook_secret: SecretString::from(SECRET.to_string()),
+        webhook_secret: Some(SecretString::from(SECRET.to_string())),
         notify: vec![Sink {
             kind: SinkKind::Json,
             url: sink,

@@ -81,7 +81,7 @@ pub fn serve_config(
         marathon: baton::scheduler::marathon::MarathonConfig::new(marathon),
         sync: baton::reconcile::SyncMode::Auto,
         poll_interval: std::time::Duration::from_secs(3600),
-        webhook_secret: secrecy::SecretString::from("e2e-secret".to_string()),
+        webhook_secret: Some(secrecy::SecretString::from("e2e-secret".to_string())),
         api_token: None,
         allow_deletes: None,
         git_auth: None,

@@ -1,10 +1,9 @@
 //! The drift ledger: one entry per episode of drift of an app (first seen, last seen, duration,
 //! who changed it, and how it ended). Pure bookkeeping with `now` as an argument, plus [`load`]
-//! and [`save`] to the state directory (temp file + fsync + rename, as `state.rs` does).
+//! and [`save`] to the state directory (atomically, mode 0600: [`crate::state_dir`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -282,28 +281,16 @@ pub fn load(dir: &Path) -> Result<Ledger, LedgerError> {
     }
 }
 
-/// Write the ledger atomically: a temp file in the same directory, fsync, rename, fsync the
-/// directory; a crash leaves the old ledger or the new one, never a torn one.
+/// Write the ledger atomically, mode 0600 ([`crate::state_dir::write_atomic`]); a crash leaves
+/// the old ledger or the new one, never a torn one.
 pub fn save(dir: &Path, ledger: &Ledger) -> Result<(), LedgerError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| LedgerError::Io { path, source }
-    };
-    fs::create_dir_all(dir).map_err(io(dir))?;
     let target = dir.join(LEDGER_FILE);
     let bytes = serde_json::to_vec_pretty(ledger).map_err(|e| LedgerError::Format {
         path: target.clone(),
         message: e.to_string(),
     })?;
-    let tmp = dir.join(format!(".{LEDGER_FILE}.{}.tmp", std::process::id()));
-    {
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    fs::rename(&tmp, &target).map_err(io(&target))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
-    Ok(())
+    crate::state_dir::write_atomic(&target, &bytes).map_err(|source| LedgerError::Io {
+        path: target,
+        source,
+    })
 }

@@ -28,8 +28,9 @@ fn detected() -> Notification {
 
 #[test]
 fn payloads_say_what_changed_and_why() {
-    let j = json_payload(&detected(), "baton", 1_795_000_060_000);
+    let j = json_payload(&detected(), Some("shop"), 1_795_000_060_000);
     assert_eq!(j["event"], "drift_detected");
+    assert_eq!(j["owner"], "shop");
     assert_eq!(j["details"]["changed_by"]["client_ip"], "10.0.0.8");
     let s = j["summary"].as_str().unwrap();
     assert!(
@@ -54,7 +55,7 @@ fn payloads_say_what_changed_and_why() {
             git_digest: None,
         },
     };
-    let slack = slack_payload(&resolved, "prod");
+    let slack = slack_payload(&resolved, Some("prod"));
     let t = slack["text"].as_str().unwrap();
     assert!(
         t.contains("[prod]") && t.contains("corrected by Baton") && t.contains("5m30s"),
@@ -67,7 +68,16 @@ fn payloads_say_what_changed_and_why() {
         error: "1 app failed".into(),
         apps: vec![(id("/a"), "rejected".into())],
     };
-    let j = json_payload(&failed, "baton", 0);
+    let j = json_payload(&failed, None, 0);
+    assert_eq!(
+        j["owner"],
+        Value::Null,
+        "no repo loaded yet: no owner to name"
+    );
+    assert!(slack_payload(&failed, None)["text"]
+        .as_str()
+        .unwrap()
+        .starts_with(":x: Sync of commit"));
     assert!(j["summary"]
         .as_str()
         .unwrap()
@@ -122,6 +132,37 @@ async fn receiver(
             .await;
     });
     (format!("http://{addr}/hook"), rx, stop)
+}
+
+/// Each notification names the owner of the repo as loaded when it was queued: none before a
+/// first load, then whatever `baton.yaml` says (never a built-in default), and a later owner
+/// does not rename what is already queued.
+#[tokio::test]
+async fn notifications_name_the_owner_of_the_loaded_repo() {
+    let (url, mut got, stop) = receiver(0).await;
+    let metrics = Arc::new(Metrics::default());
+    let config = NotifierConfig {
+        sinks: vec![Sink {
+            kind: SinkKind::Json,
+            url,
+        }],
+        ..Default::default()
+    };
+    let (notifier, task) = spawn(config, metrics, CancellationToken::new()).unwrap();
+    let clone = notifier.clone();
+    assert!(notifier.notify(detected()));
+    notifier.set_owner("team-a");
+    assert!(clone.notify(detected()), "clones share the owner");
+    clone.set_owner("team-b");
+    assert!(notifier.notify(detected()));
+    drop((notifier, clone));
+    task.await.unwrap();
+    let mut owners = Vec::new();
+    while let Ok(b) = got.try_recv() {
+        owners.push(b["owner"].clone());
+    }
+    assert_eq!(owners, [Value::Null, json!("team-a"), json!("team-b")]);
+    stop.cancel();
 }
 
 #[tokio::test]
@@ -227,10 +268,7 @@ async fn a_dead_sink_does_not_delay_the_others() {
 fn a_full_queue_drops_instead_of_blocking() {
     let metrics = Arc::new(Metrics::default());
     let (tx, _rx) = mpsc::channel(1);
-    let n = Notifier {
-        queues: vec![tx],
-        metrics: metrics.clone(),
-    };
+    let n = Notifier::new(vec![Queue::Sink(tx)], metrics.clone());
     assert!(n.notify(detected()));
     assert!(
         !n.notify(detected()),

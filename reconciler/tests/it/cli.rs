@@ -173,3 +173,215 @@ fn plan_exits_0_when_the_live_state_is_what_it_would_deploy() {
     let changed = run("text");
     assert_eq!(changed.status.code(), Some(2), "{}", stdout(&changed));
 }
+
+/// `baton ARGS` with a clean environment (no `BATON_*` from the caller), nothing appended.
+fn baton_clean(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Every usage error of every command exits 64, never clap's 2 (`plan`'s "changes", `drift`'s
+/// "drift"): unknown flags, bad values (those clap checks and those checked after it, such as
+/// durations), missing required settings, conflicting flags, an unknown or missing command.
+#[test]
+fn every_usage_error_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.json");
+    std::fs::write(&live, r#"{"apps": []}"#).unwrap();
+    let live = live.to_str().unwrap();
+    let repo = fixture("specs/valid");
+    let repo = repo.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let m = "http://127.0.0.1:9";
+    // (command line, what stderr must name)
+    let cases: &[(&[&str], &str)] = &[
+        // The program itself.
+        (&[], "Usage"),
+        (&["frobnicate"], "frobnicate"),
+        (&["--colour", "never", "validate"], "--colour"),
+        (&["--color", "sometimes", "validate", repo], "sometimes"),
+        (&["--log-format", "xml", "validate", repo], "xml"),
+        // validate
+        (&["validate", "--strict", repo], "--strict"),
+        (&["validate", "--format", "xml", repo], "xml"),
+        (&["validate", repo, "extra"], "extra"),
+        // plan
+        (&["plan", "--repo", repo], "--marathon"),
+        (
+            &["plan", "--repo", repo, "--live", live, "--marathon", m],
+            "cannot be used with",
+        ),
+        (
+            &["plan", "--repo", repo, "--live", live, "--bogus"],
+            "--bogus",
+        ),
+        (
+            &[
+                "plan",
+                "--repo",
+                repo,
+                "--live",
+                live,
+                "--allow-deletes",
+                "-1",
+            ],
+            "-1",
+        ),
+        (
+            &["plan", "--repo", repo, "--live", live, "--format", "yaml"],
+            "yaml",
+        ),
+        (
+            &[
+                "plan",
+                "--repo",
+                repo,
+                "--marathon",
+                m,
+                "--marathon-timeout",
+                "soon",
+            ],
+            "--marathon-timeout",
+        ),
+        (
+            &[
+                "plan",
+                "--repo",
+                repo,
+                "--live",
+                live,
+                "--vault-addr",
+                "http://127.0.0.1:9",
+            ],
+            "token",
+        ),
+        // drift
+        (&["drift", "--repo", repo], "--marathon"),
+        (
+            &["drift", "--repo", repo, "--live", live, "--marathon", m],
+            "cannot be used with",
+        ),
+        (
+            &["drift", "--repo", repo, "--live", live, "--format", "pdf"],
+            "pdf",
+        ),
+        (
+            &[
+                "drift",
+                "--repo",
+                repo,
+                "--marathon",
+                m,
+                "--marathon-timeout",
+                "1x",
+            ],
+            "--marathon-timeout",
+        ),
+        // apply
+        (&["apply", "--repo", repo], "--marathon"),
+        (
+            &[
+                "apply",
+                "--repo",
+                repo,
+                "--marathon",
+                m,
+                "--parallelism",
+                "many",
+            ],
+            "many",
+        ),
+        (
+            &[
+                "apply",
+                "--repo",
+                repo,
+                "--marathon",
+                m,
+                "--lock-wait",
+                "soon",
+            ],
+            "--lock-wait",
+        ),
+        (
+            &["apply", "--repo", repo, "--marathon", m, "--force"],
+            "--force",
+        ),
+        // dev
+        (&["dev", "--listen", "nowhere"], "nowhere"),
+        (&["dev", "--watch"], "--watch"),
+        // dev-scheduler
+        (&["dev-scheduler", "--listen", "localhost"], "localhost"),
+        (&["dev-scheduler", "--state"], "--state"),
+        // serve: clap's checks, and the configuration checked after it (before binding)
+        (&["serve", "--sync", "sometimes"], "sometimes"),
+        (&["serve", "--listen", "8088"], "8088"),
+        (&["serve", "--state-dir", state, "--marathon", m], "--repo"),
+        (&["serve", "--repo", repo, "--marathon", m], "--state-dir"),
+        (
+            &[
+                "serve",
+                "--repo",
+                repo,
+                "--state-dir",
+                state,
+                "--marathon",
+                m,
+                "--poll-interval",
+                "0.5x",
+            ],
+            "--poll-interval",
+        ),
+        (
+            &["serve", "--config", "/nonexistent/baton.yaml"],
+            "/nonexistent/baton.yaml",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (args, names) in cases {
+        let out = baton_clean(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(64) || !stderr.contains(names) {
+            wrong.push(format!(
+                "baton {}: exit {:?}, stderr: {stderr}",
+                args.join(" "),
+                out.status.code()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        !std::path::Path::new(state).exists(),
+        "a refused serve created its state dir"
+    );
+}
+
+/// `--help` and `--version` of every command (and `help`) are not errors: exit 0, on stdout.
+#[test]
+fn help_and_version_exit_0() {
+    let commands = [
+        "validate",
+        "plan",
+        "drift",
+        "apply",
+        "dev",
+        "serve",
+        "dev-scheduler",
+    ];
+    let mut lines: Vec<Vec<&str>> = vec![vec!["--help"], vec!["--version"], vec!["help"]];
+    for c in commands {
+        lines.push(vec![c, "--help"]);
+        lines.push(vec!["help", c]);
+    }
+    for args in lines {
+        let out = baton_clean(&args);
+        assert_eq!(out.status.code(), Some(0), "baton {}", args.join(" "));
+        assert!(!out.stdout.is_empty(), "baton {}", args.join(" "));
+    }
+}

@@ -6,5 +6,6 @@ mod dev_scheduler;
 mod drift;
 mod plan;
 mod raml;
+mod serve_start;
 mod spec_load;
 mod support;

@@ -162,15 +162,13 @@ async fn exit_codes_are_a_contract() {
     let out = run(restricted.clone(), "BAD", "vault:kv1/app", &[]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("BAD"));
-    // Unknown token: a given token is not checked at login, so the read is what is
-    // denied: 1, naming the variable and the path.
+    // Unknown token: refused by Vault (lookup-self and the read both 403): a login failure,
+    // 77, and never "logged in".
     let out = run("hvs.unknown-token".into(), "A", "vault:kv1/app#k", &[]).await;
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("A") && stderr.contains("kv1/app") && stderr.contains("permission denied"),
-        "{stderr}"
-    );
+    assert_eq!(out.status.code(), Some(77), "{stderr}");
+    assert!(stderr.contains("token was refused"), "{stderr}");
+    assert!(!stderr.contains("logged in"), "{stderr}");
     assert!(!stderr.contains("hvs.unknown-token"));
     // No token at all (and no other login method) is bad usage: 64, before any request.
     let requests = stub.requests().len();

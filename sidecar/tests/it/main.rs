@@ -8,6 +8,7 @@ mod bin;
 mod gatekeeper;
 mod inputs;
 mod lifecycle;
+mod openbao;
 mod pid1;
 mod real_vault;
 mod regression;

@@ -146,7 +146,7 @@ async fn denied_missing_path_and_missing_key_name_the_variable() {
     let (plan, _) = parse_env([("NO_KEY", "vault:kv1/app#absent")]);
     let err = resolve(
         &client(&stub),
-        &Secret::new(token),
+        &Secret::new(token.clone()),
         &plan,
         &KvVersions::default(),
         &quick(),
@@ -158,6 +158,55 @@ async fn denied_missing_path_and_missing_key_name_the_variable() {
         msg.contains("NO_KEY") && msg.contains("kv1/app") && msg.contains("absent"),
         "{msg}"
     );
+}
+
+/// Every failing reference is reported in one run: a key missing from a path that was read
+/// together with the paths that could not be read (it used to show only once those were
+/// fixed), each line naming its path once ("cannot read X: X: not found" said it twice).
+#[tokio::test]
+async fn every_failing_reference_is_reported_in_one_run() {
+    let stub = stub().await;
+    stub.put_kv1("kv1/app", json!({"present": "s3cr3t-value"}));
+    let token = stub.create_token(TokenSpec::new(Policy::paths(["kv1/"]), S(600)));
+    let (plan, _) = parse_env([
+        ("OK", "vault:kv1/app#present"),
+        ("NO_KEY", "vault:kv1/app#absent"),
+        ("MISSING_PATH", "vault:kv1/nope#k"),
+        ("DENIED", "vault:secret/data/other#x"),
+        (
+            "MIXED",
+            "{{ vault:kv1/gone#k }}-{{ vault:kv1/app#also_absent }}",
+        ),
+    ]);
+    let err = resolve(
+        &client(&stub),
+        &Secret::new(token),
+        &plan,
+        &KvVersions::default(),
+        &quick(),
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    let lines: Vec<&str> = msg.lines().skip(1).collect();
+    let expected = [
+        ("MISSING_PATH", "kv1/nope", "not found"),
+        ("DENIED", "secret/data/other", "permission denied"),
+        ("MIXED", "kv1/gone", "not found"),
+        ("NO_KEY", "kv1/app", "`absent`"),
+        ("MIXED", "kv1/app", "`also_absent`"),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{msg}");
+    for (var, path, what) in expected {
+        let line = lines
+            .iter()
+            .find(|l| l.contains(var) && l.contains(path) && l.contains(what))
+            .unwrap_or_else(|| panic!("no line for {var} {path} {what}:\n{msg}"));
+        assert_eq!(line.matches(path).count(), 1, "{path} said twice: {line}");
+    }
+    assert!(msg.starts_with("5 secret reference(s)"), "{msg}");
+    assert!(!msg.contains("s3cr3t-value"), "{msg}");
+    assert!(!err.is_unavailable());
     assert!(!msg.contains("s3cr3t-value"));
 }
 
