@@ -615,20 +615,25 @@ pub fn claim_names(desired: &mut Desired, live: &LiveVault) {
         let (Some(d), Some(u)) = (desired.apps.remove(&name), live.unmanaged_named(&name)) else {
             continue;
         };
-        let kind = match u.kind {
-            ObjectKind::Policy => "policy",
-            ObjectKind::Role => "AppRole role",
-        };
-        desired.issues.push(SecretsIssue {
-            app: d.app,
-            message: format!(
-                "the Vault {kind} `{name}` this app needs already exists and is not this Baton's ({}); \
-                 Baton never overwrites it: the app is left untouched until the object is removed or renamed \
-                 (see docs/security.md, several Batons on one Vault)",
-                u.reason
-            ),
-            pointer: "/env".into(),
-        });
+        desired.issues.push(taken_issue(d.app, u));
+    }
+}
+
+/// The issue of an app whose name the unmanaged object `u` holds.
+fn taken_issue(app: AppId, u: &Unmanaged) -> SecretsIssue {
+    let kind = match u.kind {
+        ObjectKind::Policy => "policy",
+        ObjectKind::Role => "AppRole role",
+    };
+    SecretsIssue {
+        app,
+        message: format!(
+            "the Vault {kind} `{}` this app needs already exists and is not this Baton's ({}); \
+             Baton never overwrites it: the app is left untouched until the object is removed or renamed \
+             (see docs/security.md, several Batons on one Vault)",
+            u.name, u.reason
+        ),
+        pointer: "/env".into(),
     }
 }
 /// What kind of Vault object a change is about.
@@ -896,9 +901,6 @@ pub fn plan_vault(
     live_apps: &[AppId],
     allow_deletes: Option<usize>,
 ) -> VaultPlan {
-    // Defensive: whoever called us should have claimed already (before planning the apps).
-    let mut desired = desired.clone();
-    claim_names(&mut desired, live);
     let owner = desired.owner.as_str();
     let mut out = VaultPlan {
         issues: desired.issues.clone(),
@@ -906,6 +908,12 @@ pub fn plan_vault(
         ..Default::default()
     };
     for (name, d) in &desired.apps {
+        // Whoever called us should have claimed the names already (before planning the apps);
+        // whatever happened, nothing is written over an object that is not ours.
+        if let Some(u) = live.unmanaged_named(name) {
+            out.issues.push(taken_issue(d.app.clone(), u));
+            continue;
+        }
         let app = Some(d.app.clone());
         match live.policies.get(name) {
             None => out.before_apps.push(VaultChange {
@@ -981,7 +989,7 @@ pub fn plan_vault(
         }
     }
     // Apps with a valid spec but with an issue keep what they have until the issue is fixed.
-    for issue in &desired.issues {
+    for issue in &out.issues {
         keep.insert(object_name(owner, &issue.app));
     }
     let gone = |name: &&String| !desired.apps.contains_key(*name) && !keep.contains(*name);
