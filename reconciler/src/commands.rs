@@ -172,7 +172,24 @@ pub async fn plan(
     style: Style,
     out: &mut dyn Write,
 ) -> Result<u8, CommandError> {
-    plan_with_vault(dir, live, policy, None, format, style, out).await
+    plan_with_vault(
+        dir,
+        live,
+        policy,
+        &PlanSecrets::default(),
+        format,
+        style,
+        out,
+    )
+    .await
+}
+
+/// `baton plan`'s secret-zero settings: Vault access (optional) and the operator's allow-list
+/// of extra policies (`--vault-allowed-policies`; default none).
+#[derive(Debug, Clone, Default)]
+pub struct PlanSecrets {
+    pub vault: Option<PlanVault>,
+    pub allowed: crate::secrets::AllowedPolicies,
 }
 
 /// `baton plan --vault-addr ...`: how to read Vault's current `baton-*` objects.
@@ -203,31 +220,34 @@ pub struct VaultReport {
 
 /// `baton plan` with the Vault plan of secret zero (policies and AppRole roles to create,
 /// update or delete): compared with Vault when `vault` is given, else every needed object is a
-/// create and the report says the current state is unknown. Apps with a secrets issue are
-/// shown as invalid (left untouched), as `baton serve` would.
+/// create and the report says the current state is unknown. Apps with a secrets issue (an
+/// extra policy the operator did not allow, a name held by a Vault object that is not this
+/// Baton's, ...) are shown as invalid (left untouched), as `baton serve` would.
 pub async fn plan_with_vault(
     dir: &Path,
     live: &LiveFrom,
     policy: &Policy,
-    vault: Option<&PlanVault>,
+    secrets_config: &PlanSecrets,
     format: Format,
     style: Style,
     out: &mut dyn Write,
 ) -> Result<u8, CommandError> {
     use crate::secrets::{self, env as benv};
+    let vault = secrets_config.vault.as_ref();
     let (mut repo, live) = load_repo_and_live(dir, live).await?;
-    let mut desired = secrets::desired(&repo);
+    let mut desired = secrets::desired(&repo, &secrets_config.allowed);
     let wanted = vault.is_some() || !desired.apps.is_empty() || !desired.issues.is_empty();
     let mut prepared = None;
     if wanted {
         let (live_vault, role_ids, state) = match vault {
             Some(v) => {
                 let admin = crate::vault_admin::VaultAdmin::new(v.admin.clone())?;
-                let lv = admin.observe().await?;
+                let lv = admin.observe(&repo.config.owner).await?;
+                secrets::claim_names(&mut desired, &lv);
                 if !desired.apps.is_empty() {
                     secrets::apply_kv_mounts(&mut desired, &admin.kv_mounts().await?);
                 }
-                let ids = secrets::role_ids(&desired, &lv, &mut || NEW_ROLE_ID.to_string());
+                let ids = secrets::role_ids(&desired, &lv, &mut |_| NEW_ROLE_ID.to_string());
                 if v.gatekeeper_url.is_none() {
                     secrets::carry_live_env(&mut repo, &desired, &live, &[benv::GATEKEEPER_URL]);
                 }
@@ -259,7 +279,15 @@ pub async fn plan_with_vault(
         VaultReport {
             state,
             note: (state == "unknown").then_some(VAULT_UNKNOWN_NOTE),
-            plan: secrets::plan_vault(&desired, &lv, &ids, &repo, &plan, &live_ids),
+            plan: secrets::plan_vault(
+                &desired,
+                &lv,
+                &ids,
+                &repo,
+                &plan,
+                &live_ids,
+                policy.allow_deletes,
+            ),
         }
     });
     match format {
@@ -460,7 +488,7 @@ pub async fn apply(
 ) -> Result<u8, CommandError> {
     let mut repo = load_repo(dir)?;
     // One-shot apply has no gatekeeper: apps reading Vault secrets need `baton serve`.
-    let desired = crate::secrets::desired(&repo);
+    let desired = crate::secrets::desired(&repo, &Default::default());
     crate::secrets::block_without_vault(&mut repo, &desired);
     let scheduler = crate::scheduler::marathon::Marathon::new(marathon)?;
     if !repo.diagnostics.is_empty() && format == Format::Text {

@@ -50,6 +50,9 @@ pub struct FileConfig {
     pub task_max_age: Option<String>,
     pub gatekeeper_host_check: Option<bool>,
     pub wrap_ttl: Option<String>,
+    /// The extra Vault policies specs may give their apps (`baton.secrets.policies`); none
+    /// by default. Compared trimmed and case-insensitively; `root` is refused.
+    pub vault_allowed_policies: Option<Vec<String>>,
     /// Generic JSON notification webhooks.
     pub notify_webhook: Option<Vec<String>>,
     /// A file of Slack-compatible incoming-webhook URLs, one a line (they carry a token).
@@ -88,6 +91,8 @@ pub struct VaultServeConfig {
     pub task_max_age: Duration,
     pub host_check: bool,
     pub wrap_ttl: Duration,
+    /// `--vault-allowed-policies`: the extra policies specs may ask for.
+    pub allowed_policies: crate::secrets::AllowedPolicies,
 }
 
 /// The checked configuration.
@@ -346,6 +351,19 @@ fn resolve_vault(
     token: Option<SecretString>,
 ) -> Result<Option<VaultServeConfig>, ConfigError> {
     let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
+    // Flags (or env) win over the file; checked even without Vault, so a bad list never waits
+    // for the day Vault is turned on.
+    let allowed_policies = crate::secrets::AllowedPolicies::new(
+        (f.vault_allowed_policies.iter())
+            .chain(&file.vault_allowed_policies)
+            .next()
+            .into_iter()
+            .flatten(),
+    )
+    .map_err(|reason| ConfigError::Bad {
+        name: "--vault-allowed-policies",
+        reason,
+    })?;
     let token_file = f.vault_token_file.clone().or(file.vault_token_file.clone());
     let Some(addr) = pick(&f.vault_addr, &file.vault_addr) else {
         if token_file.is_some() {
@@ -392,6 +410,7 @@ fn resolve_vault(
         }
     }
     Ok(Some(VaultServeConfig {
+        allowed_policies,
         addr,
         token,
         approle_mount: pick(&f.vault_approle_mount, &file.vault_approle_mount)
@@ -559,6 +578,70 @@ mod tests {
             ..with
         };
         assert!(resolve(flags(any), FileConfig::default(), MarathonConfig::new("")).is_err());
+    }
+
+    /// `vault-allowed-policies`: a config-file list, the flag (or env) winning over it; names
+    /// canonical; `root` refused with the setting named, even without Vault.
+    #[test]
+    fn vault_allowed_policies_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t\n").unwrap();
+        let cfg = dir.path().join("serve.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "repo: /r\nstate-dir: /s\nmarathon: http://m\nvault-addr: http://v:8200\nvault-token-file: {}\nvault-allowed-policies: [\" Metrics-Read\", shared]\n",
+                token.display()
+            ),
+        )
+        .unwrap();
+        let file = read_file(&cfg).unwrap();
+        let flags = |list: Option<Vec<&str>>| FlagConfig {
+            file: FileConfig {
+                vault_allowed_policies: list.map(|l| l.into_iter().map(String::from).collect()),
+                ..FileConfig::default()
+            },
+            webhook_secret: Some(SecretString::from("w".to_string())),
+            ..FlagConfig::default()
+        };
+        let allowed = |c: ServeConfig| -> Vec<String> {
+            let v = c.vault.unwrap();
+            v.allowed_policies.names().map(String::from).collect()
+        };
+        let c = resolve(flags(None), file.clone(), MarathonConfig::new("")).unwrap();
+        assert_eq!(allowed(c), ["metrics-read", "shared"]);
+        let c = resolve(
+            flags(Some(vec!["Other "])),
+            file.clone(),
+            MarathonConfig::new(""),
+        )
+        .unwrap();
+        assert_eq!(allowed(c), ["other"]);
+        let e = resolve(
+            flags(Some(vec!["a", " ROOT"])),
+            file.clone(),
+            MarathonConfig::new(""),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--vault-allowed-policies") && e.contains("`root`"),
+            "{e}"
+        );
+        let no_vault = FileConfig {
+            vault_addr: None,
+            vault_token_file: None,
+            ..file
+        };
+        assert!(resolve(
+            flags(Some(vec!["root"])),
+            no_vault.clone(),
+            MarathonConfig::new("")
+        )
+        .is_err());
+        let c = resolve(flags(None), no_vault, MarathonConfig::new("")).unwrap();
+        assert!(c.vault.is_none());
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //!   reopens the door; Vault through [`crate::vault_admin::VaultAdmin`].
 //! - [`router`] is the axum route `serve` mounts; peers come from `ConnectInfo<SocketAddr>`.
 //!
+//! Until the loop has told it its apps (the first cycle that reached Vault), every request gets
+//! `503` with `Retry-After`: the sidecar retries, where a `403` would be final. With the host
+//! check on, each secret id is bound to the address that asked for it (`cidr_list`), which the
+//! host check tied to the task's host: a stolen secret id is useless from anywhere else.
+//!
 //! Every decision is logged (task id, app, peer, reason) and counted ([`Counters`]); the HTTP
 //! answer to any denial is the same bare 403, so a caller learns nothing about why.
 
@@ -44,6 +49,10 @@ use crate::vault_admin::VaultAdmin;
 pub const PATH: &str = "/v1/secret-zero";
 /// File name of the served-task set inside the state dir.
 pub const SERVED_FILE: &str = "secret-zero-served.json";
+/// The served-task file format this Baton reads and writes.
+pub const SERVED_VERSION: u32 = 1;
+/// `Retry-After` (seconds) while the gatekeeper does not know its apps yet.
+pub const NOT_READY_RETRY_AFTER: u64 = 2;
 
 /// What the sidecar sends.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -524,6 +533,8 @@ pub struct Counters {
     denied: [AtomicU64; 10],
     /// The scheduler or Vault could not be asked (503, the sidecar retries).
     pub unavailable: AtomicU64,
+    /// Asked before the first cycle gave the gatekeeper its apps (503, the sidecar retries).
+    pub not_ready: AtomicU64,
     /// Vault answered a secret-id request without wrapping it: refused.
     pub not_wrapped: AtomicU64,
 }
@@ -558,6 +569,10 @@ impl Counters {
             self.unavailable.load(Ordering::Relaxed)
         ));
         s.push_str(&format!(
+            "baton_secret_zero_requests_total{{decision=\"not_ready\"}} {}\n",
+            self.not_ready.load(Ordering::Relaxed)
+        ));
+        s.push_str(&format!(
             "# HELP baton_secret_zero_not_wrapped_total Secret-id answers refused for lacking wrap_info.\n# TYPE baton_secret_zero_not_wrapped_total counter\nbaton_secret_zero_not_wrapped_total {}\n",
             self.not_wrapped.load(Ordering::Relaxed)
         ));
@@ -578,6 +593,8 @@ pub fn system_clock() -> Clock {
 
 struct Inner {
     apps: BTreeMap<AppId, AppGate>,
+    /// The loop has told us the apps at least once: until then no request can be judged.
+    known: bool,
     /// The repo's owner label, once the loop has loaded a repo (overrides `config.owner`).
     owner: Option<String>,
     served: Served,
@@ -616,16 +633,29 @@ pub fn served_path(state_dir: &Path) -> PathBuf {
     state_dir.join(SERVED_FILE)
 }
 
-/// Loads the served set; a missing file is an empty set, a corrupt one an error (never a
-/// silently reopened door).
+/// Loads the served set; a missing file is an empty set, a corrupt one or one of a format
+/// version this Baton does not know (written by a newer Baton, or edited) an error: never a
+/// silently reopened door.
 pub fn load_served(path: &Path) -> Result<Served, GateError> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| GateError::Format {
-            path: path.to_owned(),
-            message: e.to_string(),
-        }),
+        Ok(bytes) => {
+            let served: Served = serde_json::from_slice(&bytes).map_err(|e| GateError::Format {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+            if served.version != SERVED_VERSION {
+                return Err(GateError::Format {
+                    path: path.to_owned(),
+                    message: format!(
+                        "unknown version {} (this Baton reads version {SERVED_VERSION}); refusing to start rather than forget which tasks were served",
+                        served.version
+                    ),
+                });
+            }
+            Ok(served)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Served {
-            version: 1,
+            version: SERVED_VERSION,
             ..Default::default()
         }),
         Err(source) => Err(GateError::Io {
@@ -655,6 +685,8 @@ pub enum Outcome {
     Denied(DenyReason),
     /// The scheduler, Vault or the disk failed; nothing was handed out; the caller may retry.
     Unavailable,
+    /// No cycle has told the gatekeeper its apps yet; the caller may retry.
+    NotReady,
 }
 
 impl<T: TaskLookup> Gatekeeper<T> {
@@ -669,7 +701,7 @@ impl<T: TaskLookup> Gatekeeper<T> {
             Some(dir) => load_served(&served_path(dir))?,
             None => Served::default(),
         };
-        served.version = 1;
+        served.version = SERVED_VERSION;
         served.prune(clock(), config.served_retention);
         Ok(Gatekeeper {
             tasks,
@@ -678,6 +710,7 @@ impl<T: TaskLookup> Gatekeeper<T> {
             clock,
             inner: Mutex::new(Inner {
                 apps: BTreeMap::new(),
+                known: false,
                 owner: None,
                 served,
                 limiter: RateLimiter::default(),
@@ -691,6 +724,7 @@ impl<T: TaskLookup> Gatekeeper<T> {
     /// Replaces the apps served (after each reconcile).
     pub fn set_apps(&self, apps: BTreeMap<AppId, AppGate>) {
         let mut inner = lock(&self.inner);
+        inner.known = true;
         // Keep role ids already learnt for unchanged roles.
         let old = std::mem::take(&mut inner.apps);
         inner.apps = apps
@@ -726,11 +760,19 @@ impl<T: TaskLookup> Gatekeeper<T> {
             Outcome::Unavailable => {
                 self.counters.unavailable.fetch_add(1, Ordering::Relaxed);
             }
+            Outcome::NotReady => {
+                self.counters.not_ready.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(task_id = %req.task_id, app = %req.app_id, peer = ?peer, decision = "not_ready", "secret zero: no cycle has given the gatekeeper its apps yet (503, the task retries)");
+            }
         }
         outcome
     }
 
     async fn handle_inner(&self, req: &SecretZeroRequest, peer: Option<IpAddr>) -> Outcome {
+        // Before the first cycle every app looks unknown: a 403 would be final for the task.
+        if !lock(&self.inner).known {
+            return Outcome::NotReady;
+        }
         let known = AppId::parse(&req.app_id)
             .ok()
             .filter(|id| lock(&self.inner).apps.contains_key(id));
@@ -811,9 +853,12 @@ impl<T: TaskLookup> Gatekeeper<T> {
                 }
             },
         };
+        // `decide` checked that `peer` is one of the task host's addresses: the secret id is
+        // good from there only.
+        let bind = peer.filter(|_| self.config.check_host);
         match self
             .vault
-            .wrapped_secret_id(&role, &req.task_id, self.config.wrap_ttl)
+            .wrapped_secret_id(&role, &req.task_id, self.config.wrap_ttl, bind)
             .await
         {
             Ok(w) => Outcome::Granted {
@@ -946,6 +991,12 @@ async fn secret_zero<T: TaskLookup>(
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "1")],
             Json(json!({ "errors": ["unavailable"] })),
+        )
+            .into_response(),
+        Outcome::NotReady => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, NOT_READY_RETRY_AFTER.to_string())],
+            Json(json!({ "errors": ["not ready"] })),
         )
             .into_response(),
     }

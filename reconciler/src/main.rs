@@ -187,6 +187,10 @@ struct VaultArgs {
     /// URL tasks use to reach `POST /v1/secret-zero` [default: http://<listen>/v1/secret-zero].
     #[arg(long, env = "BATON_GATEKEEPER_URL")]
     gatekeeper_url: Option<String>,
+    /// Extra Vault policies a spec may give its app (`baton.secrets.policies`), comma
+    /// separated; compared trimmed and case-insensitively; `root` never [default: none].
+    #[arg(long, env = "BATON_VAULT_ALLOWED_POLICIES", value_delimiter = ',')]
+    vault_allowed_policies: Vec<String>,
 }
 
 #[derive(Args)]
@@ -352,13 +356,17 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 commit: args.commit,
                 allow_deletes: args.allow_deletes,
             };
-            let vault = plan_vault(&args.vault).map_err(usage)?;
+            let secrets = commands::PlanSecrets {
+                vault: plan_vault(&args.vault).map_err(usage)?,
+                allowed: baton::secrets::AllowedPolicies::new(&args.vault.vault_allowed_policies)
+                    .map_err(|e| usage(anyhow::anyhow!("--vault-allowed-policies: {e}")))?,
+            };
             let rt = runtime()?;
             Ok(rt.block_on(commands::plan_with_vault(
                 &args.repo,
                 &live,
                 &policy,
-                vault.as_ref(),
+                &secrets,
                 args.format,
                 style,
                 &mut stdout,
@@ -509,6 +517,8 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<baton::config::ServeConfig> {
             task_max_age: args.task_max_age,
             gatekeeper_host_check: args.gatekeeper_host_check,
             wrap_ttl: args.wrap_ttl,
+            vault_allowed_policies: (!args.vault.vault_allowed_policies.is_empty())
+                .then_some(args.vault.vault_allowed_policies),
             notify_webhook: None,
             notify_slack_file: args.notify_slack_file,
         },

@@ -198,6 +198,17 @@ pub struct Status {
     pub pending: Option<plan::Summary>,
     pub apps: Vec<AppStatus>,
     pub history: Vec<SyncRecord>,
+    /// Secret zero, as of the last cycle that read Vault (`None` without Vault, or before).
+    pub vault: Option<VaultStatus>,
+}
+
+/// The Vault part of `/api/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VaultStatus {
+    /// `baton-*` policies and roles that are not this Baton's: never touched.
+    pub unmanaged: Vec<crate::secrets::Unmanaged>,
+    /// Vault deletions withheld (delete budget, an empty repo).
+    pub held: Vec<crate::secrets::VaultHeld>,
 }
 
 /// One app in `/api/status`.
@@ -898,7 +909,8 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         repo: Arc<Repo>,
     ) -> Result<(Arc<Repo>, Option<crate::vault_admin::SecretsSync>), CycleError> {
         let Some(wiring) = &self.config.secrets else {
-            let desired = crate::secrets::desired(&repo);
+            // Without Vault no extra policy is allowed either (the apps are blocked anyway).
+            let desired = crate::secrets::desired(&repo, &Default::default());
             if desired.apps.is_empty() && desired.issues.is_empty() {
                 return Ok((repo, None));
             }
@@ -939,9 +951,23 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             repo,
             plan,
             &live_ids,
+            self.config.allow_deletes,
         );
         for i in &vp.issues {
             tracing::warn!(app = %i.app, issue = %i.message, "secrets issue: app left untouched");
+        }
+        if let Some(h) = vp.held.first() {
+            tracing::warn!(
+                objects = vp.held.len(),
+                reason = %h.reason,
+                "vault: deletions held back"
+            );
+        }
+        if let Ok(mut st) = self.shared.status.write() {
+            st.vault = Some(VaultStatus {
+                unmanaged: vp.unmanaged.clone(),
+                held: vp.held.clone(),
+            });
         }
         if write && !vp.before_apps.is_empty() {
             tracing::info!(
@@ -1309,8 +1335,8 @@ pub fn fast_sync_candidates(changed: &[std::path::PathBuf], repo: &Repo) -> Vec<
                 && spec.baton.depends_on.is_empty()
                 && !repo.invalid.contains(&id)
                 // Apps reading Vault secrets need their policy, role and bootstrap env from the
-                // full cycle first.
-                && crate::secrets::referenced_paths(&spec.app).is_ok_and(|p| p.is_empty());
+                // full cycle first, and a `baton.secrets` block its checks (the allow-list).
+                && !crate::secrets::needs_vault(spec);
             ok.then_some(id)
         })
         .collect();

@@ -246,9 +246,6 @@ fn shown(v: Option<&Value>) -> String {
 /// it was made.
 pub fn vault_text(v: &crate::commands::VaultReport) -> String {
     let mut out = crate::secrets::vault_plan_text(&v.plan);
-    if out.is_empty() {
-        out = "Vault: in sync\n".into();
-    }
     if let Some(note) = v.note {
         out.push_str(&format!("  note: {note}\n"));
     }

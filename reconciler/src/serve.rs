@@ -308,8 +308,10 @@ fn secret_zero(
         },
         gatekeeper::system_clock(),
     )?;
-    tracing::info!(vault = %v.addr, gatekeeper = %gatekeeper_url, host_check = v.host_check, "secret zero enabled");
+    let allowed: Vec<&str> = v.allowed_policies.names().collect();
+    tracing::info!(vault = %v.addr, gatekeeper = %gatekeeper_url, host_check = v.host_check, allowed_policies = %allowed.join(","), "secret zero enabled");
     Ok(Some(SecretsWiring {
+        allowed: v.allowed_policies.clone(),
         admin,
         boot: crate::secrets::Bootstrap {
             vault_addr: v.addr.clone(),

@@ -1,6 +1,7 @@
-//! The reconciler's own Vault client (its own token, never an app's): reads and writes the
-//! `baton-*` ACL policies and AppRole roles ([`crate::secrets`]), and mints response-wrapped
-//! secret ids for the gatekeeper ([`crate::gatekeeper`]).
+//! The reconciler's own Vault client (its own token, never an app's): reads and writes this
+//! owner's `baton-<owner>_*` ACL policies and AppRole roles ([`crate::secrets`]; other `baton-*`
+//! objects are only listed, never read or written), and mints response-wrapped secret ids for
+//! the gatekeeper ([`crate::gatekeeper`]).
 //!
 //! Responses are parsed leniently (every field optional, `{"errors":[..]}` or `{"error":".."}`),
 //! like the sidecar's client, so Vault-compatible servers work. A secret-id answer without
@@ -17,8 +18,8 @@ use serde_json::{json, Value};
 use crate::apply::{ApplyReport, Outcome};
 use crate::plan::Action;
 use crate::secrets::{
-    self, Bootstrap, Desired, LiveRole, LiveVault, ObjectKind, RoleSettings, VaultChange,
-    VaultPlan, NAME_PREFIX,
+    self, AllowedPolicies, Bootstrap, Desired, LiveRole, LiveVault, ObjectKind, RoleSettings,
+    VaultChange, VaultPlan,
 };
 use crate::spec::Repo;
 
@@ -256,23 +257,24 @@ impl VaultAdmin {
     }
 
     /// `POST auth/<mount>/role/<name>/secret-id` with `X-Vault-Wrap-TTL` and metadata
-    /// `{"task_id": ...}` (Vault takes metadata as a JSON-encoded string). Refuses an answer
-    /// without `wrap_info`.
+    /// `{"task_id": ...}` (Vault takes metadata as a JSON-encoded string); with `bind`, the
+    /// secret id is usable only from that address (`cidr_list`: Vault's
+    /// `secret_id_bound_cidrs` for this one secret id). Refuses an answer without `wrap_info`.
     pub async fn wrapped_secret_id(
         &self,
         role: &str,
         task_id: &str,
         wrap_ttl: Duration,
+        bind: Option<std::net::IpAddr>,
     ) -> Result<WrappedSecretId> {
         let path = format!("{}/secret-id", self.role_path(role));
         let metadata = json!({ "task_id": task_id }).to_string();
+        let mut body = json!({ "metadata": metadata });
+        if let Some(ip) = bind {
+            body["cidr_list"] = json!([host_cidr(ip)]);
+        }
         let v = self
-            .call(
-                Method::POST,
-                &path,
-                Some(&json!({ "metadata": metadata })),
-                Some(wrap_ttl),
-            )
+            .call(Method::POST, &path, Some(&body), Some(wrap_ttl))
             .await?
             .ok_or_else(|| VaultAdminError::Status {
                 path: path.clone(),
@@ -356,28 +358,38 @@ impl VaultAdmin {
         Ok(kv_mounts_from(&doc))
     }
 
-    /// Vault's current `baton-*` policies and roles (two LISTs, then one read per object).
-    pub async fn observe(&self) -> Result<LiveVault> {
-        let mut live = LiveVault::default();
-        let ours = |n: &String| n.starts_with(NAME_PREFIX);
-        for name in self
-            .list("sys/policies/acl")
-            .await?
-            .into_iter()
-            .filter(ours)
+    /// Vault's current `baton-*` policies and roles as `owner` sees them (two LISTs, then one
+    /// read per object under `baton-<owner>_`: the names of others are enough to report them,
+    /// and a token confined to its own prefix may not read theirs).
+    pub async fn observe(&self, owner: &str) -> Result<LiveVault> {
+        let prefix = secrets::owner_prefix(owner);
+        let mut observed = secrets::Observed {
+            policy_names: self.list("sys/policies/acl").await?,
+            role_names: self.list(&format!("auth/{}/role", self.mount())).await?,
+            ..Default::default()
+        };
+        for name in observed
+            .policy_names
+            .iter()
+            .filter(|n| n.starts_with(&prefix))
         {
-            if let Some(text) = self.read_policy(&name).await? {
-                live.policies.insert(name, text);
+            if let Some(text) = self.read_policy(name).await? {
+                observed.policies.insert(name.clone(), text);
             }
         }
-        let roles_path = format!("auth/{}/role", self.mount());
-        for name in self.list(&roles_path).await?.into_iter().filter(ours) {
-            if let Some(settings) = self.read_role(&name).await? {
-                let role_id = self.role_id(&name).await?.unwrap_or_default();
-                live.roles.insert(name, LiveRole { settings, role_id });
+        for name in observed
+            .role_names
+            .iter()
+            .filter(|n| n.starts_with(&prefix))
+        {
+            if let Some(settings) = self.read_role(name).await? {
+                let role_id = self.role_id(name).await?.unwrap_or_default();
+                observed
+                    .roles
+                    .insert(name.clone(), LiveRole { settings, role_id });
             }
         }
-        Ok(live)
+        Ok(secrets::classify(owner, observed))
     }
 
     /// Executes Vault changes in order; stops at the first failure.
@@ -422,16 +434,26 @@ pub struct SecretsSync {
 }
 
 impl VaultAdmin {
-    /// Step 1 of a sync with secrets, before [`crate::plan::plan`]: what the repo needs, what
-    /// Vault has, role ids (random UUIDs for new roles), and the bootstrap env injected into
-    /// `repo`'s app definitions. Then plan the apps, then [`secrets::plan_vault`].
-    pub async fn prepare(&self, repo: &mut Repo, boot: &Bootstrap) -> Result<SecretsSync> {
-        let mut desired = secrets::desired(repo);
-        let live = self.observe().await?;
+    /// Step 1 of a sync with secrets, before [`crate::plan::plan`]: what the repo needs (extra
+    /// policies only from `allowed`), what Vault has (apps whose name an unmanaged object holds
+    /// become issues), role ids (`<role>:<random UUID>` for new roles), and the bootstrap env
+    /// injected into `repo`'s app definitions. Then block the issues, plan the apps, then
+    /// [`secrets::plan_vault`].
+    pub async fn prepare(
+        &self,
+        repo: &mut Repo,
+        boot: &Bootstrap,
+        allowed: &AllowedPolicies,
+    ) -> Result<SecretsSync> {
+        let mut desired = secrets::desired(repo, allowed);
+        let live = self.observe(&repo.config.owner).await?;
+        secrets::claim_names(&mut desired, &live);
         if !desired.apps.is_empty() {
             secrets::apply_kv_mounts(&mut desired, &self.kv_mounts().await?);
         }
-        let role_ids = secrets::role_ids(&desired, &live, &mut || uuid::Uuid::new_v4().to_string());
+        let role_ids = secrets::role_ids(&desired, &live, &mut |name| {
+            secrets::new_role_id(name, &uuid::Uuid::new_v4().to_string())
+        });
         secrets::inject_env(repo, &desired, &role_ids, boot);
         Ok(SecretsSync {
             desired,
@@ -468,13 +490,13 @@ pub fn kv_mounts_from(doc: &Value) -> secrets::KvMounts {
 }
 
 /// The Vault deletions to run after the apps were applied: only those whose app deletion
-/// converged (an app still running keeps its role), plus orphans without an app.
+/// converged (an app still running keeps its role), plus those whose app is gone already.
 pub fn deletes_after(plan: &VaultPlan, report: &ApplyReport) -> Vec<VaultChange> {
     plan.after_apps
         .iter()
-        .filter(|c| match &c.app {
-            None => true,
-            Some(app) => report
+        .filter(|c| match (&c.app, c.waits_for_app) {
+            (None, _) | (_, false) => true,
+            (Some(app), true) => report
                 .apps
                 .iter()
                 .filter(|r| &r.app == app)
@@ -484,10 +506,10 @@ pub fn deletes_after(plan: &VaultPlan, report: &ApplyReport) -> Vec<VaultChange>
         .collect()
 }
 
-/// The Vault deletions to run after a `baton serve` cycle: orphans (no app), apps whose delete
-/// (or update dropping their secrets) converged in `report`, and apps whose live definition
-/// already matches a spec without secrets. Anything else waits for a later cycle, so a task
-/// still running with a role never loses it.
+/// The Vault deletions to run after a `baton serve` cycle: those whose app is gone already,
+/// apps whose delete (or update dropping their secrets) converged in `report`, and apps whose
+/// live definition already matches a spec without secrets. Anything else waits for a later
+/// cycle, so a task still running with a role never loses it.
 pub fn deletes_after_cycle(
     plan: &VaultPlan,
     report: Option<&ApplyReport>,
@@ -495,9 +517,9 @@ pub fn deletes_after_cycle(
 ) -> Vec<VaultChange> {
     plan.after_apps
         .iter()
-        .filter(|c| match &c.app {
-            None => true,
-            Some(app) => {
+        .filter(|c| match (&c.app, c.waits_for_app) {
+            (None, _) | (_, false) => true,
+            (Some(app), true) => {
                 let mut results = report
                     .map(|r| r.apps.iter().filter(|r| &r.app == app).collect::<Vec<_>>())
                     .unwrap_or_default();
@@ -514,11 +536,13 @@ pub fn deletes_after_cycle(
 }
 
 /// What `baton serve`'s loop needs for secret zero: the admin client, the bootstrap settings
-/// injected into app envs, and the gatekeeper to tell which apps it serves.
+/// injected into app envs, the operator's allow-list of extra policies, and the gatekeeper to
+/// tell which apps it serves.
 #[derive(Clone)]
 pub struct SecretsWiring {
     pub admin: VaultAdmin,
     pub boot: Bootstrap,
+    pub allowed: AllowedPolicies,
     pub gate: Option<std::sync::Arc<dyn crate::gatekeeper::ServedApps>>,
 }
 
@@ -527,6 +551,7 @@ impl std::fmt::Debug for SecretsWiring {
         f.debug_struct("SecretsWiring")
             .field("admin", &self.admin)
             .field("boot", &self.boot)
+            .field("allowed", &self.allowed)
             .field("gate", &self.gate.is_some())
             .finish()
     }
@@ -538,7 +563,7 @@ impl SecretsWiring {
     /// serve. A Vault error leaves `repo` as it was after injection started: the caller must
     /// fail the cycle and plan nothing from it.
     pub async fn prepare(&self, repo: &mut Repo) -> Result<SecretsSync> {
-        let sync = self.admin.prepare(repo, &self.boot).await?;
+        let sync = self.admin.prepare(repo, &self.boot, &self.allowed).await?;
         secrets::block_issues(repo, &sync.desired);
         if let Some(gate) = &self.gate {
             gate.serve_apps(
@@ -577,6 +602,17 @@ pub fn role_settings(data: &Value) -> RoleSettings {
         token_max_ttl: num("token_max_ttl"),
         secret_id_num_uses: num("secret_id_num_uses"),
         secret_id_ttl: num("secret_id_ttl"),
+    }
+}
+
+/// The one-address CIDR of `ip` (an IPv4-mapped IPv6 address as the IPv4 address Vault sees).
+pub fn host_cidr(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => format!("{v4}/32"),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("{v4}/32"),
+            None => format!("{v6}/128"),
+        },
     }
 }
 
@@ -620,6 +656,14 @@ mod tests {
     }
 
     #[test]
+    fn secret_ids_are_bound_to_one_address() {
+        let cidr = |s: &str| host_cidr(s.parse().unwrap());
+        assert_eq!(cidr("10.1.2.3"), "10.1.2.3/32");
+        assert_eq!(cidr("::ffff:10.1.2.3"), "10.1.2.3/32");
+        assert_eq!(cidr("fd00::7"), "fd00::7/128");
+    }
+
+    #[test]
     fn debug_redacts_the_token() {
         let c = VaultAdminConfig {
             addr: "http://v".into(),
@@ -645,6 +689,8 @@ mod cycle_tests {
             app: app.map(|a| AppId::parse(a).unwrap()),
             details: Vec::new(),
             body: None,
+            // An app-less deletion stands for one whose app is gone already.
+            waits_for_app: app.is_some(),
         }
     }
 

@@ -11,3 +11,4 @@ mod secret_zero;
 mod serve;
 mod serve_bench;
 mod status_page;
+mod vault_shared;

@@ -177,7 +177,11 @@ async fn sync(w: &World, gk: &Gk, gk_url: &str) -> (VaultPlan, ApplyReport) {
         gatekeeper_url: gk_url.to_owned(),
         approle_mount: "approle".into(),
     };
-    let prepared = w.admin.prepare(&mut repo, &boot).await.unwrap();
+    let prepared = w
+        .admin
+        .prepare(&mut repo, &boot, &Default::default())
+        .await
+        .unwrap();
     let m = marathon(w);
     let live = m.list_apps().await.unwrap();
     let live_ids: Vec<AppId> = live
@@ -199,6 +203,7 @@ async fn sync(w: &World, gk: &Gk, gk_url: &str) -> (VaultPlan, ApplyReport) {
         &repo,
         &plan,
         &live_ids,
+        None,
     );
     // Roles before apps: a task must never start before its role exists.
     gk.set_apps(apps_from(&repo, &prepared.desired, &prepared.role_ids));
@@ -258,14 +263,14 @@ async fn secret_zero_end_to_end() {
     let (vplan, report) = sync(&w, &gk, &url).await;
     assert!(report.converged(), "{report:?}");
     assert_eq!(vplan.before_apps.len(), 2, "{vplan:?}");
-    let policy = w.stub.policy("baton-web").expect("policy created");
+    let policy = w.stub.policy("baton-e2e_web").expect("policy created");
     assert_eq!(
         secrets::policy_paths(&policy)
             .into_iter()
             .collect::<Vec<_>>(),
         ["secret/data/web"]
     );
-    assert!(w.stub.has_approle("baton-web"));
+    assert!(w.stub.has_approle("baton-e2e_web"));
     let got = wait_file(&w.out, Duration::from_secs(30)).await;
     assert_eq!(got.trim(), "s3cr3t-from-vault");
     assert_eq!(
@@ -284,7 +289,7 @@ async fn secret_zero_end_to_end() {
     // Vault requests per task start: exactly one of each.
     let log = w.stub.requests();
     let count = |p: &str| log.iter().filter(|(_, q)| q == p).count();
-    assert_eq!(count("auth/approle/role/baton-web/secret-id"), 1);
+    assert_eq!(count("auth/approle/role/baton-e2e_web/secret-id"), 1);
     assert_eq!(count("sys/wrapping/lookup"), 1);
     assert_eq!(count("sys/wrapping/unwrap"), 1);
     assert_eq!(count("auth/approle/login"), 1);
@@ -298,7 +303,7 @@ async fn secret_zero_end_to_end() {
     let apps = marathon(&w).list_apps().await.unwrap();
     let env = &apps.iter().find(|a| a["id"] == "/web").unwrap()["env"];
     assert_eq!(env["BATON_AUTH"], "gatekeeper");
-    assert_eq!(env["BATON_APPROLE_ROLE"], "baton-web");
+    assert_eq!(env["BATON_APPROLE_ROLE"], "baton-e2e_web");
     assert_eq!(env["BATON_KV_VERSIONS"], "secret=2");
     assert!(env["BATON_ROLE_ID"].as_str().is_some_and(|s| !s.is_empty()));
     assert!(!env.to_string().contains("s3cr3t"));
@@ -336,7 +341,7 @@ async fn secret_zero_end_to_end() {
     // A fresh gatekeeper (empty served set) to reach the later checks with the real task.
     let apps_now = {
         let repo = baton::commands::load_repo(&w.repo).unwrap();
-        let d = secrets::desired(&repo);
+        let d = secrets::desired(&repo, &Default::default());
         let ids: BTreeMap<String, String> = w
             .admin
             .role_ids(&d.apps.keys().cloned().collect::<Vec<_>>())
@@ -395,8 +400,11 @@ async fn secret_zero_end_to_end() {
     let (vplan, report) = sync(&w, &gk, &url).await;
     assert!(report.converged(), "{report:?}");
     assert_eq!(vplan.after_apps.len(), 2, "{vplan:?}");
-    assert!(w.stub.policy("baton-web").is_none(), "policy not removed");
-    assert!(!w.stub.has_approle("baton-web"), "role not removed");
+    assert!(
+        w.stub.policy("baton-e2e_web").is_none(),
+        "policy not removed"
+    );
+    assert!(!w.stub.has_approle("baton-e2e_web"), "role not removed");
     // Its tasks are gone too, so nothing is granted for /web any more.
     assert_eq!(ask(&http, &url, &task_id, "/web").await, 403);
 
@@ -440,6 +448,7 @@ fn vault_config(w: &World, task_max_age: Duration) -> VaultServeConfig {
         task_max_age,
         host_check: true,
         wrap_ttl: Duration::from_secs(60),
+        allowed_policies: Default::default(),
     }
 }
 
@@ -484,14 +493,14 @@ async fn secret_zero_through_baton_serve() {
     // 1. The startup cycle writes policy and role, then the app; the app gets its secret.
     let got = wait_file(&w.out, Duration::from_secs(60)).await;
     assert_eq!(got.trim(), "s3cr3t-from-vault");
-    let policy = w.stub.policy("baton-web").expect("policy created");
+    let policy = w.stub.policy("baton-e2e_web").expect("policy created");
     assert_eq!(
         secrets::policy_paths(&policy)
             .into_iter()
             .collect::<Vec<_>>(),
         ["secret/data/web"]
     );
-    assert!(w.stub.has_approle("baton-web"));
+    assert!(w.stub.has_approle("baton-e2e_web"));
     let apps = marathon(&w).list_apps().await.unwrap();
     let web = apps.iter().find(|a| a["id"] == "/web").unwrap();
     assert_eq!(web["env"]["BATON_GATEKEEPER_URL"], gk_url.as_str());
@@ -573,11 +582,13 @@ async fn secret_zero_through_baton_serve() {
         apps.iter().any(|a| a["id"] == "/web"),
         "nothing deleted while Vault fails"
     );
-    assert!(w.stub.has_approle("baton-web") && w.stub.policy("baton-web").is_some());
+    assert!(w.stub.has_approle("baton-e2e_web") && w.stub.policy("baton-e2e_web").is_some());
     wait_until(
         "role and policy removed",
         Duration::from_secs(60),
-        || async { w.stub.policy("baton-web").is_none() && !w.stub.has_approle("baton-web") },
+        || async {
+            w.stub.policy("baton-e2e_web").is_none() && !w.stub.has_approle("baton-e2e_web")
+        },
     )
     .await;
     let apps = marathon(&w).list_apps().await.unwrap();
@@ -628,7 +639,7 @@ async fn serve_without_vault_blocks_secret_apps() {
     let apps = marathon(&w).list_apps().await.unwrap();
     assert!(apps.iter().all(|a| a["id"] != "/web"), "not deployed");
     assert!(apps.iter().any(|a| a["id"] == "/keep"));
-    assert!(w.stub.policy("baton-web").is_none());
+    assert!(w.stub.policy("baton-e2e_web").is_none());
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(30), task)
         .await
@@ -646,7 +657,7 @@ fn assert_plan_schema(doc: &Value) {
 /// the state is `unknown`; with it, out-of-band edits are updates and orphans are deletes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baton_plan_shows_the_vault_plan() {
-    use baton::commands::{exit, plan_with_vault, Format, LiveFrom, PlanVault};
+    use baton::commands::{exit, plan_with_vault, Format, LiveFrom, PlanSecrets, PlanVault};
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");
     write_repo(&repo, Path::new("baton-env"), &tmp.path().join("out"), true);
@@ -665,7 +676,10 @@ async fn baton_plan_shows_the_vault_plan() {
                 &repo,
                 &live,
                 &policy,
-                vault.as_ref(),
+                &PlanSecrets {
+                    vault,
+                    allowed: Default::default(),
+                },
                 format,
                 style,
                 &mut out,
@@ -687,7 +701,7 @@ async fn baton_plan_shows_the_vault_plan() {
     assert_eq!(before.len(), 2);
     assert!(before
         .iter()
-        .all(|c| c["action"] == "create" && c["name"] == "baton-web"));
+        .all(|c| c["action"] == "create" && c["name"] == "baton-e2e_web"));
 
     // With Vault: the policy edited out of band is an update, an orphan is a delete.
     let stub = spawn(StubConfig::default()).await.unwrap();
@@ -700,11 +714,24 @@ async fn baton_plan_shows_the_vault_plan() {
     let admin = VaultAdmin::new(admin_config.clone()).unwrap();
     admin
         .write_policy(
-            "baton-web",
-            "path \"secret/data/other\" {\n  capabilities = [\"read\"]\n}\n",
+            "baton-e2e_web",
+            &secrets::policy_text(
+                "e2e",
+                &AppId::parse("/web").unwrap(),
+                &["secret/data/other".to_string()].into(),
+            ),
         )
         .await
         .unwrap();
+    let orphan = AppId::parse("/orphan").unwrap();
+    admin
+        .write_policy(
+            "baton-e2e_orphan",
+            &secrets::policy_text("e2e", &orphan, &Default::default()),
+        )
+        .await
+        .unwrap();
+    // Made by hand: reported, never touched.
     admin
         .write_policy("baton-orphan", "# left over\n")
         .await
@@ -715,24 +742,32 @@ async fn baton_plan_shows_the_vault_plan() {
     };
     let (code, text) = run(Some(vault.clone()), Format::Text).await;
     assert_eq!(code, exit::CHANGES);
-    assert!(text.contains("~ update policy baton-web"), "{text}");
+    assert!(text.contains("~ update policy baton-e2e_web"), "{text}");
     assert!(
         text.contains("+ read secret/data/web") && text.contains("- read secret/data/other"),
         "{text}"
     );
-    assert!(text.contains("+ create approle baton-web"), "{text}");
-    assert!(text.contains("- delete policy baton-orphan"), "{text}");
+    assert!(text.contains("+ create approle baton-e2e_web"), "{text}");
+    assert!(
+        text.contains("- delete policy baton-e2e_orphan  (/orphan)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unmanaged (never touched): policy baton-orphan: not an owner-scoped name"),
+        "{text}"
+    );
     assert!(!text.contains("note:"), "{text}");
     let (_, json_out) = run(Some(vault), Format::Json).await;
     let doc: Value = serde_json::from_str(&json_out).unwrap();
     assert_plan_schema(&doc);
     assert_eq!(doc["vault"]["state"], "observed");
+    assert_eq!(doc["vault"]["unmanaged"][0]["name"], "baton-orphan");
     // Nothing was written: plan only reads.
     assert_eq!(
         stub.policy("baton-orphan").as_deref(),
         Some("# left over\n")
     );
-    assert!(!stub.has_approle("baton-web"));
+    assert!(!stub.has_approle("baton-e2e_web"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -774,7 +809,7 @@ async fn a_vault_that_ignores_wrapping_is_refused_not_passed_on() {
         assert!(Instant::now() < deadline, "a reservation was kept");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    while w.stub.live_secret_ids("baton-web") > 0 {
+    while w.stub.live_secret_ids("baton-e2e_web") > 0 {
         assert!(Instant::now() < deadline, "a plain secret id stayed valid");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -832,14 +867,14 @@ async fn secret_zero_load() {
     })
     .unwrap();
     let app = AppId::parse("/load/web").unwrap();
-    let name = secrets::object_name(&app);
+    let name = secrets::object_name("e2e", &app);
     let paths: std::collections::BTreeSet<String> = [
         "secret/data/web".to_string(),
         "secret/data/shared".to_string(),
     ]
     .into();
     admin
-        .write_policy(&name, &secrets::policy_text(&app, &paths))
+        .write_policy(&name, &secrets::policy_text("e2e", &app, &paths))
         .await
         .unwrap();
     admin

@@ -312,3 +312,93 @@ fn metrics_list_every_reason() {
     assert!(text.contains("reason=\"replayed\"} 1"), "{text}");
     assert!(text.contains("reason=\"too_old\"} 0"), "{text}");
 }
+
+/// A gatekeeper whose Vault is never reached in these tests (nothing is granted).
+fn offline_gatekeeper(state_dir: Option<PathBuf>) -> Result<Gatekeeper<StaticTasks>, GateError> {
+    let vault = VaultAdmin::new(crate::vault_admin::VaultAdminConfig {
+        addr: "http://127.0.0.1:9".into(),
+        token: secrecy::SecretString::from("t".to_string()),
+        approle_mount: "approle".into(),
+        timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+    let tasks = StaticTasks::default();
+    tasks.insert(task());
+    Gatekeeper::new(
+        tasks,
+        vault,
+        GateConfig {
+            state_dir,
+            ..config()
+        },
+        Arc::new(|| NOW),
+    )
+}
+
+/// A served-task file of a version this Baton does not know stops the start, like a corrupt
+/// one: reading it as empty would reopen replay for every task it lists.
+#[test]
+fn a_served_file_of_an_unknown_version_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = served_path(dir.path());
+    for version in [0, 2, 99] {
+        std::fs::write(
+            &path,
+            format!(r#"{{"version": {version}, "served": {{"web.1": {NOW}}}}}"#),
+        )
+        .unwrap();
+        let e = load_served(&path).unwrap_err().to_string();
+        assert!(e.contains(&format!("unknown version {version}")), "{e}");
+        assert!(
+            offline_gatekeeper(Some(dir.path().to_owned())).is_err(),
+            "version {version}"
+        );
+    }
+    std::fs::write(
+        &path,
+        format!(r#"{{"version": 1, "served": {{"web.1": {NOW}}}}}"#),
+    )
+    .unwrap();
+    let gk = offline_gatekeeper(Some(dir.path().to_owned())).unwrap();
+    assert_eq!(gk.served_count(), 1);
+}
+
+/// Before the loop has told it its apps (Vault down at start, a slow first cycle), every
+/// request is "not ready": 503 with Retry-After, which baton-env retries, where a 403 would
+/// have been final. Once it knows its apps, an unknown app is refused as always.
+#[tokio::test]
+async fn before_its_first_apps_the_gatekeeper_answers_503_with_retry_after() {
+    use axum::body::Body;
+    use tower::ServiceExt;
+    let gk = Arc::new(offline_gatekeeper(None).unwrap());
+    let app = router(gk.clone());
+    let ask = |app_id: &str| {
+        let mut r = axum::http::Request::post(PATH)
+            .header("content-type", "application/json")
+            .body(Body::from(
+                serde_json::to_vec(&json!({"task_id": "web.1", "app_id": app_id})).unwrap(),
+            ))
+            .unwrap();
+        let peer: SocketAddr = "10.0.0.7:4000".parse().unwrap();
+        r.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(r)
+    };
+    for app_id in ["/web", "/other"] {
+        let r = ask(app_id).await.unwrap();
+        assert_eq!(r.status().as_u16(), 503, "{app_id}");
+        assert_eq!(
+            r.headers()[header::RETRY_AFTER].to_str().unwrap(),
+            NOT_READY_RETRY_AFTER.to_string()
+        );
+    }
+    assert_eq!(gk.counters.not_ready.load(Ordering::Relaxed), 2);
+    assert_eq!(gk.counters.denied(DenyReason::UnknownApp), 0);
+    assert!(gk
+        .counters
+        .prometheus()
+        .contains("decision=\"not_ready\"} 2"));
+    // The first cycle: now the gatekeeper judges (an app it does not serve is refused).
+    gk.serve_apps("me", BTreeMap::new());
+    assert_eq!(ask("/other").await.unwrap().status().as_u16(), 403);
+    assert_eq!(gk.counters.denied(DenyReason::UnknownApp), 1);
+}

@@ -61,6 +61,24 @@ fn picks_changed_valid_apps_without_dependencies() {
     assert!(fast_sync_candidates(&paths(&["apps/gone.yaml"]), &r).is_empty());
 }
 
+/// An app with a `baton.secrets` block goes through the full cycle even without a `vault:`
+/// reference: only there are its secrets checked (an extra policy the operator did not allow
+/// blocks it); the fast path would deploy it unchecked.
+#[test]
+fn apps_with_a_secrets_block_take_the_full_path() {
+    let r = repo(&[
+        ("apps/a.yaml", &app("a")),
+        (
+            "apps/greedy.yaml",
+            "cmd: g\nbaton:\n  secrets:\n    policies: [\" Root\"]\n",
+        ),
+        ("apps/reads.yaml", "cmd: r\nenv:\n  P: \"vault:kv/r#p\"\n"),
+    ]);
+    assert!(r.invalid.is_empty(), "{:?}", r.diagnostics);
+    let changed = paths(&["apps/a.yaml", "apps/greedy.yaml", "apps/reads.yaml"]);
+    assert_eq!(ids(&fast_sync_candidates(&changed, &r)), ["/a"]);
+}
+
 #[test]
 fn a_large_push_takes_the_full_path() {
     let files: Vec<(String, String)> = (0..=FAST_SYNC_MAX)

@@ -78,11 +78,8 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             return Ok(None);
         };
         let manual = self.config.sync == SyncMode::Manual;
-        let reads_vault = |id: &AppId| {
-            (repo.specs.get(id)).is_some_and(|s| {
-                !crate::secrets::referenced_paths(&s.app).is_ok_and(|p| p.is_empty())
-            })
-        };
+        let reads_vault =
+            |id: &AppId| (repo.specs.get(id)).is_some_and(|s| crate::secrets::needs_vault(s));
         if ids.len() > EVENT_CYCLE_MAX
             || (!manual && self.state.last_synced.as_deref() != Some(rev.as_str()))
             || ids.iter().any(reads_vault)

@@ -385,3 +385,121 @@ fn help_and_version_exit_0() {
         assert!(!out.stdout.is_empty(), "baton {}", args.join(" "));
     }
 }
+/// `baton plan` judges `baton.secrets.policies` against the operator's allow-list
+/// (`--vault-allowed-policies`, env `BATON_VAULT_ALLOWED_POLICIES`): default none, names
+/// trimmed and case-insensitive, `root` never. A spec asking for more is invalid (exit 1) with
+/// the policy and the flag named, and its app is not planned.
+#[test]
+fn plan_refuses_extra_policies_the_operator_did_not_allow() {
+    let repo = tempfile::tempdir().unwrap();
+    let root = repo.path();
+    write(root, "baton.yaml", "owner: shop\n");
+    let app = |policy: &str| {
+        format!("cmd: x\nenv:\n  P: \"vault:secret/data/api#p\"\nbaton:\n  secrets:\n    policies: [\"{policy}\"]\n")
+    };
+    write(root, "apps/api.yaml", &app(" Metrics-Read"));
+    let live = root.join("live.json");
+    std::fs::write(&live, r#"{"apps": []}"#).unwrap();
+    let run = |extra: &[&str], env: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
+        cmd.args(["plan", "--color=never", "--format", "json", "--repo"])
+            .arg(root)
+            .arg("--live")
+            .arg(&live)
+            .args(extra)
+            .env_remove("BATON_VAULT_ALLOWED_POLICIES")
+            .env_remove("BATON_VAULT_ADDR");
+        if let Some(v) = env {
+            cmd.env("BATON_VAULT_ALLOWED_POLICIES", v);
+        }
+        let out = cmd.output().unwrap();
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (
+            out.status.code(),
+            doc,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // Not allowed (the default): invalid, the field pointed at, nothing planned for it.
+    let (code, doc, _) = run(&[], None);
+    assert_eq!(code, Some(1), "{doc:#}");
+    crate::support::assert_matches_schema("plan.schema.json", &doc);
+    let diag = &doc["diagnostics"][0];
+    assert_eq!(diag["pointer"], "/baton/secrets/policies/0", "{doc:#}");
+    let msg = diag["message"].as_str().unwrap();
+    for words in [
+        "`metrics-read`",
+        "--vault-allowed-policies",
+        "BATON_VAULT_ALLOWED_POLICIES",
+    ] {
+        assert!(msg.contains(words), "{msg}");
+    }
+    assert_eq!(doc["plan"]["waves"], json!([]));
+    assert_eq!(doc["plan"]["invalid"], json!(["/api"]));
+    assert_eq!(doc["vault"]["issues"][0]["app"], "/api");
+
+    // Allowed by flag or env, whatever the case and spaces: planned, with the policy granted.
+    for (args, env) in [
+        (
+            &["--vault-allowed-policies", "other,metrics-read"][..],
+            None,
+        ),
+        (&[][..], Some(" METRICS-READ ,other")),
+    ] {
+        let (code, doc, _) = run(args, env);
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {doc:#}");
+        crate::support::assert_matches_schema("plan.schema.json", &doc);
+        let role = doc["vault"]["before_apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["kind"] == "role")
+            .unwrap();
+        assert_eq!(role["name"], "baton-shop_api");
+        assert!(
+            role["details"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("token_policies=baton-shop_api,metrics-read")),
+            "{role}"
+        );
+    }
+
+    // `root` is never allowed: not in the list, not in a spec whatever the list says.
+    // A list naming it is a usage error (64), as every bad flag value.
+    let (code, _, stderr) = run(&["--vault-allowed-policies", "metrics-read, Root"], None);
+    assert_eq!(code, Some(64));
+    assert!(stderr.contains("`root` can never be allowed"), "{stderr}");
+    write(root, "apps/api.yaml", &app(" Root"));
+    let (code, doc, _) = run(&["--vault-allowed-policies", "metrics-read"], None);
+    assert_eq!(code, Some(1), "{doc:#}");
+    let msg = doc["diagnostics"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("`root`, which is never granted"), "{msg}");
+
+    // `baton serve` checks its list before it binds or connects to anything.
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["serve", "--repo"])
+        .arg(root)
+        .arg("--state-dir")
+        .arg(root.join("state"))
+        .args([
+            "--marathon",
+            "http://127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--vault-addr", "http://127.0.0.1:9"])
+        .env("BATON_WEBHOOK_SECRET", "w")
+        .env("BATON_VAULT_TOKEN", "t")
+        .env("BATON_VAULT_ALLOWED_POLICIES", "metrics-read,root")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("--vault-allowed-policies")
+            && stderr.contains("`root` can never be allowed"),
+        "{stderr}"
+    );
+}
