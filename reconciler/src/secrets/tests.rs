@@ -21,6 +21,7 @@ fn spec(id: &str, app: Value, secrets: Option<Value>) -> Spec {
 fn repo(specs: Vec<Spec>) -> Repo {
     let mut r = Repo::default();
     r.config.owner = "test".into();
+    r.config.owner_explicit = true;
     for s in specs {
         r.specs.insert(s.id.clone(), std::sync::Arc::new(s));
     }
