@@ -38,7 +38,8 @@ pub enum DriftState {
     Drifted,
     /// In git, not running.
     Missing,
-    /// Running, not owned by this owner, and either not in git or owned by another owner.
+    /// Running, not owned by this owner, and either not in git or owned by another owner; or
+    /// labelled with this owner but outside the repo's `idPrefixes`.
     Unmanaged,
     /// The last apply of this app failed (its field differences, if any, are still listed).
     Failed,
