@@ -524,7 +524,10 @@ pub async fn apply(
             .map_err(std::io::Error::from)?;
             writeln!(out)?;
         }
-        Format::Text => writeln!(out, "{}", apply_summary(&plan, &report))?,
+        Format::Text => {
+            writeln!(out, "{}", apply_summary(&plan, &report))?;
+            write!(out, "{}", report::ownership_notes(&plan, style))?;
+        }
     }
     Ok(apply_exit_code(&repo, &report))
 }

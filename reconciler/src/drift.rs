@@ -38,7 +38,8 @@ pub enum DriftState {
     Drifted,
     /// In git, not running.
     Missing,
-    /// Running, not owned by this owner, and either not in git or owned by another owner.
+    /// Running, not owned by this owner, and either not in git or owned by another owner; or
+    /// labelled with this owner but outside the repo's `idPrefixes`.
     Unmanaged,
     /// The last apply of this app failed (its field differences, if any, are still listed).
     Failed,
@@ -385,6 +386,16 @@ fn app_drift(
         a.file = Some(spec.file.clone());
         a.desired_digest = Some(ownership::digest_of(&spec.app));
         a
+    } else if live_app.is_some_and(|l| ownership::owner_of(l) == Some(owner))
+        && !repo.config.in_scope(id)
+    {
+        // Labelled with this owner, but not this repo's to manage.
+        let mut a = AppDrift::new(id.clone(), DriftState::Unmanaged);
+        a.note = Some(format!(
+            "labelled `{owner}`, but outside idPrefixes ({}); left alone",
+            repo.config.id_prefixes_shown()
+        ));
+        a
     } else if let Some(l) = live_app.filter(|l| ownership::owner_of(l) == Some(owner)) {
         // Owned, but git no longer has it: the next sync prunes it (or holds the delete).
         let mut a = AppDrift::new(id.clone(), DriftState::Drifted);
@@ -395,6 +406,8 @@ fn app_drift(
         }];
         a.note = Some(if ownership::prune_protected(l) {
             "owned, but no longer in git; kept because of `baton.prune: false`".into()
+        } else if !repo.config.owner_explicit {
+            "owned, but no longer in git; kept: no `owner:` in baton.yaml, and without one nothing is deleted".into()
         } else {
             "owned, but no longer in git: the next sync deletes it".into()
         });

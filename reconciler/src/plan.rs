@@ -1,7 +1,8 @@
 //! The plan: desired (a loaded repo) x live (the scheduler's apps) x policy -> what a sync does.
 //! A pure function: no I/O, no clock. Safety rules live here, where they can be tested exhaustively:
-//! invalid specs are never touched, only owned apps are deleted, deletions are budgeted, and an
-//! empty or partly unreadable repo deletes nothing.
+//! invalid specs are never touched, only owned apps are deleted, deletions are budgeted, an
+//! empty or partly unreadable repo deletes nothing, a repo without an explicit `owner` deletes
+//! nothing, and apps outside the repo's `idPrefixes` are never touched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use serde_json::Value;
 use crate::diff::{all_differences, diff_where, under_any, FieldChange};
 use crate::ownership;
 use crate::spec::normalize::{normalize, Tolerance};
-use crate::spec::{AppId, Repo, Spec};
+use crate::spec::{AppId, IdPrefix, Repo, Spec};
 
 /// Knobs of one planning run that do not come from the repo.
 #[derive(Debug, Clone, Default)]
@@ -101,6 +102,11 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
     pub owner: String,
+    /// `owner` is set in `baton.yaml`; without it every delete is held ([`no_owner_reason`]).
+    pub owner_explicit: bool,
+    /// `idPrefixes` of `baton.yaml`: the app ids this repo may manage (absent: every id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_prefixes: Option<Vec<IdPrefix>>,
     pub commit: String,
     pub summary: Summary,
     pub waves: Vec<Wave>,
@@ -112,6 +118,8 @@ pub struct Plan {
     pub held: Vec<Held>,
     pub moves: Vec<Move>,
     pub conflicts: Vec<Conflict>,
+    /// Live apps labelled with this owner but outside `idPrefixes`: reported, never touched.
+    pub out_of_scope: Vec<AppId>,
 }
 
 impl Plan {
@@ -124,6 +132,23 @@ impl Plan {
     pub fn changes(&self) -> impl Iterator<Item = &Change> {
         self.waves.iter().flat_map(|w| w.changes.iter())
     }
+
+    /// The deletions held only because `baton.yaml` sets no `owner`.
+    pub fn held_for_no_owner(&self) -> impl Iterator<Item = &AppId> {
+        let reason = (!self.owner_explicit).then(|| no_owner_reason(&self.owner));
+        self.held
+            .iter()
+            .filter(move |h| reason.as_deref() == Some(h.reason.as_str()))
+            .map(|h| &h.app)
+    }
+}
+
+/// Why nothing is deleted for a repo whose `baton.yaml` sets no `owner` (`owner`: the default
+/// in use), and how to fix it.
+pub fn no_owner_reason(owner: &str) -> String {
+    format!(
+        "no `owner:` in baton.yaml: Baton uses the default owner `{owner}`, which other repos may use too, so it deletes nothing; set `owner:` in baton.yaml to a name only this repo uses"
+    )
 }
 
 /// The number of deletions allowed per sync: `maxDeletes`, or `maxDeletesPercent` of the owned
@@ -154,9 +179,15 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
     // Per-app work (labels, digest, normalisation, diff) is independent: run it in parallel,
     // then assemble in id order, so the plan stays deterministic. The definition to send (and
     // its digest) is only built for the apps that get a write, not for the unchanged majority.
+    // A spec outside `idPrefixes` is invalid when loaded; checked again here so that no repo,
+    // however it was built, gets an app outside them written.
+    let out_of_scope_specs: Vec<&AppId> = (repo.specs.keys())
+        .filter(|id| !repo.config.in_scope(id))
+        .collect();
     let per_app: Vec<PerApp> = repo
         .specs
         .par_iter()
+        .filter(|(id, _)| repo.config.in_scope(id))
         .map(|(id, spec)| {
             let spec: &Spec = spec;
             let desired = ownership::normal_form(spec, owner);
@@ -217,14 +248,23 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
     let mut held = Vec::new();
     let mut deletes: Vec<AppId> = Vec::new();
     let mut unmanaged = Vec::new();
+    let mut out_of_scope = Vec::new();
     let mut owned = 0;
     for (id, app) in &live_by_id {
         let mine = ownership::owner_of(app) == Some(owner);
-        owned += usize::from(mine);
+        let in_scope = repo.config.in_scope(id);
+        owned += usize::from(mine && in_scope);
         if repo.specs.contains_key(id) || repo.invalid.contains(id) {
             continue;
         }
-        if !mine {
+        if !in_scope {
+            // Not this repo's to manage, whatever its label says.
+            if mine {
+                out_of_scope.push(id.clone());
+            } else {
+                unmanaged.push(id.clone());
+            }
+        } else if !mine {
             if !conflicts.iter().any(|c| &c.app == id) {
                 unmanaged.push(id.clone());
             }
@@ -237,8 +277,11 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
             deletes.push(id.clone());
         }
     }
+    // An incomplete repo first: with a broken `baton.yaml` the owner is unknown, not absent.
     let refusal = if repo.incomplete {
         Some("the repo could not be read completely (see the diagnostics); nothing is deleted until it can".to_string())
+    } else if !repo.config.owner_explicit {
+        Some(no_owner_reason(owner))
     } else if repo.specs.is_empty() && repo.invalid.is_empty() {
         Some("the repo has no apps; refusing to delete every owned app (an empty checkout is more likely a mistake)".to_string())
     } else {
@@ -279,7 +322,9 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
     let mut waves = order_waves(repo, changes);
     waves.extend(order_deletes(delete_changes, &live_by_id));
 
-    let invalid: Vec<AppId> = repo.invalid.iter().cloned().collect();
+    let mut invalid: Vec<AppId> = repo.invalid.iter().cloned().collect();
+    invalid.extend(out_of_scope_specs.into_iter().cloned());
+    invalid.sort();
     let summary = Summary {
         create: count(&waves, Action::Create),
         update: count(&waves, Action::Update),
@@ -292,6 +337,8 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
     };
     Plan {
         owner: owner.to_string(),
+        owner_explicit: repo.config.owner_explicit,
+        id_prefixes: repo.config.id_prefixes.clone(),
         commit: policy.commit.clone(),
         summary,
         waves,
@@ -301,6 +348,7 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
         held,
         moves,
         conflicts,
+        out_of_scope,
     }
 }
 

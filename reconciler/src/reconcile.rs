@@ -200,6 +200,8 @@ pub struct Status {
     pub history: Vec<SyncRecord>,
     /// Secret zero, as of the last cycle that read Vault (`None` without Vault, or before).
     pub vault: Option<VaultStatus>,
+    /// The repo's ownership settings and what they hold back (`None` before a first plan).
+    pub ownership: Option<OwnershipStatus>,
 }
 
 /// The Vault part of `/api/status`.
@@ -209,6 +211,57 @@ pub struct VaultStatus {
     pub unmanaged: Vec<crate::secrets::Unmanaged>,
     /// Vault deletions withheld (delete budget, an empty repo).
     pub held: Vec<crate::secrets::VaultHeld>,
+}
+
+/// `ownership` in `/api/status`: who this repo is on the scheduler, and what that keeps Baton
+/// from touching.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnershipStatus {
+    /// The owner label written into the apps.
+    pub owner: String,
+    /// `owner:` is set in `baton.yaml`; without it nothing is deleted.
+    pub explicit: bool,
+    /// Why nothing is deleted and how to fix it (no explicit owner), else `None`.
+    pub warning: Option<String>,
+    /// Deletions the last plan held because there is no explicit owner.
+    pub held_deletes: Vec<AppId>,
+    /// `idPrefixes` of `baton.yaml` (`None`: every app id).
+    pub id_prefixes: Option<Vec<crate::spec::IdPrefix>>,
+    /// Live apps labelled with this owner outside `idPrefixes`: reported, never touched.
+    pub out_of_scope: Vec<AppId>,
+}
+
+impl OwnershipStatus {
+    /// What `plan` of `repo` shows. No warning while `baton.yaml` itself is broken: its owner
+    /// is then unknown rather than absent, and the config's diagnostics say what is wrong.
+    pub fn of(repo: &Repo, plan: &Plan) -> Self {
+        let config_broken = repo.diagnostics.iter().any(|d| {
+            d.severity == crate::spec::Severity::Error
+                && d.file.as_path() == std::path::Path::new(crate::spec::load::CONFIG_FILE)
+        });
+        OwnershipStatus {
+            owner: plan.owner.clone(),
+            explicit: plan.owner_explicit,
+            warning: (!plan.owner_explicit && !config_broken)
+                .then(|| plan::no_owner_reason(&plan.owner)),
+            held_deletes: plan.held_for_no_owner().cloned().collect(),
+            id_prefixes: plan.id_prefixes.clone(),
+            out_of_scope: plan.out_of_scope.clone(),
+        }
+    }
+}
+
+/// Ids for a log line: the first few, then how many more.
+fn ids_shown(ids: &[AppId]) -> String {
+    const SHOWN: usize = 10;
+    let mut s: Vec<&str> = ids.iter().take(SHOWN).map(AppId::as_str).collect();
+    let more = ids.len().saturating_sub(SHOWN);
+    let more = format!("and {more} more");
+    if ids.len() > SHOWN {
+        s.push(&more);
+    }
+    s.join(", ")
 }
 
 /// One app in `/api/status`.
@@ -358,6 +411,8 @@ struct Reconciler<Src, S> {
     drift: crate::drift_keeper::DriftKeeper,
     /// The last sync failure announced, so a failure retried with backoff is announced once.
     announced_failure: Option<String>,
+    /// What the last ownership warning said, so it is logged once, not every cycle.
+    warned_ownership: Option<OwnershipStatus>,
 }
 
 /// Run the loop until `shutdown`. Loads the state directory first (a corrupt state file is an
@@ -403,6 +458,7 @@ where
         shared,
         drift,
         announced_failure: None,
+        warned_ownership: None,
     };
     r.publish_status(None, None, None, None);
     let mut pending = Some(Trigger::Startup);
@@ -727,6 +783,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             },
         );
         phases.mark("plan");
+        self.warn_ownership(&repo, &plan);
         if preempt.requested() {
             return Ok(self.preempted(clock));
         }
@@ -881,6 +938,34 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         tracing::debug!(phases = %phases, "cycle phases");
 
         Ok(self.next_action(now))
+    }
+
+    /// WARN about what the repo's ownership settings hold back: no explicit owner (nothing is
+    /// deleted), live apps of this owner outside `idPrefixes`. Once per distinct situation,
+    /// not every cycle.
+    fn warn_ownership(&mut self, repo: &Repo, plan: &Plan) {
+        let now = OwnershipStatus::of(repo, plan);
+        let before = self.warned_ownership.as_ref();
+        let same_owner =
+            before.is_some_and(|b| (&b.owner, b.explicit) == (&now.owner, now.explicit));
+        let same_held = same_owner && before.is_some_and(|b| b.held_deletes == now.held_deletes);
+        if let Some(warning) = now.warning.as_ref().filter(|_| !same_held) {
+            tracing::warn!(
+                owner = %now.owner,
+                held_deletes = now.held_deletes.len(),
+                apps = %ids_shown(&now.held_deletes),
+                "{warning}"
+            );
+        }
+        let same_scope = same_owner && before.is_some_and(|b| b.out_of_scope == now.out_of_scope);
+        if !now.out_of_scope.is_empty() && !same_scope {
+            tracing::warn!(
+                owner = %now.owner,
+                apps = %ids_shown(&now.out_of_scope),
+                "live apps labelled with this owner are outside idPrefixes of baton.yaml: left alone"
+            );
+        }
+        self.warned_ownership = Some(now);
     }
 
     /// Requeue for the earliest failed-app retry or `correctAfter` grace period, if any.
@@ -1175,6 +1260,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         };
         st.last_error = None;
         st.pending = None;
+        st.ownership = Some(OwnershipStatus::of(repo, plan));
         let mut ids: BTreeSet<AppId> = repo.specs.keys().cloned().collect();
         ids.extend(repo.invalid.iter().cloned());
         ids.extend(held.iter().cloned());
@@ -1566,6 +1652,8 @@ pub fn changed_outside(
 #[cfg(test)]
 mod fast_path_tests;
 mod own_writes;
+#[cfg(test)]
+mod ownership_tests;
 pub mod partial;
 #[cfg(test)]
 mod partial_tests;

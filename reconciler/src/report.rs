@@ -122,13 +122,18 @@ pub fn plan_text(plan: &Plan, style: Style) -> String {
     let s = &plan.summary;
     let _ = writeln!(
         out,
-        "{} {} to create, {} to update, {} to delete, {} unchanged (owner {}, commit {})",
+        "{} {} to create, {} to update, {} to delete, {} unchanged (owner {}{}, commit {})",
         style.bold("Plan:"),
         s.create,
         s.update,
         s.delete,
         s.unchanged,
         plan.owner,
+        if plan.owner_explicit {
+            ""
+        } else {
+            " by default"
+        },
         short(&plan.commit)
     );
     if plan.is_empty() {
@@ -215,6 +220,37 @@ pub fn plan_text(plan: &Plan, style: Style) -> String {
             style.dim("unmanaged:"),
             plan.unmanaged.len(),
             plan.owner
+        );
+    }
+    out.push_str(&ownership_notes(plan, style));
+    out
+}
+
+/// What the repo's ownership settings keep Baton from doing, for a terminal (plan and apply):
+/// live apps of this owner outside `idPrefixes`, and, without an explicit `owner`, that nothing
+/// is deleted (unless a held delete already says so).
+pub fn ownership_notes(plan: &Plan, style: Style) -> String {
+    let mut out = String::new();
+    if !plan.out_of_scope.is_empty() {
+        let ids: Vec<String> = plan.out_of_scope.iter().map(|i| i.to_string()).collect();
+        let prefixes: Vec<String> = (plan.id_prefixes.iter().flatten())
+            .map(|p| format!("`{p}`"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{} {} labelled `{}` but outside idPrefixes ({}); never touched",
+            style.yellow("out of scope:"),
+            ids.join(", "),
+            plan.owner,
+            prefixes.join(", ")
+        );
+    }
+    if !plan.owner_explicit && plan.held_for_no_owner().next().is_none() {
+        let _ = writeln!(
+            out,
+            "{} {}",
+            style.yellow("note:"),
+            crate::plan::no_owner_reason(&plan.owner)
         );
     }
     out

@@ -885,7 +885,7 @@ pub const BOOTSTRAP_ENV: [&str; 6] = [
 /// Only this Baton's objects ([`LiveVault::policies`], [`LiveVault::roles`]: proved by their
 /// marker) are ever updated or deleted; a desired name held by an unmanaged object is never
 /// written (its app is an issue, see [`claim_names`]). Deletion follows the app plan's safety
-/// rules: nothing is deleted when the repo is incomplete or has no apps; an app whose spec is
+/// rules: nothing is deleted when the repo is incomplete, has no apps or names no owner; an app whose spec is
 /// invalid, whose deletion is held, or that still runs without being deleted keeps its objects.
 /// Objects whose app is gone or no longer reads secrets go, under the delete budget: the
 /// objects of an app this plan deletes follow it (that deletion was within the budget already);
@@ -1029,8 +1029,13 @@ pub fn plan_vault(
         .filter(|a| !deleted.contains(a))
         .cloned()
         .collect();
-    let hold_all = repo.specs.is_empty() && repo.invalid.is_empty();
-    let refusal = if hold_all {
+    // Without `owner:` in baton.yaml the owner is a default other repos may share: Vault
+    // objects are held like the app deletions (`plan::no_owner_reason`).
+    let no_owner = !repo.config.owner_explicit;
+    let hold_all = no_owner || (repo.specs.is_empty() && repo.invalid.is_empty());
+    let refusal = if no_owner {
+        Some(crate::plan::no_owner_reason(owner))
+    } else if hold_all {
         Some("the repo has no apps; refusing to delete Vault objects (an empty checkout is more likely a mistake)".to_string())
     } else {
         let budget = crate::plan::delete_budget(repo, owned_apps.len());

@@ -331,3 +331,123 @@ async fn the_binary_exits_3_when_an_app_fails_and_0_once_fixed() {
     );
     sched.stop().await;
 }
+
+/// `baton apply` on `repo` against `sched`: (exit code, stdout).
+fn apply_bin(
+    bin: &std::path::Path,
+    sched: &DevScheduler,
+    repo: &TempRepo,
+) -> (Option<i32>, String) {
+    let out = std::process::Command::new(bin)
+        .args(["apply", "--color=never", "--marathon", &sched.url, "--repo"])
+        .arg(repo.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    (out.status.code(), text)
+}
+
+// Multi-threaded: the blocking wait for the binary must not stall the in-process scheduler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_owner_apply_creates_and_updates_but_deletes_nothing() {
+    let bin = baton_bin();
+    let sched = DevScheduler::start().await;
+    // Another repo that never set an owner either: its app carries the default owner label.
+    let theirs = json!({"id": "/other-repo/api", "cmd": "exec sleep 1000", "cpus": 0.01,
+                        "mem": 8, "labels": {"baton.dev/owner": "baton"}});
+    sched.put(&theirs).await;
+    let repo = TempRepo::new("");
+    std::fs::remove_file(repo.path().join("baton.yaml")).unwrap();
+    repo.write("web.yaml", &sleeper(""));
+
+    let (code, text) = apply_bin(&bin, &sched, &repo);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(sched.app("/web").await.is_some(), "creates go on");
+    let held = text
+        .lines()
+        .find(|l| l.contains("/other-repo/api"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        held.contains("held") && held.contains(&baton::plan::no_owner_reason("baton")),
+        "{held}"
+    );
+    assert!(
+        text.contains("1 converged, 0 failed, 0 skipped, 1 held"),
+        "{text}"
+    );
+    let version = sched.app("/other-repo/api").await.unwrap()["version"].clone();
+
+    // Updates go on too; the other repo's app is still left alone.
+    repo.write("web.yaml", &sleeper("env:\n  COLOR: blue\n"));
+    let (code, text) = apply_bin(&bin, &sched, &repo);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(sched.app("/web").await.unwrap()["env"]["COLOR"], "blue");
+    assert_eq!(
+        sched.app("/other-repo/api").await.unwrap()["version"],
+        version
+    );
+
+    // With nothing held, the note still says why nothing would be deleted.
+    sched
+        .put(
+            &json!({"id": "/other-repo/api", "cmd": "exec sleep 1000", "cpus": 0.01,
+                      "mem": 8, "labels": {"baton.dev/owner": "another"}}),
+        )
+        .await;
+    let (code, text) = apply_bin(&bin, &sched, &repo);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("note: {}", baton::plan::no_owner_reason("baton"))),
+        "{text}"
+    );
+    sched.stop().await;
+}
+
+// Multi-threaded: the blocking wait for the binary must not stall the in-process scheduler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_with_id_prefixes_touches_nothing_outside_them() {
+    let bin = baton_bin();
+    let sched = DevScheduler::start().await;
+    // This owner's apps outside the prefixes: one with a spec in the repo, one without.
+    for (id, cmd) in [
+        ("/web/api", "exec sleep 1001"),
+        ("/legacy/batch", "exec sleep 1002"),
+    ] {
+        sched
+            .put(&json!({"id": id, "cmd": cmd, "cpus": 0.01, "mem": 8,
+                         "labels": {"baton.dev/owner": "e2e"}}))
+            .await;
+    }
+    let before: Vec<serde_json::Value> = sched.apps().await;
+    let version = |apps: &[serde_json::Value], id: &str| {
+        apps.iter()
+            .find(|a| a["id"] == id)
+            .map(|a| a["version"].clone())
+    };
+    let repo = TempRepo::new("owner: e2e\nidPrefixes: [/shop/]\n");
+    repo.write("shop/web.yaml", &sleeper(""));
+    repo.write("web/api.yaml", &sleeper(""));
+
+    let (code, text) = apply_bin(&bin, &sched, &repo);
+    assert_eq!(
+        code,
+        Some(1),
+        "a spec outside idPrefixes is invalid: {text}"
+    );
+    assert!(
+        text.contains("apps/web/api.yaml")
+            && text.contains("the app id `/web/api` is outside the ids this repo may manage (idPrefixes in baton.yaml: `/shop`)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("out of scope: /legacy/batch labelled `e2e` but outside idPrefixes (`/shop`); never touched"),
+        "{text}"
+    );
+    assert!(sched.app("/shop/web").await.is_some(), "inside: created");
+    let after = sched.apps().await;
+    for id in ["/web/api", "/legacy/batch"] {
+        assert_eq!(version(&after, id), version(&before, id), "{id} untouched");
+    }
+    assert_eq!(after.len(), 3, "{after:?}");
+    sched.stop().await;
+}

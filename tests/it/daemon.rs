@@ -186,3 +186,182 @@ async fn the_daemon_corrects_what_it_is_told_to_and_stops_on_sigterm() {
     assert!(state.path().join("serve-state.json").is_file());
     sched.stop().await;
 }
+
+/// The daemon as a process with its log lines collected as they come: (child, lines, address).
+async fn start_daemon(
+    repo: &TempRepo,
+    sched: &DevScheduler,
+    state: &std::path::Path,
+    extra: &[&str],
+    log: &str,
+) -> (
+    std::process::Child,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    String,
+) {
+    let mut daemon = Command::new(baton_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--marathon", &sched.url])
+        .args(extra)
+        .arg("--repo")
+        .arg(repo.path())
+        .arg("--state-dir")
+        .arg(state)
+        .env("BATON_WEBHOOK_SECRET", "e2e")
+        .env("BATON_LOG", log)
+        .env("BATON_LOG_FORMAT", "text")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = daemon.stderr.take().unwrap();
+    let lines: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let collected = lines.clone();
+    std::thread::spawn(move || {
+        let mut addr_tx = Some(addr_tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                if let Some(tx) = addr_tx.take() {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+            }
+            collected.lock().unwrap().push(line);
+        }
+    });
+    let addr = tokio::time::timeout(DEADLINE, addr_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    (daemon, lines, format!("http://{addr}"))
+}
+
+fn count(lines: &std::sync::Mutex<Vec<String>>, what: &str) -> usize {
+    lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(what))
+        .count()
+}
+
+/// Without `owner:` the daemon deletes nothing and says so in `/api/status` and, once, in its
+/// log; with `idPrefixes` it leaves this owner's apps outside them alone and reports them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daemon_without_an_owner_deletes_nothing_and_with_id_prefixes_stays_inside() {
+    let sched = DevScheduler::start().await;
+    let stale = json!({"id": "/stale", "cmd": "exec sleep 1000", "cpus": 0.01, "mem": 8,
+                       "labels": {"baton.dev/owner": "baton"}});
+    sched.put(&stale).await;
+    let repo = TempRepo::new("");
+    std::fs::remove_file(repo.path().join("baton.yaml")).unwrap();
+    repo.write(
+        "web.yaml",
+        "cmd: exec sleep 1000\ncpus: 0.01\nmem: 8\ninstances: 1\n",
+    );
+    let state = tempfile::tempdir().unwrap();
+    // Polls every second, and a debug line per cycle to count them by.
+    let (mut daemon, lines, api) = start_daemon(
+        &repo,
+        &sched,
+        state.path(),
+        &["--poll-interval", "1s"],
+        "info,baton::reconcile=debug",
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let status = || async {
+        http.get(format!("{api}/api/status"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let no_owner = baton::plan::no_owner_reason("baton");
+    until("the first sync", || async {
+        sched.app("/web").await.is_some() && status().await["ownership"].is_object()
+    })
+    .await;
+    // Several cycles later: /stale still runs, the warning was logged once.
+    let cycles = count(&lines, "cycle phases");
+    until("three more cycles", || async {
+        count(&lines, "cycle phases") >= cycles + 3
+    })
+    .await;
+    assert!(sched.app("/stale").await.is_some(), "nothing deleted");
+    let s = status().await;
+    crate::serve::validate_status(&s);
+    assert_eq!(
+        s["ownership"],
+        json!({"owner": "baton", "explicit": false, "warning": no_owner,
+               "heldDeletes": ["/stale"], "idPrefixes": null, "outOfScope": []}),
+    );
+    let warned = |what: &str| {
+        let all = lines.lock().unwrap();
+        let hits: Vec<&String> = all
+            .iter()
+            .filter(|l| l.contains("WARN") && l.contains(what))
+            .collect();
+        (
+            hits.len(),
+            hits.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    let (n, hits) = warned("no `owner:` in baton.yaml");
+    assert_eq!(n, 1, "once, not every cycle: {hits:#?}");
+    assert!(hits[0].contains("apps=/stale"), "{}", hits[0]);
+
+    // An owner, and a scope that leaves /stale outside: still not deleted, now reported.
+    std::fs::write(
+        repo.path().join("baton.yaml"),
+        "owner: baton\nidPrefixes: [/web]\n",
+    )
+    .unwrap();
+    until("the new config in /api/status", || async {
+        status().await["ownership"]["explicit"] == true
+    })
+    .await;
+    let cycles = count(&lines, "cycle phases");
+    until("three more cycles", || async {
+        count(&lines, "cycle phases") >= cycles + 3
+    })
+    .await;
+    let s = status().await;
+    crate::serve::validate_status(&s);
+    assert_eq!(
+        s["ownership"],
+        json!({"owner": "baton", "explicit": true, "warning": null,
+               "heldDeletes": [], "idPrefixes": ["/web"], "outOfScope": ["/stale"]}),
+    );
+    assert!(
+        sched.app("/stale").await.is_some(),
+        "outside idPrefixes: kept"
+    );
+    let (n, hits) = warned("outside idPrefixes");
+    assert_eq!(n, 1, "once, not every cycle: {hits:#?}");
+
+    // Taken into the scope, it is this repo's again: pruned.
+    std::fs::write(
+        repo.path().join("baton.yaml"),
+        "owner: baton\nidPrefixes: [/web, /stale]\n",
+    )
+    .unwrap();
+    until("/stale pruned", || async {
+        sched.app("/stale").await.is_none()
+    })
+    .await;
+    assert!(sched.app("/web").await.is_some());
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || daemon.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    sched.stop().await;
+}

@@ -383,7 +383,7 @@ async fn push_webhook_force_push_remote_down_and_restart() {
 }
 
 /// `/api/status` output against `schemas/status.schema.json`.
-fn validate_status(doc: &Value) {
+pub(crate) fn validate_status(doc: &Value) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/status.schema.json");
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();

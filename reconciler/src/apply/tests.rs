@@ -30,6 +30,8 @@ fn change(app: &str, action: Action, deps: &[&str], deadline: u64) -> Change {
 fn plan_of(waves: Vec<Vec<Change>>) -> Plan {
     Plan {
         owner: "test".into(),
+        owner_explicit: true,
+        id_prefixes: None,
         commit: "local".into(),
         summary: Summary::default(),
         waves: waves.into_iter().map(|changes| Wave { changes }).collect(),
@@ -39,6 +41,7 @@ fn plan_of(waves: Vec<Vec<Change>>) -> Plan {
         held: Vec::new(),
         moves: Vec::new(),
         conflicts: Vec::new(),
+        out_of_scope: Vec::new(),
     }
 }
 

@@ -487,6 +487,55 @@ fn the_ledger_start_counts_for_the_grace_period() {
     );
 }
 
+/// An owned app git no longer has is reported as what the next sync really does with it: held
+/// without an explicit owner, left alone outside `idPrefixes`.
+#[test]
+fn orphans_say_what_ownership_settings_do_with_them() {
+    let files = |config: &str| {
+        repo(&[
+            ("baton.yaml", config),
+            ("apps/shop/web.yaml", "cmd: ./web\n"),
+        ])
+    };
+    let orphans = |r: &Repo| {
+        let mut stale = as_served(r, "/shop/web");
+        stale["id"] = json!("/shop/stale");
+        let mut outside = as_served(r, "/shop/web");
+        outside["id"] = json!("/legacy/batch");
+        drift(
+            r,
+            &[as_served(r, "/shop/web"), stale, outside],
+            &Attributions::default(),
+            T0,
+        )
+    };
+    let note = |report: &DriftReport, app: &str| {
+        let a = report.app(&id(app)).unwrap();
+        (a.state, a.note.clone().unwrap_or_default())
+    };
+
+    let report = orphans(&files("defaults: {labels: {team: shop}}\n"));
+    let (state, text) = note(&report, "/shop/stale");
+    assert_eq!(state, DriftState::Drifted);
+    assert!(text.contains("kept: no `owner:` in baton.yaml"), "{text}");
+
+    let report = orphans(&files("owner: shop\nidPrefixes: [/shop]\n"));
+    let (state, text) = note(&report, "/shop/stale");
+    assert_eq!(state, DriftState::Drifted);
+    assert!(text.contains("the next sync deletes it"), "{text}");
+    let (state, text) = note(&report, "/legacy/batch");
+    assert_eq!(
+        state,
+        DriftState::Unmanaged,
+        "outside idPrefixes: not drift"
+    );
+    assert!(
+        text.contains("labelled `shop`, but outside idPrefixes (`/shop`); left alone"),
+        "{text}"
+    );
+    assert!(corrections(&report, &Ledger::default(), T0).is_empty());
+}
+
 #[test]
 fn failed_and_orphaned_apps_are_never_self_healed() {
     let (r, mut report) = drifted_with("correct", T0);
@@ -509,7 +558,11 @@ fn failed_and_orphaned_apps_are_never_self_healed() {
 
 #[test]
 fn a_correction_plan_only_touches_the_chosen_apps() {
-    let r = repo(&[("apps/a.yaml", "cmd: ./a\n"), ("apps/b.yaml", "cmd: ./b\n")]);
+    let r = repo(&[
+        ("baton.yaml", "owner: baton\n"), // the orphan's delete needs an explicit owner
+        ("apps/a.yaml", "cmd: ./a\n"),
+        ("apps/b.yaml", "cmd: ./b\n"),
+    ]);
     let mut a = as_served(&r, "/a");
     a["cmd"] = json!("./a --hot");
     let mut b = as_served(&r, "/b");

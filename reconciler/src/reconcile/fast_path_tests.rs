@@ -14,7 +14,11 @@ use crate::spec::load::{load, RepoConfig, Snapshot, SourceFile};
 
 pub(super) fn repo(files: &[(&str, &str)]) -> Repo {
     load(Snapshot {
-        config: RepoConfig::default(),
+        // An explicit owner: the loop's deletions are part of what these tests follow.
+        config: RepoConfig {
+            owner_explicit: true,
+            ..RepoConfig::default()
+        },
         files: files
             .iter()
             .map(|(p, t)| SourceFile {

@@ -21,6 +21,7 @@ fn spec(id: &str, app: Value, secrets: Option<Value>) -> Spec {
 fn repo(specs: Vec<Spec>) -> Repo {
     let mut r = Repo::default();
     r.config.owner = "test".into();
+    r.config.owner_explicit = true;
     for s in specs {
         r.specs.insert(s.id.clone(), std::sync::Arc::new(s));
     }
@@ -918,6 +919,8 @@ fn vault_deletions_are_budgeted() {
         max_percent: f64,
         allow: Option<usize>,
         empty_repo: bool,
+        /// `owner:` set in baton.yaml.
+        explicit_owner: bool,
         deleted: usize,
         held: usize,
     }
@@ -931,6 +934,7 @@ fn vault_deletions_are_budgeted() {
             max_percent: 0.0,
             allow: None,
             empty_repo: false,
+            explicit_owner: true,
             deleted: 0,
             held: 12,
         },
@@ -943,6 +947,7 @@ fn vault_deletions_are_budgeted() {
             max_percent: 0.0,
             allow: None,
             empty_repo: false,
+            explicit_owner: true,
             deleted: 10,
             held: 0,
         },
@@ -955,6 +960,7 @@ fn vault_deletions_are_budgeted() {
             max_percent: 0.0,
             allow: Some(6),
             empty_repo: false,
+            explicit_owner: true,
             deleted: 12,
             held: 0,
         },
@@ -967,6 +973,7 @@ fn vault_deletions_are_budgeted() {
             max_percent: 0.0,
             allow: Some(9),
             empty_repo: true,
+            explicit_owner: true,
             deleted: 0,
             held: 4,
         },
@@ -981,8 +988,23 @@ fn vault_deletions_are_budgeted() {
             max_percent: 50.0,
             allow: None,
             empty_repo: false,
+            explicit_owner: true,
             deleted: 8,
             held: 0,
+        },
+        // Without `owner:` in baton.yaml nothing is deleted in Vault either, budget or not.
+        Case {
+            what: "no explicit owner",
+            vault: 2,
+            live: 0,
+            plain: 1,
+            max_deletes: 5,
+            max_percent: 0.0,
+            allow: Some(9),
+            empty_repo: false,
+            explicit_owner: false,
+            deleted: 0,
+            held: 4,
         },
         // Held app deletions keep their objects (nothing to hold on the Vault side).
         Case {
@@ -994,6 +1016,7 @@ fn vault_deletions_are_budgeted() {
             max_percent: 10.0,
             allow: None,
             empty_repo: false,
+            explicit_owner: true,
             deleted: 0,
             held: 0,
         },
@@ -1015,6 +1038,7 @@ fn vault_deletions_are_budgeted() {
         let mut r = repo(if c.empty_repo { vec![] } else { plain });
         r.config.prune.max_deletes = c.max_deletes;
         r.config.prune.max_percent = c.max_percent;
+        r.config.owner_explicit = c.explicit_owner;
         let policy = Policy {
             allow_deletes: c.allow,
             ..Policy::default()
@@ -1039,7 +1063,13 @@ fn vault_deletions_are_budgeted() {
                 "{}: {text}",
                 c.what
             );
-            if !c.empty_repo {
+            if !c.explicit_owner {
+                assert!(
+                    vp.held[0].reason.contains("no `owner:`"),
+                    "{}",
+                    vp.held[0].reason
+                );
+            } else if !c.empty_repo {
                 assert!(
                     vp.held[0]
                         .reason

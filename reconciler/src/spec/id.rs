@@ -90,6 +90,61 @@ impl AppId {
     }
 }
 
+/// A prefix of app ids on segment boundaries (`idPrefixes` in `baton.yaml`). `/shop` and `/shop/`
+/// are read alike: the id `/shop` itself and every id under it (`/shop/web`), never `/shopping`
+/// (Marathon refuses an app and a group of the same id, so the two readings rarely differ, and
+/// one reading leaves nothing to misremember). `/` contains every id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct IdPrefix(Arc<str>);
+
+impl IdPrefix {
+    /// Parse a prefix as written: absolute, lowercase segments as in app ids, at most one
+    /// trailing `/`.
+    pub fn parse(s: &str) -> Result<IdPrefix, String> {
+        if !s.starts_with('/') {
+            return Err(format!(
+                "`{s}` must be an absolute app id prefix, starting with `/` (like `/shop`)"
+            ));
+        }
+        let trimmed = s.strip_suffix('/').unwrap_or(s);
+        if trimmed.is_empty() {
+            return Ok(IdPrefix(Arc::from("/")));
+        }
+        for seg in trimmed[1..].split('/') {
+            check_segment(seg).map_err(|why| format!("`{s}`: {why}"))?;
+        }
+        Ok(IdPrefix(Arc::from(trimmed)))
+    }
+
+    /// Whether `id` is this prefix or lies under it.
+    pub fn contains(&self, id: &AppId) -> bool {
+        if &*self.0 == "/" {
+            return true;
+        }
+        id.as_str()
+            .strip_prefix(&*self.0)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    /// The prefix without a trailing `/` (`/` for the root).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IdPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<IdPrefix> for String {
+    fn from(p: IdPrefix) -> String {
+        p.0.to_string()
+    }
+}
+
 fn check_segment(seg: &str) -> Result<(), String> {
     if seg.is_empty() {
         return Err("empty path segment".into());
@@ -158,6 +213,45 @@ mod tests {
             .unwrap_err()
             .contains("lowercase"));
         assert!(AppId::from_path(Path::new("a_b.yaml")).is_err());
+    }
+
+    #[test]
+    fn id_prefixes_match_on_segment_boundaries() {
+        let id = |s: &str| AppId::parse(s).unwrap();
+        for written in ["/shop", "/shop/"] {
+            let p = IdPrefix::parse(written).unwrap();
+            assert_eq!(p.as_str(), "/shop", "{written}");
+            assert!(p.contains(&id("/shop")), "{written}: the id itself");
+            assert!(p.contains(&id("/shop/web")), "{written}");
+            assert!(p.contains(&id("/shop/web/api")), "{written}");
+            assert!(
+                !p.contains(&id("/shopping")),
+                "{written}: not a segment boundary"
+            );
+            assert!(!p.contains(&id("/shopping/web")), "{written}");
+            assert!(!p.contains(&id("/other/shop")), "{written}");
+        }
+        let nested = IdPrefix::parse("/prod/shop").unwrap();
+        assert!(nested.contains(&id("/prod/shop/db")));
+        assert!(!nested.contains(&id("/prod/shop-2")));
+        assert!(!nested.contains(&id("/prod")));
+        let root = IdPrefix::parse("/").unwrap();
+        assert!(root.contains(&id("/anything/at/all")));
+    }
+
+    #[test]
+    fn id_prefixes_are_refused_with_the_reason() {
+        let err = |s: &str| IdPrefix::parse(s).unwrap_err();
+        assert!(
+            err("shop/").contains("starting with `/`"),
+            "{}",
+            err("shop/")
+        );
+        assert!(err("").contains("starting with `/`"));
+        assert!(err("/Shop").contains("lowercase"), "{}", err("/Shop"));
+        assert!(err("/shop//").contains("empty path segment"));
+        assert!(err("/a/../b").contains("`..`"));
+        assert!(err("/shop*").contains("lowercase"));
     }
 
     #[test]

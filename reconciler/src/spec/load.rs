@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::parse::{self, Format, Limits};
 use super::schema::{self, Finding};
-use super::{AppId, BatonBlock, Diagnostic, DriftPolicy, Repo, Severity, Spec};
+use super::{AppId, BatonBlock, Diagnostic, DriftPolicy, IdPrefix, Repo, Severity, Spec};
 
 /// Name of the optional repo config file at the repo root.
 pub const CONFIG_FILE: &str = "baton.yaml";
@@ -40,6 +40,12 @@ pub struct RepoConfig {
     pub apps_dir: PathBuf,
     /// Owner name written into the ownership labels; only apps with it are ever pruned.
     pub owner: String,
+    /// `owner` was set in `baton.yaml`. Without it Baton deletes nothing: the default owner
+    /// (`baton`) may be another repo's too, and its apps would look like this repo's.
+    pub owner_explicit: bool,
+    /// `idPrefixes`: the app ids this repo may manage (`None`: every id). A spec outside them
+    /// is invalid; a live app outside them is never created, changed or deleted.
+    pub id_prefixes: Option<Vec<IdPrefix>>,
     /// A partial app merged under every spec (the spec wins).
     pub defaults: Map<String, Value>,
     pub prune: PruneBudget,
@@ -48,11 +54,29 @@ pub struct RepoConfig {
     pub max_file_bytes: u64,
 }
 
+impl RepoConfig {
+    /// Whether this repo may manage the app `id`: inside `idPrefixes`, or there are none.
+    pub fn in_scope(&self, id: &AppId) -> bool {
+        self.id_prefixes
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|p| p.contains(id)))
+    }
+
+    /// `idPrefixes` for messages: "`/shop`, `/web`".
+    pub fn id_prefixes_shown(&self) -> String {
+        let list = self.id_prefixes.as_deref().unwrap_or_default();
+        let shown: Vec<String> = list.iter().map(|p| format!("`{p}`")).collect();
+        shown.join(", ")
+    }
+}
+
 impl Default for RepoConfig {
     fn default() -> Self {
         RepoConfig {
             apps_dir: PathBuf::from("apps"),
             owner: "baton".into(),
+            owner_explicit: false,
+            id_prefixes: None,
             defaults: Map::new(),
             prune: PruneBudget {
                 max_deletes: 5,
@@ -115,6 +139,28 @@ pub fn parse_config(file: Option<&SourceFile>) -> (RepoConfig, Vec<Diagnostic>) 
     }
     if let Some(owner) = doc.get("owner").and_then(Value::as_str) {
         config.owner = owner.to_string();
+        config.owner_explicit = true;
+    }
+    if let Some(list) = doc.get("idPrefixes").and_then(Value::as_array) {
+        let before = out.len();
+        if list.is_empty() {
+            out.push(diag(
+                "/idPrefixes",
+                "an empty list lets this repo manage no app; list the prefixes it may manage (like `/shop`), or remove `idPrefixes` to allow every app id".into(),
+                Some(text),
+            ));
+        }
+        let mut prefixes = Vec::with_capacity(list.len());
+        for (i, item) in list.iter().enumerate() {
+            // The schema has checked that every item is a string.
+            match IdPrefix::parse(item.as_str().unwrap_or_default()) {
+                Ok(p) => prefixes.push(p),
+                Err(m) => out.push(diag(&format!("/idPrefixes/{i}"), m, Some(text))),
+            }
+        }
+        if out.len() == before {
+            config.id_prefixes = Some(prefixes);
+        }
     }
     if let Some(d) = doc.get("defaults").and_then(Value::as_object) {
         config.defaults = d.clone();
@@ -330,6 +376,17 @@ pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig, keep: Keep) -> F
             text,
         )
     };
+    if !config.in_scope(&id) {
+        // Still parsed and checked below, so every problem of the file shows at once.
+        result.diagnostics.push(error(
+            "",
+            format!(
+                "the app id `{id}` is outside the ids this repo may manage (idPrefixes in {CONFIG_FILE}: {}); move the file under one of them, or add a prefix",
+                config.id_prefixes_shown()
+            ),
+            None,
+        ));
+    }
     if file.bytes.len() as u64 > config.max_file_bytes {
         result.diagnostics.push(error(
             "",

@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use canonical::marathon_form;
-pub use id::AppId;
+pub use id::{AppId, IdPrefix};
 pub use load::{load, RepoConfig, SourceFile};
 
 /// How bad a diagnostic is. Errors make the app (or the repo config) invalid; warnings do not.

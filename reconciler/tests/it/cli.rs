@@ -503,3 +503,142 @@ fn plan_refuses_extra_policies_the_operator_did_not_allow() {
         "{stderr}"
     );
 }
+
+/// `baton plan --repo DIR --live FILE` with the flags every run here uses: (exit code, stdout).
+fn plan_run(dir: &Path, live_file: &Path, format: &str) -> (Option<i32>, String) {
+    let out = baton(&[
+        "plan",
+        "--repo",
+        dir.to_str().unwrap(),
+        "--live",
+        live_file.to_str().unwrap(),
+        "--commit",
+        "c0ffee",
+        "--format",
+        format,
+    ]);
+    (out.status.code(), stdout(&out))
+}
+
+#[test]
+fn plan_without_an_owner_holds_every_delete_and_says_how_to_fix_it() {
+    let root = tempfile::tempdir().unwrap();
+    let repo = root.path().join("repo");
+    write(&repo, "apps/web.yaml", "cmd: ./web\n");
+    // /web as this repo would deploy it; /stale, labelled with the default owner, is maybe
+    // another repo's that never set an owner either.
+    let mut apps = deployed_state(&repo, "c0ffee");
+    apps.push(json!({"id": "/stale", "cmd": "sleep 1", "labels": {"baton.dev/owner": "baton"}}));
+    let live_file = root.path().join("live.json");
+    std::fs::write(&live_file, json!({ "apps": apps }).to_string()).unwrap();
+
+    let (code, text) = plan_run(&repo, &live_file, "text");
+    assert_eq!(code, Some(0), "nothing would be written: {text}");
+    assert!(
+        text.starts_with(
+            "Plan: 0 to create, 0 to update, 0 to delete, 1 unchanged (owner baton by default,"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "held 1 delete: /stale: {}",
+            baton::plan::no_owner_reason("baton")
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("so it deletes nothing; set `owner:` in baton.yaml"),
+        "{text}"
+    );
+    let (code, out) = plan_run(&repo, &live_file, "json");
+    assert_eq!(code, Some(0));
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    crate::support::assert_matches_schema("plan.schema.json", &doc);
+    assert_eq!(doc["plan"]["owner_explicit"], false);
+    assert_eq!(doc["plan"]["held"][0]["app"], "/stale");
+    assert_eq!(
+        doc["plan"]["held"][0]["reason"],
+        baton::plan::no_owner_reason("baton")
+    );
+
+    // Without a held delete the note still says that nothing would be deleted.
+    let only_web = deployed_state(&repo, "c0ffee");
+    std::fs::write(&live_file, json!({ "apps": only_web }).to_string()).unwrap();
+    let (code, text) = plan_run(&repo, &live_file, "text");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("note: {}", baton::plan::no_owner_reason("baton"))),
+        "{text}"
+    );
+
+    // Doing what the message says: the delete is planned (exit 2), and the note is gone.
+    std::fs::write(&live_file, json!({ "apps": apps }).to_string()).unwrap();
+    write(&repo, "baton.yaml", "owner: baton\n");
+    let (code, text) = plan_run(&repo, &live_file, "text");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("- delete /stale"), "{text}");
+    assert!(!text.contains("owner:"), "{text}");
+}
+
+#[test]
+fn plan_with_id_prefixes_exits_1_naming_each_spec_outside_and_reports_owned_apps_outside() {
+    let dir = fixture("plan/id-prefixes");
+    let live_file = dir.join("live.json");
+    let (code, text) = plan_run(&dir, &live_file, "text");
+    assert_eq!(
+        code,
+        Some(1),
+        "specs outside idPrefixes are invalid: {text}"
+    );
+    for (file, app) in [
+        ("apps/shopping/cart.yaml", "/shopping/cart"),
+        ("apps/web/api.yaml", "/web/api"),
+    ] {
+        let heading = text
+            .find(&format!("{file}\n"))
+            .unwrap_or_else(|| panic!("{text}"));
+        let line = text[heading..].lines().nth(1).unwrap();
+        assert!(
+            line.contains(&format!("the app id `{app}` is outside"))
+                && line.contains("(idPrefixes in baton.yaml: `/shop`, `/shared/cache`)"),
+            "{line}"
+        );
+    }
+    assert!(
+        text.contains("invalid: /shopping/cart, /web/api (spec invalid; left untouched)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "out of scope: /legacy/batch, /shared/cache-old, /shopping/old labelled `shop-team` \
+             but outside idPrefixes (`/shop`, `/shared/cache`); never touched"
+        ),
+        "{text}"
+    );
+    let (code, out) = plan_run(&dir, &live_file, "json");
+    assert_eq!(code, Some(1));
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    crate::support::assert_matches_schema("plan.schema.json", &doc);
+    assert_eq!(
+        doc["plan"]["id_prefixes"],
+        json!(["/shop", "/shared/cache"])
+    );
+    assert_eq!(
+        doc["plan"]["out_of_scope"],
+        json!(["/legacy/batch", "/shared/cache-old", "/shopping/old"])
+    );
+    let written: Vec<&str> = doc["plan"]["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|w| w["changes"].as_array().unwrap())
+        .map(|c| c["app"].as_str().unwrap())
+        .collect();
+    assert!(
+        written
+            .iter()
+            .all(|a| a.starts_with("/shop/") || *a == "/shared/cache"),
+        "{written:?}"
+    );
+}

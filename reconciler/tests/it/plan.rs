@@ -196,6 +196,170 @@ fn waves_follow_dependencies_and_deletes_go_dependents_first() {
 }
 
 #[test]
+fn without_an_explicit_owner_every_delete_is_held_and_creates_and_updates_go_on() {
+    let (p, _) = case("no-owner", Some(100));
+    snapshot("no_owner", &p);
+    assert!(!p.owner_explicit);
+    assert_eq!(p.owner, "baton");
+    assert_eq!(action_of(&p, "/web"), Some(Action::Create));
+    assert_eq!(action_of(&p, "/api"), Some(Action::Update));
+    assert_eq!(p.summary.delete, 0, "even --allow-deletes deletes nothing");
+    let reason = baton::plan::no_owner_reason("baton");
+    assert!(reason.contains("set `owner:` in baton.yaml"), "{reason}");
+    let held: Vec<(&str, &str)> = p
+        .held
+        .iter()
+        .map(|h| (h.app.as_str(), h.reason.as_str()))
+        .collect();
+    assert_eq!(
+        held,
+        [
+            ("/kept", "marked `baton.prune: false`"),
+            ("/stale", reason.as_str()),
+            ("/theirs", reason.as_str())
+        ]
+    );
+    let no_owner: Vec<&str> = p.held_for_no_owner().map(|a| a.as_str()).collect();
+    assert_eq!(no_owner, ["/stale", "/theirs"]);
+
+    // The same repo with `owner: baton` written out deletes as before.
+    let dir = tempfile::tempdir().unwrap();
+    let src = crate::support::fixture("plan/no-owner");
+    for f in ["apps/api.yaml", "apps/web.yaml"] {
+        std::fs::create_dir_all(dir.path().join("apps")).unwrap();
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("baton.yaml"), "owner: baton\n").unwrap();
+    let repo = load_repo(dir.path()).unwrap();
+    assert!(repo.config.owner_explicit);
+    let live = apps_from_response(
+        serde_json::from_str(&std::fs::read_to_string(src.join("live.json")).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let explicit = plan(
+        &repo,
+        &live,
+        &Policy {
+            commit: "c0ffee".into(),
+            allow_deletes: None,
+        },
+    );
+    assert_eq!(action_of(&explicit, "/stale"), Some(Action::Delete));
+    assert_eq!(action_of(&explicit, "/theirs"), Some(Action::Delete));
+    assert_eq!(explicit.held_for_no_owner().count(), 0);
+}
+
+#[test]
+fn id_prefixes_bound_what_is_created_changed_and_deleted() {
+    let (p, live) = case("id-prefixes", Some(100));
+    snapshot("id_prefixes", &p);
+    let repo = load_repo(&crate::support::fixture("plan/id-prefixes")).unwrap();
+    let prefixes: Vec<&str> = repo
+        .config
+        .id_prefixes
+        .iter()
+        .flatten()
+        .map(|p| p.as_str())
+        .collect();
+    assert_eq!(
+        prefixes,
+        ["/shop", "/shared/cache"],
+        "`/shop/` is read as `/shop`"
+    );
+
+    // Inside: planned as usual, the exact prefix `/shared/cache` included.
+    assert_eq!(action_of(&p, "/shop/new"), Some(Action::Create));
+    assert_eq!(action_of(&p, "/shared/cache"), Some(Action::Create));
+    assert_eq!(action_of(&p, "/shop/web"), Some(Action::Update));
+    assert_eq!(action_of(&p, "/shop/gone"), Some(Action::Delete));
+    // Outside: nothing is written, whatever the spec or the owner label says.
+    let touched: Vec<&str> = p.changes().map(|c| c.app.as_str()).collect();
+    assert_eq!(
+        touched,
+        ["/shared/cache", "/shop/new", "/shop/web", "/shop/gone"],
+        "only apps inside idPrefixes are written"
+    );
+    assert_eq!(
+        p.invalid,
+        vec![id("/shopping/cart"), id("/web/api")],
+        "specs outside idPrefixes (`/shop` does not cover `/shopping`) are invalid"
+    );
+    assert_eq!(
+        p.out_of_scope,
+        vec![
+            id("/legacy/batch"),
+            id("/shared/cache-old"),
+            id("/shopping/old")
+        ],
+        "this owner's live apps outside idPrefixes are reported, not pruned"
+    );
+    assert_eq!(p.unmanaged, vec![id("/other/thing")]);
+    assert!(p.held.is_empty(), "{:?}", p.held);
+    assert!(live.iter().any(|a| a["id"] == "/shopping/old"));
+
+    // Each spec outside names its file, its app id and the allowed prefixes.
+    let outside: Vec<(String, Option<&str>, &str)> = repo
+        .diagnostics
+        .iter()
+        .map(|d| {
+            (
+                d.file.display().to_string(),
+                d.app.as_ref().map(|a| a.as_str()),
+                d.message.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(outside.len(), 2, "{outside:#?}");
+    for ((file, app, message), (want_file, want_app)) in outside.iter().zip([
+        ("apps/shopping/cart.yaml", "/shopping/cart"),
+        ("apps/web/api.yaml", "/web/api"),
+    ]) {
+        assert_eq!((file.as_str(), *app), (want_file, Some(want_app)));
+        assert!(
+            message.contains(&format!("`{want_app}`"))
+                && message.contains("idPrefixes in baton.yaml: `/shop`, `/shared/cache`"),
+            "{message}"
+        );
+    }
+}
+
+/// A repo built without `load` (as the daemon's fast path and partial cycles build theirs)
+/// still gets nothing outside `idPrefixes` written: the plan checks the scope itself.
+#[test]
+fn the_plan_itself_never_writes_a_spec_outside_id_prefixes() {
+    use baton::spec::IdPrefix;
+    let mut repo = load_repo(&crate::support::fixture("plan/id-prefixes")).unwrap();
+    assert!(repo.specs.contains_key(&id("/shop/web")));
+    let inside = repo.specs[&id("/shop/web")].clone();
+    let mut outside = (*inside).clone();
+    outside.id = id("/web/api");
+    repo.specs.insert(id("/web/api"), outside.into());
+    repo.invalid.remove(&id("/web/api"));
+    repo.config.id_prefixes = Some(vec![
+        IdPrefix::parse("/shop").unwrap(),
+        IdPrefix::parse("/shared/cache").unwrap(),
+    ]);
+    let live = apps_from_response(
+        serde_json::from_str(
+            &std::fs::read_to_string(crate::support::fixture("plan/id-prefixes/live.json"))
+                .unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let p = plan(
+        &repo,
+        &live,
+        &Policy {
+            commit: "c0ffee".into(),
+            allow_deletes: Some(100),
+        },
+    );
+    assert_eq!(action_of(&p, "/web/api"), None);
+    assert!(p.invalid.contains(&id("/web/api")), "{:?}", p.invalid);
+}
+
+#[test]
 fn plan_json_matches_its_schema() {
     let dir = fixture("plan/basic");
     let mut out = Vec::new();
@@ -287,10 +451,13 @@ mod properties {
                 .into(),
             );
         }
-        Repo {
+        let mut repo = Repo {
             specs,
             ..Repo::default()
-        }
+        };
+        // Deletions are part of what converges: they need an explicit owner.
+        repo.config.owner_explicit = true;
+        repo
     }
 
     /// What a Marathon-like scheduler serves after accepting `body`: canonical form, assigned
@@ -421,7 +588,16 @@ mod properties {
                     bytes,
                 });
             }
-            let snapshot = |files: Vec<SourceFile>| Snapshot { files, ..Snapshot::default() };
+            // An explicit owner, so that deletions are planned, not all held.
+            let config = baton::spec::RepoConfig {
+                owner_explicit: true,
+                ..Default::default()
+            };
+            let snapshot = |files: Vec<SourceFile>| Snapshot {
+                files,
+                config: config.clone(),
+                ..Snapshot::default()
+            };
             let repo = baton::spec::load(snapshot(files.clone()));
             let shuffled_files: Vec<SourceFile> =
                 file_order.iter().map(|&i| files[i].clone()).collect();

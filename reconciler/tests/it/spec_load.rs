@@ -207,6 +207,66 @@ fn a_broken_config_loads_nothing_and_deletes_nothing() {
 }
 
 #[test]
+fn bad_id_prefixes_name_each_item_and_load_nothing() {
+    let repo = invalid_case("bad-id-prefixes");
+    assert!(repo.incomplete && repo.specs.is_empty());
+    let at: Vec<(&str, Option<usize>)> = repo
+        .diagnostics
+        .iter()
+        .map(|d| (d.pointer.as_str(), d.line))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            ("/idPrefixes/0", Some(3)),
+            ("/idPrefixes/1", Some(4)),
+            ("/idPrefixes/2", Some(5))
+        ],
+        "the good item `/ok/` is not reported"
+    );
+}
+
+#[test]
+fn id_prefixes_typos_and_empty_lists_are_explained() {
+    let load = |config: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("apps")).unwrap();
+        std::fs::write(dir.path().join("apps/web.yaml"), "cmd: x\n").unwrap();
+        std::fs::write(dir.path().join("baton.yaml"), config).unwrap();
+        load_repo(dir.path()).unwrap()
+    };
+    let repo = load("idPrefix: [/shop]\n");
+    assert!(repo.incomplete && repo.specs.is_empty());
+    assert!(
+        repo.diagnostics[0]
+            .message
+            .contains("unknown field `idPrefix` (did you mean `idPrefixes`?)"),
+        "{}",
+        diagnostics_lines(&repo)
+    );
+    let repo = load("owner: a\nidPrefixes: []\n");
+    assert!(repo.incomplete && repo.specs.is_empty());
+    assert_eq!(repo.diagnostics[0].pointer, "/idPrefixes");
+    assert!(
+        repo.diagnostics[0].message.contains("remove `idPrefixes`"),
+        "{}",
+        diagnostics_lines(&repo)
+    );
+    let repo = load("idPrefixes: /shop\n");
+    assert!(
+        repo.diagnostics[0].message.contains("expected array"),
+        "{}",
+        diagnostics_lines(&repo)
+    );
+    // `/` allows every id; without `owner` the config is valid and the owner is implicit.
+    let repo = load("idPrefixes: [/]\n");
+    assert!(repo.is_valid(), "{}", diagnostics_lines(&repo));
+    assert!(repo.specs.contains_key(&id("/web")));
+    assert!(!repo.config.owner_explicit);
+    assert!(load("owner: baton\n").config.owner_explicit);
+}
+
+#[test]
 fn alias_bombs_are_bounded() {
     let repo = invalid_case("alias-bomb");
     assert!(repo.diagnostics[0].message.contains("alias bomb"));
