@@ -376,8 +376,17 @@ pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig, keep: Keep) -> F
         .filter(|(_, v)| v.is_null())
         .map(|(k, _)| k.clone())
         .collect();
-    for k in nulls {
-        doc_map.remove(&k);
+    let shown_nulls = nulls.len().min(MAX_DIAGNOSTICS_PER_FILE);
+    result.diagnostics.extend(more_not_shown(
+        &file.path,
+        Some(&id),
+        nulls.len() - shown_nulls,
+        false,
+    ));
+    if !nulls.is_empty() {
+        doc_map.retain(|_, v| !v.is_null()); // one pass: a removal each can shift the mapping
+    }
+    for k in nulls.into_iter().take(shown_nulls) {
         result.diagnostics.push(diagnostic(
             &file.path,
             Some(&id),
@@ -651,16 +660,58 @@ fn find_cycles(repo: &Repo) -> Vec<Vec<AppId>> {
     cycles
 }
 
+/// At most this many findings of one kind in one file become diagnostics; the rest are counted
+/// in one more. Each diagnostic is placed by parsing the text again ([`parse::locate`]), so a
+/// megabyte of unknown fields (48,000 of them) cost 48,000 parses of a megabyte: many minutes
+/// of `validate`, and of every `serve` cycle, for one file. Errors come first, so the cap never
+/// hides an error behind warnings.
+const MAX_DIAGNOSTICS_PER_FILE: usize = 100;
+
 fn findings_to_diags(
     file: &Path,
     app: Option<&AppId>,
-    findings: Vec<Finding>,
+    mut findings: Vec<Finding>,
     text: &str,
 ) -> Vec<Diagnostic> {
-    findings
+    findings.sort_by_key(|f| f.severity != Severity::Error); // stable: errors first
+    let rest = findings.split_off(findings.len().min(MAX_DIAGNOSTICS_PER_FILE));
+    let mut out: Vec<Diagnostic> = findings
         .into_iter()
         .map(|f| diagnostic(file, app, f.severity, &f.pointer, f.message, Some(text)))
-        .collect()
+        .collect();
+    out.extend(more_not_shown(
+        file,
+        app,
+        rest.len(),
+        rest.iter().any(|f| f.severity == Severity::Error),
+    ));
+    out
+}
+
+/// The one diagnostic that stands for `count` more not shown (none when there are none).
+fn more_not_shown(
+    file: &Path,
+    app: Option<&AppId>,
+    count: usize,
+    any_error: bool,
+) -> Option<Diagnostic> {
+    (count > 0).then(|| {
+        let severity = if any_error {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        diagnostic(
+            file,
+            app,
+            severity,
+            "",
+            format!(
+                "{count} more like these not shown (at most {MAX_DIAGNOSTICS_PER_FILE} per file)"
+            ),
+            None,
+        )
+    })
 }
 
 fn diagnostic(

@@ -584,3 +584,51 @@ fn special_files_are_refused_without_being_opened() {
     assert!(diag(&repo, "baton.yaml").message.contains("a FIFO"));
     assert!(repo.incomplete && repo.specs.is_empty());
 }
+
+/// Each diagnostic is placed by parsing its file again: thousands of findings in one file cost
+/// thousands of parses (a megabyte of unknown fields kept `validate` busy for many minutes).
+/// At most 100 per file are shown, errors first, the rest counted in one more.
+#[test]
+fn findings_per_file_are_capped_errors_first() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("apps")).unwrap();
+    let mut spec = String::from("cmd: sleep 1\ncontainer:\n  docker:\n    image: nginx\n");
+    for i in 0..3000 {
+        spec.push_str(&format!("    unknownNested{i}: 1\n")); // warnings
+    }
+    spec.push_str("instances: many\n"); // the one error, last in the file
+    std::fs::write(dir.path().join("apps/web.yaml"), &spec).unwrap();
+    let nulls: String = (0..3000).map(|i| format!("k{i}: null\n")).collect();
+    std::fs::write(
+        dir.path().join("apps/nulls.yaml"),
+        format!("cmd: x\n{nulls}"),
+    )
+    .unwrap();
+    let repo = load_within(dir.path());
+    let of = |file: &str| -> Vec<&baton::spec::Diagnostic> {
+        repo.diagnostics
+            .iter()
+            .filter(|d| d.file == Path::new(file))
+            .collect()
+    };
+    let web = of("apps/web.yaml");
+    assert_eq!(web.len(), 101, "100 shown and one that counts the rest");
+    assert!(
+        web.iter()
+            .any(|d| d.pointer == "/instances" && d.severity == Severity::Error),
+        "the error is shown though it comes after thousands of warnings"
+    );
+    assert!(web.iter().any(|d| d.message
+        == "2901 more like these not shown (at most 100 per file)"
+        && d.severity == Severity::Warning));
+    let nulls = of("apps/nulls.yaml");
+    assert_eq!(nulls.len(), 101);
+    assert!(nulls
+        .iter()
+        .any(|d| d.message.starts_with("2900 more like these not shown")));
+    assert!(
+        repo.specs.contains_key(&id("/nulls")),
+        "null fields are only warnings"
+    );
+    assert!(repo.invalid.contains(&id("/web")));
+}
