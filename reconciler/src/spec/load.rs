@@ -535,9 +535,12 @@ fn drift_policy(v: &Value) -> Result<DriftPolicy, String> {
     }
 }
 
-/// Durations as written in specs: `90s`, `10m`, `1h30m`, `500ms`, `2d`.
+/// Durations as written in specs: `90s`, `10m`, `1h30m`, `500ms`, `2d`. One that does not fit a
+/// `Duration` is an error (it panicked, or wrapped around silently: `4294967296s` was `0s`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("`{s}` is not a duration like `90s`, `10m` or `1h30m`");
+    let shown: String = s.chars().take(40).collect();
+    let more = if shown.len() < s.len() { "..." } else { "" };
+    let bad = || format!("`{shown}{more}` is not a duration like `90s`, `10m` or `1h30m`");
     let mut total = Duration::ZERO;
     let mut rest = s.trim();
     if rest.is_empty() {
@@ -562,7 +565,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             }
         };
         rest = &rest[len..];
-        total += unit.checked_mul(n as u32).ok_or_else(bad)?;
+        let n = u32::try_from(n).map_err(|_| bad())?;
+        total = unit
+            .checked_mul(n)
+            .and_then(|d| total.checked_add(d))
+            .ok_or_else(bad)?;
     }
     Ok(total)
 }

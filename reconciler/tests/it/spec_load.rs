@@ -632,3 +632,36 @@ fn findings_per_file_are_capped_errors_first() {
     );
     assert!(repo.invalid.contains(&id("/web")));
 }
+
+/// Found while writing the fuzz targets: a `deadline` whose parts add up past what a duration
+/// holds panicked the whole load (`validate` exited 101; a 660 kB string of `4294967295d`), and
+/// a part over 2^32 wrapped around (`4294967296s` was `0s`).
+#[test]
+fn durations_that_overflow_are_errors_not_panics() {
+    use baton::spec::load::parse_duration;
+    assert_eq!(
+        parse_duration("1h30m"),
+        Ok(std::time::Duration::from_secs(5400))
+    );
+    for s in [
+        "4294967296s",
+        "18446744073709551615d",
+        "99999999999999999999s",
+    ] {
+        assert!(parse_duration(s).is_err(), "{s}");
+    }
+    let long = "4294967295d".repeat(60_000);
+    let e = parse_duration(&long).unwrap_err();
+    assert!(e.len() < 200, "the message does not echo the whole value");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("apps")).unwrap();
+    std::fs::write(
+        dir.path().join("apps/web.yaml"),
+        format!("cmd: x\nbaton:\n  deadline: \"{long}\"\n"),
+    )
+    .unwrap();
+    let repo = load_within(dir.path());
+    assert_eq!(diag(&repo, "apps/web.yaml").pointer, "/baton/deadline");
+    assert!(repo.invalid.contains(&id("/web")));
+}
