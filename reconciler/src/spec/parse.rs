@@ -17,6 +17,9 @@ pub struct Limits {
     pub max_depth: usize,
     /// Nodes after alias expansion; an alias bomb trips this long before memory runs out.
     pub max_nodes: usize,
+    /// Bytes of keys and strings after alias expansion: a few aliases of one long string are
+    /// few nodes but can be gigabytes.
+    pub max_bytes: usize,
 }
 
 impl Default for Limits {
@@ -24,6 +27,7 @@ impl Default for Limits {
         Limits {
             max_depth: 64,
             max_nodes: 200_000,
+            max_bytes: 64 << 20,
         }
     }
 }
@@ -267,9 +271,11 @@ struct MapFrame {
 struct Builder {
     limits: Limits,
     stack: Vec<Frame>,
-    /// Anchored nodes and their node counts, for alias expansion under the budget.
-    anchors: Vec<(usize, Value, usize)>,
+    /// Anchored nodes (by the parser's anchor id) and their weight, for alias expansion under
+    /// the budget. A map: a list searched per alias made many aliases quadratic.
+    anchors: std::collections::HashMap<usize, (Value, Weight)>,
     nodes: usize,
+    bytes: usize,
     /// Locator mode: the pointer we are looking for, and the best position found so far.
     target: Option<Vec<String>>,
     found: Option<Marker>,
@@ -282,8 +288,9 @@ impl Builder {
         Builder {
             limits,
             stack: Vec::new(),
-            anchors: Vec::new(),
+            anchors: std::collections::HashMap::new(),
             nodes: 0,
+            bytes: 0,
             target,
             found: None,
             found_depth: None,
@@ -313,19 +320,25 @@ impl Builder {
                 }
                 Event::Nothing | Event::StreamStart | Event::DocumentEnd => {}
                 Event::Alias(id) => {
-                    let Some((_, value, count)) = self.anchors.iter().find(|(a, _, _)| *a == id)
-                    else {
+                    let Some(weight) = self.anchors.get(&id).map(|(_, w)| *w) else {
                         return Err(err_at("alias to an unknown anchor", mark));
                     };
-                    let (value, count) = (value.clone(), *count);
-                    self.count(count, mark)?;
+                    // Counted before the copy is made: an over-budget alias is never copied.
+                    self.count(weight, mark)?;
+                    let Some(value) = self.anchors.get(&id).map(|(v, _)| v.clone()) else {
+                        return Err(err_at("alias to an unknown anchor", mark));
+                    };
                     self.note_position(mark);
-                    if let Some(done) = self.push_value(value, 0, count, mark)? {
+                    if let Some(done) = self.push_value(value, 0, weight, mark)? {
                         root = Some(done);
                     }
                 }
                 Event::Scalar(text, style, anchor, tag) => {
-                    self.count(1, mark)?;
+                    let weight = Weight {
+                        nodes: 1,
+                        bytes: text.len(),
+                    };
+                    self.count(weight, mark)?;
                     if self.expecting_key() {
                         key_ok(&text, tag.as_ref()).map_err(|m| err_at(&m, mark))?;
                         self.set_key(text, mark);
@@ -333,7 +346,7 @@ impl Builder {
                     }
                     self.note_position(mark);
                     let value = scalar(text, style, tag.as_ref()).map_err(|m| err_at(&m, mark))?;
-                    if let Some(done) = self.push_value(value, anchor, 1, mark)? {
+                    if let Some(done) = self.push_value(value, anchor, weight, mark)? {
                         root = Some(done);
                     }
                 }
@@ -381,8 +394,9 @@ impl Builder {
         }
     }
 
-    fn count(&mut self, n: usize, mark: Marker) -> Result<(), ParseError> {
-        self.nodes = self.nodes.saturating_add(n);
+    fn count(&mut self, w: Weight, mark: Marker) -> Result<(), ParseError> {
+        self.nodes = self.nodes.saturating_add(w.nodes);
+        self.bytes = self.bytes.saturating_add(w.bytes);
         if self.nodes > self.limits.max_nodes {
             return Err(err_at(
                 &format!(
@@ -392,11 +406,20 @@ impl Builder {
                 mark,
             ));
         }
+        if self.bytes > self.limits.max_bytes {
+            return Err(err_at(
+                &format!(
+                    "the document expands to more than {} bytes of text (alias bomb?)",
+                    self.limits.max_bytes
+                ),
+                mark,
+            ));
+        }
         Ok(())
     }
 
     fn open(&mut self, mark: Marker) -> Result<(), ParseError> {
-        self.count(1, mark)?;
+        self.count(Weight { nodes: 1, bytes: 0 }, mark)?;
         if self.expecting_key() {
             return Err(err_at("mapping keys must be plain strings", mark));
         }
@@ -458,8 +481,12 @@ impl Builder {
     ) -> Result<Option<Value>, ParseError> {
         // The node count of a closed collection is not tracked per node; for anchors we count
         // the nodes of the subtree once, which is what an alias to it will cost again.
-        let count = if anchor > 0 { node_count(&value) } else { 0 };
-        self.push_value(value, anchor, count, mark)
+        let weight = if anchor > 0 {
+            weight_of(&value)
+        } else {
+            Weight::default()
+        };
+        self.push_value(value, anchor, weight, mark)
     }
 
     /// Attach a finished node to its parent; returns the root when the document is complete.
@@ -467,11 +494,11 @@ impl Builder {
         &mut self,
         value: Value,
         anchor: usize,
-        count: usize,
+        weight: Weight,
         mark: Marker,
     ) -> Result<Option<Value>, ParseError> {
         if anchor > 0 {
-            self.anchors.push((anchor, value.clone(), count));
+            self.anchors.insert(anchor, (value.clone(), weight));
         }
         match self.stack.last_mut() {
             None => Ok(Some(value)),
@@ -536,18 +563,29 @@ fn merge_sources(value: Value) -> Result<Vec<Map<String, Value>>, String> {
     })
 }
 
-fn node_count(v: &Value) -> usize {
-    let mut n = 0;
+/// What a node costs against the [`Limits`]: its nodes, and the bytes of its keys and strings.
+#[derive(Debug, Clone, Copy, Default)]
+struct Weight {
+    nodes: usize,
+    bytes: usize,
+}
+
+fn weight_of(v: &Value) -> Weight {
+    let mut w = Weight::default();
     let mut todo = vec![v];
     while let Some(v) = todo.pop() {
-        n += 1;
+        w.nodes += 1;
         match v {
             Value::Array(a) => todo.extend(a.iter()),
-            Value::Object(m) => todo.extend(m.values()),
+            Value::Object(m) => {
+                w.bytes += m.keys().map(String::len).sum::<usize>();
+                todo.extend(m.values());
+            }
+            Value::String(s) => w.bytes += s.len(),
             _ => {}
         }
     }
-    n
+    w
 }
 
 fn err_at(message: &str, mark: Marker) -> ParseError {
@@ -765,6 +803,45 @@ mod tests {
         let e = yaml(&text).unwrap_err();
         assert!(e.message.contains("alias bomb"), "{e:?}");
         assert!(e.line.is_some());
+    }
+
+    /// Found by review while writing the spec fuzz target: the node budget let a few aliases of
+    /// one long string through (10,000 aliases of 100 kB: a gigabyte from a 110 kB file).
+    #[test]
+    fn aliases_of_long_strings_are_bounded_by_bytes() {
+        let mut text = format!("a: &a \"{}\"\nb: [", "x".repeat(100_000));
+        text.push_str(&"*a, ".repeat(1_000));
+        text.push_str("]\n");
+        let e = yaml(&text).unwrap_err();
+        assert!(e.message.contains("bytes of text (alias bomb?)"), "{e:?}");
+        // A few aliases of a long string are fine.
+        let ok = format!("a: &a \"{}\"\nb: [*a, *a]\n", "x".repeat(100_000));
+        assert_eq!(
+            yaml(&ok).unwrap()["b"][1].as_str().map(str::len),
+            Some(100_000)
+        );
+    }
+
+    /// Aliases are found by id, not by a search of every anchor (quadratic in a file of many).
+    #[test]
+    fn many_anchors_and_aliases_parse_in_linear_time() {
+        let mut text = String::new();
+        for i in 0..40_000 {
+            text.push_str(&format!("a{i}: &a{i} {i}\n"));
+        }
+        text.push_str("all: [");
+        for i in 0..40_000 {
+            text.push_str(&format!("*a{i}, "));
+        }
+        text.push_str("]\n");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(yaml(&text).map(|v| v["all"].as_array().map(Vec::len)));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("40,000 aliases took over a minute");
+        assert_eq!(got.unwrap(), Some(40_000));
     }
 
     #[test]
