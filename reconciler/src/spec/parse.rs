@@ -319,6 +319,14 @@ impl Builder {
                     }
                 }
                 Event::Nothing | Event::StreamStart | Event::DocumentEnd => {}
+                Event::Alias(_) if self.target.is_some() => {
+                    // The locator runs on text that parsed: an alias is one node at its own
+                    // place (nothing is copied, so placing a diagnostic never costs an expansion).
+                    self.note_position(mark);
+                    if let Some(done) = self.push_value(Value::Null, 0, Weight::default(), mark)? {
+                        root = Some(done);
+                    }
+                }
                 Event::Alias(id) => {
                     let Some(weight) = self.anchors.get(&id).map(|(_, w)| *w) else {
                         return Err(err_at("alias to an unknown anchor", mark));
@@ -497,7 +505,7 @@ impl Builder {
         weight: Weight,
         mark: Marker,
     ) -> Result<Option<Value>, ParseError> {
-        if anchor > 0 {
+        if anchor > 0 && self.target.is_none() {
             self.anchors.insert(anchor, (value.clone(), weight));
         }
         match self.stack.last_mut() {
@@ -511,6 +519,9 @@ impl Builder {
                     return Err(err_at("mapping keys must be plain strings", mark));
                 };
                 if k == "<<" {
+                    if self.target.is_some() {
+                        return Ok(None); // aliases are not expanded when locating
+                    }
                     f.merged
                         .extend(merge_sources(value).map_err(|m| err_at(&m, key_mark))?);
                     return Ok(None);
@@ -1031,6 +1042,28 @@ mod tests {
         assert!(e.message.contains("not a valid `!!int`"), "{e:?}");
         let e = yaml("a: !!str [1]\n").unwrap_err();
         assert!(e.message.contains("cannot tag a list"), "{e:?}");
+    }
+
+    /// Placing a diagnostic re-parses the text; aliases are not expanded for it (a file near
+    /// the expansion budget cost that much again per diagnostic), and merges do not stop it.
+    #[test]
+    fn locate_does_not_expand_aliases() {
+        let y = "base: &b {cpus: 1}\napp:\n  <<: *b\n  mem: 128\nlist: [*b, *b]\nlast: x\n";
+        assert_eq!(locate(y, "/app/mem").map(|p| p.line), Some(4));
+        assert_eq!(
+            locate(y, "/list/1").map(|p| (p.line, p.column)),
+            Some((5, 12))
+        );
+        assert_eq!(locate(y, "/last").map(|p| p.line), Some(6));
+        // Close to the byte budget: parsing copies it, locating does not.
+        let mut big = format!("a: &a \"{}\"\nb: [", "x".repeat(1 << 20));
+        big.push_str(&"*a, ".repeat(60));
+        big.push_str("]\nc: 1\n");
+        assert!(yaml(&big).is_ok());
+        let mut builder = Builder::new(Limits::default(), Some(split_pointer("/c")));
+        let (v, _) = builder.run(&big).unwrap();
+        assert!(v["b"][0].is_null(), "the alias was not copied");
+        assert_eq!(builder.found.map(|m| m.line()), Some(3));
     }
 
     #[test]
