@@ -90,8 +90,7 @@ pub fn read_dir(root: &Path) -> Result<Snapshot, SourceError> {
         .follow_links(true)
         .sort_by_file_name()
         .into_iter();
-    while apps_ok {
-        let Some(entry) = walk.next() else { break };
+    while let Some(entry) = apps_ok.then(|| walk.next()).flatten() {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
