@@ -13,6 +13,9 @@
 # The working corpus is fuzz/corpus/TARGET (not committed), seeded from fuzz/seeds/TARGET and,
 # for the spec targets, from every spec repo in fixtures/; a crash lands in fuzz/artifacts/TARGET
 # and the run fails. Prints libFuzzer's final stats (executions, coverage).
+# On a loaded machine at `nice -n 19` a unit can wait seconds for a CPU: raise TIMEOUT (60), or
+# libFuzzer reports a timeout that is only starvation (and its timeout handler, with no
+# sanitizer runtime, can hang instead of writing the unit).
 # BUILD: how cargo-fuzz builds (default `-O`, optimised; CI passes `--dev`, which builds in
 # about half the time and is fast enough for its short runs).
 set -euo pipefail
