@@ -59,4 +59,15 @@ if ! command -v rvault >/dev/null 2>&1 && [ ! -x "$RVAULT" ]; then
   log "cargo install rusty_vault 0.2.1 (several minutes)"
   cargo install rusty_vault --version 0.2.1 --locked --quiet
 fi
+# cargo-fuzz, for the fuzz step of CI (scripts/fuzz.sh; libfuzzer-sys builds libFuzzer with g++).
+if ! command -v g++ >/dev/null 2>&1; then
+  log "apt-get install g++"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq g++ >/dev/null
+fi
+CARGO_FUZZ="${CARGO_HOME:-$HOME/.cargo}/bin/cargo-fuzz"
+if ! command -v cargo-fuzz >/dev/null 2>&1 && [ ! -x "$CARGO_FUZZ" ]; then
+  log "cargo install cargo-fuzz 0.13.2"
+  cargo install cargo-fuzz --version 0.13.2 --locked --quiet
+fi
 log "ok"

@@ -61,6 +61,13 @@ pub struct SecretZeroRequest {
     pub app_id: String,
 }
 
+/// The body of `POST /v1/secret-zero` (at most 4 KiB, read by the handler) as a request; any
+/// other shape is refused as malformed. Separate from the handler so that it is fuzzed as is
+/// (`fuzz/`, target `gatekeeper_request`).
+pub fn parse_request(body: &[u8]) -> Result<SecretZeroRequest, DenyReason> {
+    serde_json::from_slice(body).map_err(|_| DenyReason::Malformed)
+}
+
 /// What the scheduler says about a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskInfo {
@@ -961,8 +968,9 @@ async fn secret_zero<T: TaskLookup>(
         Ok(b) => b,
         Err(_) => return denied(&gk, DenyReason::Malformed),
     };
-    let Ok(req) = serde_json::from_slice::<SecretZeroRequest>(&body) else {
-        return denied(&gk, DenyReason::Malformed);
+    let req = match parse_request(&body) {
+        Ok(r) => r,
+        Err(reason) => return denied(&gk, reason),
     };
     // Run to completion even if the caller hangs up: a reservation whose mint failed must
     // always be released, and a hung-up caller must not leave one half done.

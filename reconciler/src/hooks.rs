@@ -22,6 +22,9 @@ use serde_json::Value;
 /// Largest webhook body accepted (GitHub caps its payloads at 25 MB; pushes are far smaller).
 pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
 
+/// Longest `ref` accepted in a push payload.
+const MAX_REF_BYTES: usize = 1024;
+
 /// Who sent the hook (the `{provider}` of `POST /hooks/{provider}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
@@ -178,6 +181,19 @@ pub fn parse_push<'h>(
     };
     let git_ref = field("ref")?;
     let after = field("after")?;
+    // Both are logged, shown and kept: bounded to what a forge sends (git caps a ref name's
+    // component, not the name; 1 KiB is far past any real one).
+    if git_ref.len() > MAX_REF_BYTES {
+        return Err(HookError::BadPayload(format!(
+            "`ref` is longer than {MAX_REF_BYTES} bytes"
+        )));
+    }
+    let is_commit = (4..=64).contains(&after.len()) && after.bytes().all(|b| b.is_ascii_hexdigit());
+    if !is_commit {
+        return Err(HookError::BadPayload(
+            "`after` is not a commit id (4 to 64 hex digits)".into(),
+        ));
+    }
     let delivery = match provider {
         Provider::GitHub => header("x-github-delivery"),
         Provider::GitLab => header("x-gitlab-event-uuid").or_else(|| header("idempotency-key")),
@@ -358,6 +374,25 @@ mod tests {
         assert_eq!(verify(Provider::Gitea, SECRET, headers(&h), BODY), Ok(()));
         let h = [("x-gitea-signature", sig.as_str())];
         assert!(verify(Provider::Gitea, SECRET, headers(&h), BODY).is_err());
+    }
+
+    /// Found by the webhook fuzz targets' bound on what a verdict holds: a signed push with a
+    /// megabyte `ref` or `after` went whole into the INFO log, the answer and the state.
+    #[test]
+    fn ref_and_after_are_bounded_and_after_is_a_commit_id() {
+        let parse = |body: &str| parse_push(Provider::Generic, headers(&[]), body.as_bytes());
+        let long_ref = format!("refs/heads/{}", "a".repeat(2000));
+        let e = parse(&format!("{{\"ref\":\"{long_ref}\",\"after\":\"abcd\"}}")).unwrap_err();
+        assert!(matches!(e, HookError::BadPayload(_)), "{e:?}");
+        for after in ["", "xyz", "12", &"a".repeat(65), &"0".repeat(1 << 20)] {
+            let body = format!("{{\"ref\":\"refs/heads/main\",\"after\":\"{after}\"}}");
+            let e = parse(&body).unwrap_err();
+            assert!(e.to_string().len() < 200, "{after:.20}");
+        }
+        for after in ["0123abcd", &"0".repeat(40), &"f".repeat(64)] {
+            let body = format!("{{\"ref\":\"refs/heads/main\",\"after\":\"{after}\"}}");
+            assert!(parse(&body).unwrap().is_some(), "{after}");
+        }
     }
 
     #[test]

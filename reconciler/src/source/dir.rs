@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -15,7 +16,11 @@ use crate::spec::{AppId, Diagnostic, Severity};
 const EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
 
 /// Read `baton.yaml` and every spec file under the apps dir. Files over the size limit are not
-/// read; symlinks that resolve outside the repo are refused. Both become diagnostics.
+/// read; symlinks (to files or directories) that resolve outside the repo are refused, and so
+/// are symlink loops and anything that is not a regular file (a FIFO, socket or device would
+/// block or feed endless bytes: their type is checked before they are opened). All of these
+/// become diagnostics; a directory that could not be walked makes the repo incomplete (the apps
+/// in it are unknown, so nothing is deleted).
 pub fn read_dir(root: &Path) -> Result<Snapshot, SourceError> {
     let unreadable = |source| SourceError::Unreadable {
         path: root.to_path_buf(),
@@ -31,17 +36,18 @@ pub fn read_dir(root: &Path) -> Result<Snapshot, SourceError> {
     let mut diagnostics = Vec::new();
     let mut incomplete = false;
     let config_path = root.join(CONFIG_FILE);
-    let config_file = match read_limited(&config_path, 1024 * 1024) {
-        Ok(Some(bytes)) => Some(SourceFile {
-            path: PathBuf::from(CONFIG_FILE),
-            bytes,
-        }),
-        Ok(None) => None,
-        Err(message) => {
-            diagnostics.push(problem(Path::new(CONFIG_FILE), None, message));
-            None
-        }
-    };
+    let config_file =
+        match inside(&root, &config_path).and_then(|()| read_limited(&config_path, 1024 * 1024)) {
+            Ok(Some(bytes)) => Some(SourceFile {
+                path: PathBuf::from(CONFIG_FILE),
+                bytes,
+            }),
+            Ok(None) => None,
+            Err(message) => {
+                diagnostics.push(problem(Path::new(CONFIG_FILE), None, message));
+                None
+            }
+        };
     let (config, config_diags) = parse_config(config_file.as_ref());
     if config_diags.iter().any(|d| d.severity == Severity::Error) || !diagnostics.is_empty() {
         // Without a trustworthy config we do not know where the apps are or who owns them.
@@ -58,63 +64,113 @@ pub fn read_dir(root: &Path) -> Result<Snapshot, SourceError> {
     let apps_root = root.join(&config.apps_dir);
     let mut files = Vec::new();
     let mut to_read = Vec::new();
-    if apps_root.is_dir() {
-        for entry in WalkDir::new(&apps_root)
-            .follow_links(true)
-            .sort_by_file_name()
-        {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    let path = e
-                        .path()
-                        .and_then(|p| p.strip_prefix(&root).ok())
-                        .unwrap_or(Path::new(""))
-                        .to_path_buf();
-                    diagnostics.push(problem(&path, None, format!("cannot read: {e}")));
-                    incomplete = true;
-                    continue;
-                }
-            };
-            let path = entry.path();
-            let rel = path.strip_prefix(&root).unwrap_or(path).to_path_buf();
-            let name = entry.file_name().to_string_lossy();
-            if name.starts_with('.') && entry.depth() > 0 {
-                continue;
-            }
-            let is_spec = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| EXTENSIONS.contains(&e));
-            if !is_spec || entry.file_type().is_dir() {
-                continue;
-            }
-            let app = rel
-                .strip_prefix(&config.apps_dir)
-                .ok()
-                .and_then(|r| AppId::from_path(r).ok());
-            if entry.path_is_symlink() {
-                match fs::canonicalize(path) {
-                    Ok(target) if target.starts_with(&root) => {}
-                    Ok(target) => {
-                        diagnostics.push(problem(
-                            &rel,
-                            app,
-                            format!(
-                                "symlink leaves the repo (points to {}); not followed",
-                                target.display()
-                            ),
-                        ));
-                        continue;
-                    }
-                    Err(e) => {
-                        diagnostics.push(problem(&rel, app, format!("broken symlink: {e}")));
-                        continue;
-                    }
-                }
-            }
-            to_read.push((path.to_path_buf(), rel, app));
+    // The apps dir (or a folder on its way) may itself be a symlink: it must stay in the repo.
+    let apps_ok = match fs::canonicalize(&apps_root) {
+        Ok(real) if !real.starts_with(&root) => {
+            diagnostics.push(problem(
+                &config.apps_dir,
+                None,
+                format!(
+                    "symlink leaves the repo (points to {}); not followed",
+                    real.display()
+                ),
+            ));
+            incomplete = true;
+            false
         }
+        Ok(real) => real.is_dir(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            diagnostics.push(problem(&config.apps_dir, None, format!("cannot read: {e}")));
+            incomplete = true;
+            false
+        }
+    };
+    let mut walk = WalkDir::new(&apps_root)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter();
+    while let Some(entry) = apps_ok.then(|| walk.next()).flatten() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let rel = |p: &Path| p.strip_prefix(&root).unwrap_or(p).to_path_buf();
+                let path = e.path().map(rel).unwrap_or_default();
+                let looped = e
+                    .io_error()
+                    .and_then(std::io::Error::raw_os_error)
+                    .is_some_and(|n| n == nix::libc::ELOOP);
+                let message = match e.loop_ancestor() {
+                    Some(ancestor) => format!(
+                        "symlink loop (points back to {}); not followed",
+                        rel(ancestor).display()
+                    ),
+                    None if looped => "symlink loop (it resolves to itself); not followed".into(),
+                    None => format!("cannot read: {e}"),
+                };
+                // A spec file names its app (invalid now); for anything else the apps below it
+                // are unknown: the repo is incomplete, no deletes.
+                let app = path
+                    .extension()
+                    .and_then(|x| x.to_str())
+                    .filter(|x| EXTENSIONS.contains(x))
+                    .and_then(|_| path.strip_prefix(&config.apps_dir).ok())
+                    .and_then(|r| AppId::from_path(r).ok());
+                incomplete |= app.is_none();
+                diagnostics.push(problem(&path, app, message));
+                continue;
+            }
+        };
+        let path = entry.path();
+        let rel = path.strip_prefix(&root).unwrap_or(path).to_path_buf();
+        let name = entry.file_name().to_string_lossy();
+        let is_dir = entry.file_type().is_dir();
+        if name.starts_with('.') && entry.depth() > 0 && !is_dir {
+            continue;
+        }
+        let is_spec = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| EXTENSIONS.contains(&e));
+        if !is_spec && !is_dir {
+            continue;
+        }
+        // A directory names no app; a spec file does.
+        let app = if is_dir {
+            None
+        } else {
+            rel.strip_prefix(&config.apps_dir)
+                .ok()
+                .and_then(|r| AppId::from_path(r).ok())
+        };
+        if entry.path_is_symlink() && entry.depth() > 0 {
+            let refused = match fs::canonicalize(path) {
+                Ok(target) if target.starts_with(&root) => None,
+                Ok(target) => Some(format!(
+                    "symlink leaves the repo (points to {}); not followed",
+                    target.display()
+                )),
+                Err(e) => Some(format!("broken symlink: {e}")),
+            };
+            if let Some(message) = refused {
+                // Walkdir has opened a directory it yields, but nothing below it is read.
+                if is_dir {
+                    walk.skip_current_dir();
+                    incomplete = true;
+                }
+                diagnostics.push(problem(&rel, app, message));
+                continue;
+            }
+        }
+        if is_dir {
+            continue;
+        }
+        // The type as walkdir saw it (the target's, for a symlink), before anything is opened.
+        if !entry.file_type().is_file() {
+            diagnostics.push(problem(&rel, app, not_regular(entry.file_type())));
+            continue;
+        }
+        to_read.push((path.to_path_buf(), rel, app));
     }
     // The files are read in parallel (opening and reading thousands of small files is mostly
     // system-call time), then taken in walk order.
@@ -138,10 +194,37 @@ pub fn read_dir(root: &Path) -> Result<Snapshot, SourceError> {
     })
 }
 
+/// `Err` when `path` is a symlink that resolves outside `root` (or nowhere).
+fn inside(root: &Path, path: &Path) -> Result<(), String> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => match fs::canonicalize(path) {
+            Ok(target) if target.starts_with(root) => Ok(()),
+            Ok(target) => Err(format!(
+                "symlink leaves the repo (points to {}); not followed",
+                target.display()
+            )),
+            Err(e) => Err(format!("broken symlink: {e}")),
+        },
+        _ => Ok(()),
+    }
+}
+
 /// Read a file unless it is larger than `limit` (checked before and while reading, so a file that
-/// grows meanwhile is still bounded). `Ok(None)` when it does not exist.
+/// grows meanwhile is still bounded). `Ok(None)` when it does not exist. Only a regular file is
+/// read: the type is checked from its metadata before it is opened, and again on the open file
+/// (opened non-blocking, so a FIFO swapped in meanwhile cannot hang the open either).
 fn read_limited(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, String> {
-    let file = match fs::File::open(path) {
+    match fs::metadata(path) {
+        Ok(m) if !m.file_type().is_file() => return Err(not_regular(m.file_type())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read: {e}")),
+    }
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read: {e}")),
@@ -149,15 +232,16 @@ fn read_limited(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, String> {
     let too_big = |n: u64| {
         format!("the file is {n} bytes, over the limit of {limit} (maxFileBytes in baton.yaml)")
     };
-    let mut expected = 0;
-    if let Ok(meta) = file.metadata() {
-        if meta.len() > limit {
-            return Err(too_big(meta.len()));
-        }
-        expected = meta.len();
+    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular(meta.file_type()));
+    }
+    if meta.len() > limit {
+        return Err(too_big(meta.len()));
     }
     // Sized from the metadata so the file is read in one go (plus the read that sees its end),
     // not in growing chunks.
+    let expected = meta.len();
     let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0).saturating_add(1));
     file.take(limit + 1)
         .read_to_end(&mut bytes)
@@ -166,6 +250,24 @@ fn read_limited(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, String> {
         return Err(too_big(bytes.len() as u64));
     }
     Ok(Some(bytes))
+}
+
+/// The diagnostic for a spec path that is not a regular file.
+fn not_regular(t: fs::FileType) -> String {
+    let what = if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_dir() {
+        "a directory"
+    } else {
+        "a special file"
+    };
+    format!("{what}, not a regular file; not read")
 }
 
 fn problem(path: &Path, app: Option<AppId>, message: String) -> Diagnostic {

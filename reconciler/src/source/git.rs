@@ -459,11 +459,13 @@ impl GitSource {
             .map_err(|e| corrupt(chain(&e)))?
             .tree()
             .map_err(|e| corrupt(chain(&e)))?;
-        let config_blob = tree
+        // Any entry named `baton.yaml`: one that is not a file (a symlink, a folder, a
+        // submodule) is a config error, never "no config" (which would mean the defaults).
+        let config_entry = tree
             .lookup_entry_by_path(CONFIG_FILE)
             .map_err(|e| corrupt(chain(&e)))?
-            .filter(|e| e.mode().is_blob())
-            .map(|e| e.object_id());
+            .map(|e| (e.object_id(), e.mode().kind()));
+        let config_blob = config_entry.map(|(id, _)| id);
 
         let prev = self
             .loaded
@@ -494,7 +496,7 @@ impl GitSource {
                 );
                 (out, true)
             }
-            _ => self.full_load(repo, &tree, config_blob).map_err(corrupt)?,
+            _ => self.full_load(repo, &tree, config_entry).map_err(corrupt)?,
         };
         let (out, config_ok) = result;
         self.loaded = Some(Loaded {
@@ -514,12 +516,16 @@ impl GitSource {
         &mut self,
         repo: &gix::Repository,
         tree: &gix::Tree<'_>,
-        config_blob: Option<ObjectId>,
+        config_entry: Option<(ObjectId, EntryKind)>,
     ) -> Result<(Repo, bool), String> {
         let mut base = Vec::new();
-        let config_file = match config_blob {
+        let config_file = match config_entry {
             None => None,
-            Some(id) => match read_blob(repo, id, MAX_CONFIG_BYTES) {
+            Some((_, kind)) if !matches!(kind, EntryKind::Blob | EntryKind::BlobExecutable) => {
+                base.push(problem(Path::new(CONFIG_FILE), None, not_a_file(kind)));
+                None
+            }
+            Some((id, _)) => match read_blob(repo, id, MAX_CONFIG_BYTES) {
                 Ok(bytes) => Some(SourceFile {
                     path: PathBuf::from(CONFIG_FILE),
                     bytes,
@@ -651,19 +657,22 @@ fn entry(
                 Err(message) => Input::Problem(problem(&path, app, message)),
             }
         }
-        EntryKind::Link => Input::Problem(problem(
-            &path,
-            app,
-            "symlinks are not followed in a git source".into(),
-        )),
-        // A submodule where a spec should be: its content is not in this repo.
-        EntryKind::Commit | EntryKind::Tree => Input::Problem(problem(
-            &path,
-            app,
-            "a submodule, not a file; cannot be read".into(),
-        )),
+        EntryKind::Link | EntryKind::Commit | EntryKind::Tree => {
+            Input::Problem(problem(&path, app, not_a_file(kind)))
+        }
     };
     Some(Entry { path, key, input })
+}
+
+/// Why a tree entry that is not a file is not read.
+fn not_a_file(kind: EntryKind) -> String {
+    match kind {
+        EntryKind::Link => "symlinks are not followed in a git source".into(),
+        // A submodule where a file should be: its content is not in this repo.
+        EntryKind::Commit => "a submodule, not a file; cannot be read".into(),
+        EntryKind::Tree => "a directory, not a file".into(),
+        EntryKind::Blob | EntryKind::BlobExecutable => "a file".into(),
+    }
 }
 
 /// A blob's bytes, refused (before reading) when over `limit`.

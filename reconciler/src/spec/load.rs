@@ -433,8 +433,17 @@ pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig, keep: Keep) -> F
         .filter(|(_, v)| v.is_null())
         .map(|(k, _)| k.clone())
         .collect();
-    for k in nulls {
-        doc_map.remove(&k);
+    let shown_nulls = nulls.len().min(MAX_DIAGNOSTICS_PER_FILE);
+    result.diagnostics.extend(more_not_shown(
+        &file.path,
+        Some(&id),
+        nulls.len() - shown_nulls,
+        false,
+    ));
+    if !nulls.is_empty() {
+        doc_map.retain(|_, v| !v.is_null()); // one pass: a removal each can shift the mapping
+    }
+    for k in nulls.into_iter().take(shown_nulls) {
         result.diagnostics.push(diagnostic(
             &file.path,
             Some(&id),
@@ -583,9 +592,12 @@ fn drift_policy(v: &Value) -> Result<DriftPolicy, String> {
     }
 }
 
-/// Durations as written in specs: `90s`, `10m`, `1h30m`, `500ms`, `2d`.
+/// Durations as written in specs: `90s`, `10m`, `1h30m`, `500ms`, `2d`. One that does not fit a
+/// `Duration` is an error (it panicked, or wrapped around silently: `4294967296s` was `0s`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("`{s}` is not a duration like `90s`, `10m` or `1h30m`");
+    let shown: String = s.chars().take(40).collect();
+    let more = if shown.len() < s.len() { "..." } else { "" };
+    let bad = || format!("`{shown}{more}` is not a duration like `90s`, `10m` or `1h30m`");
     let mut total = Duration::ZERO;
     let mut rest = s.trim();
     if rest.is_empty() {
@@ -610,7 +622,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             }
         };
         rest = &rest[len..];
-        total += unit.checked_mul(n as u32).ok_or_else(bad)?;
+        let n = u32::try_from(n).map_err(|_| bad())?;
+        total = unit
+            .checked_mul(n)
+            .and_then(|d| total.checked_add(d))
+            .ok_or_else(bad)?;
     }
     Ok(total)
 }
@@ -708,16 +724,58 @@ fn find_cycles(repo: &Repo) -> Vec<Vec<AppId>> {
     cycles
 }
 
+/// At most this many findings of one kind in one file become diagnostics; the rest are counted
+/// in one more. Each diagnostic is placed by parsing the text again ([`parse::locate`]), so a
+/// megabyte of unknown fields (48,000 of them) cost 48,000 parses of a megabyte: many minutes
+/// of `validate`, and of every `serve` cycle, for one file. Errors come first, so the cap never
+/// hides an error behind warnings.
+const MAX_DIAGNOSTICS_PER_FILE: usize = 100;
+
 fn findings_to_diags(
     file: &Path,
     app: Option<&AppId>,
-    findings: Vec<Finding>,
+    mut findings: Vec<Finding>,
     text: &str,
 ) -> Vec<Diagnostic> {
-    findings
+    findings.sort_by_key(|f| f.severity != Severity::Error); // stable: errors first
+    let rest = findings.split_off(findings.len().min(MAX_DIAGNOSTICS_PER_FILE));
+    let mut out: Vec<Diagnostic> = findings
         .into_iter()
         .map(|f| diagnostic(file, app, f.severity, &f.pointer, f.message, Some(text)))
-        .collect()
+        .collect();
+    out.extend(more_not_shown(
+        file,
+        app,
+        rest.len(),
+        rest.iter().any(|f| f.severity == Severity::Error),
+    ));
+    out
+}
+
+/// The one diagnostic that stands for `count` more not shown (none when there are none).
+fn more_not_shown(
+    file: &Path,
+    app: Option<&AppId>,
+    count: usize,
+    any_error: bool,
+) -> Option<Diagnostic> {
+    (count > 0).then(|| {
+        let severity = if any_error {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        diagnostic(
+            file,
+            app,
+            severity,
+            "",
+            format!(
+                "{count} more like these not shown (at most {MAX_DIAGNOSTICS_PER_FILE} per file)"
+            ),
+            None,
+        )
+    })
 }
 
 fn diagnostic(

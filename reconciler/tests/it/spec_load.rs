@@ -412,3 +412,316 @@ fn loading_for_diagnostics_only_finds_what_a_full_load_finds() {
         }
     }
 }
+
+// Issue 12, item 11: bad input that used to get through.
+
+#[test]
+fn json_duplicate_keys_are_refused_with_their_line() {
+    let repo = invalid_case("json-duplicate-keys");
+    let find = |file: &str| {
+        repo.diagnostics
+            .iter()
+            .find(|d| d.file == Path::new(file))
+            .unwrap_or_else(|| panic!("no diagnostic for {file}"))
+    };
+    let api = find("apps/api.json");
+    assert_eq!(
+        (api.message.as_str(), api.line),
+        ("duplicate key `cmd`", Some(4))
+    );
+    let env = find("apps/env.json");
+    assert_eq!(
+        (env.message.as_str(), env.line),
+        ("duplicate key `MODE`", Some(5))
+    );
+    assert!(repo.invalid.contains(&id("/api")) && repo.invalid.contains(&id("/env")));
+    assert!(
+        repo.specs.contains_key(&id("/ok")),
+        "equal keys in different mappings are no duplicates"
+    );
+}
+
+#[test]
+fn nul_characters_are_refused_in_keys_and_values() {
+    let repo = invalid_case("nul-characters");
+    for (file, line) in [("apps/web.yaml", 1), ("apps/api.json", 4)] {
+        let d = repo
+            .diagnostics
+            .iter()
+            .find(|d| d.file == Path::new(file))
+            .unwrap_or_else(|| panic!("no diagnostic for {file}"));
+        assert!(d.message.contains("NUL character"), "{}", d.message);
+        assert_eq!(d.line, Some(line), "{file}");
+    }
+    assert!(repo.invalid.contains(&id("/web")) && repo.invalid.contains(&id("/api")));
+    assert!(repo.specs.contains_key(&id("/ok")));
+}
+
+#[test]
+fn yaml_tags_outside_the_core_schema_are_refused_by_name() {
+    let repo = invalid_case("yaml-tags");
+    for (file, tag, line) in [
+        ("apps/blob.yaml", "`!!binary`", 3),
+        ("apps/stamp.yaml", "`!!timestamp`", 3),
+        ("apps/custom.yaml", "`!vault`", 1),
+    ] {
+        let d = repo
+            .diagnostics
+            .iter()
+            .find(|d| d.file == Path::new(file))
+            .unwrap_or_else(|| panic!("no diagnostic for {file}"));
+        assert!(d.message.contains(tag), "{}", d.message);
+        assert_eq!(d.line, Some(line), "{file}");
+    }
+    // Core tags are read as the tag says.
+    let ok = &repo.specs[&id("/ok")];
+    assert_eq!(ok.app["instances"], 2);
+    assert_eq!(ok.app["cmd"], "sleep 1");
+}
+
+#[test]
+fn a_leading_bom_is_accepted_in_specs_and_config() {
+    let repo = load_repo(&fixture("specs/bom")).unwrap();
+    assert!(repo.is_valid(), "{}", diagnostics_lines(&repo));
+    assert_eq!(repo.config.owner, "bom");
+    assert_eq!(repo.specs[&id("/web")].app["instances"], 2);
+    assert_eq!(repo.specs[&id("/api")].app["cmd"], "sleep 2");
+}
+
+/// Loads a directory on another thread; a load that blocks (on a FIFO, say) fails the test
+/// after a generous bound instead of hanging it.
+fn load_within(dir: &Path) -> baton::spec::Repo {
+    let dir = dir.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(load_repo(&dir));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("loading the repo blocked (a special file was opened?)")
+        .unwrap()
+}
+
+fn diag<'a>(repo: &'a baton::spec::Repo, file: &str) -> &'a baton::spec::Diagnostic {
+    repo.diagnostics
+        .iter()
+        .find(|d| d.file == Path::new(file))
+        .unwrap_or_else(|| panic!("no diagnostic for {file}: {}", diagnostics_lines(repo)))
+}
+
+#[test]
+fn directory_symlinks_leaving_the_repo_are_refused_and_delete_nothing() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("x.yaml"), "cmd: cat /etc/shadow\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("apps")).unwrap();
+    std::fs::create_dir_all(dir.path().join("shared/team")).unwrap();
+    std::fs::write(dir.path().join("shared/team/base.yaml"), "cmd: sleep 1\n").unwrap();
+    std::fs::write(dir.path().join("apps/web.yaml"), "cmd: sleep 1\n").unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("apps/ext")).unwrap();
+    std::os::unix::fs::symlink("../shared/team", dir.path().join("apps/team")).unwrap();
+    let repo = load_within(dir.path());
+    let d = diag(&repo, "apps/ext");
+    assert!(
+        d.message.contains("symlink leaves the repo"),
+        "{}",
+        d.message
+    );
+    assert!(
+        !repo.specs.contains_key(&id("/ext/x")),
+        "nothing outside is read"
+    );
+    assert!(
+        repo.incomplete,
+        "the apps behind a refused folder are unknown: nothing may be deleted"
+    );
+    assert!(
+        repo.specs.contains_key(&id("/team/base")),
+        "links inside are followed"
+    );
+    assert!(repo.specs.contains_key(&id("/web")));
+
+    // The apps dir itself as a link out of the repo.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("apps")).unwrap();
+    let repo = load_within(dir.path());
+    assert!(diag(&repo, "apps")
+        .message
+        .contains("symlink leaves the repo"));
+    assert!(repo.specs.is_empty() && repo.incomplete);
+
+    // baton.yaml as a link out of the repo: not read, a config error.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        outside.path().join("baton.yaml"),
+        "owner: someone-else
+",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("apps")).unwrap();
+    std::fs::write(
+        dir.path().join("apps/web.yaml"),
+        "cmd: sleep 1
+",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("baton.yaml"),
+        dir.path().join("baton.yaml"),
+    )
+    .unwrap();
+    let repo = load_within(dir.path());
+    assert!(diag(&repo, "baton.yaml")
+        .message
+        .contains("symlink leaves the repo"));
+    assert!(repo.specs.is_empty() && repo.incomplete);
+}
+
+#[test]
+fn symlink_loops_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("apps/a")).unwrap();
+    std::fs::write(dir.path().join("apps/a/web.yaml"), "cmd: sleep 1\n").unwrap();
+    std::os::unix::fs::symlink("..", dir.path().join("apps/a/up")).unwrap();
+    std::os::unix::fs::symlink("self.yaml", dir.path().join("apps/self.yaml")).unwrap();
+    let repo = load_within(dir.path());
+    let d = diag(&repo, "apps/a/up");
+    assert!(d.message.contains("symlink loop"), "{}", d.message);
+    assert!(diag(&repo, "apps/self.yaml").message.contains("symlink"));
+    assert!(repo.invalid.contains(&id("/self")));
+    assert!(repo.incomplete);
+    assert!(repo.specs.contains_key(&id("/a/web")));
+    assert_eq!(
+        repo.specs.len(),
+        1,
+        "nothing is loaded twice through the loop"
+    );
+}
+
+#[test]
+fn special_files_are_refused_without_being_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let apps = dir.path().join("apps");
+    std::fs::create_dir_all(&apps).unwrap();
+    std::fs::write(apps.join("ok.yaml"), "cmd: sleep 1\n").unwrap();
+    nix::unistd::mkfifo(&apps.join("pipe.yaml"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(apps.join("sock.json")).unwrap();
+    // A character device (like /dev/zero: endless bytes) needs CAP_MKNOD; tested where allowed.
+    let device = nix::sys::stat::mknod(
+        &apps.join("zero.yaml"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::S_IRUSR,
+        nix::sys::stat::makedev(1, 5),
+    )
+    .is_ok();
+    if !device {
+        eprintln!("skipped the device case: mknod is not permitted here");
+    }
+    let repo = load_within(dir.path());
+    assert!(diag(&repo, "apps/pipe.yaml")
+        .message
+        .contains("a FIFO (named pipe), not a regular file"));
+    assert!(diag(&repo, "apps/sock.json")
+        .message
+        .contains("a socket, not a regular file"));
+    assert!(repo.invalid.contains(&id("/pipe")) && repo.invalid.contains(&id("/sock")));
+    if device {
+        assert!(diag(&repo, "apps/zero.yaml")
+            .message
+            .contains("a character device"));
+    }
+    assert!(repo.specs.contains_key(&id("/ok")));
+
+    // baton.yaml as a FIFO: a config error (nothing loads, nothing is deleted), not a hang.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("apps")).unwrap();
+    std::fs::write(dir.path().join("apps/ok.yaml"), "cmd: sleep 1\n").unwrap();
+    nix::unistd::mkfifo(
+        &dir.path().join("baton.yaml"),
+        nix::sys::stat::Mode::S_IRWXU,
+    )
+    .unwrap();
+    let repo = load_within(dir.path());
+    assert!(diag(&repo, "baton.yaml").message.contains("a FIFO"));
+    assert!(repo.incomplete && repo.specs.is_empty());
+}
+
+/// Each diagnostic is placed by parsing its file again: thousands of findings in one file cost
+/// thousands of parses (a megabyte of unknown fields kept `validate` busy for many minutes).
+/// At most 100 per file are shown, errors first, the rest counted in one more.
+#[test]
+fn findings_per_file_are_capped_errors_first() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("apps")).unwrap();
+    let mut spec = String::from("cmd: sleep 1\ncontainer:\n  docker:\n    image: nginx\n");
+    for i in 0..3000 {
+        spec.push_str(&format!("    unknownNested{i}: 1\n")); // warnings
+    }
+    spec.push_str("instances: many\n"); // the one error, last in the file
+    std::fs::write(dir.path().join("apps/web.yaml"), &spec).unwrap();
+    let nulls: String = (0..3000).map(|i| format!("k{i}: null\n")).collect();
+    std::fs::write(
+        dir.path().join("apps/nulls.yaml"),
+        format!("cmd: x\n{nulls}"),
+    )
+    .unwrap();
+    let repo = load_within(dir.path());
+    let of = |file: &str| -> Vec<&baton::spec::Diagnostic> {
+        repo.diagnostics
+            .iter()
+            .filter(|d| d.file == Path::new(file))
+            .collect()
+    };
+    let web = of("apps/web.yaml");
+    assert_eq!(web.len(), 101, "100 shown and one that counts the rest");
+    assert!(
+        web.iter()
+            .any(|d| d.pointer == "/instances" && d.severity == Severity::Error),
+        "the error is shown though it comes after thousands of warnings"
+    );
+    assert!(web.iter().any(|d| d.message
+        == "2901 more like these not shown (at most 100 per file)"
+        && d.severity == Severity::Warning));
+    let nulls = of("apps/nulls.yaml");
+    assert_eq!(nulls.len(), 101);
+    assert!(nulls
+        .iter()
+        .any(|d| d.message.starts_with("2900 more like these not shown")));
+    assert!(
+        repo.specs.contains_key(&id("/nulls")),
+        "null fields are only warnings"
+    );
+    assert!(repo.invalid.contains(&id("/web")));
+}
+
+/// Found while writing the fuzz targets: a `deadline` whose parts add up past what a duration
+/// holds panicked the whole load (`validate` exited 101; a 660 kB string of `4294967295d`), and
+/// a part over 2^32 wrapped around (`4294967296s` was `0s`).
+#[test]
+fn durations_that_overflow_are_errors_not_panics() {
+    use baton::spec::load::parse_duration;
+    assert_eq!(
+        parse_duration("1h30m"),
+        Ok(std::time::Duration::from_secs(5400))
+    );
+    for s in [
+        "4294967296s",
+        "18446744073709551615d",
+        "99999999999999999999s",
+    ] {
+        assert!(parse_duration(s).is_err(), "{s}");
+    }
+    let long = "4294967295d".repeat(60_000);
+    let e = parse_duration(&long).unwrap_err();
+    assert!(e.len() < 200, "the message does not echo the whole value");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("apps")).unwrap();
+    std::fs::write(
+        dir.path().join("apps/web.yaml"),
+        format!("cmd: x\nbaton:\n  deadline: \"{long}\"\n"),
+    )
+    .unwrap();
+    let repo = load_within(dir.path());
+    assert_eq!(diag(&repo, "apps/web.yaml").pointer, "/baton/deadline");
+    assert!(repo.invalid.contains(&id("/web")));
+}

@@ -362,3 +362,102 @@ fn a_damaged_cache_is_fetched_afresh() {
         "set aside, not deleted"
     );
 }
+
+fn has_diag(repo: &Repo, file: &str, text: &str) -> bool {
+    repo.diagnostics
+        .iter()
+        .any(|d| d.file == Path::new(file) && d.message.contains(text))
+}
+
+/// The bad input of issue 12 (item 11) as a git tree can hold it: symlinks to a file outside, to
+/// a directory outside and in a loop, a submodule entry, and spec texts the parser refuses (a
+/// repeated JSON key, a NUL character, a `!!binary` tag), beside a file with a BOM that loads.
+/// All of it loads promptly to diagnostics; nothing outside the tree is read.
+#[test]
+fn hostile_tree_entries_and_texts_load_to_diagnostics() {
+    let Some((tmp, work)) = work_setup() else {
+        return;
+    };
+    let outside = tmp.path().join("outside");
+    write(&outside, "x.yaml", "cmd: outside\n");
+    let link = |target: &Path, name: &str| {
+        std::os::unix::fs::symlink(target, work.join(name)).unwrap();
+    };
+    link(&outside.join("x.yaml"), "apps/out.yaml");
+    link(&outside, "apps/outdir");
+    link(Path::new("loop.yaml"), "apps/loop.yaml");
+    link(Path::new(".."), "apps/up");
+    write(&work, "apps/dup.json", "{\"cmd\": \"a\",\n \"cmd\": \"b\"}");
+    write(&work, "apps/nul.yaml", "cmd: \"run\\0 --evil\"\n");
+    write(&work, "apps/tag.yaml", "cmd: !!binary aGVsbG8=\n");
+    write(&work, "apps/bom.yaml", "\u{feff}cmd: sleep 1\n");
+    commit_all(&work, "hostile");
+    let head = String::from_utf8(
+        Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&work)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let gitlink = format!("160000,{},apps/sub.yaml", head.trim());
+    git(&work, &["update-index", "--add", "--cacheinfo", &gitlink]);
+    git(&work, &["commit", "-q", "-m", "gitlink"]);
+
+    let mut src = source(&work, &tmp.path().join("cache"), "main");
+    let f = src.fetch().unwrap();
+    let repo = src.load(&f.commit).unwrap();
+    for (file, text) in [
+        ("apps/out.yaml", "symlinks are not followed"),
+        ("apps/loop.yaml", "symlinks are not followed"),
+        ("apps/dup.json", "duplicate key `cmd`"),
+        ("apps/nul.yaml", "NUL character"),
+        ("apps/tag.yaml", "`!!binary`"),
+        ("apps/sub.yaml", "a submodule"),
+    ] {
+        assert!(
+            has_diag(&repo, file, text),
+            "{file}: {:#?}",
+            repo.diagnostics
+        );
+        let id = AppId::from_path(Path::new(file).strip_prefix("apps").unwrap()).unwrap();
+        assert!(repo.invalid.contains(&id), "{file} must be invalid");
+    }
+    let line = |file: &str| {
+        repo.diagnostics
+            .iter()
+            .find(|d| d.file == Path::new(file))
+            .and_then(|d| d.line)
+    };
+    assert_eq!(line("apps/dup.json"), Some(2));
+    // Links to directories are not walked: nothing from outside (or twice from inside) loads.
+    assert!(!repo
+        .specs
+        .keys()
+        .any(|id| id.as_str().starts_with("/outdir") || id.as_str().starts_with("/up")));
+    let bom = AppId::from_path(Path::new("bom.yaml")).unwrap();
+    assert_eq!(repo.specs[&bom].app["cmd"], "sleep 1");
+}
+
+/// `baton.yaml` that is not a file (here a symlink) is a config error, never "no config": the
+/// defaults (another owner, another apps dir) would otherwise apply silently.
+#[test]
+fn a_config_that_is_a_symlink_is_an_error_not_the_defaults() {
+    let Some((tmp, work)) = work_setup() else {
+        return;
+    };
+    std::fs::remove_file(work.join("baton.yaml")).unwrap();
+    write(&work, "conf/real.yaml", "owner: team\n");
+    std::os::unix::fs::symlink("conf/real.yaml", work.join("baton.yaml")).unwrap();
+    commit_all(&work, "config as a symlink");
+    let mut src = source(&work, &tmp.path().join("cache"), "main");
+    let f = src.fetch().unwrap();
+    let repo = src.load(&f.commit).unwrap();
+    assert!(
+        has_diag(&repo, "baton.yaml", "symlinks are not followed"),
+        "{:#?}",
+        repo.diagnostics
+    );
+    assert!(repo.incomplete && repo.specs.is_empty());
+}
