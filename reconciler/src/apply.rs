@@ -181,11 +181,13 @@ pub enum ProgressEvent {
 type Progress<'a> = Mutex<&'a mut (dyn FnMut(ProgressEvent) + Send)>;
 
 /// How long the scheduler has been silent in this run, against the bound: every scheduler call
-/// apply makes goes through [`Silence::ask`].
+/// apply makes goes through [`Silence::ask`]. Silence is counted from the first request that got
+/// no answer since the last answer (a reply to any request, an event), so time spent between
+/// polls never counts.
 struct Silence {
     bound: Duration,
-    /// The last answer (a reply to any request, an event) or the start of the run.
-    heard: Mutex<Instant>,
+    /// When the scheduler was first asked without answering since its last answer.
+    silent_since: Mutex<Option<Instant>>,
     /// Set once the bound passed: why apply gives up.
     lost: Mutex<Option<String>>,
 }
@@ -194,17 +196,20 @@ impl Silence {
     fn new(bound: Duration) -> Self {
         Silence {
             bound,
-            heard: Mutex::new(Instant::now()),
+            silent_since: Mutex::new(None),
             lost: Mutex::new(None),
         }
     }
 
+    /// The scheduler answered.
     fn heard(&self) {
-        *self.heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *self.silent_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    /// When a request sent now gives up, unless it is answered.
     fn deadline(&self) -> Instant {
-        *self.heard.lock().unwrap_or_else(|e| e.into_inner()) + self.bound
+        let mut since = self.silent_since.lock().unwrap_or_else(|e| e.into_inner());
+        *since.get_or_insert_with(Instant::now) + self.bound
     }
 
     fn lost(&self) -> Option<String> {
@@ -232,16 +237,13 @@ impl Silence {
         if self.lost().is_some() {
             return None;
         }
-        match tokio::time::timeout_at(self.deadline(), call).await {
+        let deadline = self.deadline();
+        match tokio::time::timeout_at(deadline, call).await {
             Ok(r) => {
-                let silent = matches!(
-                    &r,
-                    Err(SchedulerError::Unreachable { .. })
-                        | Err(SchedulerError::Status { status: 500.., .. })
-                );
+                let silent = r.as_ref().err().is_some_and(is_silence);
                 if !silent {
                     self.heard();
-                } else if Instant::now() >= self.deadline() {
+                } else if Instant::now() >= deadline {
                     self.give_up(what);
                     return None;
                 }
@@ -258,6 +260,14 @@ impl Silence {
 fn emit(progress: &Progress<'_>, ev: ProgressEvent) {
     let mut f = progress.lock().unwrap_or_else(|e| e.into_inner());
     (*f)(ev);
+}
+
+/// Whether an error means the scheduler did not answer (rather than answered "no").
+fn is_silence(e: &SchedulerError) -> bool {
+    matches!(
+        e,
+        SchedulerError::Unreachable { .. } | SchedulerError::Status { status: 500.., .. }
+    )
 }
 
 /// What happened to one write.
@@ -305,8 +315,14 @@ pub async fn apply<S: Scheduler>(
         None
     } else {
         match tokio::time::timeout_at(silence.deadline(), scheduler.events()).await {
-            Ok(Ok(s)) => Some(s),
+            Ok(Ok(s)) => {
+                silence.heard();
+                Some(s)
+            }
             Ok(Err(e)) => {
+                if !is_silence(&e) {
+                    silence.heard();
+                }
                 tracing::debug!(error = %e, "no event stream; polling deployments");
                 None
             }
@@ -763,9 +779,11 @@ async fn past_deadline<S: Scheduler>(
     let diagnosis = tokio::time::timeout_at(silence.deadline(), scheduler.diagnose(&p.change.app))
         .await
         .ok()
-        .flatten()
-        .map(|d| format!(" ({d})"))
-        .unwrap_or_default();
+        .flatten();
+    if diagnosis.is_some() {
+        silence.heard();
+    }
+    let diagnosis = diagnosis.map(|d| format!(" ({d})")).unwrap_or_default();
     let Some(deployment) = p.deployment.clone() else {
         return Some(Outcome::Failed {
             reason: format!("deployed, but its tasks were not up within {limit}{diagnosis}"),

@@ -420,3 +420,24 @@ async fn a_slow_but_answering_scheduler_is_not_lost() {
     assert!(report.converged(), "{report:?}");
     assert_eq!(report.lost, None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn time_between_polls_is_not_silence() {
+    // With the event stream open, deployments are polled every 5 s; a bound of 2 s counts only
+    // while a request waits for its answer.
+    let fake = Fake::new(Duration::from_secs(25));
+    fake.set_latency(Duration::from_millis(100));
+    let plan = plan_of(vec![vec![change("/a", Action::Create, &[], 600)]]);
+    let options = ApplyOptions {
+        scheduler_silence: Duration::from_secs(2),
+        ..ApplyOptions::default()
+    };
+    let (report, _) = run(&plan, &fake, &options).await;
+    assert!(report.converged(), "{report:?}");
+    let polls = fake
+        .calls()
+        .iter()
+        .filter(|c| **c == Call::Deployments)
+        .count();
+    assert!(polls >= 4, "{polls} polls");
+}

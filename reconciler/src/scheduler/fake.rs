@@ -76,6 +76,8 @@ struct State {
     frozen: bool,
     /// Every call fails at once as unreachable (a scheduler process that died).
     gone: bool,
+    /// How long each call takes to answer (a network round trip).
+    latency: Duration,
 }
 
 /// The fake scheduler; cheap to clone (clones share state).
@@ -128,10 +130,19 @@ impl Fake {
         self.lock().gone = gone;
     }
 
-    /// Wait while frozen; then the error of a gone scheduler, if it is.
+    /// Every call takes `latency` to answer from now on.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// Wait while frozen, and the call's latency; then the error of a gone scheduler, if it is.
     async fn thawed(&self) -> Result<(), SchedulerError> {
         let mut frozen = self.frozen.subscribe();
         let _ = frozen.wait_for(|f| !f).await;
+        let latency = self.lock().latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
         if self.lock().gone {
             return Err(SchedulerError::Unreachable {
                 url: "fake:".into(),
