@@ -611,7 +611,14 @@ where
                 error_policy(&e, failures)
             }
         };
-        requeue_at = action.requeue_after().map(|d| Instant::now() + d);
+        let next = action.requeue_after().map(|d| Instant::now() + d);
+        requeue_at = match (&trigger, requeue_at, next) {
+            // A scheduler-event cycle may look at a few apps only: a retry already due for a
+            // failed cycle (the error policy's) still runs.
+            (Trigger::SchedulerEvent { .. }, Some(kept), Some(next)) => Some(kept.min(next)),
+            (Trigger::SchedulerEvent { .. }, kept, next) => kept.or(next),
+            (_, _, next) => next,
+        };
         if trigger.fetches() {
             poll_at = Instant::now() + jitter(poll_interval);
         }

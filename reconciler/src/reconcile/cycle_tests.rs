@@ -211,6 +211,12 @@ async fn a_scheduler_that_freezes_mid_deployment_fails_the_cycle_visibly_then_re
             .count(),
         0
     );
+    // A scheduler event (of Baton's own write: nothing to look at) does not cancel the retry.
+    l.shared.own_writes.record("/a", "own");
+    l.shared.trigger(Trigger::SchedulerEvent {
+        app: "/a".into(),
+        version: Some("own".into()),
+    });
     // The error policy retries; the retry waits on the frozen scheduler too, and shows it.
     l.until("the retry waiting", |st, _| {
         st.cycle
