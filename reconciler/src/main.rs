@@ -347,6 +347,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 parallelism: args.parallelism,
                 lock_wait: parse_duration(&args.lock_wait)?,
                 force_delete: args.force_delete,
+                // As `baton serve`: two request timeouts without an answer is a scheduler gone.
+                scheduler_silence: marathon.timeout.saturating_mul(2),
                 ..Default::default()
             };
             let rt = runtime()?;
