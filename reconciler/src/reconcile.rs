@@ -930,6 +930,12 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         self.shared.phase("fast-path");
         let fast = self.fast_sync(trigger, &rev, &repo, shutdown).await;
         phases.mark("fast-path");
+        if let Some((report, lost)) = fast.as_ref().and_then(|r| Some((r, r.lost.clone()?))) {
+            // Its outcomes are in the state already; a silent scheduler is asked nothing more.
+            self.done.count(report);
+            state::save(&self.config.state_dir, &self.state)?;
+            return Err(CycleError::Lost(lost));
+        }
         // Once something was written, the cycle runs to its end.
         let no_preempt = Preempt(None);
         let preempt = if fast.is_some() { &no_preempt } else { preempt };
@@ -1533,9 +1539,20 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 .flat_map(|r| r.apps.iter().map(|a| a.app.clone())),
         );
         let seen = Seen::new(repo, live, plan, report, held);
-        let previous = self.shared.status();
+        // The deployments shown so far (few): kept for the apps apply stopped waiting for.
+        let deploying: Vec<(String, Deploying)> = {
+            let st = self.shared.status.read().unwrap_or_else(|e| e.into_inner());
+            (st.apps.iter())
+                .filter_map(|a| Some((a.id.clone(), a.deploying.clone()?)))
+                .collect()
+        };
+        let was_deploying = |id: &AppId| {
+            (deploying.iter())
+                .find(|(a, _)| a == id.as_str())
+                .map(|(_, d)| d.clone())
+        };
         ids.into_iter()
-            .map(|id| self.app_status(&id, &seen, &previous.apps))
+            .map(|id| self.app_status(&id, &seen, &was_deploying))
             .collect()
     }
 
@@ -1551,7 +1568,6 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
     ) {
         let (plan, report, held) = applied;
         let seen = Seen::new(repo, live, plan, report, held);
-        let previous = self.shared.status();
         let mut st = self
             .shared
             .status
@@ -1572,22 +1588,27 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 || held.contains(id)
                 || seen.planned.contains(id);
             let at = st.apps.binary_search_by(|a| a.id.as_str().cmp(id.as_str()));
+            let was = at.ok().and_then(|i| st.apps[i].deploying.clone());
+            let entry = || self.app_status(id, &seen, &|_: &AppId| was.clone());
             match (at, listed) {
-                (Ok(i), true) => st.apps[i] = self.app_status(id, &seen, &previous.apps),
+                (Ok(i), true) => st.apps[i] = entry(),
                 (Ok(i), false) => {
                     st.apps.remove(i);
                 }
-                (Err(i), true) => st
-                    .apps
-                    .insert(i, self.app_status(id, &seen, &previous.apps)),
+                (Err(i), true) => st.apps.insert(i, entry()),
                 (Err(_), false) => {}
             }
         }
     }
 
-    /// One app's entry of `/api/status`; `previous` (the entries shown so far) keeps the
+    /// One app's entry of `/api/status`; `was_deploying` (what was shown so far) keeps the
     /// deployment of an app apply stopped waiting for.
-    fn app_status(&self, id: &AppId, seen: &Seen<'_>, previous: &[AppStatus]) -> AppStatus {
+    fn app_status(
+        &self,
+        id: &AppId,
+        seen: &Seen<'_>,
+        was_deploying: &dyn Fn(&AppId) -> Option<Deploying>,
+    ) -> AppStatus {
         let (repo, held) = (seen.repo, seen.held);
         let live_app = seen.live.get(id.as_str());
         let result = seen.results.get(id);
@@ -1622,10 +1643,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             }
         };
         let deploying = match result {
-            Some(AppOutcome::Unfinished { .. }) => previous
-                .binary_search_by(|a| a.id.as_str().cmp(id.as_str()))
-                .ok()
-                .and_then(|i| previous[i].deploying.clone()),
+            Some(AppOutcome::Unfinished { .. }) => was_deploying(id),
             _ => None,
         };
         let health = match (result, live_app) {

@@ -240,6 +240,41 @@ async fn a_scheduler_that_freezes_mid_deployment_fails_the_cycle_visibly_then_re
 }
 
 #[tokio::test]
+async fn a_push_whose_fast_path_loses_the_scheduler_fails_at_once() {
+    let l = Loop::start(&[("apps/a.yaml", &app("a1"))], Duration::from_millis(500)).await;
+    l.fake.make_stuck("/a");
+    l.revs.lock().unwrap().push((
+        "r2".into(),
+        repo(&[("apps/a.yaml", &app("a2"))]),
+        Some(super::fast_path_tests::paths(&["apps/a.yaml"])),
+    ));
+    l.shared.trigger(Trigger::Webhook {
+        delivery: "d".into(),
+    });
+    let st = l
+        .until("/a deploying (fast path)", |st, _| {
+            st.apps
+                .iter()
+                .any(|a| a.id == "/a" && a.deploying.is_some())
+        })
+        .await;
+    assert_eq!(st.cycle.map(|c| c.phase), Some("fast-path"));
+    // The fake's listing has no timeout of its own: a cycle that went on to list every app
+    // after the fast path lost the scheduler would hang there and never fail.
+    l.fake.freeze(true);
+    let st = l
+        .until("the cycle to fail", |st, _| st.last_error.is_some())
+        .await;
+    assert!(st.last_error.unwrap().contains("has not answered"));
+    l.fake.freeze(false);
+    l.until("r2 synced", |st, _| {
+        st.last_synced.as_deref() == Some("r2") && st.last_error.is_none()
+    })
+    .await;
+    l.stop().await;
+}
+
+#[tokio::test]
 async fn held_deletions_and_invalid_specs_are_shown_with_their_reasons() {
     let files: Vec<(String, String)> = ["a", "b", "c", "d", "e", "f", "g"]
         .iter()
