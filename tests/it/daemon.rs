@@ -281,15 +281,6 @@ async fn a_write_the_scheduler_lost_is_written_again_an_edited_app_is_left_alone
     edited["instances"] = json!(2);
     sched.put(&old_web).await;
     sched.put(&edited).await;
-    let rewritten = d
-        .wait_event(
-            "the app is back at an older definition Baton wrote and nobody changed since (a write the scheduler lost): writing it again",
-            |e| e["fields"]["app"] == "/web",
-        )
-        .await;
-    assert_eq!(rewritten["level"], "WARN");
-    assert_eq!(rewritten["fields"]["found"], r1.as_str(), "{rewritten}");
-    assert_eq!(rewritten["fields"]["desired"], r2.as_str(), "{rewritten}");
     sched
         .wait_for("/web written again", |apps| {
             apps.iter().any(|a| {
@@ -300,6 +291,15 @@ async fn a_write_the_scheduler_lost_is_written_again_an_edited_app_is_left_alone
         })
         .await;
 
+    let rewritten = d
+        .wait_event(
+            "the app is back at an older definition Baton wrote and nobody changed since (a write the scheduler lost): writing it again",
+            |e| e["fields"]["app"] == "/web",
+        )
+        .await;
+    assert_eq!(rewritten["level"], "WARN");
+    assert_eq!(rewritten["fields"]["found"], r1.as_str(), "{rewritten}");
+    assert_eq!(rewritten["fields"]["desired"], r2.as_str(), "{rewritten}");
     // /api (policy report) is drift: several polls later it is as it was left, and reported.
     let before = cycles(&d);
     more_cycles(&d, before, 3).await;
