@@ -10,6 +10,11 @@
 //!
 //! Cancellation ([`ApplyOptions::cancel`]): writes already sent finish, no new write starts,
 //! waiting stops, and the report says which apps were not started or not awaited.
+//!
+//! A scheduler that stops answering (no reply to any request and no event for
+//! [`ApplyOptions::scheduler_silence`]) ends the run the same way, with
+//! [`ApplyReport::lost`] saying so: apply never waits on a silent scheduler until every
+//! deadline has passed, and never tries to roll back through one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -41,6 +46,9 @@ pub struct ApplyOptions {
     pub force_delete: bool,
     /// Cancelled: finish the writes in flight, start no new one, return a report.
     pub cancel: CancellationToken,
+    /// How long the scheduler may stay silent (no answer to any request, no event) while apply
+    /// writes or waits: past it apply stops as if cancelled and reports it lost.
+    pub scheduler_silence: Duration,
 }
 
 impl Default for ApplyOptions {
@@ -51,6 +59,7 @@ impl Default for ApplyOptions {
             poll_interval: Duration::from_secs(1),
             force_delete: false,
             cancel: CancellationToken::new(),
+            scheduler_silence: Duration::from_secs(60),
         }
     }
 }
@@ -110,6 +119,10 @@ pub struct ApplyReport {
     pub apps: Vec<AppResult>,
     /// Apply was cancelled before it finished.
     pub cancelled: bool,
+    /// The scheduler stopped answering: why apply gave up (apps written but not awaited are
+    /// `unfinished`, the rest `not_started`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<String>,
 }
 
 impl ApplyReport {
@@ -120,6 +133,7 @@ impl ApplyReport {
             (Some(mut a), Some(b)) => {
                 a.apps.extend(b.apps);
                 a.cancelled |= b.cancelled;
+                a.lost = a.lost.or(b.lost);
                 Some(a)
             }
             (a, b) => a.or(b),
@@ -134,6 +148,7 @@ impl ApplyReport {
     /// True when every planned change converged (held deletions do not count against it).
     pub fn converged(&self) -> bool {
         !self.cancelled
+            && self.lost.is_none()
             && self
                 .apps
                 .iter()
@@ -165,9 +180,94 @@ pub enum ProgressEvent {
 
 type Progress<'a> = Mutex<&'a mut (dyn FnMut(ProgressEvent) + Send)>;
 
+/// How long the scheduler has been silent in this run, against the bound: every scheduler call
+/// apply makes goes through [`Silence::ask`]. Silence is counted from the first request that got
+/// no answer since the last answer (a reply to any request, an event), so time spent between
+/// polls never counts.
+struct Silence {
+    bound: Duration,
+    /// When the scheduler was first asked without answering since its last answer.
+    silent_since: Mutex<Option<Instant>>,
+    /// Set once the bound passed: why apply gives up.
+    lost: Mutex<Option<String>>,
+}
+
+impl Silence {
+    fn new(bound: Duration) -> Self {
+        Silence {
+            bound,
+            silent_since: Mutex::new(None),
+            lost: Mutex::new(None),
+        }
+    }
+
+    /// The scheduler answered.
+    fn heard(&self) {
+        *self.silent_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// When a request sent now gives up, unless it is answered.
+    fn deadline(&self) -> Instant {
+        let mut since = self.silent_since.lock().unwrap_or_else(|e| e.into_inner());
+        *since.get_or_insert_with(Instant::now) + self.bound
+    }
+
+    fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn give_up(&self, what: &str) {
+        let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+        lost.get_or_insert_with(|| {
+            format!(
+                "the scheduler has not answered for {} ({what}); stopped waiting",
+                humantime::format_duration(self.bound)
+            )
+        });
+    }
+
+    /// `call`, unless the scheduler stays silent past the bound (then `None`, and the run is
+    /// lost). A refused connection, a timeout or a 5xx is silence too (a proxy answers 502 for
+    /// a scheduler that is gone): the call's own retries may go on until the bound.
+    async fn ask<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = Result<T, SchedulerError>>,
+    ) -> Option<Result<T, SchedulerError>> {
+        if self.lost().is_some() {
+            return None;
+        }
+        let deadline = self.deadline();
+        match tokio::time::timeout_at(deadline, call).await {
+            Ok(r) => {
+                let silent = r.as_ref().err().is_some_and(is_silence);
+                if !silent {
+                    self.heard();
+                } else if Instant::now() >= deadline {
+                    self.give_up(what);
+                    return None;
+                }
+                Some(r)
+            }
+            Err(_) => {
+                self.give_up(what);
+                None
+            }
+        }
+    }
+}
+
 fn emit(progress: &Progress<'_>, ev: ProgressEvent) {
     let mut f = progress.lock().unwrap_or_else(|e| e.into_inner());
     (*f)(ev);
+}
+
+/// Whether an error means the scheduler did not answer (rather than answered "no").
+fn is_silence(e: &SchedulerError) -> bool {
+    matches!(
+        e,
+        SchedulerError::Unreachable { .. } | SchedulerError::Status { status: 500.., .. }
+    )
 }
 
 /// What happened to one write.
@@ -177,6 +277,8 @@ enum WriteResult {
     Gone,
     Failed(String),
     NotStarted,
+    /// The scheduler fell silent before it answered: the write may or may not have landed.
+    Unanswered,
 }
 
 /// A written change whose deployment (or tasks) apply waits for.
@@ -205,16 +307,27 @@ pub async fn apply<S: Scheduler>(
     // Apps that did not converge: their dependents are skipped.
     let mut broken: BTreeSet<AppId> = BTreeSet::new();
     let mut cancelled = false;
+    let silence = Silence::new(options.scheduler_silence);
 
     // Subscribe before the first write so no deployment event can be missed; polling covers a
     // stream that cannot be opened or ends.
     let mut events = if plan.is_empty() {
         None
     } else {
-        match scheduler.events().await {
-            Ok(s) => Some(s),
-            Err(e) => {
+        match tokio::time::timeout_at(silence.deadline(), scheduler.events()).await {
+            Ok(Ok(s)) => {
+                silence.heard();
+                Some(s)
+            }
+            Ok(Err(e)) => {
+                if !is_silence(&e) {
+                    silence.heard();
+                }
                 tracing::debug!(error = %e, "no event stream; polling deployments");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("the event stream did not open in time; polling deployments");
                 None
             }
         }
@@ -231,6 +344,8 @@ pub async fn apply<S: Scheduler>(
             };
             if options.cancel.is_cancelled() {
                 cancelled = true;
+                finish(&mut results, result(Outcome::NotStarted));
+            } else if silence.lost().is_some() {
                 finish(&mut results, result(Outcome::NotStarted));
             } else if let Some(dep) = change.depends_on.iter().find(|d| broken.contains(*d)) {
                 broken.insert(change.app.clone());
@@ -249,14 +364,18 @@ pub async fn apply<S: Scheduler>(
         let written = join_all(todo.iter().map(|change| {
             let semaphore = &semaphore;
             let progress = &progress;
+            let silence = &silence;
             async move {
                 let Ok(_permit) = semaphore.acquire().await else {
                     return (*change, WriteResult::NotStarted);
                 };
-                if options.cancel.is_cancelled() {
+                if options.cancel.is_cancelled() || silence.lost().is_some() {
                     return (*change, WriteResult::NotStarted);
                 }
-                (*change, write(change, scheduler, options, progress).await)
+                (
+                    *change,
+                    write(change, scheduler, options, progress, silence).await,
+                )
             }
         }))
         .await;
@@ -292,18 +411,31 @@ pub async fn apply<S: Scheduler>(
                     finish(&mut results, result(Outcome::Failed { reason }, None));
                 }
                 WriteResult::NotStarted => {
-                    cancelled = true;
+                    cancelled |= options.cancel.is_cancelled();
                     finish(&mut results, result(Outcome::NotStarted, None));
+                }
+                WriteResult::Unanswered => {
+                    broken.insert(change.app.clone());
+                    let reason = "the scheduler fell silent before it answered this write: it may or may not have landed".to_string();
+                    finish(&mut results, result(Outcome::Failed { reason }, None));
                 }
             }
         }
 
-        let done = wait(pending, scheduler, options, &mut events, &progress).await;
+        let done = wait(
+            pending,
+            scheduler,
+            options,
+            &mut events,
+            &progress,
+            &silence,
+        )
+        .await;
         for r in done {
             match &r.outcome {
                 Outcome::Converged => {}
                 Outcome::Unfinished { .. } => {
-                    cancelled = true;
+                    cancelled |= options.cancel.is_cancelled();
                     broken.insert(r.app.clone());
                 }
                 _ => {
@@ -340,6 +472,7 @@ pub async fn apply<S: Scheduler>(
     ApplyReport {
         apps: results,
         cancelled: cancelled || options.cancel.is_cancelled(),
+        lost: silence.lost(),
     }
 }
 
@@ -349,6 +482,7 @@ async fn write<S: Scheduler>(
     scheduler: &S,
     options: &ApplyOptions,
     progress: &Progress<'_>,
+    silence: &Silence,
 ) -> WriteResult {
     emit(
         progress,
@@ -359,14 +493,25 @@ async fn write<S: Scheduler>(
     );
     let give_up = Instant::now() + options.lock_wait;
     loop {
+        let what = format!("writing {}", change.app);
         let sent = match (change.action, &change.body) {
             (Action::Delete, _) => {
-                scheduler
-                    .delete_app(&change.app, options.force_delete)
+                silence
+                    .ask(
+                        &what,
+                        scheduler.delete_app(&change.app, options.force_delete),
+                    )
                     .await
             }
-            (_, Some(body)) => scheduler.put_app(&change.app, body).await,
+            (_, Some(body)) => {
+                silence
+                    .ask(&what, scheduler.put_app(&change.app, body))
+                    .await
+            }
             (_, None) => return WriteResult::Failed("the plan has no definition to send".into()),
+        };
+        let Some(sent) = sent else {
+            return WriteResult::Unanswered;
         };
         let locks = match sent {
             Ok(w) => return WriteResult::Written(w),
@@ -408,10 +553,16 @@ async fn write<S: Scheduler>(
             if Instant::now() >= give_up {
                 break;
             }
-            match scheduler.deployments().await {
-                Ok(running) if !running.iter().any(|d| locks.contains(&d.id)) => break,
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "cannot list deployments"),
+            let what = format!(
+                "waiting for deployment(s) {} locking {}",
+                locks.join(", "),
+                change.app
+            );
+            match silence.ask(&what, scheduler.deployments()).await {
+                None => return WriteResult::Unanswered,
+                Some(Ok(running)) if !running.iter().any(|d| locks.contains(&d.id)) => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => tracing::debug!(error = %e, "cannot list deployments"),
             }
         }
     }
@@ -443,6 +594,7 @@ async fn wait<S: Scheduler>(
     options: &ApplyOptions,
     events: &mut Option<EventStream>,
     progress: &Progress<'_>,
+    silence: &Silence,
 ) -> Vec<AppResult> {
     let mut out = Vec::new();
     let result = |p: &Pending<'_>, outcome| AppResult {
@@ -453,6 +605,18 @@ async fn wait<S: Scheduler>(
     };
     let mut next_poll = Instant::now() + options.poll_interval;
     while !pending.is_empty() {
+        if silence.lost().is_some() {
+            for p in pending.drain(..) {
+                let r = result(
+                    &p,
+                    Outcome::Unfinished {
+                        deployment: p.written.clone(),
+                    },
+                );
+                out.push(r);
+            }
+            break;
+        }
         // Tasks of finished deployments: checked once all deployments of the wave are done, and
         // on every poll tick before that (one app list for the whole wave).
         let mut check_up = pending.iter().all(|p| p.deployment.is_none());
@@ -470,12 +634,14 @@ async fn wait<S: Scheduler>(
             }
             ev = next_event(events) => match ev {
                 Some(SchedulerEvent::DeploymentSuccess { id }) => {
+                    silence.heard();
                     for p in pending.iter_mut().filter(|p| p.deployment.as_deref() == Some(&id)) {
                         p.deployment = None;
                     }
                     check_up = pending.iter().all(|p| p.deployment.is_none());
                 }
                 Some(SchedulerEvent::DeploymentFailed { id }) => {
+                    silence.heard();
                     let (failed, rest): (Vec<_>, Vec<_>) = pending
                         .into_iter()
                         .partition(|p| p.deployment.as_deref() == Some(&id));
@@ -495,9 +661,12 @@ async fn wait<S: Scheduler>(
             _ = tokio::time::sleep_until(next_poll) => {
                 let interval = if events.is_some() { options.poll_interval * 5 } else { options.poll_interval };
                 next_poll = Instant::now() + interval;
-                if pending.iter().any(|p| p.deployment.is_some()) {
-                    match scheduler.deployments().await {
-                        Ok(running) => {
+                let running: Vec<&str> = pending.iter().filter_map(|p| p.deployment.as_deref()).collect();
+                if !running.is_empty() {
+                    let what = format!("waiting for deployment(s) {}", running.join(", "));
+                    match silence.ask(&what, scheduler.deployments()).await {
+                        None => continue,
+                        Some(Ok(running)) => {
                             let ids: BTreeSet<&str> = running.iter().map(|d| d.id.as_str()).collect();
                             for p in pending.iter_mut() {
                                 if p.deployment.as_deref().is_some_and(|d| !ids.contains(d)) {
@@ -505,7 +674,7 @@ async fn wait<S: Scheduler>(
                                 }
                             }
                         }
-                        Err(e) => tracing::debug!(error = %e, "cannot list deployments"),
+                        Some(Err(e)) => tracing::debug!(error = %e, "cannot list deployments"),
                     }
                 }
                 check_up = true;
@@ -515,7 +684,7 @@ async fn wait<S: Scheduler>(
                 let (late, rest): (Vec<_>, Vec<_>) = pending.into_iter().partition(|p| p.deadline <= now);
                 pending = rest;
                 for mut p in late {
-                    match past_deadline(&mut p, scheduler, options, progress).await {
+                    match past_deadline(&mut p, scheduler, options, progress, silence).await {
                         Some(outcome) => out.push(result(&p, outcome)),
                         None => pending.push(p),
                     }
@@ -523,7 +692,7 @@ async fn wait<S: Scheduler>(
             }
         }
         if check_up && pending.iter().any(|p| p.deployment.is_none()) {
-            let (done, rest) = tasks_up(pending, scheduler).await;
+            let (done, rest) = tasks_up(pending, scheduler, silence).await;
             pending = rest;
             out.extend(done.into_iter().map(|p| result(&p, Outcome::Converged)));
         }
@@ -547,31 +716,40 @@ const READ_BY_ID_MAX: usize = 16;
 async fn tasks_up<'p, S: Scheduler>(
     pending: Vec<Pending<'p>>,
     scheduler: &S,
+    silence: &Silence,
 ) -> (Vec<Pending<'p>>, Vec<Pending<'p>>) {
     let to_check: Vec<&AppId> = pending
         .iter()
         .filter(|p| p.deployment.is_none() && p.change.action != Action::Delete)
         .map(|p| &p.change.app)
         .collect();
+    let what = "reading the apps deployed to see their tasks up";
     let apps = if to_check.is_empty() {
         Vec::new()
     } else if to_check.len() <= READ_BY_ID_MAX {
         // A few apps (a push's fast path, a correction): their cost, not the scheduler's size.
-        let read = join_all(to_check.iter().map(|id| scheduler.get_app(id))).await;
-        match read.into_iter().collect::<Result<Vec<_>, _>>() {
-            Ok(apps) => apps.into_iter().flatten().collect(),
-            Err(e) => {
+        let read = join_all(
+            to_check
+                .iter()
+                .map(|id| silence.ask(what, scheduler.get_app(id))),
+        );
+        let read: Option<Vec<_>> = read.await.into_iter().collect();
+        match read.map(|r| r.into_iter().collect::<Result<Vec<_>, _>>()) {
+            Some(Ok(apps)) => apps.into_iter().flatten().collect(),
+            Some(Err(e)) => {
                 tracing::debug!(error = %e, "cannot read apps");
                 return (Vec::new(), pending);
             }
+            None => return (Vec::new(), pending),
         }
     } else {
-        match scheduler.list_apps().await {
-            Ok(apps) => apps,
-            Err(e) => {
+        match silence.ask(what, scheduler.list_apps()).await {
+            Some(Ok(apps)) => apps,
+            Some(Err(e)) => {
                 tracing::debug!(error = %e, "cannot list apps");
                 return (Vec::new(), pending);
             }
+            None => return (Vec::new(), pending),
         }
     };
     let by_id: BTreeMap<&str, &serde_json::Value> = apps
@@ -594,13 +772,18 @@ async fn past_deadline<S: Scheduler>(
     scheduler: &S,
     options: &ApplyOptions,
     progress: &Progress<'_>,
+    silence: &Silence,
 ) -> Option<Outcome> {
     let limit = humantime::format_duration(Duration::from_secs(p.change.deadline_seconds));
-    let diagnosis = scheduler
-        .diagnose(&p.change.app)
+    // A diagnosis is a nicety: bounded by the silence left, and no answer is no diagnosis.
+    let diagnosis = tokio::time::timeout_at(silence.deadline(), scheduler.diagnose(&p.change.app))
         .await
-        .map(|d| format!(" ({d})"))
-        .unwrap_or_default();
+        .ok()
+        .flatten();
+    if diagnosis.is_some() {
+        silence.heard();
+    }
+    let diagnosis = diagnosis.map(|d| format!(" ({d})")).unwrap_or_default();
     let Some(deployment) = p.deployment.clone() else {
         return Some(Outcome::Failed {
             reason: format!("deployed, but its tasks were not up within {limit}{diagnosis}"),
@@ -613,7 +796,10 @@ async fn past_deadline<S: Scheduler>(
             deployment: deployment.clone(),
         },
     );
-    let reason = match scheduler.rollback(&deployment).await {
+    let what = format!("rolling back deployment {deployment} of {}", p.change.app);
+    // Silent: the wait loop ends this run; the deployment is left to the next cycle.
+    let rolled = silence.ask(&what, scheduler.rollback(&deployment)).await?;
+    let reason = match rolled {
         Ok(w) => format!(
             "no progress within {limit}{diagnosis}; deployment {deployment} rolled back (rollback deployment {})",
             w.deployment_id

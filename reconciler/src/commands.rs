@@ -470,6 +470,9 @@ pub fn apply_summary(plan: &Plan, report: &ApplyReport) -> String {
     if report.cancelled {
         s.push_str(" (cancelled: the rest was not started)");
     }
+    if let Some(lost) = &report.lost {
+        s.push_str(&format!(" ({lost}: the rest was not started)"));
+    }
     s
 }
 
@@ -532,12 +535,12 @@ pub async fn apply(
     Ok(apply_exit_code(&repo, &report))
 }
 
-/// The exit code of an apply: 3 when an app failed, else 1 when specs were invalid or apply was
-/// cancelled, else 0.
+/// The exit code of an apply: 3 when an app failed, else 1 when specs were invalid, apply was
+/// cancelled or the scheduler stopped answering, else 0.
 pub fn apply_exit_code(repo: &Repo, report: &ApplyReport) -> u8 {
     if report.failures().next().is_some() {
         exit::APPS_FAILED
-    } else if !repo.is_valid() || report.cancelled {
+    } else if !repo.is_valid() || report.cancelled || report.lost.is_some() {
         exit::ERROR
     } else {
         exit::OK
@@ -658,5 +661,34 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, CommandError::Scheduler(_)), "{err}");
+    }
+
+    /// `baton apply` against a scheduler that stopped answering mid-run is an error (exit 1),
+    /// not a success: the apps it waited for are unfinished, not failed.
+    #[test]
+    fn an_apply_that_lost_the_scheduler_exits_1() {
+        use crate::spec::AppId;
+        let repo = Repo::default();
+        let mut report = ApplyReport {
+            apps: vec![apply::AppResult {
+                app: AppId::parse("/a").unwrap(),
+                action: plan::Action::Update,
+                outcome: Outcome::Unfinished {
+                    deployment: "d1".into(),
+                },
+                deployment: Some("d1".into()),
+            }],
+            ..ApplyReport::default()
+        };
+        assert_eq!(apply_exit_code(&repo, &report), exit::OK);
+        report.lost = Some("the scheduler has not answered for 1m (waiting)".into());
+        assert_eq!(apply_exit_code(&repo, &report), exit::ERROR);
+        let mut plan = plan::plan(&repo, &[], &Policy::default());
+        plan.unchanged.push(AppId::parse("/b").unwrap());
+        plan.held.push(plan::Held {
+            app: AppId::parse("/c").unwrap(),
+            reason: "x".into(),
+        });
+        assert!(apply_summary(&plan, &report).contains("has not answered for 1m"));
     }
 }

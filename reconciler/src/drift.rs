@@ -34,8 +34,14 @@ pub use ledger::{Ledger, LedgerEntry, LedgerEvent, Resolution};
 pub enum DriftState {
     /// What runs is what git says (ignored and tolerated fields aside).
     InSync,
-    /// Runs, but some fields differ from git (or git no longer has it while Baton still owns it).
+    /// Runs, but some fields differ from git because someone changed it (or git no longer has
+    /// it while Baton keeps it for `baton.prune: false`).
     Drifted,
+    /// Git moved and the app has not followed yet, though nobody changed it: a deploy not yet
+    /// written or still running (its digest label is an older one of Baton's and it still
+    /// matches it), a new app not created yet, or an owned app git dropped whose deletion is
+    /// due or held. Not drift: the sync's job, never a drift policy's.
+    Pending,
     /// In git, not running.
     Missing,
     /// Running, not owned by this owner, and either not in git or owned by another owner; or
@@ -53,6 +59,7 @@ impl DriftState {
         match self {
             DriftState::InSync => "in sync",
             DriftState::Drifted => "drifted",
+            DriftState::Pending => "pending",
             DriftState::Missing => "missing",
             DriftState::Unmanaged => "unmanaged",
             DriftState::Failed => "failed",
@@ -61,9 +68,10 @@ impl DriftState {
     }
 
     /// All states, in report order.
-    pub const ALL: [DriftState; 6] = [
+    pub const ALL: [DriftState; 7] = [
         DriftState::Drifted,
         DriftState::Missing,
+        DriftState::Pending,
         DriftState::Failed,
         DriftState::Invalid,
         DriftState::Unmanaged,
@@ -152,6 +160,16 @@ impl AppDrift {
         }
     }
 
+    /// [`DriftReport::mark_never_deployed`] for one entry; true when it changed.
+    pub fn mark_never_deployed(&mut self, deployed: impl Fn(&AppId) -> bool) -> bool {
+        if self.state != DriftState::Missing || deployed(&self.app) {
+            return false;
+        }
+        self.state = DriftState::Pending;
+        self.note = Some("new in git, not created yet".into());
+        true
+    }
+
     /// Git and the scheduler disagree about this app (drifted, missing, or failed with
     /// differences): what the ledger tracks and what corrections may fix.
     pub fn disagrees(&self) -> bool {
@@ -168,6 +186,7 @@ impl AppDrift {
 pub struct DriftSummary {
     pub in_sync: usize,
     pub drifted: usize,
+    pub pending: usize,
     pub missing: usize,
     pub unmanaged: usize,
     pub failed: usize,
@@ -179,6 +198,7 @@ impl DriftSummary {
         match s {
             DriftState::InSync => self.in_sync,
             DriftState::Drifted => self.drifted,
+            DriftState::Pending => self.pending,
             DriftState::Missing => self.missing,
             DriftState::Unmanaged => self.unmanaged,
             DriftState::Failed => self.failed,
@@ -190,6 +210,7 @@ impl DriftSummary {
         let slot = match s {
             DriftState::InSync => &mut self.in_sync,
             DriftState::Drifted => &mut self.drifted,
+            DriftState::Pending => &mut self.pending,
             DriftState::Missing => &mut self.missing,
             DriftState::Unmanaged => &mut self.unmanaged,
             DriftState::Failed => &mut self.failed,
@@ -214,9 +235,10 @@ pub struct DriftReport {
 }
 
 impl DriftReport {
-    /// Apps that drifted or are missing: what makes `baton drift` exit 2.
+    /// Apps that drifted, are missing or wait for a deploy: git and the scheduler disagree,
+    /// what makes `baton drift` exit 2.
     pub fn has_drift(&self) -> bool {
-        self.summary.drifted + self.summary.missing > 0
+        self.summary.drifted + self.summary.missing + self.summary.pending > 0
     }
 
     /// The app's entry.
@@ -233,13 +255,28 @@ impl DriftReport {
         for (id, error) in failures {
             if let Ok(i) = self.apps.binary_search_by(|a| a.app.cmp(id)) {
                 let a = &mut self.apps[i];
-                if matches!(a.state, DriftState::InSync | DriftState::Drifted) {
+                if matches!(
+                    a.state,
+                    DriftState::InSync | DriftState::Drifted | DriftState::Pending
+                ) {
                     a.state = DriftState::Failed;
                 }
                 a.note = Some(format!("last apply failed: {error}"));
             }
         }
         self.summary = summarize(&self.apps);
+    }
+
+    /// Missing apps that were never deployed (`deployed` says which were, from the daemon's
+    /// state) are new in git, not gone from the scheduler: pending creates, not drift.
+    pub fn mark_never_deployed(&mut self, deployed: impl Fn(&AppId) -> bool) {
+        let mut changed = false;
+        for a in &mut self.apps {
+            changed |= a.mark_never_deployed(&deployed);
+        }
+        if changed {
+            self.summary = summarize(&self.apps);
+        }
     }
 
     /// Put fresh entries of some apps in (from [`drift_apps`]): `Some` replaces or adds the
@@ -365,10 +402,17 @@ fn app_drift(
                     let fields = redact(field_changes(spec, &body, l));
                     let state = if fields.is_empty() {
                         DriftState::InSync
+                    } else if ownership::standing(spec, owner, l) == ownership::Standing::Behind {
+                        DriftState::Pending
                     } else {
                         DriftState::Drifted
                     };
                     let mut a = AppDrift::new(id.clone(), state);
+                    if state == DriftState::Pending {
+                        a.note = Some(
+                            "git moved and Baton's write of it has not reached the app (not made yet, or lost by the scheduler); nobody changed the app".into(),
+                        );
+                    }
                     if state == DriftState::Drifted {
                         let (by, since) = attributions.explain(id, spec, &body);
                         a.changed_by = by;
@@ -397,19 +441,26 @@ fn app_drift(
         ));
         a
     } else if let Some(l) = live_app.filter(|l| ownership::owner_of(l) == Some(owner)) {
-        // Owned, but git no longer has it: the next sync prunes it (or holds the delete).
-        let mut a = AppDrift::new(id.clone(), DriftState::Drifted);
+        // Owned, but git no longer has it: the next sync prunes it (or holds the delete), a
+        // pending deploy; kept on purpose (`prune: false`), it disagrees with git for good.
+        let protected = ownership::prune_protected(l);
+        let state = if protected {
+            DriftState::Drifted
+        } else {
+            DriftState::Pending
+        };
+        let mut a = AppDrift::new(id.clone(), state);
         a.fields = vec![FieldChange {
             pointer: String::new(),
             desired: None,
             live: Some(Value::String("(the whole app)".into())),
         }];
-        a.note = Some(if ownership::prune_protected(l) {
+        a.note = Some(if protected {
             "owned, but no longer in git; kept because of `baton.prune: false`".into()
         } else if !repo.config.owner_explicit {
             "owned, but no longer in git; kept: no `owner:` in baton.yaml, and without one nothing is deleted".into()
         } else {
-            "owned, but no longer in git: the next sync deletes it".into()
+            "owned, but no longer in git: the next sync deletes it, unless the deletion is held (see the sync status)".into()
         });
         a.since = live_version_ms(l);
         a
@@ -432,7 +483,8 @@ fn app_drift(
     a
 }
 
-fn first_error(repo: &Repo, id: &AppId) -> Option<String> {
+/// The first error of an invalid app's spec: `file at /pointer: message`.
+pub fn first_error(repo: &Repo, id: &AppId) -> Option<String> {
     repo.diagnostics
         .iter()
         .find(|d| d.severity == Severity::Error && d.app.as_ref() == Some(id))

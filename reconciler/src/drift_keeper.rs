@@ -76,21 +76,24 @@ impl DriftKeeper {
         })
     }
 
-    /// One observation of every app: `failures` are the apps whose last apply failed (from the
-    /// daemon state). The report goes to the dashboard; returns the apps to correct now. The
-    /// ledger is saved when it changed; a failure to save is logged, never fatal (the report
-    /// stays right, only history may be lost).
+    /// One observation of every app: `failures` are the apps whose last apply failed and
+    /// `deployed` says which apps this daemon ever deployed (from the daemon state: a missing
+    /// app never deployed is a pending create, not drift). The report goes to the dashboard;
+    /// returns the apps to correct now. The ledger is saved when it changed; a failure to save is
+    /// logged, never fatal (the report stays right, only history may be lost).
     pub fn observe<'a>(
         &mut self,
         repo: &Repo,
         live: &[Value],
         failures: impl IntoIterator<Item = (&'a AppId, &'a str)>,
+        deployed: impl Fn(&AppId) -> bool,
         now: u64,
     ) -> Vec<AppId> {
         let mut report = {
             let att = self.attributions.lock().unwrap_or_else(|e| e.into_inner());
             drift::drift(repo, live, &att, now)
         };
+        report.mark_never_deployed(deployed);
         report.mark_failed(failures);
         let written = std::mem::take(&mut self.written);
         let before = self.ledger.clone();
@@ -115,16 +118,22 @@ impl DriftKeeper {
         live: &[Value],
         ids: &BTreeSet<AppId>,
         failures: impl IntoIterator<Item = (&'a AppId, &'a str)>,
+        deployed: impl Fn(&AppId) -> bool,
         now: u64,
     ) -> Vec<AppId> {
         if self.dashboard.with_report(|r| r.is_none()) {
-            return self.observe(repo, live, failures, now);
+            return self.observe(repo, live, failures, deployed, now);
         }
         let list: Vec<AppId> = ids.iter().cloned().collect();
-        let entries = {
+        let mut entries = {
             let att = self.attributions.lock().unwrap_or_else(|e| e.into_inner());
             drift::drift_apps(repo, live, &list, &att, now)
         };
+        for (_, e) in &mut entries {
+            if let Some(e) = e {
+                e.mark_never_deployed(&deployed);
+            }
+        }
         let failures: Vec<(&AppId, &str)> = failures
             .into_iter()
             .filter(|(a, _)| ids.contains(*a))
@@ -274,14 +283,14 @@ mod tests {
         )
         .unwrap();
         let t0 = 1_795_000_000_000;
-        let fix = k.observe(&repo, &[a.clone(), b.clone()], [], t0);
+        let fix = k.observe(&repo, &[a.clone(), b.clone()], [], |_| true, t0);
         assert_eq!(fix, vec![AppId::parse("/a").unwrap()]);
         assert_eq!(k.next_correction(t0), Some(Duration::from_secs(600)));
         assert!(dashboard.metrics.render().contains("baton_drifted_apps 2"));
 
         // /a was put back; /b is past its grace period.
         k.written([AppId::parse("/a").unwrap()]);
-        let fix = k.observe(&repo, &[served("/a"), b], [], t0 + 600_000);
+        let fix = k.observe(&repo, &[served("/a"), b], [], |_| true, t0 + 600_000);
         let report = k.report().unwrap();
         assert_eq!(fix, vec![AppId::parse("/b").unwrap()]);
         assert_eq!(
@@ -317,9 +326,15 @@ mod tests {
         .unwrap();
         let t0 = 1_795_000_000_000;
         // New in git, not deployed yet: missing, but that is a pending deploy, not drift.
-        k.observe(&repo, &[], [], t0);
+        k.observe(&repo, &[], [], |_| true, t0);
         k.written([a.clone()]);
-        k.observe(&repo, std::slice::from_ref(&served), [], t0 + 1000);
+        k.observe(
+            &repo,
+            std::slice::from_ref(&served),
+            [],
+            |_| true,
+            t0 + 1000,
+        );
         assert!(rx.try_recv().is_err(), "a deploy is not drift");
         // Git moves: the running app differs from the new spec, but that is a pending deploy.
         let moved_dir = tempfile::tempdir().unwrap();
@@ -327,28 +342,40 @@ mod tests {
         std::fs::create_dir_all(p2.parent().unwrap()).unwrap();
         std::fs::write(&p2, "cmd: ./a --new\n").unwrap();
         let moved = crate::commands::load_repo(moved_dir.path()).unwrap();
-        k.observe(&moved, std::slice::from_ref(&served), [], t0 + 1500);
+        k.observe(
+            &moved,
+            std::slice::from_ref(&served),
+            [],
+            |_| true,
+            t0 + 1500,
+        );
         let report = k.report().unwrap();
         assert_eq!(
             report.app(&a).unwrap().state,
-            crate::drift::DriftState::Drifted
+            crate::drift::DriftState::Pending
         );
         assert!(rx.try_recv().is_err(), "a pending deploy is not drift");
         k.written([a.clone()]);
-        k.observe(&repo, std::slice::from_ref(&served), [], t0 + 1600);
+        k.observe(
+            &repo,
+            std::slice::from_ref(&served),
+            [],
+            |_| true,
+            t0 + 1600,
+        );
         assert!(rx.try_recv().is_err(), "its end is not news either");
         // Changed out of band: announced, then its correction too.
         let mut scaled = served.clone();
         scaled["instances"] = json!(3);
-        k.observe(&repo, &[scaled], [], t0 + 2000);
+        k.observe(&repo, &[scaled], [], |_| true, t0 + 2000);
         let n = rx.try_recv().unwrap();
         assert_eq!(n.kind(), "drift_detected");
         assert!(n.summary().contains("/instances"), "{}", n.summary());
         k.written([a.clone()]);
-        k.observe(&repo, &[served], [], t0 + 3000);
+        k.observe(&repo, &[served], [], |_| true, t0 + 3000);
         assert_eq!(rx.try_recv().unwrap().kind(), "drift_resolved");
         // Deleted out of band after it ran: announced as missing.
-        k.observe(&repo, &[], [], t0 + 4000);
+        k.observe(&repo, &[], [], |_| true, t0 + 4000);
         assert_eq!(rx.try_recv().unwrap().kind(), "drift_detected");
     }
 }

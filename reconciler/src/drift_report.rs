@@ -46,8 +46,14 @@ fn listed(report: &DriftReport) -> impl Iterator<Item = &AppDrift> {
 
 fn summary_line(report: &DriftReport) -> String {
     let s = &report.summary;
+    // Pending deploys are transient: named only when there are some.
+    let pending = if s.pending > 0 {
+        format!(", {} pending", s.pending)
+    } else {
+        String::new()
+    };
     format!(
-        "{} drifted, {} missing, {} failed, {} invalid, {} in sync, {} unmanaged",
+        "{} drifted, {} missing{pending}, {} failed, {} invalid, {} in sync, {} unmanaged",
         s.drifted, s.missing, s.failed, s.invalid, s.in_sync, s.unmanaged
     )
 }
@@ -117,6 +123,7 @@ fn paint_state(style: Style, state: DriftState, padded: &str) -> String {
     let code = match state {
         DriftState::InSync => "32",
         DriftState::Drifted | DriftState::Missing => "33",
+        DriftState::Pending => "36",
         DriftState::Failed | DriftState::Invalid => "31",
         DriftState::Unmanaged => "2",
     };
@@ -368,7 +375,7 @@ h1{font-size:1.3rem}table{border-collapse:collapse;margin:.5rem 0 1.2rem}\
 th,td{border-bottom:1px solid #dde2e8;padding:.3rem .7rem;text-align:left;vertical-align:top}\
 th{background:#f3f5f8}code{font:12px ui-monospace,monospace;background:#f3f5f8;padding:1px 4px;border-radius:3px}\
 .s{font-weight:600;border-radius:3px;padding:1px 6px}.drifted,.missing{background:#fff1c2}\
-.failed,.invalid{background:#ffd9d6}.in_sync{background:#d8f5dc}.unmanaged{background:#eceff3}\
+.pending{background:#dcecff}.failed,.invalid{background:#ffd9d6}.in_sync{background:#d8f5dc}.unmanaged{background:#eceff3}\
 .git{color:#0b6b2b}.live{color:#a4120a}.note{color:#59636e}";
 
 /// One self-contained HTML file.
@@ -441,6 +448,7 @@ fn state_class(s: DriftState) -> &'static str {
     match s {
         DriftState::InSync => "in_sync",
         DriftState::Drifted => "drifted",
+        DriftState::Pending => "pending",
         DriftState::Missing => "missing",
         DriftState::Unmanaged => "unmanaged",
         DriftState::Failed => "failed",

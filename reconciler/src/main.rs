@@ -388,6 +388,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     .context("--lock-wait")
                     .map_err(usage)?,
                 force_delete: args.force_delete,
+                // As `baton serve`: two request timeouts without an answer is a scheduler gone.
+                scheduler_silence: marathon.timeout.saturating_mul(2),
                 ..Default::default()
             };
             let rt = runtime()?;

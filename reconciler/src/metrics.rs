@@ -12,6 +12,7 @@
 //! - `git_fetch_duration_seconds` histogram
 //! - `push_to_deployed_seconds` histogram (webhook received -> deployment finished)
 //! - `corrections_total` counter, `notifications_total{outcome}` counter
+//! - `held_deletes` gauge, `invalid_specs` gauge: work the last full cycle held back
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -73,6 +74,8 @@ struct Inner {
     push_to_deployed: Histogram,
     corrections: u64,
     notifications: BTreeMap<String, u64>,
+    held_deletes: u64,
+    invalid_specs: u64,
 }
 
 /// The registry. Cheap to update from any task (one short lock per update).
@@ -95,6 +98,8 @@ impl Default for Metrics {
                 push_to_deployed: Histogram::new(SLOW_BUCKETS),
                 corrections: 0,
                 notifications: BTreeMap::new(),
+                held_deletes: 0,
+                invalid_specs: 0,
             }),
         }
     }
@@ -123,6 +128,14 @@ impl Metrics {
             }
             m.drifted = report.apps.iter().filter(|a| a.disagrees()).count() as u64;
             m.drift_oldest = report.oldest_drift(now).map_or(0.0, |d| d.as_secs_f64());
+        });
+    }
+
+    /// Work the last full cycle held back: deletions withheld, apps whose spec is invalid.
+    pub fn set_held_work(&self, held_deletes: usize, invalid_specs: usize) {
+        self.with(|m| {
+            m.held_deletes = held_deletes as u64;
+            m.invalid_specs = invalid_specs as u64;
         });
     }
 
@@ -217,6 +230,18 @@ impl Metrics {
             "outcome",
             &m.notifications,
         );
+        gauge(
+            &mut out,
+            "baton_held_deletes",
+            "Deletions the last full cycle withheld (delete budget, empty or incomplete repo, prune: false).",
+            m.held_deletes as f64,
+        );
+        gauge(
+            &mut out,
+            "baton_invalid_specs",
+            "Apps whose spec is invalid, left untouched (last full cycle).",
+            m.invalid_specs as f64,
+        );
         out
     }
 }
@@ -225,6 +250,7 @@ fn state_label(s: DriftState) -> &'static str {
     match s {
         DriftState::InSync => "in_sync",
         DriftState::Drifted => "drifted",
+        DriftState::Pending => "pending",
         DriftState::Missing => "missing",
         DriftState::Unmanaged => "unmanaged",
         DriftState::Failed => "failed",
@@ -361,6 +387,8 @@ mod tests {
             "baton_webhook_deliveries_total",
             "baton_git_fetch_duration_seconds",
             "baton_push_to_deployed_seconds",
+            "baton_held_deletes",
+            "baton_invalid_specs",
         ] {
             assert!(typed.contains(required), "{required} missing");
         }

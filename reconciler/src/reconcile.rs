@@ -9,8 +9,17 @@
 //!   fails, nothing is pruned. (An incomplete repo already holds deletes in [`crate::plan`].)
 //! - A revision is applied once. Later cycles at the same revision only report drift, except
 //!   for apps whose apply failed: those are retried with backoff ([`crate::state`]) until a newer
-//!   revision supersedes the failed one. `POST /api/sync` applies everything.
+//!   revision supersedes the failed one; and apps found back at an older definition Baton wrote
+//!   and nobody edited since ([`crate::ownership::Standing::Behind`]: a write the scheduler
+//!   lost), written again whatever their drift policy, with backoff per commit. `POST
+//!   /api/sync` applies everything.
 //! - A restart reads the state directory and, at an already synced revision, writes nothing.
+//! - Every scheduler wait is bounded (apply's [`ApplyOptions::scheduler_silence`], the client's
+//!   request timeout); a cycle in flight shows its phase and deployments in `/api/status`, and
+//!   one that loses the scheduler fails ([`CycleError::Lost`]) and is retried by
+//!   [`error_policy`].
+//! - Every cycle ends with one INFO line saying what it did; held deletions and invalid specs
+//!   are logged as WARN once per distinct cause.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -182,6 +191,10 @@ pub enum CycleError {
     /// Vault could not be read or written: no app was written after it, nothing was deleted.
     #[error("Vault: {0}")]
     Vault(#[from] crate::vault_admin::VaultAdminError),
+    /// The scheduler stopped answering while apply wrote or waited (see
+    /// [`ApplyOptions::scheduler_silence`]).
+    #[error("{0}")]
+    Lost(String),
 }
 
 /// `GET /api/status`: the loop's view, as JSON (schema: `schemas/status.schema.json`).
@@ -196,6 +209,8 @@ pub struct Status {
     /// The last fetch/load/scheduler error, until a cycle succeeds.
     pub last_error: Option<String>,
     pub pending: Option<plan::Summary>,
+    /// The cycle running now (`None` between cycles).
+    pub cycle: Option<CycleStatus>,
     pub apps: Vec<AppStatus>,
     pub history: Vec<SyncRecord>,
     /// Secret zero, as of the last cycle that read Vault (`None` without Vault, or before).
@@ -264,18 +279,48 @@ fn ids_shown(ids: &[AppId]) -> String {
     s.join(", ")
 }
 
+/// The cycle in flight, in `/api/status`: a cycle waiting on a slow or silent scheduler is
+/// seen waiting, and where.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CycleStatus {
+    /// What woke it (`poll`, `webhook`, ...).
+    pub trigger: &'static str,
+    /// The commit it works on, once known.
+    pub commit: Option<String>,
+    /// `fetch`, `fast-path`, `list`, `read`, `vault`, `plan`, `apply`, `observe`, `save`.
+    pub phase: &'static str,
+    pub started_ms: u64,
+    pub phase_since_ms: u64,
+}
+
 /// One app in `/api/status`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppStatus {
     pub id: String,
-    /// `synced`, `outOfSync`, `failed`, `invalid`, `conflict`, `deleted`.
+    /// `synced`, `outOfSync`, `failed`, `invalid`, `conflict`, `held` (a deletion withheld),
+    /// `deleted`.
     pub sync: &'static str,
     /// `healthy`, `progressing`, `missing`, `unknown`.
     pub health: &'static str,
     /// The commit last applied (or found in place).
     pub commit: Option<String>,
+    /// The last apply error, or an invalid spec's first error.
     pub last_error: Option<String>,
+    /// Why Baton holds the app back on purpose: an invalid spec's error, the reason a deletion
+    /// is withheld, the owner of a conflicting app.
+    pub reason: Option<String>,
+    /// The deployment Baton started for it that has not finished, and since when.
+    pub deploying: Option<Deploying>,
+}
+
+/// A deployment Baton waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deploying {
+    pub deployment: String,
+    pub since_ms: u64,
 }
 
 /// What the loop shares with the HTTP server.
@@ -385,6 +430,98 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+
+    fn with_status(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.status.write().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// The cycle in flight entered `phase`.
+    fn phase(&self, phase: &'static str) {
+        self.with_status(|st| {
+            if let Some(c) = &mut st.cycle {
+                c.phase = phase;
+                c.phase_since_ms = now_ms();
+            }
+        });
+    }
+
+    /// Show what apply is doing as it happens (deployments waited for), and log what an
+    /// operator must hear of at INFO: locks, rollbacks and failed apps are WARN lines.
+    fn apply_progress(&self, ev: &apply::ProgressEvent) {
+        use apply::ProgressEvent as P;
+        match ev {
+            P::Started { app, action } => {
+                tracing::debug!(app = %app, action = ?action, "writing");
+            }
+            P::Deploying {
+                app, deployment, ..
+            } => {
+                tracing::debug!(app = %app, deployment = %deployment, "deploying");
+                let deploying = Deploying {
+                    deployment: deployment.clone(),
+                    since_ms: now_ms(),
+                };
+                self.with_status(|st| {
+                    let entry = status_entry(&mut st.apps, app);
+                    entry.deploying = Some(deploying);
+                    entry.health = "progressing";
+                    if entry.sync == "synced" {
+                        entry.sync = "outOfSync";
+                    }
+                });
+            }
+            P::Locked { app, deployments } => {
+                tracing::warn!(app = %app, deployments = %deployments.join(", "), "the app is locked by deployments Baton did not start: waiting for them");
+            }
+            P::RollingBack { app, deployment } => {
+                tracing::warn!(app = %app, deployment = %deployment, "no progress before the app's deadline: rolling its deployment back");
+            }
+            P::Finished { result } => {
+                match &result.outcome {
+                    AppOutcome::Failed { reason } => {
+                        tracing::warn!(app = %result.app, action = ?result.action, reason = %reason, "app failed");
+                    }
+                    AppOutcome::Skipped { because } => {
+                        tracing::warn!(app = %result.app, action = ?result.action, reason = %format!("depends on {because}, which did not converge"), "app skipped");
+                    }
+                    _ => {}
+                }
+                if !matches!(result.outcome, AppOutcome::Unfinished { .. }) {
+                    self.with_status(|st| {
+                        if let Ok(i) = st
+                            .apps
+                            .binary_search_by(|a| a.id.as_str().cmp(result.app.as_str()))
+                        {
+                            st.apps[i].deploying = None;
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The entry of `app` in the sorted `apps`, added (out of sync, no error) when missing.
+fn status_entry<'a>(apps: &'a mut Vec<AppStatus>, app: &AppId) -> &'a mut AppStatus {
+    let i = match apps.binary_search_by(|a| a.id.as_str().cmp(app.as_str())) {
+        Ok(i) => i,
+        Err(i) => {
+            apps.insert(
+                i,
+                AppStatus {
+                    id: app.to_string(),
+                    sync: "outOfSync",
+                    health: "missing",
+                    commit: None,
+                    last_error: None,
+                    reason: None,
+                    deploying: None,
+                },
+            );
+            i
+        }
+    };
+    &mut apps[i]
 }
 
 /// Backoff of the n-th consecutive failed cycle: `ERROR_BACKOFF_BASE * 2^(n-1)`, capped at
@@ -413,6 +550,42 @@ struct Reconciler<Src, S> {
     announced_failure: Option<String>,
     /// What the last ownership warning said, so it is logged once, not every cycle.
     warned_ownership: Option<OwnershipStatus>,
+    /// The causes of held work (withheld deletions, invalid specs) the last full cycle logged:
+    /// each distinct cause is a WARN line once, not on every poll.
+    warned: BTreeSet<String>,
+    /// Deletions withheld and invalid specs as the last full cycle saw them (a cycle that
+    /// looks at a few apps reports these).
+    held_work: (usize, usize),
+    /// What the cycle in flight did, for its closing log line.
+    done: CycleSummary,
+}
+
+/// What one cycle did: its closing INFO line.
+#[derive(Debug, Default)]
+struct CycleSummary {
+    commit: Option<String>,
+    outcome: &'static str,
+    created: usize,
+    updated: usize,
+    deleted: usize,
+    held: usize,
+    failed: usize,
+    invalid: usize,
+}
+
+impl CycleSummary {
+    /// Count what `report` wrote and what failed.
+    fn count(&mut self, report: &apply::ApplyReport) {
+        for r in &report.apps {
+            match (&r.outcome, r.action) {
+                (AppOutcome::Converged, PlanAction::Create) => self.created += 1,
+                (AppOutcome::Converged, PlanAction::Update) => self.updated += 1,
+                (AppOutcome::Converged, PlanAction::Delete) => self.deleted += 1,
+                (o, _) if o.is_failure() => self.failed += 1,
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Run the loop until `shutdown`. Loads the state directory first (a corrupt state file is an
@@ -459,6 +632,9 @@ where
         drift,
         announced_failure: None,
         warned_ownership: None,
+        warned: BTreeSet::new(),
+        held_work: (0, 0),
+        done: CycleSummary::default(),
     };
     r.publish_status(None, None, None, None);
     let mut pending = Some(Trigger::Startup);
@@ -502,7 +678,14 @@ where
                 error_policy(&e, failures)
             }
         };
-        requeue_at = action.requeue_after().map(|d| Instant::now() + d);
+        let next = action.requeue_after().map(|d| Instant::now() + d);
+        requeue_at = match (&trigger, requeue_at, next) {
+            // A scheduler-event cycle may look at a few apps only: a retry already due for a
+            // failed cycle (the error policy's) still runs.
+            (Trigger::SchedulerEvent { .. }, Some(kept), Some(next)) => Some(kept.min(next)),
+            (Trigger::SchedulerEvent { .. }, kept, next) => kept.or(next),
+            (_, _, next) => next,
+        };
         if trigger.fetches() {
             poll_at = Instant::now() + jitter(poll_interval);
         }
@@ -640,6 +823,54 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
     ) -> Result<Action, CycleError> {
         let started = now_ms();
         let clock = std::time::Instant::now();
+        self.done = CycleSummary {
+            commit: self.last_good.as_ref().map(|(r, _)| r.clone()),
+            outcome: "noop",
+            held: self.held_work.0,
+            invalid: self.held_work.1,
+            ..CycleSummary::default()
+        };
+        let commit = self.done.commit.clone();
+        self.shared.with_status(|st| {
+            st.cycle = Some(CycleStatus {
+                trigger: trigger.name(),
+                commit,
+                phase: if trigger.fetches() { "fetch" } else { "read" },
+                started_ms: started,
+                phase_since_ms: started,
+            })
+        });
+        let ran = self
+            .run_cycle(trigger, events, preempt, shutdown, started, clock)
+            .await;
+        self.shared.with_status(|st| st.cycle = None);
+        let d = &self.done;
+        let outcome = if ran.is_err() { "failed" } else { d.outcome };
+        tracing::info!(
+            trigger = trigger.name(),
+            commit = d.commit.as_deref().unwrap_or("-"),
+            outcome,
+            created = d.created,
+            updated = d.updated,
+            deleted = d.deleted,
+            held = d.held,
+            failed = d.failed,
+            invalid = d.invalid,
+            took_ms = clock.elapsed().as_millis() as u64,
+            "cycle finished"
+        );
+        ran
+    }
+
+    async fn run_cycle(
+        &mut self,
+        trigger: &Trigger,
+        events: &[EventApp],
+        preempt: &Preempt,
+        shutdown: &CancellationToken,
+        started: u64,
+        clock: std::time::Instant,
+    ) -> Result<Action, CycleError> {
         let ran = match trigger {
             Trigger::SchedulerEvent { .. } => {
                 match self.event_cycle(events, preempt, shutdown, started).await {
@@ -666,6 +897,8 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                     commit: self.last_good.as_ref().map(|(r, _)| r.clone()),
                     outcome: Outcome::Failed,
                     changes: 0,
+                    held: self.done.held,
+                    invalid: self.done.invalid,
                     error: Some(e.to_string()),
                 };
                 self.state.push_history(record);
@@ -738,9 +971,10 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
 
     /// A cycle stopped by a push before it wrote anything: counted, and the push's cycle runs
     /// next (its trigger is queued).
-    fn preempted(&self, clock: std::time::Instant) -> Action {
+    fn preempted(&mut self, clock: std::time::Instant) -> Action {
         tracing::debug!("a push arrived: this cycle stops before writing anything");
         (self.shared.dashboard.metrics).sync_finished("preempted", clock.elapsed());
+        self.done.outcome = "preempted";
         Action::await_change()
     }
 
@@ -754,26 +988,42 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         let clock = std::time::Instant::now();
         let mut phases = Phases::new();
         let (rev, repo) = self.snapshot(trigger).await?;
+        self.done.commit = Some(rev.clone());
+        self.shared.with_status(|st| {
+            if let Some(c) = &mut st.cycle {
+                c.commit = Some(rev.clone());
+            }
+        });
         phases.mark("snapshot");
         // Already recorded in the state; merged into this cycle's report below so that what it
         // deployed is announced, counted and shown like the rest of the cycle.
+        self.shared.phase("fast-path");
         let fast = self.fast_sync(trigger, &rev, &repo, shutdown).await;
         phases.mark("fast-path");
+        if let Some((report, lost)) = fast.as_ref().and_then(|r| Some((r, r.lost.clone()?))) {
+            // Its outcomes are in the state already; a silent scheduler is asked nothing more.
+            self.done.count(report);
+            state::save(&self.config.state_dir, &self.state)?;
+            return Err(CycleError::Lost(lost));
+        }
         // Once something was written, the cycle runs to its end.
         let no_preempt = Preempt(None);
         let preempt = if fast.is_some() { &no_preempt } else { preempt };
         if preempt.requested() {
             return Ok(self.preempted(clock));
         }
+        self.shared.phase("list");
         let Some(live) = preempt.unless(self.scheduler.list_apps()).await else {
             return Ok(self.preempted(clock));
         };
         let live = live?;
         phases.mark("list");
+        self.shared.phase("vault");
         let (repo, vault_sync) = self.secrets_prepare(repo).await?;
         if preempt.requested() {
             return Ok(self.preempted(clock));
         }
+        self.shared.phase("plan");
         let mut plan = plan::plan(
             &repo,
             &live,
@@ -787,6 +1037,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         if preempt.requested() {
             return Ok(self.preempted(clock));
         }
+        self.warn_held_work(&repo, &plan);
         let now = now_ms();
         for id in &plan.unchanged {
             self.state.record_success(id.as_str(), &rev);
@@ -798,10 +1049,12 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             .iter()
             .filter_map(|(id, a)| Some((AppId::parse(id).ok()?, a.last_error.clone()?)))
             .collect();
+        let state = &self.state;
         let corrections = self.drift.observe(
             &repo,
             &live,
             failed.iter().map(|(a, e)| (a, e.as_str())),
+            |a| state.deployed(a.as_str()),
             now,
         );
         let corrections: BTreeSet<AppId> = corrections.into_iter().collect();
@@ -819,6 +1072,12 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         } else {
             new_rev || *trigger == Trigger::ManualSync
         };
+        // At an applied revision, apps the scheduler lost Baton's write of are written again.
+        let behind = if apply_all || manual {
+            BTreeSet::new()
+        } else {
+            behind_apps(&repo, &live, &plan, &self.state, &rev, now)
+        };
         let state = &self.state;
         let retry_due = |app: &AppId| {
             state
@@ -830,9 +1089,11 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         let may_retry = !manual || *trigger == Trigger::ManualSync;
         let held_back = retain_changes(&mut plan, |c| {
             let correct = !manual && c.action != PlanAction::Delete && corrections.contains(&c.app);
-            let allowed = apply_all || (may_retry && retry_due(&c.app)) || correct;
+            let allowed =
+                apply_all || (may_retry && retry_due(&c.app)) || correct || behind.contains(&c.app);
             allowed && state.may_apply(c.app.as_str(), &rev, now)
         });
+        self.rewriting(&plan, &behind, &live, &rev, now);
         let planned_total = plan.summary.create + plan.summary.update + plan.summary.delete;
         // Vault objects are Baton's own: in auto mode every cycle puts them back (drift-check).
         let vault_writes = !manual || *trigger == Trigger::ManualSync;
@@ -840,9 +1101,15 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             .secrets_before_apps(vault_sync.as_ref(), &repo, &plan, &live, vault_writes)
             .await?;
 
+        let held_ids: BTreeSet<AppId> = held_back.iter().map(|(id, _)| id.clone()).collect();
         let report = if plan.is_empty() {
             None
         } else {
+            // What is about to be written shows as out of sync while it is (not as the
+            // previous cycle left it), and each deployment as it starts.
+            let apps = self.status_apps(&repo, &live, (&plan, None, &held_ids));
+            self.shared.with_status(|st| st.apps = apps);
+            self.shared.phase("apply");
             let mut options = self.config.apply.clone();
             options.cancel = shutdown.child_token();
             tracing::info!(
@@ -851,13 +1118,26 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 delete = plan.summary.delete,
                 "applying"
             );
-            Some(apply::apply(&plan, self.scheduler.as_ref(), &options, &mut |_| {}).await)
+            let shared = self.shared.clone();
+            let mut progress = move |ev: apply::ProgressEvent| shared.apply_progress(&ev);
+            Some(apply::apply(&plan, self.scheduler.as_ref(), &options, &mut progress).await)
         };
         phases.mark("apply");
         if let Some(report) = &report {
             self.record_report(report, &rev);
         }
         let report = apply::ApplyReport::merge(fast, report);
+        if let Some(r) = &report {
+            self.done.count(r);
+        }
+        if let Some(lost) = report.as_ref().and_then(|r| r.lost.clone()) {
+            // Nothing more is asked of a silent scheduler: what is known is kept and shown,
+            // and the cycle fails (retried by the error policy).
+            state::save(&self.config.state_dir, &self.state)?;
+            let apps = self.status_apps(&repo, &live, (&plan, report.as_ref(), &held_ids));
+            self.shared.with_status(|st| st.apps = apps);
+            return Err(CycleError::Lost(lost));
+        }
         let outcome = match &report {
             None => Outcome::Synced,
             Some(r) if r.cancelled => Outcome::Abandoned,
@@ -876,6 +1156,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             self.state.last_synced = Some(rev.clone());
         }
         if let Some(report) = &report {
+            self.shared.phase("observe");
             self.observe_after_apply(&repo, report).await;
             phases.mark("observe");
         }
@@ -898,14 +1179,16 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 commit: Some(rev.clone()),
                 outcome,
                 changes: planned_total,
+                held: plan.held.len(),
+                invalid: repo.invalid.len(),
                 error: (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", "))),
             });
         }
+        self.shared.phase("save");
         state::save(&self.config.state_dir, &self.state)?;
         phases.mark("save");
         self.shared.ready.store(true, Ordering::Relaxed);
         let pending = (!held_back.is_empty()).then(|| pending_summary(&held_back));
-        let held_ids: BTreeSet<AppId> = held_back.iter().map(|(id, _)| id.clone()).collect();
         self.publish_status(
             Some(&repo),
             Some(&live),
@@ -924,6 +1207,11 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             BTreeSet::new()
         } else {
             corrections
+        };
+        self.done.outcome = if worth_recording {
+            outcome_word(outcome)
+        } else {
+            "noop"
         };
         // Last: whoever hears of this cycle (metrics, notifications) finds the status showing it.
         self.announce_cycle(
@@ -949,7 +1237,10 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         let same_owner =
             before.is_some_and(|b| (&b.owner, b.explicit) == (&now.owner, now.explicit));
         let same_held = same_owner && before.is_some_and(|b| b.held_deletes == now.held_deletes);
-        if let Some(warning) = now.warning.as_ref().filter(|_| !same_held) {
+        // Held deletions are logged with their reason by `warn_held_work`; this is the note
+        // that nothing would be deleted, once, when none is held.
+        let note = now.held_deletes.is_empty() && !same_held;
+        if let Some(warning) = now.warning.as_ref().filter(|_| note) {
             tracing::warn!(
                 owner = %now.owner,
                 held_deletes = now.held_deletes.len(),
@@ -966,6 +1257,78 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             );
         }
         self.warned_ownership = Some(now);
+    }
+
+    /// Log the apps about to be written again because the scheduler lost Baton's write of
+    /// them, and start their backoff (see [`State::record_rewrite`]).
+    fn rewriting(
+        &mut self,
+        plan: &Plan,
+        behind: &BTreeSet<AppId>,
+        live: &[serde_json::Value],
+        rev: &str,
+        now: u64,
+    ) {
+        if behind.is_empty() {
+            return;
+        }
+        for c in plan.changes().filter(|c| behind.contains(&c.app)) {
+            let found = live
+                .iter()
+                .find(|a| a.get("id").and_then(|i| i.as_str()) == Some(c.app.as_str()))
+                .and_then(|a| {
+                    a.pointer("/labels")?
+                        .get(crate::ownership::COMMIT)?
+                        .as_str()
+                });
+            tracing::warn!(
+                app = %c.app,
+                found = found.unwrap_or("-"),
+                desired = rev,
+                "the app is back at an older definition Baton wrote and nobody changed since (a write the scheduler lost): writing it again"
+            );
+            self.state.record_rewrite(c.app.as_str(), rev, now);
+        }
+    }
+
+    /// WARN once per distinct cause of held work: each reason deletions are withheld for (with
+    /// the apps), each invalid spec (with its error). Also sets the held-work gauges.
+    fn warn_held_work(&mut self, repo: &Repo, plan: &Plan) {
+        self.done.held = plan.held.len();
+        self.done.invalid = repo.invalid.len();
+        self.held_work = (plan.held.len(), repo.invalid.len());
+        (self.shared.dashboard.metrics).set_held_work(plan.held.len(), repo.invalid.len());
+        let mut causes = BTreeSet::new();
+        let mut by_reason: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for h in &plan.held {
+            by_reason
+                .entry(h.reason.as_str())
+                .or_default()
+                .push(h.app.as_str());
+        }
+        for (reason, apps) in by_reason {
+            let key = format!("held|{reason}|{}", apps.join(","));
+            if !self.warned.contains(&key) {
+                const SHOWN: usize = 20;
+                let more = apps.len().saturating_sub(SHOWN);
+                let mut list = apps[..apps.len().min(SHOWN)].join(", ");
+                if more > 0 {
+                    list.push_str(&format!(" and {more} more"));
+                }
+                tracing::warn!(deletes = apps.len(), reason, apps = %list, "deletions held: nothing was deleted");
+            }
+            causes.insert(key);
+        }
+        for id in &repo.invalid {
+            let reason = crate::drift::first_error(repo, id)
+                .unwrap_or_else(|| "its spec does not validate".into());
+            let key = format!("invalid|{id}|{reason}");
+            if !self.warned.contains(&key) {
+                tracing::warn!(app = %id, reason = %reason, "invalid spec: the app is left untouched");
+            }
+            causes.insert(key);
+        }
+        self.warned = causes;
     }
 
     /// Requeue for the earliest failed-app retry or `correctAfter` grace period, if any.
@@ -1115,9 +1478,9 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             }
             let failed = self.failures_of(&ids);
             let failures = failed.iter().map(|(a, e)| (a, e.as_str()));
-            let _ = self
-                .drift
-                .observe_apps(repo, &live, &ids, failures, now_ms());
+            let state = &self.state;
+            let deployed = |a: &AppId| state.deployed(a.as_str());
+            let _ = (self.drift).observe_apps(repo, &live, &ids, failures, deployed, now_ms());
             return;
         }
         match self.scheduler.list_apps().await {
@@ -1126,7 +1489,11 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                     .filter_map(|(id, a)| Some((AppId::parse(id).ok()?, a.last_error.clone()?)))
                     .collect();
                 let failures = failed.iter().map(|(a, e)| (a, e.as_str()));
-                let _ = self.drift.observe(repo, &live, failures, now_ms());
+                let state = &self.state;
+                let deployed = |a: &AppId| state.deployed(a.as_str());
+                let _ = self
+                    .drift
+                    .observe(repo, &live, failures, deployed, now_ms());
             }
             Err(e) => tracing::debug!(error = %e, "cannot list apps after applying"),
         }
@@ -1235,6 +1602,12 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         applied: Option<(&Plan, Option<&apply::ApplyReport>, &BTreeSet<AppId>)>,
         error: Option<String>,
     ) {
+        let apps = match (repo, live, applied, &error) {
+            (Some(repo), Some(live), Some(applied), None) => {
+                Some(self.status_apps(repo, live, applied))
+            }
+            _ => None,
+        };
         let mut st = self
             .shared
             .status
@@ -1255,20 +1628,52 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             st.last_error = error;
             return;
         }
-        let (Some(repo), Some(live), Some((plan, report, held))) = (repo, live, applied) else {
+        let Some(apps) = apps else {
             return;
         };
         st.last_error = None;
         st.pending = None;
-        st.ownership = Some(OwnershipStatus::of(repo, plan));
+        if let (Some(repo), Some((plan, _, _))) = (repo, applied) {
+            st.ownership = Some(OwnershipStatus::of(repo, plan));
+        }
+        st.apps = apps;
+    }
+
+    /// Every app's `/api/status` entry after a full look: each app with a spec, an invalid spec,
+    /// a change held back or a deletion withheld, and each app the plan or the apply touched.
+    fn status_apps(
+        &self,
+        repo: &Repo,
+        live: &[serde_json::Value],
+        applied: (&Plan, Option<&apply::ApplyReport>, &BTreeSet<AppId>),
+    ) -> Vec<AppStatus> {
+        let (plan, report, held) = applied;
         let mut ids: BTreeSet<AppId> = repo.specs.keys().cloned().collect();
         ids.extend(repo.invalid.iter().cloned());
         ids.extend(held.iter().cloned());
+        ids.extend(plan.held.iter().map(|h| h.app.clone()));
+        ids.extend(plan.changes().map(|c| c.app.clone()));
+        ids.extend(
+            report
+                .iter()
+                .flat_map(|r| r.apps.iter().map(|a| a.app.clone())),
+        );
         let seen = Seen::new(repo, live, plan, report, held);
-        st.apps = ids
-            .into_iter()
-            .map(|id| self.app_status(&id, &seen))
-            .collect();
+        // The deployments shown so far (few): kept for the apps apply stopped waiting for.
+        let deploying: Vec<(String, Deploying)> = {
+            let st = self.shared.status.read().unwrap_or_else(|e| e.into_inner());
+            (st.apps.iter())
+                .filter_map(|a| Some((a.id.clone(), a.deploying.clone()?)))
+                .collect()
+        };
+        let was_deploying = |id: &AppId| {
+            (deploying.iter())
+                .find(|(a, _)| a == id.as_str())
+                .map(|(_, d)| d.clone())
+        };
+        ids.into_iter()
+            .map(|id| self.app_status(&id, &seen, &was_deploying))
+            .collect()
     }
 
     /// Patch `/api/status` for the apps `ids` only (a cycle that looked at just those): their
@@ -1298,30 +1703,48 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             .cloned()
             .collect();
         for id in ids {
-            let listed =
-                repo.specs.contains_key(id) || repo.invalid.contains(id) || held.contains(id);
+            let listed = repo.specs.contains_key(id)
+                || repo.invalid.contains(id)
+                || held.contains(id)
+                || seen.planned.contains(id);
             let at = st.apps.binary_search_by(|a| a.id.as_str().cmp(id.as_str()));
+            let was = at.ok().and_then(|i| st.apps[i].deploying.clone());
+            let entry = || self.app_status(id, &seen, &|_: &AppId| was.clone());
             match (at, listed) {
-                (Ok(i), true) => st.apps[i] = self.app_status(id, &seen),
+                (Ok(i), true) => st.apps[i] = entry(),
                 (Ok(i), false) => {
                     st.apps.remove(i);
                 }
-                (Err(i), true) => st.apps.insert(i, self.app_status(id, &seen)),
+                (Err(i), true) => st.apps.insert(i, entry()),
                 (Err(_), false) => {}
             }
         }
     }
 
-    /// One app's entry of `/api/status`.
-    fn app_status(&self, id: &AppId, seen: &Seen<'_>) -> AppStatus {
+    /// One app's entry of `/api/status`; `was_deploying` (what was shown so far) keeps the
+    /// deployment of an app apply stopped waiting for.
+    fn app_status(
+        &self,
+        id: &AppId,
+        seen: &Seen<'_>,
+        was_deploying: &dyn Fn(&AppId) -> Option<Deploying>,
+    ) -> AppStatus {
         let (repo, held) = (seen.repo, seen.held);
         let live_app = seen.live.get(id.as_str());
         let result = seen.results.get(id);
         let app_state = self.state.apps.get(id.as_str());
-        let sync = if repo.invalid.contains(id) {
+        let invalid = repo.invalid.contains(id).then(|| {
+            crate::drift::first_error(repo, id)
+                .unwrap_or_else(|| "its spec does not validate".into())
+        });
+        let withheld = seen.withheld.get(id).copied();
+        let conflict = seen.conflicts.get(id).copied();
+        let sync = if invalid.is_some() {
             "invalid"
-        } else if seen.conflicts.contains(id) {
+        } else if conflict.is_some() {
             "conflict"
+        } else if withheld.is_some() && !repo.specs.contains_key(id) {
+            "held"
         } else if held.contains(id) {
             // Held back: waiting out the backoff of a failed apply, or not applied yet.
             if app_state.is_some_and(|a| a.last_error.is_some()) {
@@ -1335,21 +1758,33 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 Some(AppOutcome::Converged) => "synced",
                 Some(o) if o.is_failure() => "failed",
                 Some(_) => "outOfSync",
+                None if seen.planned.contains(id) => "outOfSync",
                 None => "synced",
             }
         };
+        let deploying = match result {
+            Some(AppOutcome::Unfinished { .. }) => was_deploying(id),
+            _ => None,
+        };
         let health = match (result, live_app) {
             (Some(AppOutcome::Converged), _) => "healthy",
+            _ if deploying.is_some() => "progressing",
             (_, Some(app)) if app_is_up(app) => "healthy",
             (_, Some(_)) => "progressing",
             (_, None) => "missing",
         };
+        let reason = invalid
+            .clone()
+            .or_else(|| withheld.map(str::to_string))
+            .or_else(|| conflict.map(|owner| format!("owned by `{owner}`; left alone")));
         AppStatus {
             id: id.to_string(),
             sync,
             health,
             commit: app_state.and_then(|a| a.last_applied.clone()),
-            last_error: app_state.and_then(|a| a.last_error.clone()),
+            last_error: app_state.and_then(|a| a.last_error.clone()).or(invalid),
+            reason,
+            deploying,
         }
     }
 }
@@ -1370,8 +1805,14 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
 struct Seen<'a> {
     repo: &'a Repo,
     live: std::collections::HashMap<&'a str, &'a serde_json::Value>,
-    conflicts: BTreeSet<&'a AppId>,
+    /// Apps another owner manages, with that owner.
+    conflicts: std::collections::HashMap<&'a AppId, &'a str>,
+    /// Changes planned but not applied this cycle.
     held: &'a BTreeSet<AppId>,
+    /// Deletions withheld, with the reason.
+    withheld: std::collections::HashMap<&'a AppId, &'a str>,
+    /// Apps the plan writes.
+    planned: BTreeSet<&'a AppId>,
     results: std::collections::HashMap<&'a AppId, &'a AppOutcome>,
 }
 
@@ -1390,13 +1831,52 @@ impl<'a> Seen<'a> {
                 .iter()
                 .filter_map(|a| a.get("id").and_then(|i| i.as_str()).map(|i| (i, a)))
                 .collect(),
-            conflicts: plan.conflicts.iter().map(|c| &c.app).collect(),
+            conflicts: (plan.conflicts.iter())
+                .map(|c| (&c.app, c.owner.as_str()))
+                .collect(),
             held,
+            withheld: (plan.held.iter())
+                .map(|h| (&h.app, h.reason.as_str()))
+                .collect(),
+            planned: plan.changes().map(|c| &c.app).collect(),
             results: report
                 .map(|r| r.apps.iter().map(|a| (&a.app, &a.outcome)).collect())
                 .unwrap_or_default(),
         }
     }
+}
+
+/// The updates of `plan` at an applied revision whose app the scheduler lost Baton's write of
+/// ([`Standing::Behind`](crate::ownership::Standing::Behind): it carries the digest of an older
+/// definition Baton wrote and still matches it) and that may be written again now (not backing
+/// off an earlier rewrite of `rev`). An app changed by hand since is not among them: that is
+/// drift, left to its policy. Pure.
+pub fn behind_apps(
+    repo: &Repo,
+    live: &[serde_json::Value],
+    plan: &Plan,
+    state: &State,
+    rev: &str,
+    now: u64,
+) -> BTreeSet<AppId> {
+    let updates: std::collections::HashMap<&str, &AppId> = plan
+        .changes()
+        .filter(|c| c.action == PlanAction::Update && !c.adopt)
+        .map(|c| (c.app.as_str(), &c.app))
+        .collect();
+    if updates.is_empty() {
+        return BTreeSet::new();
+    }
+    live.iter()
+        .filter_map(|l| {
+            let id = *updates.get(l.get("id")?.as_str()?)?;
+            let spec = repo.specs.get(id)?;
+            let behind = crate::ownership::standing(spec, &repo.config.owner, l)
+                == crate::ownership::Standing::Behind
+                && state.may_rewrite(id.as_str(), rev, now);
+            behind.then(|| id.clone())
+        })
+        .collect()
 }
 
 /// At most this many apps go through the fast path; a larger push is a full cycle anyway.
@@ -1518,7 +1998,9 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             "applying changed apps first (fast path)"
         );
         let (mut sending_at, mut written_at) = (None, None);
+        let shared = self.shared.clone();
         let mut progress = |ev: apply::ProgressEvent| {
+            shared.apply_progress(&ev);
             let at = match ev {
                 apply::ProgressEvent::Started { .. } => &mut sending_at,
                 apply::ProgressEvent::Deploying { .. } => &mut written_at,
@@ -1649,6 +2131,8 @@ pub fn changed_outside(
     Some((id.to_string(), version.map(str::to_string)))
 }
 
+#[cfg(test)]
+mod cycle_tests;
 #[cfg(test)]
 mod fast_path_tests;
 mod own_writes;

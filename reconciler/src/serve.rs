@@ -106,7 +106,11 @@ pub async fn serve(
         poll_interval: config.poll_interval,
         state_dir: config.state_dir.clone(),
         allow_deletes: config.allow_deletes,
-        apply: ApplyOptions::default(),
+        apply: ApplyOptions {
+            // Two full request timeouts without any answer: the scheduler is gone, not slow.
+            scheduler_silence: config.marathon.timeout.saturating_mul(2),
+            ..ApplyOptions::default()
+        },
         secrets: secret_zero(&config, &listener, &marathon)?,
         notifier: None,
     };

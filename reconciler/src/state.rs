@@ -49,6 +49,11 @@ pub struct AppState {
     pub last_error: Option<String>,
     /// A commit whose apply failed for this app, and when it may be tried again.
     pub failure: Option<Failure>,
+    /// A commit written again because the app was found back at an older definition of
+    /// Baton's (a write the scheduler lost), and when it may be written again: the same loss at
+    /// the same commit backs off, so Baton never fights another writer in a loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Failure>,
 }
 
 /// Backoff bookkeeping of a failed commit.
@@ -89,6 +94,12 @@ pub struct SyncRecord {
     pub outcome: Outcome,
     /// Writes planned (creates + updates + deletes).
     pub changes: usize,
+    /// Deletions withheld (delete budget, empty or incomplete repo, `baton.prune: false`).
+    #[serde(default)]
+    pub held: usize,
+    /// Apps whose spec is invalid (left untouched).
+    #[serde(default)]
+    pub invalid: usize,
     pub error: Option<String>,
 }
 
@@ -122,6 +133,36 @@ impl State {
         }
     }
 
+    /// Whether this daemon ever deployed `app` (or found it in place): a missing app it never
+    /// deployed is new in git, not gone from the scheduler.
+    pub fn deployed(&self, app: &str) -> bool {
+        self.apps.get(app).is_some_and(|a| a.last_applied.is_some())
+    }
+
+    /// Whether `app`, found back at an older definition, may be written again at `commit` now:
+    /// false only while an earlier rewrite of this very commit backs off.
+    pub fn may_rewrite(&self, app: &str, commit: &str, now_ms: u64) -> bool {
+        match self.apps.get(app).and_then(|a| a.rewrite.as_ref()) {
+            Some(r) if r.commit == commit => now_ms >= r.retry_at_ms,
+            _ => true,
+        }
+    }
+
+    /// `app` is written again at `commit` because its write was lost: the next rewrite of the
+    /// same commit waits `RETRY_BASE * 2^(n-1)`, capped at `RETRY_MAX` (n: rewrites so far).
+    pub fn record_rewrite(&mut self, app: &str, commit: &str, now_ms: u64) {
+        let a = self.apps.entry(app.to_string()).or_default();
+        let attempts = match &a.rewrite {
+            Some(r) if r.commit == commit => r.attempts.saturating_add(1),
+            _ => 1,
+        };
+        a.rewrite = Some(Failure {
+            commit: commit.to_string(),
+            attempts,
+            retry_at_ms: now_ms.saturating_add(retry_delay(attempts).as_millis() as u64),
+        });
+    }
+
     /// The earliest pending retry, for the loop's requeue.
     pub fn next_retry_ms(&self) -> Option<u64> {
         self.apps
@@ -140,6 +181,9 @@ impl State {
         a.last_applied = Some(commit.to_string());
         a.last_error = None;
         a.failure = None;
+        if a.rewrite.as_ref().is_some_and(|r| r.commit != commit) {
+            a.rewrite = None;
+        }
         news
     }
 
@@ -251,6 +295,49 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_write_is_written_again_with_backoff_per_commit() {
+        let mut s = State::new();
+        assert!(!s.deployed("/a"));
+        s.record_success("/a", "c1");
+        assert!(s.deployed("/a"));
+        assert!(s.may_rewrite("/a", "c1", 0), "the first rewrite is at once");
+        s.record_rewrite("/a", "c1", 1_000);
+        assert!(!s.may_rewrite("/a", "c1", 10_999));
+        assert!(s.may_rewrite("/a", "c1", 11_000));
+        s.record_rewrite("/a", "c1", 11_000);
+        assert!(
+            !s.may_rewrite("/a", "c1", 30_999),
+            "the second waits longer"
+        );
+        assert!(s.may_rewrite("/a", "c1", 31_000));
+        assert!(
+            s.may_rewrite("/a", "c2", 11_000),
+            "another commit is not held back"
+        );
+        assert!(s.may_rewrite("/b", "c1", 11_000));
+        // Finding the app in place at the same commit keeps the backoff (a fight would go on);
+        // a newer commit applied ends it.
+        s.record_success("/a", "c1");
+        assert!(!s.may_rewrite("/a", "c1", 30_999));
+        s.record_success("/a", "c2");
+        assert_eq!(s.apps["/a"].rewrite, None);
+        assert_eq!(s.next_retry_ms(), None, "a rewrite backoff wakes nothing");
+    }
+
+    #[test]
+    fn state_files_of_earlier_releases_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = r#"{"version": 1, "lastFetched": "c1", "lastSynced": "c1",
+            "apps": {"/a": {"lastApplied": "c1", "lastError": null, "failure": null}},
+            "history": [{"startedMs": 1, "finishedMs": 2, "trigger": "poll", "commit": "c1",
+                         "outcome": "synced", "changes": 0, "error": null}]}"#;
+        fs::write(dir.path().join(STATE_FILE), old).unwrap();
+        let s = load(dir.path()).unwrap();
+        assert_eq!(s.apps["/a"].rewrite, None);
+        assert_eq!((s.history[0].held, s.history[0].invalid), (0, 0));
+    }
+
+    #[test]
     fn retry_delay_doubles_and_caps() {
         assert_eq!(retry_delay(1), Duration::from_secs(10));
         assert_eq!(retry_delay(2), Duration::from_secs(20));
@@ -269,6 +356,8 @@ mod tests {
                 commit: None,
                 outcome: Outcome::Synced,
                 changes: 0,
+                held: 0,
+                invalid: 0,
                 error: None,
             });
         }

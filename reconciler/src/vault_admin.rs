@@ -718,6 +718,7 @@ mod cycle_tests {
                 result("/failed", Outcome::Failed { reason: "x".into() }),
             ],
             cancelled: false,
+            lost: None,
         };
         let unchanged = [AppId::parse("/plain").unwrap()];
         let names: Vec<String> = deletes_after_cycle(&plan, Some(&report), &unchanged)

@@ -365,3 +365,341 @@ async fn the_daemon_without_an_owner_deletes_nothing_and_with_id_prefixes_stays_
     assert_eq!(status.code(), Some(0));
     sched.stop().await;
 }
+
+/// The status fields of a served app, dropped to PUT its definition back as it was.
+fn definition(mut app: Value) -> Value {
+    for f in [
+        "version",
+        "versionInfo",
+        "tasks",
+        "tasksStaged",
+        "tasksRunning",
+        "tasksHealthy",
+        "tasksUnhealthy",
+        "deployments",
+        "lastTaskFailure",
+        "taskStats",
+        "readinessCheckResults",
+    ] {
+        app.as_object_mut().unwrap().remove(f);
+    }
+    app
+}
+
+/// "cycle finished" log events so far.
+fn cycles(d: &baton_e2e::daemon::Daemon) -> usize {
+    d.events("cycle finished").len()
+}
+
+/// Wait until `n` more cycles finished than `before`.
+async fn more_cycles(d: &baton_e2e::daemon::Daemon, before: usize, n: usize) {
+    d.wait_event("cycle finished", |_| cycles(d) >= before + n)
+        .await;
+}
+
+/// Item 10 of issue 12: the scheduler "loses" an acknowledged write (the old definition comes
+/// back with the old labels, as a scheduler restarted from older state serves it). Baton writes
+/// it again, whatever the drift policy; an app edited by hand since is drift and stays reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_the_scheduler_lost_is_written_again_an_edited_app_is_left_alone() {
+    use baton_e2e::daemon::{status_app, Daemon};
+
+    let sched = DevScheduler::start().await;
+    let repo = TempRepo::new("owner: e2e\n");
+    let spec = |cmd: &str| format!("cmd: exec {cmd}\ncpus: 0.01\nmem: 8\ninstances: 1\n");
+    repo.write("web.yaml", &spec("sleep 1000"));
+    repo.write("api.yaml", &spec("sleep 2000"));
+    let state = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &[
+            "--marathon".as_ref(),
+            sched.url.as_ref(),
+            "--poll-interval".as_ref(),
+            "1s".as_ref(),
+            "--repo".as_ref(),
+            repo.path().as_os_str(),
+            "--state-dir".as_ref(),
+            state.path().as_os_str(),
+        ],
+        &[("BATON_WEBHOOK_SECRET", "e2e")],
+    )
+    .await;
+    let synced = |st: &Value| {
+        ["/web", "/api"]
+            .iter()
+            .all(|id| status_app(st, id).is_some_and(|a| a["sync"] == "synced"))
+    };
+    let st = d
+        .until_status("the first sync", |st| st["ready"] == true && synced(st))
+        .await;
+    let r1 = st["lastSynced"].as_str().unwrap().to_string();
+    let old_web = definition(sched.app("/web").await.unwrap());
+    let old_api = definition(sched.app("/api").await.unwrap());
+    assert_eq!(old_web["labels"]["baton.dev/commit"], r1.as_str());
+
+    // The next revision is applied...
+    baton_e2e::replace_file(&repo.path().join("apps/web.yaml"), &spec("sleep 1001"));
+    baton_e2e::replace_file(&repo.path().join("apps/api.yaml"), &spec("sleep 2001"));
+    let st = d
+        .until_status("the second revision synced", |st| {
+            st["lastSynced"].as_str().is_some_and(|r| r != r1)
+                && synced(st)
+                && st["cycle"].is_null()
+        })
+        .await;
+    let r2 = st["lastSynced"].as_str().unwrap().to_string();
+    sched
+        .wait_for("both at r2", |apps| {
+            apps.iter()
+                .all(|a| a["labels"]["baton.dev/commit"] == r2.as_str())
+        })
+        .await;
+
+    // ...and lost: both back at r1 as Baton wrote them, /api scaled by hand since.
+    let mut edited = old_api.clone();
+    edited["instances"] = json!(2);
+    sched.put(&old_web).await;
+    sched.put(&edited).await;
+    sched
+        .wait_for("/web written again", |apps| {
+            apps.iter().any(|a| {
+                a["id"] == "/web"
+                    && a["cmd"] == "exec sleep 1001"
+                    && a["labels"]["baton.dev/commit"] == r2.as_str()
+            })
+        })
+        .await;
+
+    let rewritten = d
+        .wait_event(
+            "the app is back at an older definition Baton wrote and nobody changed since (a write the scheduler lost): writing it again",
+            |e| e["fields"]["app"] == "/web",
+        )
+        .await;
+    assert_eq!(rewritten["level"], "WARN");
+    assert_eq!(rewritten["fields"]["found"], r1.as_str(), "{rewritten}");
+    assert_eq!(rewritten["fields"]["desired"], r2.as_str(), "{rewritten}");
+    // /api (policy report) is drift: several polls later it is as it was left, and reported.
+    let before = cycles(&d);
+    more_cycles(&d, before, 3).await;
+    let api = sched.app("/api").await.unwrap();
+    assert_eq!(
+        (api["cmd"].clone(), api["instances"].clone()),
+        (json!("exec sleep 2000"), json!(2))
+    );
+    assert!(
+        d.events("the app is back at an older definition Baton wrote and nobody changed since (a write the scheduler lost): writing it again")
+            .iter()
+            .all(|e| e["fields"]["app"] == "/web"),
+        "{}",
+        d.log_text()
+    );
+    let drift: Value = d
+        .http
+        .get(format!("{}/api/drift", d.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    baton_e2e::assert_matches_schema("drift.schema.json", &drift);
+    assert_eq!(app(&drift, "/api")["state"], "drifted", "{drift:#}");
+    assert_eq!(app(&drift, "/web")["state"], "in_sync", "{drift:#}");
+    let st = d.status().await;
+    assert_eq!(
+        status_app(&st, "/api").unwrap()["sync"],
+        "outOfSync",
+        "{st:#}"
+    );
+    assert_eq!(d.stop().await, Some(0));
+    sched.stop().await;
+}
+
+/// Item 9 of issue 12: held work is visible. Every spec removed, then deletions over the
+/// budget and an invalid spec: nothing is deleted, `/api/status` lists each held app with the
+/// reason (and the invalid one with its error), `/metrics` counts them, the log says each cause
+/// once (WARN), not on every poll, and every cycle ends with one INFO line. A deployment that
+/// misses its deadline is a WARN line (rollback, failed app) with the app and the reason. The
+/// status page shows the held deletions and the invalid spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn held_deletions_invalid_specs_and_failures_are_shown_logged_once_and_counted() {
+    use baton_e2e::daemon::{sample, status_app, Daemon};
+
+    let sched = DevScheduler::start().await;
+    let repo = TempRepo::new("owner: e2e\nprune: {maxDeletes: 1, maxDeletesPercent: 0}\n");
+    let spec = |cmd: &str| format!("cmd: exec {cmd}\ncpus: 0.01\nmem: 8\ninstances: 1\n");
+    repo.write("a.yaml", &spec("sleep 1000"));
+    repo.write("b.yaml", &spec("sleep 1001"));
+    let state = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &[
+            "--marathon".as_ref(),
+            sched.url.as_ref(),
+            "--poll-interval".as_ref(),
+            "1s".as_ref(),
+            "--repo".as_ref(),
+            repo.path().as_os_str(),
+            "--state-dir".as_ref(),
+            state.path().as_os_str(),
+        ],
+        &[("BATON_WEBHOOK_SECRET", "e2e")],
+    )
+    .await;
+    d.until_status("the first sync", |st| {
+        st["ready"] == true
+            && ["/a", "/b"]
+                .iter()
+                .all(|id| status_app(st, id).is_some_and(|a| a["sync"] == "synced"))
+    })
+    .await;
+
+    // Every spec removed: the empty repo deletes nothing, and says so.
+    repo.remove("a.yaml");
+    repo.remove("b.yaml");
+    let held = |st: &Value, why: &str| {
+        ["/a", "/b"].iter().all(|id| {
+            status_app(st, id).is_some_and(|a| {
+                a["sync"] == "held" && a["reason"].as_str().is_some_and(|r| r.contains(why))
+            })
+        })
+    };
+    let st = d
+        .until_status("the held deletions", |st| held(st, "the repo has no apps"))
+        .await;
+    baton_e2e::assert_matches_schema("status.schema.json", &st);
+    assert_eq!(st["history"][0]["held"], 2, "{st:#}");
+    assert_eq!(sample(&d.metrics().await, "baton_held_deletes"), Some(2.0));
+    let warned = d
+        .wait_event("deletions held: nothing was deleted", |e| {
+            e["fields"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("the repo has no apps"))
+        })
+        .await;
+    assert_eq!(warned["level"], "WARN");
+    assert_eq!(warned["fields"]["deletes"], 2);
+    assert_eq!(warned["fields"]["apps"], "/a, /b");
+    d.wait_event("cycle finished", |e| {
+        e["fields"]["trigger"] == "file-change" && e["fields"]["held"] == 2
+    })
+    .await;
+
+    // An invalid spec, and deletions over the budget of 1.
+    repo.write("bad.yaml", "cmd: exec sleep 1\nmem: lots\n");
+    let st = d
+        .until_status("the budget hold and the invalid spec", |st| {
+            held(st, "exceed the delete budget")
+                && status_app(st, "/bad").is_some_and(|a| a["sync"] == "invalid")
+        })
+        .await;
+    baton_e2e::assert_matches_schema("status.schema.json", &st);
+    let bad = status_app(&st, "/bad").unwrap();
+    let error = bad["lastError"].as_str().unwrap();
+    assert!(error.contains("apps/bad.yaml at /mem"), "{bad:#}");
+    assert_eq!(bad["reason"], bad["lastError"]);
+    let m = d.metrics().await;
+    assert_eq!(sample(&m, "baton_held_deletes"), Some(2.0), "{m}");
+    assert_eq!(sample(&m, "baton_invalid_specs"), Some(1.0), "{m}");
+    let invalid = d
+        .wait_event("invalid spec: the app is left untouched", |e| {
+            e["fields"]["app"] == "/bad"
+        })
+        .await;
+    assert_eq!(invalid["level"], "WARN");
+    assert!(
+        invalid["fields"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("/mem"),
+        "{invalid}"
+    );
+
+    // Polls go on (one INFO line each); each cause was said once.
+    let before = cycles(&d);
+    more_cycles(&d, before, 3).await;
+    let polls = d.events("cycle finished");
+    let last = polls.last().unwrap();
+    assert_eq!(last["level"], "INFO");
+    for field in [
+        "trigger", "commit", "outcome", "created", "updated", "deleted", "held", "failed",
+        "invalid", "took_ms",
+    ] {
+        assert!(!last["fields"][field].is_null(), "{field} missing: {last}");
+    }
+    assert_eq!(
+        (
+            last["fields"]["held"].clone(),
+            last["fields"]["invalid"].clone()
+        ),
+        (json!(2), json!(1))
+    );
+    assert_eq!(
+        d.events("deletions held: nothing was deleted").len(),
+        2,
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(
+        d.events("invalid spec: the app is left untouched").len(),
+        1,
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        sched.app("/a").await.is_some() && sched.app("/b").await.is_some(),
+        "nothing deleted"
+    );
+
+    // The status page says it too.
+    if let Some(browser) =
+        baton_e2e::browser::Browser::start("held_deletions_invalid_specs_and_failures").await
+    {
+        browser.goto(&format!("{}/", d.api)).await;
+        let held = browser
+            .wait_for(
+                "const p = document.querySelector('#notices p.held'); return p && p.textContent",
+                Duration::from_secs(60),
+                "the held deletions on the page",
+            )
+            .await;
+        let held = held.as_str().unwrap();
+        assert!(held.starts_with("2 deletions held (/a, /b)"), "{held}");
+        assert!(held.contains("exceed the delete budget"), "{held}");
+        let invalid = browser
+            .eval("return document.querySelector('#notices p.invalid').textContent")
+            .await;
+        assert!(
+            invalid.as_str().unwrap().contains("apps/bad.yaml at /mem"),
+            "{invalid}"
+        );
+    }
+
+    // A deployment that misses its deadline: rolled back, the app failed, both WARN lines.
+    repo.write(
+        "crash.yaml",
+        "cmd: exit 3\ncpus: 0.01\nmem: 8\ninstances: 1\nbaton: {deadline: 3s}\n",
+    );
+    let rollback = d
+        .wait_event(
+            "no progress before the app's deadline: rolling its deployment back",
+            |e| e["fields"]["app"] == "/crash",
+        )
+        .await;
+    assert_eq!(rollback["level"], "WARN");
+    let failed = d
+        .wait_event("app failed", |e| e["fields"]["app"] == "/crash")
+        .await;
+    assert_eq!(failed["level"], "WARN");
+    assert!(
+        failed["fields"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no progress within 3s"),
+        "{failed}"
+    );
+    d.wait_event("cycle finished", |e| e["fields"]["failed"] == 1)
+        .await;
+    assert_eq!(d.stop().await, Some(0));
+    sched.stop().await;
+}

@@ -222,3 +222,126 @@ async fn failing_writes_change_nothing_and_the_next_run_converges() {
     assert_eq!(sched.app("/a").await.unwrap()["cmd"], "exec sleep 2000");
     sched.stop().await;
 }
+
+/// `baton serve` (the binary) against a scheduler that freezes right after answering a write
+/// (a proxy that stops forwarding, as `kill -STOP` would): the cycle waiting on the deployment
+/// shows it in `/api/status` (phase, deployment, since when), the pending deploy is no drift in
+/// `/metrics`, and once the scheduler has been silent for twice `--marathon-timeout` the cycle
+/// fails visibly (lastError, a WARN line, `baton_syncs_total{outcome="failed"}`); when the
+/// scheduler is back, the retry converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduler_that_freezes_mid_sync_fails_the_cycle_visibly_then_recovers() {
+    use baton_e2e::daemon::{sample, status_app, Daemon};
+    use baton_e2e::freeze::FreezableProxy;
+    use serde_json::Value;
+
+    let sched = DevScheduler::start().await;
+    let proxy = FreezableProxy::start(&sched.url).await;
+    let repo = TempRepo::new("owner: e2e\n");
+    let spec = |cmd: &str| format!("cmd: exec {cmd}\ncpus: 0.01\nmem: 8\ninstances: 1\n");
+    repo.write("web.yaml", &spec("sleep 1000"));
+    let state = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &[
+            "--marathon".as_ref(),
+            proxy.url.as_ref(),
+            "--marathon-timeout".as_ref(),
+            "3s".as_ref(),
+            // Only the error policy's retry may bring the daemon back, not a poll.
+            "--poll-interval".as_ref(),
+            "1h".as_ref(),
+            "--repo".as_ref(),
+            repo.path().as_os_str(),
+            "--state-dir".as_ref(),
+            state.path().as_os_str(),
+        ],
+        &[("BATON_WEBHOOK_SECRET", "e2e")],
+    )
+    .await;
+    d.until_status("the first sync", |st| {
+        st["ready"] == true && status_app(st, "/web").is_some_and(|a| a["sync"] == "synced")
+    })
+    .await;
+
+    // A new revision: its write is answered, then the scheduler freezes.
+    proxy.freeze_after_next_write();
+    baton_e2e::replace_file(&repo.path().join("apps/web.yaml"), &spec("sleep 1001"));
+    let st = d
+        .until_status("the cycle waiting for /web's deployment", |st| {
+            status_app(st, "/web").is_some_and(|a| a["deploying"].is_object())
+        })
+        .await;
+    assert!(proxy.is_frozen());
+    baton_e2e::assert_matches_schema("status.schema.json", &st);
+    assert_eq!(st["cycle"]["phase"], "apply", "{st:#}");
+    assert_eq!(st["cycle"]["trigger"], "file-change", "{st:#}");
+    let web = status_app(&st, "/web").unwrap();
+    assert_eq!(web["sync"], "outOfSync", "{web:#}");
+    assert_eq!(web["health"], "progressing", "{web:#}");
+    assert!(web["deploying"]["deployment"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
+    assert!(
+        web["deploying"]["sinceMs"].as_u64().unwrap() >= st["cycle"]["startedMs"].as_u64().unwrap()
+    );
+    let m = d.metrics().await;
+    assert_eq!(sample(&m, "baton_drifted_apps"), Some(0.0), "{m}");
+    assert_eq!(
+        sample(&m, "baton_apps{state=\"drifted\"}"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "baton_apps{state=\"pending\"}"),
+        Some(1.0),
+        "{m}"
+    );
+
+    // Silent for 2 x 3 s: the cycle fails and says so everywhere.
+    let st = d
+        .until_status("the cycle to fail", |st| st["lastError"].is_string())
+        .await;
+    let error = st["lastError"].as_str().unwrap();
+    assert!(error.contains("has not answered for 6s"), "{error}");
+    assert!(error.contains("waiting for deployment(s)"), "{error}");
+    assert_eq!(st["history"][0]["outcome"], "failed", "{st:#}");
+    let m = d.metrics().await;
+    assert_eq!(
+        sample(&m, "baton_syncs_total{outcome=\"failed\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    let warn = d.wait_event("sync failed", |e| e["level"] == "WARN").await;
+    assert!(
+        warn["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("has not answered"),
+        "{warn}"
+    );
+    let finished = d
+        .wait_event("cycle finished", |e| e["fields"]["outcome"] == "failed")
+        .await;
+    assert_eq!(finished["level"], "INFO", "{finished}");
+    assert_eq!(finished["fields"]["trigger"], "file-change", "{finished}");
+
+    // The scheduler is back: the error policy's retry converges.
+    proxy.thaw();
+    let st = d
+        .until_status("the retry to converge", |st| {
+            st["lastError"].is_null()
+                && st["cycle"].is_null()
+                && status_app(st, "/web")
+                    .is_some_and(|a| a["sync"] == "synced" && a["deploying"].is_null())
+        })
+        .await;
+    baton_e2e::assert_matches_schema("status.schema.json", &st);
+    sched
+        .wait_for("/web at its new command", |apps| {
+            apps.iter()
+                .any(|a: &Value| a["id"] == "/web" && a["cmd"] == "exec sleep 1001")
+        })
+        .await;
+    assert_eq!(d.stop().await, Some(0));
+    sched.stop().await;
+}

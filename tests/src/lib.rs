@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod browser;
+pub mod daemon;
 pub mod devsched;
+pub mod freeze;
 pub mod githttp;
 pub mod openbao;
 

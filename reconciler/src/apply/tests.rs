@@ -347,3 +347,100 @@ async fn held_deletions_are_reported_and_not_written() {
     assert!(matches!(outcome(&report, "/keep"), Outcome::Held { .. }));
     assert!(fake.calls().is_empty());
 }
+
+/// Apply with `/a` (then `/b` in a second wave) whose scheduler goes away as soon as the write
+/// of `/a` is answered (`how`): the run ends after the silence bound, long before the app's
+/// deadline, reports the scheduler lost, starts nothing more and tries no rollback.
+async fn scheduler_goes_away_mid_wait(how: fn(&Fake)) {
+    let fake = Fake::new(Duration::from_secs(30));
+    let plan = plan_of(vec![
+        vec![change("/a", Action::Create, &[], 600)],
+        vec![change("/b", Action::Create, &["/a"], 600)],
+    ]);
+    let options = ApplyOptions {
+        scheduler_silence: Duration::from_secs(10),
+        ..ApplyOptions::default()
+    };
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let f = fake.clone();
+    let mut progress = |e: ProgressEvent| {
+        if matches!(e, ProgressEvent::Deploying { .. }) {
+            how(&f);
+        }
+        seen.push(e);
+    };
+    let run = apply(&plan, &fake, &options, &mut progress);
+    // Paused time: a run that waited for the deadline (or forever) ends this test as a failure.
+    let report = tokio::time::timeout(Duration::from_secs(3600), run)
+        .await
+        .expect("apply ended");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(30),
+        "gave up after {took:?}"
+    );
+    let lost = report.lost.clone().expect("reported lost");
+    assert!(lost.contains("has not answered for 10s"), "{lost}");
+    assert!(lost.contains("waiting for deployment(s) dep-"), "{lost}");
+    assert!(!report.converged() && !report.cancelled, "{report:?}");
+    assert!(matches!(outcome(&report, "/a"), Outcome::Unfinished { .. }));
+    assert_eq!(outcome(&report, "/b"), &Outcome::NotStarted);
+    let calls = fake.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| matches!(c, Call::Rollback(_) | Call::Diagnose(_))
+                || *c == Call::PutApp("/b".into())),
+        "{calls:?}"
+    );
+    assert!(!seen
+        .iter()
+        .any(|e| matches!(e, ProgressEvent::RollingBack { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_frozen_scheduler_ends_the_wait_after_the_silence_bound() {
+    scheduler_goes_away_mid_wait(|f| f.freeze(true)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scheduler_refusing_connections_ends_the_wait_after_the_silence_bound() {
+    scheduler_goes_away_mid_wait(|f| f.set_gone(true)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_but_answering_scheduler_is_not_lost() {
+    // Deployments take longer than the silence bound, but every poll is answered.
+    let fake = Fake::new(Duration::from_secs(25));
+    fake.disable_events();
+    let plan = plan_of(vec![vec![change("/a", Action::Create, &[], 600)]]);
+    let options = ApplyOptions {
+        scheduler_silence: Duration::from_secs(10),
+        ..ApplyOptions::default()
+    };
+    let (report, _) = run(&plan, &fake, &options).await;
+    assert!(report.converged(), "{report:?}");
+    assert_eq!(report.lost, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_between_polls_is_not_silence() {
+    // With the event stream open, deployments are polled every 5 s; a bound of 2 s counts only
+    // while a request waits for its answer.
+    let fake = Fake::new(Duration::from_secs(25));
+    fake.set_latency(Duration::from_millis(100));
+    let plan = plan_of(vec![vec![change("/a", Action::Create, &[], 600)]]);
+    let options = ApplyOptions {
+        scheduler_silence: Duration::from_secs(2),
+        ..ApplyOptions::default()
+    };
+    let (report, _) = run(&plan, &fake, &options).await;
+    assert!(report.converged(), "{report:?}");
+    let polls = fake
+        .calls()
+        .iter()
+        .filter(|c| **c == Call::Deployments)
+        .count();
+    assert!(polls >= 4, "{polls} polls");
+}

@@ -208,7 +208,10 @@ impl Ledger {
                     }
                 }
             } else if let Some(e) = slot.and_then(|i| self.entries.get_mut(i)) {
-                let how = if !matches!(a.state, DriftState::InSync | DriftState::Failed) {
+                let how = if !matches!(
+                    a.state,
+                    DriftState::InSync | DriftState::Failed | DriftState::Pending
+                ) {
                     Resolution::Removed
                 } else if corrected.contains(&a.app) {
                     Resolution::Corrected

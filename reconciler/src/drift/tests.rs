@@ -255,6 +255,8 @@ fn every_state_is_told_apart() {
         ("apps/gone.yaml", "cmd: ./gone\n"),
         ("apps/broken.yaml", "cmd: ./x\nmem: lots\n"),
         ("apps/theirs.yaml", "cmd: ./theirs\n"),
+        ("apps/behind.yaml", "cmd: ./behind --v2\n"),
+        ("apps/edited.yaml", "cmd: ./edited --v2\n"),
     ]);
     assert!(r.invalid.contains(&id("/broken")));
     let web = as_served(&r, "/web");
@@ -262,12 +264,33 @@ fn every_state_is_told_apart() {
     theirs["labels"]["baton.dev/owner"] = json!("other-team");
     let mut orphan = web.clone();
     orphan["id"] = json!("/orphan");
+    let mut kept = web.clone();
+    kept["id"] = json!("/kept");
+    kept["labels"]["baton.dev/prune"] = json!("false");
     let stranger = json!({"id": "/stranger", "cmd": "x", "instances": 1});
     let broken_live =
         json!({"id": "/broken", "cmd": "./x", "labels": {"baton.dev/owner": "baton"}});
+    // Served at an older commit: as Baton wrote it then (a deploy not made yet, or lost), and
+    // the same edited by hand since.
+    let old = repo(&[
+        ("apps/behind.yaml", "cmd: ./behind --v1\n"),
+        ("apps/edited.yaml", "cmd: ./edited --v1\n"),
+    ]);
+    let behind = as_served(&old, "/behind");
+    let mut edited = as_served(&old, "/edited");
+    edited["instances"] = json!(4);
     let report = drift(
         &r,
-        &[web, theirs, orphan, stranger, broken_live],
+        &[
+            web,
+            theirs,
+            orphan,
+            kept,
+            stranger,
+            broken_live,
+            behind,
+            edited,
+        ],
         &Attributions::default(),
         T0,
     );
@@ -279,14 +302,26 @@ fn every_state_is_told_apart() {
     assert_eq!(
         states,
         vec![
+            ("/behind", DriftState::Pending),
             ("/broken", DriftState::Invalid),
+            ("/edited", DriftState::Drifted),
             ("/gone", DriftState::Missing),
-            ("/orphan", DriftState::Drifted),
+            ("/kept", DriftState::Drifted),
+            ("/orphan", DriftState::Pending),
             ("/stranger", DriftState::Unmanaged),
             ("/theirs", DriftState::Unmanaged),
             ("/web", DriftState::InSync),
         ]
     );
+    assert!(
+        !get_state(&report, "/behind").disagrees() && !get_state(&report, "/orphan").disagrees(),
+        "a pending deploy is not drift"
+    );
+    assert!(get_state(&report, "/kept")
+        .note
+        .as_deref()
+        .unwrap()
+        .contains("prune: false"));
     let get = |s: &str| report.app(&id(s)).unwrap();
     assert!(
         get("/broken").note.as_deref().unwrap().contains("mem"),
@@ -307,13 +342,27 @@ fn every_state_is_told_apart() {
         report.summary,
         DriftSummary {
             in_sync: 1,
-            drifted: 1,
+            drifted: 2,
+            pending: 2,
             missing: 1,
             unmanaged: 2,
             failed: 0,
             invalid: 1
         }
     );
+    assert!(report.has_drift());
+
+    // The daemon knows which apps it never deployed: missing ones of those are pending creates.
+    let mut report = report;
+    report.mark_never_deployed(|a| a.as_str() == "/gone");
+    assert_eq!(get_state(&report, "/gone").state, DriftState::Missing);
+    report.mark_never_deployed(|_| false);
+    assert_eq!(get_state(&report, "/gone").state, DriftState::Pending);
+    assert_eq!((report.summary.missing, report.summary.pending), (0, 3));
+}
+
+fn get_state<'a>(report: &'a DriftReport, app: &str) -> &'a AppDrift {
+    report.app(&id(app)).unwrap()
 }
 
 #[test]
@@ -551,7 +600,7 @@ fn failed_and_orphaned_apps_are_never_self_healed() {
     );
     assert_eq!(
         report.app(&id("/orphan")).unwrap().state,
-        DriftState::Drifted
+        DriftState::Pending
     );
     assert!(corrections(&report, &Ledger::default(), T0).is_empty());
 }

@@ -77,6 +77,7 @@ fn report() -> DriftReport {
         match a.state {
             DriftState::InSync => summary.in_sync += 1,
             DriftState::Drifted => summary.drifted += 1,
+            DriftState::Pending => summary.pending += 1,
             DriftState::Missing => summary.missing += 1,
             DriftState::Unmanaged => summary.unmanaged += 1,
             DriftState::Failed => summary.failed += 1,

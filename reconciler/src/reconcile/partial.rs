@@ -114,6 +114,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         }
         let now = now_ms();
         let failed = self.failures_of(&ids);
+        let state = &self.state;
         let corrections: BTreeSet<AppId> = self
             .drift
             .observe_apps(
@@ -121,6 +122,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 &live,
                 &ids,
                 failed.iter().map(|(a, e)| (a, e.as_str())),
+                |a| state.deployed(a.as_str()),
                 now,
             )
             .into_iter()
@@ -130,20 +132,33 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             return Ok(Some(self.preempted(clock)));
         }
 
-        // What the full cycle applies at an already synced revision: drift corrections and
-        // retries that are due (neither in manual mode, where a scheduler event never applies).
+        // What the full cycle applies at an already synced revision: drift corrections,
+        // retries that are due and writes the scheduler lost (none in manual mode, where a
+        // scheduler event never applies).
+        let behind = if manual {
+            BTreeSet::new()
+        } else {
+            behind_apps(&repo, &live, &plan, &self.state, &rev, now)
+        };
         let state = &self.state;
         let held_back = retain_changes(&mut plan, |c| {
             let retry_due = (state.apps.get(c.app.as_str()))
                 .and_then(|a| a.failure.as_ref())
                 .is_some_and(|f| f.commit == rev && now >= f.retry_at_ms);
             let correct = corrections.contains(&c.app);
-            !manual && (retry_due || correct) && state.may_apply(c.app.as_str(), &rev, now)
+            let rewrite = behind.contains(&c.app);
+            !manual
+                && (retry_due || correct || rewrite)
+                && state.may_apply(c.app.as_str(), &rev, now)
         });
+        self.rewriting(&plan, &behind, &live, &rev, now);
         let planned_total = plan.summary.create + plan.summary.update;
+        let held_ids: BTreeSet<AppId> = held_back.iter().map(|(id, _)| id.clone()).collect();
         let report = if plan.is_empty() {
             None
         } else {
+            self.publish_status_apps(&repo, &live, &ids, (&plan, None, &held_ids));
+            self.shared.phase("apply");
             let mut options = self.config.apply.clone();
             options.cancel = shutdown.child_token();
             tracing::info!(
@@ -151,8 +166,21 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 update = plan.summary.update,
                 "applying (apps named by scheduler events)"
             );
-            Some(apply::apply(&plan, self.scheduler.as_ref(), &options, &mut |_| {}).await)
+            let shared = self.shared.clone();
+            let mut progress = move |ev: apply::ProgressEvent| shared.apply_progress(&ev);
+            Some(apply::apply(&plan, self.scheduler.as_ref(), &options, &mut progress).await)
         };
+        if let Some(r) = &report {
+            self.done.count(r);
+        }
+        if let Some(lost) = report.as_ref().and_then(|r| r.lost.clone()) {
+            if let Some(r) = &report {
+                self.record_report(r, &rev);
+            }
+            state::save(&self.config.state_dir, &self.state)?;
+            self.publish_status_apps(&repo, &live, &ids, (&plan, report.as_ref(), &held_ids));
+            return Err(CycleError::Lost(lost));
+        }
         let outcome = match &report {
             None => Outcome::Synced,
             Some(r) if r.cancelled => Outcome::Abandoned,
@@ -161,6 +189,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         };
         if let Some(report) = &report {
             self.record_report(report, &rev);
+            self.shared.phase("observe");
             self.observe_after_apply(&repo, report).await;
             let failed: Vec<String> = report.failures().map(|a| a.app.to_string()).collect();
             self.state.push_history(SyncRecord {
@@ -170,6 +199,8 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 commit: Some(rev.clone()),
                 outcome,
                 changes: planned_total,
+                held: self.held_work.0,
+                invalid: self.held_work.1,
                 error: (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", "))),
             });
             state_changed = true;
@@ -177,8 +208,10 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         if state_changed {
             state::save(&self.config.state_dir, &self.state)?;
         }
-        let held_ids: BTreeSet<AppId> = held_back.iter().map(|(id, _)| id.clone()).collect();
         self.publish_status_apps(&repo, &live, &ids, (&plan, report.as_ref(), &held_ids));
+        if report.is_some() {
+            self.done.outcome = outcome_word(outcome);
+        }
         self.announce_cycle(
             &rev,
             outcome,

@@ -72,6 +72,12 @@ struct State {
     subscribers: Vec<mpsc::UnboundedSender<SchedulerEvent>>,
     events_enabled: bool,
     diagnosis: HashMap<String, String>,
+    /// Mirrors [`Fake::freeze`]: no event is published while set.
+    frozen: bool,
+    /// Every call fails at once as unreachable (a scheduler process that died).
+    gone: bool,
+    /// How long each call takes to answer (a network round trip).
+    latency: Duration,
 }
 
 /// The fake scheduler; cheap to clone (clones share state).
@@ -84,6 +90,9 @@ pub struct Fake {
     called: Arc<tokio::sync::Notify>,
     /// `true`: `list_apps` waits (recorded, not answered) until it is `false` again.
     lists_held: Arc<tokio::sync::watch::Sender<bool>>,
+    /// `true`: every call waits (recorded, not answered) and no event is sent, like a scheduler
+    /// that was stopped (SIGSTOP) or a proxy that stopped forwarding.
+    frozen: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Default for Fake {
@@ -104,7 +113,43 @@ impl Fake {
             deploy_time,
             called: Arc::new(tokio::sync::Notify::new()),
             lists_held: Arc::new(tokio::sync::watch::Sender::new(false)),
+            frozen: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// Freeze (`true`) or thaw the whole scheduler: a frozen one records calls but answers
+    /// none until thawed, and its events are lost.
+    pub fn freeze(&self, frozen: bool) {
+        self.lock().frozen = frozen;
+        self.frozen.send_replace(frozen);
+    }
+
+    /// Make every call fail at once as unreachable (`true`), like a scheduler whose process
+    /// died; no event is sent meanwhile.
+    pub fn set_gone(&self, gone: bool) {
+        self.lock().gone = gone;
+    }
+
+    /// Every call takes `latency` to answer from now on.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// Wait while frozen, and the call's latency; then the error of a gone scheduler, if it is.
+    async fn thawed(&self) -> Result<(), SchedulerError> {
+        let mut frozen = self.frozen.subscribe();
+        let _ = frozen.wait_for(|f| !f).await;
+        let latency = self.lock().latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        if self.lock().gone {
+            return Err(SchedulerError::Unreachable {
+                url: "fake:".into(),
+                reason: "connection refused".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Record a call and wake whoever waits for calls.
@@ -329,6 +374,9 @@ fn next_id(s: &mut State) -> String {
 }
 
 fn publish(s: &mut State, ev: SchedulerEvent) {
+    if s.frozen || s.gone {
+        return;
+    }
     s.subscribers.retain(|tx| tx.send(ev.clone()).is_ok());
 }
 
@@ -359,18 +407,23 @@ impl Scheduler for Fake {
             let mut s = self.lock();
             self.record(&mut s, Call::ListApps);
         }
+        self.thawed().await?;
         let mut held = self.lists_held.subscribe();
         let _ = held.wait_for(|h| !h).await;
         Ok(self.lock().apps.values().cloned().collect())
     }
 
     async fn get_app(&self, id: &AppId) -> Result<Option<Value>, SchedulerError> {
-        let mut s = self.lock();
-        self.record(&mut s, Call::GetApp(id.as_str().into()));
-        Ok(s.apps.get(id.as_str()).cloned())
+        {
+            let mut s = self.lock();
+            self.record(&mut s, Call::GetApp(id.as_str().into()));
+        }
+        self.thawed().await?;
+        Ok(self.lock().apps.get(id.as_str()).cloned())
     }
 
     async fn put_app(&self, id: &AppId, body: &Value) -> Result<Written, SchedulerError> {
+        self.thawed().await?;
         self.write(
             Call::PutApp(id.as_str().into()),
             id.as_str(),
@@ -380,6 +433,7 @@ impl Scheduler for Fake {
     }
 
     async fn delete_app(&self, id: &AppId, force: bool) -> Result<Written, SchedulerError> {
+        self.thawed().await?;
         self.write(
             Call::DeleteApp {
                 id: id.as_str().into(),
@@ -392,8 +446,12 @@ impl Scheduler for Fake {
     }
 
     async fn deployments(&self) -> Result<Vec<Deployment>, SchedulerError> {
-        let mut s = self.lock();
-        self.record(&mut s, Call::Deployments);
+        {
+            let mut s = self.lock();
+            self.record(&mut s, Call::Deployments);
+        }
+        self.thawed().await?;
+        let s = self.lock();
         Ok(s.deployments
             .iter()
             .map(|d| Deployment {
@@ -404,6 +462,7 @@ impl Scheduler for Fake {
     }
 
     async fn rollback(&self, deployment_id: &str) -> Result<Written, SchedulerError> {
+        self.thawed().await?;
         let written = {
             let mut s = self.lock();
             self.record(&mut s, Call::Rollback(deployment_id.into()));
@@ -443,12 +502,16 @@ impl Scheduler for Fake {
     }
 
     async fn diagnose(&self, id: &AppId) -> Option<String> {
-        let mut s = self.lock();
-        self.record(&mut s, Call::Diagnose(id.as_str().into()));
-        s.diagnosis.get(id.as_str()).cloned()
+        {
+            let mut s = self.lock();
+            self.record(&mut s, Call::Diagnose(id.as_str().into()));
+        }
+        self.thawed().await.ok()?;
+        self.lock().diagnosis.get(id.as_str()).cloned()
     }
 
     async fn events(&self) -> Result<EventStream, SchedulerError> {
+        self.thawed().await?;
         let mut s = self.lock();
         self.record(&mut s, Call::Events);
         if !s.events_enabled {
