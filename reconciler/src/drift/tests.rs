@@ -564,13 +564,14 @@ fn orphans_say_what_ownership_settings_do_with_them() {
     };
 
     let report = orphans(&files("defaults: {labels: {team: shop}}\n"));
+    // Git dropped it and nobody changed it: a deletion due or held is pending, not drift.
     let (state, text) = note(&report, "/shop/stale");
-    assert_eq!(state, DriftState::Drifted);
+    assert_eq!(state, DriftState::Pending);
     assert!(text.contains("kept: no `owner:` in baton.yaml"), "{text}");
 
     let report = orphans(&files("owner: shop\nidPrefixes: [/shop]\n"));
     let (state, text) = note(&report, "/shop/stale");
-    assert_eq!(state, DriftState::Drifted);
+    assert_eq!(state, DriftState::Pending);
     assert!(text.contains("the next sync deletes it"), "{text}");
     let (state, text) = note(&report, "/legacy/batch");
     assert_eq!(
