@@ -222,3 +222,164 @@ async fn failing_writes_change_nothing_and_the_next_run_converges() {
     assert_eq!(sched.app("/a").await.unwrap()["cmd"], "exec sleep 2000");
     sched.stop().await;
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(["-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `apps/a.yaml` running `exec sleep <secs>`, committed: the commit id.
+fn commit_app(work: &std::path::Path, secs: u32) -> String {
+    std::fs::create_dir_all(work.join("apps")).unwrap();
+    std::fs::write(
+        work.join("apps/a.yaml"),
+        format!("cmd: exec sleep {secs}\ncpus: 0.01\nmem: 8\n"),
+    )
+    .unwrap();
+    git(work, &["add", "-A"]);
+    git(work, &["commit", "-qm", &format!("sleep {secs}")]);
+    git(work, &["rev-parse", "HEAD"]).unwrap()
+}
+
+/// Each pack file of the cache at `cache` (`.pack` and, with `indices`, `.idx`) passed to `harm`.
+fn harm_packs(cache: &std::path::Path, indices: bool, harm: impl Fn(&std::path::Path)) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(cache.join("objects/pack")).unwrap() {
+        let path = entry.unwrap().path();
+        let ext = path.extension().and_then(|e| e.to_str());
+        if ext == Some("pack") || (indices && ext == Some("idx")) {
+            harm(&path);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// `baton serve` following the git repo at `work`, polling only hourly (cycles come from
+/// `POST /api/sync`).
+async fn start_serve(
+    work: &std::path::Path,
+    state: &std::path::Path,
+    marathon: &str,
+) -> baton_e2e::process::Daemon {
+    let mut cmd = std::process::Command::new(baton_e2e::devsched::baton_bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--poll-interval", "1h"])
+        .args(["--marathon", marathon, "--repo"])
+        .arg(work)
+        .arg("--state-dir")
+        .arg(state)
+        .env("BATON_WEBHOOK_SECRET", "e2e")
+        .env("BATON_LOG", "info");
+    baton_e2e::process::Daemon::start(cmd, "addr=").await
+}
+
+/// Ask for a cycle and wait (up to 90 s) until `commit` is synced; fails at once, with the
+/// exit status and log, should the daemon die on the way.
+async fn sync_until(daemon: &mut baton_e2e::process::Daemon, commit: &str) {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let mut asked = false;
+    loop {
+        daemon.assert_running(&format!("syncing {commit}"));
+        if !asked {
+            asked = http
+                .post(format!("{}/api/sync", daemon.url()))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 202);
+        }
+        let status: Option<serde_json::Value> = match http
+            .get(format!("{}/api/status", daemon.url()))
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        if status.is_some_and(|s| s["lastSynced"] == commit) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{commit} not synced:\n{}",
+            daemon.log().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 12, item 6: the git cache damaged under a running `baton serve` (every pack cut to
+/// nothing: it used to die of SIGBUS, exit 135) and before a restart (packs and indices full of
+/// random bytes: every cycle failed or panicked for good). Each time the daemon stays up, says
+/// so in its log, sets the cache aside as `<cache>.damaged`, fetches afresh and deploys the
+/// commit pushed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_git_cache_is_set_aside_and_fetched_afresh_by_the_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    if git(&work, &["init", "-q", "-b", "main"]).is_none() {
+        assert!(std::env::var_os("CI").is_none(), "git is required in CI");
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    std::fs::write(work.join("baton.yaml"), "owner: e2e\n").unwrap();
+    let c1 = commit_app(&work, 1000);
+    let sched = DevScheduler::start().await;
+    let state = tmp.path().join("state");
+    let cache = state.join("git-cache");
+    let aside = state.join("git-cache.damaged");
+    let damaged_lines = |d: &baton_e2e::process::Daemon| {
+        d.log()
+            .iter()
+            .filter(|l| l.contains("WARN") && l.contains("the git cache is damaged"))
+            .count()
+    };
+
+    let mut serve = start_serve(&work, &state, &sched.url).await;
+    sync_until(&mut serve, &c1).await;
+
+    // Under the running daemon: every pack emptied, then a push.
+    let n = harm_packs(&cache, false, |p| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .and_then(|f| f.set_len(0))
+            .unwrap()
+    });
+    assert!(n > 0);
+    let c2 = commit_app(&work, 2000);
+    sync_until(&mut serve, &c2).await;
+    assert!(aside.join("HEAD").exists(), "set aside, not deleted");
+    assert_eq!(damaged_lines(&serve), 1, "{:#?}", serve.log());
+    assert_eq!(sched.app("/a").await.unwrap()["cmd"], "exec sleep 2000");
+    assert!(serve.stop().await.success());
+
+    // Before a restart: packs and indices overwritten with random bytes of their size.
+    harm_packs(&cache, true, |p| {
+        let len = std::fs::metadata(p).unwrap().len() as usize;
+        std::fs::write(
+            p,
+            (0..len).map(|_| rand::random::<u8>()).collect::<Vec<_>>(),
+        )
+        .unwrap()
+    });
+    let c3 = commit_app(&work, 3000);
+    let mut serve = start_serve(&work, &state, &sched.url).await;
+    sync_until(&mut serve, &c3).await;
+    assert_eq!(damaged_lines(&serve), 1, "{:#?}", serve.log());
+    assert_eq!(sched.app("/a").await.unwrap()["cmd"], "exec sleep 3000");
+    assert!(serve.stop().await.success());
+    sched.stop().await;
+}

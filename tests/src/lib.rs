@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod devsched;
 pub mod githttp;
+pub mod process;
 
 /// The body of `GET url` as text (a daemon's `/metrics`, a page). Panics when the request fails:
 /// every caller expects the server to be up.
