@@ -22,6 +22,7 @@
 //! - [`vault_admin`]: the reconciler's Vault client (policies, roles, wrapped secret ids).
 //! - [`secrets`]: Vault policy, AppRole role and bootstrap env per app, and the Vault plan (pure).
 //! - [`userinfo`]: credentials written into URLs, taken out so that URLs can be shown.
+//! - [`listen`]: how the HTTP servers accept and hold connections (timeouts, connection caps).
 
 pub mod apply;
 pub mod attribution_feed;
@@ -35,6 +36,7 @@ pub mod drift_keeper;
 pub mod drift_report;
 pub mod gatekeeper;
 pub mod hooks;
+pub mod listen;
 pub mod metrics;
 pub mod notifications;
 pub mod ownership;
