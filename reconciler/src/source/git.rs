@@ -209,7 +209,8 @@ impl GitSource {
         }
     }
 
-    /// Run `step`, turning a panic inside it (gix indexing past the end of a damaged file) into
+    /// Run `step`, turning a panic inside it (gix indexing past the end of a damaged file; any
+    /// other panic while reading is taken the same way, so the process stays up) into
     /// [`SourceError::Corrupt`]. Whatever `step` left half done is dropped by the
     /// [`renew_cache`](Self::renew_cache) that follows a `Corrupt`.
     fn guarded<T>(
@@ -224,7 +225,10 @@ impl GitSource {
                     .unwrap_or("no message");
                 Err(SourceError::Corrupt {
                     url: self.shown_url.clone(),
-                    reason: format!("reading it made gix panic: {message}"),
+                    reason: scrub(
+                        format!("reading it panicked: {message}"),
+                        self.config.auth.as_ref(),
+                    ),
                 })
             }
         }
