@@ -23,6 +23,7 @@
 //! - [`secrets`]: Vault policy, AppRole role and bootstrap env per app, and the Vault plan (pure).
 //! - [`userinfo`]: credentials written into URLs, taken out so that URLs can be shown.
 //! - [`state_dir`]: `serve`'s state directory: private (0700), files replaced atomically (0600).
+//! - [`listen`]: how the HTTP servers accept and hold connections (timeouts, connection caps).
 
 pub mod apply;
 pub mod attribution_feed;
@@ -36,6 +37,7 @@ pub mod drift_keeper;
 pub mod drift_report;
 pub mod gatekeeper;
 pub mod hooks;
+pub mod listen;
 pub mod metrics;
 pub mod notifications;
 pub mod ownership;

@@ -245,7 +245,18 @@ fn start_with<Src: SpecSource>(
         )));
         routes = routes.merge(gate.routes());
     }
-    let http = tracker.spawn(server::run_router(listener, routes, http_stop));
+    let connections = Arc::new(crate::listen::Stats::default());
+    let c = connections.clone();
+    (shared.dashboard).add_metrics_source(crate::dashboard::MetricsSource(Arc::new(move || {
+        c.prometheus()
+    })));
+    let http = tracker.spawn(server::run_router(
+        listener,
+        routes,
+        server::limits(),
+        connections,
+        http_stop,
+    ));
     tracker.spawn(reconcile::watch_scheduler_events(
         marathon,
         shared.clone(),

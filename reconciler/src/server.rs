@@ -97,29 +97,24 @@ pub fn router(state: AppState) -> Router {
         .merge(dashboard)
 }
 
-/// Serve on `listener` until `shutdown` is cancelled (in-flight requests finish).
-pub async fn run(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    run_router(listener, router(state), shutdown).await
+/// The connection limits of `baton serve`'s listener: from the open-files limit, and bodies up
+/// to the largest route limit (the webhooks').
+pub fn limits() -> crate::listen::Limits {
+    crate::listen::Limits::from_rlimit(hooks::MAX_BODY_BYTES)
 }
 
 /// Serve `app` (the routes, plus any merged in such as the secret-zero gatekeeper) until
-/// `shutdown`, with the peer address available (`ConnectInfo<SocketAddr>`: the gatekeeper's host
-/// check needs it).
+/// `shutdown` within `limits` ([`crate::listen`]: header and body timeouts, connection caps,
+/// counted in `stats`), with the peer address available (`ConnectInfo<SocketAddr>`: the
+/// gatekeeper's host check needs it).
 pub async fn run_router(
     listener: tokio::net::TcpListener,
     app: Router,
+    limits: crate::listen::Limits,
+    stats: Arc<crate::listen::Stats>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    crate::listen::serve(listener, app, limits, stats, shutdown).await
 }
 
 async fn hook(

@@ -1,5 +1,6 @@
 //! Apply when the scheduler misbehaves: unreachable, answering 500, or too slow. Each gives a
 //! clear error, deletes nothing, and the next run against a healthy scheduler converges.
+//! The daemon under faults of its own: a damaged git cache, a flood of slow connections.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -344,4 +345,390 @@ async fn a_scheduler_that_freezes_mid_sync_fails_the_cycle_visibly_then_recovers
         .await;
     assert_eq!(d.stop().await, Some(0));
     sched.stop().await;
+}
+fn git(dir: &std::path::Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(["-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `apps/a.yaml` running `exec sleep <secs>`, committed: the commit id.
+fn commit_app(work: &std::path::Path, secs: u32) -> String {
+    std::fs::create_dir_all(work.join("apps")).unwrap();
+    std::fs::write(
+        work.join("apps/a.yaml"),
+        format!("cmd: exec sleep {secs}\ncpus: 0.01\nmem: 8\n"),
+    )
+    .unwrap();
+    git(work, &["add", "-A"]);
+    git(work, &["commit", "-qm", &format!("sleep {secs}")]);
+    git(work, &["rev-parse", "HEAD"]).unwrap()
+}
+
+/// Each pack file of the cache at `cache` (`.pack` and, with `indices`, `.idx`) passed to `harm`.
+fn harm_packs(cache: &std::path::Path, indices: bool, harm: impl Fn(&std::path::Path)) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(cache.join("objects/pack")).unwrap() {
+        let path = entry.unwrap().path();
+        let ext = path.extension().and_then(|e| e.to_str());
+        if ext == Some("pack") || (indices && ext == Some("idx")) {
+            harm(&path);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// `baton serve` following the git repo at `work`, polling only hourly (cycles come from
+/// `POST /api/sync`).
+async fn start_serve(
+    work: &std::path::Path,
+    state: &std::path::Path,
+    marathon: &str,
+) -> baton_e2e::process::Daemon {
+    let mut cmd = std::process::Command::new(baton_e2e::devsched::baton_bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--poll-interval", "1h"])
+        .args(["--marathon", marathon, "--repo"])
+        .arg(work)
+        .arg("--state-dir")
+        .arg(state)
+        .env("BATON_WEBHOOK_SECRET", "e2e")
+        .env("BATON_LOG", "info");
+    baton_e2e::process::Daemon::start(cmd, "addr=").await
+}
+
+/// Ask for a cycle and wait (up to 90 s) until `commit` is synced; fails at once, with the
+/// exit status and log, should the daemon die on the way.
+async fn sync_until(daemon: &mut baton_e2e::process::Daemon, commit: &str) {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let mut asked = false;
+    loop {
+        daemon.assert_running(&format!("syncing {commit}"));
+        if !asked {
+            asked = http
+                .post(format!("{}/api/sync", daemon.url()))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 202);
+        }
+        let status: Option<serde_json::Value> = match http
+            .get(format!("{}/api/status", daemon.url()))
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        if status.is_some_and(|s| s["lastSynced"] == commit) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{commit} not synced:\n{}",
+            daemon.log().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 12, item 6: the git cache damaged under a running `baton serve` (every pack cut to
+/// nothing: it used to die of SIGBUS, exit 135) and before a restart (packs and indices full of
+/// random bytes: every cycle failed or panicked for good). Each time the daemon stays up, says
+/// so in its log, sets the cache aside as `<cache>.damaged`, fetches afresh and deploys the
+/// commit pushed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_git_cache_is_set_aside_and_fetched_afresh_by_the_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    if git(&work, &["init", "-q", "-b", "main"]).is_none() {
+        assert!(std::env::var_os("CI").is_none(), "git is required in CI");
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    std::fs::write(work.join("baton.yaml"), "owner: e2e\n").unwrap();
+    let c1 = commit_app(&work, 1000);
+    let sched = DevScheduler::start().await;
+    let state = tmp.path().join("state");
+    let cache = state.join("git-cache");
+    let aside = state.join("git-cache.damaged");
+    let damaged_lines = |d: &baton_e2e::process::Daemon| {
+        d.log()
+            .iter()
+            .filter(|l| l.contains("WARN") && l.contains("the git cache is damaged"))
+            .count()
+    };
+
+    let mut serve = start_serve(&work, &state, &sched.url).await;
+    sync_until(&mut serve, &c1).await;
+
+    // Under the running daemon: every pack emptied, then a push.
+    let n = harm_packs(&cache, false, |p| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .and_then(|f| f.set_len(0))
+            .unwrap()
+    });
+    assert!(n > 0);
+    let c2 = commit_app(&work, 2000);
+    sync_until(&mut serve, &c2).await;
+    assert!(aside.join("HEAD").exists(), "set aside, not deleted");
+    assert_eq!(damaged_lines(&serve), 1, "{:#?}", serve.log());
+    assert_eq!(sched.app("/a").await.unwrap()["cmd"], "exec sleep 2000");
+    assert!(serve.stop().await.success());
+
+    // Before a restart: packs and indices overwritten with random bytes of their size.
+    harm_packs(&cache, true, |p| {
+        let len = std::fs::metadata(p).unwrap().len() as usize;
+        std::fs::write(
+            p,
+            (0..len).map(|_| rand::random::<u8>()).collect::<Vec<_>>(),
+        )
+        .unwrap()
+    });
+    let c3 = commit_app(&work, 3000);
+    let mut serve = start_serve(&work, &state, &sched.url).await;
+    sync_until(&mut serve, &c3).await;
+    assert_eq!(damaged_lines(&serve), 1, "{:#?}", serve.log());
+    assert_eq!(sched.app("/a").await.unwrap()["cmd"], "exec sleep 3000");
+    assert!(serve.stop().await.success());
+    sched.stop().await;
+}
+
+/// Header timeout of Baton's HTTP servers.
+const HEADER_TIMEOUT: Duration = baton::listen::HEADER_TIMEOUT;
+
+/// The open-files limit the servers under test run with (`ulimit -n`).
+const OPEN_FILES: u64 = 256;
+
+/// Slow connections per flood: far more than the servers' open-files limit.
+const FLOOD: usize = 2000;
+
+/// Raise this test process's own open-files limit to its hard limit (it holds a whole flood):
+/// how many connections it can open, at most [`FLOOD`].
+fn raise_own_open_files_limit() -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    }
+    let room = usize::try_from(hard)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(200);
+    if room < FLOOD {
+        eprintln!("open-files hard limit {hard}: a flood of {room} connections instead of {FLOOD}");
+    }
+    room.min(FLOOD)
+}
+
+/// `command` run by `sh` under an open-files limit of [`OPEN_FILES`].
+fn under_open_files_limit(command: &[&str]) -> std::process::Command {
+    let mut sh = std::process::Command::new("sh");
+    sh.arg("-c")
+        .arg(format!("ulimit -n {OPEN_FILES} && exec \"$0\" \"$@\""))
+        .arg(baton_e2e::devsched::baton_bin())
+        .args(command);
+    sh
+}
+
+/// Up to `n` connections from 127.0.0.1 to `addr`, each sending half a request line (as a
+/// slowloris does), opened as fast as the server takes them (those it closes at once are kept
+/// too). Stops early when a connection cannot even be opened within 10 s (a server that no
+/// longer accepts: the kernel's queue is full).
+async fn slow_connections(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let connect = tokio::time::timeout(Duration::from_secs(10), socket.connect(addr));
+        match connect.await {
+            Ok(Ok(mut stream)) => {
+                let _ = stream.write_all(b"GET /healthz HT").await;
+                held.push(stream);
+            }
+            // Closed by the server before the handshake finished: refused, as intended.
+            Ok(Err(_)) => continue,
+            Err(_) => break,
+        }
+    }
+    held
+}
+
+/// Wait until the server has closed every stream (end of stream or a reset), at most until
+/// `deadline`: how many are still open then.
+async fn still_open_at(
+    streams: Vec<tokio::net::TcpStream>,
+    deadline: tokio::time::Instant,
+) -> usize {
+    use tokio::io::AsyncReadExt;
+    let waits = streams.into_iter().map(|mut s| async move {
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout_at(deadline, async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        });
+        closed.await.is_err()
+    });
+    let open = futures::future::join_all(waits).await;
+    open.into_iter().filter(|o| *o).count()
+}
+
+/// A client from 127.0.0.2: another source than the flood's.
+fn second_source() -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Flood `daemon` with slow connections from 127.0.0.1; meanwhile `answers` (requests from
+/// 127.0.0.2) must get an HTTP answer each; then every slow connection must be closed within
+/// the header timeout (a generous margin on top for a loaded machine). Returns the answers.
+async fn under_flood(
+    daemon: &mut baton_e2e::process::Daemon,
+    flood: usize,
+    answers: Vec<reqwest::RequestBuilder>,
+) -> Vec<(u16, String)> {
+    let started = tokio::time::Instant::now();
+    let slow = slow_connections(&daemon.addr, flood).await;
+    let opened = tokio::time::Instant::now();
+    let mut got = Vec::new();
+    for request in answers {
+        let asked = std::time::Instant::now();
+        let response = request.send().await.unwrap_or_else(|e| {
+            panic!(
+                "no answer while flooded ({:?} after the flood began): {e}\n{}",
+                started.elapsed(),
+                daemon.log().join("\n")
+            )
+        });
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        assert!(asked.elapsed() < Duration::from_secs(10));
+        got.push((status, body));
+    }
+    daemon.assert_running("under the flood");
+    assert!(
+        slow.len() >= flood * 9 / 10,
+        "only {} of {flood} slow connections could be opened",
+        slow.len()
+    );
+    // Those accepted are closed by the header timeout, counted from when they were opened.
+    let open = still_open_at(slow, opened + HEADER_TIMEOUT + Duration::from_secs(20)).await;
+    assert_eq!(open, 0, "slow connections still open");
+    got
+}
+
+/// Issue 12, item 7: `baton serve` with an open-files limit of 256 under 2,000 connections that
+/// send half a request line (it used to keep them all for 60 s and stop answering: "Too many
+/// open files"). From another address, `/healthz`, a webhook and the gatekeeper answer at once;
+/// every slow connection is closed within the header timeout; refusals are logged and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_keeps_answering_under_a_flood_of_slow_connections() {
+    let flood = raise_own_open_files_limit();
+    let vault = vault_stub::spawn(vault_stub::StubConfig::default())
+        .await
+        .unwrap();
+    let sched = DevScheduler::start().await;
+    let repo = TempRepo::new("owner: e2e\n");
+    let state = tempfile::tempdir().unwrap();
+    let mut cmd = under_open_files_limit(&["serve", "--listen", "127.0.0.1:0"]);
+    cmd.args(["--marathon", &sched.url, "--vault-addr", &vault.url()])
+        .arg("--repo")
+        .arg(repo.path())
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("BATON_WEBHOOK_SECRET", "e2e-secret")
+        .env("BATON_VAULT_TOKEN", vault.root_token())
+        .env("BATON_LOG", "info");
+    let mut serve = baton_e2e::process::Daemon::start(cmd, "addr=").await;
+    let url = serve.url();
+    let http = second_source();
+
+    let push = br#"{"ref":"refs/heads/main","after":"0123456789abcdef0123456789abcdef01234567"}"#;
+    let answers = vec![
+        http.get(format!("{url}/healthz")),
+        http.post(format!("{url}/hooks/github"))
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", "flood-1")
+            .header(
+                "X-Hub-Signature-256",
+                baton::hooks::sign_sha256(b"e2e-secret", push),
+            )
+            .body(push.to_vec()),
+        http.post(format!("{url}/v1/secret-zero"))
+            .json(&serde_json::json!({"task_id": "made-up.task", "app_id": "/web"})),
+    ];
+    let got = under_flood(&mut serve, flood, answers).await;
+    assert_eq!(got[0], (200, "ok".to_string()), "healthz");
+    assert_eq!(got[1].0, 202, "webhook accepted: {}", got[1].1);
+    // The gatekeeper's own answer (it knows no such task), not a missing route.
+    assert_ne!(got[2].0, 404, "{:?}", got[2]);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&got[2].1).is_ok(),
+        "{:?}",
+        got[2]
+    );
+
+    let metrics = http.get(format!("{url}/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let value = |line: &str| -> u64 {
+        let found = metrics.lines().find_map(|l| l.strip_prefix(line));
+        found
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{line}\n{metrics}"))
+    };
+    // The limits follow the open-files limit: 256 - 64 kept for the process; an eighth per client.
+    assert_eq!(value("baton_http_connections_max{scope=\"server\"}"), 192);
+    assert_eq!(value("baton_http_connections_max{scope=\"client\"}"), 24);
+    let refused = value("baton_http_connections_refused_total{reason=\"client_full\"}");
+    assert!(
+        refused as usize >= flood - 24,
+        "refused {refused} of {flood}"
+    );
+    assert!(value("baton_http_timeouts_total{phase=\"headers\"}") >= 1);
+    let log = serve.log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("WARN") && l.contains("connection refused")),
+        "{log:#?}"
+    );
+    assert!(serve.stop().await.success());
+    sched.stop().await;
+}
+
+/// The dev scheduler's server under the same flood: its API keeps answering another address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_scheduler_keeps_answering_under_a_flood_of_slow_connections() {
+    let flood = raise_own_open_files_limit();
+    let state = tempfile::tempdir().unwrap();
+    let mut cmd = under_open_files_limit(&["dev-scheduler", "--listen", "127.0.0.1:0"]);
+    cmd.arg("--state-dir")
+        .arg(state.path())
+        .env("BATON_LOG", "info");
+    let mut sched = baton_e2e::process::Daemon::start(cmd, "listening on http://").await;
+    let http = second_source();
+    let apps = http.get(format!("{}/v2/apps", sched.url()));
+    let got = under_flood(&mut sched, flood, vec![apps]).await;
+    assert_eq!(got[0].0, 200, "{:?}", got[0]);
+    assert!(sched.stop().await.success());
 }

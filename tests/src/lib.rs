@@ -9,6 +9,7 @@ pub mod devsched;
 pub mod freeze;
 pub mod githttp;
 pub mod openbao;
+pub mod process;
 
 /// The body of `GET url` as text (a daemon's `/metrics`, a page). Panics when the request fails:
 /// every caller expects the server to be up.

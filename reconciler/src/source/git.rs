@@ -8,9 +8,15 @@
 //!   reloads everything.
 //! - Every failure is a [`SourceError`]; the caller keeps its last good state. A force-push is
 //!   followed (the branch is the truth) and logged as a warning.
+//! - A damaged cache is set aside (`<cache>.damaged`) and fetched afresh: pack files failing
+//!   [`integrity`]'s checks, a followed ref whose commit cannot be read, a fetched tip that is
+//!   not there, a read error, or a panic inside gix (caught at this boundary). gix reads pack
+//!   files into memory rather than mapping them (`third_party/gix-pack`), so a file cut short
+//!   under a running daemon is an error here, never a SIGBUS.
 //!
 //! Blocking: call from `spawn_blocking`.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -116,6 +122,15 @@ pub struct GitSource {
     interrupt: Arc<AtomicBool>,
     /// Commit and spec files added/modified by the last incremental load (None: full load).
     changed: Option<(String, Vec<PathBuf>)>,
+    /// The pack files as last checked ([`integrity`]); empty until the first fetch.
+    seal: integrity::Seal,
+    /// The followed refs' commits were read back since the cache was opened or changed.
+    refs_checked: bool,
+    /// Whether [`verify`](Self::verify) checks anything: off only in tests that show the panic
+    /// guard holds on its own.
+    checks: bool,
+    /// Why the cache was last set aside (for tests and their messages).
+    last_damage: Option<String>,
 }
 
 impl std::fmt::Debug for GitSource {
@@ -159,6 +174,10 @@ impl GitSource {
             cache: Incremental::default(),
             interrupt: Arc::new(AtomicBool::new(false)),
             changed: None,
+            seal: integrity::Seal::default(),
+            refs_checked: false,
+            checks: true,
+            last_damage: None,
         })
     }
 
@@ -179,31 +198,139 @@ impl GitSource {
 
     /// Ask the remote where the followed ref points and fetch only if the cache lacks that
     /// commit. A missing ref (deleted branch) is [`SourceError::RefNotFound`]. A damaged cache
-    /// (a truncated pack, a missing object) is set aside and fetched afresh, once.
+    /// (see the module doc) is set aside and fetched afresh, once per call.
     pub fn fetch(&mut self) -> Result<Fetched, SourceError> {
-        match self.fetch_once() {
+        match self.guarded(Self::fetch_checked) {
             Err(e @ SourceError::Corrupt { .. }) => {
-                tracing::warn!(error = %e, "the git cache is damaged: fetching into a fresh one");
-                self.renew_cache()?;
-                self.fetch_once()
+                self.renew_cache(&e)?;
+                self.guarded(Self::fetch_checked)
             }
             r => r,
         }
     }
 
-    /// Move the cache aside (to `<cache>.damaged`, replacing an older one) and start an empty
-    /// one: the next fetch receives everything again. Never deletes what it did not create.
-    fn renew_cache(&mut self) -> Result<(), SourceError> {
+    /// Run `step`, turning a panic inside it (gix indexing past the end of a damaged file; any
+    /// other panic while reading is taken the same way, so the process stays up) into
+    /// [`SourceError::Corrupt`]. Whatever `step` left half done is dropped by the
+    /// [`renew_cache`](Self::renew_cache) that follows a `Corrupt`.
+    fn guarded<T>(
+        &mut self,
+        step: impl FnOnce(&mut Self) -> Result<T, SourceError>,
+    ) -> Result<T, SourceError> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| step(self))) {
+            Ok(result) => result,
+            Err(panic) => {
+                let message = (panic.downcast_ref::<&str>().copied())
+                    .or(panic.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("no message");
+                Err(SourceError::Corrupt {
+                    url: self.shown_url.clone(),
+                    reason: scrub(
+                        format!("reading it panicked: {message}"),
+                        self.config.auth.as_ref(),
+                    ),
+                })
+            }
+        }
+    }
+
+    /// [`fetch_once`](Self::fetch_once) between checks of the cache: before (what changed on disk
+    /// since the last check, and the followed refs once), after a received pack (the new pack),
+    /// and after a failed transfer (everything: receiving reads local commits, so damage the
+    /// checks missed can be why it failed).
+    fn fetch_checked(&mut self) -> Result<Fetched, SourceError> {
+        self.verify()?;
+        match self.fetch_once() {
+            Ok(fetched) => {
+                if fetched.received {
+                    self.verify()?;
+                }
+                Ok(fetched)
+            }
+            Err(SourceError::Fetch { url, reason }) => {
+                self.seal = integrity::Seal::default();
+                self.refs_checked = false;
+                match self.verify() {
+                    Err(SourceError::Corrupt {
+                        url,
+                        reason: damage,
+                    }) => Err(SourceError::Corrupt {
+                        url,
+                        reason: format!("{damage} (the fetch had failed: {reason})"),
+                    }),
+                    Err(e) => Err(e),
+                    Ok(()) => Err(SourceError::Fetch { url, reason }),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Check the pack files that changed since the last check (all of them the first time),
+    /// and read back the followed refs' commits when the cache is new to this process or was
+    /// changed by someone else. Damage is [`SourceError::Corrupt`].
+    fn verify(&mut self) -> Result<(), SourceError> {
+        if !self.checks {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let corrupt = |reason: String| SourceError::Corrupt {
+            url: self.shown_url.clone(),
+            reason,
+        };
+        let checked = integrity::check(&self.config.cache_dir, &self.seal)
+            .map_err(|damage| corrupt(damage.to_string()))?;
+        if !checked.altered.is_empty() {
+            let files: Vec<_> = checked
+                .altered
+                .iter()
+                .map(|f| f.to_string_lossy())
+                .collect();
+            tracing::warn!(
+                files = %files.join(", "),
+                "pack files of the git cache changed or went away under Baton; reopening it"
+            );
+            self.repo = open_cache(&self.config.cache_dir)?;
+            self.reader = None;
+            self.packs_since_open = 0;
+            self.refs_checked = false;
+        }
+        if checked.bytes_read > 0 {
+            tracing::debug!(
+                files = checked.seal.len(),
+                added = checked.added,
+                bytes = checked.bytes_read,
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "git cache: pack files checked"
+            );
+        }
+        self.seal = checked.seal;
+        if !self.refs_checked {
+            check_refs(&self.repo.to_thread_local()).map_err(corrupt)?;
+            self.refs_checked = true;
+        }
+        Ok(())
+    }
+
+    /// Move the damaged cache aside (to `<cache>.damaged`, replacing an older one) and start an
+    /// empty one: the next fetch receives everything again. Never deletes what it did not
+    /// create; logs why and where the old cache went.
+    fn renew_cache(&mut self, why: &SourceError) -> Result<(), SourceError> {
         let dir = &self.config.cache_dir;
         let aside = dir.with_extension("damaged");
         let err = |reason: String| SourceError::Cache {
             path: dir.clone(),
             reason,
         };
-        if aside.join("HEAD").exists() {
-            std::fs::remove_dir_all(&aside).map_err(|e| err(e.to_string()))?;
+        if dir.exists() {
+            if aside.join("HEAD").exists() {
+                std::fs::remove_dir_all(&aside).map_err(|e| err(e.to_string()))?;
+            }
+            std::fs::rename(dir, &aside).map_err(|e| err(format!("cannot move it aside: {e}")))?;
+            tracing::warn!(error = %why, moved_to = %aside.display(), "the git cache is damaged: set aside, fetching afresh");
+        } else {
+            tracing::warn!(error = %why, path = %dir.display(), "the git cache is gone: fetching afresh");
         }
-        std::fs::rename(dir, &aside).map_err(|e| err(format!("cannot move it aside: {e}")))?;
         self.repo = open_cache(dir)?;
         self.reader = None;
         self.packs_since_open = 0;
@@ -211,6 +338,9 @@ impl GitSource {
         self.loaded = None;
         self.cache = Incremental::default();
         self.changed = None;
+        self.seal = integrity::Seal::default();
+        self.refs_checked = false;
+        self.last_damage = Some(why.to_string());
         Ok(())
     }
 
@@ -260,6 +390,9 @@ impl GitSource {
                 self.loaded = None;
                 self.cache = Incremental::default();
                 self.changed = None;
+                // Other files now: checked (fully) before the next read.
+                self.seal = integrity::Seal::default();
+                self.refs_checked = false;
             }
             Err(e) => {
                 tracing::warn!(packs, error = %e, "cannot rebuild the git cache; keeping it");
@@ -384,9 +517,11 @@ impl GitSource {
         );
         let repo = self.repo.to_thread_local();
         if !repo.has_object(tip) {
-            return Err(SourceError::RefNotFound {
+            // The remote was asked for `tip` and the transfer succeeded: it sent nothing because
+            // our refs said we had it. They point at objects the cache lost.
+            return Err(SourceError::Corrupt {
                 url,
-                reference: self.config.reference.clone(),
+                reason: format!("the fetched commit {tip} is not in it"),
             });
         }
         self.fetched(&repo, tip, true)
@@ -425,10 +560,9 @@ impl GitSource {
     /// changed since the previous load. A damaged cache is renewed, so that the next fetch
     /// brings the objects again (this load still fails: the caller keeps its last good state).
     pub fn load(&mut self, commit: &str) -> Result<Repo, SourceError> {
-        let loaded = self.load_once(commit);
+        let loaded = self.guarded(|s| s.load_once(commit));
         if let Err(e @ SourceError::Corrupt { .. }) = &loaded {
-            tracing::warn!(error = %e, "the git cache is damaged: it is fetched afresh next time");
-            if let Err(e) = self.renew_cache() {
+            if let Err(e) = self.renew_cache(e) {
                 tracing::warn!(error = %e, "cannot renew the git cache");
             }
             self.last_fetched = None;
@@ -729,9 +863,37 @@ fn open_cache(dir: &Path) -> Result<gix::ThreadSafeRepository, SourceError> {
     let packs = packs_in(dir);
     let slots = (packs + PACKS_BETWEEN_REOPENS + 16).min(usize::from(u16::MAX / 2));
     let slots = gix::odb::store::init::Slots::Given(u16::try_from(slots).unwrap_or(u16::MAX / 2));
-    gix::open_opts(dir, gix::open::Options::default().object_store_slots(slots))
+    // No commit-graph file is read (gix maps it; Baton never writes one), and `packed-refs` is
+    // always read into memory: a mapped file cut short under the daemon would be a SIGBUS.
+    let options = (gix::open::Options::default().object_store_slots(slots))
+        .config_overrides(["core.commitGraph=false"]);
+    let mut repo = gix::open_opts(dir, options)
         .map(|r| r.into_sync())
-        .map_err(|e| err(chain(&e)))
+        .map_err(|e| err(chain(&e)))?;
+    repo.refs.set_packed_buffer_mmap_threshold(u64::MAX);
+    Ok(repo)
+}
+
+/// Read back what the followed refs (`refs/baton/...`) point to: a commit with its root tree,
+/// or any other object whole. The first that cannot be read is the damage.
+fn check_refs(repo: &gix::Repository) -> Result<(), String> {
+    let refs = repo.references().map_err(|e| chain(&e))?;
+    let followed = refs.prefixed("refs/baton/").map_err(|e| chain(&e))?;
+    for r in followed {
+        let mut r = r.map_err(|e| format!("a followed ref cannot be read: {e}"))?;
+        let name = r.name().as_bstr().to_string();
+        let id = r
+            .peel_to_id_in_place()
+            .map_err(|e| format!("{name}: {}", chain(&e)))?
+            .detach();
+        let object = repo
+            .find_object(id)
+            .map_err(|e| format!("{name} points to {id}: {}", chain(&e)))?;
+        if object.kind == gix::object::Kind::Commit {
+            peel_to_commit(repo, id).map_err(|e| format!("{name}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// The pack indices in a cache directory (0 when it cannot be read).
@@ -862,6 +1024,8 @@ fn scrub(reason: String, auth: Option<&GitAuth>) -> String {
     }
     out
 }
+
+mod integrity;
 
 #[cfg(test)]
 mod tests;

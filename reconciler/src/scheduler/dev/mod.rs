@@ -23,7 +23,6 @@ pub mod validate;
 
 pub use tasks::kill_all_task_groups;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -165,15 +164,10 @@ pub async fn run(
 
     let scheduler = tokio::spawn(schedule_loop(shared.clone()));
     let app = api::router(shared.clone());
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown({
-        let t = shutdown.clone();
-        async move { t.cancelled().await }
-    })
-    .await;
+    // Bodies up to axum's default limit, the one its JSON extractors apply.
+    let limits = crate::listen::Limits::from_rlimit(2 * 1024 * 1024);
+    let stats = Arc::new(crate::listen::Stats::default());
+    let served = crate::listen::serve(listener, app, limits, stats, shutdown.clone()).await;
 
     // Stop scheduling, then take every task down and wait for all of them.
     shared.shutdown.cancel();

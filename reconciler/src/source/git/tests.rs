@@ -460,4 +460,191 @@ fn a_config_that_is_a_symlink_is_an_error_not_the_defaults() {
         repo.diagnostics
     );
     assert!(repo.incomplete && repo.specs.is_empty());
+/// Ways a cache gets damaged (issue 12): a full disk, an operator's `>`, a bad restore.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Harm {
+    /// Every pack overwritten with random bytes of its size.
+    PacksRandom,
+    /// Packs and indices overwritten with random bytes of their size.
+    PacksAndIndicesRandom,
+    /// Every pack cut to half its size.
+    PacksHalved,
+    /// Every pack emptied (`> file`).
+    PacksEmptied,
+    /// The packs deleted, their indices left.
+    PacksDeleted,
+    /// Packs and indices deleted: the followed ref names a commit the cache no longer has.
+    PacksAndIndicesDeleted,
+    /// The followed ref set to a commit that was never there.
+    RefToLostCommit,
+    /// The whole cache directory removed.
+    CacheRemoved,
+}
+
+const HARMS: [Harm; 8] = [
+    Harm::PacksRandom,
+    Harm::PacksAndIndicesRandom,
+    Harm::PacksHalved,
+    Harm::PacksEmptied,
+    Harm::PacksDeleted,
+    Harm::PacksAndIndicesDeleted,
+    Harm::RefToLostCommit,
+    Harm::CacheRemoved,
+];
+
+fn random_bytes(len: usize) -> Vec<u8> {
+    (0..len).map(|_| rand::random::<u8>()).collect()
+}
+
+/// Do `harm` to the cache at `cache`; how many files it touched.
+fn damage(cache: &Path, harm: Harm) -> usize {
+    if harm == Harm::CacheRemoved {
+        std::fs::remove_dir_all(cache).unwrap();
+        return 1;
+    }
+    if harm == Harm::RefToLostCommit {
+        let lost = "0123456789abcdef0123456789abcdef01234567\n";
+        std::fs::write(cache.join("refs/baton/heads/main"), lost).unwrap();
+        return 1;
+    }
+    let mut touched = 0;
+    for entry in std::fs::read_dir(cache.join("objects/pack")).unwrap() {
+        let path = entry.unwrap().path();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let len = std::fs::metadata(&path).unwrap().len();
+        let pack = ext == "pack";
+        let index = ext == "idx";
+        match harm {
+            Harm::PacksRandom if pack => std::fs::write(&path, random_bytes(len as usize)),
+            Harm::PacksAndIndicesRandom if pack || index => {
+                std::fs::write(&path, random_bytes(len as usize))
+            }
+            Harm::PacksHalved if pack => std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(len / 2)),
+            Harm::PacksEmptied if pack => std::fs::write(&path, b""),
+            Harm::PacksDeleted if pack => std::fs::remove_file(&path),
+            Harm::PacksAndIndicesDeleted if pack || index => std::fs::remove_file(&path),
+            _ => continue,
+        }
+        .unwrap();
+        touched += 1;
+    }
+    touched
+}
+
+/// Every kind of damage, found on a restart and under a running source between two fetches:
+/// the fetch after it succeeds (the cache set aside and fetched afresh in that one call) and
+/// loads the pushed commit, and the damaged cache is kept beside the new one.
+#[test]
+fn every_kind_of_damage_heals_on_restart_and_while_running() {
+    for harm in HARMS {
+        for running in [false, true] {
+            let Some((tmp, work)) = work_setup() else {
+                return;
+            };
+            let cache = tmp.path().join("cache");
+            let mut src = source(&work, &cache, "main");
+            let first = src.fetch().unwrap();
+            assert_eq!(src.load(&first.commit).unwrap().specs.len(), 6);
+            assert!(damage(&cache, harm) > 0, "{harm:?}: nothing to damage");
+            if !running {
+                drop(src);
+                src = source(&work, &cache, "main");
+            }
+            let case = format!("{harm:?}, running: {running}");
+            let (received, repo) = push_and_load(&work, &mut src, 1);
+            assert!(received, "{case}: fetched afresh");
+            assert_eq!(repo.specs.len(), 6, "{case}");
+            let aside = cache.with_extension("damaged");
+            if harm == Harm::CacheRemoved {
+                // Nothing left to set aside; a fresh cache all the same.
+                assert!(!aside.exists(), "{case}");
+            } else {
+                assert!(
+                    aside.join("HEAD").exists(),
+                    "{case}: set aside, not deleted"
+                );
+                let why = src.last_damage.clone().unwrap_or_default();
+                assert!(!why.is_empty(), "{case}: the damage was named");
+            }
+            // Healed: the next push is an ordinary incremental fetch.
+            let (received, _) = push_and_load(&work, &mut src, 2);
+            assert!(received, "{case}");
+        }
+    }
+}
+
+/// A pack cut to nothing under a running source, then read through the handles gix already
+/// has: gix holds its packs in memory (the `third_party/gix-pack` patch), so this is no SIGBUS
+/// (which would end the whole test binary); the next fetch notices the file and heals.
+#[test]
+fn a_pack_cut_short_under_a_running_source_is_no_signal() {
+    let Some((tmp, work)) = work_setup() else {
+        return;
+    };
+    let cache = tmp.path().join("cache");
+    let mut src = source(&work, &cache, "main");
+    let first = src.fetch().unwrap();
+    src.load(&first.commit).unwrap();
+    assert!(damage(&cache, Harm::PacksEmptied) > 0);
+    // Every object of the commit read again through a new handle on the same object store.
+    let repo = src.repo.to_thread_local();
+    let id = ObjectId::from_hex(first.commit.as_bytes()).unwrap();
+    let tree = repo.find_commit(id).unwrap().tree().unwrap();
+    let mut recorder = gix::traverse::tree::Recorder::default();
+    tree.traverse().breadthfirst(&mut recorder).unwrap();
+    let mut blobs = 0;
+    for r in recorder.records.iter().filter(|r| r.mode.is_blob()) {
+        repo.find_blob(r.oid).unwrap();
+        blobs += 1;
+    }
+    assert!(blobs >= 8, "read {blobs} blobs");
+    drop(tree);
+    drop(repo);
+    let (received, _) = push_and_load(&work, &mut src, 1);
+    assert!(received);
+    assert!(cache.with_extension("damaged").join("HEAD").exists());
+}
+
+/// Point every object of every index past the end of its pack (the index stays well formed).
+fn offsets_past_the_end(cache: &Path) {
+    for entry in std::fs::read_dir(cache.join("objects/pack")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "idx") {
+            let mut idx = std::fs::read(&path).unwrap();
+            // Version 2: magic, version, fan-out (the last entry is the count), ids, CRCs, offsets.
+            let n = u32::from_be_bytes(idx[8 + 255 * 4..8 + 256 * 4].try_into().unwrap()) as usize;
+            let offsets = 8 + 256 * 4 + n * 24;
+            for i in 0..n {
+                idx[offsets + 4 * i..offsets + 4 * i + 4]
+                    .copy_from_slice(&0x7fff_0000u32.to_be_bytes());
+            }
+            std::fs::write(&path, idx).unwrap();
+        }
+    }
+}
+
+/// With the pack checks off, gix meets the damaged index itself and panics (an object offset
+/// past the end of its pack): the panic is caught at this boundary and is damage like any
+/// other; the cache is set aside and fetched afresh.
+#[test]
+fn a_panic_inside_gix_is_damage_not_a_crash() {
+    let Some((tmp, work)) = work_setup() else {
+        return;
+    };
+    let cache = tmp.path().join("cache");
+    let mut src = source(&work, &cache, "main");
+    src.fetch().unwrap();
+    drop(src);
+    offsets_past_the_end(&cache);
+    let mut src = source(&work, &cache, "main");
+    src.checks = false;
+    let fetched = src.fetch().unwrap();
+    assert!(fetched.received, "fetched afresh");
+    let why = src.last_damage.clone().unwrap_or_default();
+    assert!(why.contains("reading it panicked"), "{why}");
+    assert!(cache.with_extension("damaged").join("HEAD").exists());
+    assert_eq!(src.load(&fetched.commit).unwrap().specs.len(), 6);
 }
