@@ -592,7 +592,7 @@ fn spawn_signal_handler(token: CancellationToken) {
                 token.cancel();
             } else {
                 // No time for the graceful path: still, no dev-scheduler task outlives us.
-                baton::scheduler::dev::kill_all_task_groups();
+                baton::scheduler::dev::kill_all_tasks();
                 std::process::exit(130);
             }
         }
