@@ -287,6 +287,7 @@ struct MarathonAuthArgs {
 }
 
 fn main() -> ExitCode {
+    unblock_stop_signals();
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match run(cli) {
@@ -567,6 +568,21 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// A blocked signal mask is inherited across `exec`: started by a parent that blocks SIGINT and
+/// SIGTERM (a harness, a supervisor's thread), Baton would never receive them, so neither Ctrl-C
+/// nor SIGTERM could stop `serve`, `dev` or `dev-scheduler` (tokio installs handlers, which
+/// also replace an inherited SIG_IGN, but does not touch the mask). Unblocked before any thread
+/// exists, since threads inherit the mask of the thread that starts them.
+fn unblock_stop_signals() {
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None) {
+        eprintln!("warning: cannot unblock SIGINT and SIGTERM: {e}");
+    }
 }
 
 /// First SIGINT/SIGTERM cancels `token` (graceful); a second one exits at once.

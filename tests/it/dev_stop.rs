@@ -4,7 +4,8 @@
 //! period runs its shutdown (stops its child, revokes its token) before anything is SIGKILLed.
 //!
 //! - `baton dev` with its output piped into `tee`, stopped by SIGINT to its process group (what
-//!   Ctrl-C does) or by SIGTERM to `baton` alone;
+//!   Ctrl-C does) or by SIGTERM to `baton` alone, also when started with both signals blocked
+//!   (an inherited signal mask: before, baton then never saw them and ignored both);
 //! - an app deleted through the API, its task `sh -c 'baton-env -- sleep ...; true'` (the shell
 //!   dies on SIGTERM at once; baton-env outlives it while it revokes);
 //! - the dev scheduler shut down while baton-env cannot run its shutdown (grace period 0).
@@ -160,8 +161,10 @@ enum Stop {
 }
 
 /// `sh -c 'baton dev --repo R 2>ERR | tee LOG'` in a process group of its own, stopped by
-/// `stop`: it must exit promptly, and no process of its tasks may be left.
-async fn baton_dev_piped_stops(stop: Stop) {
+/// `stop`: it must exit promptly, and no process of its tasks may be left. With `blocked`, the
+/// pipeline starts with SIGINT and SIGTERM blocked, as a parent that blocks them (a harness, a
+/// supervisor's signal thread) passes its mask on through `exec`.
+async fn baton_dev_piped_stops(stop: Stop, blocked: bool) {
     if !has_python3() {
         return;
     }
@@ -181,8 +184,22 @@ async fn baton_dev_piped_stops(stop: Stop) {
         repo.display(),
         log.display()
     );
-    let child = Command::new("sh")
-        .args(["-c", &script])
+    let mut command = if blocked {
+        let mut c = Command::new("python3");
+        c.args([
+            "-c",
+            "import os, signal; \
+             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}); \
+             os.execvp('sh', ['sh', '-c', os.environ['PIPELINE']])",
+        ])
+        .env("PIPELINE", &script);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", &script]);
+        c
+    };
+    let child = command
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -301,12 +318,22 @@ async fn baton_dev_piped_stops(stop: Stop) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baton_dev_piped_into_tee_stops_on_sigint_to_its_group_and_leaves_no_process() {
-    baton_dev_piped_stops(Stop::InterruptGroup).await;
+    baton_dev_piped_stops(Stop::InterruptGroup, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baton_dev_piped_into_tee_stops_on_sigterm_and_leaves_no_process() {
-    baton_dev_piped_stops(Stop::TerminateBaton).await;
+    baton_dev_piped_stops(Stop::TerminateBaton, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baton_dev_started_with_signals_blocked_still_stops_on_sigint_to_its_group() {
+    baton_dev_piped_stops(Stop::InterruptGroup, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baton_dev_started_with_signals_blocked_still_stops_on_sigterm() {
+    baton_dev_piped_stops(Stop::TerminateBaton, true).await;
 }
 
 /// A dev scheduler in process, its sandboxes in `dir`.
