@@ -712,7 +712,17 @@ impl Binary {
 }
 
 impl Drop for Binary {
+    /// SIGTERM (it stops its tasks), SIGKILL if it has not exited within a while.
     fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < end && self.child.try_wait().ok().flatten().is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -795,6 +805,12 @@ async fn kill_9_loses_no_acknowledged_write_and_the_old_runs_processes_are_ended
         .send(reqwest::Method::PUT, "/v2/apps/target", target)
         .await;
     assert_eq!(status, 201, "{body}");
+    // The creates' deployments end at once (no instances); until then the app is locked.
+    eventually("no deployment left", || async {
+        let (_, d) = s.get("/v2/deployments").await;
+        (d == json!([])).then_some(())
+    })
+    .await;
     let (status, body) = s
         .send(
             reqwest::Method::PUT,
