@@ -116,6 +116,7 @@ impl Journal {
     pub fn open(dir: &Path) -> Result<(Journal, BTreeMap<String, AppRecord>), DevError> {
         std::fs::create_dir_all(dir).map_err(state_err(dir))?;
         let (mut apps, generation, snapshot_len) = read_snapshot(dir)?;
+        remove_stale_journals(dir, generation);
         let path = journal_path(dir, generation);
         let replayed = replay(&path, &mut apps)?;
         let file = open_append(&path)?;
@@ -214,6 +215,19 @@ impl Journal {
                 self.broken = true;
                 Err(e)
             }
+        }
+    }
+}
+
+/// Journals of other generations: one a crash left behind between a compaction's rename and
+/// its removal of the old journal (already in the snapshot), or an empty next one.
+fn remove_stale_journals(dir: &Path, generation: u64) {
+    let current = format!("apps.journal.{generation}");
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("apps.journal.") && name != current {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
@@ -444,8 +458,32 @@ mod tests {
         assert!(!journal_path(dir.path(), 0).exists());
         assert_eq!(j.len, 0);
         drop(j);
+        // A crash between the rename and the removal leaves the old journal: it is ignored
+        // (its entries are in the snapshot) and removed.
+        std::fs::write(journal_path(dir.path(), 0), "{\"delete\":\"/app0\"}\n").unwrap();
         let (_, apps) = Journal::open(dir.path()).unwrap();
         assert_eq!(apps.len(), n);
+        assert!(!journal_path(dir.path(), 0).exists());
+    }
+
+    /// An append that fails is an error (the API answers 500, not 2xx), and the next commit
+    /// writes every app into a new snapshot, the failed entries included: nothing is lost.
+    #[test]
+    fn a_failed_append_is_reported_and_the_next_commit_writes_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, apps) = Journal::open(dir.path()).unwrap();
+        let world = world_of(apps);
+        // A handle that cannot write stands in for a full or failing disk.
+        j.file = File::open(journal_path(dir.path(), 0)).unwrap();
+        queue(&world, Entry::Put(def("/a", "v1", "kept")));
+        let err = j.commit(&world).unwrap_err().to_string();
+        assert!(err.contains("apps.journal.0"), "{err}");
+        assert!(j.broken);
+        j.commit(&world).unwrap();
+        assert_eq!((j.generation, j.broken), (1, false));
+        drop(j);
+        let (_, apps) = Journal::open(dir.path()).unwrap();
+        assert_eq!(apps["/a"].def["cmd"], "kept");
     }
 
     /// A state dir written before journals existed (`apps.json` with pretty-printed apps and
