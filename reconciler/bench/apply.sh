@@ -9,8 +9,11 @@
 # the API calls the dev scheduler served during the run (`GET /baton-dev/requests`, by method
 # and route). Results: docs/benchmarks.md, section "apply".
 #
+# With STATE_DIR=1 the dev scheduler keeps its apps in a fresh --state-dir per start, so every
+# acknowledged write is appended to its journal and fsynced first (the durable mode).
+#
 #   cargo build --release -p baton-reconciler --bin baton
-#   reconciler/bench/apply.sh            # N_SLEEP=500 N_NOOP=5000 PORT=18080 by default
+#   reconciler/bench/apply.sh            # N_SLEEP=500 N_NOOP=5000 PORT=18080 STATE_DIR=0 by default
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -18,6 +21,8 @@ BATON=${BATON:-$ROOT/target/release/baton}
 N_SLEEP=${N_SLEEP:-500}
 N_NOOP=${N_NOOP:-5000}
 PORT=${PORT:-18080}
+STATE_DIR=${STATE_DIR:-0}
+STARTS=0
 URL="http://127.0.0.1:$PORT"
 WORK=$(mktemp -d)
 SCHED_PID=""
@@ -46,7 +51,10 @@ gen() {
 }
 
 start_scheduler() {
-    "$BATON" dev-scheduler --listen "127.0.0.1:$PORT" 2>"$WORK/scheduler.log" &
+    local state=()
+    STARTS=$((STARTS + 1))
+    if [ "$STATE_DIR" = 1 ]; then state=(--state-dir "$WORK/state.$STARTS"); fi
+    "$BATON" dev-scheduler --listen "127.0.0.1:$PORT" "${state[@]}" 2>"$WORK/scheduler.log" &
     SCHED_PID=$!
     for _ in $(seq 1 200); do
         curl -fs "$URL/ping" >/dev/null 2>&1 && return 0
@@ -83,6 +91,7 @@ run() {
 
 echo "machine: $(nproc) cores; $(uptime)"
 echo "baton: $BATON"
+echo "dev scheduler state dir: $([ "$STATE_DIR" = 1 ] && echo "yes (durable writes)" || echo "no (in memory)")"
 
 gen "$WORK/sleep" "$N_SLEEP" "sleep 3600" 1
 start_scheduler

@@ -291,6 +291,7 @@ struct MarathonAuthArgs {
 }
 
 fn main() -> ExitCode {
+    unblock_stop_signals();
     // Not `Cli::parse()`: clap exits 2 on bad usage, which is also `plan`'s "changes" and
     // `drift`'s "drift". Every usage error exits 64; `--help` and `--version` exit 0.
     let cli = match Cli::try_parse() {
@@ -615,6 +616,21 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// A blocked signal mask is inherited across `exec`: started by a parent that blocks SIGINT and
+/// SIGTERM (a harness, a supervisor's thread), Baton would never receive them, so neither Ctrl-C
+/// nor SIGTERM could stop `serve`, `dev` or `dev-scheduler` (tokio installs handlers, which
+/// also replace an inherited SIG_IGN, but does not touch the mask). Unblocked before any thread
+/// exists, since threads inherit the mask of the thread that starts them.
+fn unblock_stop_signals() {
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None) {
+        eprintln!("warning: cannot unblock SIGINT and SIGTERM: {e}");
+    }
+}
+
 /// First SIGINT/SIGTERM cancels `token` (graceful); a second one exits at once.
 fn spawn_signal_handler(token: CancellationToken) {
     tokio::spawn(async move {
@@ -638,7 +654,7 @@ fn spawn_signal_handler(token: CancellationToken) {
                 token.cancel();
             } else {
                 // No time for the graceful path: still, no dev-scheduler task outlives us.
-                baton::scheduler::dev::kill_all_task_groups();
+                baton::scheduler::dev::kill_all_tasks();
                 std::process::exit(130);
             }
         }

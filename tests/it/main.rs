@@ -4,6 +4,7 @@
 mod apply;
 mod daemon;
 mod dev;
+mod dev_stop;
 mod drift;
 mod faults;
 mod observe;

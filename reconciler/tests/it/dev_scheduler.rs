@@ -645,6 +645,235 @@ async fn state_dir_keeps_apps_across_restarts() {
     s.stop().await;
 }
 
+/// `baton dev-scheduler` as its own process, so that it can be killed with SIGKILL; killed
+/// (and reaped) on drop.
+struct Binary {
+    child: std::process::Child,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Binary {
+    fn start(state_dir: &Path) -> Binary {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["dev-scheduler", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state_dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads on until the process is gone, so its logs never fill the pipe.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(url) = line.strip_prefix("dev scheduler listening on ") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(DEADLINE)
+            .expect("the dev scheduler says where it listens");
+        Binary {
+            child,
+            url,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Binary {
+    /// SIGTERM (it stops its tasks), SIGKILL if it has not exited within a while.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < end && self.child.try_wait().ok().flatten().is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SIGKILLs processes a failed test would leave behind.
+struct Reaper(Vec<i32>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if alive(*pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// Issue 12, item 10: a write the dev scheduler acknowledged survives `kill -9`, and a
+/// restart on the same state dir ends the killed run's task processes (a child in a process
+/// group of its own included) before it launches new ones.
+///
+/// A state of 2,000 apps makes writing it take a while, so a write made durable only after it
+/// was answered is lost to a `kill -9` sent right after the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_acknowledged_write_and_the_old_runs_processes_are_ended() {
+    if !has_python3() && tool_missing("kill_9 test", "python3 (for setpgid) is not installed") {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let pids = tempfile::tempdir().unwrap();
+    let d = pids.path().display();
+    let s = Binary::start(state.path());
+    // The task's shell, and a process in a group of its own (as baton-env's child is).
+    let cmd = format!(
+        "python3 -c 'import os, time; os.setpgid(0, 0); time.sleep(1000)' & echo $! > {d}/child; echo $$ > {d}/leader; wait"
+    );
+    let (status, body) = s
+        .send(
+            reqwest::Method::POST,
+            "/v2/apps",
+            json!({"id": "/keep", "cmd": cmd, "cpus": 0.01, "mem": 16}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut old = Vec::new();
+    for name in ["leader", "child"] {
+        let file = pids.path().join(name);
+        let pid: i32 = eventually("the task wrote its pids", || async { read(&file) })
+            .await
+            .trim()
+            .parse()
+            .unwrap();
+        old.push(pid);
+    }
+    let _reaper = Reaper(old.clone());
+    let child = old[1];
+    eventually("the child in a process group of its own", || async {
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+        let pgid = stat.rsplit_once(") ")?.1.split(' ').nth(2)?.to_string();
+        (pgid == child.to_string()).then_some(())
+    })
+    .await;
+
+    let filler: Vec<Value> = (0..2000)
+        .map(|i| {
+            json!({"id": format!("/fill/app{i}"), "cmd": "sleep 1", "instances": 0,
+                   "env": {"PAD": "x".repeat(400)}})
+        })
+        .collect();
+    let (status, body) = s
+        .send(reqwest::Method::PUT, "/v2/apps", Value::Array(filler))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let target = json!({"cmd": "sleep 1", "instances": 0, "env": {"V": "old"}});
+    let (status, body) = s
+        .send(reqwest::Method::PUT, "/v2/apps/target", target)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // The creates' deployments end at once (no instances); until then the app is locked.
+    eventually("no deployment left", || async {
+        let (_, d) = s.get("/v2/deployments").await;
+        (d == json!([])).then_some(())
+    })
+    .await;
+    let (status, body) = s
+        .send(
+            reqwest::Method::PUT,
+            "/v2/apps/target?partialUpdate=false",
+            json!({"cmd": "sleep 1", "instances": 0, "env": {"V": "new"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut s = s;
+    s.child.kill().unwrap(); // SIGKILL, right after the answer
+    s.child.wait().unwrap();
+    assert!(old.iter().all(|p| alive(*p)), "the tasks outlive a kill -9");
+
+    let s = Binary::start(state.path());
+    let (status, app) = s.get("/v2/apps/target").await;
+    assert_eq!(status, 200, "the acknowledged create is kept: {app}");
+    assert_eq!(
+        app["app"]["env"]["V"], "new",
+        "the acknowledged update is kept"
+    );
+    let (_, fill) = s.get("/v2/apps/fill/app1999").await;
+    assert_eq!(fill["app"]["env"]["PAD"].as_str().map(str::len), Some(400));
+    // The API answers only once the previous run's processes are gone.
+    for pid in &old {
+        assert!(
+            !alive(*pid),
+            "process {pid} of the killed run is still running"
+        );
+    }
+    // /keep runs again, as a new task with new processes.
+    let leader = pids.path().join("leader");
+    let new_leader: i32 = eventually("the task is relaunched", || async {
+        let pid: i32 = read(&leader)?.trim().parse().ok()?;
+        (pid != old[0]).then_some(pid)
+    })
+    .await;
+    assert!(alive(new_leader));
+    // A graceful stop ends the new run's tasks and leaves no record behind.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut s = s;
+    let end = tokio::time::Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the dev scheduler did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    assert!(!alive(new_leader));
+    let records: Vec<_> = std::fs::read_dir(state.path().join("tasks"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(records.is_empty(), "{records:?}");
+}
+
 #[tokio::test]
 async fn shutdown_leaves_no_process_behind() {
     let dir = tempfile::tempdir().unwrap();

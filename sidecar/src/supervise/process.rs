@@ -34,13 +34,46 @@ pub fn command(argv: &[OsString], env: &ChildEnv) -> Command {
 
 /// Starts the child as leader of a new process group (pgid = its pid), so signals can
 /// go to it and everything it starts, and a terminal's Ctrl-C does not hit it twice.
-/// The child is never `wait`ed through std: the reaper collects its status.
+/// The child is never `wait`ed through std: the reaper collects its status. It dies with
+/// baton-env ([`die_with_parent`]).
 pub fn spawn(argv: &[OsString], env: &ChildEnv) -> std::io::Result<Pid> {
-    let child = command(argv, env).process_group(0).spawn()?;
+    let mut cmd = command(argv, env);
+    cmd.process_group(0);
+    die_with_parent(&mut cmd);
+    let child = cmd.spawn()?;
     let pid = Pid::from_raw(child.id() as i32);
     // Dropping std's Child neither waits nor kills; the reaper owns the status.
     drop(child);
     Ok(pid)
+}
+
+/// Has the kernel SIGKILL the child when baton-env dies without stopping it (SIGKILL, the OOM
+/// killer, a crash): its shutdown path cannot run then, so nobody would renew or revoke the
+/// credentials the child holds, and the child, in a process group of its own, would escape a
+/// kill of baton-env's group. As PID 1 of a container this changes nothing (the kernel kills
+/// the whole PID namespace when PID 1 dies); elsewhere (a Mesos task without PID isolation,
+/// the dev scheduler, a plain service manager) it keeps an unsupervised app from running on
+/// with its secrets. SIGKILL rather than SIGTERM: a supervisor that is gone cannot enforce a
+/// grace period, and it is what the child gets when a container's PID 1 dies.
+///
+/// The kernel sends the signal when the *thread* that forked the child exits: baton-env
+/// spawns children only from its main thread (a current-thread runtime), which lives as long
+/// as the process. A set-user-ID program clears the setting when it is executed.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl(2) and
+    // getppid(2), both async-signal-safe; it allocates nothing (errors are raw OS errors).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            // baton-env died between fork and prctl: no signal will come, so do not start.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from(Errno::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Sends `sig` to the group led by `leader`. A group that is already gone is fine.

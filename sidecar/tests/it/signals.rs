@@ -87,3 +87,50 @@ async fn orphans_are_reparented_to_baton_env_and_reaped() {
     );
     assert_eq!(code, Some(0));
 }
+
+/// baton-env killed with SIGKILL cannot stop its child, which runs in a process group of its
+/// own (a kill of baton-env's group misses it): the kernel must end it (`PR_SET_PDEATHSIG`),
+/// so no app runs on unsupervised with its secrets. (Issue 12, item 14.)
+#[tokio::test(flavor = "multi_thread")]
+async fn the_child_dies_when_baton_env_is_killed_with_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut cmd = baton_env();
+    cmd.env("LOG", &log).args([
+        "--",
+        "sh",
+        "-c",
+        r#"echo "$$ $(cut -d' ' -f5 /proc/$$/stat)" >> "$LOG"; while :; do sleep 0.05; done"#,
+    ]);
+    let run = Running::start(cmd);
+    let line = wait_for("the child's pid", S(10), || lines_of(&log).pop()).await;
+    let mut fields = line.split(' ').map(|f| f.parse::<i32>().unwrap());
+    let (child, pgid) = (fields.next().unwrap(), fields.next().unwrap());
+    assert_eq!(child, pgid, "the child leads a process group of its own");
+    assert_ne!(pgid, run.pid().as_raw());
+    let guard = ChildGuard(child);
+    run.signal(Signal::SIGKILL);
+    wait_for("the child to die with baton-env", S(10), || {
+        (!running(child)).then_some(())
+    })
+    .await;
+    // Gone: its pid may be someone else's from now on.
+    std::mem::forget(guard);
+}
+
+/// Whether `pid` runs (exists and is not a zombie waiting to be reaped).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Kills a process left behind by a failed test.
+struct ChildGuard(i32);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
+    }
+}

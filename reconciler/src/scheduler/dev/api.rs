@@ -2,7 +2,8 @@
 //! and query defaults (`partialUpdate=true` on `PUT /v2/apps/{id}`, `force=true` on
 //! `DELETE /v2/apps/{id}`, `force=false` elsewhere).
 //!
-//! Handlers parse, lock the [`World`] briefly, and answer; the scheduling loop does the rest.
+//! Handlers parse, lock the [`World`] briefly, make a change durable ([`Shared::commit`]) and
+//! answer; the scheduling loop does the rest.
 //! App ids contain slashes, so `/v2/apps/{*rest}` is split by hand the way Marathon resolves
 //! it (`.../tasks`, `.../tasks/{task}`, `.../versions`, `.../versions/{v}`).
 
@@ -141,6 +142,20 @@ impl From<Reject> for ApiError {
             }
             Reject::Invalid(details) => invalid(details),
         }
+    }
+}
+
+/// A change that is in effect but could not be made durable: not acknowledged, since a restart
+/// would lose it (the scheduling loop keeps retrying the write).
+impl From<super::DevError> for ApiError {
+    fn from(e: super::DevError) -> Self {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"message": format!(
+                "the change is in effect but could not be written to the state dir, so a restart may lose it: {}",
+                crate::scheduler::marathon::error_chain(&e)
+            )}),
+        )
     }
 }
 
@@ -609,7 +624,9 @@ async fn create_app(
         (d, def, body)
     };
     shared.wake.notify_one();
+    let durable = shared.commit().await;
     publish_api_post(&shared, &addr, &uri, &def);
+    durable?;
     let mut resp = (StatusCode::CREATED, Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(header::LOCATION, v);
@@ -688,9 +705,11 @@ async fn multi_update(
         (d, defs)
     };
     shared.wake.notify_one();
+    let durable = shared.commit().await;
     for def in &defs {
         publish_api_post(&shared, &addr, &uri, def);
     }
+    durable?;
     Ok(with_deployment(
         Json(d.result_json()).into_response(),
         &d.id,
@@ -872,7 +891,9 @@ async fn update_one(
         (d, def, !exists)
     };
     shared.wake.notify_one();
+    let durable = shared.commit().await;
     publish_api_post(&shared, &addr, &uri, &def);
+    durable?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -914,7 +935,9 @@ async fn app_delete(
                 (d, def)
             };
             shared.wake.notify_one();
+            let durable = shared.commit().await;
             publish_api_post(&shared, &addr, &uri, &def);
+            durable?;
             Ok(with_deployment(
                 Json(d.result_json()).into_response(),
                 &d.id,
@@ -939,6 +962,7 @@ async fn app_delete(
                 flag(&q, "scale", false),
                 flag(&q, "force", false),
             )
+            .await
         }
         AppPath::Task(id, task) => {
             {
@@ -951,7 +975,7 @@ async fn app_delete(
                 }
             }
             let scale = flag(&q, "scale", false);
-            let resp = kill_tasks(&shared, vec![task], scale, flag(&q, "force", false))?;
+            let resp = kill_tasks(&shared, vec![task], scale, flag(&q, "force", false)).await?;
             if scale {
                 return Ok(resp);
             }
@@ -971,7 +995,7 @@ async fn app_delete(
 }
 
 /// Kill tasks; with `scale`, lower their apps' instances by as many (a deployment).
-fn kill_tasks(shared: &Arc<Shared>, ids: Vec<String>, scale: bool, force: bool) -> ApiResult {
+async fn kill_tasks(shared: &Arc<Shared>, ids: Vec<String>, scale: bool, force: bool) -> ApiResult {
     let mut decisions = Decisions::default();
     let answer = {
         let mut world = shared.lock();
@@ -1016,6 +1040,7 @@ fn kill_tasks(shared: &Arc<Shared>, ids: Vec<String>, scale: bool, force: bool) 
     };
     tasks::execute(shared, decisions);
     shared.wake.notify_one();
+    shared.commit().await?;
     Ok(answer)
 }
 
@@ -1076,6 +1101,7 @@ async fn delete_tasks(State(shared): Ctx, RawQuery(q): RawQuery, body: Bytes) ->
         flag(&q, "scale", false),
         flag(&q, "force", false),
     )
+    .await
 }
 
 async fn list_deployments(State(shared): Ctx) -> ApiResult {
@@ -1124,6 +1150,7 @@ async fn delete_deployment(
         apply(&mut world, &shared.bus, changes, version, true)?
     };
     shared.wake.notify_one();
+    shared.commit().await?;
     Ok(with_deployment(
         Json(d.result_json()).into_response(),
         &d.id,

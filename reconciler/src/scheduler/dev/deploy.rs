@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 
 use super::events::EventBus;
+use super::journal::Entry;
 use super::store::{config_of, instances_of, AppRecord, World};
 use super::tasks::{KillReason, Task, TaskState};
 
@@ -109,7 +110,8 @@ pub fn locks(world: &World, app: &str) -> Vec<String> {
 }
 
 /// Store the targets (stored form, `version` already set; `None` deletes) and start one
-/// deployment for them. Without `force`, an app locked by a running deployment refuses the change
+/// deployment for them. Every change of apps goes through here, and is queued for the journal
+/// when the world keeps one (the caller commits it before answering). Without `force`, an app locked by a running deployment refuses the change
 /// (409); with it, those deployments are cancelled (`deployment_failed`) first.
 pub fn apply(
     world: &mut World,
@@ -159,6 +161,12 @@ pub fn apply(
             (Some(_), Some(_)) => Action::ScaleApplication,
         };
         world.index_ports(&id, before.as_ref(), target.as_ref());
+        if world.journaling {
+            world.journal.push(match &target {
+                Some(def) => Entry::Put(def.clone()),
+                None => Entry::Delete(id.clone()),
+            });
+        }
         match &target {
             Some(def) => match world.apps.get_mut(&id) {
                 Some(record) => {
@@ -181,7 +189,6 @@ pub fn apply(
         deployment.original.insert(id.clone(), before);
         deployment.target.insert(id, target);
     }
-    world.dirty = true;
     bus.publish(
         "deployment_info",
         json!({"plan": plan_json(&deployment), "currentStep": current_step_json(&deployment)}),

@@ -2,26 +2,33 @@
 //!
 //! `baton dev-scheduler --listen ADDR [--state-dir DIR]` and `baton dev` call [`run`]. Layout:
 //! - [`api`]: the `/v2` HTTP endpoints (axum), Marathon's shapes, status codes and defaults.
-//! - [`store`]: apps, versions, service ports, the version clock, `--state-dir` persistence.
+//! - [`store`]: apps, versions, service ports, the version clock.
+//! - [`journal`]: `--state-dir` persistence: a change is on disk before it is acknowledged.
 //! - [`deploy`]: deployments and the scheduling step (rolling upgrades, scaling, rollback).
 //! - [`tasks`]: task processes: environment, launch, kill (SIGTERM, then SIGKILL), exits, backoff.
+//! - [`session`]: a task's processes, all of its session, found through `/proc`.
+//! - [`leftovers`]: task processes of a run killed with `kill -9`, ended at the next start.
 //! - [`health`]: HTTP, TCP and COMMAND health checks.
 //! - [`events`]: the `/v2/events` SSE bus.
 //! - [`validate`]: Marathon's 422 validation of submitted apps.
 //!
 //! Invariants: the [`store::World`] is behind one mutex that is never held across an `.await`;
 //! only [`deploy::step`] decides launches; every child process is waited for by exactly one
-//! future, and [`run`] returns only after every task process group is gone.
+//! future, and [`run`] returns only after every process of every task session is gone; with a
+//! state dir, no write is answered with a 2xx before it is durable ([`Shared::commit`]).
 
 pub mod api;
 pub mod deploy;
 pub mod events;
 pub mod health;
+pub mod journal;
+pub mod leftovers;
+pub mod session;
 pub mod store;
 pub mod tasks;
 pub mod validate;
 
-pub use tasks::kill_all_task_groups;
+pub use tasks::kill_all_tasks;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,7 +47,9 @@ const TICK: Duration = Duration::from_millis(200);
 /// Settings of a dev scheduler.
 #[derive(Debug, Clone)]
 pub struct DevConfig {
-    /// Apps and their versions are kept here (`apps.json`) across restarts; `None`: in memory.
+    /// Apps and their versions are kept here across restarts (`apps.json` and its journal), and
+    /// the running tasks' processes (`tasks/`), so a restart ends those of a killed run; `None`:
+    /// in memory.
     pub state_dir: Option<PathBuf>,
     /// The agent's host name: the tasks' `host` and `HOST`, and where health checks connect.
     pub hostname: String,
@@ -80,6 +89,8 @@ pub enum DevError {
     HttpClient(#[source] reqwest::Error),
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
+    #[error("cannot make the change durable: {0}")]
+    Commit(String),
 }
 
 /// State shared by the API, the scheduling loop, task runners and health checkers.
@@ -99,6 +110,12 @@ pub struct Shared {
     pub(crate) sandbox_root: PathBuf,
     /// API requests served, by method and route (`GET /baton-dev/requests`, for benchmarks).
     pub(crate) requests: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// The state dir's journal; `None` without a state dir.
+    journal: Option<Mutex<journal::Journal>>,
+    /// Where running tasks are recorded (`<state dir>/tasks`); `None` without a state dir.
+    pub(crate) task_records: Option<PathBuf>,
+    /// `/proc` walks shared by tasks waiting for their sessions to end.
+    pub(crate) scans: session::Scans,
 }
 
 impl Shared {
@@ -106,6 +123,32 @@ impl Shared {
     /// every critical section is a few assignments).
     pub(crate) fn lock(&self) -> MutexGuard<'_, World> {
         self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Make every change of apps made so far durable (with a state dir; nothing to do
+    /// without). A write is answered only once this has returned `Ok`: then it survives
+    /// `kill -9`. Concurrent callers share one append and fsync. The file I/O runs on the
+    /// blocking pool, never on the async workers.
+    pub(crate) async fn commit(self: &Arc<Self>) -> Result<(), DevError> {
+        if self.journal.is_none() {
+            return Ok(());
+        }
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || shared.commit_now())
+            .await
+            .unwrap_or_else(|e| {
+                Err(DevError::Commit(format!(
+                    "the writer stopped before finishing: {e}"
+                )))
+            })
+    }
+
+    fn commit_now(&self) -> Result<(), DevError> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let mut journal = journal.lock().unwrap_or_else(|e| e.into_inner());
+        journal.commit(&self.world)
     }
 }
 
@@ -116,15 +159,20 @@ pub async fn run(
     config: DevConfig,
     shutdown: CancellationToken,
 ) -> Result<(), DevError> {
-    let apps = match &config.state_dir {
+    let (journal, apps) = match &config.state_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|source| DevError::State {
-                path: dir.clone(),
-                source,
-            })?;
-            store::load(dir)?
+            let (journal, apps) = journal::Journal::open(dir)?;
+            // Before anything is launched: no process of a killed run runs beside new ones.
+            let ended = leftovers::end_previous(&leftovers::dir(dir)).await;
+            if ended > 0 {
+                tracing::warn!(
+                    processes = ended,
+                    "dev scheduler: ended the task processes a previous run left behind"
+                );
+            }
+            (Some(Mutex::new(journal)), apps)
         }
-        None => Default::default(),
+        None => (None, Default::default()),
     };
     let (sandbox_root, temporary) = match (&config.sandbox_dir, &config.state_dir) {
         (Some(d), _) => (d.clone(), false),
@@ -148,7 +196,9 @@ pub async fn run(
         .build()
         .map_err(DevError::HttpClient)?;
 
-    let world = World::with_apps(apps);
+    let mut world = World::with_apps(apps);
+    world.journaling = journal.is_some();
+    let task_records = config.state_dir.as_deref().map(leftovers::dir);
     let shared = Arc::new(Shared {
         world: Mutex::new(world),
         bus: EventBus::default(),
@@ -160,6 +210,9 @@ pub async fn run(
         http,
         sandbox_root: sandbox_root.clone(),
         requests: Default::default(),
+        journal,
+        task_records,
+        scans: Default::default(),
     });
 
     let scheduler = tokio::spawn(schedule_loop(shared.clone()));
@@ -176,16 +229,19 @@ pub async fn run(
     tasks::kill_all(&shared);
     shared.tracker.close();
     shared.tracker.wait().await;
-    persist(&shared);
+    if let Err(e) = shared.commit().await {
+        tracing::warn!(error = %crate::scheduler::marathon::error_chain(&e), "dev scheduler: cannot write the state at shutdown");
+    }
     if temporary {
         let _ = std::fs::remove_dir_all(&sandbox_root);
     }
     served.map_err(DevError::Serve)
 }
 
-/// The scheduling loop: one [`deploy::step`] per wake-up or tick, its decisions carried out, the
-/// state file written when apps changed.
+/// The scheduling loop: one [`deploy::step`] per wake-up or tick, its decisions carried out.
+/// It also retries a commit that failed (the API answered it with an error).
 async fn schedule_loop(shared: Arc<Shared>) {
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -197,26 +253,13 @@ async fn schedule_loop(shared: Arc<Shared>) {
             deploy::step(&mut world, &shared.bus, Instant::now())
         };
         tasks::execute(&shared, decisions);
-        persist(&shared);
-    }
-}
-
-/// Write the state file if apps changed since the last write. A failed write is logged and
-/// retried on the next change: the running scheduler stays correct, only a restart would lose it.
-fn persist(shared: &Shared) {
-    let Some(dir) = &shared.config.state_dir else {
-        return;
-    };
-    let snapshot = {
-        let mut world = shared.lock();
-        if !world.dirty {
-            return;
+        match shared.commit().await {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %crate::scheduler::marathon::error_chain(&e), "dev scheduler: cannot write the state; retrying");
+            }
+            Err(_) => {}
         }
-        world.dirty = false;
-        store::snapshot(&world.apps)
-    };
-    if let Err(e) = store::save(dir, &snapshot) {
-        tracing::warn!(error = %e, "dev scheduler: cannot write the state file");
-        shared.lock().dirty = true;
     }
 }

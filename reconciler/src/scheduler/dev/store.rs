@@ -2,27 +2,25 @@
 //!
 //! Apps are kept as JSON in Marathon's stored form (what `GET /v2/apps/{id}/versions/{v}` serves):
 //! the submitted app run through [`crate::spec::marathon_form`], service ports assigned, `version`
-//! and `versionInfo` added. With a state dir, the apps and their versions survive restarts (tasks
-//! do not: they are relaunched, as after a Marathon failover onto fresh agents).
+//! and `versionInfo` added. With a state dir, the apps and their versions survive restarts
+//! ([`super::journal`]); tasks do not: a restart ends the previous run's task processes and
+//! launches new ones, as after a Marathon failover onto fresh agents ([`super::leftovers`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::deploy::Deployment;
+use super::journal::Entry;
 use super::tasks::Task;
-use super::DevError;
 
 /// Marathon keeps this many versions of an app (`zk_max_versions`).
 const MAX_VERSIONS: usize = 50;
 /// Service ports are assigned from Marathon's default `local_port_min..local_port_max`.
 pub const SERVICE_PORT_MIN: u16 = 10000;
 pub const SERVICE_PORT_MAX: u16 = 20000;
-/// Name of the file in `--state-dir` that holds apps and versions.
-const STATE_FILE: &str = "apps.json";
 
 /// Format a time as Marathon does: RFC 3339, UTC, milliseconds, `Z`.
 pub fn format_timestamp(t: OffsetDateTime) -> String {
@@ -135,8 +133,11 @@ pub struct World {
     pub tasks: BTreeMap<String, Task>,
     pub deployments: Vec<Deployment>,
     pub clock: VersionClock,
-    /// Set when apps changed and the state file must be written.
-    pub dirty: bool,
+    /// Changes of apps not yet made durable (see [`super::journal`]); kept only when
+    /// [`World::journaling`].
+    pub journal: Vec<Entry>,
+    /// Apps are kept in a state dir: every change is queued in [`World::journal`].
+    pub journaling: bool,
     /// Which apps hold each service port (see [`World::index_ports`]), so assigning ports to a
     /// written app does not look at every other app.
     service_ports: BTreeMap<u16, BTreeSet<String>>,
@@ -301,76 +302,6 @@ impl World {
             obj.insert(key.into(), json!(port));
         }
     }
-}
-
-/// Read the apps of a state dir (none when the file does not exist yet).
-pub fn load(dir: &Path) -> Result<BTreeMap<String, AppRecord>, DevError> {
-    let path = dir.join(STATE_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(source) => return Err(DevError::State { path, source }),
-    };
-    let doc: Value = serde_json::from_str(&text).map_err(|e| DevError::StateFormat {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
-    let mut apps = BTreeMap::new();
-    for entry in doc
-        .get("apps")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let (Some(def), Some(id)) = (
-            entry.get("app"),
-            entry.pointer("/app/id").and_then(Value::as_str),
-        ) else {
-            return Err(DevError::StateFormat {
-                path,
-                message: "an entry of `apps` has no `app.id`".into(),
-            });
-        };
-        let mut record = AppRecord::new(def.clone());
-        if let Some(vs) = entry.get("versions").and_then(Value::as_object) {
-            for (v, d) in vs {
-                record.versions.insert(v.clone(), d.clone());
-            }
-        }
-        apps.insert(id.to_string(), record);
-    }
-    Ok(apps)
-}
-
-/// The state file's content for these apps.
-pub fn snapshot(apps: &BTreeMap<String, AppRecord>) -> Value {
-    let list: Vec<Value> = apps
-        .values()
-        .map(|r| {
-            let versions: Map<String, Value> = r
-                .versions
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            json!({ "app": r.def, "versions": versions })
-        })
-        .collect();
-    json!({ "apps": list })
-}
-
-/// Write the state file atomically (temp file + rename), so a crash never leaves half a file.
-pub fn save(dir: &Path, snapshot: &Value) -> Result<(), DevError> {
-    let path: PathBuf = dir.join(STATE_FILE);
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-    let text = serde_json::to_vec_pretty(snapshot).map_err(|e| DevError::StateFormat {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
-    std::fs::write(&tmp, text).map_err(|source| DevError::State {
-        path: tmp.clone(),
-        source,
-    })?;
-    std::fs::rename(&tmp, &path).map_err(|source| DevError::State { path, source })
 }
 
 #[cfg(test)]

@@ -1,13 +1,16 @@
 //! Tasks: one local process (group) per Marathon task.
 //!
 //! A task is launched as `/bin/sh -c cmd`, as `args`, or through `docker run` for Docker apps,
-//! in its own process group (so a kill reaches everything it started), with the environment
+//! as the leader of its own session (so a kill reaches everything it started, in any process
+//! group: see [`super::session`]), with the environment
 //! Marathon gives tasks (see `docs/task-environment-vars.md`) on top of the scheduler's own (for
 //! `PATH` and friends, as a Mesos agent passes its environment on). Output goes to `stdout` and
 //! `stderr` files in the task's sandbox directory (`MESOS_SANDBOX`).
 //!
-//! Killing sends SIGTERM to the group, then SIGKILL after `taskKillGracePeriodSeconds`. Exactly
-//! one waiter per child (the launch future) observes its exit and reports it to the [`World`].
+//! Killing sends SIGTERM to the leader's process group (a supervisor such as `baton-env` forwards
+//! it to its child), then SIGKILL to every process group of the session after
+//! `taskKillGracePeriodSeconds`. A task ends when its whole session is gone. Exactly one waiter
+//! per child (the launch future) observes its exit and reports it to the [`World`].
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -22,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 use super::deploy::{has_health_checks, mark_kill, Decisions};
 use super::events::EventBus;
 use super::health::{self, HealthResult};
+use super::leftovers;
+use super::session;
 use super::store::{format_system_time, timestamp_now, Backoff, World};
 use super::Shared;
 
@@ -528,32 +533,49 @@ async fn docker_reachable() -> Result<(), String> {
     }
 }
 
-/// Send `signal` to the task's process group; a group that is gone already is fine.
+/// Send `signal` to the task leader's process group; a group that is gone already is fine.
 fn signal_group(pid: i32, signal: Signal) {
     let _ = killpg(Pid::from_raw(pid), signal);
 }
 
-/// Kills a task's process group when dropped: the last resort that keeps an aborted dev
-/// scheduler from leaving processes behind (a normal end has killed and waited for it already).
-/// Live groups are also listed process-wide for [`kill_all_task_groups`].
-struct GroupGuard(i32);
+/// Start the task as the leader of a new session (and so of a new process group): its session
+/// id is its pid, and everything it starts stays in that session whatever process group it
+/// moves to (see [`session`]).
+#[allow(unsafe_code)]
+fn new_session(command: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2), which
+    // is async-signal-safe; it allocates nothing and touches no state of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
 
-/// Process groups of running tasks, in every dev scheduler of this process.
-static LIVE_GROUPS: std::sync::Mutex<std::collections::BTreeSet<i32>> =
+/// Kills a task's session when dropped: the last resort that keeps an aborted dev scheduler
+/// from leaving processes behind (a normal end has killed and waited for it already).
+/// Live sessions are also listed process-wide for [`kill_all_tasks`].
+struct SessionGuard(i32);
+
+/// Sessions of running tasks, in every dev scheduler of this process: what a second Ctrl-C,
+/// which cannot wait for the graceful path, kills ([`kill_all_tasks`]).
+static LIVE_SESSIONS: std::sync::Mutex<std::collections::BTreeSet<i32>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
-impl GroupGuard {
-    fn new(pgid: i32) -> Self {
-        LIVE_GROUPS
+impl SessionGuard {
+    fn new(sid: i32) -> Self {
+        LIVE_SESSIONS
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(pgid);
-        GroupGuard(pgid)
+            .insert(sid);
+        SessionGuard(sid)
     }
 
-    /// The group is gone: forget it, so a reused process group id is never signalled.
+    /// The session is gone: forget it, so a reused id is never signalled.
     fn disarm(self) {
-        LIVE_GROUPS
+        LIVE_SESSIONS
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.0);
@@ -561,34 +583,73 @@ impl GroupGuard {
     }
 }
 
-impl Drop for GroupGuard {
+impl Drop for SessionGuard {
     fn drop(&mut self) {
         signal_group(self.0, Signal::SIGKILL);
-        LIVE_GROUPS
+        session::signal_session(&session::scan(), self.0, Signal::SIGKILL);
+        LIVE_SESSIONS
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.0);
     }
 }
 
-/// SIGKILL every task process group still running: for an exit that cannot wait for the
-/// graceful path (a second Ctrl-C), so that no task outlives the dev scheduler.
-pub fn kill_all_task_groups() -> usize {
-    let groups = std::mem::take(&mut *LIVE_GROUPS.lock().unwrap_or_else(|e| e.into_inner()));
-    for g in &groups {
-        signal_group(*g, Signal::SIGKILL);
+/// SIGKILL every process of every task session still running (one walk of `/proc`): for an
+/// exit that cannot wait for the graceful path (a second Ctrl-C), so that no task process
+/// outlives the dev scheduler. Returns how many sessions there were.
+pub fn kill_all_tasks() -> usize {
+    let sessions = std::mem::take(&mut *LIVE_SESSIONS.lock().unwrap_or_else(|e| e.into_inner()));
+    if sessions.is_empty() {
+        return 0;
     }
-    groups.len()
+    for s in &sessions {
+        signal_group(*s, Signal::SIGKILL);
+    }
+    let procs = session::scan();
+    for s in &sessions {
+        session::signal_session(&procs, *s, Signal::SIGKILL);
+    }
+    sessions.len()
 }
 
-/// Wait (bounded) until no process of the group is left: SIGKILL is delivered asynchronously,
-/// and the group's orphans are reaped by init, not by us.
-async fn wait_group_gone(pgid: i32) {
-    for _ in 0..200 {
-        if killpg(Pid::from_raw(pgid), None).is_err() {
+/// Longest wait for a SIGKILLed session to disappear (a process in uninterruptible sleep).
+const SESSION_KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// After the task's leader has exited: return once no process of its session is left.
+///
+/// What a task that ended by itself left behind is killed at once, as with a Mesos container.
+/// A task being killed keeps the rest of its grace period (its kill timer sends SIGKILL to the
+/// whole session when it runs out): a supervisor such as `baton-env` may outlive the shell
+/// that started it while it stops its child and revokes its credentials.
+async fn end_session(shared: &Arc<Shared>, task_id: &str, sid: i32) {
+    let leader_gone = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    let mut sigkill_since: Option<Instant> = None;
+    loop {
+        let procs = shared.scans.after(Instant::now()).await;
+        if session::members(&procs, sid).next().is_none() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (killing, grace) = shared
+            .lock()
+            .tasks
+            .get(task_id)
+            .map_or((false, Duration::ZERO), |t| (t.kill.is_some(), t.grace));
+        if !killing || leader_gone.elapsed() >= grace {
+            // Again on every round: a process may have forked into a new group meanwhile.
+            session::signal_session(&procs, sid, Signal::SIGKILL);
+            let since = *sigkill_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > SESSION_KILL_WAIT {
+                tracing::warn!(
+                    task = task_id,
+                    session = sid,
+                    "dev scheduler: processes of a task survived SIGKILL"
+                );
+                return;
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
 
@@ -632,7 +693,10 @@ pub fn kill(shared: &Arc<Shared>, task_id: &str) {
         }
         let still_there = s.lock().tasks.get(&id).is_some_and(|t| t.pid == Some(pid));
         if still_there {
+            // Every group of the session: the leader's, and those its processes moved to.
             signal_group(pid, Signal::SIGKILL);
+            let procs = s.scans.after(Instant::now()).await;
+            session::signal_session(&procs, pid, Signal::SIGKILL);
             if let Some(name) = container {
                 remove_container(&name).await;
             }
@@ -702,8 +766,8 @@ async fn run_task(shared: Arc<Shared>, task_id: String) {
         .stdin(Stdio::null())
         .stdout(stdout.map(Stdio::from).unwrap_or_else(|_| Stdio::null()))
         .stderr(stderr.map(Stdio::from).unwrap_or_else(|_| Stdio::null()))
-        .process_group(0)
         .kill_on_drop(true);
+    new_session(&mut command);
     let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -722,8 +786,27 @@ async fn run_task(shared: Arc<Shared>, task_id: String) {
         }
     };
     let pid = child.id().and_then(|p| i32::try_from(p).ok());
-    // Should this future be dropped (runtime torn down without a shutdown), the group goes too.
-    let mut guard = pid.map(GroupGuard::new);
+    // Should this future be dropped (runtime torn down without a shutdown), the session goes too.
+    let mut guard = pid.map(SessionGuard::new);
+    // With a state dir, a restart after `kill -9` finds this task's processes (leftovers).
+    let recorded = match (&shared.task_records, pid) {
+        (Some(dir), Some(pid)) => {
+            let grace = shared
+                .lock()
+                .tasks
+                .get(&task_id)
+                .map_or(Duration::ZERO, |t| t.grace);
+            match leftovers::describe(&task_id, pid, grace).map(|r| leftovers::record(dir, &r)) {
+                Some(Ok(())) => Some(dir.clone()),
+                Some(Err(e)) => {
+                    tracing::warn!(task = %task_id, error = %e, "dev scheduler: cannot record the task's process; a restart after a crash would not find it");
+                    None
+                }
+                None => None,
+            }
+        }
+        _ => None,
+    };
     let kill_now = {
         let mut world = shared.lock();
         match world.tasks.get_mut(&task_id) {
@@ -759,12 +842,13 @@ async fn run_task(shared: Arc<Shared>, task_id: String) {
     }
     let status = child.wait().await;
     if let Some(pid) = pid {
-        // Whatever the task left behind in its group goes with it, as with a Mesos container.
-        signal_group(pid, Signal::SIGKILL);
-        wait_group_gone(pid).await;
+        end_session(&shared, &task_id, pid).await;
     }
     if let Some(g) = guard.take() {
         g.disarm();
+    }
+    if let Some(dir) = recorded {
+        leftovers::forget(&dir, &task_id);
     }
     if let Some(name) = &spec.container {
         if status.as_ref().map_or(true, |s| !s.success()) {

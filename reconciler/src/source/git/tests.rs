@@ -460,6 +460,8 @@ fn a_config_that_is_a_symlink_is_an_error_not_the_defaults() {
         repo.diagnostics
     );
     assert!(repo.incomplete && repo.specs.is_empty());
+}
+
 /// Ways a cache gets damaged (issue 12): a full disk, an operator's `>`, a bad restore.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Harm {
