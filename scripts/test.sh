@@ -11,7 +11,7 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 cargo test --workspace --locked --no-run "$@"
 limit="${BATON_TEST_TIMEOUT:-1800}"
 status=0
-timeout --kill-after=30 "$limit" cargo test --workspace --locked "$@" || status=$?
+timeout --kill-after=30 "$limit" cargo test --workspace --locked --no-fail-fast "$@" || status=$?
 if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
     echo "error: the tests did not finish within ${limit} s (BATON_TEST_TIMEOUT); a test hangs" >&2
 fi

@@ -161,9 +161,16 @@ async fn dependencies_deploy_first_and_a_failing_app_is_rolled_back_at_its_deadl
 async fn a_locked_app_is_waited_for_then_reported_with_the_deployment_id() {
     let sched = DevScheduler::start().await;
     let client = sched.client();
-    // Someone else deploys an app that never comes up: its deployment locks it.
+    // Someone else deploys an app that never gets healthy (nothing answers its health check):
+    // its deployment locks it. (A task that exits at once was racy: seen running for a moment
+    // on a loaded machine, it ended the deployment.)
     let lock = sched
-        .put(&json!({"id": "/locked", "cmd": "exit 1", "cpus": 0.01, "mem": 8}))
+        .put(&json!({
+            "id": "/locked", "cmd": "exec sleep 1000", "cpus": 0.01, "mem": 8,
+            "portDefinitions": [{"port": 0}],
+            "healthChecks": [{"protocol": "HTTP", "portIndex": 0, "path": "/",
+                              "intervalSeconds": 1, "gracePeriodSeconds": 600}]
+        }))
         .await;
     let repo = TempRepo::new("owner: e2e\n");
     repo.write("locked.yaml", &sleeper(""));
@@ -178,7 +185,10 @@ async fn a_locked_app_is_waited_for_then_reported_with_the_deployment_id() {
     ));
     assert_eq!(outcome(&report, "/free"), &Outcome::Converged);
     // Not forced: the other deployment still runs and the app keeps its definition.
-    assert_eq!(sched.app("/locked").await.unwrap()["cmd"], json!("exit 1"));
+    assert_eq!(
+        sched.app("/locked").await.unwrap()["cmd"],
+        json!("exec sleep 1000")
+    );
     sched.stop().await;
 }
 

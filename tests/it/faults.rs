@@ -650,6 +650,29 @@ async fn serve_keeps_answering_under_a_flood_of_slow_connections() {
         .unwrap();
     let sched = DevScheduler::start().await;
     let repo = TempRepo::new("owner: e2e\n");
+    // A git repo: webhooks are served only for one (a plain directory is watched instead).
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &[
+            "-c",
+            "user.name=e2e",
+            "-c",
+            "user.email=e2e@example.com",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "init",
+        ],
+    ] {
+        let ok = std::process::Command::new("git")
+            .args(args)
+            .current_dir(repo.path())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "git {args:?}");
+    }
     let state = tempfile::tempdir().unwrap();
     let mut cmd = under_open_files_limit(&["serve", "--listen", "127.0.0.1:0"]);
     cmd.args(["--marathon", &sched.url, "--vault-addr", &vault.url()])
