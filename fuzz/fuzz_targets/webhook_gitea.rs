@@ -1,5 +1,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    baton_fuzz::webhook(baton::hooks::Provider::Gitea, data)
+    baton_fuzz::webhook(baton::daemon::hooks::Provider::Gitea, data)
 });

@@ -6,10 +6,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use baton::hooks::{self, Provider, ReplayWindow, Verdict};
-use baton::spec::load::{self, Keep, Snapshot, SourceFile};
-use baton::spec::parse::{self, Format, Limits};
-use baton::spec::Severity;
+use baton::daemon::hooks::{self, Provider, ReplayWindow, Verdict};
+use baton_core::spec::load::{self, Keep, Snapshot, SourceFile};
+use baton_core::spec::parse::{self, Format, Limits};
+use baton_core::spec::Severity;
 use serde_json::Value;
 
 /// `spec_parse`: first byte picks the format (even: YAML, odd: JSON), the rest is the document.
@@ -224,10 +224,10 @@ pub fn webhook(provider: Provider, data: &[u8]) {
 /// request can reach). Invariant: a malformed body is refused as malformed; a grant goes only to
 /// the known app's role.
 pub fn gatekeeper_request(data: &[u8]) {
-    use baton::gatekeeper::{
+    use baton::secret_zero::gatekeeper::{
         decide, parse_request, AppGate, Decision, GateConfig, RateLimiter, Served, TaskInfo,
     };
-    use baton::spec::AppId;
+    use baton_core::spec::AppId;
     use std::collections::BTreeMap;
     let Ok(req) = parse_request(data) else {
         return;
@@ -276,7 +276,7 @@ pub fn gatekeeper_request(data: &[u8]) {
 /// says), then each event through `deployment_event`. Invariant: chunking never changes the
 /// events (the parser is incremental).
 pub fn sse(data: &[u8]) {
-    use baton::scheduler::sse::{deployment_event, Parser};
+    use baton_core::app::sse::{deployment_event, Parser};
     let Some((&cut, rest)) = data.split_first() else {
         return;
     };

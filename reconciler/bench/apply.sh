@@ -12,7 +12,7 @@
 # With STATE_DIR=1 the dev scheduler keeps its apps in a fresh --state-dir per start, so every
 # acknowledged write is appended to its journal and fsynced first (the durable mode).
 #
-#   cargo build --release -p baton-reconciler --bin baton
+#   cargo build --release -p baton-cli --bin baton
 #   reconciler/bench/apply.sh            # N_SLEEP=500 N_NOOP=5000 PORT=18080 STATE_DIR=0 by default
 set -euo pipefail
 
@@ -36,7 +36,7 @@ stop_scheduler() {
 }
 trap 'stop_scheduler; rm -rf "$WORK"' EXIT
 
-[ -x "$BATON" ] || { echo "no $BATON: cargo build --release -p baton-reconciler --bin baton" >&2; exit 1; }
+[ -x "$BATON" ] || { echo "no $BATON: cargo build --release -p baton-cli --bin baton" >&2; exit 1; }
 
 # gen DIR N CMD INSTANCES: a repo of N apps in 50 groups.
 gen() {

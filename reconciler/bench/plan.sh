@@ -31,7 +31,7 @@ trap 'rm -rf "$WORK"' EXIT
 
 [ -x /usr/bin/time ] || { echo "needs /usr/bin/time: apt-get install -y time" >&2; exit 1; }
 if [ -z "${SKIP_BUILD:-}" ]; then
-    (cd "$ROOT" && cargo build --release -p baton-reconciler --bin baton --example gen_repo) >&2
+    (cd "$ROOT" && cargo build --release -p baton-cli --bin baton && cargo build --release -p baton-reconciler --example gen_repo) >&2
 fi
 [ -x "$BATON" ] && [ -x "$GEN" ] || { echo "no $BATON or $GEN (unset SKIP_BUILD)" >&2; exit 1; }
 HYPERFINE=$(command -v hyperfine || true)

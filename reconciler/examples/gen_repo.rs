@@ -50,9 +50,12 @@ fn main() {
         if k % 100 == 7 {
             continue; // not created yet
         }
-        let mut app =
-            baton::ownership::labelled(spec, "bench", "0123456789abcdef0123456789abcdef01234567");
-        baton::spec::marathon_form(&mut app);
+        let mut app = baton_core::ownership::labelled(
+            spec,
+            "bench",
+            "0123456789abcdef0123456789abcdef01234567",
+        );
+        baton_core::spec::marathon_form(&mut app);
         // Service ports Marathon assigns for the `0`s of the spec.
         for (list, key) in [
             ("/portDefinitions", "port"),

@@ -27,11 +27,10 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::plan::{Action, Change, Plan};
-use crate::scheduler::{
-    app_is_up, EventStream, Scheduler, SchedulerError, SchedulerEvent, Written,
-};
-use crate::spec::AppId;
+use baton_core::app::is_up as app_is_up;
+use baton_core::plan::{Action, Change, Plan};
+use baton_core::spec::AppId;
+use baton_marathon::{EventStream, Scheduler, SchedulerError, SchedulerEvent, Written};
 
 /// Knobs of one apply run.
 #[derive(Debug, Clone)]
@@ -572,7 +571,7 @@ async fn write<S: Scheduler>(
 fn invalid_reason(
     file: Option<&Path>,
     message: &str,
-    details: &[crate::scheduler::InvalidDetail],
+    details: &[baton_marathon::InvalidDetail],
 ) -> String {
     let mut s = match file {
         Some(f) => format!("{}: the scheduler rejected the app: {message}", f.display()),

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::apply::{self, ApplyOptions, ApplyReport, Outcome, ProgressEvent};
-use crate::plan::{self, Plan, Policy};
-use crate::report::{self, Style, ValidateReport};
-use crate::scheduler::live::apps_from_text;
-use crate::scheduler::Scheduler;
-use crate::spec::{self, Repo};
+use baton_core::app::live::apps_from_text;
+use baton_core::plan::{self, Plan, Policy};
+use baton_core::report::{self, Style, ValidateReport};
+use baton_core::spec::{self, Repo};
+use baton_marathon::Scheduler;
 
 /// Exit codes: the contract scripts rely on.
 pub mod exit {
@@ -42,13 +42,13 @@ pub enum CommandError {
     #[error("cannot read live state from {path}: {reason}")]
     Live { path: PathBuf, reason: String },
     #[error(transparent)]
-    Scheduler(#[from] crate::scheduler::SchedulerError),
+    Scheduler(#[from] baton_marathon::SchedulerError),
     #[error("cannot write the report: {0}")]
     Output(#[from] std::io::Error),
     #[error(transparent)]
-    Ledger(#[from] crate::drift::ledger::LedgerError),
+    Ledger(#[from] crate::daemon::ledger_file::LedgerError),
     #[error("Vault: {0}")]
-    Vault(#[from] crate::vault_admin::VaultAdminError),
+    Vault(#[from] crate::secret_zero::vault_admin::VaultAdminError),
     /// A task that reads the repo beside another did not finish (it panicked).
     #[error("reading the repo stopped: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -141,7 +141,7 @@ pub enum LiveFrom {
     /// A saved `GET /v2/apps` response (or a group dump).
     File(PathBuf),
     /// A Marathon-compatible API.
-    Scheduler(crate::scheduler::marathon::MarathonConfig),
+    Scheduler(baton_marathon::marathon::MarathonConfig),
 }
 
 /// Fetch the live apps.
@@ -156,7 +156,7 @@ pub async fn live_apps(from: &LiveFrom) -> Result<Vec<serde_json::Value>, Comman
             apps_from_text(&text).map_err(live_err)
         }
         LiveFrom::Scheduler(config) => {
-            let client = crate::scheduler::marathon::Marathon::new(config.clone())?;
+            let client = baton_marathon::marathon::Marathon::new(config.clone())?;
             Ok(client.list_apps_raw().await?)
         }
     }
@@ -189,13 +189,13 @@ pub async fn plan(
 #[derive(Debug, Clone, Default)]
 pub struct PlanSecrets {
     pub vault: Option<PlanVault>,
-    pub allowed: crate::secrets::AllowedPolicies,
+    pub allowed: baton_core::secrets::AllowedPolicies,
 }
 
 /// `baton plan --vault-addr ...`: how to read Vault's current `baton-*` objects.
 #[derive(Debug, Clone)]
 pub struct PlanVault {
-    pub admin: crate::vault_admin::VaultAdminConfig,
+    pub admin: crate::secret_zero::vault_admin::VaultAdminConfig,
     /// The gatekeeper URL `baton serve` injects; `None`: taken from the live apps.
     pub gatekeeper_url: Option<String>,
 }
@@ -207,16 +207,7 @@ pub const UNKNOWN_GATEKEEPER_URL: &str = "<set by baton serve>";
 /// The note of a Vault plan made without Vault access.
 pub const VAULT_UNKNOWN_NOTE: &str = "current Vault state unknown (no --vault-addr): every policy and role the repo needs is listed as a create, nothing as an update or delete; bootstrap env is taken from the live apps";
 
-/// The Vault part of a plan and how it was made.
-#[derive(Debug, serde::Serialize)]
-pub struct VaultReport {
-    /// `observed`: compared with Vault's current objects; `unknown`: no Vault access.
-    pub state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<&'static str>,
-    #[serde(flatten)]
-    pub plan: crate::secrets::VaultPlan,
-}
+pub use baton_core::report::VaultReport;
 
 /// `baton plan` with the Vault plan of secret zero (policies and AppRole roles to create,
 /// update or delete): compared with Vault when `vault` is given, else every needed object is a
@@ -232,7 +223,7 @@ pub async fn plan_with_vault(
     style: Style,
     out: &mut dyn Write,
 ) -> Result<u8, CommandError> {
-    use crate::secrets::{self, env as benv};
+    use baton_core::secrets::{self, env as benv};
     let vault = secrets_config.vault.as_ref();
     let (mut repo, live) = load_repo_and_live(dir, live).await?;
     let mut desired = secrets::desired(&repo, &secrets_config.allowed);
@@ -241,7 +232,7 @@ pub async fn plan_with_vault(
     if wanted {
         let (live_vault, role_ids, state) = match vault {
             Some(v) => {
-                let admin = crate::vault_admin::VaultAdmin::new(v.admin.clone())?;
+                let admin = crate::secret_zero::vault_admin::VaultAdmin::new(v.admin.clone())?;
                 let lv = admin.observe(&repo.config.owner).await?;
                 secrets::claim_names(&mut desired, &lv);
                 if !desired.apps.is_empty() {
@@ -481,7 +472,7 @@ pub fn apply_summary(plan: &Plan, report: &ApplyReport) -> String {
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     dir: &Path,
-    marathon: crate::scheduler::marathon::MarathonConfig,
+    marathon: baton_marathon::marathon::MarathonConfig,
     policy: &Policy,
     options: &ApplyOptions,
     output: ProgressOutput,
@@ -491,9 +482,9 @@ pub async fn apply(
 ) -> Result<u8, CommandError> {
     let mut repo = load_repo(dir)?;
     // One-shot apply has no gatekeeper: apps reading Vault secrets need `baton serve`.
-    let desired = crate::secrets::desired(&repo, &Default::default());
-    crate::secrets::block_without_vault(&mut repo, &desired);
-    let scheduler = crate::scheduler::marathon::Marathon::new(marathon)?;
+    let desired = baton_core::secrets::desired(&repo, &Default::default());
+    baton_core::secrets::block_without_vault(&mut repo, &desired);
+    let scheduler = baton_marathon::marathon::Marathon::new(marathon)?;
     if !repo.diagnostics.is_empty() && format == Format::Text {
         write!(out, "{}", report::diagnostics_text(&repo, style))?;
     }
@@ -558,11 +549,11 @@ pub struct ApplyJson<'a> {
 /// Settings of `baton drift` beyond the repo and the live source.
 #[derive(Debug, Clone)]
 pub struct DriftOptions {
-    pub format: crate::drift_report::DriftFormat,
+    pub format: baton_core::drift_report::DriftFormat,
     /// `baton serve`'s state directory: its drift ledger tells since when and who (read only).
     pub state_dir: Option<PathBuf>,
     /// API changes seen on the scheduler's event stream (empty for a plain one-shot run).
-    pub attributions: crate::drift::Attributions,
+    pub attributions: baton_core::drift::Attributions,
     /// Unix ms; `None`: the system clock.
     pub now: Option<u64>,
 }
@@ -572,11 +563,11 @@ pub struct DriftOptions {
 pub fn drift_report(
     repo: &Repo,
     live: &[serde_json::Value],
-    attributions: &crate::drift::Attributions,
-    ledger: Option<&crate::drift::Ledger>,
+    attributions: &baton_core::drift::Attributions,
+    ledger: Option<&baton_core::drift::Ledger>,
     now: u64,
-) -> crate::drift::DriftReport {
-    let mut report = crate::drift::drift(repo, live, attributions, now);
+) -> baton_core::drift::DriftReport {
+    let mut report = baton_core::drift::drift(repo, live, attributions, now);
     if let Some(ledger) = ledger {
         let mut scratch = ledger.clone();
         scratch.observe(&mut report, &Default::default(), now);
@@ -601,15 +592,16 @@ pub async fn drift(
 ) -> Result<u8, CommandError> {
     let (repo, live) = load_repo_and_live(dir, live).await?;
     let ledger = match &options.state_dir {
-        Some(d) => Some(crate::drift::ledger::load(d)?),
+        Some(d) => Some(crate::daemon::ledger_file::load(d)?),
         None => None,
     };
     let now = options.now.unwrap_or_else(unix_ms);
     let report = drift_report(&repo, &live, &options.attributions, ledger.as_ref(), now);
-    if options.format == crate::drift_report::DriftFormat::Text && !repo.diagnostics.is_empty() {
+    if options.format == baton_core::drift_report::DriftFormat::Text && !repo.diagnostics.is_empty()
+    {
         write!(out, "{}", report::diagnostics_text(&repo, style))?;
     }
-    let text = crate::drift_report::render(&report, options.format, style);
+    let text = baton_core::drift_report::render(&report, options.format, style);
     write!(out, "{text}")?;
     let code = if !repo.is_valid() {
         exit::ERROR
@@ -633,7 +625,7 @@ pub fn unix_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::marathon::MarathonConfig;
+    use baton_marathon::marathon::MarathonConfig;
 
     /// A scheduler nothing listens on, asked once.
     fn unreachable_scheduler() -> LiveFrom {
@@ -667,7 +659,7 @@ mod tests {
     /// not a success: the apps it waited for are unfinished, not failed.
     #[test]
     fn an_apply_that_lost_the_scheduler_exits_1() {
-        use crate::spec::AppId;
+        use baton_core::spec::AppId;
         let repo = Repo::default();
         let mut report = ApplyReport {
             apps: vec![apply::AppResult {

@@ -9,9 +9,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::reconcile::SyncMode;
-use crate::scheduler::marathon::MarathonConfig;
+use crate::daemon::reconcile::SyncMode;
 use crate::source::git::GitAuth;
+use baton_marathon::marathon::MarathonConfig;
 
 /// The optional config file; every key mirrors a flag (kebab-case). Secrets are given as
 /// `*-file` paths, never inline.
@@ -92,7 +92,7 @@ pub struct VaultServeConfig {
     pub host_check: bool,
     pub wrap_ttl: Duration,
     /// `--vault-allowed-policies`: the extra policies specs may ask for.
-    pub allowed_policies: crate::secrets::AllowedPolicies,
+    pub allowed_policies: baton_core::secrets::AllowedPolicies,
 }
 
 /// The checked configuration.
@@ -118,7 +118,7 @@ pub struct ServeConfig {
     /// Secret zero; `None`: apps with `vault:` references are blocked with an error.
     pub vault: Option<VaultServeConfig>,
     /// Where notifications go (empty: nowhere). URLs are redacted in `Debug`.
-    pub notify: Vec<crate::notifications::Sink>,
+    pub notify: Vec<crate::daemon::notifications::Sink>,
 }
 
 /// A configuration that cannot run.
@@ -139,10 +139,10 @@ pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let doc = crate::spec::parse::parse(
+    let doc = baton_core::spec::parse::parse(
         &text,
-        crate::spec::parse::Format::Yaml,
-        crate::spec::parse::Limits::default(),
+        baton_core::spec::parse::Format::Yaml,
+        baton_core::spec::parse::Limits::default(),
     )
     .map_err(|e| err(e.message))?;
     serde_json::from_value(doc).map_err(|e| err(e.to_string()))
@@ -160,10 +160,11 @@ pub fn resolve(
     let vault = resolve_vault(&f, &file, flags.vault_token)?;
     let mut repo = f.repo.or(file.repo).ok_or(ConfigError::Missing("--repo"))?;
     // Credentials in the URL become git credentials: the URL is shown in logs and status.
-    let url_auth = crate::userinfo::split_http_userinfo(&repo).map(|(bare, user, password)| {
-        repo = bare;
-        GitAuth { user, password }
-    });
+    let url_auth =
+        baton_core::userinfo::split_http_userinfo(&repo).map(|(bare, user, password)| {
+            repo = bare;
+            GitAuth { user, password }
+        });
     let reference = f
         .reference
         .or(file.reference)
@@ -193,7 +194,7 @@ pub fn resolve(
         .or(file.poll_interval)
         .unwrap_or_else(|| "60s".into());
     let poll_interval =
-        crate::spec::load::parse_duration(&poll).map_err(|reason| ConfigError::Bad {
+        baton_core::spec::load::parse_duration(&poll).map_err(|reason| ConfigError::Bad {
             name: "--poll-interval",
             reason,
         })?;
@@ -262,14 +263,14 @@ fn marathon_from_file(
     f: &FileConfig,
     file: &FileConfig,
 ) -> Result<(), ConfigError> {
-    use crate::scheduler::marathon::Auth;
+    use baton_marathon::marathon::Auth;
     if let Some(t) = f
         .marathon_timeout
         .as_ref()
         .or(file.marathon_timeout.as_ref())
     {
         marathon.timeout =
-            crate::spec::load::parse_duration(t).map_err(|reason| ConfigError::Bad {
+            baton_core::spec::load::parse_duration(t).map_err(|reason| ConfigError::Bad {
                 name: "--marathon-timeout",
                 reason,
             })?;
@@ -300,8 +301,8 @@ fn notify_sinks(
     slack_flags: Vec<SecretString>,
     webhook_file: Option<Vec<String>>,
     slack_file: Option<PathBuf>,
-) -> Result<Vec<crate::notifications::Sink>, ConfigError> {
-    use crate::notifications::{Sink, SinkKind};
+) -> Result<Vec<crate::daemon::notifications::Sink>, ConfigError> {
+    use crate::daemon::notifications::{Sink, SinkKind};
     use secrecy::ExposeSecret;
     let webhooks: Vec<String> = if webhook_flags.is_empty() {
         webhook_file.unwrap_or_default()
@@ -353,7 +354,7 @@ fn resolve_vault(
     let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
     // Flags (or env) win over the file; checked even without Vault, so a bad list never waits
     // for the day Vault is turned on.
-    let allowed_policies = crate::secrets::AllowedPolicies::new(
+    let allowed_policies = baton_core::secrets::AllowedPolicies::new(
         (f.vault_allowed_policies.iter())
             .chain(&file.vault_allowed_policies)
             .next()
@@ -389,7 +390,7 @@ fn resolve_vault(
     };
     let duration = |name: &'static str, value: Option<String>, default: &str| {
         let text = value.unwrap_or_else(|| default.into());
-        let d = crate::spec::load::parse_duration(&text)
+        let d = baton_core::spec::load::parse_duration(&text)
             .map_err(|reason| ConfigError::Bad { name, reason })?;
         if d < Duration::from_secs(1) {
             return Err(ConfigError::Bad {
@@ -646,7 +647,7 @@ mod tests {
 
     #[test]
     fn notification_sinks_from_flags_file_and_bad_urls() {
-        use crate::notifications::SinkKind;
+        use crate::daemon::notifications::SinkKind;
         let dir = tempfile::tempdir().unwrap();
         let slack = dir.path().join("slack");
         std::fs::write(
@@ -703,7 +704,7 @@ mod tests {
     /// whatever the flags (or the environment) gave wins.
     #[test]
     fn marathon_settings_from_the_file() {
-        use crate::scheduler::marathon::Auth;
+        use baton_marathon::marathon::Auth;
         let dir = tempfile::tempdir().unwrap();
         let password = dir.path().join("pw");
         std::fs::write(&password, "m-pass\n").unwrap();

@@ -16,7 +16,7 @@
 pub mod auth;
 pub mod env;
 pub mod error;
-pub mod refs;
+pub use baton_refs as refs;
 pub mod resolve;
 pub mod retry;
 pub mod secret;

@@ -243,27 +243,11 @@ async fn read_one<V: VaultApi>(
     Ok((data, resp.lease, path, took))
 }
 
-/// `secret/app` on KV v2 mount `secret/` is read at `secret/data/app`.
-pub fn kv2_data_path(mount: &str, path: &str) -> String {
-    match path.strip_prefix(mount) {
-        Some(rest) if !rest.starts_with("data/") => format!("{mount}data/{rest}"),
-        _ => path.to_owned(),
-    }
-}
+pub use crate::refs::kv2_data_path;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kv2_paths_get_data_inserted_once() {
-        assert_eq!(kv2_data_path("secret/", "secret/app"), "secret/data/app");
-        assert_eq!(
-            kv2_data_path("secret/", "secret/data/app"),
-            "secret/data/app"
-        );
-        assert_eq!(kv2_data_path("a/b/", "a/b/c/d"), "a/b/data/c/d");
-    }
 
     #[test]
     fn kv_overrides_pick_the_longest_mount() {

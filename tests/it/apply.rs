@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use baton::apply::{ApplyOptions, ApplyReport, Outcome, ProgressEvent};
 use baton::commands;
-use baton::plan::{Plan, Policy};
-use baton::scheduler::marathon::Marathon;
+use baton_core::plan::{Plan, Policy};
 use baton_e2e::devsched::{baton_bin, DevScheduler, TempRepo};
+use baton_marathon::marathon::Marathon;
 use serde_json::json;
 
 fn options() -> ApplyOptions {
@@ -378,7 +378,7 @@ async fn without_an_owner_apply_creates_and_updates_but_deletes_nothing() {
         .find(|l| l.contains("/other-repo/api"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(
-        held.contains("held") && held.contains(&baton::plan::no_owner_reason("baton")),
+        held.contains("held") && held.contains(&baton_core::plan::no_owner_reason("baton")),
         "{held}"
     );
     assert!(
@@ -407,7 +407,10 @@ async fn without_an_owner_apply_creates_and_updates_but_deletes_nothing() {
     let (code, text) = apply_bin(&bin, &sched, &repo);
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains(&format!("note: {}", baton::plan::no_owner_reason("baton"))),
+        text.contains(&format!(
+            "note: {}",
+            baton_core::plan::no_owner_reason("baton")
+        )),
         "{text}"
     );
     sched.stop().await;

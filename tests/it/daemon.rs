@@ -265,7 +265,7 @@ async fn the_daemon_without_an_owner_deletes_nothing_and_with_id_prefixes_stays_
         &sched,
         state.path(),
         &["--poll-interval", "1s"],
-        "info,baton::reconcile=debug",
+        "info,baton::daemon::reconcile=debug",
     )
     .await;
     let http = reqwest::Client::new();
@@ -278,7 +278,7 @@ async fn the_daemon_without_an_owner_deletes_nothing_and_with_id_prefixes_stays_
             .await
             .unwrap()
     };
-    let no_owner = baton::plan::no_owner_reason("baton");
+    let no_owner = baton_core::plan::no_owner_reason("baton");
     until("the first sync", || async {
         sched.app("/web").await.is_some() && status().await["ownership"].is_object()
     })

@@ -347,15 +347,13 @@ async fn scheduler(dir: &Path) -> Scheduler {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    let config = baton::scheduler::dev::DevConfig {
+    let config = baton_dev_scheduler::DevConfig {
         sandbox_dir: Some(dir.to_path_buf()),
         ..Default::default()
     };
     let s = stop.clone();
     let task = tokio::spawn(async move {
-        baton::scheduler::dev::run(listener, config, s)
-            .await
-            .unwrap();
+        baton_dev_scheduler::run(listener, config, s).await.unwrap();
     });
     Scheduler { url, stop, task }
 }

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use baton::apply::{self, ApplyOptions};
 use baton::commands::{self, DriftOptions, LiveFrom};
-use baton::dashboard::Dashboard;
-use baton::drift::{self, Attributions, DriftState, Ledger, LedgerEvent, Resolution};
-use baton::drift_report::DriftFormat;
-use baton::report::Style;
-use baton::scheduler::marathon::{Marathon, MarathonConfig};
-use baton::spec::AppId;
+use baton::daemon::dashboard::Dashboard;
+use baton_core::drift::{self, Attributions, DriftState, Ledger, LedgerEvent, Resolution};
+use baton_core::drift_report::DriftFormat;
+use baton_core::report::Style;
+use baton_core::spec::AppId;
 use baton_e2e::browser::Browser;
+use baton_marathon::marathon::{Marathon, MarathonConfig};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -61,7 +61,7 @@ async fn scenario() -> Scenario {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let token = stop.clone();
     let dev = tokio::spawn(async move {
-        baton::scheduler::dev::run(listener, Default::default(), token)
+        baton_dev_scheduler::run(listener, Default::default(), token)
             .await
             .unwrap();
     });
@@ -73,7 +73,7 @@ async fn scenario() -> Scenario {
     let wait = notified.notified();
     tokio::pin!(wait);
     wait.as_mut().enable();
-    tokio::spawn(baton::attribution_feed::follow(
+    tokio::spawn(baton::daemon::attribution_feed::follow(
         marathon.clone(),
         attributions.clone(),
         connected,
@@ -96,10 +96,10 @@ async fn scenario() -> Scenario {
     );
     let repo = commands::load_repo(repo_dir.path()).unwrap();
     assert!(repo.is_valid(), "{:?}", repo.diagnostics);
-    let plan = baton::plan::plan(
+    let plan = baton_core::plan::plan(
         &repo,
         &[],
-        &baton::plan::Policy {
+        &baton_core::plan::Policy {
             commit: "c0ffee".into(),
             allow_deletes: None,
         },
@@ -260,10 +260,10 @@ async fn out_of_band_changes_are_reported_attributed_and_corrected_by_policy() {
         "only the `correct` app"
     );
     let plan = drift::restrict(
-        &baton::plan::plan(
+        &baton_core::plan::plan(
             &repo,
             &live,
-            &baton::plan::Policy {
+            &baton_core::plan::Policy {
                 commit: "c0ffee".into(),
                 allow_deletes: None,
             },
@@ -314,7 +314,7 @@ async fn status_page_shows_the_drifted_app_and_its_diff() {
     report.ledger = ledger.entries.clone();
     let dashboard = Dashboard::new(Default::default());
     dashboard.publish(&report, now);
-    let (page, stop_page) = serve(baton::dashboard::router(dashboard)).await;
+    let (page, stop_page) = serve(baton::daemon::dashboard::router(dashboard)).await;
 
     browser.goto(&page).await;
     browser

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use baton::apply::ApplyOptions;
 use baton::commands::{self, CommandError};
-use baton::plan::Policy;
-use baton::scheduler::marathon::{Marathon, MarathonConfig};
-use baton::scheduler::SchedulerError;
+use baton_core::plan::Policy;
 use baton_e2e::devsched::{DevScheduler, TempRepo};
+use baton_marathon::marathon::{Marathon, MarathonConfig};
+use baton_marathon::SchedulerError;
 
 /// A server that answers everything with 500, or sleeps `delay` first; counts requests and
 /// writes (non-GET).
@@ -508,7 +508,7 @@ async fn a_damaged_git_cache_is_set_aside_and_fetched_afresh_by_the_daemon() {
 }
 
 /// Header timeout of Baton's HTTP servers.
-const HEADER_TIMEOUT: Duration = baton::listen::HEADER_TIMEOUT;
+const HEADER_TIMEOUT: Duration = baton_listen::HEADER_TIMEOUT;
 
 /// The open-files limit the servers under test run with (`ulimit -n`).
 const OPEN_FILES: u64 = 256;
@@ -695,7 +695,7 @@ async fn serve_keeps_answering_under_a_flood_of_slow_connections() {
             .header("X-GitHub-Delivery", "flood-1")
             .header(
                 "X-Hub-Signature-256",
-                baton::hooks::sign_sha256(b"e2e-secret", push),
+                baton::daemon::hooks::sign_sha256(b"e2e-secret", push),
             )
             .body(push.to_vec()),
         http.post(format!("{url}/v1/secret-zero"))

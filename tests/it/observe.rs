@@ -12,7 +12,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use baton::config::ServeConfig;
-use baton::notifications::{Sink, SinkKind};
+use baton::daemon::notifications::{Sink, SinkKind};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -182,7 +182,7 @@ async fn push_hook(env: &Env, serve: &str, delivery: &str, signature: Option<&st
     );
     let sig = signature
         .map(str::to_string)
-        .unwrap_or_else(|| baton::hooks::sign_sha256(SECRET.as_bytes(), body.as_bytes()));
+        .unwrap_or_else(|| baton::daemon::hooks::sign_sha256(SECRET.as_bytes(), body.as_bytes()));
     env.http
         .post(format!("{serve}/hooks/github"))
         .header("X-GitHub-Event", "push")
@@ -231,7 +231,7 @@ async fn metrics_and_notifications_follow_pushes_failures_and_drift() {
     let scheduler_stop = CancellationToken::new();
     let stop = scheduler_stop.clone();
     let scheduler = tokio::spawn(async move {
-        let _ = baton::scheduler::dev::run(listener, Default::default(), stop).await;
+        let _ = baton_dev_scheduler::run(listener, Default::default(), stop).await;
     });
     let env = Env {
         state: tmp.path().join("state"),
@@ -268,7 +268,9 @@ async fn metrics_and_notifications_follow_pushes_failures_and_drift() {
     let serve_stop = CancellationToken::new();
     let s = serve_stop.clone();
     let serve_task = tokio::spawn(async move {
-        baton::serve::serve(config, listener, s).await.unwrap();
+        baton::daemon::serve::serve(config, listener, s)
+            .await
+            .unwrap();
     });
     let serve = format!("http://{addr}");
 

@@ -13,13 +13,15 @@ use std::time::{Duration, Instant};
 
 use baton::apply::{apply, ApplyOptions, ApplyReport};
 use baton::config::{ServeConfig, VaultServeConfig};
-use baton::gatekeeper::{self, apps_from, DenyReason, GateConfig, Gatekeeper, SchedulerTasks};
-use baton::plan::{self, Policy};
-use baton::scheduler::marathon::{Marathon, MarathonConfig};
-use baton::scheduler::Scheduler;
-use baton::secrets::{self, Bootstrap, VaultPlan};
-use baton::spec::AppId;
-use baton::vault_admin::{deletes_after, VaultAdmin, VaultAdminConfig};
+use baton::secret_zero::gatekeeper::{
+    self, apps_from, DenyReason, GateConfig, Gatekeeper, SchedulerTasks,
+};
+use baton::secret_zero::vault_admin::{deletes_after, VaultAdmin, VaultAdminConfig};
+use baton_core::plan::{self, Policy};
+use baton_core::secrets::{self, Bootstrap, VaultPlan};
+use baton_core::spec::AppId;
+use baton_marathon::marathon::{Marathon, MarathonConfig};
+use baton_marathon::Scheduler;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use vault_stub::{spawn, StubConfig, StubHandle};
@@ -100,15 +102,13 @@ async fn world(baton_env: &Path) -> World {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let marathon_url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    let config = baton::scheduler::dev::DevConfig {
+    let config = baton_dev_scheduler::DevConfig {
         sandbox_dir: Some(tmp.path().join("sandboxes")),
         ..Default::default()
     };
     let s = stop.clone();
     let scheduler = tokio::spawn(async move {
-        baton::scheduler::dev::run(listener, config, s)
-            .await
-            .unwrap();
+        baton_dev_scheduler::run(listener, config, s).await.unwrap();
     });
     World {
         _tmp: tmp,
@@ -433,7 +433,9 @@ async fn start_serve(
     let stop = CancellationToken::new();
     let s = stop.clone();
     let task = tokio::spawn(async move {
-        baton::serve::serve(config, listener, s).await.unwrap();
+        baton::daemon::serve::serve(config, listener, s)
+            .await
+            .unwrap();
     });
     (format!("http://{addr}"), stop, task)
 }
@@ -667,7 +669,7 @@ async fn baton_plan_shows_the_vault_plan() {
         commit: "c1".into(),
         allow_deletes: None,
     };
-    let style = baton::report::Style { color: false };
+    let style = baton_core::report::Style { color: false };
     let run = |vault: Option<PlanVault>, format: Format| {
         let (repo, live, policy) = (repo.clone(), LiveFrom::File(live.clone()), policy.clone());
         async move {
@@ -832,7 +834,7 @@ async fn a_vault_that_ignores_wrapping_is_refused_not_passed_on() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "load benchmark; run explicitly with --ignored (release build for numbers)"]
 async fn secret_zero_load() {
-    use baton::gatekeeper::{AppGate, StaticTasks, TaskInfo};
+    use baton::secret_zero::gatekeeper::{AppGate, StaticTasks, TaskInfo};
     use baton_env::auth::{
         login, AuthError, AuthMethod, GatekeeperApi, GatekeeperGrant, HttpGatekeeper,
     };

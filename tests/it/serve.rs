@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use baton::config::ServeConfig;
-use baton::scheduler::marathon::MarathonConfig;
+use baton_marathon::marathon::MarathonConfig;
 use secrecy::SecretString;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -114,7 +114,7 @@ async fn setup() -> Env {
     let scheduler_stop = CancellationToken::new();
     let stop = scheduler_stop.clone();
     let scheduler = tokio::spawn(async move {
-        let _ = baton::scheduler::dev::run(listener, Default::default(), stop).await;
+        let _ = baton_dev_scheduler::run(listener, Default::default(), stop).await;
     });
     Env {
         state: tmp.path().join("state"),
@@ -149,7 +149,9 @@ async fn start_serve_at(
         let stop = CancellationToken::new();
         let s = stop.clone();
         let task = tokio::spawn(async move {
-            baton::serve::serve(config, listener, s).await.unwrap();
+            baton::daemon::serve::serve(config, listener, s)
+                .await
+                .unwrap();
         });
         return Serve {
             url: format!("http://{addr}"),
@@ -172,7 +174,9 @@ async fn start_serve_at(
     let stop = CancellationToken::new();
     let s = stop.clone();
     let task = tokio::spawn(async move {
-        baton::serve::serve(config, listener, s).await.unwrap();
+        baton::daemon::serve::serve(config, listener, s)
+            .await
+            .unwrap();
     });
     Serve {
         url: format!("http://{addr}"),
@@ -243,7 +247,7 @@ async fn push_hook(
     );
     let sig = signature
         .map(str::to_string)
-        .unwrap_or_else(|| baton::hooks::sign_sha256(SECRET.as_bytes(), body.as_bytes()));
+        .unwrap_or_else(|| baton::daemon::hooks::sign_sha256(SECRET.as_bytes(), body.as_bytes()));
     let r = env
         .http
         .post(format!("{}/hooks/github", serve.url))

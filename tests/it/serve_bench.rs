@@ -12,7 +12,7 @@
 //!   never coalesced; nothing polls the daemon's status meanwhile.
 //!
 //! The dev scheduler runs as its own process (`baton dev-scheduler`, the binary next to this
-//! test; build it with `cargo build --profile profiling -p baton-reconciler --bin baton`), so
+//! test; build it with `cargo build --profile profiling -p baton-cli --bin baton`), so
 //! the daemon does not share its runtime with the scheduler it is measured against; without
 //! the binary it runs in this process on a runtime of its own (the output says which).
 //!
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use axum::routing::post;
 use axum::{Json, Router};
 use baton::config::ServeConfig;
-use baton::notifications::{Sink, SinkKind};
+use baton::daemon::notifications::{Sink, SinkKind};
 use secrecy::SecretString;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -170,7 +170,7 @@ impl Scheduler {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(format!("http://{}", listener.local_addr().unwrap()))
                     .unwrap();
-                let _ = baton::scheduler::dev::run(listener, Default::default(), s).await;
+                let _ = baton_dev_scheduler::run(listener, Default::default(), s).await;
             });
         });
         let url = rx.recv().unwrap();
@@ -310,8 +310,11 @@ async fn run_size(n: usize, pushes: usize, grouped: bool) -> Samples {
     let stop = CancellationToken::new();
     let st = stop.clone();
     let setup = Instant::now();
-    let serve =
-        tokio::spawn(async move { baton::serve::serve(config, listener, st).await.unwrap() });
+    let serve = tokio::spawn(async move {
+        baton::daemon::serve::serve(config, listener, st)
+            .await
+            .unwrap()
+    });
     let http = reqwest::Client::new();
     let url = format!("http://{addr}");
     // The initial deploy of every app.
@@ -343,7 +346,7 @@ async fn run_size(n: usize, pushes: usize, grouped: bool) -> Samples {
         git(&work, &["push", "-q", "origin", "main"]);
         let commit = git(&work, &["rev-parse", "HEAD"]);
         let body = format!(r#"{{"ref":"refs/heads/main","after":"{commit}"}}"#);
-        let sig = baton::hooks::sign_sha256(SECRET.as_bytes(), body.as_bytes());
+        let sig = baton::daemon::hooks::sign_sha256(SECRET.as_bytes(), body.as_bytes());
         let fetched_before = fetch_seconds(&http, &url).await;
         let started = Instant::now();
         let r = http

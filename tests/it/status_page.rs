@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use baton::dashboard::Dashboard;
-use baton::drift::{self, Attributions};
-use baton::ownership;
+use baton::daemon::dashboard::Dashboard;
+use baton_core::drift::{self, Attributions};
+use baton_core::ownership;
 use baton_e2e::browser::Browser;
 use serde_json::{json, Value};
 
@@ -37,7 +37,7 @@ fn big_report() -> drift::DriftReport {
         .filter(|(i, _)| i % 500 != 7)
         .map(|(i, spec)| {
             let mut app = ownership::labelled(spec, &repo.config.owner, "0123456789abcdef");
-            baton::spec::marathon_form(&mut app);
+            baton_core::spec::marathon_form(&mut app);
             app["version"] = json!("2026-11-18T10:00:00.000Z");
             app["tasksRunning"] = json!(2);
             if i % 50 == 3 {
@@ -58,7 +58,8 @@ async fn status_page_handles_5000_apps() {
     assert_eq!((report.summary.drifted, report.summary.missing), (100, 10));
     let dashboard = Dashboard::new(Default::default());
     dashboard.publish(&report, NOW);
-    let (url, stop) = crate::drift::serve(baton::dashboard::router(dashboard.clone())).await;
+    let (url, stop) =
+        crate::drift::serve(baton::daemon::dashboard::router(dashboard.clone())).await;
 
     browser.goto(&url).await;
     browser
@@ -135,7 +136,8 @@ async fn status_page_handles_5000_apps() {
 #[tokio::test]
 async fn api_drift_and_metrics_are_served() {
     let dashboard = Dashboard::new(Default::default());
-    let (url, stop) = crate::drift::serve(baton::dashboard::router(dashboard.clone())).await;
+    let (url, stop) =
+        crate::drift::serve(baton::daemon::dashboard::router(dashboard.clone())).await;
     let http = reqwest::Client::new();
     let r = http.get(format!("{url}api/drift")).send().await.unwrap();
     assert_eq!(r.status(), 503, "no report before the first cycle");
@@ -189,7 +191,7 @@ async fn status_page_of_baton_serve_shows_drift_as_it_happens() {
     let sched_stop = CancellationToken::new();
     let s = sched_stop.clone();
     let sched = tokio::spawn(async move {
-        let _ = baton::scheduler::dev::run(listener, Default::default(), s).await;
+        let _ = baton_dev_scheduler::run(listener, Default::default(), s).await;
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -201,7 +203,8 @@ async fn status_page_of_baton_serve_shows_drift_as_it_happens() {
     );
     let stop = CancellationToken::new();
     let st = stop.clone();
-    let serve = tokio::spawn(async move { baton::serve::serve(config, listener, st).await });
+    let serve =
+        tokio::spawn(async move { baton::daemon::serve::serve(config, listener, st).await });
 
     browser.goto(&format!("http://{addr}/")).await;
     let row = |state: &str, sync: &str| {

@@ -18,10 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton::config::VaultServeConfig;
-use baton::gatekeeper::{self, AppGate, GateConfig, Gatekeeper, StaticTasks, TaskInfo};
-use baton::secrets::{self, AllowedPolicies};
-use baton::spec::AppId;
-use baton::vault_admin::{VaultAdmin, VaultAdminConfig};
+use baton::secret_zero::gatekeeper::{
+    self, AppGate, GateConfig, Gatekeeper, StaticTasks, TaskInfo,
+};
+use baton::secret_zero::vault_admin::{VaultAdmin, VaultAdminConfig};
+use baton_core::secrets::{self, AllowedPolicies};
+use baton_core::spec::AppId;
 use baton_e2e::devsched::DevScheduler;
 use baton_e2e::openbao::{self, OpenBao};
 use serde_json::{json, Value};
@@ -84,7 +86,9 @@ impl Serve {
         let stop = CancellationToken::new();
         let s = stop.clone();
         let task = tokio::spawn(async move {
-            baton::serve::serve(config, listener, s).await.unwrap();
+            baton::daemon::serve::serve(config, listener, s)
+                .await
+                .unwrap();
         });
         Serve {
             url: format!("http://{addr}"),

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use baton::scheduler::marathon::{Marathon, MarathonConfig};
+use baton_marathon::marathon::{Marathon, MarathonConfig};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +23,7 @@ impl DevScheduler {
         let stop = CancellationToken::new();
         let s = stop.clone();
         let task = tokio::spawn(async move {
-            let _ = baton::scheduler::dev::run(listener, Default::default(), s).await;
+            let _ = baton_dev_scheduler::run(listener, Default::default(), s).await;
         });
         DevScheduler {
             url,
@@ -167,7 +167,7 @@ pub fn baton_bin() -> PathBuf {
                 "build",
                 "--quiet",
                 "-p",
-                "baton-reconciler",
+                "baton-cli",
                 "--bin",
                 "baton",
             ])

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
-use crate::plan::{Held, Summary, Wave};
-use crate::scheduler::fake::{Call, Fake, Inject};
+use baton_core::plan::{Held, Summary, Wave};
+use baton_marathon::fake::{Call, Fake, Inject};
 
 fn id(s: &str) -> AppId {
     AppId::parse(s).unwrap()

@@ -9,8 +9,8 @@ use rayon::prelude::*;
 use walkdir::WalkDir;
 
 use super::SourceError;
-use crate::spec::load::{parse_config, Snapshot, SourceFile, CONFIG_FILE};
-use crate::spec::{AppId, Diagnostic, Severity};
+use baton_core::spec::load::{parse_config, Snapshot, SourceFile, CONFIG_FILE};
+use baton_core::spec::{AppId, Diagnostic, Severity};
 
 /// Spec file extensions; anything else under the apps dir (READMEs, ...) is ignored.
 const EXTENSIONS: &[&str] = &["yaml", "yml", "json"];

@@ -4,7 +4,7 @@
 //! - [`GitSource::fetch`] does one handshake (ls-refs) and compares the remote tip with what the
 //!   cache holds; only when it differs is a pack received. Cheap when nothing changed.
 //! - [`GitSource::load`] diffs the previous commit's tree against the new one and re-parses only
-//!   the spec files whose blob changed ([`crate::spec::incremental`]); a changed `baton.yaml`
+//!   the spec files whose blob changed ([`baton_core::spec::incremental`]); a changed `baton.yaml`
 //!   reloads everything.
 //! - Every failure is a [`SourceError`]; the caller keeps its last good state. A force-push is
 //!   followed (the branch is the truth) and logged as a warning.
@@ -27,11 +27,11 @@ use gix::ObjectId;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::SourceError;
-use crate::spec::incremental::{Entry, Incremental, Input};
-use crate::spec::load::{parse_config, SourceFile, CONFIG_FILE};
-use crate::spec::{AppId, Diagnostic, Repo, Severity};
-pub use crate::userinfo::redact_url;
-use crate::userinfo::split_http_userinfo;
+use baton_core::spec::incremental::{Entry, Incremental, Input};
+use baton_core::spec::load::{parse_config, SourceFile, CONFIG_FILE};
+use baton_core::spec::{AppId, Diagnostic, Repo, Severity};
+pub use baton_core::userinfo::redact_url;
+use baton_core::userinfo::split_http_userinfo;
 
 /// Spec file extensions (as for a directory source).
 const EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
@@ -708,7 +708,7 @@ fn diff_trees(
     repo: &gix::Repository,
     old: &gix::Tree<'_>,
     new: &gix::Tree<'_>,
-    config: &crate::spec::load::RepoConfig,
+    config: &baton_core::spec::load::RepoConfig,
 ) -> Result<(Vec<PathBuf>, Vec<Entry>), String> {
     use gix::diff::tree::recorder::Change;
     let mut recorder = gix::diff::tree::Recorder::default();
@@ -763,7 +763,7 @@ fn diff_trees(
 /// file (wrong extension, dotfile, directory).
 fn entry(
     repo: &gix::Repository,
-    config: &crate::spec::load::RepoConfig,
+    config: &baton_core::spec::load::RepoConfig,
     path: PathBuf,
     kind: EntryKind,
     id: ObjectId,
@@ -1008,7 +1008,7 @@ fn classify(url: &str, e: &dyn std::error::Error, auth: Option<&GitAuth>) -> Sou
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
-    crate::scheduler::marathon::error_chain(e)
+    baton_core::error_chain(e)
 }
 
 /// `reason` with the credentials of `auth` blanked out, should a transport have echoed them

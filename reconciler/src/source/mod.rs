@@ -1,5 +1,5 @@
 //! Where specs come from: a plain directory (read, or watched) and a git repository (gix).
-//! Sources only read bytes and report what they could not read; all parsing is in [`crate::spec`].
+//! Sources only read bytes and report what they could not read; all parsing is in [`baton_core::spec`].
 
 pub mod dir;
 pub mod git;
@@ -7,7 +7,7 @@ pub mod watch;
 
 pub use dir::read_dir;
 
-use crate::spec::Repo;
+use baton_core::spec::Repo;
 
 /// A followed source of specs, as `baton serve` uses it. Both methods block (git I/O, file
 /// reads): call them from `spawn_blocking`.
@@ -26,7 +26,7 @@ pub trait SpecSource: Send + 'static {
 
     /// The spec files added or modified by the last [`load`](Self::load), with the revision it
     /// loaded; `None` when unknown (a full load, or a source that does not diff). The reconcile
-    /// loop uses it to sync just those apps first ([`crate::reconcile::fast_sync_candidates`]).
+    /// loop uses it to sync just those apps first ([`crate::daemon::reconcile::fast_sync_candidates`]).
     fn changed_last(&self) -> Option<(String, Vec<std::path::PathBuf>)> {
         None
     }

@@ -9,8 +9,8 @@ use notify_debouncer_full::{new_debouncer, notify::RecursiveMode, DebounceEventR
 use ring::digest::{Context, SHA256};
 
 use super::{read_dir, SourceError, SpecSource};
-use crate::spec::load::Snapshot;
-use crate::spec::Repo;
+use baton_core::spec::load::Snapshot;
+use baton_core::spec::Repo;
 
 /// A directory source. `fetch` reads the directory; `load` parses what it read.
 #[derive(Debug)]
@@ -35,7 +35,7 @@ impl SpecSource for DirSource {
 
     fn load(&mut self, rev: &str) -> Result<Repo, SourceError> {
         match &self.read {
-            Some((r, snapshot)) if r == rev => Ok(crate::spec::load(snapshot.clone())),
+            Some((r, snapshot)) if r == rev => Ok(baton_core::spec::load(snapshot.clone())),
             _ => {
                 // Asked for something not just read: read again (the directory has no history).
                 self.fetch()?;
@@ -44,7 +44,7 @@ impl SpecSource for DirSource {
                     .as_ref()
                     .map(|(_, s)| s.clone())
                     .unwrap_or_default();
-                Ok(crate::spec::load(snapshot))
+                Ok(baton_core::spec::load(snapshot))
             }
         }
     }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::*;
-use crate::spec::load::load;
+use baton_core::spec::load::load;
 
 fn have_git() -> bool {
     let ok = Command::new("git").arg("--version").output().is_ok();
@@ -251,7 +251,7 @@ fn push_and_load(work: &Path, src: &mut GitSource, i: usize) -> (bool, Repo) {
     commit_all(work, &format!("push {i}"));
     let f = src.fetch().unwrap_or_else(|e| panic!("fetch {i}: {e}"));
     let repo = src.load(&f.commit).unwrap();
-    let a0 = &repo.specs[&crate::spec::AppId::parse("/a0").unwrap()];
+    let a0 = &repo.specs[&baton_core::spec::AppId::parse("/a0").unwrap()];
     assert_eq!(a0.app["cmd"], format!("push {i}"));
     (f.received, repo)
 }

@@ -1,0 +1,6 @@
+//! The `baton` binary's library part: what joins the dev scheduler and the reconciler, kept
+//! out of both so that neither rebuilds when only the other changes.
+//!
+//! - [`dev`]: `baton dev`, the dev scheduler + apply + directory watch in one process.
+
+pub mod dev;

@@ -1,0 +1,647 @@
+//! The `baton` binary's `validate` and `plan` commands: exit codes and what a human reads.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use baton::commands::load_repo;
+use baton_core::plan::{plan, Action, Policy};
+use serde_json::{json, Value};
+
+use crate::support::fixture;
+
+fn baton(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .arg("--color=never")
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn validate_exits_0_on_a_valid_repo() {
+    let dir = fixture("specs/valid");
+    let out = baton(&["validate", dir.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(
+        text, "valid: 2 apps, 0 invalid; 0 errors, 0 warnings in 0 files\n",
+        "a valid repo prints only the summary"
+    );
+}
+
+#[test]
+fn validate_groups_human_output_by_file() {
+    // Two broken files with two findings each, a file with a warning, and a valid file; the
+    // dependency error is found by the repo-wide pass, after every file was read.
+    let repo = tempfile::tempdir().unwrap();
+    let root = repo.path();
+    write(root, "apps/a/one.yaml", "cmd: x\ninstance: 2\ncpus: many\n");
+    write(
+        root,
+        "apps/b/two.json",
+        r#"{"cmd": "x", "mem": -1, "labls": {}}"#,
+    );
+    write(
+        root,
+        "apps/c/three.yaml",
+        "cmd: x\ncontainer:\n  docker: {image: nginx, forcePull: true}\nbaton: {dependsOn: [/nowhere]}\n",
+    );
+    write(root, "apps/ok.yaml", "cmd: x\n");
+    let out = baton(&["validate", root.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+
+    // What the binary prints is exactly the library's report of that repo.
+    let loaded = load_repo(root).unwrap();
+    assert_eq!(
+        text,
+        baton_core::report::diagnostics_text(&loaded, baton_core::report::Style { color: false })
+    );
+
+    // Each file is a heading exactly once, followed by its findings (indented), in file order;
+    // the valid file gets no heading; the summary comes last.
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if lines.peek().is_none() {
+            assert_eq!(
+                line,
+                "invalid: 1 apps, 3 invalid; 5 errors, 1 warnings in 3 files"
+            );
+        } else if let Some(finding) = line.strip_prefix("  ") {
+            groups
+                .last_mut()
+                .expect("a finding before any file heading")
+                .1
+                .push(finding.to_string());
+        } else {
+            groups.push((line.to_string(), Vec::new()));
+        }
+    }
+    let files: Vec<&str> = groups.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        files,
+        ["apps/a/one.yaml", "apps/b/two.json", "apps/c/three.yaml"]
+    );
+    let expected: [&[&str]; 3] = [
+        &[
+            "error       2:1 /instance: unknown field `instance` (did you mean `instances`?)",
+            "error       3:1 /cpus: expected number, found a string",
+        ],
+        &[
+            "error      1:14 /mem: must be at least 0, found -1",
+            "error      1:25 /labls: unknown field `labls` (did you mean `labels`?)",
+        ],
+        &[
+            "warning    3:26 /container/docker/forcePull: unknown field `forcePull` (did you mean `forcePullImage`?); Marathon ignores it",
+            "error      4:21 /baton/dependsOn/0: `/nowhere` is not an app of this repo",
+        ],
+    ];
+    for (group, lines) in groups.iter().zip(expected) {
+        assert_eq!(group.1, lines, "under {}:\n{text}", group.0);
+    }
+}
+
+/// The fixture repo and a `--live` file holding exactly what `baton` would deploy for it.
+fn deployed_state(dir: &Path, commit: &str) -> Vec<Value> {
+    let repo = load_repo(dir).unwrap();
+    let policy = Policy {
+        commit: commit.into(),
+        allow_deletes: None,
+    };
+    let from_nothing = plan(&repo, &[], &policy);
+    assert!(from_nothing.changes().all(|c| c.action == Action::Create));
+    let bodies: Vec<Value> = from_nothing
+        .changes()
+        .map(|c| c.body.clone().unwrap())
+        .collect();
+    assert_eq!(bodies.len(), repo.specs.len());
+    bodies
+}
+
+#[test]
+fn plan_exits_0_when_the_live_state_is_what_it_would_deploy() {
+    let dir = fixture("specs/valid");
+    let live = tempfile::tempdir().unwrap();
+    let live_file = live.path().join("live.json");
+    let mut apps = deployed_state(&dir, "c0ffee");
+    std::fs::write(&live_file, json!({ "apps": apps }).to_string()).unwrap();
+    let args = |format: &'static str| {
+        vec![
+            "plan".to_string(),
+            "--repo".into(),
+            dir.display().to_string(),
+            "--live".into(),
+            live_file.display().to_string(),
+            "--commit".into(),
+            "c0ffee".into(),
+            "--format".into(),
+            format.into(),
+        ]
+    };
+    let run = |format| {
+        let a = args(format);
+        baton(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    let text = run("text");
+    assert_eq!(text.status.code(), Some(0), "{}", stdout(&text));
+    assert!(
+        stdout(&text).contains("No changes: the scheduler matches the repo."),
+        "{}",
+        stdout(&text)
+    );
+    let json_out = run("json");
+    assert_eq!(json_out.status.code(), Some(0));
+    let doc: Value = serde_json::from_slice(&json_out.stdout).unwrap();
+    assert_eq!(doc["plan"]["summary"]["unchanged"], 2);
+    assert_eq!(doc["plan"]["waves"], json!([]));
+
+    // The same live state with one field changed is a change (exit 2): the 0 above is earned.
+    apps[0]["mem"] = json!(4096);
+    std::fs::write(&live_file, json!({ "apps": apps }).to_string()).unwrap();
+    let changed = run("text");
+    assert_eq!(changed.status.code(), Some(2), "{}", stdout(&changed));
+}
+
+/// `baton ARGS` with a clean environment (no `BATON_*` from the caller), nothing appended.
+fn baton_clean(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Every usage error of every command exits 64, never clap's 2 (`plan`'s "changes", `drift`'s
+/// "drift"): unknown flags, bad values (those clap checks and those checked after it, such as
+/// durations), missing required settings, conflicting flags, an unknown or missing command.
+#[test]
+fn every_usage_error_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.json");
+    std::fs::write(&live, r#"{"apps": []}"#).unwrap();
+    let live = live.to_str().unwrap();
+    let repo = fixture("specs/valid");
+    let repo = repo.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let m = "http://127.0.0.1:9";
+    // (command line, what stderr must name)
+    let cases: &[(&[&str], &str)] = &[
+        // The program itself.
+        (&[], "Usage"),
+        (&["frobnicate"], "frobnicate"),
+        (&["--colour", "never", "validate"], "--colour"),
+        (&["--color", "sometimes", "validate", repo], "sometimes"),
+        (&["--log-format", "xml", "validate", repo], "xml"),
+        // validate
+        (&["validate", "--strict", repo], "--strict"),
+        (&["validate", "--format", "xml", repo], "xml"),
+        (&["validate", repo, "extra"], "extra"),
+        // plan
+        (&["plan", "--repo", repo], "--marathon"),
+        (
+            &["plan", "--repo", repo, "--live", live, "--marathon", m],
+            "cannot be used with",
+        ),
+        (
+            &["plan", "--repo", repo, "--live", live, "--bogus"],
+            "--bogus",
+        ),
+        (
+            &[
+                "plan",
+                "--repo",
+                repo,
+                "--live",
+                live,
+                "--allow-deletes",
+                "-1",
+            ],
+            "-1",
+        ),
+        (
+            &["plan", "--repo", repo, "--live", live, "--format", "yaml"],
+            "yaml",
+        ),
+        (
+            &[
+                "plan",
+                "--repo",
+                repo,
+                "--marathon",
+                m,
+                "--marathon-timeout",
+                "soon",
+            ],
+            "--marathon-timeout",
+        ),
+        (
+            &[
+                "plan",
+                "--repo",
+                repo,
+                "--live",
+                live,
+                "--vault-addr",
+                "http://127.0.0.1:9",
+            ],
+            "token",
+        ),
+        // drift
+        (&["drift", "--repo", repo], "--marathon"),
+        (
+            &["drift", "--repo", repo, "--live", live, "--marathon", m],
+            "cannot be used with",
+        ),
+        (
+            &["drift", "--repo", repo, "--live", live, "--format", "pdf"],
+            "pdf",
+        ),
+        (
+            &[
+                "drift",
+                "--repo",
+                repo,
+                "--marathon",
+                m,
+                "--marathon-timeout",
+                "1x",
+            ],
+            "--marathon-timeout",
+        ),
+        // apply
+        (&["apply", "--repo", repo], "--marathon"),
+        (
+            &[
+                "apply",
+                "--repo",
+                repo,
+                "--marathon",
+                m,
+                "--parallelism",
+                "many",
+            ],
+            "many",
+        ),
+        (
+            &[
+                "apply",
+                "--repo",
+                repo,
+                "--marathon",
+                m,
+                "--lock-wait",
+                "soon",
+            ],
+            "--lock-wait",
+        ),
+        (
+            &["apply", "--repo", repo, "--marathon", m, "--force"],
+            "--force",
+        ),
+        // dev
+        (&["dev", "--listen", "nowhere"], "nowhere"),
+        (&["dev", "--watch"], "--watch"),
+        // dev-scheduler
+        (&["dev-scheduler", "--listen", "localhost"], "localhost"),
+        (&["dev-scheduler", "--state"], "--state"),
+        // serve: clap's checks, and the configuration checked after it (before binding)
+        (&["serve", "--sync", "sometimes"], "sometimes"),
+        (&["serve", "--listen", "8088"], "8088"),
+        (&["serve", "--state-dir", state, "--marathon", m], "--repo"),
+        (&["serve", "--repo", repo, "--marathon", m], "--state-dir"),
+        (
+            &[
+                "serve",
+                "--repo",
+                repo,
+                "--state-dir",
+                state,
+                "--marathon",
+                m,
+                "--poll-interval",
+                "0.5x",
+            ],
+            "--poll-interval",
+        ),
+        (
+            &["serve", "--config", "/nonexistent/baton.yaml"],
+            "/nonexistent/baton.yaml",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (args, names) in cases {
+        let out = baton_clean(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(64) || !stderr.contains(names) {
+            wrong.push(format!(
+                "baton {}: exit {:?}, stderr: {stderr}",
+                args.join(" "),
+                out.status.code()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(
+        !std::path::Path::new(state).exists(),
+        "a refused serve created its state dir"
+    );
+}
+
+/// `--help` and `--version` of every command (and `help`) are not errors: exit 0, on stdout.
+#[test]
+fn help_and_version_exit_0() {
+    let commands = [
+        "validate",
+        "plan",
+        "drift",
+        "apply",
+        "dev",
+        "serve",
+        "dev-scheduler",
+    ];
+    let mut lines: Vec<Vec<&str>> = vec![vec!["--help"], vec!["--version"], vec!["help"]];
+    for c in commands {
+        lines.push(vec![c, "--help"]);
+        lines.push(vec!["help", c]);
+    }
+    for args in lines {
+        let out = baton_clean(&args);
+        assert_eq!(out.status.code(), Some(0), "baton {}", args.join(" "));
+        assert!(!out.stdout.is_empty(), "baton {}", args.join(" "));
+    }
+}
+/// `baton plan` judges `baton.secrets.policies` against the operator's allow-list
+/// (`--vault-allowed-policies`, env `BATON_VAULT_ALLOWED_POLICIES`): default none, names
+/// trimmed and case-insensitive, `root` never. A spec asking for more is invalid (exit 1) with
+/// the policy and the flag named, and its app is not planned.
+#[test]
+fn plan_refuses_extra_policies_the_operator_did_not_allow() {
+    let repo = tempfile::tempdir().unwrap();
+    let root = repo.path();
+    write(root, "baton.yaml", "owner: shop\n");
+    let app = |policy: &str| {
+        format!("cmd: x\nenv:\n  P: \"vault:secret/data/api#p\"\nbaton:\n  secrets:\n    policies: [\"{policy}\"]\n")
+    };
+    write(root, "apps/api.yaml", &app(" Metrics-Read"));
+    let live = root.join("live.json");
+    std::fs::write(&live, r#"{"apps": []}"#).unwrap();
+    let run = |extra: &[&str], env: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_baton"));
+        cmd.args(["plan", "--color=never", "--format", "json", "--repo"])
+            .arg(root)
+            .arg("--live")
+            .arg(&live)
+            .args(extra)
+            .env_remove("BATON_VAULT_ALLOWED_POLICIES")
+            .env_remove("BATON_VAULT_ADDR");
+        if let Some(v) = env {
+            cmd.env("BATON_VAULT_ALLOWED_POLICIES", v);
+        }
+        let out = cmd.output().unwrap();
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (
+            out.status.code(),
+            doc,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // Not allowed (the default): invalid, the field pointed at, nothing planned for it.
+    let (code, doc, _) = run(&[], None);
+    assert_eq!(code, Some(1), "{doc:#}");
+    crate::support::assert_matches_schema("plan.schema.json", &doc);
+    let diag = &doc["diagnostics"][0];
+    assert_eq!(diag["pointer"], "/baton/secrets/policies/0", "{doc:#}");
+    let msg = diag["message"].as_str().unwrap();
+    for words in [
+        "`metrics-read`",
+        "--vault-allowed-policies",
+        "BATON_VAULT_ALLOWED_POLICIES",
+    ] {
+        assert!(msg.contains(words), "{msg}");
+    }
+    assert_eq!(doc["plan"]["waves"], json!([]));
+    assert_eq!(doc["plan"]["invalid"], json!(["/api"]));
+    assert_eq!(doc["vault"]["issues"][0]["app"], "/api");
+
+    // Allowed by flag or env, whatever the case and spaces: planned, with the policy granted.
+    for (args, env) in [
+        (
+            &["--vault-allowed-policies", "other,metrics-read"][..],
+            None,
+        ),
+        (&[][..], Some(" METRICS-READ ,other")),
+    ] {
+        let (code, doc, _) = run(args, env);
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {doc:#}");
+        crate::support::assert_matches_schema("plan.schema.json", &doc);
+        let role = doc["vault"]["before_apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["kind"] == "role")
+            .unwrap();
+        assert_eq!(role["name"], "baton-shop_api");
+        assert!(
+            role["details"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("token_policies=baton-shop_api,metrics-read")),
+            "{role}"
+        );
+    }
+
+    // `root` is never allowed: not in the list, not in a spec whatever the list says.
+    // A list naming it is a usage error (64), as every bad flag value.
+    let (code, _, stderr) = run(&["--vault-allowed-policies", "metrics-read, Root"], None);
+    assert_eq!(code, Some(64));
+    assert!(stderr.contains("`root` can never be allowed"), "{stderr}");
+    write(root, "apps/api.yaml", &app(" Root"));
+    let (code, doc, _) = run(&["--vault-allowed-policies", "metrics-read"], None);
+    assert_eq!(code, Some(1), "{doc:#}");
+    let msg = doc["diagnostics"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("`root`, which is never granted"), "{msg}");
+
+    // `baton serve` checks its list before it binds or connects to anything.
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["serve", "--repo"])
+        .arg(root)
+        .arg("--state-dir")
+        .arg(root.join("state"))
+        .args([
+            "--marathon",
+            "http://127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--vault-addr", "http://127.0.0.1:9"])
+        .env("BATON_WEBHOOK_SECRET", "w")
+        .env("BATON_VAULT_TOKEN", "t")
+        .env("BATON_VAULT_ALLOWED_POLICIES", "metrics-read,root")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("--vault-allowed-policies")
+            && stderr.contains("`root` can never be allowed"),
+        "{stderr}"
+    );
+}
+
+/// `baton plan --repo DIR --live FILE` with the flags every run here uses: (exit code, stdout).
+fn plan_run(dir: &Path, live_file: &Path, format: &str) -> (Option<i32>, String) {
+    let out = baton(&[
+        "plan",
+        "--repo",
+        dir.to_str().unwrap(),
+        "--live",
+        live_file.to_str().unwrap(),
+        "--commit",
+        "c0ffee",
+        "--format",
+        format,
+    ]);
+    (out.status.code(), stdout(&out))
+}
+
+#[test]
+fn plan_without_an_owner_holds_every_delete_and_says_how_to_fix_it() {
+    let root = tempfile::tempdir().unwrap();
+    let repo = root.path().join("repo");
+    write(&repo, "apps/web.yaml", "cmd: ./web\n");
+    // /web as this repo would deploy it; /stale, labelled with the default owner, is maybe
+    // another repo's that never set an owner either.
+    let mut apps = deployed_state(&repo, "c0ffee");
+    apps.push(json!({"id": "/stale", "cmd": "sleep 1", "labels": {"baton.dev/owner": "baton"}}));
+    let live_file = root.path().join("live.json");
+    std::fs::write(&live_file, json!({ "apps": apps }).to_string()).unwrap();
+
+    let (code, text) = plan_run(&repo, &live_file, "text");
+    assert_eq!(code, Some(0), "nothing would be written: {text}");
+    assert!(
+        text.starts_with(
+            "Plan: 0 to create, 0 to update, 0 to delete, 1 unchanged (owner baton by default,"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "held 1 delete: /stale: {}",
+            baton_core::plan::no_owner_reason("baton")
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("so it deletes nothing; set `owner:` in baton.yaml"),
+        "{text}"
+    );
+    let (code, out) = plan_run(&repo, &live_file, "json");
+    assert_eq!(code, Some(0));
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    crate::support::assert_matches_schema("plan.schema.json", &doc);
+    assert_eq!(doc["plan"]["owner_explicit"], false);
+    assert_eq!(doc["plan"]["held"][0]["app"], "/stale");
+    assert_eq!(
+        doc["plan"]["held"][0]["reason"],
+        baton_core::plan::no_owner_reason("baton")
+    );
+
+    // Without a held delete the note still says that nothing would be deleted.
+    let only_web = deployed_state(&repo, "c0ffee");
+    std::fs::write(&live_file, json!({ "apps": only_web }).to_string()).unwrap();
+    let (code, text) = plan_run(&repo, &live_file, "text");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "note: {}",
+            baton_core::plan::no_owner_reason("baton")
+        )),
+        "{text}"
+    );
+
+    // Doing what the message says: the delete is planned (exit 2), and the note is gone.
+    std::fs::write(&live_file, json!({ "apps": apps }).to_string()).unwrap();
+    write(&repo, "baton.yaml", "owner: baton\n");
+    let (code, text) = plan_run(&repo, &live_file, "text");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("- delete /stale"), "{text}");
+    assert!(!text.contains("owner:"), "{text}");
+}
+
+#[test]
+fn plan_with_id_prefixes_exits_1_naming_each_spec_outside_and_reports_owned_apps_outside() {
+    let dir = fixture("plan/id-prefixes");
+    let live_file = dir.join("live.json");
+    let (code, text) = plan_run(&dir, &live_file, "text");
+    assert_eq!(
+        code,
+        Some(1),
+        "specs outside idPrefixes are invalid: {text}"
+    );
+    for (file, app) in [
+        ("apps/shopping/cart.yaml", "/shopping/cart"),
+        ("apps/web/api.yaml", "/web/api"),
+    ] {
+        let heading = text
+            .find(&format!("{file}\n"))
+            .unwrap_or_else(|| panic!("{text}"));
+        let line = text[heading..].lines().nth(1).unwrap();
+        assert!(
+            line.contains(&format!("the app id `{app}` is outside"))
+                && line.contains("(idPrefixes in baton.yaml: `/shop`, `/shared/cache`)"),
+            "{line}"
+        );
+    }
+    assert!(
+        text.contains("invalid: /shopping/cart, /web/api (spec invalid; left untouched)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "out of scope: /legacy/batch, /shared/cache-old, /shopping/old labelled `shop-team` \
+             but outside idPrefixes (`/shop`, `/shared/cache`); never touched"
+        ),
+        "{text}"
+    );
+    let (code, out) = plan_run(&dir, &live_file, "json");
+    assert_eq!(code, Some(1));
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    crate::support::assert_matches_schema("plan.schema.json", &doc);
+    assert_eq!(
+        doc["plan"]["id_prefixes"],
+        json!(["/shop", "/shared/cache"])
+    );
+    assert_eq!(
+        doc["plan"]["out_of_scope"],
+        json!(["/legacy/batch", "/shared/cache-old", "/shopping/old"])
+    );
+    let written: Vec<&str> = doc["plan"]["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|w| w["changes"].as_array().unwrap())
+        .map(|c| c["app"].as_str().unwrap())
+        .collect();
+    assert!(
+        written
+            .iter()
+            .all(|a| a.starts_with("/shop/") || *a == "/shared/cache"),
+        "{written:?}"
+    );
+}
