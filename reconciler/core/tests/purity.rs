@@ -14,8 +14,19 @@ use std::process::Command;
 /// Crates whose presence means I/O: the runtime, HTTP clients and servers, git, OS process and
 /// file APIs. (`libc` itself is allowed: `ring`, `getrandom` and `parking_lot` sit on it.)
 const BANNED: &[&str] = &[
-    "tokio", "mio", "reqwest", "hyper", "hyper-util", "axum", "tower", "gix", "nix", "notify",
-    "socket2", "walkdir", "tempfile",
+    "tokio",
+    "mio",
+    "reqwest",
+    "hyper",
+    "hyper-util",
+    "axum",
+    "tower",
+    "gix",
+    "nix",
+    "notify",
+    "socket2",
+    "walkdir",
+    "tempfile",
 ];
 
 fn tree(package: &str) -> Vec<String> {
