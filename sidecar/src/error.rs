@@ -69,6 +69,9 @@ pub enum Error {
     CredentialsExpired,
     #[error("credentials rotated and --on-rotate exit was given")]
     RotateExit,
+    /// A broken invariant of baton-env itself (a bug), reported instead of a panic.
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("no command given (usage: baton-env [OPTIONS] -- COMMAND [ARGS...])")]
     NoCommand,
 }
@@ -96,6 +99,7 @@ impl Error {
                 _ => exit::CANNOT_EXECUTE,
             },
             Self::CredentialsExpired | Self::RotateExit => exit::TEMPFAIL,
+            Self::Internal(_) => exit::SOFTWARE,
         }
     }
 }

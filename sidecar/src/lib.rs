@@ -8,7 +8,8 @@
 //! - [`auth`]      token / AppRole (wrapped) / JWT / gatekeeper login → token
 //! - [`resolve`]   one concurrent read per distinct path, KV v1/v2 detection, render
 //! - [`retry`]     backoff with jitter while Vault is unavailable at start
-//! - [`supervise`] spawn, forward signals, reap zombies, renew, rotate, revoke
+//! - [`supervise`] spawn, forward signals, reap zombies, renew, rotate, revoke; its
+//!   decisions in [`supervise::machine`] (pure: `State::step(event, now) -> effects`)
 //! - [`error`]     the error enum and the exit-code contract
 //!
 //! [`run`] is the whole program after flag parsing: `main.rs` builds a [`Config`].

@@ -5,6 +5,11 @@
 //! the renewal task reports credentials that are about to die, a fetch task gets new
 //! ones, and `--on-rotate` decides how the app picks them up.
 //!
+//! What to do is decided by a pure rule, [`machine::State::step`]: each arm of the loop's
+//! one `select!` only turns what arrived into a [`machine::Event`], and the shell here
+//! performs the [`machine::Effect`]s the rule returns (signals, spawns, fetches, renewal,
+//! revocation, the exit).
+//!
 //! Every way out of [`run`] (the child's exit, a signal, a spawn or env-file failure)
 //! goes through one shutdown path: the child, if any, is stopped (SIGTERM, SIGKILL after
 //! the grace period) and reaped, every generation of credentials obtained (current,
@@ -14,10 +19,12 @@
 //! created, and Baton's generated policies grant no `sys/leases/revoke`. Leases are revoked
 //! one by one only under a token baton-env does not own (a given `VAULT_TOKEN`).
 
+pub mod machine;
 pub mod process;
 pub mod renew;
 pub mod schedule;
 
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +40,7 @@ use crate::env::ChildEnv;
 use crate::error::Error;
 use crate::secret::Secret;
 use crate::vault::{truncate_id, Lease, VaultApi};
+use machine::{Effect, Event, Exit, Failure, Gen, Note, Rules, State};
 use process::{reap_all, signal_group, spawn, FORWARDED};
 use renew::{Credentials, RenewEvent};
 
@@ -104,25 +112,6 @@ pub struct Settings {
 /// keep a stopping container alive.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why the child is being stopped.
-#[derive(Debug)]
-enum Stop {
-    /// A signal asked us to stop: exit with the child's code.
-    Shutdown,
-    /// Rotated credentials are pending: start a new child with them.
-    Restart,
-    /// Exit with this error once the child is gone (`--on-rotate exit`, credentials
-    /// that cannot be replaced, an env file that cannot be rewritten).
-    Fail(Error),
-}
-
-impl Stop {
-    /// Shutdown and Fail are final: nothing that happens afterwards changes them.
-    fn is_final(stopping: &Option<Stop>) -> bool {
-        matches!(stopping, Some(Stop::Shutdown | Stop::Fail(_)))
-    }
-}
-
 /// Supervises the child until it exits; returns the code baton-env should exit with.
 /// `first` is `None` when no secrets are involved (a plain PID-1 supervisor).
 pub async fn run<F: Fetch>(
@@ -132,45 +121,65 @@ pub async fn run<F: Fetch>(
     plain_env: ChildEnv,
 ) -> Result<i32, Error> {
     let (fetch_tx, fetch_rx) = mpsc::channel::<Result<Generation, Error>>(1);
+    let rules = Rules {
+        on_rotate: settings.on_rotate,
+        grace: settings.grace,
+        vault: source.is_some(),
+    };
+    let mut gens = BTreeMap::new();
+    let first = first.map(|g| {
+        gens.insert(Gen(1), g);
+        Gen(1)
+    });
     let mut sup = Supervisor {
         settings,
         source,
-        current: first,
-        pending: None,
-        retiring: Vec::new(),
-        spent: Vec::new(),
+        plain_env,
+        state: State::new(rules, first),
+        gens,
+        last_gen: 1,
         fetch_tx,
         fetch_rx,
-        fetching: false,
+        renew_events: None,
+        renewal: None,
     };
-    let outcome = sup.supervise(&plain_env).await;
+    let outcome = sup.supervise().await;
     sup.finish().await;
     outcome
 }
 
-/// The supervisor's state: every generation it holds, so that [`Supervisor::finish`]
-/// can revoke all of them whichever way the loop ended.
+/// The shell around [`machine::State::step`]: it waits for events, performs the effects,
+/// and holds what the rule only names: the generations' secrets, the channels, the
+/// renewal task.
 struct Supervisor<F> {
     settings: Settings,
     source: Option<Arc<F>>,
-    /// The generation the running child uses.
-    current: Option<Generation>,
-    /// Fetched for a restart, not in use yet.
-    pending: Option<Generation>,
-    /// Replaced under `--on-rotate signal:*`: revoked once the app had the grace period
-    /// to switch over.
-    retiring: Vec<(Instant, Generation)>,
-    /// Never used (fetched while stopping, or left over by a failed restart).
-    spent: Vec<Generation>,
+    plain_env: ChildEnv,
+    state: State,
+    /// Every generation not revoked yet, by the number the rule knows it by.
+    gens: BTreeMap<Gen, Generation>,
+    /// The number given to the latest generation obtained.
+    last_gen: u32,
     fetch_tx: mpsc::Sender<Result<Generation, Error>>,
     fetch_rx: mpsc::Receiver<Result<Generation, Error>>,
-    /// A fetch task is running.
-    fetching: bool,
+    /// Where the renewal task will report, until it is started.
+    renew_events: Option<mpsc::Sender<RenewEvent>>,
+    /// Hands a new generation to the renewal task, once started.
+    renewal: Option<mpsc::Sender<Credentials>>,
+}
+
+/// What performing one effect led to.
+enum Performed {
+    Done,
+    /// The outcome of a launch or rewrite, for the rule.
+    Then(Event),
+    Exit(Exit),
 }
 
 impl<F: Fetch> Supervisor<F> {
-    /// The event loop. May return early (with `?`) only while no child is running.
-    async fn supervise(&mut self, plain_env: &ChildEnv) -> Result<i32, Error> {
+    /// The event loop: waits for the next event and hands it to [`Self::handle`]. May
+    /// return early (with `?`) only before the child is started.
+    async fn supervise(&mut self) -> Result<i32, Error> {
         // Handlers before the child exists, so no early SIGCHLD or SIGTERM is lost.
         let (sig_tx, mut sig_rx) = mpsc::channel::<Signal>(64);
         for sig in FORWARDED.into_iter().chain([Signal::SIGCHLD]) {
@@ -187,233 +196,241 @@ impl<F: Fetch> Supervisor<F> {
         drop(sig_tx);
         process::become_subreaper();
 
-        let env = self.current.as_ref().map_or(plain_env, |g| &g.env);
-        if let Some(path) = &self.settings.env_file {
-            crate::write_env_file(path, &env.file_vars)?;
-        }
-        let mut child = Some(spawn_child(&self.settings.argv, env)?);
-        tracing::info!(pid = child.map(Pid::as_raw), "child started");
-
-        let (replace_tx, replace_rx) = mpsc::channel::<Credentials>(1);
-        let (event_tx, mut event_rx) = mpsc::channel::<RenewEvent>(8);
-        if let (Some(g), Some(source)) = (&self.current, &self.source) {
-            tokio::spawn(renew::run(
-                source.api(),
-                g.credentials(),
-                replace_rx,
-                event_tx,
-            ));
-        } else {
-            drop(event_tx);
-        }
-
-        let grace = self.settings.grace;
-        let mut stopping: Option<Stop> = None;
-        let mut kill_at: Option<Instant> = None;
-        let mut refetch_at: Option<Instant> = None;
-        let mut relogin = false;
+        let (renew_tx, mut renew_rx) = mpsc::channel::<RenewEvent>(8);
+        self.renew_events = Some(renew_tx);
         let far = || Instant::now() + Duration::from_secs(86_400 * 365);
-        // SIGTERM now, SIGKILL after the grace period (or earlier, if already due).
-        let terminate = |pid: Pid, kill_at: &mut Option<Instant>| {
-            signal_group(pid, Signal::SIGTERM);
-            let at = Instant::now() + grace;
-            *kill_at = Some(kill_at.map_or(at, |k| k.min(at)));
-        };
-
+        if let Some(exit) = self.handle(Event::Start).await {
+            return exit.into_result();
+        }
         loop {
-            let next_retire = self.retiring.iter().map(|(at, _)| *at).min();
-            tokio::select! {
+            let (kill_at, refetch_at, retire_at) = (
+                self.state.kill_at,
+                self.state.refetch_at,
+                self.state.next_retire(),
+            );
+            let event = tokio::select! {
                 Some(sig) = sig_rx.recv() => {
                     if sig != Signal::SIGCHLD {
-                        if let Some(pid) = child {
-                            tracing::debug!(signal = %sig, "forwarding");
-                            signal_group(pid, sig);
-                        }
-                        if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) {
-                            if !Stop::is_final(&stopping) {
-                                stopping = Some(Stop::Shutdown);
-                            }
-                            kill_at.get_or_insert_with(|| Instant::now() + grace);
-                        }
+                        Event::Signal(sig)
+                    } else if let Some(code) = reap_all(self.state.child) {
+                        tracing::info!(code, "child exited");
+                        Event::ChildExited(code)
+                    } else {
                         continue;
                     }
-                    let Some(code) = reap_all(child) else { continue };
-                    tracing::info!(code, "child exited");
-                    kill_at = None;
-                    match stopping.take() {
-                        Some(Stop::Restart) => {
-                            let Some(next) = self.pending.take() else { return Ok(code) };
-                            if let Some(path) = &self.settings.env_file {
-                                if let Err(e) = crate::write_env_file(path, &next.env.file_vars) {
-                                    self.spent.push(next);
-                                    return Err(e);
-                                }
-                            }
-                            let pid = match spawn_child(&self.settings.argv, &next.env) {
-                                Ok(pid) => pid,
-                                Err(e) => {
-                                    self.spent.push(next);
-                                    return Err(e);
-                                }
-                            };
-                            tracing::info!(pid = pid.as_raw(), "child restarted with rotated credentials");
-                            child = Some(pid);
-                            let _ = replace_tx.send(next.credentials()).await;
-                            if let Some(old) = self.current.replace(next) {
-                                self.retire(vec![old]).await;
-                            }
-                        }
-                        Some(Stop::Fail(e)) => return Err(e),
-                        Some(Stop::Shutdown) | None => return Ok(code),
-                    }
                 }
-                Some(event) = event_rx.recv() => {
-                    relogin |= event == RenewEvent::TokenEnding;
-                    if !self.fetching && stopping.is_none() && refetch_at.is_none() {
-                        self.start_fetch(relogin);
-                    }
-                }
-                Some(result) = self.fetch_rx.recv() => {
-                    self.fetching = false;
-                    tracing::debug!(ok = result.is_ok(), "rotation fetch finished");
-                    if Stop::is_final(&stopping) {
-                        // Stopping for good: the new credentials will never be used.
-                        match result {
-                            Ok(next) => {
-                                tracing::info!("credentials fetched while stopping; revoking them");
-                                self.spent.push(next);
-                            }
-                            Err(e) => tracing::debug!(error = %crate::chain(&e), "fetch failed while stopping"),
-                        }
-                        continue;
-                    }
-                    let next = match result {
-                        Ok(next) => next,
-                        Err(e) => {
-                            // Without a way to log in again, retrying cannot help: stop the
-                            // child gracefully and exit 75 so the scheduler starts a fresh task.
-                            let fatal = matches!(e, Error::CredentialsExpired)
-                                || matches!(&e, Error::Auth(a) if !a.is_unavailable());
-                            if fatal {
-                                tracing::error!(error = %crate::chain(&e), "credentials cannot be replaced; stopping");
-                                let Some(pid) = child else { return Err(Error::CredentialsExpired) };
-                                stopping = Some(Stop::Fail(Error::CredentialsExpired));
-                                terminate(pid, &mut kill_at);
-                            } else {
-                                tracing::error!(error = %crate::chain(&e), "fetching rotated credentials failed; retrying in 5 s");
-                                refetch_at = Some(Instant::now() + schedule::RETRY_AFTER);
-                            }
-                            continue;
-                        }
-                    };
-                    relogin = false;
-                    let Some(pid) = child else {
-                        self.spent.push(next);
-                        continue;
-                    };
-                    match self.settings.on_rotate {
-                        OnRotate::Restart => {
-                            if let Some(old) = self.pending.replace(next) {
-                                self.spent.push(old);
-                            }
-                            stopping = Some(Stop::Restart);
-                            terminate(pid, &mut kill_at);
-                        }
-                        OnRotate::Signal(sig) => {
-                            if let Some(path) = &self.settings.env_file {
-                                if let Err(e) = crate::write_env_file(path, &next.env.file_vars) {
-                                    tracing::error!(error = %crate::chain(&e), "cannot rewrite the env file; stopping");
-                                    self.spent.push(next);
-                                    stopping = Some(Stop::Fail(e));
-                                    terminate(pid, &mut kill_at);
-                                    continue;
-                                }
-                            }
-                            signal_group(pid, sig);
-                            tracing::info!(signal = %sig, "env file rewritten with rotated credentials; child signalled");
-                            let _ = replace_tx.send(next.credentials()).await;
-                            if let Some(old) = self.current.replace(next) {
-                                // Give the app the grace period to switch over.
-                                self.retiring.push((Instant::now() + grace, old));
-                            }
-                        }
-                        OnRotate::Exit => {
-                            self.spent.push(next);
-                            stopping = Some(Stop::Fail(Error::RotateExit));
-                            terminate(pid, &mut kill_at);
-                        }
-                    }
-                }
-                _ = sleep_until(kill_at.unwrap_or_else(far)), if kill_at.is_some() => {
-                    kill_at = None;
-                    if let Some(pid) = child {
-                        tracing::warn!(grace_s = grace.as_secs_f32(), "child did not exit within the grace period; sending SIGKILL");
-                        signal_group(pid, Signal::SIGKILL);
-                    }
-                }
-                _ = sleep_until(refetch_at.unwrap_or_else(far)), if refetch_at.is_some() => {
-                    refetch_at = None;
-                    if !self.fetching && stopping.is_none() {
-                        self.start_fetch(relogin);
-                    }
-                }
-                _ = sleep_until(next_retire.unwrap_or_else(far)), if next_retire.is_some() => {
-                    let now = Instant::now();
-                    let (due, later): (Vec<_>, Vec<_>) =
-                        std::mem::take(&mut self.retiring).into_iter().partition(|(at, _)| *at <= now);
-                    self.retiring = later;
-                    self.retire(due.into_iter().map(|(_, g)| g).collect()).await;
-                }
+                Some(ending) = renew_rx.recv() => Event::RenewalEnding {
+                    token: ending == RenewEvent::TokenEnding,
+                },
+                Some(result) = self.fetch_rx.recv() => self.fetched(result),
+                _ = sleep_until(kill_at.unwrap_or_else(far)), if kill_at.is_some() => Event::GraceElapsed,
+                _ = sleep_until(refetch_at.unwrap_or_else(far)), if refetch_at.is_some() => Event::RefetchDue,
+                _ = sleep_until(retire_at.unwrap_or_else(far)), if retire_at.is_some() => Event::RetireDue,
+            };
+            if let Some(exit) = self.handle(event).await {
+                return exit.into_result();
             }
         }
     }
 
-    fn start_fetch(&mut self, token_ending: bool) {
-        let (Some(token), Some(source)) = (
-            self.current.as_ref().map(|g| g.token.clone()),
-            self.source.clone(),
-        ) else {
-            return;
-        };
-        self.fetching = true;
-        let tx = self.fetch_tx.clone();
-        tokio::spawn(async move {
-            let result = source.fetch(token_ending, token).await;
-            let _ = tx.send(result).await;
-        });
+    /// Steps the rule with `event` and performs its effects in order; the outcome of a
+    /// launch or rewrite (always the last effect of a step) is stepped at once. Returns
+    /// the exit when the rule gives one.
+    async fn handle(&mut self, event: Event) -> Option<Exit> {
+        let mut effects = VecDeque::from(self.state.step(event, Instant::now()));
+        while let Some(effect) = effects.pop_front() {
+            match self.perform(effect).await {
+                Performed::Done => {}
+                Performed::Then(next) => effects.extend(self.state.step(next, Instant::now())),
+                Performed::Exit(exit) => return Some(exit),
+            }
+        }
+        None
     }
 
-    /// Revokes generations no longer in use, sparing the current one's token.
-    async fn retire(&self, old: Vec<Generation>) {
-        let keep = self.current.as_ref().map(|g| g.token.clone());
-        let old: Vec<&Generation> = old.iter().collect();
-        revoke(&self.source, &old, keep.as_deref(), self.settings.revoke).await;
+    /// A fetch's result, as an event; new credentials are kept under the next number.
+    fn fetched(&mut self, result: Result<Generation, Error>) -> Event {
+        tracing::debug!(ok = result.is_ok(), "rotation fetch finished");
+        match result {
+            Ok(g) => {
+                self.last_gen += 1;
+                let id = Gen(self.last_gen);
+                self.gens.insert(id, g);
+                Event::Fetched(id)
+            }
+            Err(e) => Event::FetchFailed(e),
+        }
+    }
+
+    async fn perform(&mut self, effect: Effect) -> Performed {
+        match effect {
+            Effect::Launch { gen, restart } => {
+                let env = match gen {
+                    None => &self.plain_env,
+                    Some(id) => match self.gens.get(&id) {
+                        Some(g) => &g.env,
+                        None => return Performed::Then(Event::LaunchFailed(unknown(id))),
+                    },
+                };
+                let launched = match &self.settings.env_file {
+                    Some(path) => crate::write_env_file(path, &env.file_vars),
+                    None => Ok(()),
+                }
+                .and_then(|()| spawn_child(&self.settings.argv, env));
+                Performed::Then(match launched {
+                    Ok(pid) => {
+                        if restart {
+                            tracing::info!(
+                                pid = pid.as_raw(),
+                                "child restarted with rotated credentials"
+                            );
+                        } else {
+                            tracing::info!(pid = pid.as_raw(), "child started");
+                        }
+                        Event::Launched(pid)
+                    }
+                    Err(e) => Event::LaunchFailed(e),
+                })
+            }
+            Effect::Rewrite(id) => {
+                let Some(g) = self.gens.get(&id) else {
+                    return Performed::Then(Event::RewriteFailed(unknown(id)));
+                };
+                let written = match &self.settings.env_file {
+                    Some(path) => crate::write_env_file(path, &g.env.file_vars),
+                    None => Ok(()),
+                };
+                Performed::Then(match written {
+                    Ok(()) => Event::Rewritten,
+                    Err(e) => {
+                        tracing::error!(error = %crate::chain(&e), "cannot rewrite the env file; stopping");
+                        Event::RewriteFailed(e)
+                    }
+                })
+            }
+            Effect::Forward(pid, sig) => {
+                tracing::debug!(signal = %sig, "forwarding");
+                signal_group(pid, sig);
+                Performed::Done
+            }
+            Effect::Notify(pid, sig) => {
+                signal_group(pid, sig);
+                tracing::info!(signal = %sig, "env file rewritten with rotated credentials; child signalled");
+                Performed::Done
+            }
+            Effect::Terminate(pid) => {
+                signal_group(pid, Signal::SIGTERM);
+                Performed::Done
+            }
+            Effect::Kill(pid) => {
+                tracing::warn!(
+                    grace_s = self.settings.grace.as_secs_f32(),
+                    "child did not exit within the grace period; sending SIGKILL"
+                );
+                signal_group(pid, Signal::SIGKILL);
+                Performed::Done
+            }
+            Effect::Fetch { replacing, relogin } => {
+                if let (Some(g), Some(source)) = (self.gens.get(&replacing), self.source.clone()) {
+                    let (token, tx) = (g.token.clone(), self.fetch_tx.clone());
+                    tokio::spawn(async move {
+                        let result = source.fetch(relogin, token).await;
+                        let _ = tx.send(result).await;
+                    });
+                }
+                Performed::Done
+            }
+            Effect::Renew(id) => {
+                let Some(creds) = self.gens.get(&id).map(Generation::credentials) else {
+                    return Performed::Done;
+                };
+                match (&self.renewal, self.renew_events.take(), &self.source) {
+                    (Some(replace), _, _) => {
+                        let _ = replace.send(creds).await;
+                    }
+                    (None, Some(events), Some(source)) => {
+                        let (replace, replace_rx) = mpsc::channel::<Credentials>(1);
+                        tokio::spawn(renew::run(source.api(), creds, replace_rx, events));
+                        self.renewal = Some(replace);
+                    }
+                    _ => {}
+                }
+                Performed::Done
+            }
+            Effect::Revoke { gens, in_use } => {
+                let old: Vec<Generation> =
+                    gens.iter().filter_map(|id| self.gens.remove(id)).collect();
+                let old: Vec<&Generation> = old.iter().collect();
+                let keep = in_use
+                    .and_then(|id| self.gens.get(&id))
+                    .map(|g| g.token.clone());
+                revoke(&self.source, &old, keep.as_deref(), self.settings.revoke).await;
+                Performed::Done
+            }
+            Effect::Log(note) => {
+                log(note);
+                Performed::Done
+            }
+            Effect::Exit(exit) => Performed::Exit(exit),
+        }
     }
 
     /// The one shutdown path: waits (bounded) for a fetch in flight, revokes every
     /// generation held, removes the env file.
     async fn finish(&mut self) {
-        if self.fetching {
+        if self.state.fetching {
             match tokio::time::timeout(REVOKE_TIMEOUT, self.fetch_rx.recv()).await {
-                Ok(Some(Ok(g))) => self.spent.push(g),
-                Ok(_) => {}
+                Ok(Some(result)) => {
+                    let event = self.fetched(result);
+                    // After the exit the rule only records and logs.
+                    for effect in self.state.step(event, Instant::now()) {
+                        if let Effect::Log(note) = effect {
+                            log(note);
+                        }
+                    }
+                }
+                Ok(None) => {}
                 Err(_) => tracing::warn!(
                     "a credential fetch was still running at exit; what it obtains is not revoked"
                 ),
             }
-            self.fetching = false;
         }
-        let mut all: Vec<Generation> = Vec::new();
-        all.extend(self.current.take());
-        all.extend(self.pending.take());
-        all.extend(self.retiring.drain(..).map(|(_, g)| g));
-        all.append(&mut self.spent);
+        let all: Vec<Generation> = self
+            .state
+            .held()
+            .iter()
+            .filter_map(|id| self.gens.remove(id))
+            .collect();
         let all: Vec<&Generation> = all.iter().collect();
         revoke(&self.source, &all, None, self.settings.revoke).await;
         if let Some(path) = &self.settings.env_file {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+fn log(note: Note) {
+    match note {
+        Note::FetchedWhileStopping => {
+            tracing::info!("credentials fetched while stopping; revoking them")
+        }
+        Note::FetchFailedWhileStopping(Failure(e)) => {
+            tracing::debug!(error = %crate::chain(&e), "fetch failed while stopping")
+        }
+        Note::CannotReplace(Failure(e)) => {
+            tracing::error!(error = %crate::chain(&e), "credentials cannot be replaced; stopping")
+        }
+        Note::RetryingFetch(Failure(e)) => tracing::error!(
+            error = %crate::chain(&e),
+            "fetching rotated credentials failed; retrying in 5 s"
+        ),
+    }
+}
+
+/// A generation the rule names but the shell does not hold: a bug, reported as one
+/// rather than a panic while the child runs.
+fn unknown(id: Gen) -> Error {
+    Error::Internal(format!("generation {} is not held", id.0))
 }
 
 fn spawn_child(argv: &[OsString], env: &ChildEnv) -> Result<Pid, Error> {
