@@ -1160,4 +1160,273 @@ mod tests {
         std::fs::write(&cfg, "repos: x\n").unwrap();
         assert!(read_file(&cfg).is_err());
     }
+
+    fn env_of<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            (vars.iter())
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    fn serve_args(settings: FileConfig, vault: VaultArgs) -> ServeArgs {
+        ServeArgs {
+            settings: FileConfig {
+                repo: Some("/r".into()),
+                state_dir: Some("/s".into()),
+                marathon: Some("http://m".into()),
+                ..settings
+            },
+            vault,
+            ..ServeArgs::default()
+        }
+    }
+
+    /// A bad value is named by where it came from: the flag, the environment variable clap
+    /// read for it, or the config file's key (with the file).
+    #[test]
+    fn a_bad_value_names_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("serve.yaml");
+        std::fs::write(
+            &cfg,
+            "repo: /r\nstate-dir: /s\nmarathon: http://m\npoll-interval: 0.5x\n",
+        )
+        .unwrap();
+        let bad = FileConfig {
+            poll_interval: Some("0.5x".into()),
+            ..FileConfig::default()
+        };
+        let error = |args: ServeArgs, sources: Sources| {
+            serve(args, sources, &env_of(&[])).unwrap_err().to_string()
+        };
+
+        let flag = error(
+            serve_args(bad.clone(), VaultArgs::default()),
+            Sources::default(),
+        );
+        assert!(flag.starts_with("bad setting --poll-interval: "), "{flag}");
+
+        let mut from_env = Sources::default();
+        from_env.env("--poll-interval", "BATON_POLL_INTERVAL");
+        let env = error(serve_args(bad, VaultArgs::default()), from_env);
+        assert!(
+            env.starts_with(
+                "bad setting --poll-interval (from the environment variable BATON_POLL_INTERVAL): "
+            ),
+            "{env}"
+        );
+
+        let in_file = ServeArgs {
+            config: Some(cfg.clone()),
+            ..ServeArgs::default()
+        };
+        let file = error(in_file, Sources::default());
+        let expected = format!(
+            "bad setting --poll-interval (from the config key `poll-interval` in {}): ",
+            cfg.display()
+        );
+        assert!(file.starts_with(&expected), "{file}");
+
+        // A secret file, and a client setting of another command, the same way.
+        let missing = dir.path().join("no-such-token");
+        std::fs::write(
+            &cfg,
+            format!(
+                "repo: /r\nstate-dir: /s\nmarathon: http://m\nvault-addr: http://v\nvault-token-file: {}\n",
+                missing.display()
+            ),
+        )
+        .unwrap();
+        let in_file = ServeArgs {
+            config: Some(cfg.clone()),
+            ..ServeArgs::default()
+        };
+        let token = error(in_file, Sources::default());
+        assert!(
+            token.contains("--vault-token-file (from the config key `vault-token-file` in"),
+            "{token}"
+        );
+        let mut from_env = Sources::default();
+        from_env.env("--marathon-timeout", "BATON_MARATHON_TIMEOUT");
+        let args = MarathonArgs {
+            marathon_timeout: Some("soon".into()),
+            ..MarathonArgs::default()
+        };
+        let e = marathon("http://m".into(), &args, &from_env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("--marathon-timeout (from the environment variable BATON_MARATHON_TIMEOUT)"),
+            "{e}"
+        );
+        let e = apply_options(
+            "2x",
+            8,
+            false,
+            &MarathonConfig::new("http://m"),
+            &Sources::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("bad setting --lock-wait: "), "{e}");
+    }
+
+    /// `baton serve`: flags over the environment's secrets over the config file it names over
+    /// defaults.
+    #[test]
+    fn serve_layers_flags_env_file_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "from-file\n").unwrap();
+        let cfg = dir.path().join("serve.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "repo: /file/repo\nref: dev\nstate-dir: /s\nmarathon: http://m\nmarathon-timeout: 5s\npoll-interval: 5m\nwebhook-secret-file: {}\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let args = || ServeArgs {
+            config: Some(cfg.clone()),
+            settings: FileConfig {
+                reference: Some("release".into()),
+                ..FileConfig::default()
+            },
+            marathon: MarathonArgs {
+                marathon_timeout: Some("7s".into()),
+                ..MarathonArgs::default()
+            },
+            ..ServeArgs::default()
+        };
+        let c = serve(args(), Sources::default(), &env_of(&[])).unwrap();
+        assert_eq!(c.repo, "/file/repo"); // the file, where no flag says otherwise
+        assert_eq!(c.reference, "release"); // the flag over the file
+        assert_eq!(c.marathon.timeout, Duration::from_secs(7)); // a shared client flag too
+        assert_eq!(c.poll_interval, Duration::from_secs(300));
+        assert_eq!(c.sync, SyncMode::Auto); // the default
+        assert_eq!(
+            c.webhook_secret.as_ref().map(|s| s.expose_secret()),
+            Some("from-file")
+        );
+        // The environment's secret over the file's.
+        let env = [("BATON_WEBHOOK_SECRET", "from-env")];
+        let c = serve(args(), Sources::default(), &env_of(&env)).unwrap();
+        assert_eq!(
+            c.webhook_secret.as_ref().map(|s| s.expose_secret()),
+            Some("from-env")
+        );
+    }
+
+    /// `plan` and `serve` read the Vault settings the same way: every case both accept or
+    /// both refuse, with the same message.
+    #[test]
+    fn plan_and_serve_check_vault_settings_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s.file-token\n").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let vault = |addr: Option<&str>, file: Option<&Path>, allowed: &[&str]| VaultArgs {
+            vault_addr: addr.map(String::from),
+            vault_token_file: file.map(Path::to_path_buf),
+            vault_approle_mount: Some("ar".into()),
+            gatekeeper_url: Some("http://gk/v1/secret-zero".into()),
+            vault_allowed_policies: allowed.iter().map(|s| s.to_string()).collect(),
+        };
+        let env_token = [("VAULT_TOKEN", "s.env-token")];
+        // (case, Vault flags, environment, accepted: the token used / refused: words said)
+        let cases: Vec<(&str, VaultArgs, &[(&str, &str)], Result<&str, &str>)> = vec![
+            ("no vault", vault(None, None, &[]), &[], Ok("")),
+            (
+                "file token",
+                vault(Some("http://v"), Some(&token), &["x"]),
+                &env_token,
+                Ok("s.file-token"),
+            ),
+            (
+                "env token",
+                vault(Some("https://v"), None, &[]),
+                &env_token,
+                Ok("s.env-token"),
+            ),
+            (
+                "not a URL",
+                vault(Some("v:8200"), Some(&token), &[]),
+                &[],
+                Err("--vault-addr: must be an http:// or https:// URL"),
+            ),
+            (
+                "token file alone",
+                vault(None, Some(&token), &[]),
+                &[],
+                Err("--vault-token-file: given without --vault-addr"),
+            ),
+            (
+                "empty token file",
+                vault(Some("http://v"), Some(&empty), &[]),
+                &[],
+                Err("is empty"),
+            ),
+            (
+                "no token",
+                vault(Some("http://v"), None, &[]),
+                &[],
+                Err("a Vault token for --vault-addr"),
+            ),
+            (
+                "root allowed",
+                vault(None, None, &["a", "root"]),
+                &[],
+                Err("--vault-allowed-policies: `root` can never be allowed"),
+            ),
+        ];
+        for (case, args, env, expected) in cases {
+            let plan = plan_secrets(args.clone(), &Sources::default(), &env_of(env));
+            let served = serve(
+                serve_args(FileConfig::default(), args),
+                Sources::default(),
+                &env_of(env),
+            );
+            match expected {
+                Ok(token) => {
+                    let plan = plan.unwrap_or_else(|e| panic!("{case}: plan: {e}"));
+                    let served = served.unwrap_or_else(|e| panic!("{case}: serve: {e}"));
+                    let p = plan.vault.as_ref().map(|v| {
+                        (
+                            v.admin.addr.clone(),
+                            v.admin.token.expose_secret().to_string(),
+                            v.admin.approle_mount.clone(),
+                            v.gatekeeper_url.clone(),
+                        )
+                    });
+                    let s = served.vault.as_ref().map(|v| {
+                        (
+                            v.addr.clone(),
+                            v.token.expose_secret().to_string(),
+                            v.approle_mount.clone(),
+                            v.gatekeeper_url.clone(),
+                        )
+                    });
+                    assert_eq!(p, s, "{case}");
+                    assert_eq!(p.map(|p| p.1).unwrap_or_default(), token, "{case}");
+                    let policies =
+                        |a: &AllowedPolicies| a.names().map(String::from).collect::<Vec<_>>();
+                    let served_allowed =
+                        served.vault.as_ref().map(|v| policies(&v.allowed_policies));
+                    if let Some(s) = served_allowed {
+                        assert_eq!(policies(&plan.allowed), s, "{case}");
+                    }
+                }
+                Err(words) => {
+                    let p = plan.err().map(|e| e.to_string()).unwrap_or_default();
+                    let s = served.err().map(|e| e.to_string()).unwrap_or_default();
+                    assert!(p.contains(words), "{case}: plan said {p:?}");
+                    assert_eq!(p, s, "{case}");
+                }
+            }
+        }
+    }
 }
