@@ -1338,7 +1338,8 @@ mod tests {
         };
         let env_token = [("VAULT_TOKEN", "s.env-token")];
         // (case, Vault flags, environment, accepted: the token used / refused: words said)
-        let cases: Vec<(&str, VaultArgs, &[(&str, &str)], Result<&str, &str>)> = vec![
+        type Env<'a> = &'a [(&'a str, &'a str)];
+        let cases: Vec<(&str, VaultArgs, Env, Result<&str, &str>)> = vec![
             ("no vault", vault(None, None, &[]), &[], Ok("")),
             (
                 "file token",

@@ -66,7 +66,6 @@ pub fn run(cli: Cli, sources: Sources, signals: fn(CancellationToken)) -> Result
     };
     // The process ends when the command returns: its memory goes back to the OS in one piece.
     commands::leave_memory_to_exit();
-    let _guard = rt.enter();
     match cli.command {
         Command::Validate { dir, format } => Ok(commands::validate(
             &dir,

@@ -681,7 +681,8 @@ fn a_bad_value_names_the_flag_env_var_or_config_key_that_gave_it() {
         (out.status.code(), stderr)
     };
     let with = |extra: &[&'static str]| [&serve[..], extra].concat();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, String)> = vec![
+    type Env<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(Vec<&str>, Env, String)> = vec![
         (
             with(&["--poll-interval", "0.5x"]),
             vec![],
