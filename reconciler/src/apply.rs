@@ -764,6 +764,39 @@ async fn tasks_up<'p, S: Scheduler>(
     })
 }
 
+/// How rolling back one deployment an interrupted apply left went.
+#[derive(Debug)]
+pub struct RolledBack {
+    pub app: AppId,
+    /// The deployment apply started and did not see finish.
+    pub deployment: String,
+    /// The rollback deployment, or why the scheduler refused.
+    pub result: Result<Written, SchedulerError>,
+}
+
+/// Roll back the deployments a cancelled apply left running (its `Unfinished` apps), one at a
+/// time, in report order: a newer apply must not be locked out by a version nobody wants any
+/// more (`baton dev` after an edit). A rollback (`DELETE /v2/deployments/{id}`), never
+/// `force`. `starting` is told of each before its request goes out.
+pub async fn roll_back_unfinished<S: Scheduler>(
+    scheduler: &S,
+    report: &ApplyReport,
+    starting: &mut (dyn FnMut(&AppId, &str) + Send),
+) -> Vec<RolledBack> {
+    let mut done = Vec::new();
+    for r in &report.apps {
+        if let Outcome::Unfinished { deployment } = &r.outcome {
+            starting(&r.app, deployment);
+            done.push(RolledBack {
+                app: r.app.clone(),
+                deployment: deployment.clone(),
+                result: scheduler.rollback(deployment).await,
+            });
+        }
+    }
+    done
+}
+
 /// The deadline passed: roll the deployment back and say why. `None`: the deployment had just
 /// finished after all; keep waiting a little for its tasks.
 async fn past_deadline<S: Scheduler>(

@@ -1,7 +1,17 @@
-//! Configuration of `baton serve`: flags and `BATON_*` environment variables (parsed by clap in
-//! `main.rs`) over an optional YAML file (`--config FILE`) over defaults. Checked completely
-//! before anything binds a port or touches the network.
+//! Configuration of every command: flags and `BATON_*` environment variables (declared here,
+//! once each, and parsed by clap in the `baton` binary) over an optional YAML file (`baton
+//! serve --config FILE`, keys named as the flags) over defaults. Everything is checked before
+//! anything binds a port or touches the network, and an error names where the bad value came
+//! from: the flag, the environment variable, or the config key and file ([`Origin`]).
+//!
+//! - [`serve`]: `baton serve` ([`ServeArgs`] -> [`ServeConfig`]); [`resolve`] is its layering.
+//! - [`marathon`], [`live`]: the Marathon client of `plan`, `drift`, `apply` ([`MarathonArgs`]).
+//! - [`plan_secrets`]: `baton plan`'s Vault access; `serve` reads the same [`VaultArgs`] with
+//!   the same checks ([`VaultAccess`]).
+//! - [`apply_options`]: `baton apply`'s knobs.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,60 +19,273 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::commands::{LiveFrom, PlanSecrets, PlanVault};
 use crate::daemon::reconcile::SyncMode;
+use crate::secret_zero::vault_admin::VaultAdminConfig;
 use crate::source::git::GitAuth;
-use baton_marathon::marathon::MarathonConfig;
+use baton_core::secrets::AllowedPolicies;
+use baton_marathon::marathon::{Auth, MarathonConfig};
 
-/// The optional config file; every key mirrors a flag (kebab-case). Secrets are given as
-/// `*-file` paths, never inline.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `baton serve`'s settings: the config file's keys, and (where a key is also a flag of its
+/// own) the flags. Every key mirrors a flag (kebab-case). Secrets are given as `*-file` paths,
+/// never inline. The Marathon client and Vault keys are flags of [`MarathonArgs`] and
+/// [`VaultArgs`], which other commands share.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct FileConfig {
+    /// Git URL (https, http, file, ssh), local git repo, or plain directory (watched).
+    #[arg(long, env = "BATON_REPO")]
     pub repo: Option<String>,
+    /// Branch, tag or commit to follow [default: main].
     #[serde(rename = "ref")]
+    #[arg(long = "ref", env = "BATON_REF")]
     pub reference: Option<String>,
+    /// Where the bare git cache lives [default: <state-dir>/git-cache].
+    #[arg(long, env = "BATON_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Where the sync state is kept across restarts.
+    #[arg(long, env = "BATON_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Address of the webhook/status server [default: 127.0.0.1:8088].
+    #[arg(long, env = "BATON_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Marathon (or dev scheduler) base URL.
+    #[arg(long, env = "BATON_MARATHON")]
     pub marathon: Option<String>,
     /// Per-request timeout of the Marathon client (`30s`).
+    #[arg(skip)]
     pub marathon_timeout: Option<String>,
     /// Extra CA certificate (PEM) for Marathon.
+    #[arg(skip)]
     pub marathon_ca: Option<PathBuf>,
     /// HTTP basic auth to Marathon: the user, and a file holding the password.
+    #[arg(skip)]
     pub marathon_user: Option<String>,
+    #[arg(skip)]
     pub marathon_password_file: Option<PathBuf>,
     /// A file holding a DC/OS token (`Authorization: token=...`).
+    #[arg(skip)]
     pub marathon_token_file: Option<PathBuf>,
+    /// `auto`: apply on change; `manual`: plan and report, apply on `POST /api/sync`.
+    #[arg(long, value_enum, env = "BATON_SYNC")]
     pub sync: Option<SyncMode>,
+    /// Safety-net poll interval, e.g. `60s` [default: 60s].
+    #[arg(long, env = "BATON_POLL_INTERVAL")]
     pub poll_interval: Option<String>,
+    /// File holding the webhook secret (or set BATON_WEBHOOK_SECRET).
+    #[arg(long, env = "BATON_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
-    /// Bearer token required by `POST /api/sync` (without one, only loopback clients may).
+    /// File holding the bearer token `POST /api/sync` requires (or set BATON_API_TOKEN);
+    /// without one, only loopback clients may ask for a sync.
+    #[arg(long, env = "BATON_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
+    /// Allow up to N deletions per sync even over the delete budget.
+    #[arg(long, env = "BATON_ALLOW_DELETES")]
     pub allow_deletes: Option<usize>,
+    /// User name for HTTPS git auth [default: x-access-token].
+    #[arg(long, env = "BATON_GIT_USER")]
     pub git_user: Option<String>,
+    /// File holding the HTTPS git token or password (or set BATON_GIT_TOKEN).
+    #[arg(long, env = "BATON_GIT_TOKEN_FILE")]
     pub git_token_file: Option<PathBuf>,
     // Secret zero (all optional: without `vault-addr` no app may read Vault secrets).
+    #[arg(skip)]
     pub vault_addr: Option<String>,
+    #[arg(skip)]
     pub vault_token_file: Option<PathBuf>,
+    #[arg(skip)]
     pub vault_approle_mount: Option<String>,
+    #[arg(skip)]
     pub gatekeeper_url: Option<String>,
+    /// Secret zero: oldest task (since staging) that may still ask for its secret id [default: 120s].
+    #[arg(long, env = "BATON_TASK_MAX_AGE")]
     pub task_max_age: Option<String>,
+    /// Secret zero: require requests to come from the task's host [default: true].
+    #[arg(long, env = "BATON_GATEKEEPER_HOST_CHECK", num_args = 0..=1, default_missing_value = "true")]
     pub gatekeeper_host_check: Option<bool>,
+    /// Secret zero: TTL of the response-wrapped secret id [default: 60s].
+    #[arg(long, env = "BATON_WRAP_TTL")]
     pub wrap_ttl: Option<String>,
     /// The extra Vault policies specs may give their apps (`baton.secrets.policies`); none
     /// by default. Compared trimmed and case-insensitively; `root` is refused.
+    #[arg(skip)]
     pub vault_allowed_policies: Option<Vec<String>>,
     /// Generic JSON notification webhooks.
+    #[arg(skip)]
     pub notify_webhook: Option<Vec<String>>,
-    /// A file of Slack-compatible incoming-webhook URLs, one a line (they carry a token).
+    /// File of Slack-compatible webhook URLs, one a line (they carry a token).
+    #[arg(long, env = "BATON_NOTIFY_SLACK_FILE")]
     pub notify_slack_file: Option<PathBuf>,
+    /// The file these settings were read from (`None`: flags, or no file), named in errors.
+    #[serde(skip)]
+    #[arg(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// The Marathon client's flags, shared by `plan`, `drift`, `apply` and `serve` (no `Debug`:
+/// the password and token are given inline).
+#[derive(Clone, Default, clap::Args)]
+pub struct MarathonArgs {
+    /// HTTP basic auth user.
+    #[arg(long, env = "BATON_MARATHON_USER")]
+    pub marathon_user: Option<String>,
+    /// HTTP basic auth password (prefer the environment variable).
+    #[arg(long, env = "BATON_MARATHON_PASSWORD", hide_env_values = true)]
+    pub marathon_password: Option<String>,
+    /// DC/OS token, sent as `Authorization: token=...`.
+    #[arg(long, env = "BATON_MARATHON_TOKEN", hide_env_values = true)]
+    pub marathon_token: Option<String>,
+    /// Extra CA certificate (PEM) to trust.
+    #[arg(long, env = "BATON_MARATHON_CA")]
+    pub marathon_ca: Option<PathBuf>,
+    /// Per-request timeout, e.g. `30s` [default: 30s].
+    #[arg(long, env = "BATON_MARATHON_TIMEOUT")]
+    pub marathon_timeout: Option<String>,
+}
+
+/// Vault access of the reconciler (secret zero), read by `plan` and `serve` alike; without
+/// `--vault-addr` apps may not read Vault secrets (`serve`) or their Vault state is shown as
+/// unknown (`plan`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct VaultArgs {
+    /// Vault address, e.g. `https://vault:8200` (also injected into app envs as VAULT_ADDR).
+    #[arg(long, env = "BATON_VAULT_ADDR")]
+    pub vault_addr: Option<String>,
+    /// File holding the reconciler's Vault token (or set BATON_VAULT_TOKEN or VAULT_TOKEN).
+    #[arg(long, env = "BATON_VAULT_TOKEN_FILE")]
+    pub vault_token_file: Option<PathBuf>,
+    /// AppRole auth mount [default: approle].
+    #[arg(long, env = "BATON_VAULT_APPROLE_MOUNT")]
+    pub vault_approle_mount: Option<String>,
+    /// URL tasks use to reach `POST /v1/secret-zero` [default: http://<listen>/v1/secret-zero].
+    #[arg(long, env = "BATON_GATEKEEPER_URL")]
+    pub gatekeeper_url: Option<String>,
+    /// Extra Vault policies a spec may give its app (`baton.secrets.policies`), comma
+    /// separated; compared trimmed and case-insensitively; `root` never [default: none].
+    #[arg(long, env = "BATON_VAULT_ALLOWED_POLICIES", value_delimiter = ',')]
+    pub vault_allowed_policies: Vec<String>,
+}
+
+impl VaultArgs {
+    /// These flags as a settings layer (the shape the config file has).
+    fn layer(self, into: &mut FileConfig) {
+        into.vault_addr = self.vault_addr;
+        into.vault_token_file = self.vault_token_file;
+        into.vault_approle_mount = self.vault_approle_mount;
+        into.gatekeeper_url = self.gatekeeper_url;
+        into.vault_allowed_policies =
+            (!self.vault_allowed_policies.is_empty()).then_some(self.vault_allowed_policies);
+    }
+}
+
+/// Where `plan` and `drift` read the live apps from: exactly one of the two.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct LiveArgs {
+    /// Marathon (or dev scheduler) base URL.
+    #[arg(long, env = "BATON_MARATHON")]
+    pub marathon: Option<String>,
+    /// A saved `GET /v2/apps` response to plan against, with no server.
+    #[arg(long)]
+    pub live: Option<PathBuf>,
+}
+
+/// Everything `baton serve` takes on its command line (and from the environment).
+#[derive(Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Optional YAML config file (keys as the flags, kebab-case); flags and env win over it.
+    #[arg(long, env = "BATON_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: FileConfig,
+    #[command(flatten)]
+    pub marathon: MarathonArgs,
+    #[command(flatten)]
+    pub vault: VaultArgs,
+    /// Generic JSON webhook for notifications (repeatable; the env var takes a comma list).
+    #[arg(
+        long,
+        env = "BATON_NOTIFY_WEBHOOK",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub notify_webhook: Vec<String>,
+    /// Slack-compatible incoming webhook (repeatable). Prefer the env var or
+    /// --notify-slack-file: the URL holds a token.
+    #[arg(
+        long,
+        env = "BATON_NOTIFY_SLACK",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub notify_slack: Vec<String>,
+}
+
+/// Where a setting's value came from: every error about a value names it, so that the
+/// operator knows whether to fix a flag, an environment variable or a line of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The command line (the setting's name is the flag).
+    Flag,
+    /// The environment variable clap read for the flag.
+    Env(String),
+    /// A key of the config file (`None`: a file layer given without a path, in tests).
+    File { key: String, path: Option<PathBuf> },
+    /// The built-in default.
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag => Ok(()),
+            Origin::Env(var) => write!(f, " (from the environment variable {var})"),
+            Origin::File { key, path: Some(p) } => {
+                write!(f, " (from the config key `{key}` in {})", p.display())
+            }
+            Origin::File { key, path: None } => write!(f, " (from the config key `{key}`)"),
+            Origin::Default => write!(f, " (the default)"),
+        }
+    }
+}
+
+/// Which flags clap filled from their environment variable (flag -> variable); every other
+/// value of the flag layer came from the command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources {
+    env: BTreeMap<String, String>,
+}
+
+impl Sources {
+    /// `flag` (`--poll-interval`) was given by the environment variable `var`.
+    pub fn env(&mut self, flag: impl Into<String>, var: impl Into<String>) {
+        self.env.insert(flag.into(), var.into());
+    }
+
+    /// Where the flag layer's value of `flag` came from.
+    pub fn of(&self, flag: &str) -> Origin {
+        match self.env.get(flag) {
+            Some(var) => Origin::Env(var.clone()),
+            None => Origin::Flag,
+        }
+    }
+}
+
+/// How the environment is read (the process's in the binary, a map in tests): unset and
+/// empty are the same.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment, empty values as unset.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// What the flags gave (all optional: the file and defaults fill the rest).
 #[derive(Debug, Clone, Default)]
 pub struct FlagConfig {
     pub file: FileConfig,
+    /// Which of `file`'s values clap read from the environment.
+    pub sources: Sources,
     /// `BATON_WEBHOOK_SECRET` (inline, from the environment).
     pub webhook_secret: Option<SecretString>,
     /// `BATON_API_TOKEN`.
@@ -75,6 +298,20 @@ pub struct FlagConfig {
     pub notify_slack: Vec<SecretString>,
     /// `BATON_VAULT_TOKEN` / `VAULT_TOKEN`.
     pub vault_token: Option<SecretString>,
+}
+
+/// The reconciler's Vault access, read the same way (same names, same checks) by `plan` and
+/// `serve`.
+#[derive(Debug, Clone)]
+pub struct VaultAccess {
+    /// Vault base address (also injected into app envs as `VAULT_ADDR`).
+    pub addr: String,
+    /// The reconciler's own token (policy in `docs/security.md`).
+    pub token: SecretString,
+    pub approle_mount: String,
+    /// The URL tasks use to reach `POST /v1/secret-zero`; `None`: derived from the address
+    /// `serve` listens on (`plan`: taken from the live apps).
+    pub gatekeeper_url: Option<String>,
 }
 
 /// Secret zero in `baton serve`: the reconciler's Vault access and the gatekeeper's settings.
@@ -128,8 +365,12 @@ pub enum ConfigError {
     File { path: PathBuf, reason: String },
     #[error("missing setting: {0}")]
     Missing(&'static str),
-    #[error("bad setting {name}: {reason}")]
-    Bad { name: &'static str, reason: String },
+    #[error("bad setting {name}{origin}: {reason}")]
+    Bad {
+        name: &'static str,
+        origin: Origin,
+        reason: String,
+    },
 }
 
 /// Read a YAML config file.
@@ -145,7 +386,202 @@ pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         baton_core::spec::parse::Limits::default(),
     )
     .map_err(|e| err(e.message))?;
-    serde_json::from_value(doc).map_err(|e| err(e.to_string()))
+    let mut file: FileConfig = serde_json::from_value(doc).map_err(|e| err(e.to_string()))?;
+    file.source = Some(path.to_path_buf());
+    Ok(file)
+}
+
+/// `baton serve`: the flags (and environment) over the config file they name, checked.
+pub fn serve(
+    args: ServeArgs,
+    sources: Sources,
+    env: EnvLookup,
+) -> Result<ServeConfig, ConfigError> {
+    let file = match &args.config {
+        Some(p) => read_file(p)?,
+        None => FileConfig::default(),
+    };
+    let url = args.settings.marathon.clone().unwrap_or_default();
+    let marathon = marathon(url, &args.marathon, &sources)?;
+    let mut layer = args.settings;
+    layer.marathon_timeout = args.marathon.marathon_timeout;
+    layer.marathon_ca = args.marathon.marathon_ca;
+    layer.marathon_user = args.marathon.marathon_user;
+    args.vault.layer(&mut layer);
+    let secret = |name: &str| env(name).map(SecretString::from);
+    let secrets = |urls: Vec<String>| urls.into_iter().map(SecretString::from).collect();
+    let flags = FlagConfig {
+        file: layer,
+        sources,
+        webhook_secret: secret("BATON_WEBHOOK_SECRET"),
+        api_token: secret("BATON_API_TOKEN"),
+        git_token: secret("BATON_GIT_TOKEN").or_else(|| secret("BATON_GIT_PASSWORD")),
+        vault_token: vault_token(env),
+        notify_webhook: secrets(args.notify_webhook),
+        notify_slack: secrets(args.notify_slack),
+    };
+    resolve(flags, file, marathon)
+}
+
+/// The reconciler's Vault token from the environment (a `--vault-token-file` wins over it).
+fn vault_token(env: EnvLookup) -> Option<SecretString> {
+    (env("BATON_VAULT_TOKEN").or_else(|| env("VAULT_TOKEN"))).map(SecretString::from)
+}
+
+/// A Marathon client's settings from its flags (and their environment variables).
+pub fn marathon(
+    url: String,
+    args: &MarathonArgs,
+    sources: &Sources,
+) -> Result<MarathonConfig, ConfigError> {
+    let mut config = MarathonConfig::new(url);
+    if let Some(t) = &args.marathon_timeout {
+        config.timeout = duration("--marathon-timeout", t, sources.of("--marathon-timeout"))?;
+    }
+    config.ca_cert = args.marathon_ca.clone();
+    config.auth = match (&args.marathon_token, &args.marathon_user) {
+        (Some(t), _) => Some(Auth::Token(SecretString::from(t.clone()))),
+        (None, Some(u)) => Some(Auth::Basic {
+            user: u.clone(),
+            password: SecretString::from(args.marathon_password.clone().unwrap_or_default()),
+        }),
+        (None, None) => None,
+    };
+    Ok(config)
+}
+
+/// Where `plan` and `drift` read the live apps.
+pub fn live(
+    args: &LiveArgs,
+    auth: &MarathonArgs,
+    sources: &Sources,
+) -> Result<LiveFrom, ConfigError> {
+    if let Some(path) = &args.live {
+        return Ok(LiveFrom::File(path.clone()));
+    }
+    let url = (args.marathon.clone()).ok_or(ConfigError::Missing("one of --marathon or --live"))?;
+    Ok(LiveFrom::Scheduler(marathon(url, auth, sources)?))
+}
+
+/// `baton plan`'s secret-zero settings: the allow-list, and Vault access when `--vault-addr`
+/// is given (the same settings and checks as `serve`'s).
+pub fn plan_secrets(
+    args: VaultArgs,
+    sources: &Sources,
+    env: EnvLookup,
+) -> Result<PlanSecrets, ConfigError> {
+    let mut flags = FileConfig::default();
+    args.layer(&mut flags);
+    let layers = Layers {
+        flags: &flags,
+        file: &FileConfig::default(),
+        sources,
+    };
+    let (allowed, access) = vault_access(&layers, vault_token(env))?;
+    Ok(PlanSecrets {
+        vault: access.map(|a| PlanVault {
+            admin: VaultAdminConfig {
+                addr: a.addr,
+                token: a.token,
+                approle_mount: a.approle_mount,
+                timeout: Duration::from_secs(30),
+            },
+            gatekeeper_url: a.gatekeeper_url,
+        }),
+        allowed,
+    })
+}
+
+/// `baton apply`'s knobs; `marathon` is its client (two request timeouts without an answer is
+/// a scheduler gone, as in `baton serve`).
+pub fn apply_options(
+    lock_wait: &str,
+    parallelism: usize,
+    force_delete: bool,
+    marathon: &MarathonConfig,
+    sources: &Sources,
+) -> Result<crate::apply::ApplyOptions, ConfigError> {
+    Ok(crate::apply::ApplyOptions {
+        parallelism,
+        lock_wait: duration("--lock-wait", lock_wait, sources.of("--lock-wait"))?,
+        force_delete,
+        scheduler_silence: marathon.timeout.saturating_mul(2),
+        ..Default::default()
+    })
+}
+
+/// The flag layer over the file layer: each value with where it came from.
+struct Layers<'a> {
+    flags: &'a FileConfig,
+    file: &'a FileConfig,
+    sources: &'a Sources,
+}
+
+impl Layers<'_> {
+    /// `name`'s value (flags or env over the file) and its origin.
+    fn pick<T: Clone>(
+        &self,
+        name: &'static str,
+        get: impl Fn(&FileConfig) -> &Option<T>,
+    ) -> Option<(T, Origin)> {
+        if let Some(v) = get(self.flags) {
+            return Some((v.clone(), self.sources.of(name)));
+        }
+        let origin = Origin::File {
+            key: name.trim_start_matches('-').to_string(),
+            path: self.file.source.clone(),
+        };
+        get(self.file).clone().map(|v| (v, origin))
+    }
+
+    /// `name`'s value, flags or env over the file.
+    fn value<T: Clone>(
+        &self,
+        name: &'static str,
+        get: impl Fn(&FileConfig) -> &Option<T>,
+    ) -> Option<T> {
+        self.pick(name, get).map(|(v, _)| v)
+    }
+
+    /// A secret read from the file `name` names, if any.
+    fn secret_file(
+        &self,
+        name: &'static str,
+        get: impl Fn(&FileConfig) -> &Option<PathBuf>,
+    ) -> Result<Option<SecretString>, ConfigError> {
+        match self.pick(name, get) {
+            Some((path, origin)) => read_secret(&path, name, origin).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A duration (`default` when unset) of at least `min`.
+    fn duration(
+        &self,
+        name: &'static str,
+        get: impl Fn(&FileConfig) -> &Option<String>,
+        default: &str,
+        min: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let (text, origin) = (self.pick(name, get)).unwrap_or((default.into(), Origin::Default));
+        let d = duration(name, &text, origin.clone())?;
+        if d < min {
+            return Err(ConfigError::Bad {
+                name,
+                origin,
+                reason: format!("must be at least {}", humantime::format_duration(min)),
+            });
+        }
+        Ok(d)
+    }
+}
+
+fn duration(name: &'static str, text: &str, origin: Origin) -> Result<Duration, ConfigError> {
+    baton_core::spec::load::parse_duration(text).map_err(|reason| ConfigError::Bad {
+        name,
+        origin,
+        reason,
+    })
 }
 
 /// Flags over file over defaults. `marathon` carries the flag-level client settings (auth,
@@ -155,85 +591,54 @@ pub fn resolve(
     file: FileConfig,
     mut marathon: MarathonConfig,
 ) -> Result<ServeConfig, ConfigError> {
-    let f = flags.file;
-    marathon_from_file(&mut marathon, &f, &file)?;
-    let vault = resolve_vault(&f, &file, flags.vault_token)?;
-    let mut repo = f.repo.or(file.repo).ok_or(ConfigError::Missing("--repo"))?;
+    let l = Layers {
+        flags: &flags.file,
+        file: &file,
+        sources: &flags.sources,
+    };
+    marathon_from_file(&mut marathon, &l)?;
+    let vault = resolve_vault(&l, flags.vault_token.clone())?;
+    let mut repo = (l.value("--repo", |c| &c.repo)).ok_or(ConfigError::Missing("--repo"))?;
     // Credentials in the URL become git credentials: the URL is shown in logs and status.
     let url_auth =
         baton_core::userinfo::split_http_userinfo(&repo).map(|(bare, user, password)| {
             repo = bare;
             GitAuth { user, password }
         });
-    let reference = f
-        .reference
-        .or(file.reference)
-        .unwrap_or_else(|| "main".into());
-    let state_dir = f
-        .state_dir
-        .or(file.state_dir)
-        .ok_or(ConfigError::Missing("--state-dir"))?;
-    let cache_dir = f
-        .cache_dir
-        .or(file.cache_dir)
-        .unwrap_or_else(|| state_dir.join("git-cache"));
-    let listen = f
-        .listen
-        .or(file.listen)
+    let reference = (l.value("--ref", |c| &c.reference)).unwrap_or_else(|| "main".into());
+    let state_dir =
+        (l.value("--state-dir", |c| &c.state_dir)).ok_or(ConfigError::Missing("--state-dir"))?;
+    let cache_dir =
+        (l.value("--cache-dir", |c| &c.cache_dir)).unwrap_or_else(|| state_dir.join("git-cache"));
+    let listen = (l.value("--listen", |c| &c.listen))
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8088)));
     if marathon.url.is_empty() {
-        marathon.url = f
-            .marathon
-            .clone()
-            .or(file.marathon.clone())
-            .ok_or(ConfigError::Missing("--marathon"))?;
+        marathon.url =
+            (l.value("--marathon", |c| &c.marathon)).ok_or(ConfigError::Missing("--marathon"))?;
     }
     marathon.take_url_credentials();
-    let poll = f
-        .poll_interval
-        .or(file.poll_interval)
-        .unwrap_or_else(|| "60s".into());
-    let poll_interval =
-        baton_core::spec::load::parse_duration(&poll).map_err(|reason| ConfigError::Bad {
-            name: "--poll-interval",
-            reason,
-        })?;
-    if poll_interval < Duration::from_secs(1) {
-        return Err(ConfigError::Bad {
-            name: "--poll-interval",
-            reason: "must be at least 1s".into(),
-        });
-    }
-    let webhook_secret = match (
-        flags.webhook_secret,
-        f.webhook_secret_file.or(file.webhook_secret_file),
-    ) {
-        (Some(s), _) => Some(s),
-        (None, Some(path)) => Some(read_secret(&path, "--webhook-secret-file")?),
-        (None, None) => None,
-    };
-    let git_token = match (flags.git_token, f.git_token_file.or(file.git_token_file)) {
-        (Some(t), _) => Some(t),
-        (None, Some(path)) => Some(read_secret(&path, "--git-token-file")?),
-        (None, None) => None,
-    };
-    let notify = notify_sinks(
-        flags.notify_webhook,
-        flags.notify_slack,
-        f.notify_webhook.or(file.notify_webhook),
-        f.notify_slack_file.or(file.notify_slack_file),
+    let poll_interval = l.duration(
+        "--poll-interval",
+        |c| &c.poll_interval,
+        "60s",
+        Duration::from_secs(1),
     )?;
-    let api_token = match (flags.api_token, f.api_token_file.or(file.api_token_file)) {
-        (Some(t), _) => Some(t),
-        (None, Some(path)) => Some(read_secret(&path, "--api-token-file")?),
-        (None, None) => None,
+    let webhook_secret = match flags.webhook_secret.clone() {
+        Some(s) => Some(s),
+        None => l.secret_file("--webhook-secret-file", |c| &c.webhook_secret_file)?,
+    };
+    let git_token = match flags.git_token.clone() {
+        Some(t) => Some(t),
+        None => l.secret_file("--git-token-file", |c| &c.git_token_file)?,
+    };
+    let notify = notify_sinks(&l, &flags.notify_webhook, &flags.notify_slack)?;
+    let api_token = match flags.api_token.clone() {
+        Some(t) => Some(t),
+        None => l.secret_file("--api-token-file", |c| &c.api_token_file)?,
     };
     let git_auth = git_token
         .map(|password| GitAuth {
-            user: f
-                .git_user
-                .clone()
-                .or(file.git_user.clone())
+            user: (l.value("--git-user", |c| &c.git_user))
                 .unwrap_or_else(|| "x-access-token".into()),
             password,
         })
@@ -245,11 +650,11 @@ pub fn resolve(
         state_dir,
         listen,
         marathon,
-        sync: f.sync.or(file.sync).unwrap_or(SyncMode::Auto),
+        sync: (l.value("--sync", |c| &c.sync)).unwrap_or(SyncMode::Auto),
         poll_interval,
         webhook_secret,
         api_token,
-        allow_deletes: f.allow_deletes.or(file.allow_deletes),
+        allow_deletes: l.value("--allow-deletes", |c| &c.allow_deletes),
         git_auth,
         vault,
         notify,
@@ -258,33 +663,33 @@ pub fn resolve(
 
 /// The config file's Marathon client settings, where flags and the environment gave none
 /// (`marathon` already holds what they gave).
-fn marathon_from_file(
-    marathon: &mut MarathonConfig,
-    f: &FileConfig,
-    file: &FileConfig,
-) -> Result<(), ConfigError> {
-    use baton_marathon::marathon::Auth;
-    if let Some(t) = f
-        .marathon_timeout
-        .as_ref()
-        .or(file.marathon_timeout.as_ref())
-    {
-        marathon.timeout =
-            baton_core::spec::load::parse_duration(t).map_err(|reason| ConfigError::Bad {
-                name: "--marathon-timeout",
-                reason,
-            })?;
+fn marathon_from_file(marathon: &mut MarathonConfig, l: &Layers) -> Result<(), ConfigError> {
+    if let Some((t, origin)) = l.pick("--marathon-timeout", |c| &c.marathon_timeout) {
+        marathon.timeout = duration("--marathon-timeout", &t, origin)?;
     }
+    let file = l.file;
+    let origin = |key: &str| Origin::File {
+        key: key.into(),
+        path: file.source.clone(),
+    };
     if marathon.ca_cert.is_none() {
         marathon.ca_cert = file.marathon_ca.clone();
     }
     if marathon.auth.is_none() {
         marathon.auth = match (&file.marathon_token_file, &file.marathon_user) {
-            (Some(path), _) => Some(Auth::Token(read_secret(path, "marathon-token-file")?)),
+            (Some(path), _) => Some(Auth::Token(read_secret(
+                path,
+                "marathon-token-file",
+                origin("marathon-token-file"),
+            )?)),
             (None, Some(user)) => Some(Auth::Basic {
                 user: user.clone(),
                 password: match &file.marathon_password_file {
-                    Some(path) => read_secret(path, "marathon-password-file")?,
+                    Some(path) => read_secret(
+                        path,
+                        "marathon-password-file",
+                        origin("marathon-password-file"),
+                    )?,
                     None => SecretString::from(String::new()),
                 },
             }),
@@ -297,38 +702,41 @@ fn marathon_from_file(
 /// Notification sinks: URLs from flags/env win over the config file's, per kind. Every URL
 /// must be http(s); errors never echo a URL (Slack's carry a token).
 fn notify_sinks(
-    webhook_flags: Vec<SecretString>,
-    slack_flags: Vec<SecretString>,
-    webhook_file: Option<Vec<String>>,
-    slack_file: Option<PathBuf>,
+    l: &Layers,
+    webhook_flags: &[SecretString],
+    slack_flags: &[SecretString],
 ) -> Result<Vec<crate::daemon::notifications::Sink>, ConfigError> {
     use crate::daemon::notifications::{Sink, SinkKind};
     use secrecy::ExposeSecret;
-    let webhooks: Vec<String> = if webhook_flags.is_empty() {
-        webhook_file.unwrap_or_default()
-    } else {
-        (webhook_flags.iter())
-            .map(|u| u.expose_secret().to_string())
-            .collect()
+    let exposed = |urls: &[SecretString]| -> Vec<String> {
+        urls.iter().map(|u| u.expose_secret().to_string()).collect()
     };
-    let slack: Vec<String> = match (slack_flags.is_empty(), slack_file) {
-        (false, _) => (slack_flags.iter())
-            .map(|u| u.expose_secret().to_string())
-            .collect(),
-        (true, Some(path)) => {
-            let text = read_secret(&path, "--notify-slack-file")?;
-            (text.expose_secret().lines())
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string)
-                .collect()
-        }
-        (true, None) => Vec::new(),
+    let (webhooks, webhook_origin) = if webhook_flags.is_empty() {
+        let file = Origin::File {
+            key: "notify-webhook".into(),
+            path: l.file.source.clone(),
+        };
+        (l.file.notify_webhook.clone().unwrap_or_default(), file)
+    } else {
+        (exposed(webhook_flags), l.sources.of("--notify-webhook"))
+    };
+    let (slack, slack_origin) = if !slack_flags.is_empty() {
+        (exposed(slack_flags), l.sources.of("--notify-slack"))
+    } else if let Some((path, origin)) = l.pick("--notify-slack-file", |c| &c.notify_slack_file) {
+        let text = read_secret(&path, "--notify-slack-file", origin.clone())?;
+        let urls = (text.expose_secret().lines())
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        (urls, origin)
+    } else {
+        (Vec::new(), Origin::Default)
     };
     let mut sinks = Vec::new();
-    for (kind, name, urls) in [
-        (SinkKind::Json, "--notify-webhook", webhooks),
-        (SinkKind::Slack, "--notify-slack", slack),
+    for (kind, name, urls, origin) in [
+        (SinkKind::Json, "--notify-webhook", webhooks, webhook_origin),
+        (SinkKind::Slack, "--notify-slack", slack, slack_origin),
     ] {
         for (i, url) in urls.into_iter().enumerate() {
             let ok = reqwest::Url::parse(&url)
@@ -336,6 +744,7 @@ fn notify_sinks(
             if !ok {
                 return Err(ConfigError::Bad {
                     name,
+                    origin,
                     reason: format!("URL #{} is not an http(s) URL", i + 1),
                 });
             }
@@ -345,64 +754,69 @@ fn notify_sinks(
     Ok(sinks)
 }
 
-/// The secret-zero settings, when `vault-addr` is given.
-fn resolve_vault(
-    f: &FileConfig,
-    file: &FileConfig,
+/// The reconciler's Vault access and the operator's allow-list, for `plan` and `serve` alike.
+/// The list is checked even without Vault, so a bad one never waits for the day Vault is
+/// turned on.
+fn vault_access(
+    l: &Layers,
     token: Option<SecretString>,
-) -> Result<Option<VaultServeConfig>, ConfigError> {
-    let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
-    // Flags (or env) win over the file; checked even without Vault, so a bad list never waits
-    // for the day Vault is turned on.
-    let allowed_policies = baton_core::secrets::AllowedPolicies::new(
-        (f.vault_allowed_policies.iter())
-            .chain(&file.vault_allowed_policies)
-            .next()
-            .into_iter()
-            .flatten(),
-    )
-    .map_err(|reason| ConfigError::Bad {
-        name: "--vault-allowed-policies",
-        reason,
-    })?;
-    let token_file = f.vault_token_file.clone().or(file.vault_token_file.clone());
-    let Some(addr) = pick(&f.vault_addr, &file.vault_addr) else {
-        if token_file.is_some() {
+) -> Result<(AllowedPolicies, Option<VaultAccess>), ConfigError> {
+    let name = "--vault-allowed-policies";
+    let allowed = match l.pick(name, |c| &c.vault_allowed_policies) {
+        Some((list, origin)) => AllowedPolicies::new(&list).map_err(|reason| ConfigError::Bad {
+            name,
+            origin,
+            reason,
+        })?,
+        None => AllowedPolicies::default(),
+    };
+    let token_file = l.pick("--vault-token-file", |c| &c.vault_token_file);
+    let Some((addr, origin)) = l.pick("--vault-addr", |c| &c.vault_addr) else {
+        if let Some((_, origin)) = token_file {
             return Err(ConfigError::Bad {
                 name: "--vault-token-file",
+                origin,
                 reason: "given without --vault-addr".into(),
             });
         }
-        return Ok(None);
+        return Ok((allowed, None));
     };
     if !(addr.starts_with("http://") || addr.starts_with("https://")) {
         return Err(ConfigError::Bad {
             name: "--vault-addr",
+            origin,
             reason: "must be an http:// or https:// URL".into(),
         });
     }
     let token = match (token_file, token) {
-        (Some(path), _) => read_secret(&path, "--vault-token-file")?,
+        (Some((path, origin)), _) => read_secret(&path, "--vault-token-file", origin)?,
         (None, Some(t)) => t,
         (None, None) => return Err(ConfigError::Missing(
             "a Vault token for --vault-addr (--vault-token-file, BATON_VAULT_TOKEN or VAULT_TOKEN)",
         )),
     };
-    let duration = |name: &'static str, value: Option<String>, default: &str| {
-        let text = value.unwrap_or_else(|| default.into());
-        let d = baton_core::spec::load::parse_duration(&text)
-            .map_err(|reason| ConfigError::Bad { name, reason })?;
-        if d < Duration::from_secs(1) {
-            return Err(ConfigError::Bad {
-                name,
-                reason: "must be at least 1s".into(),
-            });
-        }
-        Ok(d)
+    let access = VaultAccess {
+        addr,
+        token,
+        approle_mount: (l.value("--vault-approle-mount", |c| &c.vault_approle_mount))
+            .unwrap_or_else(|| "approle".into()),
+        gatekeeper_url: l.value("--gatekeeper-url", |c| &c.gatekeeper_url),
     };
-    let gatekeeper_url = pick(&f.gatekeeper_url, &file.gatekeeper_url);
-    if gatekeeper_url.is_none() {
-        if let Some(listen) = f.listen.or(file.listen) {
+    Ok((allowed, Some(access)))
+}
+
+/// `serve`'s secret-zero settings, when `vault-addr` is given: the Vault access `plan` reads
+/// too, and the gatekeeper's own.
+fn resolve_vault(
+    l: &Layers,
+    token: Option<SecretString>,
+) -> Result<Option<VaultServeConfig>, ConfigError> {
+    let (allowed_policies, access) = vault_access(l, token)?;
+    let Some(access) = access else {
+        return Ok(None);
+    };
+    if access.gatekeeper_url.is_none() {
+        if let Some(listen) = l.value("--listen", |c| &c.listen) {
             if listen.ip().is_unspecified() {
                 return Err(ConfigError::Missing(
                     "--gatekeeper-url (tasks cannot reach the unspecified listen address)",
@@ -410,37 +824,35 @@ fn resolve_vault(
             }
         }
     }
+    let min = Duration::from_secs(1);
     Ok(Some(VaultServeConfig {
         allowed_policies,
-        addr,
-        token,
-        approle_mount: pick(&f.vault_approle_mount, &file.vault_approle_mount)
-            .unwrap_or_else(|| "approle".into()),
-        gatekeeper_url,
-        task_max_age: duration(
-            "--task-max-age",
-            pick(&f.task_max_age, &file.task_max_age),
-            "120s",
-        )?,
-        host_check: f
-            .gatekeeper_host_check
-            .or(file.gatekeeper_host_check)
+        addr: access.addr,
+        token: access.token,
+        approle_mount: access.approle_mount,
+        gatekeeper_url: access.gatekeeper_url,
+        task_max_age: l.duration("--task-max-age", |c| &c.task_max_age, "120s", min)?,
+        host_check: (l.value("--gatekeeper-host-check", |c| &c.gatekeeper_host_check))
             .unwrap_or(true),
-        wrap_ttl: duration("--wrap-ttl", pick(&f.wrap_ttl, &file.wrap_ttl), "60s")?,
+        wrap_ttl: l.duration("--wrap-ttl", |c| &c.wrap_ttl, "60s", min)?,
     }))
 }
 
-fn read_secret(path: &Path, name: &'static str) -> Result<SecretString, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Bad {
+fn read_secret(
+    path: &Path,
+    name: &'static str,
+    origin: Origin,
+) -> Result<SecretString, ConfigError> {
+    let bad = |reason: String| ConfigError::Bad {
         name,
-        reason: format!("cannot read {}: {e}", path.display()),
-    })?;
+        origin: origin.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
     let trimmed = text.trim_end_matches(['\n', '\r']);
     if trimmed.is_empty() {
-        return Err(ConfigError::Bad {
-            name,
-            reason: format!("{} is empty", path.display()),
-        });
+        return Err(bad(format!("{} is empty", path.display())));
     }
     Ok(SecretString::from(trimmed.to_string()))
 }
@@ -747,5 +1159,275 @@ mod tests {
         let cfg = dir.path().join("serve.yaml");
         std::fs::write(&cfg, "repos: x\n").unwrap();
         assert!(read_file(&cfg).is_err());
+    }
+
+    fn env_of<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            (vars.iter())
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    fn serve_args(settings: FileConfig, vault: VaultArgs) -> ServeArgs {
+        ServeArgs {
+            settings: FileConfig {
+                repo: Some("/r".into()),
+                state_dir: Some("/s".into()),
+                marathon: Some("http://m".into()),
+                ..settings
+            },
+            vault,
+            ..ServeArgs::default()
+        }
+    }
+
+    /// A bad value is named by where it came from: the flag, the environment variable clap
+    /// read for it, or the config file's key (with the file).
+    #[test]
+    fn a_bad_value_names_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("serve.yaml");
+        std::fs::write(
+            &cfg,
+            "repo: /r\nstate-dir: /s\nmarathon: http://m\npoll-interval: 0.5x\n",
+        )
+        .unwrap();
+        let bad = FileConfig {
+            poll_interval: Some("0.5x".into()),
+            ..FileConfig::default()
+        };
+        let error = |args: ServeArgs, sources: Sources| {
+            serve(args, sources, &env_of(&[])).unwrap_err().to_string()
+        };
+
+        let flag = error(
+            serve_args(bad.clone(), VaultArgs::default()),
+            Sources::default(),
+        );
+        assert!(flag.starts_with("bad setting --poll-interval: "), "{flag}");
+
+        let mut from_env = Sources::default();
+        from_env.env("--poll-interval", "BATON_POLL_INTERVAL");
+        let env = error(serve_args(bad, VaultArgs::default()), from_env);
+        assert!(
+            env.starts_with(
+                "bad setting --poll-interval (from the environment variable BATON_POLL_INTERVAL): "
+            ),
+            "{env}"
+        );
+
+        let in_file = ServeArgs {
+            config: Some(cfg.clone()),
+            ..ServeArgs::default()
+        };
+        let file = error(in_file, Sources::default());
+        let expected = format!(
+            "bad setting --poll-interval (from the config key `poll-interval` in {}): ",
+            cfg.display()
+        );
+        assert!(file.starts_with(&expected), "{file}");
+
+        // A secret file, and a client setting of another command, the same way.
+        let missing = dir.path().join("no-such-token");
+        std::fs::write(
+            &cfg,
+            format!(
+                "repo: /r\nstate-dir: /s\nmarathon: http://m\nvault-addr: http://v\nvault-token-file: {}\n",
+                missing.display()
+            ),
+        )
+        .unwrap();
+        let in_file = ServeArgs {
+            config: Some(cfg.clone()),
+            ..ServeArgs::default()
+        };
+        let token = error(in_file, Sources::default());
+        assert!(
+            token.contains("--vault-token-file (from the config key `vault-token-file` in"),
+            "{token}"
+        );
+        let mut from_env = Sources::default();
+        from_env.env("--marathon-timeout", "BATON_MARATHON_TIMEOUT");
+        let args = MarathonArgs {
+            marathon_timeout: Some("soon".into()),
+            ..MarathonArgs::default()
+        };
+        let e = marathon("http://m".into(), &args, &from_env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("--marathon-timeout (from the environment variable BATON_MARATHON_TIMEOUT)"),
+            "{e}"
+        );
+        let e = apply_options(
+            "2x",
+            8,
+            false,
+            &MarathonConfig::new("http://m"),
+            &Sources::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("bad setting --lock-wait: "), "{e}");
+    }
+
+    /// `baton serve`: flags over the environment's secrets over the config file it names over
+    /// defaults.
+    #[test]
+    fn serve_layers_flags_env_file_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "from-file\n").unwrap();
+        let cfg = dir.path().join("serve.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "repo: /file/repo\nref: dev\nstate-dir: /s\nmarathon: http://m\nmarathon-timeout: 5s\npoll-interval: 5m\nwebhook-secret-file: {}\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let args = || ServeArgs {
+            config: Some(cfg.clone()),
+            settings: FileConfig {
+                reference: Some("release".into()),
+                ..FileConfig::default()
+            },
+            marathon: MarathonArgs {
+                marathon_timeout: Some("7s".into()),
+                ..MarathonArgs::default()
+            },
+            ..ServeArgs::default()
+        };
+        let c = serve(args(), Sources::default(), &env_of(&[])).unwrap();
+        assert_eq!(c.repo, "/file/repo"); // the file, where no flag says otherwise
+        assert_eq!(c.reference, "release"); // the flag over the file
+        assert_eq!(c.marathon.timeout, Duration::from_secs(7)); // a shared client flag too
+        assert_eq!(c.poll_interval, Duration::from_secs(300));
+        assert_eq!(c.sync, SyncMode::Auto); // the default
+        assert_eq!(
+            c.webhook_secret.as_ref().map(|s| s.expose_secret()),
+            Some("from-file")
+        );
+        // The environment's secret over the file's.
+        let env = [("BATON_WEBHOOK_SECRET", "from-env")];
+        let c = serve(args(), Sources::default(), &env_of(&env)).unwrap();
+        assert_eq!(
+            c.webhook_secret.as_ref().map(|s| s.expose_secret()),
+            Some("from-env")
+        );
+    }
+
+    /// `plan` and `serve` read the Vault settings the same way: every case both accept or
+    /// both refuse, with the same message.
+    #[test]
+    fn plan_and_serve_check_vault_settings_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s.file-token\n").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let vault = |addr: Option<&str>, file: Option<&Path>, allowed: &[&str]| VaultArgs {
+            vault_addr: addr.map(String::from),
+            vault_token_file: file.map(Path::to_path_buf),
+            vault_approle_mount: Some("ar".into()),
+            gatekeeper_url: Some("http://gk/v1/secret-zero".into()),
+            vault_allowed_policies: allowed.iter().map(|s| s.to_string()).collect(),
+        };
+        let env_token = [("VAULT_TOKEN", "s.env-token")];
+        // (case, Vault flags, environment, accepted: the token used / refused: words said)
+        type Env<'a> = &'a [(&'a str, &'a str)];
+        let cases: Vec<(&str, VaultArgs, Env, Result<&str, &str>)> = vec![
+            ("no vault", vault(None, None, &[]), &[], Ok("")),
+            (
+                "file token",
+                vault(Some("http://v"), Some(&token), &["x"]),
+                &env_token,
+                Ok("s.file-token"),
+            ),
+            (
+                "env token",
+                vault(Some("https://v"), None, &[]),
+                &env_token,
+                Ok("s.env-token"),
+            ),
+            (
+                "not a URL",
+                vault(Some("v:8200"), Some(&token), &[]),
+                &[],
+                Err("--vault-addr: must be an http:// or https:// URL"),
+            ),
+            (
+                "token file alone",
+                vault(None, Some(&token), &[]),
+                &[],
+                Err("--vault-token-file: given without --vault-addr"),
+            ),
+            (
+                "empty token file",
+                vault(Some("http://v"), Some(&empty), &[]),
+                &[],
+                Err("is empty"),
+            ),
+            (
+                "no token",
+                vault(Some("http://v"), None, &[]),
+                &[],
+                Err("a Vault token for --vault-addr"),
+            ),
+            (
+                "root allowed",
+                vault(None, None, &["a", "root"]),
+                &[],
+                Err("--vault-allowed-policies: `root` can never be allowed"),
+            ),
+        ];
+        for (case, args, env, expected) in cases {
+            let plan = plan_secrets(args.clone(), &Sources::default(), &env_of(env));
+            let served = serve(
+                serve_args(FileConfig::default(), args),
+                Sources::default(),
+                &env_of(env),
+            );
+            match expected {
+                Ok(token) => {
+                    let plan = plan.unwrap_or_else(|e| panic!("{case}: plan: {e}"));
+                    let served = served.unwrap_or_else(|e| panic!("{case}: serve: {e}"));
+                    let p = plan.vault.as_ref().map(|v| {
+                        (
+                            v.admin.addr.clone(),
+                            v.admin.token.expose_secret().to_string(),
+                            v.admin.approle_mount.clone(),
+                            v.gatekeeper_url.clone(),
+                        )
+                    });
+                    let s = served.vault.as_ref().map(|v| {
+                        (
+                            v.addr.clone(),
+                            v.token.expose_secret().to_string(),
+                            v.approle_mount.clone(),
+                            v.gatekeeper_url.clone(),
+                        )
+                    });
+                    assert_eq!(p, s, "{case}");
+                    assert_eq!(p.map(|p| p.1).unwrap_or_default(), token, "{case}");
+                    let policies =
+                        |a: &AllowedPolicies| a.names().map(String::from).collect::<Vec<_>>();
+                    let served_allowed =
+                        served.vault.as_ref().map(|v| policies(&v.allowed_policies));
+                    if let Some(s) = served_allowed {
+                        assert_eq!(policies(&plan.allowed), s, "{case}");
+                    }
+                }
+                Err(words) => {
+                    let p = plan.err().map(|e| e.to_string()).unwrap_or_default();
+                    let s = served.err().map(|e| e.to_string()).unwrap_or_default();
+                    assert!(p.contains(words), "{case}: plan said {p:?}");
+                    assert_eq!(p, s, "{case}");
+                }
+            }
+        }
     }
 }

@@ -12,9 +12,10 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use baton::apply::{ApplyOptions, ApplyReport, Outcome};
+use baton::apply::{ApplyOptions, ApplyReport};
 use baton::commands::{self, progress_line, CommandError};
 use baton_core::plan::Policy;
+use baton_core::spec::AppId;
 use baton_dev_scheduler::{DevConfig, DevError};
 use baton_marathon::marathon::{Marathon, MarathonConfig};
 use baton_marathon::Scheduler;
@@ -204,19 +205,20 @@ async fn watch_and_apply(
 }
 
 /// An apply cancelled by a newer edit left deployments running that it started (a crashing
-/// app waiting for its deadline, say): roll them back, so the next apply is not locked out by
-/// a version nobody wants any more. A rollback, never `force`.
+/// app waiting for its deadline, say): apply rolls them back, so the next apply is not locked
+/// out by a version nobody wants any more.
 async fn supersede(scheduler: &Marathon, report: &ApplyReport, out: &mut (dyn Write + Send)) {
-    for r in &report.apps {
-        if let Outcome::Unfinished { deployment } = &r.outcome {
-            let _ = writeln!(
-                out,
-                "  {:<28} superseded by the edit: rolling back deployment {deployment}",
-                r.app.as_str()
-            );
-            if let Err(e) = scheduler.rollback(deployment).await {
-                let _ = writeln!(out, "  {:<28} rollback failed: {e}", r.app.as_str());
-            }
+    let mut starting = |app: &AppId, deployment: &str| {
+        let _ = writeln!(
+            out,
+            "  {:<28} superseded by the edit: rolling back deployment {deployment}",
+            app.as_str()
+        );
+    };
+    let rolled = baton::apply::roll_back_unfinished(scheduler, report, &mut starting).await;
+    for r in rolled {
+        if let Err(e) = r.result {
+            let _ = writeln!(out, "  {:<28} rollback failed: {e}", r.app.as_str());
         }
     }
 }

@@ -444,3 +444,39 @@ async fn time_between_polls_is_not_silence() {
         .count();
     assert!(polls >= 4, "{polls} polls");
 }
+
+/// What a cancelled apply left deploying is rolled back through apply (never `force`), and
+/// only that: an app apply never started is not touched.
+#[tokio::test(start_paused = true)]
+async fn the_deployments_a_cancelled_apply_left_are_rolled_back() {
+    let fake = Fake::new(Duration::from_secs(5));
+    let options = ApplyOptions::default();
+    let plan = plan_of(vec![
+        vec![change("/a", Action::Create, &[], 600)],
+        vec![change("/b", Action::Create, &[], 600)],
+    ]);
+    let cancel = options.cancel.clone();
+    let report = apply(&plan, &fake, &options, &mut |e| {
+        if matches!(e, ProgressEvent::Deploying { .. }) {
+            cancel.cancel();
+        }
+    })
+    .await;
+    let Outcome::Unfinished { deployment } = outcome(&report, "/a").clone() else {
+        panic!("{report:?}");
+    };
+    let mut told = Vec::new();
+    let rolled = roll_back_unfinished(&fake, &report, &mut |app, d| {
+        told.push((app.as_str().to_string(), d.to_string()))
+    })
+    .await;
+    assert_eq!(told, [("/a".to_string(), deployment.clone())]);
+    assert_eq!(rolled.len(), 1, "{rolled:?}");
+    assert_eq!(rolled[0].deployment, deployment);
+    assert!(rolled[0].result.is_ok(), "{rolled:?}");
+    let rollbacks: Vec<Call> = (fake.calls().into_iter())
+        .filter(|c| matches!(c, Call::Rollback(_)))
+        .collect();
+    assert_eq!(rollbacks, [Call::Rollback(deployment)]);
+    assert!(!fake.calls().contains(&Call::PutApp("/b".into())));
+}

@@ -645,3 +645,131 @@ fn plan_with_id_prefixes_exits_1_naming_each_spec_outside_and_reports_owned_apps
         "{written:?}"
     );
 }
+
+/// A bad value is named by where it came from: the flag, the environment variable, or the
+/// config file's key and path; a flag wins over its environment variable. Exit 64 each time.
+#[test]
+fn a_bad_value_names_the_flag_env_var_or_config_key_that_gave_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let repo = fixture("specs/valid");
+    let repo = repo.to_str().unwrap();
+    let m = "http://127.0.0.1:9";
+    let config = dir.path().join("baton.yaml");
+    std::fs::write(&config, "poll-interval: 0.5x\n").unwrap();
+    let config = config.to_str().unwrap();
+    let serve = [
+        "serve",
+        "--repo",
+        repo,
+        "--state-dir",
+        state,
+        "--marathon",
+        m,
+    ];
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stderr)
+    };
+    let with = |extra: &[&'static str]| [&serve[..], extra].concat();
+    type Env<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(Vec<&str>, Env, String)> = vec![
+        (
+            with(&["--poll-interval", "0.5x"]),
+            vec![],
+            "bad setting --poll-interval: ".into(),
+        ),
+        (
+            serve.to_vec(),
+            vec![("BATON_POLL_INTERVAL", "0.5x")],
+            "bad setting --poll-interval (from the environment variable BATON_POLL_INTERVAL): "
+                .into(),
+        ),
+        (
+            [&serve[..], &["--config", config]].concat(),
+            vec![],
+            format!(
+                "bad setting --poll-interval (from the config key `poll-interval` in {config}): "
+            ),
+        ),
+        (
+            vec!["plan", "--repo", repo, "--marathon", m],
+            vec![("BATON_MARATHON_TIMEOUT", "soon")],
+            "--marathon-timeout (from the environment variable BATON_MARATHON_TIMEOUT)".into(),
+        ),
+    ];
+    for (args, env, said) in cases {
+        let (code, stderr) = run(&args, &env);
+        assert_eq!(code, Some(64), "baton {args:?} {env:?}: {stderr}");
+        assert!(stderr.contains(&said), "baton {args:?} {env:?}: {stderr}");
+    }
+    // The flag over its environment variable: the bad env value is never read, the plan runs
+    // (and fails to reach the scheduler: exit 1, not a usage error).
+    let (code, stderr) = run(
+        &[
+            "plan",
+            "--repo",
+            repo,
+            "--marathon",
+            m,
+            "--marathon-timeout",
+            "5s",
+        ],
+        &[("BATON_MARATHON_TIMEOUT", "soon")],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("--marathon-timeout"), "{stderr}");
+}
+
+/// `baton plan` reads its Vault settings with `baton serve`'s checks: an address that is no
+/// http(s) URL, or a token file without an address, is a usage error naming the setting.
+#[test]
+fn plan_checks_vault_settings_as_serve_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.json");
+    std::fs::write(&live, r#"{"apps": []}"#).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s.t\n").unwrap();
+    let (live, token) = (live.to_str().unwrap(), token.to_str().unwrap());
+    let repo = fixture("specs/valid");
+    let state = dir.path().join("state");
+    let plan = ["plan", "--repo", repo.to_str().unwrap(), "--live", live];
+    let serve = [
+        "serve",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--marathon",
+        "http://127.0.0.1:9",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    for (vault, said) in [
+        (
+            &["--vault-addr", "vault:8200", "--vault-token-file", token][..],
+            "bad setting --vault-addr: must be an http:// or https:// URL",
+        ),
+        (
+            &["--vault-token-file", token][..],
+            "bad setting --vault-token-file: given without --vault-addr",
+        ),
+    ] {
+        for command in [&plan[..], &serve[..]] {
+            let args = [command, vault].concat();
+            let out = baton_clean(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(64), "baton {args:?}: {stderr}");
+            assert!(stderr.contains(said), "baton {args:?}: {stderr}");
+        }
+    }
+}

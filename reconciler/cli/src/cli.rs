@@ -1,0 +1,207 @@
+//! The command line: commands and their flags. The settings they share with the config file
+//! (and their checks) are declared once in [`baton::config`]; this module adds the rest.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use baton::commands::Format;
+use baton::config::{LiveArgs, MarathonArgs, ServeArgs, Sources, VaultArgs};
+use baton_core::drift_report::DriftFormat;
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+/// Baton: GitOps for Marathon.
+#[derive(Parser)]
+#[command(name = "baton", version, about)]
+pub struct Cli {
+    /// When to colour terminal output.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto, env = "BATON_COLOR")]
+    pub color: Color,
+    /// Log format (logs go to stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "BATON_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Check every spec of a repo directory; exit 0 valid, 1 invalid.
+    Validate {
+        /// The repo directory (holding `baton.yaml` and `apps/`).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Show what a sync would do; exit 0 no changes, 2 changes, 1 error.
+    Plan(PlanArgs),
+    /// Report where the scheduler and git disagree; exit 0 no drift, 2 drift, 1 error.
+    Drift(DriftArgs),
+    /// Sync the repo onto Marathon; exit 0 converged, 3 some apps failed, 1 error.
+    Apply(ApplyArgs),
+    /// Run the dev scheduler in-process, apply a repo (the demo by default) and redeploy on
+    /// every edit. Ctrl-C stops everything.
+    Dev {
+        /// The repo directory to apply and watch.
+        #[arg(long, default_value = baton_cli::dev::DEMO_REPO)]
+        repo: PathBuf,
+        /// Address of the dev scheduler (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Keep the scheduler's apps across runs in this directory.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Run the GitOps daemon: follow a git ref (or directory), sync on push webhooks and polls.
+    Serve(Box<ServeArgs>),
+    /// Run the Marathon-compatible dev scheduler (apps run as local processes).
+    DevScheduler {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Keep apps across restarts in this directory.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    /// The repo directory.
+    #[arg(long, default_value = ".", env = "BATON_REPO")]
+    pub repo: PathBuf,
+    #[command(flatten)]
+    pub live: LiveArgs,
+    #[command(flatten)]
+    pub auth: MarathonArgs,
+    /// Allow up to N deletions even when they exceed the delete budget.
+    #[arg(long)]
+    pub allow_deletes: Option<usize>,
+    /// Commit id recorded in the labels (defaults to `local` for a plain directory).
+    #[arg(long, default_value = "local")]
+    pub commit: String,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    #[command(flatten)]
+    pub vault: VaultArgs,
+}
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    /// The repo directory.
+    #[arg(long, default_value = ".", env = "BATON_REPO")]
+    pub repo: PathBuf,
+    /// Marathon (or dev scheduler) base URL.
+    #[arg(long, env = "BATON_MARATHON")]
+    pub marathon: String,
+    #[command(flatten)]
+    pub auth: MarathonArgs,
+    /// Allow up to N deletions even when they exceed the delete budget.
+    #[arg(long)]
+    pub allow_deletes: Option<usize>,
+    /// Commit id recorded in the labels (defaults to `local` for a plain directory).
+    #[arg(long, default_value = "local")]
+    pub commit: String,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Writes in flight at once within a wave.
+    #[arg(long, default_value_t = 8)]
+    pub parallelism: usize,
+    /// How long to wait for a deployment that locks an app (409) before reporting it.
+    #[arg(long, default_value = "2m")]
+    pub lock_wait: String,
+    /// Delete apps even while a deployment locks them (`force=true`). Never implied: without
+    /// this flag Baton waits for the lock and reports it.
+    #[arg(long)]
+    pub force_delete: bool,
+}
+
+#[derive(Args)]
+pub struct DriftArgs {
+    /// The repo directory.
+    #[arg(long, default_value = ".", env = "BATON_REPO")]
+    pub repo: PathBuf,
+    #[command(flatten)]
+    pub live: LiveArgs,
+    #[command(flatten)]
+    pub auth: MarathonArgs,
+    /// `baton serve`'s state directory: its drift ledger adds since when and who (read only).
+    #[arg(long, env = "BATON_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DriftFormat::Text)]
+    pub format: DriftFormat,
+}
+
+impl Cli {
+    /// Parse the process's arguments (and `BATON_*` variables), noting which flags of the
+    /// chosen command clap took from the environment, so errors can name the variable.
+    pub fn parse_with_sources() -> Result<(Cli, Sources), clap::Error> {
+        Self::parse_from_with_sources(std::env::args_os())
+    }
+
+    pub fn parse_from_with_sources<I, T>(args: I) -> Result<(Cli, Sources), clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let command = Cli::command();
+        let matches = command.clone().try_get_matches_from(args)?;
+        let cli = Cli::from_arg_matches(&matches)?;
+        let mut sources = Sources::default();
+        if let Some((name, sub)) = matches.subcommand() {
+            let args = command.find_subcommand(name).into_iter();
+            for arg in args.flat_map(|c| c.get_arguments()) {
+                let from_env =
+                    sub.value_source(arg.get_id().as_str()) == Some(ValueSource::EnvVariable);
+                if let (true, Some(long), Some(var)) = (from_env, arg.get_long(), arg.get_env()) {
+                    sources.env(format!("--{long}"), var.to_string_lossy());
+                }
+            }
+        }
+        Ok((cli, sources))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton::config::Origin;
+
+    /// A flag given on the command line is the flag's; one clap read from its environment
+    /// variable is named by that variable (the rest of the process env plays no part here:
+    /// `BATON_POLL_INTERVAL` is not set by the test harness).
+    #[test]
+    fn sources_say_which_flags_came_from_the_command_line() {
+        let (cli, sources) = Cli::parse_from_with_sources([
+            "baton",
+            "serve",
+            "--poll-interval",
+            "5m",
+            "--vault-allowed-policies",
+            "a,b",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Serve(_)));
+        assert_eq!(sources.of("--poll-interval"), Origin::Flag);
+        assert_eq!(sources, Sources::default());
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        Cli::command().debug_assert();
+    }
+}

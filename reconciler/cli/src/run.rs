@@ -1,0 +1,226 @@
+//! One function per command: the checked configuration (from [`baton::config`]) handed to the
+//! library, on the one runtime `main` built. Configuration errors are [`Error::Usage`] (exit 64).
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use baton::commands::{self, exit, CommandError};
+use baton::config::{self, ConfigError, ServeArgs, Sources};
+use baton_core::plan::Policy;
+use baton_core::report::Style;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{ApplyArgs, Cli, Color, Command, DriftArgs, LogFormat, PlanArgs};
+
+/// Why a command could not do its work.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A mistake in the flags, the environment or the config file that clap cannot see (a bad
+    /// duration, a missing setting, an unreadable secret file): exit 64, as clap's own errors.
+    #[error(transparent)]
+    Usage(#[from] ConfigError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Dev(#[from] baton_cli::dev::DevLoopError),
+    #[error(transparent)]
+    DevScheduler(#[from] baton_dev_scheduler::DevError),
+    #[error(transparent)]
+    Serve(#[from] baton::daemon::serve::ServeError),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The exit code of the contract (`commands::exit`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => exit::USAGE,
+            _ => exit::ERROR,
+        }
+    }
+}
+
+/// Run the command `cli` names on one runtime; `signals` starts the Ctrl-C/SIGTERM handler
+/// for a token.
+pub fn run(cli: Cli, sources: Sources, signals: fn(CancellationToken)) -> Result<u8, Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    let style = Style {
+        color: match cli.color {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        },
+    };
+    // The process ends when the command returns: its memory goes back to the OS in one piece.
+    commands::leave_memory_to_exit();
+    match cli.command {
+        Command::Validate { dir, format } => Ok(commands::validate(
+            &dir,
+            format,
+            style,
+            &mut std::io::stdout().lock(),
+        )?),
+        Command::Plan(args) => rt.block_on(plan(args, &sources, style)),
+        Command::Drift(args) => rt.block_on(drift(args, &sources, style)),
+        Command::Apply(args) => rt.block_on(apply(args, cli.log_format, &sources, style, signals)),
+        Command::Dev {
+            repo,
+            listen,
+            state_dir,
+        } => rt.block_on(dev(repo, listen, state_dir, signals)),
+        Command::Serve(args) => rt.block_on(serve(*args, sources, signals)),
+        Command::DevScheduler { listen, state_dir } => {
+            rt.block_on(dev_scheduler(listen, state_dir, signals))
+        }
+    }
+}
+
+async fn plan(args: PlanArgs, sources: &Sources, style: Style) -> Result<u8, Error> {
+    let live = config::live(&args.live, &args.auth, sources)?;
+    let secrets = config::plan_secrets(args.vault, sources, &config::process_env)?;
+    let policy = Policy {
+        commit: args.commit,
+        allow_deletes: args.allow_deletes,
+    };
+    let mut stdout = std::io::stdout().lock();
+    let report = commands::plan_with_vault(
+        &args.repo,
+        &live,
+        &policy,
+        &secrets,
+        args.format,
+        style,
+        &mut stdout,
+    );
+    Ok(report.await?)
+}
+
+async fn drift(args: DriftArgs, sources: &Sources, style: Style) -> Result<u8, Error> {
+    let live = config::live(&args.live, &args.auth, sources)?;
+    let options = commands::DriftOptions {
+        format: args.format,
+        state_dir: args.state_dir,
+        attributions: Default::default(),
+        now: None,
+    };
+    let mut stdout = std::io::stdout().lock();
+    Ok(commands::drift(&args.repo, &live, &options, style, &mut stdout).await?)
+}
+
+async fn apply(
+    args: ApplyArgs,
+    log_format: LogFormat,
+    sources: &Sources,
+    style: Style,
+    signals: fn(CancellationToken),
+) -> Result<u8, Error> {
+    let marathon = config::marathon(args.marathon, &args.auth, sources)?;
+    let options = config::apply_options(
+        &args.lock_wait,
+        args.parallelism,
+        args.force_delete,
+        &marathon,
+        sources,
+    )?;
+    let policy = Policy {
+        commit: args.commit,
+        allow_deletes: args.allow_deletes,
+    };
+    let output = match log_format {
+        LogFormat::Text => commands::ProgressOutput::Lines,
+        LogFormat::Json => commands::ProgressOutput::Logs,
+    };
+    signals(options.cancel.clone());
+    let mut stdout = std::io::stdout();
+    let code = commands::apply(
+        &args.repo,
+        marathon,
+        &policy,
+        &options,
+        output,
+        args.format,
+        style,
+        &mut stdout,
+    );
+    Ok(code.await?)
+}
+
+async fn dev(
+    repo: PathBuf,
+    listen: SocketAddr,
+    state_dir: Option<PathBuf>,
+    signals: fn(CancellationToken),
+) -> Result<u8, Error> {
+    let shutdown = CancellationToken::new();
+    signals(shutdown.clone());
+    let options = baton_cli::dev::DevOptions {
+        repo,
+        listen,
+        state_dir,
+        ..Default::default()
+    };
+    baton_cli::dev::run(options, shutdown, &mut std::io::stdout()).await?;
+    Ok(exit::OK)
+}
+
+async fn serve(
+    args: ServeArgs,
+    sources: Sources,
+    signals: fn(CancellationToken),
+) -> Result<u8, Error> {
+    // Checked completely before anything binds or connects.
+    let config = config::serve(args, sources, &config::process_env)?;
+    let listen = config.listen;
+    let listener =
+        (tokio::net::TcpListener::bind(listen).await).map_err(|source| Error::Listen {
+            addr: listen,
+            source,
+        })?;
+    let shutdown = CancellationToken::new();
+    signals(shutdown.clone());
+    let addr = listener.local_addr().map_err(|source| Error::Listen {
+        addr: listen,
+        source,
+    })?;
+    tracing::info!(%addr, repo = %baton::source::git::redact_url(&config.repo), "serving");
+    baton::daemon::serve::serve(config, listener, shutdown).await?;
+    Ok(exit::OK)
+}
+
+async fn dev_scheduler(
+    listen: SocketAddr,
+    state_dir: Option<PathBuf>,
+    signals: fn(CancellationToken),
+) -> Result<u8, Error> {
+    let listener =
+        (tokio::net::TcpListener::bind(listen).await).map_err(|source| Error::Listen {
+            addr: listen,
+            source,
+        })?;
+    let shutdown = CancellationToken::new();
+    signals(shutdown.clone());
+    let config = baton_dev_scheduler::DevConfig {
+        state_dir,
+        ..Default::default()
+    };
+    let addr = listener.local_addr().map_err(|source| Error::Listen {
+        addr: listen,
+        source,
+    })?;
+    eprintln!("dev scheduler listening on http://{addr}");
+    baton_dev_scheduler::run(listener, config, shutdown).await?;
+    Ok(exit::OK)
+}
