@@ -163,14 +163,7 @@ impl TempRepo {
 pub fn baton_bin() -> PathBuf {
     if let Some(cargo) = std::env::var_os("CARGO") {
         let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "baton-cli",
-                "--bin",
-                "baton",
-            ])
+            .args(["build", "--quiet", "-p", "baton-cli", "--bin", "baton"])
             .status()
             .expect("run cargo build");
         assert!(status.success(), "cargo build of baton failed");
