@@ -1,7 +1,8 @@
 //! The reconcile loop of `baton serve`: a closed [`Trigger`] enum, one `tokio::select!`, one
-//! cycle at a time. A cycle is fetch -> load -> plan -> apply ([`crate::apply`], the same safety
-//! rules as `baton apply`); it returns an [`Action`], and every failure goes through
-//! [`error_policy`].
+//! cycle at a time. A cycle is fetch -> load -> plan -> decide -> apply ([`crate::apply`], the
+//! same safety rules as `baton apply`); it returns an [`Action`], and every failure goes through
+//! [`error_policy`]. What a cycle applies, holds and does next is the core's pure cycle rule
+//! ([`baton_core::cycle`]): this module and [`partial`] only do the I/O around it.
 //!
 //! Invariants:
 //! - Triggers that arrive while a cycle runs are coalesced into the next single cycle.
