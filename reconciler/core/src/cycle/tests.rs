@@ -642,7 +642,7 @@ fn the_next_action_is_the_earliest_wake_up_and_at_least_a_second_away() {
     let mut failed = State::new();
     failed.record_failure("/a", REV, "boom", 0); // retry at 10 s
                                                  // (state, correction at, now) -> requeue after
-    let rows: Vec<(&str, &State, Option<u64>, u64, Option<Duration>)> = vec![
+    let rows = vec![
         ("nothing pending waits", &fresh, None, 0, None),
         ("a failed app's retry", &failed, None, 4_000, secs(6)),
         (
@@ -673,7 +673,7 @@ fn the_next_action_is_the_earliest_wake_up_and_at_least_a_second_away() {
 fn a_scheduler_event_cycle_keeps_an_earlier_requeue() {
     let poll = Trigger::Poll;
     let ev = event();
-    let rows: Vec<(&str, &Trigger, Option<u32>, Option<u32>, Option<u32>)> = vec![
+    let rows = vec![
         ("full cycle replaces", &poll, Some(1), Some(5), Some(5)),
         ("full cycle clears", &poll, Some(1), None, None),
         ("event keeps the earlier", &ev, Some(1), Some(5), Some(1)),
@@ -749,7 +749,7 @@ fn the_fast_path_opens_for_a_new_revision_in_auto_mode_only() {
     synced.last_synced = Some(REV.into());
     let mut behind = State::new();
     behind.last_synced = Some("r1".into());
-    let rows: Vec<(&str, Trigger, SyncMode, &State, bool)> = vec![
+    let rows = vec![
         ("push of a new revision", push(), AUTO, &behind, true),
         ("first start", Trigger::Startup, AUTO, &fresh, true),
         (
@@ -789,7 +789,7 @@ fn the_fast_path_opens_for_a_new_revision_in_auto_mode_only() {
     };
     let mut failed = State::new();
     failed.record_failure("/b", REV, "boom", 0);
-    let rows: Vec<(&str, Option<(String, Vec<PathBuf>)>, &State, u64, Vec<&str>)> = vec![
+    let rows = vec![
         (
             "the changed apps",
             changed(REV),
@@ -840,14 +840,7 @@ fn scheduler_events_look_at_their_apps_unless_only_a_full_cycle_can_decide() {
     synced.last_synced = Some(REV.into());
     let fresh = State::new();
     let loaded = Some((REV, &r));
-    let rows: Vec<(
-        &str,
-        BTreeSet<AppId>,
-        Option<(&str, &Repo)>,
-        SyncMode,
-        &State,
-        EventScope,
-    )> = vec![
+    let rows = vec![
         (
             "only own writes",
             names(&[]),
