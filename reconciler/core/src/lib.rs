@@ -9,6 +9,8 @@
 //! - [`plan`]: desired x live x policy -> waves of creates, updates, deletes.
 //! - [`report`]: plans and diagnostics for terminals and as JSON.
 //! - [`drift`]: live x git x API events -> drift report, ledger model, self-heal decisions.
+//! - [`cycle`]: the cycle rule of `baton serve` (trigger x mode x state x plan -> what to apply,
+//!   what to hold and why, when to run next), its triggers, and its persisted state.
 //! - [`drift_report`]: drift reports as text, Markdown and HTML.
 //! - [`secrets`]: Vault policy, AppRole role and bootstrap env per app, and the Vault plan.
 //! - [`refs`]: the `vault:` reference grammar (the crate `baton-refs`, shared with `baton-env`).
@@ -19,6 +21,7 @@
 #![cfg_attr(test, allow(clippy::disallowed_methods, clippy::disallowed_types))]
 
 pub mod app;
+pub mod cycle;
 pub mod diff;
 pub mod drift;
 pub mod drift_report;

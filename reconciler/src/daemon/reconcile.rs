@@ -1,7 +1,8 @@
 //! The reconcile loop of `baton serve`: a closed [`Trigger`] enum, one `tokio::select!`, one
-//! cycle at a time. A cycle is fetch -> load -> plan -> apply ([`crate::apply`], the same safety
-//! rules as `baton apply`); it returns an [`Action`], and every failure goes through
-//! [`error_policy`].
+//! cycle at a time. A cycle is fetch -> load -> plan -> decide -> apply ([`crate::apply`], the
+//! same safety rules as `baton apply`); it returns an [`Action`], and every failure goes through
+//! [`error_policy`]. What a cycle applies, holds and does next is the core's pure cycle rule
+//! ([`baton_core::cycle`]): this module and [`partial`] only do the I/O around it.
 //!
 //! Invariants:
 //! - Triggers that arrive while a cycle runs are coalesced into the next single cycle.
@@ -36,129 +37,20 @@ use crate::apply::{self, ApplyOptions, Outcome as AppOutcome};
 use crate::daemon::state::{self, Outcome, State, StateError, SyncRecord};
 use crate::source::{SourceError, SpecSource};
 use baton_core::app::is_up as app_is_up;
+use baton_core::cycle::{self, Decision, View};
 use baton_core::plan::{self, Action as PlanAction, Plan, Policy};
 use baton_core::spec::{AppId, Repo};
 use baton_marathon::{Scheduler, SchedulerError};
 
 /// Capacity of the trigger channel; when full, a cycle is pending anyway (coalescing).
 pub const TRIGGER_QUEUE: usize = 64;
-/// First backoff of a failing cycle; doubled per consecutive failure up to [`ERROR_BACKOFF_MAX`].
-pub const ERROR_BACKOFF_BASE: Duration = Duration::from_secs(1);
-pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// History entries shown in `/api/status`.
 const STATUS_HISTORY: usize = 10;
 /// Pushes remembered for the push-to-deployed latency.
 const MAX_PENDING_PUSHES: usize = 256;
 
-/// What woke the loop. Closed: every cycle starts from one of these.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Trigger {
-    /// The first cycle after start.
-    Startup,
-    /// A verified push to the followed ref.
-    Webhook {
-        delivery: String,
-    },
-    /// The safety-net poll timer.
-    Poll,
-    /// The scheduler reported a change to an app made outside Baton (`version`: the app's
-    /// version the event announced). Such a cycle re-reads only the apps named by the events
-    /// queued ([`partial`]), unless there are too many of them.
-    SchedulerEvent {
-        app: String,
-        version: Option<String>,
-    },
-    /// `POST /api/sync`: apply now, also in manual mode.
-    ManualSync,
-    /// A requeue after a failure or a failed app's backoff.
-    Retry,
-    /// The directory source changed on disk.
-    FileChange,
-    Shutdown,
-}
-
-impl Trigger {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Trigger::Startup => "startup",
-            Trigger::Webhook { .. } => "webhook",
-            Trigger::Poll => "poll",
-            Trigger::SchedulerEvent { .. } => "scheduler-event",
-            Trigger::ManualSync => "manual-sync",
-            Trigger::Retry => "retry",
-            Trigger::FileChange => "file-change",
-            Trigger::Shutdown => "shutdown",
-        }
-    }
-
-    /// Whether the cycle asks the source for news (a scheduler event only re-plans).
-    fn fetches(&self) -> bool {
-        !matches!(self, Trigger::SchedulerEvent { .. })
-    }
-
-    /// Whether a push (a webhook or `POST /api/sync`) may stop this cycle before it writes
-    /// anything: the cycles that only look (a poll, a retry, a scheduler event). The push's own
-    /// cycle does everything they would have done.
-    fn preemptible(&self) -> bool {
-        matches!(
-            self,
-            Trigger::Poll | Trigger::Retry | Trigger::SchedulerEvent { .. }
-        )
-    }
-
-    /// Whether this trigger stops a preemptible cycle.
-    fn preempts(&self) -> bool {
-        matches!(self, Trigger::Webhook { .. } | Trigger::ManualSync)
-    }
-
-    /// Of several queued triggers the cycle runs as the strongest.
-    fn rank(&self) -> u8 {
-        match self {
-            Trigger::Shutdown => 7,
-            Trigger::ManualSync => 6,
-            Trigger::Webhook { .. } => 5,
-            Trigger::FileChange => 4,
-            Trigger::Startup => 3,
-            Trigger::Retry => 2,
-            Trigger::Poll => 1,
-            Trigger::SchedulerEvent { .. } => 0,
-        }
-    }
-}
-
-/// What the loop does after a cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Action {
-    requeue_after: Option<Duration>,
-}
-
-impl Action {
-    /// Run again after `d` (as [`Trigger::Retry`]).
-    pub fn requeue(d: Duration) -> Self {
-        Action {
-            requeue_after: Some(d),
-        }
-    }
-
-    /// Wait for a trigger (the poll timer stays on as the safety net).
-    pub fn await_change() -> Self {
-        Action {
-            requeue_after: None,
-        }
-    }
-
-    pub fn requeue_after(&self) -> Option<Duration> {
-        self.requeue_after
-    }
-}
-
-/// Auto-sync, or plan-and-report with apply on `POST /api/sync`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum SyncMode {
-    Auto,
-    Manual,
-}
+// The trigger enum, the action a cycle ends with and the sync mode are the cycle rule's data.
+pub use baton_core::cycle::{Action, SyncMode, Trigger, ERROR_BACKOFF_BASE, ERROR_BACKOFF_MAX};
 
 /// Settings of the loop.
 #[derive(Debug, Clone)]
@@ -528,10 +420,7 @@ fn status_entry<'a>(apps: &'a mut Vec<AppStatus>, app: &AppId) -> &'a mut AppSta
 /// Backoff of the n-th consecutive failed cycle: `ERROR_BACKOFF_BASE * 2^(n-1)`, capped at
 /// `ERROR_BACKOFF_MAX`. The process never exits because of a failed cycle.
 pub fn error_policy(err: &CycleError, consecutive: u32) -> Action {
-    let exp = consecutive.saturating_sub(1).min(16);
-    let delay = ERROR_BACKOFF_BASE
-        .saturating_mul(1u32 << exp)
-        .min(ERROR_BACKOFF_MAX);
+    let delay = cycle::error_backoff(consecutive);
     tracing::warn!(error = %err, retry_in = ?delay, "sync failed");
     Action::requeue(delay)
 }
@@ -682,13 +571,7 @@ where
             }
         };
         let next = action.requeue_after().map(|d| Instant::now() + d);
-        requeue_at = match (&trigger, requeue_at, next) {
-            // A scheduler-event cycle may look at a few apps only: a retry already due for a
-            // failed cycle (the error policy's) still runs.
-            (Trigger::SchedulerEvent { .. }, Some(kept), Some(next)) => Some(kept.min(next)),
-            (Trigger::SchedulerEvent { .. }, kept, next) => kept.or(next),
-            (_, _, next) => next,
-        };
+        requeue_at = cycle::next_requeue(&trigger, requeue_at, next);
         if trigger.fetches() {
             poll_at = Instant::now() + jitter(poll_interval);
         }
@@ -876,7 +759,10 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
     ) -> Result<Action, CycleError> {
         let ran = match trigger {
             Trigger::SchedulerEvent { .. } => {
-                match self.event_cycle(events, preempt, shutdown, started).await {
+                match self
+                    .event_cycle(trigger, events, preempt, shutdown, started)
+                    .await
+                {
                     Ok(Some(a)) => Ok(a),
                     Ok(None) => self.cycle(trigger, preempt, shutdown, started).await,
                     Err(e) => Err(e),
@@ -1027,7 +913,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             return Ok(self.preempted(clock));
         }
         self.shared.phase("plan");
-        let mut plan = plan::plan(
+        let plan = plan::plan(
             &repo,
             &live,
             &Policy {
@@ -1067,50 +953,38 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             return Ok(self.preempted(clock));
         }
 
-        // Which changes this cycle may apply.
-        let new_rev = self.state.last_synced.as_deref() != Some(rev.as_str());
-        let manual = self.config.sync == SyncMode::Manual;
-        let apply_all = if manual {
-            *trigger == Trigger::ManualSync
-        } else {
-            new_rev || *trigger == Trigger::ManualSync
-        };
-        // At an applied revision, apps the scheduler lost Baton's write of are written again.
-        let behind = if apply_all || manual {
-            BTreeSet::new()
-        } else {
-            behind_apps(&repo, &live, &plan, &self.state, &rev, now)
-        };
-        let state = &self.state;
-        let retry_due = |app: &AppId| {
-            state
-                .apps
-                .get(app.as_str())
-                .and_then(|a| a.failure.as_ref())
-                .is_some_and(|f| f.commit == rev && now >= f.retry_at_ms)
-        };
-        let may_retry = !manual || *trigger == Trigger::ManualSync;
-        let held_back = retain_changes(&mut plan, |c| {
-            let correct = !manual && c.action != PlanAction::Delete && corrections.contains(&c.app);
-            let allowed =
-                apply_all || (may_retry && retry_due(&c.app)) || correct || behind.contains(&c.app);
-            allowed && state.may_apply(c.app.as_str(), &rev, now)
-        });
-        self.rewriting(&plan, &behind, &live, &rev, now);
+        // Which changes this cycle may apply: the cycle rule.
+        let lost_writes = cycle::lost_writes(&repo, &live, &plan);
+        let decision = cycle::decide(
+            &cycle::Input {
+                trigger,
+                mode: self.config.sync,
+                view: View::All,
+                rev: &rev,
+                state: &self.state,
+                corrections: &corrections,
+                lost_writes: &lost_writes,
+                now_ms: now,
+            },
+            plan,
+        );
+        self.rewriting(&decision, &live, &rev, now);
+        let plan = &decision.plan;
         let planned_total = plan.summary.create + plan.summary.update + plan.summary.delete;
         // Vault objects are Baton's own: in auto mode every cycle puts them back (drift-check).
-        let vault_writes = !manual || *trigger == Trigger::ManualSync;
+        let vault_writes = decision.vault_writes;
         let vault_plan = self
-            .secrets_before_apps(vault_sync.as_ref(), &repo, &plan, &live, vault_writes)
+            .secrets_before_apps(vault_sync.as_ref(), &repo, plan, &live, vault_writes)
             .await?;
 
-        let held_ids: BTreeSet<AppId> = held_back.iter().map(|(id, _)| id.clone()).collect();
+        self.log_held(&decision);
+        let held_ids = decision.held_ids();
         let report = if plan.is_empty() {
             None
         } else {
             // What is about to be written shows as out of sync while it is (not as the
             // previous cycle left it), and each deployment as it starts.
-            let apps = self.status_apps(&repo, &live, (&plan, None, &held_ids));
+            let apps = self.status_apps(&repo, &live, (plan, None, &held_ids));
             self.shared.with_status(|st| st.apps = apps);
             self.shared.phase("apply");
             let mut options = self.config.apply.clone();
@@ -1123,7 +997,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             );
             let shared = self.shared.clone();
             let mut progress = move |ev: apply::ProgressEvent| shared.apply_progress(&ev);
-            Some(apply::apply(&plan, self.scheduler.as_ref(), &options, &mut progress).await)
+            Some(apply::apply(plan, self.scheduler.as_ref(), &options, &mut progress).await)
         };
         phases.mark("apply");
         if let Some(report) = &report {
@@ -1137,7 +1011,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             // Nothing more is asked of a silent scheduler: what is known is kept and shown,
             // and the cycle fails (retried by the error policy).
             state::save(&self.config.state_dir, &self.state)?;
-            let apps = self.status_apps(&repo, &live, (&plan, report.as_ref(), &held_ids));
+            let apps = self.status_apps(&repo, &live, (plan, report.as_ref(), &held_ids));
             self.shared.with_status(|st| st.apps = apps);
             return Err(CycleError::Lost(lost));
         }
@@ -1158,7 +1032,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 return Err(e.into());
             }
         }
-        if apply_all && outcome != Outcome::Abandoned {
+        if decision.completes_revision && outcome != Outcome::Abandoned {
             self.state.last_synced = Some(rev.clone());
         }
         if let Some(report) = &report {
@@ -1166,12 +1040,12 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             self.observe_after_apply(&repo, report).await;
             phases.mark("observe");
         }
-        let outcome = if manual && !held_back.is_empty() && report.is_none() {
+        let outcome = if decision.planned_only {
             Outcome::Planned
         } else {
             outcome
         };
-        let worth_recording = report.is_some() || new_rev || *trigger == Trigger::ManualSync;
+        let worth_recording = decision.record;
         if worth_recording {
             let failed: Vec<String> = report
                 .iter()
@@ -1194,11 +1068,11 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         state::save(&self.config.state_dir, &self.state)?;
         phases.mark("save");
         self.shared.ready.store(true, Ordering::Relaxed);
-        let pending = (!held_back.is_empty()).then(|| pending_summary(&held_back));
+        let pending = decision.pending();
         self.publish_status(
             Some(&repo),
             Some(&live),
-            Some((&plan, report.as_ref(), &held_ids)),
+            Some((plan, report.as_ref(), &held_ids)),
             None,
         );
         if let Some(p) = pending {
@@ -1207,13 +1081,6 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             }
         }
         phases.mark("status");
-        // A cycle that applies a revision as a whole deploys: its writes are no corrections,
-        // even of apps a `correct` policy would have put back anyway.
-        let corrected = if apply_all {
-            BTreeSet::new()
-        } else {
-            corrections
-        };
         self.done.outcome = if worth_recording {
             outcome_word(outcome)
         } else {
@@ -1224,9 +1091,9 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             &rev,
             outcome,
             worth_recording,
-            apply_all && new_rev,
+            decision.completes_revision && decision.new_revision,
             report.as_ref(),
-            &corrected,
+            &decision.corrections,
             clock,
         );
         tracing::debug!(phases = %phases, "cycle phases");
@@ -1267,33 +1134,43 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
 
     /// Log the apps about to be written again because the scheduler lost Baton's write of
     /// them, and start their backoff (see [`State::record_rewrite`]).
-    fn rewriting(
-        &mut self,
-        plan: &Plan,
-        behind: &BTreeSet<AppId>,
-        live: &[serde_json::Value],
-        rev: &str,
-        now: u64,
-    ) {
-        if behind.is_empty() {
-            return;
-        }
-        for c in plan.changes().filter(|c| behind.contains(&c.app)) {
+    fn rewriting(&mut self, decision: &Decision, live: &[serde_json::Value], rev: &str, now: u64) {
+        for app in &decision.rewrites {
             let found = live
                 .iter()
-                .find(|a| a.get("id").and_then(|i| i.as_str()) == Some(c.app.as_str()))
+                .find(|a| a.get("id").and_then(|i| i.as_str()) == Some(app.as_str()))
                 .and_then(|a| {
                     a.pointer("/labels")?
                         .get(baton_core::ownership::COMMIT)?
                         .as_str()
                 });
             tracing::warn!(
-                app = %c.app,
+                app = %app,
                 found = found.unwrap_or("-"),
                 desired = rev,
                 "the app is back at an older definition Baton wrote and nobody changed since (a write the scheduler lost): writing it again"
             );
-            self.state.record_rewrite(c.app.as_str(), rev, now);
+            self.state.record_rewrite(app.as_str(), rev, now);
+        }
+    }
+
+    /// Say at DEBUG what the cycle rule held back and why, one line per reason (the apps show
+    /// in `/api/status`).
+    fn log_held(&self, decision: &Decision) {
+        let mut by_reason: std::collections::BTreeMap<String, Vec<AppId>> = Default::default();
+        for h in &decision.held {
+            let reason = match h.reason {
+                // One line for every backoff, whatever its end.
+                cycle::HoldReason::Backoff { .. } => "a failed apply backs off".to_string(),
+                cycle::HoldReason::RewriteBackoff { .. } => {
+                    "a lost write written again backs off".to_string()
+                }
+                ref r => r.to_string(),
+            };
+            by_reason.entry(reason).or_default().push(h.app.clone());
+        }
+        for (reason, apps) in by_reason {
+            tracing::debug!(changes = apps.len(), apps = %ids_shown(&apps), reason, "held back");
         }
     }
 
@@ -1337,22 +1214,14 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         self.warned = causes;
     }
 
-    /// Requeue for the earliest failed-app retry or `correctAfter` grace period, if any.
+    /// Requeue for the earliest failed-app retry or `correctAfter` grace period, if any
+    /// ([`cycle::next_action`]).
     fn next_action(&self, now: u64) -> Action {
         let correction_at = self
             .drift
             .next_correction(now)
             .map(|d| now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let wake = match (self.state.next_retry_ms(), correction_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        match wake {
-            Some(at) => {
-                Action::requeue(Duration::from_millis(at.saturating_sub(now_ms()).max(1000)))
-            }
-            None => Action::await_change(),
-        }
+        cycle::next_action(&self.state, correction_at, now_ms())
     }
 
     /// Secret zero before planning: with Vault, observe it and inject the bootstrap env (a Vault
@@ -1860,83 +1729,8 @@ impl<'a> Seen<'a> {
     }
 }
 
-/// The updates of `plan` at an applied revision whose app the scheduler lost Baton's write of
-/// ([`Standing::Behind`](baton_core::ownership::Standing::Behind): it carries the digest of an older
-/// definition Baton wrote and still matches it) and that may be written again now (not backing
-/// off an earlier rewrite of `rev`). An app changed by hand since is not among them: that is
-/// drift, left to its policy. Pure.
-pub fn behind_apps(
-    repo: &Repo,
-    live: &[serde_json::Value],
-    plan: &Plan,
-    state: &State,
-    rev: &str,
-    now: u64,
-) -> BTreeSet<AppId> {
-    let updates: std::collections::HashMap<&str, &AppId> = plan
-        .changes()
-        .filter(|c| c.action == PlanAction::Update && !c.adopt)
-        .map(|c| (c.app.as_str(), &c.app))
-        .collect();
-    if updates.is_empty() {
-        return BTreeSet::new();
-    }
-    live.iter()
-        .filter_map(|l| {
-            let id = *updates.get(l.get("id")?.as_str()?)?;
-            let spec = repo.specs.get(id)?;
-            let behind = baton_core::ownership::standing(spec, &repo.config.owner, l)
-                == baton_core::ownership::Standing::Behind
-                && state.may_rewrite(id.as_str(), rev, now);
-            behind.then(|| id.clone())
-        })
-        .collect()
-}
-
-/// At most this many apps go through the fast path; a larger push is a full cycle anyway.
-pub const FAST_SYNC_MAX: usize = 32;
-
-/// The apps a push may sync before the full cycle ("fast path"): those whose spec file was
-/// added or modified (`changed`), that load as valid specs, and that depend on nothing (their
-/// order within waves is then irrelevant). Empty when more than [`FAST_SYNC_MAX`] qualify.
-/// Removed files never appear here: deletions go through the full plan, with its budget and
-/// ownership checks. Pure; looks up each changed file's app rather than going over the repo.
-pub fn fast_sync_candidates(changed: &[std::path::PathBuf], repo: &Repo) -> Vec<AppId> {
-    if changed.is_empty() || changed.len() > FAST_SYNC_MAX {
-        return Vec::new();
-    }
-    let picked: BTreeSet<AppId> = changed
-        .iter()
-        .filter_map(|path| {
-            let rel = path.strip_prefix(&repo.config.apps_dir).ok()?;
-            let id = AppId::from_path(rel).ok()?;
-            let spec = repo.specs.get(&id)?;
-            let ok = spec.file == *path
-                && spec.baton.depends_on.is_empty()
-                && !repo.invalid.contains(&id)
-                // Apps reading Vault secrets need their policy, role and bootstrap env from the
-                // full cycle first, and a `baton.secrets` block its checks (the allow-list).
-                && !baton_core::secrets::needs_vault(spec);
-            ok.then_some(id)
-        })
-        .collect();
-    picked.into_iter().collect()
-}
-
-/// The repo the fast path plans: only `apps`, marked incomplete so that [`plan::plan`] would
-/// hold any deletion even if one appeared.
-pub fn fast_sync_repo(repo: &Repo, apps: &[AppId]) -> Repo {
-    Repo {
-        config: repo.config.clone(),
-        specs: apps
-            .iter()
-            .filter_map(|id| repo.specs.get(id).map(|s| (id.clone(), s.clone())))
-            .collect(),
-        invalid: Default::default(),
-        incomplete: true,
-        diagnostics: Vec::new(),
-    }
-}
+pub use baton_core::cycle::retain_changes;
+pub use baton_core::cycle::scope::{fast_sync_candidates, fast_sync_repo, FAST_SYNC_MAX};
 
 impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
     /// The fast path of a push in auto mode: plan the apps whose files changed against their
@@ -1953,25 +1747,15 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         repo: &Repo,
         shutdown: &CancellationToken,
     ) -> Option<apply::ApplyReport> {
-        if self.config.sync != SyncMode::Auto
-            || !trigger.fetches()
-            || self.state.last_synced.as_deref() == Some(rev)
-        {
+        if !cycle::scope::fast_path_open(trigger, self.config.sync, &self.state, rev) {
             return None;
         }
         let changed = {
             let src = self.source.lock().unwrap_or_else(|e| e.into_inner());
             src.changed_last()
         };
-        let (loaded_rev, paths) = changed?;
-        if loaded_rev != rev {
-            return None;
-        }
         let now = now_ms();
-        let apps: Vec<AppId> = fast_sync_candidates(&paths, repo)
-            .into_iter()
-            .filter(|id| self.state.may_apply(id.as_str(), rev, now))
-            .collect();
+        let apps = cycle::scope::fast_path_apps(changed, rev, repo, &self.state, now);
         if apps.is_empty() {
             return None;
         }
@@ -1991,7 +1775,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             }
         }
         let sub = fast_sync_repo(repo, &apps);
-        let mut plan = plan::plan(
+        let plan = plan::plan(
             &sub,
             &live,
             &Policy {
@@ -1999,7 +1783,22 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 allow_deletes: None,
             },
         );
-        retain_changes(&mut plan, |c| c.action != PlanAction::Delete);
+        // A new revision in auto mode: everything in view applies, except deletions.
+        let none = BTreeSet::new();
+        let decision = cycle::decide(
+            &cycle::Input {
+                trigger,
+                mode: self.config.sync,
+                view: View::Apps,
+                rev,
+                state: &self.state,
+                corrections: &none,
+                lost_writes: &none,
+                now_ms: now,
+            },
+            plan,
+        );
+        let plan = decision.plan;
         phases.mark("plan");
         if plan.is_empty() {
             return None;
@@ -2047,40 +1846,6 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             }
         }
         Some(report)
-    }
-}
-
-/// Remove the changes `keep` rejects from `plan` (dropping empty waves, recounting); returns
-/// the removed ones.
-pub fn retain_changes(
-    plan: &mut Plan,
-    mut keep: impl FnMut(&plan::Change) -> bool,
-) -> Vec<(AppId, PlanAction)> {
-    let mut removed = Vec::new();
-    for wave in &mut plan.waves {
-        wave.changes.retain(|c| {
-            let k = keep(c);
-            if !k {
-                removed.push((c.app.clone(), c.action));
-            }
-            k
-        });
-    }
-    plan.waves.retain(|w| !w.changes.is_empty());
-    let count = |p: &Plan, a: PlanAction| p.changes().filter(|c| c.action == a).count();
-    plan.summary.create = count(plan, PlanAction::Create);
-    plan.summary.update = count(plan, PlanAction::Update);
-    plan.summary.delete = count(plan, PlanAction::Delete);
-    removed
-}
-
-fn pending_summary(held: &[(AppId, PlanAction)]) -> plan::Summary {
-    let n = |a: PlanAction| held.iter().filter(|(_, x)| *x == a).count();
-    plan::Summary {
-        create: n(PlanAction::Create),
-        update: n(PlanAction::Update),
-        delete: n(PlanAction::Delete),
-        ..plan::Summary::default()
     }
 }
 

@@ -435,6 +435,34 @@ async fn a_write_the_scheduler_lost_is_written_again_an_edit_is_left_to_its_poli
     l.stop().await;
 }
 
+/// The apps a poll at the applied revision `rev` writes again because the scheduler lost
+/// Baton's write (what `behind_apps` returned before the cycle rule moved into the core).
+fn behind_apps(
+    repo: &Repo,
+    live: &[Value],
+    plan: &Plan,
+    state: &State,
+    rev: &str,
+    now: u64,
+) -> BTreeSet<AppId> {
+    let mut state = state.clone();
+    state.last_synced = Some(rev.into());
+    let decision = cycle::decide(
+        &cycle::Input {
+            trigger: &Trigger::Poll,
+            mode: SyncMode::Auto,
+            view: View::All,
+            rev,
+            state: &state,
+            corrections: &BTreeSet::new(),
+            lost_writes: &cycle::lost_writes(repo, live, plan),
+            now_ms: now,
+        },
+        plan.clone(),
+    );
+    decision.rewrites.into_iter().collect()
+}
+
 #[test]
 fn only_unedited_apps_at_an_older_digest_are_behind() {
     let v1 = repo(&[("apps/a.yaml", &app("a1")), ("apps/b.yaml", &app("b1"))]);

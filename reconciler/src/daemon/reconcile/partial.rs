@@ -17,33 +17,15 @@
 
 use super::*;
 
-/// At most this many apps are re-read by id in one cycle; more are one listing instead.
-pub const EVENT_CYCLE_MAX: usize = 64;
-
-/// The repo as far as `ids` go: their specs, invalid marks and diagnostics, marked incomplete
-/// so that [`plan::plan`] deletes nothing. Pure.
-pub fn scoped_repo(repo: &Repo, ids: &BTreeSet<AppId>) -> Repo {
-    Repo {
-        config: repo.config.clone(),
-        specs: ids
-            .iter()
-            .filter_map(|id| repo.specs.get(id).map(|s| (id.clone(), s.clone())))
-            .collect(),
-        invalid: ids
-            .iter()
-            .filter(|id| repo.invalid.contains(*id))
-            .cloned()
-            .collect(),
-        incomplete: true,
-        diagnostics: Vec::new(),
-    }
-}
+use baton_core::cycle::scope::EventScope;
+pub use baton_core::cycle::scope::{scoped_repo, EVENT_CYCLE_MAX};
 
 impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
     /// The cycle of [`Trigger::SchedulerEvent`]s: see the module documentation. `Ok(None)`: it
     /// cannot decide from a partial view; run a full cycle.
     pub(super) async fn event_cycle(
         &mut self,
+        trigger: &Trigger,
         events: &[EventApp],
         preempt: &Preempt,
         shutdown: &CancellationToken,
@@ -67,25 +49,22 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 Err(_) => return Ok(None),
             }
         }
-        if ids.is_empty() {
-            tracing::debug!(
-                events = events.len(),
-                "scheduler events of Baton's own writes: nothing to look at"
-            );
-            return Ok(Some(self.next_action(now_ms())));
-        }
-        let Some((rev, repo)) = self.last_good.clone() else {
+        let loaded = self.last_good.clone();
+        let loaded_ref = loaded.as_ref().map(|(rev, repo)| (rev.as_str(), &**repo));
+        let ids = match cycle::scope::event_scope(ids, loaded_ref, self.config.sync, &self.state) {
+            EventScope::Nothing => {
+                tracing::debug!(
+                    events = events.len(),
+                    "scheduler events of Baton's own writes: nothing to look at"
+                );
+                return Ok(Some(self.next_action(now_ms())));
+            }
+            EventScope::Full => return Ok(None),
+            EventScope::Apps(ids) => ids,
+        };
+        let Some((rev, repo)) = loaded else {
             return Ok(None);
         };
-        let manual = self.config.sync == SyncMode::Manual;
-        let reads_vault =
-            |id: &AppId| (repo.specs.get(id)).is_some_and(|s| baton_core::secrets::needs_vault(s));
-        if ids.len() > EVENT_CYCLE_MAX
-            || (!manual && self.state.last_synced.as_deref() != Some(rev.as_str()))
-            || ids.iter().any(reads_vault)
-        {
-            return Ok(None);
-        }
         let mut phases = Phases::new();
         let list: Vec<&AppId> = ids.iter().collect();
         let scheduler = self.scheduler.clone();
@@ -99,7 +78,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         }
         phases.mark("read");
 
-        let mut plan = plan::plan(
+        let plan = plan::plan(
             &scoped_repo(&repo, &ids),
             &live,
             &Policy {
@@ -107,7 +86,6 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 allow_deletes: None,
             },
         );
-        retain_changes(&mut plan, |c| c.action != PlanAction::Delete);
         let mut state_changed = false;
         for id in &plan.unchanged {
             state_changed |= self.state.record_success(id.as_str(), &rev);
@@ -132,32 +110,32 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             return Ok(Some(self.preempted(clock)));
         }
 
-        // What the full cycle applies at an already synced revision: drift corrections,
-        // retries that are due and writes the scheduler lost (none in manual mode, where a
-        // scheduler event never applies).
-        let behind = if manual {
-            BTreeSet::new()
-        } else {
-            behind_apps(&repo, &live, &plan, &self.state, &rev, now)
-        };
-        let state = &self.state;
-        let held_back = retain_changes(&mut plan, |c| {
-            let retry_due = (state.apps.get(c.app.as_str()))
-                .and_then(|a| a.failure.as_ref())
-                .is_some_and(|f| f.commit == rev && now >= f.retry_at_ms);
-            let correct = corrections.contains(&c.app);
-            let rewrite = behind.contains(&c.app);
-            !manual
-                && (retry_due || correct || rewrite)
-                && state.may_apply(c.app.as_str(), &rev, now)
-        });
-        self.rewriting(&plan, &behind, &live, &rev, now);
+        // What the full cycle applies at an already synced revision (the cycle rule): drift
+        // corrections, retries that are due and writes the scheduler lost (none in manual mode,
+        // where a scheduler event never applies); never a deletion.
+        let lost_writes = cycle::lost_writes(&repo, &live, &plan);
+        let decision = cycle::decide(
+            &cycle::Input {
+                trigger,
+                mode: self.config.sync,
+                view: View::Apps,
+                rev: &rev,
+                state: &self.state,
+                corrections: &corrections,
+                lost_writes: &lost_writes,
+                now_ms: now,
+            },
+            plan,
+        );
+        self.rewriting(&decision, &live, &rev, now);
+        self.log_held(&decision);
+        let held_ids = decision.held_ids();
+        let plan = &decision.plan;
         let planned_total = plan.summary.create + plan.summary.update;
-        let held_ids: BTreeSet<AppId> = held_back.iter().map(|(id, _)| id.clone()).collect();
         let report = if plan.is_empty() {
             None
         } else {
-            self.publish_status_apps(&repo, &live, &ids, (&plan, None, &held_ids));
+            self.publish_status_apps(&repo, &live, &ids, (plan, None, &held_ids));
             self.shared.phase("apply");
             let mut options = self.config.apply.clone();
             options.cancel = shutdown.child_token();
@@ -168,7 +146,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             );
             let shared = self.shared.clone();
             let mut progress = move |ev: apply::ProgressEvent| shared.apply_progress(&ev);
-            Some(apply::apply(&plan, self.scheduler.as_ref(), &options, &mut progress).await)
+            Some(apply::apply(plan, self.scheduler.as_ref(), &options, &mut progress).await)
         };
         if let Some(r) = &report {
             self.done.count(r);
@@ -178,7 +156,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 self.record_report(r, &rev);
             }
             state::save(&self.config.state_dir, &self.state)?;
-            self.publish_status_apps(&repo, &live, &ids, (&plan, report.as_ref(), &held_ids));
+            self.publish_status_apps(&repo, &live, &ids, (plan, report.as_ref(), &held_ids));
             return Err(CycleError::Lost(lost));
         }
         let outcome = match &report {
@@ -208,17 +186,17 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         if state_changed {
             state::save(&self.config.state_dir, &self.state)?;
         }
-        self.publish_status_apps(&repo, &live, &ids, (&plan, report.as_ref(), &held_ids));
+        self.publish_status_apps(&repo, &live, &ids, (plan, report.as_ref(), &held_ids));
         if report.is_some() {
             self.done.outcome = outcome_word(outcome);
         }
         self.announce_cycle(
             &rev,
             outcome,
-            report.is_some(),
-            false,
+            decision.record,
+            decision.completes_revision && decision.new_revision,
             report.as_ref(),
-            &corrections,
+            &decision.corrections,
             clock,
         );
         phases.mark("apply+status");

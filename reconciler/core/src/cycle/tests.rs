@@ -1,0 +1,904 @@
+//! The cycle rule as tables: trigger x mode x view x state x plan -> decision, and the loop's
+//! next step. Every branch the three loops of the daemon used to decide inline has a row.
+
+use std::path::PathBuf;
+
+use super::scope::{event_scope, fast_path_apps, fast_path_open, EventScope, EVENT_CYCLE_MAX};
+use super::state::{Failure, State};
+use super::*;
+use crate::plan::{Summary, Wave};
+use crate::spec::load::{load, RepoConfig, Snapshot, SourceFile};
+
+use HoldReason::{Backoff, Drift, Manual, PartialView, RewriteBackoff};
+use PlanAction::{Create, Delete, Update};
+
+/// The revision every case plans.
+const REV: &str = "r2";
+
+fn id(s: &str) -> AppId {
+    AppId::parse(s).unwrap()
+}
+
+fn ids<'a>(v: impl IntoIterator<Item = &'a AppId>) -> Vec<String> {
+    v.into_iter().map(|a| a.to_string()).collect()
+}
+
+/// A plan of `changes` in one wave, plus one withheld deletion of the plan's own (`/kept`):
+/// the rule leaves the plan's own holds as they are.
+fn plan_of(changes: &[(&str, PlanAction)]) -> Plan {
+    let changes: Vec<Change> = changes
+        .iter()
+        .map(|(app, action)| Change {
+            app: id(app),
+            action: *action,
+            file: None,
+            fields: Vec::new(),
+            adopt: false,
+            deadline_seconds: 600,
+            depends_on: Vec::new(),
+            body: None,
+        })
+        .collect();
+    let n = |a: PlanAction| changes.iter().filter(|c| c.action == a).count();
+    Plan {
+        owner: "o".into(),
+        owner_explicit: true,
+        id_prefixes: None,
+        commit: REV.into(),
+        summary: Summary {
+            create: n(Create),
+            update: n(Update),
+            delete: n(Delete),
+            ..Summary::default()
+        },
+        waves: if changes.is_empty() {
+            Vec::new()
+        } else {
+            vec![Wave { changes }]
+        },
+        unchanged: vec![id("/same")],
+        invalid: Vec::new(),
+        unmanaged: Vec::new(),
+        held: vec![plan::Held {
+            app: id("/kept"),
+            reason: "over the delete budget".into(),
+        }],
+        moves: Vec::new(),
+        conflicts: Vec::new(),
+        out_of_scope: Vec::new(),
+    }
+}
+
+/// Backoff bookkeeping: (app, commit, retry at ms).
+type Backoffs = &'static [(&'static str, &'static str, u64)];
+
+/// One row: the input, and what the rule must decide.
+struct Case {
+    name: &'static str,
+    trigger: Trigger,
+    mode: SyncMode,
+    view: View,
+    /// `state.last_synced`.
+    synced: Option<&'static str>,
+    /// Failed applies backing off.
+    failed: Backoffs,
+    /// Lost writes written again, backing off.
+    rewritten: Backoffs,
+    changes: &'static [(&'static str, PlanAction)],
+    corrections: &'static [&'static str],
+    lost: &'static [&'static str],
+    now: u64,
+    // What the rule decides.
+    apply: &'static [&'static str],
+    held: &'static [(&'static str, HoldReason)],
+    rewrites: &'static [&'static str],
+    /// (completes_revision, vault_writes, record, planned_only)
+    flags: (bool, bool, bool, bool),
+    /// The writes counted as corrections.
+    counted: &'static [&'static str],
+}
+
+const AUTO: SyncMode = SyncMode::Auto;
+const MANUAL: SyncMode = SyncMode::Manual;
+const NEW: Option<&str> = Some("r1");
+const APPLIED: Option<&str> = Some(REV);
+const ALL3: &[(&str, PlanAction)] = &[("/c", Create), ("/u", Update), ("/d", Delete)];
+const UPD: &[(&str, PlanAction)] = &[("/u", Update)];
+
+fn push() -> Trigger {
+    Trigger::Webhook {
+        delivery: "x".into(),
+    }
+}
+
+fn event() -> Trigger {
+    Trigger::SchedulerEvent {
+        app: "/u".into(),
+        version: None,
+    }
+}
+
+/// Defaults of a row: nothing failed, nothing corrected or lost, at 100 s.
+fn case(name: &'static str, trigger: Trigger, mode: SyncMode, view: View) -> Case {
+    Case {
+        name,
+        trigger,
+        mode,
+        view,
+        synced: APPLIED,
+        failed: &[],
+        rewritten: &[],
+        changes: &[],
+        corrections: &[],
+        lost: &[],
+        now: 100_000,
+        apply: &[],
+        held: &[],
+        rewrites: &[],
+        flags: (false, false, false, false),
+        counted: &[],
+    }
+}
+
+fn cases() -> Vec<Case> {
+    use View::{All, Apps};
+    vec![
+        // A new revision in auto mode applies as a whole, whatever woke the cycle.
+        Case {
+            synced: NEW,
+            changes: ALL3,
+            apply: &["/c", "/u", "/d"],
+            flags: (true, true, true, false),
+            ..case(
+                "auto_new_revision_push_applies_everything",
+                push(),
+                AUTO,
+                All,
+            )
+        },
+        Case {
+            synced: None,
+            changes: ALL3,
+            apply: &["/c", "/u", "/d"],
+            flags: (true, true, true, false),
+            ..case(
+                "auto_first_start_applies_everything",
+                Trigger::Startup,
+                AUTO,
+                All,
+            )
+        },
+        Case {
+            synced: NEW,
+            changes: UPD,
+            apply: &["/u"],
+            flags: (true, true, true, false),
+            ..case(
+                "auto_new_revision_found_by_poll_applies",
+                Trigger::Poll,
+                AUTO,
+                All,
+            )
+        },
+        Case {
+            synced: NEW,
+            changes: &[],
+            flags: (true, true, true, false),
+            ..case(
+                "auto_new_revision_nothing_to_do_is_recorded",
+                push(),
+                AUTO,
+                All,
+            )
+        },
+        // Retry backoff: a failure of this very commit holds its app, a newer commit does not.
+        Case {
+            synced: NEW,
+            changes: &[("/c", Create), ("/u", Update)],
+            failed: &[("/u", REV, 150_000)],
+            apply: &["/c"],
+            held: &[(
+                "/u",
+                Backoff {
+                    retry_at_ms: 150_000,
+                },
+            )],
+            flags: (true, true, true, false),
+            ..case(
+                "auto_new_revision_failed_commit_backs_off",
+                push(),
+                AUTO,
+                All,
+            )
+        },
+        Case {
+            synced: NEW,
+            changes: UPD,
+            failed: &[("/u", "r1", 150_000)],
+            apply: &["/u"],
+            flags: (true, true, true, false),
+            ..case("auto_newer_commit_supersedes_a_failure", push(), AUTO, All)
+        },
+        // At an applied revision: only drift, retries due, corrections and lost writes.
+        Case {
+            changes: ALL3,
+            held: &[("/c", Drift), ("/u", Drift), ("/d", Drift)],
+            flags: (false, true, false, false),
+            ..case(
+                "auto_applied_revision_poll_holds_drift",
+                Trigger::Poll,
+                AUTO,
+                All,
+            )
+        },
+        Case {
+            changes: UPD,
+            failed: &[("/u", REV, 100_000)],
+            apply: &["/u"],
+            flags: (false, true, true, false),
+            ..case(
+                "auto_applied_revision_retry_due_applies",
+                Trigger::Retry,
+                AUTO,
+                All,
+            )
+        },
+        Case {
+            changes: UPD,
+            failed: &[("/u", REV, 100_001)],
+            held: &[(
+                "/u",
+                Backoff {
+                    retry_at_ms: 100_001,
+                },
+            )],
+            flags: (false, true, false, false),
+            ..case(
+                "auto_applied_revision_retry_not_due_backs_off",
+                Trigger::Retry,
+                AUTO,
+                All,
+            )
+        },
+        Case {
+            changes: UPD,
+            failed: &[("/u", "r1", 0)],
+            held: &[("/u", Drift)],
+            flags: (false, true, false, false),
+            ..case(
+                "auto_applied_revision_old_failure_is_no_retry",
+                Trigger::Poll,
+                AUTO,
+                All,
+            )
+        },
+        Case {
+            changes: &[("/u", Update), ("/c", Create), ("/d", Delete)],
+            corrections: &["/u", "/c", "/d"],
+            apply: &["/u", "/c"],
+            held: &[("/d", Drift)],
+            flags: (false, true, true, false),
+            counted: &["/c", "/d", "/u"],
+            ..case(
+                "auto_corrections_apply_but_never_delete",
+                Trigger::Poll,
+                AUTO,
+                All,
+            )
+        },
+        Case {
+            changes: UPD,
+            corrections: &["/u"],
+            failed: &[("/u", REV, 200_000)],
+            held: &[(
+                "/u",
+                Backoff {
+                    retry_at_ms: 200_000,
+                },
+            )],
+            flags: (false, true, false, false),
+            counted: &["/u"],
+            ..case(
+                "auto_correction_waits_for_a_failure_backoff",
+                Trigger::Poll,
+                AUTO,
+                All,
+            )
+        },
+        Case {
+            changes: &[("/u", Update), ("/v", Update)],
+            lost: &["/u"],
+            apply: &["/u"],
+            held: &[("/v", Drift)],
+            rewrites: &["/u"],
+            flags: (false, true, true, false),
+            ..case("auto_lost_write_is_written_again", Trigger::Poll, AUTO, All)
+        },
+        Case {
+            changes: UPD,
+            lost: &["/u"],
+            rewritten: &[("/u", REV, 100_001)],
+            held: &[(
+                "/u",
+                RewriteBackoff {
+                    retry_at_ms: 100_001,
+                },
+            )],
+            flags: (false, true, false, false),
+            ..case("auto_lost_write_again_backs_off", Trigger::Poll, AUTO, All)
+        },
+        Case {
+            changes: UPD,
+            lost: &["/u"],
+            rewritten: &[("/u", REV, 100_000)],
+            apply: &["/u"],
+            rewrites: &["/u"],
+            flags: (false, true, true, false),
+            ..case(
+                "auto_lost_write_after_its_backoff",
+                Trigger::Poll,
+                AUTO,
+                All,
+            )
+        },
+        Case {
+            changes: UPD,
+            lost: &["/u"],
+            rewritten: &[("/u", "r1", 900_000)],
+            apply: &["/u"],
+            rewrites: &["/u"],
+            flags: (false, true, true, false),
+            ..case(
+                "auto_lost_write_backoff_is_per_commit",
+                Trigger::Poll,
+                AUTO,
+                All,
+            )
+        },
+        Case {
+            changes: UPD,
+            lost: &["/u"],
+            corrections: &["/u"],
+            apply: &["/u"],
+            rewrites: &["/u"],
+            flags: (false, true, true, false),
+            counted: &["/u"],
+            ..case(
+                "auto_lost_write_also_corrected_is_one_rewrite",
+                Trigger::Poll,
+                AUTO,
+                All,
+            )
+        },
+        // POST /api/sync applies everything, also at an applied revision.
+        Case {
+            changes: ALL3,
+            lost: &["/u"],
+            corrections: &["/u"],
+            apply: &["/c", "/u", "/d"],
+            flags: (true, true, true, false),
+            ..case(
+                "auto_manual_sync_applies_everything_as_a_deployment",
+                Trigger::ManualSync,
+                AUTO,
+                All,
+            )
+        },
+        Case {
+            changes: UPD,
+            failed: &[("/u", REV, 200_000)],
+            held: &[(
+                "/u",
+                Backoff {
+                    retry_at_ms: 200_000,
+                },
+            )],
+            flags: (true, true, true, false),
+            ..case(
+                "auto_manual_sync_still_waits_for_a_backoff",
+                Trigger::ManualSync,
+                AUTO,
+                All,
+            )
+        },
+        // Manual mode: nothing but POST /api/sync writes.
+        Case {
+            synced: NEW,
+            changes: ALL3,
+            held: &[("/c", Manual), ("/u", Manual), ("/d", Manual)],
+            flags: (false, false, true, true),
+            ..case("manual_new_revision_is_planned_only", push(), MANUAL, All)
+        },
+        Case {
+            synced: NEW,
+            flags: (false, false, true, false),
+            ..case(
+                "manual_new_revision_without_changes_is_recorded",
+                Trigger::Poll,
+                MANUAL,
+                All,
+            )
+        },
+        Case {
+            changes: &[("/u", Update), ("/v", Update), ("/w", Update)],
+            failed: &[("/u", REV, 0)],
+            corrections: &["/v"],
+            lost: &["/w"],
+            held: &[("/u", Manual), ("/v", Manual), ("/w", Manual)],
+            flags: (false, false, false, true),
+            counted: &["/v"],
+            ..case(
+                "manual_no_retry_correction_or_rewrite",
+                Trigger::Retry,
+                MANUAL,
+                All,
+            )
+        },
+        Case {
+            changes: ALL3,
+            failed: &[("/d", REV, 200_000)],
+            apply: &["/c", "/u"],
+            held: &[(
+                "/d",
+                Backoff {
+                    retry_at_ms: 200_000,
+                },
+            )],
+            flags: (true, true, true, false),
+            ..case(
+                "manual_sync_applies_all_but_backoffs",
+                Trigger::ManualSync,
+                MANUAL,
+                All,
+            )
+        },
+        // Some apps only (the fast path of a push, scheduler events): never a deletion, never
+        // the revision as a whole.
+        Case {
+            synced: NEW,
+            changes: ALL3,
+            apply: &["/c", "/u"],
+            held: &[("/d", PartialView)],
+            flags: (false, true, true, false),
+            ..case(
+                "apps_view_fast_path_applies_but_never_deletes",
+                push(),
+                AUTO,
+                Apps,
+            )
+        },
+        Case {
+            synced: NEW,
+            changes: UPD,
+            failed: &[("/u", REV, 200_000)],
+            held: &[(
+                "/u",
+                Backoff {
+                    retry_at_ms: 200_000,
+                },
+            )],
+            flags: (false, true, false, false),
+            ..case("apps_view_fast_path_skips_a_backoff", push(), AUTO, Apps)
+        },
+        Case {
+            changes: &[
+                ("/u", Update),
+                ("/v", Update),
+                ("/w", Update),
+                ("/x", Update),
+            ],
+            corrections: &["/u"],
+            failed: &[("/v", REV, 100_000)],
+            lost: &["/w"],
+            apply: &["/u", "/v", "/w"],
+            held: &[("/x", Drift)],
+            rewrites: &["/w"],
+            flags: (false, true, true, false),
+            counted: &["/u"],
+            ..case(
+                "apps_view_event_applies_what_a_full_cycle_would",
+                event(),
+                AUTO,
+                Apps,
+            )
+        },
+        Case {
+            changes: UPD,
+            held: &[("/u", Drift)],
+            flags: (false, true, false, false),
+            ..case(
+                "apps_view_event_with_drift_only_is_no_record",
+                event(),
+                AUTO,
+                Apps,
+            )
+        },
+        Case {
+            synced: NEW,
+            changes: UPD,
+            corrections: &["/u"],
+            held: &[("/u", Manual)],
+            flags: (false, false, false, true),
+            counted: &["/u"],
+            ..case(
+                "apps_view_event_in_manual_mode_writes_nothing",
+                event(),
+                MANUAL,
+                Apps,
+            )
+        },
+    ]
+}
+
+#[test]
+fn the_cycle_rule_decides_per_table() {
+    let set = |v: &[&str]| v.iter().map(|a| id(a)).collect::<BTreeSet<AppId>>();
+    let backoffs = |v: Backoffs| {
+        v.iter().map(|(app, commit, at)| {
+            let f = Failure {
+                commit: commit.to_string(),
+                attempts: 1,
+                retry_at_ms: *at,
+            };
+            (app.to_string(), f)
+        })
+    };
+    let mut names = BTreeSet::new();
+    for c in cases() {
+        assert!(names.insert(c.name), "two rows named {}", c.name);
+        let mut state = State::new();
+        state.last_synced = c.synced.map(str::to_string);
+        for (app, f) in backoffs(c.failed) {
+            let a = state.apps.entry(app).or_default();
+            a.failure = Some(f);
+            a.last_error = Some("boom".into());
+        }
+        for (app, f) in backoffs(c.rewritten) {
+            state.apps.entry(app).or_default().rewrite = Some(f);
+        }
+        let (corrections, lost) = (set(c.corrections), set(c.lost));
+        let input = Input {
+            trigger: &c.trigger,
+            mode: c.mode,
+            view: c.view,
+            rev: REV,
+            state: &state,
+            corrections: &corrections,
+            lost_writes: &lost,
+            now_ms: c.now,
+        };
+        let d = decide(&input, plan_of(c.changes));
+        let name = c.name;
+        let applied: Vec<String> = ids(d.plan.changes().map(|ch| &ch.app));
+        assert_eq!(applied, c.apply, "{name}: applied");
+        let held: Vec<(String, HoldReason)> = (d.held.iter())
+            .map(|h| (h.app.to_string(), h.reason.clone()))
+            .collect();
+        let want: Vec<(String, HoldReason)> = (c.held.iter())
+            .map(|(a, r)| (a.to_string(), r.clone()))
+            .collect();
+        assert_eq!(held, want, "{name}: held");
+        assert_eq!(ids(&d.rewrites), c.rewrites, "{name}: rewrites");
+        let flags = (
+            d.completes_revision,
+            d.vault_writes,
+            d.record,
+            d.planned_only,
+        );
+        assert_eq!(
+            flags, c.flags,
+            "{name}: (completes_revision, vault_writes, record, planned_only)"
+        );
+        assert_eq!(
+            ids(&d.corrections),
+            c.counted,
+            "{name}: corrections counted"
+        );
+        assert_eq!(
+            d.new_revision,
+            c.synced != Some(REV),
+            "{name}: new revision"
+        );
+        // Nothing is lost: every change is applied or held, with its action.
+        let planned = plan_of(c.changes);
+        assert_eq!(
+            planned.changes().count(),
+            d.plan.changes().count() + d.held.len(),
+            "{name}"
+        );
+        for h in &d.held {
+            assert!(
+                planned
+                    .changes()
+                    .any(|ch| ch.app == h.app && ch.action == h.action),
+                "{name}: {h:?}"
+            );
+        }
+        // The plan's own findings pass through; the summary counts what is applied.
+        assert_eq!(
+            (d.plan.held.len(), d.plan.unchanged.len()),
+            (1, 1),
+            "{name}"
+        );
+        let s = &d.plan.summary;
+        assert_eq!(
+            s.create + s.update + s.delete,
+            applied.len(),
+            "{name}: summary"
+        );
+        let pending = d.pending();
+        assert_eq!(
+            pending.map(|p| p.create + p.update + p.delete),
+            (!d.held.is_empty()).then_some(d.held.len()),
+            "{name}: pending"
+        );
+    }
+}
+
+#[test]
+fn the_next_action_is_the_earliest_wake_up_and_at_least_a_second_away() {
+    let fresh = State::new();
+    let secs = |s: u64| Some(Duration::from_secs(s));
+    let mut failed = State::new();
+    failed.record_failure("/a", REV, "boom", 0); // retry at 10 s
+                                                 // (state, correction at, now) -> requeue after
+    let rows = vec![
+        ("nothing pending waits", &fresh, None, 0, None),
+        ("a failed app's retry", &failed, None, 4_000, secs(6)),
+        (
+            "a correction's grace period",
+            &fresh,
+            Some(30_000),
+            0,
+            secs(30),
+        ),
+        ("the earlier of both", &failed, Some(8_000), 0, secs(8)),
+        (
+            "the earlier of both, retry",
+            &failed,
+            Some(90_000),
+            0,
+            secs(10),
+        ),
+        ("due already: one second", &failed, None, 50_000, secs(1)),
+        ("nearly due: one second", &failed, None, 9_900, secs(1)),
+    ];
+    for (name, state, correction, now, want) in rows {
+        let got = next_action(state, correction, now).requeue_after();
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
+fn a_scheduler_event_cycle_keeps_an_earlier_requeue() {
+    let poll = Trigger::Poll;
+    let ev = event();
+    let rows = vec![
+        ("full cycle replaces", &poll, Some(1), Some(5), Some(5)),
+        ("full cycle clears", &poll, Some(1), None, None),
+        ("event keeps the earlier", &ev, Some(1), Some(5), Some(1)),
+        ("event takes the earlier", &ev, Some(9), Some(5), Some(5)),
+        ("event keeps a pending one", &ev, Some(9), None, Some(9)),
+        ("event adds its own", &ev, None, Some(5), Some(5)),
+    ];
+    for (name, trigger, kept, next, want) in rows {
+        assert_eq!(next_requeue(trigger, kept, next), want, "{name}");
+    }
+}
+
+#[test]
+fn failed_cycles_back_off_doubling_to_a_cap() {
+    let rows = [
+        (0, 1),
+        (1, 1),
+        (2, 2),
+        (3, 4),
+        (9, 256),
+        (10, 300),
+        (u32::MAX, 300),
+    ];
+    for (n, secs) in rows {
+        assert_eq!(error_backoff(n), Duration::from_secs(secs), "failure {n}");
+    }
+}
+
+#[test]
+fn triggers_rank_preempt_and_fetch() {
+    // (trigger, rank, fetches, preemptible, preempts)
+    let rows = [
+        (Trigger::Shutdown, 7, true, false, false),
+        (Trigger::ManualSync, 6, true, false, true),
+        (push(), 5, true, false, true),
+        (Trigger::FileChange, 4, true, false, false),
+        (Trigger::Startup, 3, true, false, false),
+        (Trigger::Retry, 2, true, true, false),
+        (Trigger::Poll, 1, true, true, false),
+        (event(), 0, false, true, false),
+    ];
+    for (t, rank, fetches, preemptible, preempts) in rows {
+        assert_eq!(
+            (t.rank(), t.fetches(), t.preemptible(), t.preempts()),
+            (rank, fetches, preemptible, preempts),
+            "{}",
+            t.name()
+        );
+    }
+}
+
+fn repo(files: &[(&str, &str)]) -> Repo {
+    load(Snapshot {
+        config: RepoConfig {
+            owner_explicit: true,
+            ..RepoConfig::default()
+        },
+        files: files
+            .iter()
+            .map(|(p, t)| SourceFile {
+                path: PathBuf::from(p),
+                bytes: t.as_bytes().to_vec(),
+            })
+            .collect(),
+        ..Snapshot::default()
+    })
+}
+
+#[test]
+fn the_fast_path_opens_for_a_new_revision_in_auto_mode_only() {
+    let fresh = State::new();
+    let mut synced = State::new();
+    synced.last_synced = Some(REV.into());
+    let mut behind = State::new();
+    behind.last_synced = Some("r1".into());
+    let rows = vec![
+        ("push of a new revision", push(), AUTO, &behind, true),
+        ("first start", Trigger::Startup, AUTO, &fresh, true),
+        (
+            "poll finding a new revision",
+            Trigger::Poll,
+            AUTO,
+            &behind,
+            true,
+        ),
+        ("manual mode", push(), MANUAL, &behind, false),
+        (
+            "manual sync in manual mode",
+            Trigger::ManualSync,
+            MANUAL,
+            &behind,
+            false,
+        ),
+        ("revision applied already", push(), AUTO, &synced, false),
+        (
+            "a scheduler event fetches nothing",
+            event(),
+            AUTO,
+            &behind,
+            false,
+        ),
+    ];
+    for (name, trigger, mode, state, open) in rows {
+        assert_eq!(fast_path_open(&trigger, mode, state, REV), open, "{name}");
+    }
+
+    let r = repo(&[("apps/a.yaml", "cmd: a\n"), ("apps/b.yaml", "cmd: b\n")]);
+    let changed = |rev: &str| {
+        Some((
+            rev.to_string(),
+            vec![PathBuf::from("apps/a.yaml"), PathBuf::from("apps/b.yaml")],
+        ))
+    };
+    let mut failed = State::new();
+    failed.record_failure("/b", REV, "boom", 0);
+    let rows = vec![
+        (
+            "the changed apps",
+            changed(REV),
+            &fresh,
+            0,
+            vec!["/a", "/b"],
+        ),
+        ("no change known", None, &fresh, 0, vec![]),
+        (
+            "changes of another revision",
+            changed("r1"),
+            &fresh,
+            0,
+            vec![],
+        ),
+        (
+            "not an app backing off",
+            changed(REV),
+            &failed,
+            0,
+            vec!["/a"],
+        ),
+        (
+            "an app whose backoff ended",
+            changed(REV),
+            &failed,
+            10_000,
+            vec!["/a", "/b"],
+        ),
+    ];
+    for (name, changed, state, now, want) in rows {
+        let got = fast_path_apps(changed, REV, &r, state, now);
+        assert_eq!(ids(&got), want, "{name}");
+    }
+}
+
+#[test]
+fn scheduler_events_look_at_their_apps_unless_only_a_full_cycle_can_decide() {
+    let r = repo(&[
+        ("apps/a.yaml", "cmd: a\n"),
+        ("apps/v.yaml", "cmd: v\nenv:\n  X: vault:secret/x#y\n"),
+    ]);
+    let names = |v: &[&str]| v.iter().map(|a| id(a)).collect::<BTreeSet<AppId>>();
+    let many: BTreeSet<AppId> = (0..=EVENT_CYCLE_MAX)
+        .map(|i| id(&format!("/x{i}")))
+        .collect();
+    let mut synced = State::new();
+    synced.last_synced = Some(REV.into());
+    let fresh = State::new();
+    let loaded = Some((REV, &r));
+    let rows = vec![
+        (
+            "only own writes",
+            names(&[]),
+            loaded,
+            AUTO,
+            &synced,
+            EventScope::Nothing,
+        ),
+        (
+            "nothing loaded yet",
+            names(&["/a"]),
+            None,
+            AUTO,
+            &synced,
+            EventScope::Full,
+        ),
+        (
+            "the apps named",
+            names(&["/a", "/n"]),
+            loaded,
+            AUTO,
+            &synced,
+            EventScope::Apps(names(&["/a", "/n"])),
+        ),
+        (
+            "too many apps",
+            many,
+            loaded,
+            AUTO,
+            &synced,
+            EventScope::Full,
+        ),
+        (
+            "an app reading Vault",
+            names(&["/a", "/v"]),
+            loaded,
+            AUTO,
+            &synced,
+            EventScope::Full,
+        ),
+        (
+            "a revision to apply as a whole",
+            names(&["/a"]),
+            loaded,
+            AUTO,
+            &fresh,
+            EventScope::Full,
+        ),
+        (
+            "manual mode at a new revision",
+            names(&["/a"]),
+            loaded,
+            MANUAL,
+            &fresh,
+            EventScope::Apps(names(&["/a"])),
+        ),
+    ];
+    for (name, ids, loaded, mode, state, want) in rows {
+        assert_eq!(event_scope(ids, loaded, mode, state), want, "{name}");
+    }
+}
