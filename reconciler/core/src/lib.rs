@@ -1,5 +1,5 @@
 //! Baton's pure core: what Baton decides, as functions of data. No I/O: no async runtime, no
-//! network, git or OS crates in its dependency tree (`tests/it/purity.rs` checks `cargo tree`),
+//! network, git or OS crates in its dependency tree (`tests/purity.rs` checks `cargo tree`),
 //! and no `std::fs`, `SystemTime::now` or `Instant::now` (banned by `clippy.toml`; the caller
 //! passes `now`). Files come in as bytes, diagnostics and decisions go out as values.
 //!
