@@ -397,7 +397,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             let rt = runtime()?;
             rt.block_on(async move {
-                spawn_signal_handler(options.cancel.clone());
+                spawn_signal_handler(options.cancel.clone(), None);
                 let mut stdout = std::io::stdout();
                 Ok(commands::apply(
                     &args.repo,
@@ -420,11 +420,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let rt = runtime()?;
             rt.block_on(async move {
                 let shutdown = CancellationToken::new();
-                spawn_signal_handler(shutdown.clone());
+                let sessions = baton_dev_scheduler::TaskSessions::default();
+                spawn_signal_handler(shutdown.clone(), Some(sessions.clone()));
                 let options = baton_cli::dev::DevOptions {
                     repo,
                     listen,
                     state_dir,
+                    sessions,
                     ..Default::default()
                 };
                 let mut stdout = std::io::stdout();
@@ -452,7 +454,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     .await
                     .with_context(|| format!("cannot listen on {}", config.listen))?;
                 let shutdown = CancellationToken::new();
-                spawn_signal_handler(shutdown.clone());
+                spawn_signal_handler(shutdown.clone(), None);
                 tracing::info!(addr = %listener.local_addr()?, repo = %baton::source::git::redact_url(&config.repo), "serving");
                 baton::daemon::serve::serve(config, listener, shutdown).await?;
                 Ok(exit::OK)
@@ -465,9 +467,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
                 let shutdown = CancellationToken::new();
-                spawn_signal_handler(shutdown.clone());
+                let sessions = baton_dev_scheduler::TaskSessions::default();
+                spawn_signal_handler(shutdown.clone(), Some(sessions.clone()));
                 let config = baton_dev_scheduler::DevConfig {
                     state_dir,
+                    sessions,
                     ..Default::default()
                 };
                 eprintln!(
@@ -633,8 +637,12 @@ fn unblock_stop_signals() {
     }
 }
 
-/// First SIGINT/SIGTERM cancels `token` (graceful); a second one exits at once.
-fn spawn_signal_handler(token: CancellationToken) {
+/// First SIGINT/SIGTERM cancels `token` (graceful); a second one kills the `tasks` of a dev
+/// scheduler and exits at once.
+fn spawn_signal_handler(
+    token: CancellationToken,
+    tasks: Option<baton_dev_scheduler::TaskSessions>,
+) {
     tokio::spawn(async move {
         // Without a SIGTERM handler, Ctrl-C still works.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -656,7 +664,9 @@ fn spawn_signal_handler(token: CancellationToken) {
                 token.cancel();
             } else {
                 // No time for the graceful path: still, no dev-scheduler task outlives us.
-                baton_dev_scheduler::kill_all_tasks();
+                if let Some(tasks) = &tasks {
+                    tasks.kill_all();
+                }
                 std::process::exit(130);
             }
         }
