@@ -1,12 +1,15 @@
 //! The dev scheduler: a Marathon-compatible server that runs apps as local processes.
 //!
 //! `baton dev-scheduler --listen ADDR [--state-dir DIR]` and `baton dev` call [`run`]. Layout:
-//! - [`api`]: the `/v2` HTTP endpoints (axum), Marathon's shapes, status codes and defaults.
+//! - [`api`]: the `/v2` HTTP endpoints (axum), Marathon's shapes, status codes and defaults; one
+//!   module per resource (apps, tasks, deployments, groups, queue, info, events), the parsing of
+//!   query strings, `embed`, label selectors and app paths pure in `api/query.rs`.
 //! - [`store`]: apps, versions, service ports, the version clock.
 //! - [`journal`]: `--state-dir` persistence: a change is on disk before it is acknowledged.
 //! - [`deploy`]: deployments and the scheduling step (rolling upgrades, scaling, rollback).
 //! - [`tasks`]: task processes: environment, launch, kill (SIGTERM, then SIGKILL), exits, backoff.
-//! - [`session`]: a task's processes, all of its session, found through `/proc`.
+//! - [`session`]: a task's processes, all of its session, found through `/proc`; the
+//!   [`TaskSessions`] handle a caller owns to kill them all when it cannot wait (a second Ctrl-C).
 //! - [`leftovers`]: task processes of a run killed with `kill -9`, ended at the next start.
 //! - [`health`]: HTTP, TCP and COMMAND health checks.
 //! - [`events`]: the `/v2/events` SSE bus.
@@ -15,7 +18,8 @@
 //! Invariants: the [`store::World`] is behind one mutex that is never held across an `.await`;
 //! only [`deploy::step`] decides launches; every child process is waited for by exactly one
 //! future, and [`run`] returns only after every process of every task session is gone; with a
-//! state dir, no write is answered with a 2xx before it is durable ([`Shared::commit`]).
+//! state dir, no write is answered with a 2xx before it is durable (`Shared::commit`). No state
+//! is process-wide: two schedulers in one process (the tests run many) share nothing.
 
 pub mod api;
 pub mod deploy;

@@ -2,7 +2,7 @@
 //!
 //! A task is launched as `/bin/sh -c cmd`, as `args`, or through `docker run` for Docker apps,
 //! as the leader of its own session (so a kill reaches everything it started, in any process
-//! group: see [`super::session`]), with the environment
+//! group: see [`crate::session`]), with the environment
 //! Marathon gives tasks (see `docs/task-environment-vars.md`) on top of the scheduler's own (for
 //! `PATH` and friends, as a Mesos agent passes its environment on). Output goes to `stdout` and
 //! `stderr` files in the task's sandbox directory (`MESOS_SANDBOX`).
@@ -22,13 +22,13 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::deploy::{has_health_checks, mark_kill, Decisions};
-use super::events::EventBus;
-use super::health::{self, HealthResult};
-use super::leftovers;
-use super::session::{self, TaskSessions};
-use super::store::{format_system_time, timestamp_now, Backoff, World};
-use super::Shared;
+use crate::deploy::{has_health_checks, mark_kill, Decisions};
+use crate::events::EventBus;
+use crate::health::{self, HealthResult};
+use crate::leftovers;
+use crate::session::{self, TaskSessions};
+use crate::store::{format_system_time, timestamp_now, Backoff, World};
+use crate::Shared;
 
 /// Where a task is in its life. Terminal tasks are removed from the [`World`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ pub struct Task {
     pub app_id: String,
     /// The app version the task was launched with.
     pub version: String,
-    /// The app's config (see [`super::store::config_of`]) the task runs.
+    /// The app's config (see [`crate::store::config_of`]) the task runs.
     pub config: Value,
     /// The app definition at launch, for the runner.
     pub def: Value,
@@ -631,7 +631,7 @@ async fn end_session(shared: &Arc<Shared>, task_id: &str, sid: i32) {
     }
 }
 
-/// Start the tasks [`super::deploy::step`] decided on and kill the ones it marked.
+/// Start the tasks [`crate::deploy::step`] decided on and kill the ones it marked.
 pub fn execute(shared: &Arc<Shared>, decisions: Decisions) {
     for task_id in decisions.kill {
         kill(shared, &task_id);
@@ -938,7 +938,7 @@ pub fn finish(world: &mut World, bus: &EventBus, task_id: &str, exit: Exit, host
         "slaveId": AGENT_ID,
     }));
     // Only a failure of the current config delays launches of it.
-    if task.config != super::store::config_of(&record.def) {
+    if task.config != crate::store::config_of(&record.def) {
         return;
     }
     let def = &record.def;

@@ -3,7 +3,7 @@
 //! `DELETE /v2/apps/{id}`, `force=false` elsewhere).
 //!
 //! Handlers parse, lock the [`World`](crate::store::World) briefly, make a change durable
-//! ([`Shared::commit`]) and answer; the scheduling loop does the rest. One module per resource:
+//! (`Shared::commit`) and answer; the scheduling loop does the rest. One module per resource:
 //! - `query`: query strings, `embed`, label selectors, app paths (pure).
 //! - `render`: app and task answers.
 //! - `apps`: `/v2/apps` and `/v2/apps/{*rest}` (an app, its tasks, its versions).
