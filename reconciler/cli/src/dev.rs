@@ -16,7 +16,7 @@ use baton::apply::{ApplyOptions, ApplyReport};
 use baton::commands::{self, progress_line, CommandError};
 use baton_core::plan::Policy;
 use baton_core::spec::AppId;
-use baton_dev_scheduler::{DevConfig, DevError};
+use baton_dev_scheduler::{DevConfig, DevError, TaskSessions};
 use baton_marathon::marathon::{Marathon, MarathonConfig};
 use baton_marathon::Scheduler;
 
@@ -36,6 +36,9 @@ pub struct DevOptions {
     pub debounce: Duration,
     /// Deadlines, parallelism... (its `cancel` is replaced per run).
     pub apply: ApplyOptions,
+    /// The scheduler's task sessions: the caller keeps a clone to kill them when it cannot wait
+    /// for [`run`] to return (a second Ctrl-C).
+    pub sessions: TaskSessions,
 }
 
 impl Default for DevOptions {
@@ -49,6 +52,7 @@ impl Default for DevOptions {
                 poll_interval: Duration::from_millis(250),
                 ..ApplyOptions::default()
             },
+            sessions: TaskSessions::default(),
         }
     }
 }
@@ -112,6 +116,7 @@ pub async fn run(
     let scheduler_stop = CancellationToken::new();
     let config = DevConfig {
         state_dir: options.state_dir.clone(),
+        sessions: options.sessions.clone(),
         ..DevConfig::default()
     };
     let server = tokio::spawn(baton_dev_scheduler::run(

@@ -3,12 +3,12 @@
 
 mod cli;
 mod run;
+mod signals;
 
 use std::process::ExitCode;
 
 use baton::commands::exit;
 use cli::{Cli, LogFormat};
-use tokio_util::sync::CancellationToken;
 
 /// mimalloc rather than glibc malloc: loading and planning build millions of small values on
 /// every core, and glibc's allocator was a quarter of `baton plan`'s instructions (callgrind at
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    unblock_stop_signals();
+    signals::unblock_stop_signals();
     // Not `Cli::parse()`: clap exits 2 on bad usage, which is also `plan`'s "changes" and
     // `drift`'s "drift". Every usage error exits 64; `--help` and `--version` exit 0.
     let (cli, sources) = match Cli::parse_with_sources() {
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(cli.log_format);
-    match run::run(cli, sources, spawn_signal_handler) {
+    match run::run(cli, sources, signals::spawn_handler) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = e.exit_code();
@@ -40,51 +40,6 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
-}
-
-/// A blocked signal mask is inherited across `exec`: started by a parent that blocks SIGINT and
-/// SIGTERM (a harness, a supervisor's thread), Baton would never receive them, so neither Ctrl-C
-/// nor SIGTERM could stop `serve`, `dev` or `dev-scheduler` (tokio installs handlers, which
-/// also replace an inherited SIG_IGN, but does not touch the mask). Unblocked before any thread
-/// exists, since threads inherit the mask of the thread that starts them.
-fn unblock_stop_signals() {
-    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    if let Err(e) = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None) {
-        eprintln!("warning: cannot unblock SIGINT and SIGTERM: {e}");
-    }
-}
-
-/// First SIGINT/SIGTERM cancels `token` (graceful); a second one exits at once.
-fn spawn_signal_handler(token: CancellationToken) {
-    tokio::spawn(async move {
-        // Without a SIGTERM handler, Ctrl-C still works.
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| tracing::warn!("cannot listen for SIGTERM: {e}"))
-            .ok();
-        for round in 0..2 {
-            let sigterm = async {
-                match term.as_mut() {
-                    Some(t) => t.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = sigterm => {}
-            }
-            if round == 0 {
-                tracing::info!("shutting down (signal again to exit at once)");
-                token.cancel();
-            } else {
-                // No time for the graceful path: still, no dev-scheduler task outlives us.
-                baton_dev_scheduler::kill_all_tasks();
-                std::process::exit(130);
-            }
-        }
-    });
 }
 
 fn init_tracing(format: LogFormat) {

@@ -9,6 +9,7 @@ use baton::commands::{self, exit, CommandError};
 use baton::config::{self, ConfigError, ServeArgs, Sources};
 use baton_core::plan::Policy;
 use baton_core::report::Style;
+use baton_dev_scheduler::TaskSessions;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{ApplyArgs, Cli, Color, Command, DriftArgs, LogFormat, PlanArgs};
@@ -50,7 +51,11 @@ impl Error {
 
 /// Run the command `cli` names on one runtime; `signals` starts the Ctrl-C/SIGTERM handler
 /// for a token.
-pub fn run(cli: Cli, sources: Sources, signals: fn(CancellationToken)) -> Result<u8, Error> {
+/// Starts the Ctrl-C/SIGTERM handler: the first signal cancels the token, a second kills the
+/// dev scheduler's task sessions (if any) and exits.
+pub type Signals = fn(CancellationToken, Option<TaskSessions>);
+
+pub fn run(cli: Cli, sources: Sources, signals: Signals) -> Result<u8, Error> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -125,7 +130,7 @@ async fn apply(
     log_format: LogFormat,
     sources: &Sources,
     style: Style,
-    signals: fn(CancellationToken),
+    signals: Signals,
 ) -> Result<u8, Error> {
     let marathon = config::marathon(args.marathon, &args.auth, sources)?;
     let options = config::apply_options(
@@ -143,7 +148,7 @@ async fn apply(
         LogFormat::Text => commands::ProgressOutput::Lines,
         LogFormat::Json => commands::ProgressOutput::Logs,
     };
-    signals(options.cancel.clone());
+    signals(options.cancel.clone(), None);
     let mut stdout = std::io::stdout();
     let code = commands::apply(
         &args.repo,
@@ -162,25 +167,24 @@ async fn dev(
     repo: PathBuf,
     listen: SocketAddr,
     state_dir: Option<PathBuf>,
-    signals: fn(CancellationToken),
+    signals: Signals,
 ) -> Result<u8, Error> {
     let shutdown = CancellationToken::new();
-    signals(shutdown.clone());
+    // The scheduler's task sessions: a second Ctrl-C kills them without waiting for `run`.
+    let sessions = TaskSessions::default();
+    signals(shutdown.clone(), Some(sessions.clone()));
     let options = baton_cli::dev::DevOptions {
         repo,
         listen,
         state_dir,
+        sessions,
         ..Default::default()
     };
     baton_cli::dev::run(options, shutdown, &mut std::io::stdout()).await?;
     Ok(exit::OK)
 }
 
-async fn serve(
-    args: ServeArgs,
-    sources: Sources,
-    signals: fn(CancellationToken),
-) -> Result<u8, Error> {
+async fn serve(args: ServeArgs, sources: Sources, signals: Signals) -> Result<u8, Error> {
     // Checked completely before anything binds or connects.
     let config = config::serve(args, sources, &config::process_env)?;
     let listen = config.listen;
@@ -190,7 +194,7 @@ async fn serve(
             source,
         })?;
     let shutdown = CancellationToken::new();
-    signals(shutdown.clone());
+    signals(shutdown.clone(), None);
     let addr = listener.local_addr().map_err(|source| Error::Listen {
         addr: listen,
         source,
@@ -203,7 +207,7 @@ async fn serve(
 async fn dev_scheduler(
     listen: SocketAddr,
     state_dir: Option<PathBuf>,
-    signals: fn(CancellationToken),
+    signals: Signals,
 ) -> Result<u8, Error> {
     let listener =
         (tokio::net::TcpListener::bind(listen).await).map_err(|source| Error::Listen {
@@ -211,9 +215,11 @@ async fn dev_scheduler(
             source,
         })?;
     let shutdown = CancellationToken::new();
-    signals(shutdown.clone());
+    let sessions = TaskSessions::default();
+    signals(shutdown.clone(), Some(sessions.clone()));
     let config = baton_dev_scheduler::DevConfig {
         state_dir,
+        sessions,
         ..Default::default()
     };
     let addr = listener.local_addr().map_err(|source| Error::Listen {

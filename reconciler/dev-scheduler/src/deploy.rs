@@ -7,17 +7,17 @@
 //!
 //! [`step`] is the whole scheduler: a function of the [`World`] that decides which tasks to launch
 //! and which to kill (honouring `upgradeStrategy`, `killSelection` and the launch backoff) and
-//! which deployments are finished. It does no I/O; [`super::tasks`] carries out its decisions.
+//! which deployments are finished. It does no I/O; [`crate::tasks`] carries out its decisions.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use super::events::EventBus;
-use super::journal::Entry;
-use super::store::{config_of, instances_of, AppRecord, World};
-use super::tasks::{KillReason, Task, TaskState};
+use crate::events::EventBus;
+use crate::journal::Entry;
+use crate::store::{config_of, instances_of, AppRecord, World};
+use crate::tasks::{KillReason, Task, TaskState};
 
 /// What a deployment does to one app (Marathon's `DeploymentAction` names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -689,7 +689,7 @@ mod tests {
         .unwrap();
         let later = Instant::now() + Duration::from_secs(60);
         if let Some(r) = world.apps.get_mut("/slow") {
-            r.backoff = Some(super::super::store::Backoff {
+            r.backoff = Some(crate::store::Backoff {
                 next_delay: Duration::from_secs(2),
                 until: later,
             });

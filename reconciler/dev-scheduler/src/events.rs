@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
-use super::store::timestamp_now;
+use crate::store::timestamp_now;
 
 /// Events kept for a subscriber that does not keep up; older ones are dropped for it.
 const BUS_CAPACITY: usize = 1024;

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::deploy::{mark_kill, Decisions};
-use super::store::timestamp_now;
-use super::tasks::{self, port_needs, task_env, KillReason, Task};
-use super::Shared;
+use crate::deploy::{mark_kill, Decisions};
+use crate::store::timestamp_now;
+use crate::tasks::{self, port_needs, task_env, KillReason, Task};
+use crate::Shared;
 
 /// The latest result of one check of one task (Marathon's `healthCheckResults` item).
 #[derive(Debug, Clone, PartialEq, Eq)]

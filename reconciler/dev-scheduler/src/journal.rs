@@ -1,7 +1,7 @@
 //! Durable apps in `--state-dir`: a snapshot (`apps.json`) and a journal of the changes made since
 //! it (`apps.journal.<N>`), so that a change the API acknowledged survives `kill -9`.
 //!
-//! Every change of apps ([`super::deploy::apply`]) queues an [`Entry`] in the [`World`]; before
+//! Every change of apps ([`crate::deploy::apply`]) queues an [`Entry`] in the [`World`]; before
 //! a write is answered, [`Journal::commit`] appends the queued entries as JSON lines and
 //! `fdatasync`s the file. A write costs one appended line, whatever the number of apps, and
 //! writes that arrive while a commit runs share the next one (group commit). When the journal
@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::store::{AppRecord, World};
-use super::DevError;
+use crate::store::{AppRecord, World};
+use crate::DevError;
 
 /// The snapshot file in `--state-dir`.
 const SNAPSHOT: &str = "apps.json";
@@ -61,7 +61,7 @@ impl Entry {
         }
     }
 
-    /// Carry out this change on `apps`, as [`super::deploy::apply`] did.
+    /// Carry out this change on `apps`, as [`crate::deploy::apply`] did.
     fn replay(self, apps: &mut BTreeMap<String, AppRecord>) {
         match self {
             Entry::Put(def) => {

@@ -27,7 +27,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use super::session::{self, Proc};
+use crate::session::{self, Proc};
 
 /// Longest grace period honoured at start-up: the API waits for it.
 const MAX_GRACE: Duration = Duration::from_secs(30);

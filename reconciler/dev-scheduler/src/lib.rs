@@ -1,12 +1,15 @@
 //! The dev scheduler: a Marathon-compatible server that runs apps as local processes.
 //!
 //! `baton dev-scheduler --listen ADDR [--state-dir DIR]` and `baton dev` call [`run`]. Layout:
-//! - [`api`]: the `/v2` HTTP endpoints (axum), Marathon's shapes, status codes and defaults.
+//! - [`api`]: the `/v2` HTTP endpoints (axum), Marathon's shapes, status codes and defaults; one
+//!   module per resource (apps, tasks, deployments, groups, queue, info, events), the parsing of
+//!   query strings, `embed`, label selectors and app paths pure in `api/query.rs`.
 //! - [`store`]: apps, versions, service ports, the version clock.
 //! - [`journal`]: `--state-dir` persistence: a change is on disk before it is acknowledged.
 //! - [`deploy`]: deployments and the scheduling step (rolling upgrades, scaling, rollback).
 //! - [`tasks`]: task processes: environment, launch, kill (SIGTERM, then SIGKILL), exits, backoff.
-//! - [`session`]: a task's processes, all of its session, found through `/proc`.
+//! - [`session`]: a task's processes, all of its session, found through `/proc`; the
+//!   [`TaskSessions`] handle a caller owns to kill them all when it cannot wait (a second Ctrl-C).
 //! - [`leftovers`]: task processes of a run killed with `kill -9`, ended at the next start.
 //! - [`health`]: HTTP, TCP and COMMAND health checks.
 //! - [`events`]: the `/v2/events` SSE bus.
@@ -15,7 +18,8 @@
 //! Invariants: the [`store::World`] is behind one mutex that is never held across an `.await`;
 //! only [`deploy::step`] decides launches; every child process is waited for by exactly one
 //! future, and [`run`] returns only after every process of every task session is gone; with a
-//! state dir, no write is answered with a 2xx before it is durable ([`Shared::commit`]).
+//! state dir, no write is answered with a 2xx before it is durable (`Shared::commit`). No state
+//! is process-wide: two schedulers in one process (the tests run many) share nothing.
 
 pub mod api;
 pub mod deploy;
@@ -28,7 +32,7 @@ pub mod store;
 pub mod tasks;
 pub mod validate;
 
-pub use tasks::kill_all_tasks;
+pub use session::TaskSessions;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -56,6 +60,10 @@ pub struct DevConfig {
     /// Task sandboxes (working directory, `stdout`, `stderr`). `None`: `<state_dir>/sandboxes`,
     /// or without a state dir a temporary directory removed on shutdown.
     pub sandbox_dir: Option<PathBuf>,
+    /// Where the running tasks' sessions are listed. The caller keeps a clone to kill them
+    /// all when it cannot wait for [`run`] to return (a second Ctrl-C); by default a list of
+    /// this scheduler's own that nobody else sees.
+    pub sessions: TaskSessions,
 }
 
 impl Default for DevConfig {
@@ -64,6 +72,7 @@ impl Default for DevConfig {
             state_dir: None,
             hostname: "127.0.0.1".to_string(),
             sandbox_dir: None,
+            sessions: TaskSessions::default(),
         }
     }
 }
@@ -260,6 +269,107 @@ async fn schedule_loop(shared: Arc<Shared>) {
                 tracing::warn!(error = %baton_core::error_chain(&e), "dev scheduler: cannot write the state; retrying");
             }
             Err(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Generous: the machine may be loaded.
+    const DEADLINE: Duration = Duration::from_secs(60);
+
+    /// Poll `done` until it holds, failing after [`DEADLINE`] with `what`.
+    async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn alive(pid: i32) -> bool {
+        session::stat(pid).is_some_and(|p| !p.zombie)
+    }
+
+    struct Running {
+        sessions: TaskSessions,
+        stop: CancellationToken,
+        server: tokio::task::JoinHandle<Result<(), DevError>>,
+        pid: i32,
+    }
+
+    /// A dev scheduler with one task whose leader writes its pid into `pid_file`.
+    async fn scheduler_with_a_task(pid_file: &std::path::Path) -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let sessions = TaskSessions::default();
+        let config = DevConfig {
+            sessions: sessions.clone(),
+            ..DevConfig::default()
+        };
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(run(listener, config, stop.clone()));
+        let app = json!({
+            "id": "/sleeper",
+            "cmd": format!("echo $$ > {}; exec sleep 300", pid_file.display()),
+            "cpus": 0.01,
+            "mem": 16,
+            "instances": 1,
+        });
+        let status = reqwest::Client::new()
+            .post(format!("{url}/v2/apps"))
+            .json(&app)
+            .send()
+            .await
+            .expect("POST /v2/apps")
+            .status();
+        assert_eq!(status.as_u16(), 201);
+        let read_pid = || {
+            std::fs::read_to_string(pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+        };
+        wait_until("the task to start", || {
+            read_pid().is_some_and(alive) && sessions.len() == 1
+        })
+        .await;
+        let pid = read_pid().expect("pid written");
+        Running {
+            sessions,
+            stop,
+            server,
+            pid,
+        }
+    }
+
+    /// What a second Ctrl-C does: kill one scheduler's task sessions through the handle its
+    /// caller owns, and only that scheduler's (a process-wide list killed every scheduler's).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sessions_handle_kills_its_own_schedulers_tasks_and_no_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = scheduler_with_a_task(&dir.path().join("a.pid")).await;
+        let b = scheduler_with_a_task(&dir.path().join("b.pid")).await;
+        assert_ne!(a.pid, b.pid);
+
+        assert_eq!(a.sessions.kill_all(), 1);
+        wait_until("a's task to die", || !alive(a.pid)).await;
+        assert!(alive(b.pid), "b's task must survive a's kill_all");
+        assert_eq!(b.sessions.len(), 1);
+
+        for s in [a, b] {
+            s.stop.cancel();
+            tokio::time::timeout(DEADLINE, s.server)
+                .await
+                .expect("run returns after shutdown")
+                .expect("join")
+                .expect("run");
+            assert!(!alive(s.pid));
+            assert!(s.sessions.is_empty(), "{:?}", s.sessions);
         }
     }
 }

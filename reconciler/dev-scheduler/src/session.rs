@@ -10,7 +10,8 @@
 //! session id, so the processes that carry a task's session id are that task's, for as long as
 //! one of them (or its unreaped leader) is left.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use nix::sys::signal::{killpg, Signal};
@@ -94,6 +95,69 @@ pub fn boot_id() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .ok()
         .map(|s| s.trim().to_string())
+}
+
+/// The sessions of one dev scheduler's running tasks, for the exit that cannot wait for the
+/// graceful path: a second Ctrl-C kills them ([`TaskSessions::kill_all`]) just before the
+/// process exits, since nothing is dropped then. The caller that runs the scheduler owns it
+/// (in [`DevConfig::sessions`](crate::DevConfig::sessions)); clones share one list, and two
+/// schedulers in one process keep theirs apart.
+#[derive(Clone, Default)]
+pub struct TaskSessions {
+    live: Arc<Mutex<BTreeSet<i32>>>,
+}
+
+impl std::fmt::Debug for TaskSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskSessions")
+            .field("live", &self.len())
+            .finish()
+    }
+}
+
+impl TaskSessions {
+    fn list(&self) -> std::sync::MutexGuard<'_, BTreeSet<i32>> {
+        // A set of integers stays consistent whatever panicked while holding it.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many task sessions run now.
+    pub fn len(&self) -> usize {
+        self.list().len()
+    }
+
+    /// Whether no task session runs.
+    pub fn is_empty(&self) -> bool {
+        self.list().is_empty()
+    }
+
+    /// A task leader started session `sid`.
+    pub(crate) fn insert(&self, sid: i32) {
+        self.list().insert(sid);
+    }
+
+    /// Session `sid` is gone: forgotten, so that a reused id is never signalled.
+    pub(crate) fn remove(&self, sid: i32) {
+        self.list().remove(&sid);
+    }
+
+    /// SIGKILL every process of every task session still running (one walk of `/proc`), and
+    /// forget them: for an exit that cannot wait for the graceful path, so that no task process
+    /// outlives the dev scheduler. Returns how many sessions there were.
+    pub fn kill_all(&self) -> usize {
+        let sessions = std::mem::take(&mut *self.list());
+        if sessions.is_empty() {
+            return 0;
+        }
+        for s in &sessions {
+            let _ = killpg(Pid::from_raw(*s), Signal::SIGKILL);
+        }
+        let procs = scan();
+        for s in &sessions {
+            signal_session(&procs, *s, Signal::SIGKILL);
+        }
+        sessions.len()
+    }
 }
 
 /// `/proc` walks shared by everyone waiting for sessions to end: a caller gets a walk begun after

@@ -3,8 +3,8 @@
 //! Apps are kept as JSON in Marathon's stored form (what `GET /v2/apps/{id}/versions/{v}` serves):
 //! the submitted app run through [`baton_core::spec::marathon_form`], service ports assigned, `version`
 //! and `versionInfo` added. With a state dir, the apps and their versions survive restarts
-//! ([`super::journal`]); tasks do not: a restart ends the previous run's task processes and
-//! launches new ones, as after a Marathon failover onto fresh agents ([`super::leftovers`]).
+//! ([`crate::journal`]); tasks do not: a restart ends the previous run's task processes and
+//! launches new ones, as after a Marathon failover onto fresh agents ([`crate::leftovers`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
@@ -12,9 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::deploy::Deployment;
-use super::journal::Entry;
-use super::tasks::Task;
+use crate::deploy::Deployment;
+use crate::journal::Entry;
+use crate::tasks::Task;
 
 /// Marathon keeps this many versions of an app (`zk_max_versions`).
 const MAX_VERSIONS: usize = 50;
@@ -133,7 +133,7 @@ pub struct World {
     pub tasks: BTreeMap<String, Task>,
     pub deployments: Vec<Deployment>,
     pub clock: VersionClock,
-    /// Changes of apps not yet made durable (see [`super::journal`]); kept only when
+    /// Changes of apps not yet made durable (see [`crate::journal`]); kept only when
     /// [`World::journaling`].
     pub journal: Vec<Entry>,
     /// Apps are kept in a state dir: every change is queued in [`World::journal`].
@@ -209,7 +209,7 @@ impl World {
     }
 
     /// Keep the port index right when the definition of `id` goes from `old` to `new` (`None`:
-    /// absent). Every change of `apps` goes through here ([`super::deploy::apply`]).
+    /// absent). Every change of `apps` goes through here ([`crate::deploy::apply`]).
     pub fn index_ports(&mut self, id: &str, old: Option<&Value>, new: Option<&Value>) {
         for port in old.map(service_ports_of).unwrap_or_default() {
             if let Some(holders) = self.service_ports.get_mut(&port) {
@@ -340,15 +340,14 @@ mod tests {
     /// with the ports the apps hold; a deleted app's ports are free again.
     #[test]
     fn the_port_index_follows_every_change() {
-        let bus = super::super::events::EventBus::default();
+        let bus = crate::events::EventBus::default();
         let mut world = World::default();
         let put = |world: &mut World, id: &str, ports: Value| {
             let mut def = json!({"id": id, "cmd": "x", "portDefinitions": ports});
             let previous = world.apps.get(id).map(|r| r.def.clone());
             world.assign_service_ports(id, &mut def, previous.as_ref());
             let v = world.clock.next_version();
-            super::super::deploy::apply(world, &bus, vec![(id.into(), Some(def))], v, true)
-                .unwrap();
+            crate::deploy::apply(world, &bus, vec![(id.into(), Some(def))], v, true).unwrap();
         };
         let recount = |world: &World| -> BTreeMap<u16, BTreeSet<String>> {
             let mut m: BTreeMap<u16, BTreeSet<String>> = BTreeMap::new();
@@ -371,7 +370,7 @@ mod tests {
         assert_eq!(world.apps["/d"].def["portDefinitions"][0]["port"], 10001);
         // /b goes: its port is taken by the next app that needs one.
         let v = world.clock.next_version();
-        super::super::deploy::apply(&mut world, &bus, vec![("/b".into(), None)], v, true).unwrap();
+        crate::deploy::apply(&mut world, &bus, vec![("/b".into(), None)], v, true).unwrap();
         assert_eq!(world.service_ports, recount(&world));
         put(&mut world, "/e", json!([{"port": 0}, {"port": 0}]));
         assert_eq!(

@@ -2,7 +2,7 @@
 //!
 //! A task is launched as `/bin/sh -c cmd`, as `args`, or through `docker run` for Docker apps,
 //! as the leader of its own session (so a kill reaches everything it started, in any process
-//! group: see [`super::session`]), with the environment
+//! group: see [`crate::session`]), with the environment
 //! Marathon gives tasks (see `docs/task-environment-vars.md`) on top of the scheduler's own (for
 //! `PATH` and friends, as a Mesos agent passes its environment on). Output goes to `stdout` and
 //! `stderr` files in the task's sandbox directory (`MESOS_SANDBOX`).
@@ -22,13 +22,13 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::deploy::{has_health_checks, mark_kill, Decisions};
-use super::events::EventBus;
-use super::health::{self, HealthResult};
-use super::leftovers;
-use super::session;
-use super::store::{format_system_time, timestamp_now, Backoff, World};
-use super::Shared;
+use crate::deploy::{has_health_checks, mark_kill, Decisions};
+use crate::events::EventBus;
+use crate::health::{self, HealthResult};
+use crate::leftovers;
+use crate::session::{self, TaskSessions};
+use crate::store::{format_system_time, timestamp_now, Backoff, World};
+use crate::Shared;
 
 /// Where a task is in its life. Terminal tasks are removed from the [`World`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ pub struct Task {
     pub app_id: String,
     /// The app version the task was launched with.
     pub version: String,
-    /// The app's config (see [`super::store::config_of`]) the task runs.
+    /// The app's config (see [`crate::store::config_of`]) the task runs.
     pub config: Value,
     /// The app definition at launch, for the runner.
     pub def: Value,
@@ -555,61 +555,39 @@ fn new_session(command: &mut tokio::process::Command) {
 }
 
 /// Kills a task's session when dropped: the last resort that keeps an aborted dev scheduler
-/// from leaving processes behind (a normal end has killed and waited for it already).
-/// Live sessions are also listed process-wide for [`kill_all_tasks`].
-struct SessionGuard(i32);
-
-/// Sessions of running tasks, in every dev scheduler of this process: what a second Ctrl-C,
-/// which cannot wait for the graceful path, kills ([`kill_all_tasks`]).
-static LIVE_SESSIONS: std::sync::Mutex<std::collections::BTreeSet<i32>> =
-    std::sync::Mutex::new(std::collections::BTreeSet::new());
+/// from leaving processes behind (a normal end has killed and waited for it already). The
+/// session is listed in the scheduler's [`TaskSessions`] while it runs.
+struct SessionGuard {
+    sid: i32,
+    sessions: TaskSessions,
+    /// Cleared once the session is gone: then dropping it signals nothing.
+    armed: bool,
+}
 
 impl SessionGuard {
-    fn new(sid: i32) -> Self {
-        LIVE_SESSIONS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(sid);
-        SessionGuard(sid)
+    fn new(sid: i32, sessions: &TaskSessions) -> Self {
+        sessions.insert(sid);
+        SessionGuard {
+            sid,
+            sessions: sessions.clone(),
+            armed: true,
+        }
     }
 
     /// The session is gone: forget it, so a reused id is never signalled.
-    fn disarm(self) {
-        LIVE_SESSIONS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.0);
-        std::mem::forget(self);
+    fn disarm(mut self) {
+        self.armed = false;
     }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        signal_group(self.0, Signal::SIGKILL);
-        session::signal_session(&session::scan(), self.0, Signal::SIGKILL);
-        LIVE_SESSIONS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.0);
+        if self.armed {
+            signal_group(self.sid, Signal::SIGKILL);
+            session::signal_session(&session::scan(), self.sid, Signal::SIGKILL);
+        }
+        self.sessions.remove(self.sid);
     }
-}
-
-/// SIGKILL every process of every task session still running (one walk of `/proc`): for an
-/// exit that cannot wait for the graceful path (a second Ctrl-C), so that no task process
-/// outlives the dev scheduler. Returns how many sessions there were.
-pub fn kill_all_tasks() -> usize {
-    let sessions = std::mem::take(&mut *LIVE_SESSIONS.lock().unwrap_or_else(|e| e.into_inner()));
-    if sessions.is_empty() {
-        return 0;
-    }
-    for s in &sessions {
-        signal_group(*s, Signal::SIGKILL);
-    }
-    let procs = session::scan();
-    for s in &sessions {
-        session::signal_session(&procs, *s, Signal::SIGKILL);
-    }
-    sessions.len()
 }
 
 /// Longest wait for a SIGKILLed session to disappear (a process in uninterruptible sleep).
@@ -653,7 +631,7 @@ async fn end_session(shared: &Arc<Shared>, task_id: &str, sid: i32) {
     }
 }
 
-/// Start the tasks [`super::deploy::step`] decided on and kill the ones it marked.
+/// Start the tasks [`crate::deploy::step`] decided on and kill the ones it marked.
 pub fn execute(shared: &Arc<Shared>, decisions: Decisions) {
     for task_id in decisions.kill {
         kill(shared, &task_id);
@@ -787,7 +765,7 @@ async fn run_task(shared: Arc<Shared>, task_id: String) {
     };
     let pid = child.id().and_then(|p| i32::try_from(p).ok());
     // Should this future be dropped (runtime torn down without a shutdown), the session goes too.
-    let mut guard = pid.map(SessionGuard::new);
+    let mut guard = pid.map(|pid| SessionGuard::new(pid, &shared.config.sessions));
     // With a state dir, a restart after `kill -9` finds this task's processes (leftovers).
     let recorded = match (&shared.task_records, pid) {
         (Some(dir), Some(pid)) => {
@@ -960,7 +938,7 @@ pub fn finish(world: &mut World, bus: &EventBus, task_id: &str, exit: Exit, host
         "slaveId": AGENT_ID,
     }));
     // Only a failure of the current config delays launches of it.
-    if task.config != super::store::config_of(&record.def) {
+    if task.config != crate::store::config_of(&record.def) {
         return;
     }
     let def = &record.def;

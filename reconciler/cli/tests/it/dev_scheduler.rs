@@ -1572,3 +1572,120 @@ async fn command_health_checks_and_deployment_events() {
     assert_eq!(hc["app"]["cmd"], "exec sleep 1001", "{hc}");
     s.stop().await;
 }
+
+/// SIGKILLs a process on drop, so that a failing test leaves nothing running.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// The next stderr line of `baton` that contains `needle`, within [`DEADLINE`].
+fn line_with(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let left = DEADLINE.saturating_sub(start.elapsed());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no line with {needle:?} from baton: {e}"),
+        }
+    }
+}
+
+/// A second SIGINT does not wait for the graceful stop (here for a task that ignores SIGTERM
+/// and has a 600 s grace period): `baton dev-scheduler` kills every task session through the
+/// handle it gave the scheduler, and exits with 130 at once, leaving no task process behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baton_dev_scheduler_killed_by_a_second_sigint_leaves_no_task_process() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::io::BufRead;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut baton = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["dev-scheduler", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .env("BATON_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let baton_pid = i32::try_from(baton.id()).unwrap();
+    let _baton_guard = KillOnDrop(baton_pid);
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stderr = baton.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let listening = line_with(&lines, "dev scheduler listening on ");
+    let url = listening
+        .rsplit_once(' ')
+        .map(|(_, url)| url.to_string())
+        .unwrap();
+
+    let pid_file = dir.path().join("task.pid");
+    let app = json!({
+        "id": "/stubborn",
+        "cmd": format!("trap '' TERM; echo $$ > {}; exec sleep 1000", pid_file.display()),
+        "cpus": 0.01,
+        "mem": 16,
+        "instances": 1,
+        "taskKillGracePeriodSeconds": 600,
+    });
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v2/apps"))
+        .json(&app)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let task_pid = eventually("the task to start", || async {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|pid| alive(*pid))
+    })
+    .await;
+    let _task_guard = KillOnDrop(task_pid);
+
+    // The first signal starts the graceful stop, which would wait out the grace period.
+    kill(Pid::from_raw(baton_pid), Signal::SIGINT).unwrap();
+    line_with(&lines, "shutting down (signal again to exit at once)");
+    assert!(alive(task_pid), "the task ignores SIGTERM");
+
+    // Again until it exits, as a user would press Ctrl-C: a signal that arrives while the
+    // handler re-arms after the first one can be missed (a new `ctrl_c()` each round).
+    let end = std::time::Instant::now() + DEADLINE;
+    let mut next_signal = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = baton.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "baton did not exit after a second SIGINT"
+        );
+        if std::time::Instant::now() >= next_signal {
+            kill(Pid::from_raw(baton_pid), Signal::SIGINT).unwrap();
+            next_signal += Duration::from_secs(1);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    eventually("the task to be gone", || async {
+        (!alive(task_pid)).then_some(())
+    })
+    .await;
+}
