@@ -16,7 +16,8 @@ use baton::config::{ServeConfig, VaultServeConfig};
 use baton::secret_zero::gatekeeper::{
     self, apps_from, DenyReason, GateConfig, Gatekeeper, SchedulerTasks,
 };
-use baton::secret_zero::vault_admin::{deletes_after, VaultAdmin, VaultAdminConfig};
+use baton::secret_zero::vault_admin::{VaultAdmin, VaultAdminConfig};
+use baton::secret_zero::wiring::deletes_after;
 use baton_core::plan::{self, Policy};
 use baton_core::secrets::{self, Bootstrap, VaultPlan};
 use baton_core::spec::AppId;

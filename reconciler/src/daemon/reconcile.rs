@@ -65,7 +65,7 @@ pub struct LoopConfig {
     pub apply: ApplyOptions,
     /// Secret zero (Vault policies and roles, bootstrap env, the gatekeeper's app set); `None`:
     /// apps reading Vault secrets are blocked with an error.
-    pub secrets: Option<crate::secret_zero::vault_admin::SecretsWiring>,
+    pub secrets: Option<crate::secret_zero::wiring::SecretsWiring>,
     /// Where sync failures, drift and finished deployments are announced (None: nowhere).
     pub notifier: Option<crate::daemon::notifications::Notifier>,
 }
@@ -1022,7 +1022,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             Some(_) => Outcome::Partial,
         };
         if let (Some(vp), Some(w), true) = (&vault_plan, &self.config.secrets, vault_writes) {
-            let deletes = crate::secret_zero::vault_admin::deletes_after_cycle(
+            let deletes = crate::secret_zero::wiring::deletes_after_cycle(
                 vp,
                 report.as_ref(),
                 &plan.unchanged,
@@ -1230,13 +1230,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
     async fn secrets_prepare(
         &self,
         repo: Arc<Repo>,
-    ) -> Result<
-        (
-            Arc<Repo>,
-            Option<crate::secret_zero::vault_admin::SecretsSync>,
-        ),
-        CycleError,
-    > {
+    ) -> Result<(Arc<Repo>, Option<crate::secret_zero::wiring::SecretsSync>), CycleError> {
         let Some(wiring) = &self.config.secrets else {
             // Without Vault no extra policy is allowed either (the apps are blocked anyway).
             let desired = baton_core::secrets::desired(&repo, &Default::default());
@@ -1260,7 +1254,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
     /// so a task never starts before its role exists) when `write` says so.
     async fn secrets_before_apps(
         &self,
-        sync: Option<&crate::secret_zero::vault_admin::SecretsSync>,
+        sync: Option<&crate::secret_zero::wiring::SecretsSync>,
         repo: &Repo,
         plan: &Plan,
         live: &[serde_json::Value],

@@ -294,9 +294,10 @@ fn secret_zero(
     config: &ServeConfig,
     listener: &tokio::net::TcpListener,
     marathon: &Marathon,
-) -> Result<Option<crate::secret_zero::vault_admin::SecretsWiring>, ServeError> {
+) -> Result<Option<crate::secret_zero::wiring::SecretsWiring>, ServeError> {
     use crate::secret_zero::gatekeeper::{self, GateConfig, Gatekeeper, SchedulerTasks};
-    use crate::secret_zero::vault_admin::{SecretsWiring, VaultAdmin, VaultAdminConfig};
+    use crate::secret_zero::vault_admin::{VaultAdmin, VaultAdminConfig};
+    use crate::secret_zero::wiring::SecretsWiring;
     let Some(v) = &config.vault else {
         return Ok(None);
     };
