@@ -81,8 +81,9 @@ pub fn resolve_repo(repo: &Path) -> Option<PathBuf> {
         return Some(repo.to_path_buf());
     }
     if repo == Path::new(DEMO_REPO) {
+        // This crate is `reconciler/cli`: the workspace root is two levels up.
         let built = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
+            .join("../..")
             .join(DEMO_REPO);
         if built.join("apps").is_dir() {
             return Some(built);
@@ -343,4 +344,27 @@ async fn where_to_look(
         "  edit {}/apps/... and save: it is applied again within a second\n",
         repo_dir.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cargo run -- dev` from another directory of the clone still finds the demo repo of the
+    /// tree the binary was built from (a relative `fixtures/demo` that does not exist here).
+    #[test]
+    fn the_demo_repo_is_found_from_the_source_tree_it_was_built_from() {
+        let found = resolve_repo(Path::new(DEMO_REPO)).expect("the demo repo");
+        // Tests run in the package's directory, where the relative path does not exist.
+        assert!(!Path::new(DEMO_REPO).exists());
+        assert!(found.join("apps").is_dir(), "{}", found.display());
+        let root = found.canonicalize().unwrap();
+        let root = root.parent().and_then(Path::parent).unwrap();
+        assert!(
+            root.join("reconciler").is_dir() && root.join("sidecar").is_dir(),
+            "{} is not the workspace root",
+            root.display()
+        );
+        assert_eq!(resolve_repo(Path::new("no/such/repo")), None);
+    }
 }
