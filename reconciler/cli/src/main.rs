@@ -1,5 +1,6 @@
 //! `baton`: flags -> config -> tracing -> the library -> exit code. Nothing else lives here:
-//! the command line is [`cli`], each command's wiring [`run`], its settings `baton::config`.
+//! the command line is [`cli`], each command's wiring [`run`], stop signals [`signals`], its
+//! settings `baton::config`.
 
 mod cli;
 mod run;
