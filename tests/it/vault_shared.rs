@@ -29,29 +29,9 @@ use baton_e2e::openbao::{self, OpenBao};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-/// The reconciler's policy of `docs/security.md` for `owner`: the page is the contract, so the
-/// tests run Baton with exactly what it tells operators to give.
-fn reconciler_policy(owner: &str) -> String {
-    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/security.md");
-    let doc = std::fs::read_to_string(page).unwrap();
-    let section = doc
-        .split("## The reconciler's Vault policy")
-        .nth(1)
-        .expect("docs/security.md has the reconciler's policy");
-    let hcl = section
-        .split("```hcl\n")
-        .nth(1)
-        .and_then(|s| s.split("```").next())
-        .expect("an hcl block");
-    assert!(hcl.contains("<owner>"), "{hcl}");
-    hcl.replace("<owner>", owner)
-}
-
-/// A token with [`reconciler_policy`], as an operator would make it.
+/// A token with the reconciler's documented policy (see [`openbao::reconciler_policy`]).
 async fn reconciler_token(bao: &OpenBao, owner: &str) -> String {
-    let name = format!("baton-reconciler-{owner}");
-    bao.write_policy(&name, &reconciler_policy(owner)).await;
-    bao.token_with(&[&name]).await
+    bao.reconciler_token(owner).await
 }
 
 fn vault_config(bao_url: &str, token: &str, allowed: &[&str]) -> VaultServeConfig {
@@ -194,7 +174,7 @@ async fn batons_on_one_vault_touch_only_their_own_objects() {
     // Objects that are not Baton's (or not provably), made as root.
     let mut foreign: Vec<(&str, String)> = Vec::new();
     // The issue's lock-out: the reconciler's own policy under a `baton-` name.
-    bao.write_policy("baton-reconciler", &reconciler_policy("shop"))
+    bao.write_policy("baton-reconciler", &openbao::reconciler_policy("shop"))
         .await;
     foreign.push(("policy", "baton-reconciler".into()));
     for i in 0..12 {

@@ -8,8 +8,10 @@ pub mod daemon;
 pub mod devsched;
 pub mod freeze;
 pub mod githttp;
-pub mod openbao;
 pub mod process;
+
+/// The OpenBao harness (a crate of its own, shared with the sidecar's tests).
+pub use openbao_harness as openbao;
 
 /// The body of `GET url` as text (a daemon's `/metrics`, a page). Panics when the request fails:
 /// every caller expects the server to be up.

