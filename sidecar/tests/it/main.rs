@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bin;
+mod check;
 mod gatekeeper;
 mod inputs;
 mod lifecycle;

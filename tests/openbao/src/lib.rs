@@ -214,6 +214,113 @@ impl OpenBao {
         self.call_as(&self.root_token, "GET", &path, None).await.0 == 200
     }
 
+    /// Mounts KV v1 at `path` (the dev server has KV v2 at `secret/`).
+    pub async fn enable_kv1(&self, path: &str) {
+        self.root(
+            "POST",
+            &format!("sys/mounts/{path}"),
+            Some(json!({"type": "kv", "options": {"version": "1"}})),
+        )
+        .await;
+    }
+
+    /// Writes `data` to a KV v2 path of `secret/` (`app` → `secret/data/app`); its new version.
+    pub async fn kv2_put(&self, path: &str, data: Value) -> u64 {
+        let v = self
+            .root(
+                "POST",
+                &format!("secret/data/{path}"),
+                Some(json!({ "data": data })),
+            )
+            .await;
+        v["data"]["version"].as_u64().expect("KV v2 version")
+    }
+
+    /// A token with only the ACL policy `hcl` (written as `name`), and Vault's `default`
+    /// policy (which lets a token look itself up, renew and revoke itself) only if
+    /// `default_policy`. TTL 10 minutes.
+    pub async fn policy_token(&self, name: &str, hcl: &str, default_policy: bool) -> String {
+        self.write_policy(name, hcl).await;
+        let v = self
+            .root(
+                "POST",
+                "auth/token/create",
+                Some(json!({
+                    "policies": [name],
+                    "no_default_policy": !default_policy,
+                    "ttl": "10m",
+                })),
+            )
+            .await;
+        v["auth"]["client_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates the AppRole role `name` (AppRole must be enabled) with `policies` and `extra`
+    /// settings (e.g. `token_ttl`, `secret_id_num_uses`); its role id.
+    pub async fn approle_role(&self, name: &str, policies: &[&str], extra: Value) -> String {
+        let mut body = json!({ "token_policies": policies });
+        if let (Some(b), Value::Object(extra)) = (body.as_object_mut(), extra) {
+            b.extend(extra);
+        }
+        self.root("POST", &format!("auth/approle/role/{name}"), Some(body))
+            .await;
+        let v = self
+            .root("GET", &format!("auth/approle/role/{name}/role-id"), None)
+            .await;
+        v["data"]["role_id"].as_str().unwrap().to_owned()
+    }
+
+    /// A plain secret id of the AppRole role `name`.
+    pub async fn secret_id(&self, name: &str) -> String {
+        let path = format!("auth/approle/role/{name}/secret-id");
+        let v = self.root("POST", &path, None).await;
+        v["data"]["secret_id"].as_str().unwrap().to_owned()
+    }
+
+    /// A secret id of the AppRole role `name`, response-wrapped for `ttl` (e.g. `"60s"`): the
+    /// wrapping token, whose creation path is `auth/approle/role/<name>/secret-id`.
+    pub async fn wrapped_secret_id(&self, name: &str, ttl: &str) -> String {
+        let resp = self
+            .http
+            .post(format!(
+                "{}/v1/auth/approle/role/{name}/secret-id",
+                self.addr
+            ))
+            .header("X-Vault-Token", &self.root_token)
+            .header("X-Vault-Wrap-TTL", ttl)
+            .send()
+            .await
+            .expect("OpenBao request");
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(
+            status.is_success(),
+            "wrapping a secret id: HTTP {status}: {v}"
+        );
+        v["wrap_info"]["token"].as_str().unwrap().to_owned()
+    }
+
+    /// How many tokens exist (`LIST auth/token/accessors`): a client that logs in and revokes
+    /// its token leaves the count as it was.
+    pub async fn token_count(&self) -> usize {
+        let v = self.root("LIST", "auth/token/accessors", None).await;
+        v["data"]["keys"].as_array().map_or(0, Vec::len)
+    }
+
+    /// Whether `token` is still valid (looked up as root).
+    pub async fn token_valid(&self, token: &str) -> bool {
+        let body = Some(json!({ "token": token }));
+        self.call_as(&self.root_token, "POST", "auth/token/lookup", body)
+            .await
+            .0
+            == 200
+    }
+
+    /// Seals the server (`bao operator seal`): every API call answers 503 from then on.
+    pub async fn seal(&self) {
+        self.root("PUT", "sys/seal", None).await;
+    }
+
     /// A token with just `policies` (as root).
     pub async fn token_with(&self, policies: &[&str]) -> String {
         let v = self
