@@ -89,10 +89,23 @@ impl OpenBao {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let root_token = ROOT_TOKEN.to_string();
         let log = std::fs::File::create(dir.path().join("bao.log")).map_err(|e| e.to_string())?;
+        // A file audit device: the server's own request log, so a test can count the requests
+        // a client made (OpenBao only takes audit devices from its configuration).
+        let audit = dir.path().join("audit.log");
+        let config = dir.path().join("audit.hcl");
+        std::fs::write(
+            &config,
+            format!(
+                "audit \"file\" \"test\" {{\n  options {{\n    file_path = {:?}\n  }}\n}}\n",
+                audit.display().to_string()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
         let child = Command::new(bin)
             .args([
                 "server",
                 "-dev",
+                &format!("-config={}", config.display()),
                 &format!("-dev-root-token-id={root_token}"),
                 &format!("-dev-listen-address=127.0.0.1:{port}"),
             ])
@@ -316,9 +329,57 @@ impl OpenBao {
             == 200
     }
 
-    /// Seals the server (`bao operator seal`): every API call answers 503 from then on.
+    /// Seals the server (`bao operator seal`): every API call answers 503 until [`Self::unseal`].
     pub async fn seal(&self) {
         self.root("PUT", "sys/seal", None).await;
+    }
+
+    /// Unseals a sealed server with the dev server's unseal key (printed in its log).
+    pub async fn unseal(&self) {
+        let log = self.log();
+        let key = log
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Unseal Key: "))
+            .expect("the dev server prints its unseal key")
+            .trim()
+            .to_owned();
+        let v = self
+            .root("PUT", "sys/unseal", Some(json!({ "key": key })))
+            .await;
+        assert_eq!(v["sealed"], false, "still sealed: {v}");
+    }
+
+    /// Every request the server received so far, as `(operation, path)` from its audit log
+    /// (operations: `read`, `update`, `create`, `list`, `delete`; paths without `/v1/`).
+    /// Requests that failed before the audit (a sealed server's 503s) are not in it.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["type"] == "request")
+            .map(|v| {
+                (
+                    v["request"]["operation"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    v["request"]["path"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// How many requests were made to `path` (see [`Self::requests`]).
+    pub fn requests_to(&self, path: &str) -> usize {
+        self.requests().iter().filter(|(_, p)| p == path).count()
+    }
+
+    /// How many reads (`GET`) of `path` were made: a test's own seeding writes do not count.
+    pub fn reads_of(&self, path: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|(op, p)| op == "read" && p == path)
+            .count()
     }
 
     /// A token with just `policies` (as root).
