@@ -6,7 +6,6 @@
 
 mod bin;
 mod check;
-mod gatekeeper;
 mod inputs;
 mod lifecycle;
 mod openbao;

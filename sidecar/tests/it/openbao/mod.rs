@@ -1,6 +1,7 @@
 //! Against OpenBao (a real Vault-API server, `bao server -dev`, started by the shared harness
 //! `openbao-harness`): what a token Vault refuses does, and how failing references are reported.
 
+mod gatekeeper;
 mod library;
 
 use openbao_harness::OpenBao;
