@@ -8,6 +8,7 @@ mod bin;
 mod check;
 mod inputs;
 mod lifecycle;
+mod namespace;
 mod openbao;
 mod pid1;
 mod real_vault;

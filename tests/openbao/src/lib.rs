@@ -349,6 +349,27 @@ impl OpenBao {
         assert_eq!(v["sealed"], false, "still sealed: {v}");
     }
 
+    /// Every request the server received so far, from its audit log, with the HMAC of the
+    /// token that made it (equal HMACs: the same token; `None` for logins).
+    pub fn audit(&self) -> Vec<Audited> {
+        let text = std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["type"] == "request")
+            .map(|v| Audited {
+                operation: v["request"]["operation"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                path: v["request"]["path"].as_str().unwrap_or_default().to_owned(),
+                token: v["request"]["client_token"]
+                    .as_str()
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned),
+            })
+            .collect()
+    }
+
     /// Every request the server received so far, as `(operation, path)` from its audit log
     /// (operations: `read`, `update`, `create`, `list`, `delete`; paths without `/v1/`).
     /// Requests that failed before the audit (a sealed server's 503s) are not in it.
@@ -393,6 +414,16 @@ impl OpenBao {
             .await;
         v["auth"]["client_token"].as_str().unwrap().to_owned()
     }
+}
+
+/// One request in the server's audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audited {
+    pub operation: String,
+    /// Without `/v1/`.
+    pub path: String,
+    /// The HMAC of the request's token (never the token itself).
+    pub token: Option<String>,
 }
 
 /// A loopback port nobody listens on right now.

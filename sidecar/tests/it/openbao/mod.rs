@@ -1,8 +1,10 @@
 //! Against OpenBao (a real Vault-API server, `bao server -dev`, started by the shared harness
 //! `openbao-harness`): what a token Vault refuses does, and how failing references are reported.
 
+mod binary;
 mod gatekeeper;
 mod library;
+mod lifecycle;
 
 use openbao_harness::OpenBao;
 use serde_json::json;
