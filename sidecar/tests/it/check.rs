@@ -289,3 +289,78 @@ async fn check_spends_a_wrapped_secret_id() {
     let help = text(&output(cmd).await.stdout);
     assert!(help.contains("SPENT by the check"), "{help}");
 }
+
+/// A dynamic secret's lease (the stub's database credentials: OpenBao's database engine needs
+/// a database): reported renewable with its TTL, username and password of one lease in one
+/// read, and revoked afterwards: one by one under a given token (which is kept), with the
+/// token under AppRole.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_a_dynamic_lease_and_revokes_it() {
+    use vault_stub::{spawn, DbRole, Policy, StubConfig, TokenSpec};
+    let stub = spawn(StubConfig::default()).await.unwrap();
+    stub.add_db_role(
+        "app",
+        DbRole {
+            default_ttl: std::time::Duration::from_secs(300),
+            max_ttl: std::time::Duration::from_secs(600),
+        },
+    );
+    let refs = [
+        ("DB_USER", "vault:database/creds/app#username"),
+        ("DB_PASSWORD", "vault:database/creds/app#password"),
+    ];
+    let token = stub.create_token(TokenSpec::new(
+        Policy::Root,
+        std::time::Duration::from_secs(600),
+    ));
+    let mut cmd = baton_env();
+    cmd.env("VAULT_ADDR", stub.url())
+        .env("VAULT_TOKEN", &token)
+        .args(["check", "--json"]);
+    for (k, v) in refs {
+        cmd.env(k, v);
+    }
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_matches_schema("check.schema.json", &doc);
+    for r in doc["references"].as_array().unwrap() {
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["lease"]["renewable"], true, "{r}");
+        assert_eq!(r["lease"]["ttl_s"], 300, "{r}");
+        assert!(r.get("kv_version").is_none(), "{r}");
+    }
+    assert_eq!(doc["cleanup"]["leases_revoked"], 1);
+    assert_eq!(stub.creds_issued(), 1, "one read for both keys");
+    let leases = stub.leases();
+    assert_eq!(stub.revoked_leases(), [leases[0].0.clone()]);
+    assert!(stub.token_valid(&token), "a given token is kept");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!all.contains(&token), "{all}");
+    assert!(!all.contains("v-token-app-"), "a username leaked: {all}");
+
+    // AppRole: the token goes, its lease with it.
+    let role_id = stub.add_approle(
+        "web",
+        0,
+        TokenSpec::new(Policy::Root, std::time::Duration::from_secs(600)),
+    );
+    let secret_id = stub.secret_id("web").unwrap();
+    let mut cmd = baton_env();
+    cmd.env("VAULT_ADDR", stub.url())
+        .env("BATON_ROLE_ID", &role_id)
+        .env("BATON_SECRET_ID", &secret_id)
+        .args(["check"]);
+    for (k, v) in refs {
+        cmd.env(k, v);
+    }
+    let out = output(cmd).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("ttl 300s renewable") && stdout.contains("token revoked with its leases"),
+        "{stdout}"
+    );
+    assert!(stub.login_tokens().iter().all(|t| !stub.token_valid(t)));
+    assert!(stub.leases().iter().all(|(_, revoked)| *revoked));
+}

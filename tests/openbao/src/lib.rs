@@ -58,6 +58,8 @@ pub struct OpenBao {
     addr: String,
     root_token: String,
     http: reqwest::Client,
+    /// A server with storage on disk ([`OpenBao::start_persistent`]): its binary and unseal key.
+    persistent: Option<(PathBuf, String)>,
 }
 
 impl OpenBao {
@@ -124,6 +126,7 @@ impl OpenBao {
             dir,
             addr: format!("http://127.0.0.1:{port}"),
             root_token,
+            persistent: None,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -146,6 +149,150 @@ impl OpenBao {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// A server with storage on disk (raft, one node; not `-dev`), initialised with one unseal
+    /// key and unsealed,
+    /// KV v2 at `secret/` like a dev server: unlike a dev server it keeps its tokens, leases and
+    /// secrets across [`Self::stop`] and [`Self::resume`], as a Vault restarted in production
+    /// does.
+    pub async fn start_persistent() -> OpenBao {
+        let bin = bao_binary().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let addr = format!("http://127.0.0.1:{port}");
+        let d = dir.path().display().to_string();
+        let cluster = free_port();
+        std::fs::create_dir(dir.path().join("data")).expect("data dir");
+        // Raft: OpenBao's storage (it has no `file` backend); one node, its own cluster port.
+        let config = format!(
+            "storage \"raft\" {{\n  path = {:?}\n  node_id = \"node1\"\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}\napi_addr = {addr:?}\ncluster_addr = \"http://127.0.0.1:{cluster}\"\naudit \"file\" \"test\" {{\n  options {{\n    file_path = {:?}\n  }}\n}}\n",
+            format!("{d}/data"),
+            format!("{d}/audit.log"),
+        );
+        std::fs::write(dir.path().join("server.hcl"), config).expect("write config");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        let mut bao = OpenBao {
+            child: Self::spawn_persistent(&bin, dir.path()),
+            dir,
+            addr,
+            root_token: String::new(),
+            http,
+            persistent: None,
+        };
+        bao.wait_listening().await;
+        let init: Value = bao
+            .http
+            .put(format!("{}/v1/sys/init", bao.addr))
+            .json(&json!({"secret_shares": 1, "secret_threshold": 1}))
+            .send()
+            .await
+            .expect("init")
+            .json()
+            .await
+            .expect("init answer");
+        let key = init["keys_base64"][0]
+            .as_str()
+            .expect("an unseal key")
+            .to_owned();
+        bao.root_token = init["root_token"]
+            .as_str()
+            .expect("a root token")
+            .to_owned();
+        bao.persistent = Some((bin, key));
+        bao.unseal().await;
+        bao.wait_healthy().await;
+        bao.root(
+            "POST",
+            "sys/mounts/secret",
+            Some(json!({"type": "kv", "options": {"version": "2"}})),
+        )
+        .await;
+        bao
+    }
+
+    fn spawn_persistent(bin: &Path, dir: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("bao.log"))
+            .expect("log");
+        Command::new(bin)
+            .arg("server")
+            .arg(format!("-config={}", dir.join("server.hcl").display()))
+            .current_dir(dir)
+            .env("HOME", dir)
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))
+    }
+
+    /// Until the server answers `sys/seal-status` (sealed or not).
+    async fn wait_listening(&mut self) {
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("OpenBao exited with {status}: {}", self.log());
+            }
+            let r = self
+                .http
+                .get(format!("{}/v1/sys/seal-status", self.addr))
+                .send();
+            if r.await.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "OpenBao not listening: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Until `sys/health` says active and unsealed.
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            let r = self.http.get(format!("{}/v1/sys/health", self.addr)).send();
+            if r.await.is_ok_and(|r| r.status().as_u16() == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "OpenBao not healthy: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops a persistent server (killed: a crash, or a restart's first half); its address
+    /// refuses connections until [`Self::resume`].
+    pub fn stop(&mut self) {
+        assert!(self.persistent.is_some(), "stop needs start_persistent");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a stopped persistent server again on the same address, with the same storage,
+    /// and unseals it (the operator's part of a restart).
+    pub async fn resume(&mut self) {
+        let (bin, _) = self
+            .persistent
+            .clone()
+            .expect("resume needs start_persistent");
+        self.child = Self::spawn_persistent(&bin, self.dir.path());
+        self.wait_listening().await;
+        self.unseal().await;
+        self.wait_healthy().await;
     }
 
     /// The base address, without `/v1`.
@@ -334,15 +481,19 @@ impl OpenBao {
         self.root("PUT", "sys/seal", None).await;
     }
 
-    /// Unseals a sealed server with the dev server's unseal key (printed in its log).
+    /// Unseals a sealed server: a dev server with the key it printed in its log, a persistent
+    /// one with the key of its initialisation.
     pub async fn unseal(&self) {
-        let log = self.log();
-        let key = log
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Unseal Key: "))
-            .expect("the dev server prints its unseal key")
-            .trim()
-            .to_owned();
+        let key = match &self.persistent {
+            Some((_, key)) => key.clone(),
+            None => self
+                .log()
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Unseal Key: "))
+                .expect("the dev server prints its unseal key")
+                .trim()
+                .to_owned(),
+        };
         let v = self
             .root("PUT", "sys/unseal", Some(json!({ "key": key })))
             .await;
