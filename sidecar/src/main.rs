@@ -27,7 +27,14 @@ use zeroize::Zeroize;
 ///
 /// `baton-env check [OPTIONS]` is a dry run of a start (see `baton-env check --help`).
 #[derive(Debug, Parser)]
-#[command(name = "baton-env", version, about, long_about = None)]
+#[command(
+    name = "baton-env",
+    version,
+    about,
+    long_about = None,
+    after_help = "A dry run of a start (log in, check every reference, revoke, run nothing): \
+                  baton-env check [OPTIONS] (see baton-env check --help)."
+)]
 struct Cli {
     #[command(flatten)]
     opts: Opts,
@@ -209,6 +216,8 @@ fn main() {
     // `check` is unambiguous.
     if args.get(1).is_some_and(|a| a == "check") {
         args.remove(1);
+        // The program name clap shows in usage and errors.
+        args[0] = OsString::from("baton-env check");
         let cli = parse::<CheckCli>(args);
         check_main(cli.opts, cli.json);
     }

