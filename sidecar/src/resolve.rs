@@ -159,10 +159,10 @@ pub async fn resolve<V: VaultApi>(
     let mut failures = Vec::new();
     for (key, result) in keys.into_iter().zip(results) {
         match result {
-            Ok((data, lease, path, took)) => {
-                timings.push((path, took));
-                leases.extend(lease);
-                reads.insert(key, data);
+            Ok(read) => {
+                timings.push((read.path, read.took));
+                leases.extend(read.lease);
+                reads.insert(key, read.data);
             }
             Err(error) => {
                 let vars = plan
@@ -201,9 +201,21 @@ pub async fn resolve<V: VaultApi>(
     })
 }
 
-type ReadOutcome = (SecretData, Option<Lease>, String, Duration);
+/// One path read: its data and lease, and what `baton-env check` reports about it.
+pub(crate) struct ReadOutcome {
+    pub data: SecretData,
+    pub lease: Option<Lease>,
+    /// The path as requested (KV v2: with `data/`).
+    pub path: String,
+    pub took: Duration,
+    /// KV version of the mount (1 or 2; inferred from the response shape when the server
+    /// cannot say), `None` for other engines.
+    pub kv_version: Option<u8>,
+    /// KV v2: the version read (`data.metadata.version`).
+    pub version: Option<u64>,
+}
 
-async fn read_one<V: VaultApi>(
+pub(crate) async fn read_one<V: VaultApi>(
     api: &V,
     token: &Secret,
     key: &ReadKey,
@@ -234,13 +246,29 @@ async fn read_one<V: VaultApi>(
             .data
             .raw("metadata")
             .is_some_and(|m| m.get("version").is_some());
-    let data = match version {
+    let kv_version = match version {
+        None if looks_v2 => Some(2),
+        v => v,
+    };
+    let read_version = resp
+        .data
+        .raw("metadata")
+        .and_then(|m| m.get("version"))
+        .and_then(serde_json::Value::as_u64)
+        .filter(|_| kv_version == Some(2));
+    let data = match kv_version {
         Some(2) => resp.data.take_object("data").unwrap_or_default(),
-        None if looks_v2 => resp.data.take_object("data").unwrap_or_default(),
         _ => std::mem::take(&mut resp.data),
     };
     tracing::debug!(path = %path, took_ms = took.as_millis() as u64, leased = resp.lease.is_some(), "read secret");
-    Ok((data, resp.lease, path, took))
+    Ok(ReadOutcome {
+        data,
+        lease: resp.lease,
+        path,
+        took,
+        kv_version,
+        version: read_version,
+    })
 }
 
 pub use crate::refs::kv2_data_path;

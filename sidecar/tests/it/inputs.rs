@@ -1,26 +1,25 @@
 //! Bootstrap inputs from files (`--token-file`, `--role-id-file`, `--secret-id-file`),
-//! `--remove-bootstrap-files`, and the Vault namespace header.
-
-use std::time::Duration;
+//! `--remove-bootstrap-files` (against OpenBao), and the Vault namespace header.
 
 use serde_json::json;
-use vault_stub::{spawn, DbRole, Policy, StubConfig, TokenSpec};
 
+use crate::openbao::bao;
 use crate::support::{baton_env, output, text};
 
-const S: fn(u64) -> Duration = Duration::from_secs;
+const KV1_ONLY: &str = r#"path "kv1/*" { capabilities = ["read"] }"#;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_file_is_read_and_removed_on_request() {
-    let stub = spawn(StubConfig::default()).await.unwrap();
-    stub.put_kv1("kv1/app", json!({"k": "from-token-file"}));
-    let token = stub.create_token(TokenSpec::new(Policy::paths(["kv1/"]), S(600)));
+    let bao = bao().await;
+    bao.root("POST", "kv1/app", Some(json!({"k": "from-token-file"})))
+        .await;
+    let token = bao.policy_token("kv1-only", KV1_ONLY, true).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
     for remove in [false, true] {
         std::fs::write(&file, format!("{token}\n")).unwrap();
         let mut cmd = baton_env();
-        cmd.env("VAULT_ADDR", stub.url())
+        cmd.env("VAULT_ADDR", bao.url())
             .env("BATON_TOKEN_FILE", &file)
             .env("K", "vault:kv1/app#k");
         if remove {
@@ -36,22 +35,27 @@ async fn token_file_is_read_and_removed_on_request() {
         assert_eq!(file.exists(), !remove, "remove = {remove}");
     }
     // A given token is never revoked.
-    assert!(stub.token_valid(&token));
+    assert!(bao.token_valid(&token).await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn approle_files_are_read_removed_and_kept_from_the_child() {
-    let stub = spawn(StubConfig::default()).await.unwrap();
-    stub.put_kv1("kv1/app", json!({"k": "from-approle-files"}));
-    let role_id = stub.add_approle("web", 1, TokenSpec::new(Policy::paths(["kv1/"]), S(600)));
-    let secret_id = stub.secret_id("web").unwrap();
+    let bao = bao().await;
+    bao.root("POST", "kv1/app", Some(json!({"k": "from-approle-files"})))
+        .await;
+    bao.enable_approle().await;
+    bao.write_policy("kv1-only", KV1_ONLY).await;
+    let role_id = bao
+        .approle_role("web", &["kv1-only"], json!({"secret_id_num_uses": 1}))
+        .await;
+    let secret_id = bao.secret_id("web").await;
     let dir = tempfile::tempdir().unwrap();
     let (role_file, secret_file) = (dir.path().join("role-id"), dir.path().join("secret-id"));
     std::fs::write(&role_file, &role_id).unwrap();
     std::fs::write(&secret_file, format!("{secret_id}\n")).unwrap();
     let dump = dir.path().join("env");
     let mut cmd = baton_env();
-    cmd.env("VAULT_ADDR", stub.url())
+    cmd.env("VAULT_ADDR", bao.url())
         .env("K", "vault:kv1/app#k")
         .arg("--role-id-file")
         .arg(&role_file)
@@ -76,50 +80,13 @@ async fn approle_files_are_read_removed_and_kept_from_the_child() {
     }
     assert!(!env.contains("BATON_SECRET_ID_FILE"));
     // The single-use secret id was spent by this login (it came from the file).
-    assert_eq!(stub.login_tokens().len(), 1);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_namespace_header_is_sent_on_every_request() {
-    let stub = spawn(StubConfig::default()).await.unwrap();
-    stub.put_kv2("secret/app", json!({"k": "v"}));
-    stub.add_db_role(
-        "app",
-        DbRole {
-            default_ttl: S(300),
-            max_ttl: S(600),
-        },
-    );
-    let role_id = stub.add_approle("web", 0, TokenSpec::new(Policy::Root, S(600)));
-    let secret_id = stub.secret_id("web").unwrap();
-    let mut cmd = baton_env();
-    cmd.env("VAULT_ADDR", stub.url())
-        .env("VAULT_NAMESPACE", "team-a/")
-        .env("BATON_ROLE_ID", &role_id)
-        .env("BATON_SECRET_ID", &secret_id)
-        .env("K", "vault:secret/app#k")
-        .env("U", "vault:database/creds/app#username")
-        .args(["--", "true"]);
-    let out = output(cmd).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let log = stub.request_log();
-    let paths: Vec<&str> = log.iter().map(|r| r.path.as_str()).collect();
-    for p in [
-        "auth/approle/login",
-        "sys/internal/ui/mounts/secret/app",
-        "secret/data/app",
-        "database/creds/app",
-        "auth/token/revoke-self",
-    ] {
-        assert!(paths.contains(&p), "{p} not requested: {paths:?}");
-    }
-    for r in &log {
-        assert_eq!(
-            r.namespace.as_deref(),
-            Some("team-a/"),
-            "{} {}",
-            r.method,
-            r.path
-        );
-    }
+    let (status, _) = bao
+        .call_as(
+            "",
+            "POST",
+            "auth/approle/login",
+            Some(json!({"role_id": role_id, "secret_id": secret_id})),
+        )
+        .await;
+    assert_eq!(status, 400, "the secret id was not used by baton-env");
 }

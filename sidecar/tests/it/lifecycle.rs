@@ -1,10 +1,10 @@
-//! Rotation policies (`--on-rotate signal:HUP`, `exit`), re-login when the token ends,
-//! and which revocations are made (by token, or lease by lease under a given token).
+//! Rotation policies (`--on-rotate signal:HUP`, `exit`) of dynamic credentials, and which
+//! revocations are made (by token, or lease by lease under a given token), against the stub's
+//! short database leases. Re-login when the token ends: `openbao::lifecycle`.
 
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use serde_json::json;
 use vault_stub::{spawn, DbRole, Policy, StubConfig, StubHandle, TokenSpec};
 
 use crate::regression::{approle_cmd, assert_all_revoked_by_token, rotating_stub};
@@ -97,70 +97,6 @@ async fn on_rotate_exit_stops_the_child_and_exits_75() {
     assert_eq!(lines_of(&log), ["start", "term"]);
     // The credentials fetched for the rotation were never used: revoked with the rest.
     assert_all_revoked_by_token(&stub, 2);
-}
-
-/// A token that reaches its max TTL cannot be renewed: baton-env logs in again and
-/// restarts the app with credentials read under the new token, then revokes the old one.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_token_at_its_end_means_a_new_login() {
-    let stub = spawn(StubConfig::default()).await.unwrap();
-    stub.put_kv1("kv1/app", json!({"k": "kv-value"}));
-    let role_id = stub.add_approle(
-        "web",
-        0,
-        TokenSpec {
-            policy: Policy::paths(["kv1/"]),
-            ttl: S(2),
-            max_ttl: S(3),
-            renewable: true,
-        },
-    );
-    let secret_id = stub.secret_id("web").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("log");
-    let mut cmd = baton_env();
-    cmd.env("VAULT_ADDR", stub.url())
-        .env("BATON_ROLE_ID", &role_id)
-        .env("BATON_SECRET_ID", &secret_id)
-        .env("K", "vault:kv1/app#k")
-        .env("LOG", &log)
-        .args([
-            "--grace-period",
-            "2s",
-            "--",
-            "sh",
-            "-c",
-            r#"echo "start $K" >> "$LOG"; exec sleep 60"#,
-        ]);
-    let run = Running::start(cmd);
-    wait_for("a restart", S(15), || {
-        (lines_of(&log).len() >= 2).then_some(())
-    })
-    .await;
-    let log_now = stub.request_log();
-    let logins: Vec<_> = log_now
-        .iter()
-        .filter(|r| r.path == "auth/approle/login")
-        .collect();
-    assert!(logins.len() >= 2, "{logins:?}");
-    assert!(
-        log_now.iter().any(|r| r.path == "auth/token/renew-self"),
-        "the token was renewed first"
-    );
-    // The first token is revoked at the restart (just after the new child starts), before we
-    // stop anything.
-    let first = log_now
-        .iter()
-        .find(|r| r.path == "kv1/app")
-        .and_then(|r| r.token.clone())
-        .unwrap();
-    revoked(&stub, &first).await;
-    assert_eq!(lines_of(&log)[..2], ["start kv-value", "start kv-value"]);
-    run.signal(Signal::SIGTERM);
-    let (code, stderr) = run.exit(S(20)).await;
-    assert_eq!(code, Some(128 + 15), "{stderr}");
-    let logins = stub.login_tokens().len();
-    assert_all_revoked_by_token(&stub, logins);
 }
 
 /// A given token is not ours to revoke: its leases are revoked one by one instead.

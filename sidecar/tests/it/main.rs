@@ -5,9 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bin;
-mod gatekeeper;
+mod check;
 mod inputs;
 mod lifecycle;
+mod namespace;
 mod openbao;
 mod pid1;
 mod real_vault;

@@ -1,19 +1,26 @@
 //! Against RustyVault 0.2.1 (`rvault`): token and AppRole login (secret_id_num_uses),
-//! KV v1 reads, missing paths and keys. Skipped when rvault is not installed (fails
-//! under CI).
+//! KV v1 reads, missing paths and keys. An optional compatibility test: OpenBao covers the
+//! behaviour; what this adds is RustyVault's lean bodies (no `request_id`, no auth `accessor`,
+//! errors as `{"error": "..."}`, a 404 for `sys/internal/ui/mounts`), which the lenient client
+//! is meant to accept. Skipped with a printed reason when `rvault` is not installed (also
+//! under CI: it is no longer part of the required install).
 
 use serde_json::json;
 
-use crate::support::{baton_env, missing, output, rvault_bin, text, Rvault};
+use crate::support::{baton_env, output, rvault_bin, text, Rvault};
 
 async fn server() -> Option<Rvault> {
     match rvault_bin() {
         Some(bin) => Some(Rvault::start(&bin).await),
         None => {
-            missing(
-                "rvault",
-                "cargo install rusty_vault --version 0.2.1 --locked",
-            );
+            std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!(
+                    "skipped: rvault not installed (optional compatibility test; `cargo install \
+                     rusty_vault --version 0.2.1 --locked` to run it)\n"
+                ),
+            )
+            .ok();
             None
         }
     }

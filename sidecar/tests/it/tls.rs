@@ -1,18 +1,18 @@
 //! TLS with a custom CA (`VAULT_CACERT`): a CA and a server certificate minted with rcgen,
-//! a rustls listener in front of the Vault stub.
+//! a rustls listener in front of OpenBao.
 
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use serde_json::json;
 use tokio_rustls::rustls;
-use vault_stub::{spawn, StubConfig, StubHandle};
 
+use crate::openbao::bao;
 use crate::support::{baton_env, output, text};
 
-/// A TLS-terminating proxy to `stub` on a free loopback port; returns its https URL and
-/// the CA's PEM.
-async fn tls_front(stub: &StubHandle) -> (String, String) {
+/// A TLS-terminating proxy to `backend` (host:port) on a free loopback port; returns its https
+/// URL and the CA's PEM.
+async fn tls_front(backend: String) -> (String, String) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -35,15 +35,15 @@ async fn tls_front(stub: &StubHandle) -> (String, String) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let backend = stub.addr;
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
+            let backend = backend.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                if let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await {
+                if let Ok(mut plain) = tokio::net::TcpStream::connect(backend.as_str()).await {
                     let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
                 }
             });
@@ -54,16 +54,18 @@ async fn tls_front(stub: &StubHandle) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_custom_ca_is_trusted_and_required() {
-    let stub = spawn(StubConfig::default()).await.unwrap();
-    stub.put_kv1("kv1/app", json!({"k": "over-tls"}));
-    let (url, ca_pem) = tls_front(&stub).await;
+    let bao = bao().await;
+    bao.root("POST", "kv1/app", Some(json!({"k": "over-tls"})))
+        .await;
+    let backend = bao.url().trim_start_matches("http://").to_owned();
+    let (url, ca_pem) = tls_front(backend).await;
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca_pem).unwrap();
     let run = |ca: bool| {
         let mut cmd = baton_env();
         cmd.env("VAULT_ADDR", &url)
-            .env("VAULT_TOKEN", stub.root_token())
+            .env("VAULT_TOKEN", bao.root_token())
             .env("K", "vault:kv1/app#k")
             .args(["--max-wait", "1s"]);
         if ca {

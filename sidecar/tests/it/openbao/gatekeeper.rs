@@ -1,5 +1,7 @@
-//! `--auth gatekeeper` (secret zero) against the Vault stub and fake gatekeepers: the happy
-//! path, forged wraps, pinned role and role id, unwrap failure, and retries within --max-wait.
+//! `--auth gatekeeper` (secret zero) against OpenBao and fake gatekeepers: the happy path,
+//! forged wraps (a wrap of something else, another role's secret id), pinned role and role id,
+//! an already unwrapped wrap, and retries within --max-wait. The wraps are real: OpenBao's
+//! response wrapping of AppRole secret ids; request sequences come from its audit log.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -8,45 +10,70 @@ use baton_env::auth::{login, AuthError, AuthMethod, GatekeeperApi, GatekeeperGra
 use baton_env::retry::RetryPolicy;
 use baton_env::secret::Secret;
 use baton_env::vault::{HttpVault, VaultConfig};
+use openbao_harness::OpenBao;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vault_stub::{spawn, Policy, StubConfig, StubHandle, TokenSpec};
 
 use crate::support::{baton_env, output, text};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 const ROLE: &str = "baton-web";
 
-fn client(stub: &StubHandle) -> HttpVault {
+fn client(bao: &OpenBao) -> HttpVault {
     HttpVault::new(&VaultConfig {
-        addr: stub.url(),
+        addr: bao.url().to_owned(),
         namespace: None,
         ca_cert: None,
-        timeout: S(5),
+        timeout: S(10),
     })
     .unwrap()
 }
 
-/// A gatekeeper that mints like the real one: a single-use secret id, wrapped at `path`.
+/// What a fake gatekeeper wraps.
+#[derive(Clone, Copy)]
+enum Mint {
+    /// A secret id of this AppRole role (creation path `auth/approle/role/<role>/secret-id`).
+    SecretIdOf(&'static str),
+    /// Anything else, wrapped with `sys/wrapping/wrap` (creation path `sys/wrapping/wrap`).
+    Foreign,
+}
+
+/// A gatekeeper that mints like the real one: a single-use secret id, response-wrapped.
 struct Minting<'a> {
-    stub: &'a StubHandle,
+    bao: &'a OpenBao,
     role_id: String,
-    creation_path: String,
+    mint: Mint,
     /// Fail this many calls with "unavailable" first.
     fail_first: u32,
     calls: AtomicU32,
 }
 
 impl<'a> Minting<'a> {
-    fn new(stub: &'a StubHandle, role_id: &str) -> Self {
+    fn new(bao: &'a OpenBao, role_id: &str) -> Self {
         Minting {
-            stub,
+            bao,
             role_id: role_id.into(),
-            creation_path: format!("auth/approle/role/{ROLE}/secret-id"),
+            mint: Mint::SecretIdOf(ROLE),
             fail_first: 0,
             calls: AtomicU32::new(0),
         }
     }
+}
+
+/// A wrapping token of something that is not a secret id.
+async fn foreign_wrap(bao: &OpenBao) -> String {
+    let v: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/sys/wrapping/wrap", bao.url()))
+        .header("X-Vault-Token", bao.root_token())
+        .header("X-Vault-Wrap-TTL", "60s")
+        .json(&json!({"secret_id": "attacker-chosen"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["wrap_info"]["token"].as_str().unwrap().to_owned()
 }
 
 impl GatekeeperApi for Minting<'_> {
@@ -55,12 +82,10 @@ impl GatekeeperApi for Minting<'_> {
         if n < self.fail_first {
             return Err(AuthError::GatekeeperUnavailable("HTTP 503".into()));
         }
-        let secret_id = self.stub.secret_id(ROLE).unwrap();
-        let wrap = self.stub.wrap(
-            json!({ "data": { "secret_id": secret_id } }),
-            &self.creation_path,
-            S(60),
-        );
+        let wrap = match self.mint {
+            Mint::SecretIdOf(role) => self.bao.wrapped_secret_id(role, "60s").await,
+            Mint::Foreign => foreign_wrap(self.bao).await,
+        };
         Ok(GatekeeperGrant {
             wrap_token: Secret::new(wrap),
             role_id: Secret::new(self.role_id.clone()),
@@ -78,17 +103,39 @@ fn method(role: &str, role_id: Option<&str>) -> AuthMethod {
     }
 }
 
-async fn setup() -> (StubHandle, String) {
-    let stub = spawn(StubConfig::default()).await.unwrap();
-    let role_id = stub.add_approle(ROLE, 1, TokenSpec::new(Policy::paths(["kv1/web"]), S(600)));
-    (stub, role_id)
+/// OpenBao with AppRole, the role `ROLE` (single-use secret ids, reading `kv1/web`) and the
+/// role `other`; `ROLE`'s role id.
+async fn setup() -> (OpenBao, String) {
+    let bao = super::bao().await;
+    bao.enable_approle().await;
+    bao.write_policy("web", r#"path "kv1/web" { capabilities = ["read"] }"#)
+        .await;
+    let role_id = bao
+        .approle_role(
+            ROLE,
+            &["web"],
+            json!({"secret_id_num_uses": 1, "token_ttl": "600s"}),
+        )
+        .await;
+    bao.approle_role("other", &["web"], json!({})).await;
+    (bao, role_id)
+}
+
+/// The Vault requests baton-env made after the last secret id was minted.
+fn requests_after_minting(bao: &OpenBao) -> Vec<String> {
+    let all: Vec<String> = bao.requests().into_iter().map(|(_, p)| p).collect();
+    let start = all
+        .iter()
+        .rposition(|p| p.ends_with("/secret-id") || p == "sys/wrapping/wrap")
+        .map_or(0, |i| i + 1);
+    all[start..].to_vec()
 }
 
 #[tokio::test]
 async fn gatekeeper_flow_logs_in_with_the_unwrapped_single_use_secret_id() {
-    let (stub, role_id) = setup().await;
-    let api = client(&stub);
-    let gk = Minting::new(&stub, &role_id);
+    let (bao, role_id) = setup().await;
+    let api = client(&bao);
+    let gk = Minting::new(&bao, &role_id);
     let t = login(
         &api,
         &gk,
@@ -97,8 +144,8 @@ async fn gatekeeper_flow_logs_in_with_the_unwrapped_single_use_secret_id() {
     )
     .await
     .unwrap();
-    assert!(stub.token_valid(t.token.expose()));
-    let paths: Vec<String> = stub.requests().into_iter().map(|(_, p)| p).collect();
+    let paths = requests_after_minting(&bao);
+    assert!(bao.token_valid(t.token.expose()).await);
     assert_eq!(
         paths,
         [
@@ -111,34 +158,36 @@ async fn gatekeeper_flow_logs_in_with_the_unwrapped_single_use_secret_id() {
 
 #[tokio::test]
 async fn a_forged_wrap_is_refused_before_unwrapping() {
-    let (stub, role_id) = setup().await;
-    let api = client(&stub);
+    let (bao, role_id) = setup().await;
+    let api = client(&bao);
     // Not a secret-id path at all.
-    let mut gk = Minting::new(&stub, &role_id);
-    gk.creation_path = "secret/data/attacker".into();
+    let mut gk = Minting::new(&bao, &role_id);
+    gk.mint = Mint::Foreign;
     let e = login(&api, &gk, &method(ROLE, None), &RetryPolicy::new(S(5)))
         .await
         .unwrap_err();
     assert!(matches!(e, AuthError::WrongCreationPath { .. }), "{e}");
     assert!(e.is_security_alarm());
     // Another role's secret id on the same mount (the role is always pinned).
-    gk.creation_path = "auth/approle/role/other/secret-id".into();
+    gk.mint = Mint::SecretIdOf("other");
     let e = login(&api, &gk, &method(ROLE, None), &RetryPolicy::new(S(5)))
         .await
         .unwrap_err();
     assert!(matches!(e, AuthError::WrongCreationPath { .. }), "{e}");
     // Never unwrapped: the forged wraps are still there for an investigator.
-    assert!(!stub
-        .requests()
-        .iter()
-        .any(|(_, p)| p == "sys/wrapping/unwrap"));
+    assert_eq!(
+        bao.requests_to("sys/wrapping/unwrap"),
+        0,
+        "{:?}",
+        bao.requests()
+    );
 }
 
 #[tokio::test]
 async fn a_substituted_role_id_is_an_alarm() {
-    let (stub, role_id) = setup().await;
-    let api = client(&stub);
-    let gk = Minting::new(&stub, "someone-elses-role-id");
+    let (bao, role_id) = setup().await;
+    let api = client(&bao);
+    let gk = Minting::new(&bao, "someone-elses-role-id");
     let e = login(
         &api,
         &gk,
@@ -153,16 +202,16 @@ async fn a_substituted_role_id_is_an_alarm() {
 
 #[tokio::test]
 async fn unavailable_gatekeeper_is_retried_within_max_wait() {
-    let (stub, role_id) = setup().await;
-    let api = client(&stub);
-    let mut gk = Minting::new(&stub, &role_id);
+    let (bao, role_id) = setup().await;
+    let api = client(&bao);
+    let mut gk = Minting::new(&bao, &role_id);
     gk.fail_first = 2;
     let t = login(&api, &gk, &method(ROLE, None), &RetryPolicy::new(S(10))).await;
     assert!(t.is_ok(), "{:?}", t.err());
     assert_eq!(gk.calls.load(Ordering::SeqCst), 3);
 
     // Always unavailable: gives up after --max-wait as "unavailable" (exit 69), not refused.
-    let mut gk = Minting::new(&stub, &role_id);
+    let mut gk = Minting::new(&bao, &role_id);
     gk.fail_first = u32::MAX;
     let e = login(
         &api,
@@ -212,17 +261,13 @@ async fn fake_gatekeeper_seq(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn binary_exits_79_when_the_wrap_was_already_unwrapped() {
-    let (stub, role_id) = setup().await;
-    stub.put_kv1("kv1/web", json!({"password": "pw"}));
-    let secret_id = stub.secret_id(ROLE).unwrap();
-    let wrap = stub.wrap(
-        json!({ "data": { "secret_id": secret_id } }),
-        &format!("auth/approle/role/{ROLE}/secret-id"),
-        S(60),
-    );
+    let (bao, role_id) = setup().await;
+    bao.root("POST", "kv1/web", Some(json!({"password": "pw"})))
+        .await;
+    let wrap = bao.wrapped_secret_id(ROLE, "60s").await;
     // Someone intercepted and used the wrapping token first.
     let used = reqwest::Client::new()
-        .post(format!("{}/v1/sys/wrapping/unwrap", stub.url()))
+        .post(format!("{}/v1/sys/wrapping/unwrap", bao.url()))
         .header("X-Vault-Token", &wrap)
         .send()
         .await
@@ -234,7 +279,7 @@ async fn binary_exits_79_when_the_wrap_was_already_unwrapped() {
     )
     .await;
     let mut cmd = baton_env();
-    cmd.env("VAULT_ADDR", stub.url())
+    cmd.env("VAULT_ADDR", bao.url())
         .env("BATON_AUTH", "gatekeeper")
         .env("BATON_GATEKEEPER_URL", &url)
         .env("BATON_APPROLE_ROLE", ROLE)
@@ -255,10 +300,10 @@ async fn binary_exits_79_when_the_wrap_was_already_unwrapped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn binary_retries_a_503_gatekeeper_then_exits_69_and_a_403_at_once_with_77() {
-    let (stub, _) = setup().await;
+    let (bao, _) = setup().await;
     let run = |url: String| {
         let mut cmd = baton_env();
-        cmd.env("VAULT_ADDR", stub.url())
+        cmd.env("VAULT_ADDR", bao.url())
             .env("BATON_AUTH", "gatekeeper")
             .env("BATON_GATEKEEPER_URL", url)
             .env("BATON_APPROLE_ROLE", ROLE)
@@ -287,10 +332,10 @@ async fn binary_retries_a_503_gatekeeper_then_exits_69_and_a_403_at_once_with_77
 
 #[tokio::test(flavor = "multi_thread")]
 async fn binary_refuses_gatekeeper_mode_without_the_role_pin() {
-    let (stub, _) = setup().await;
+    let (bao, _) = setup().await;
     let (url, hits) = fake_gatekeeper(503, "{}".into()).await;
     let mut cmd = baton_env();
-    cmd.env("VAULT_ADDR", stub.url())
+    cmd.env("VAULT_ADDR", bao.url())
         .env("BATON_AUTH", "gatekeeper")
         .env("BATON_GATEKEEPER_URL", &url)
         .env("MESOS_TASK_ID", "web.1")
@@ -306,24 +351,26 @@ async fn binary_refuses_gatekeeper_mode_without_the_role_pin() {
         0,
         "nothing is asked without the pin"
     );
-    assert!(stub.requests().is_empty());
+    assert!(
+        !bao.requests()
+            .iter()
+            .any(|(_, p)| p.starts_with("sys/wrapping/") || p.ends_with("/login")),
+        "Vault was asked without the pin: {:?}",
+        bao.requests()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn binary_honours_the_gatekeepers_retry_after() {
-    let (stub, role_id) = setup().await;
-    stub.put_kv1("kv1/web", json!({"password": "pw-after-429"}));
-    let secret_id = stub.secret_id(ROLE).unwrap();
-    let wrap = stub.wrap(
-        json!({ "data": { "secret_id": secret_id } }),
-        &format!("auth/approle/role/{ROLE}/secret-id"),
-        S(60),
-    );
+    let (bao, role_id) = setup().await;
+    bao.root("POST", "kv1/web", Some(json!({"password": "pw-after-429"})))
+        .await;
+    let wrap = bao.wrapped_secret_id(ROLE, "60s").await;
     let grant = json!({"wrap_token": wrap, "role_id": role_id}).to_string();
     let busy = (429, "{}".to_owned(), "Retry-After: 1\r\n".to_owned());
     let run = |url: String, max_wait: &'static str| {
         let mut cmd = baton_env();
-        cmd.env("VAULT_ADDR", stub.url())
+        cmd.env("VAULT_ADDR", bao.url())
             .env("BATON_AUTH", "gatekeeper")
             .env("BATON_GATEKEEPER_URL", url)
             .env("BATON_APPROLE_ROLE", ROLE)
