@@ -3,7 +3,9 @@
 //! Responses are parsed leniently with our own types (every field optional) so that the
 //! client works with HashiCorp Vault and Vault-compatible servers such as RustyVault,
 //! which omit `request_id`/`accessor` and answer errors as `{"error": "..."}` instead of
-//! `{"errors": [...]}`. `vaultrs` 0.8 fails on exactly those differences, hence reqwest.
+//! `{"errors": [...]}`. Not `vaultrs`: re-evaluated against OpenBao in issue 14, it lacks
+//! the lease and mount calls, drops leases on reads and costs binary size and memory
+//! (`docs/sidecar.md`, "Why not vaultrs").
 //! Secret payloads go straight into [`SecretData`]/[`Secret`]; the raw body buffer is
 //! zeroised after parsing.
 
