@@ -68,7 +68,21 @@ impl OpenBao {
         let mut last = String::new();
         // A free port can be taken by someone else between probing and binding: try again.
         for _ in 0..3 {
-            match Self::try_start(&bin, free_port()).await {
+            match Self::try_start(&bin, free_port(), false).await {
+                Ok(bao) => return bao,
+                Err(e) => last = e,
+            }
+        }
+        panic!("OpenBao did not start: {last}");
+    }
+
+    /// Starts a dev server that logs every request to a file audit device (read with
+    /// [`OpenBao::audit_requests`]): what a test counts Vault requests with.
+    pub async fn start_audited() -> OpenBao {
+        let bin = bao_binary().unwrap_or_else(|e| panic!("{e}"));
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start(&bin, free_port(), true).await {
                 Ok(bao) => return bao,
                 Err(e) => last = e,
             }
@@ -80,22 +94,35 @@ impl OpenBao {
     /// Vault after a client that was told its address).
     pub async fn start_on(port: u16) -> OpenBao {
         let bin = bao_binary().unwrap_or_else(|e| panic!("{e}"));
-        Self::try_start(&bin, port)
+        Self::try_start(&bin, port, false)
             .await
             .unwrap_or_else(|e| panic!("OpenBao did not start on port {port}: {e}"))
     }
 
-    async fn try_start(bin: &Path, port: u16) -> Result<OpenBao, String> {
+    async fn try_start(bin: &Path, port: u16, audit: bool) -> Result<OpenBao, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let root_token = ROOT_TOKEN.to_string();
         let log = std::fs::File::create(dir.path().join("bao.log")).map_err(|e| e.to_string())?;
+        let mut args = vec![
+            "server".to_string(),
+            "-dev".into(),
+            format!("-dev-root-token-id={root_token}"),
+            format!("-dev-listen-address=127.0.0.1:{port}"),
+        ];
+        if audit {
+            // OpenBao refuses `PUT sys/audit/...` (audit devices are declared in the server's
+            // configuration only), so the device comes with a config file beside `-dev`.
+            let config = dir.path().join("audit.hcl");
+            let file = dir.path().join(AUDIT_LOG);
+            let text = format!(
+                "audit \"file\" \"file\" {{\n  options {{\n    file_path = {:?}\n  }}\n}}\n",
+                file.display().to_string()
+            );
+            std::fs::write(&config, text).map_err(|e| e.to_string())?;
+            args.push(format!("-config={}", config.display()));
+        }
         let child = Command::new(bin)
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={root_token}"),
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
+            .args(&args)
             .current_dir(dir.path())
             // The dev server writes its token helper file into $HOME: keep it in the temp dir.
             .env("HOME", dir.path())
@@ -227,6 +254,85 @@ impl OpenBao {
     }
 }
 
+impl OpenBao {
+    /// Every request the file audit device logged so far, in order: (operation, path), the
+    /// operation as Vault names it (`read`, `list`, `create`, `update`, `delete`), the path
+    /// without `/v1/` and without a trailing `/`. Vault writes a request's entry before it
+    /// handles the request, so a request that was answered is in the file. Panics when the
+    /// server was not started with [`OpenBao::start_audited`].
+    pub fn audit_requests(&self) -> Vec<(String, String)> {
+        let path = self.dir.path().join(AUDIT_LOG);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (start the server with OpenBao::start_audited)",
+                path.display()
+            )
+        });
+        text.lines()
+            // A line being written while we read is incomplete: skip it (the caller looks again).
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["type"] == "request")
+            .map(|e| {
+                let r = &e["request"];
+                let path = r["path"].as_str().unwrap_or_default();
+                (
+                    r["operation"].as_str().unwrap_or_default().to_owned(),
+                    path.trim_end_matches('/').to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Seals the server (`bao operator seal`): every API call answers 503 "Vault is sealed"
+    /// until [`OpenBao::unseal`].
+    pub async fn seal(&self) {
+        self.root("PUT", "sys/seal", None).await;
+    }
+
+    /// Unseals the server with the dev server's unseal key (printed in its log at start).
+    pub async fn unseal(&self) {
+        let log = self.log();
+        let key = log
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Unseal Key: "))
+            .unwrap_or_else(|| panic!("no unseal key in the log: {log}"))
+            .trim()
+            .to_owned();
+        let (status, v) = self
+            .call_as("", "PUT", "sys/unseal", Some(json!({ "key": key })))
+            .await;
+        assert!(
+            status == 200 && v["sealed"] == false,
+            "unseal: {status} {v}"
+        );
+    }
+
+    /// The live tokens an AppRole login to `role` made: each one's `auth/token/lookup-accessor`
+    /// data (`meta` holds the secret id's metadata and `role_name`).
+    pub async fn tokens_of_role(&self, role: &str) -> Vec<Value> {
+        let list = self.root("LIST", "auth/token/accessors", None).await;
+        let mut found = Vec::new();
+        for accessor in list["data"]["keys"].as_array().into_iter().flatten() {
+            let (status, v) = self
+                .call_as(
+                    &self.root_token,
+                    "POST",
+                    "auth/token/lookup-accessor",
+                    Some(json!({ "accessor": accessor })),
+                )
+                .await;
+            // A token can expire or be revoked between the list and the lookup.
+            if status == 200 && v["data"]["meta"]["role_name"] == role {
+                found.push(v["data"].clone());
+            }
+        }
+        found
+    }
+}
+
+/// The audit log's file name in the server's temp dir.
+const AUDIT_LOG: &str = "audit.log";
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -262,9 +368,18 @@ pub fn reconciler_policy(owner: &str) -> String {
 
 impl OpenBao {
     /// A token with [`reconciler_policy`] for `owner`, as an operator would make it.
+    /// Without Vault's `default` policy: the token holds exactly the documented policy, so a
+    /// right Baton needs and the page forgets is found by the tests, not lent by `default`.
     pub async fn reconciler_token(&self, owner: &str) -> String {
         let name = format!("baton-reconciler-{owner}");
         self.write_policy(&name, &reconciler_policy(owner)).await;
-        self.token_with(&[&name]).await
+        let v = self
+            .root(
+                "POST",
+                "auth/token/create",
+                Some(json!({"policies": [name], "no_default_policy": true, "ttl": "1h"})),
+            )
+            .await;
+        v["auth"]["client_token"].as_str().unwrap().to_owned()
     }
 }
