@@ -11,6 +11,12 @@
 //! - the dev scheduler shut down while baton-env cannot run its shutdown (grace period 0).
 //!
 //! Processes are found by pid through `/proc` (their `MESOS_TASK_ID`), and waits are bounded.
+//!
+//! The tasks log in to OpenBao (a real Vault-API server), except in
+//! `a_deleted_task_under_baton_env_revokes_its_token_and_leaves_no_process`, which stays on the
+//! Vault stub: it holds baton-env's `auth/token/revoke-self` unanswered until the test has seen
+//! it (`StubHandle::hold`), so that the task is proven to outlive its shell while it revokes;
+//! OpenBao answers at once and cannot be made to wait.
 
 use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
@@ -18,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use baton_e2e::openbao::OpenBao;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
@@ -358,8 +365,37 @@ async fn scheduler(dir: &Path) -> Scheduler {
     Scheduler { url, stop, task }
 }
 
-/// A Vault stub with the AppRole role `web` (reusable secret id) and `secret/web`.
-async fn vault() -> (StubHandle, String, String) {
+/// The Vault `/web`'s task logs in to: the AppRole role `web` (a reusable secret id), whose
+/// tokens may read `secret/web`.
+enum WebVault {
+    /// Only to hold a request (see the module doc).
+    Stub(StubHandle),
+    Bao(OpenBao),
+}
+
+impl WebVault {
+    fn url(&self) -> String {
+        match self {
+            WebVault::Stub(s) => s.url(),
+            WebVault::Bao(b) => b.url().to_owned(),
+        }
+    }
+
+    /// Whether the task's baton-env has logged in (once) and read its secret.
+    fn logged_in(&self) -> bool {
+        match self {
+            WebVault::Stub(s) => s.login_tokens().len() == 1,
+            WebVault::Bao(b) => {
+                let log = b.requests();
+                let count = |path: &str| log.iter().filter(|(_, p)| p == path).count();
+                count("auth/approle/login") == 1 && count("secret/data/web") >= 1
+            }
+        }
+    }
+}
+
+/// The stub with the role `web`: (vault, role id, secret id).
+async fn stub_vault() -> (WebVault, String, String) {
     let stub = spawn(StubConfig::default()).await.unwrap();
     stub.put_kv2("secret/web", json!({"password": "s3cr3t"}));
     let role_id = stub.add_approle(
@@ -368,16 +404,46 @@ async fn vault() -> (StubHandle, String, String) {
         TokenSpec::new(Policy::paths(["secret/"]), Duration::from_secs(600)),
     );
     let secret_id = stub.secret_id("web").unwrap();
-    (stub, role_id, secret_id)
+    (WebVault::Stub(stub), role_id, secret_id)
+}
+
+/// OpenBao with the role `web`, made as an operator would: (vault, role id, secret id).
+async fn bao_vault() -> (WebVault, String, String) {
+    let bao = OpenBao::start().await;
+    bao.enable_approle().await;
+    bao.root(
+        "POST",
+        "secret/data/web",
+        Some(json!({"data": {"password": "s3cr3t"}})),
+    )
+    .await;
+    bao.write_policy(
+        "web",
+        "path \"secret/data/web\" { capabilities = [\"read\"] }\n",
+    )
+    .await;
+    bao.root(
+        "POST",
+        "auth/approle/role/web",
+        Some(json!({"token_policies": ["web"], "token_ttl": 600})),
+    )
+    .await;
+    let role_id = bao.root("GET", "auth/approle/role/web/role-id", None).await;
+    let secret_id = bao
+        .root("POST", "auth/approle/role/web/secret-id", None)
+        .await;
+    let id = |v: &Value, k: &str| v["data"][k].as_str().unwrap().to_owned();
+    let (role_id, secret_id) = (id(&role_id, "role_id"), id(&secret_id, "secret_id"));
+    (WebVault::Bao(bao), role_id, secret_id)
 }
 
 /// Start `/web`: `sh -c 'baton-env -- sleep 1000; true'` (the shell stays, baton-env is its
-/// child in the task's process group, sleep in a group of its own), logged in to the stub.
+/// child in the task's process group, sleep in a group of its own), logged in to `vault`.
 /// Returns the task id and its processes once all three run and baton-env has logged in.
 async fn start_web(
     s: &Scheduler,
     baton_env: &Path,
-    stub: &StubHandle,
+    vault: &WebVault,
     role_id: &str,
     secret_id: &str,
     grace_seconds: u64,
@@ -389,7 +455,7 @@ async fn start_web(
         "cpus": 0.01, "mem": 16, "instances": 1,
         "taskKillGracePeriodSeconds": grace_seconds,
         "env": {
-            "VAULT_ADDR": stub.url(),
+            "VAULT_ADDR": vault.url(),
             "BATON_ROLE_ID": role_id,
             "BATON_SECRET_ID": secret_id,
             "DB_PASSWORD": "vault:secret/data/web#password",
@@ -424,7 +490,7 @@ async fn start_web(
             let sleep = procs
                 .iter()
                 .any(|(pid, cmd)| cmd.starts_with("sleep") && pgid_of(*pid) == Some(*pid));
-            (procs.len() == 3 && sleep && stub.login_tokens().len() == 1).then_some(procs)
+            (procs.len() == 3 && sleep && vault.logged_in()).then_some(procs)
         },
         context,
     )
@@ -452,10 +518,13 @@ async fn a_deleted_task_under_baton_env_revokes_its_token_and_leaves_no_process(
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (stub, role_id, secret_id) = vault().await;
+    let (vault, role_id, secret_id) = stub_vault().await;
     let s = scheduler(tmp.path()).await;
     let (task_id, procs) =
-        start_web(&s, &baton_env, &stub, &role_id, &secret_id, 20, tmp.path()).await;
+        start_web(&s, &baton_env, &vault, &role_id, &secret_id, 20, tmp.path()).await;
+    let WebVault::Stub(stub) = &vault else {
+        unreachable!("stub_vault")
+    };
     let _reaper = Reaper(procs.iter().map(|(p, _)| *p).collect());
     let token = stub.login_tokens().pop().unwrap();
     assert!(stub.token_valid(&token));
@@ -508,10 +577,10 @@ async fn a_task_whose_baton_env_is_killed_at_shutdown_leaves_no_process() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (stub, role_id, secret_id) = vault().await;
+    let (vault, role_id, secret_id) = bao_vault().await;
     let s = scheduler(tmp.path()).await;
     let (task_id, procs) =
-        start_web(&s, &baton_env, &stub, &role_id, &secret_id, 0, tmp.path()).await;
+        start_web(&s, &baton_env, &vault, &role_id, &secret_id, 0, tmp.path()).await;
     let _reaper = Reaper(procs.iter().map(|(p, _)| *p).collect());
     s.stop.cancel();
     tokio::time::timeout(LIMIT, s.task)

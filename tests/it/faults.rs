@@ -645,9 +645,11 @@ async fn under_flood(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_keeps_answering_under_a_flood_of_slow_connections() {
     let flood = raise_own_open_files_limit();
-    let vault = vault_stub::spawn(vault_stub::StubConfig::default())
-        .await
-        .unwrap();
+    // A real Vault, the reconciler holding the documented token: the gatekeeper's route is
+    // mounted only with Vault configured.
+    let vault = baton_e2e::openbao::OpenBao::start().await;
+    vault.enable_approle().await;
+    let vault_token = vault.reconciler_token("e2e").await;
     let sched = DevScheduler::start().await;
     let repo = TempRepo::new("owner: e2e\n");
     // A git repo: webhooks are served only for one (a plain directory is watched instead).
@@ -675,13 +677,13 @@ async fn serve_keeps_answering_under_a_flood_of_slow_connections() {
     }
     let state = tempfile::tempdir().unwrap();
     let mut cmd = under_open_files_limit(&["serve", "--listen", "127.0.0.1:0"]);
-    cmd.args(["--marathon", &sched.url, "--vault-addr", &vault.url()])
+    cmd.args(["--marathon", &sched.url, "--vault-addr", vault.url()])
         .arg("--repo")
         .arg(repo.path())
         .arg("--state-dir")
         .arg(state.path())
         .env("BATON_WEBHOOK_SECRET", "e2e-secret")
-        .env("BATON_VAULT_TOKEN", vault.root_token())
+        .env("BATON_VAULT_TOKEN", &vault_token)
         .env("BATON_LOG", "info");
     let mut serve = baton_e2e::process::Daemon::start(cmd, "addr=").await;
     let url = serve.url();

@@ -538,7 +538,11 @@ impl OpenBao {
                         .as_str()
                         .unwrap_or_default()
                         .to_owned(),
-                    v["request"]["path"].as_str().unwrap_or_default().to_owned(),
+                    v["request"]["path"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .trim_end_matches('/')
+                        .to_owned(),
                 )
             })
             .collect()
@@ -580,6 +584,30 @@ pub struct Audited {
     pub token: Option<String>,
 }
 
+impl OpenBao {
+    /// The live tokens an AppRole login to `role` made: each one's `auth/token/lookup-accessor`
+    /// data (`meta` holds the secret id's metadata and `role_name`).
+    pub async fn tokens_of_role(&self, role: &str) -> Vec<Value> {
+        let list = self.root("LIST", "auth/token/accessors", None).await;
+        let mut found = Vec::new();
+        for accessor in list["data"]["keys"].as_array().into_iter().flatten() {
+            let (status, v) = self
+                .call_as(
+                    &self.root_token,
+                    "POST",
+                    "auth/token/lookup-accessor",
+                    Some(json!({ "accessor": accessor })),
+                )
+                .await;
+            // A token can expire or be revoked between the list and the lookup.
+            if status == 200 && v["data"]["meta"]["role_name"] == role {
+                found.push(v["data"].clone());
+            }
+        }
+        found
+    }
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -615,9 +643,18 @@ pub fn reconciler_policy(owner: &str) -> String {
 
 impl OpenBao {
     /// A token with [`reconciler_policy`] for `owner`, as an operator would make it.
+    /// Without Vault's `default` policy: the token holds exactly the documented policy, so a
+    /// right Baton needs and the page forgets is found by the tests, not lent by `default`.
     pub async fn reconciler_token(&self, owner: &str) -> String {
         let name = format!("baton-reconciler-{owner}");
         self.write_policy(&name, &reconciler_policy(owner)).await;
-        self.token_with(&[&name]).await
+        let v = self
+            .root(
+                "POST",
+                "auth/token/create",
+                Some(json!({"policies": [name], "no_default_policy": true, "ttl": "1h"})),
+            )
+            .await;
+        v["auth"]["client_token"].as_str().unwrap().to_owned()
     }
 }

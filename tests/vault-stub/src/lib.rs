@@ -30,6 +30,14 @@
 //!   namespaces would not reveal a request that also works without the header):
 //!   `namespace.rs::the_namespace_header_is_sent_on_every_request`.
 //!
+//! - End-to-end tests (everything else there runs on OpenBao): `tests/it/secret_zero.rs`
+//!   `a_vault_that_ignores_wrapping_is_refused_not_passed_on` (a server that answers a
+//!   secret-id request sent with `X-Vault-Wrap-TTL` with a plain secret id: Vault always wraps)
+//!   and `secret_zero_load` (the stub's half of the mass-start benchmark: Baton's own cost with a
+//!   Vault that costs nothing, beside `secret_zero_load_openbao`); `tests/it/dev_stop.rs`
+//!   `a_deleted_task_under_baton_env_revokes_its_token_and_leaves_no_process`
+//!   (`auth/token/revoke-self` held unanswered until the test has seen it).
+//!
 //! Malformed and lean bodies (RustyVault's) are covered by unit tests of the client
 //! (`sidecar/src/vault.rs`) and the optional `rvault.rs`.
 //!
