@@ -245,7 +245,8 @@ fn start_with<Src: SpecSource>(
         (shared.dashboard).add_metrics_source(crate::daemon::dashboard::MetricsSource(Arc::new(
             move || g.metrics(),
         )));
-        routes = routes.merge(gate.routes());
+        routes = routes.merge(gate.clone().routes());
+        tracker.spawn(gate.sweeper(shutdown.child_token()));
     }
     let connections = Arc::new(baton_listen::Stats::default());
     let c = connections.clone();
