@@ -686,6 +686,8 @@ pub struct Gatekeeper<T> {
     /// Generation last written to disk; held while writing (group commit).
     written: tokio::sync::Mutex<u64>,
     pub counters: Counters,
+    /// Wakes the lease sweep now: the scheduler said a recorded task ended.
+    sweep_now: tokio::sync::Notify,
 }
 
 /// The served-set file in a state dir.
@@ -778,6 +780,7 @@ impl<T: TaskLookup> Gatekeeper<T> {
             }),
             written: tokio::sync::Mutex::new(0),
             counters: Counters::default(),
+            sweep_now: tokio::sync::Notify::new(),
         })
     }
 
@@ -988,6 +991,9 @@ pub trait ServedApps: Send + Sync {
     fn routes(self: Arc<Self>) -> Router;
     /// The decision counters, Prometheus text.
     fn metrics(&self) -> String;
+    /// The scheduler says this task ended (a terminal status event): sweep now if its token
+    /// is recorded.
+    fn task_ended(&self, task_id: &str);
     /// The lease sweep, until `stop` ([`Gatekeeper::sweep_loop`]).
     fn sweeper(
         self: Arc<Self>,
@@ -1005,6 +1011,9 @@ impl<T: TaskLookup> ServedApps for Gatekeeper<T> {
     }
     fn metrics(&self) -> String {
         self.counters.prometheus()
+    }
+    fn task_ended(&self, task_id: &str) {
+        Gatekeeper::task_ended(self, task_id)
     }
     fn sweeper(
         self: Arc<Self>,

@@ -12,7 +12,8 @@
 //!    AppRole copies it onto the token). A report failing any check is refused and never
 //!    recorded, so nobody can get another app's or task's token revoked through it.
 //! 3. The accessor is recorded in the served-task file (persisted before the answer).
-//! 4. Every [`GateConfig::sweep_interval`], while accessors are recorded, the scheduler's task
+//! 4. When the scheduler's events say a recorded task ended ([`ended_task`]), and every
+//!    [`super::GateConfig::sweep_interval`] while accessors are recorded, the scheduler's task
 //!    list is read; each recorded task that is no longer listed, or listed in a terminal state,
 //!    is due ([`due`], pure) and its token revoked with `auth/token/revoke-accessor`, which
 //!    revokes every lease the token created. Counted in `/metrics`
@@ -221,6 +222,18 @@ pub fn due(
         })
         .map(|(task, _)| task.clone())
         .collect()
+}
+
+/// The task a scheduler event says ended for good: a `status_update_event` with a terminal
+/// `taskStatus` (pure).
+pub fn ended_task(event: &serde_json::Value) -> Option<&str> {
+    let kind = event.get("eventType").and_then(serde_json::Value::as_str);
+    let status = event
+        .get("taskStatus")
+        .and_then(serde_json::Value::as_str)?;
+    (kind.is_none_or(|k| k == "status_update_event") && TERMINAL.contains(&status))
+        .then(|| event.get("taskId")?.as_str())
+        .flatten()
 }
 
 /// Report and sweep counters for `/metrics`.
@@ -463,7 +476,16 @@ impl<T: TaskLookup> Gatekeeper<T> {
         pass
     }
 
-    /// Sweeps every [`super::GateConfig::sweep_interval`] until `stop`.
+    /// The scheduler says `task_id` ended: sweep now when its token is recorded (the listing
+    /// still decides; a scheduler whose listing lags its events is caught by the next pass).
+    pub fn task_ended(&self, task_id: &str) {
+        if lock(&self.inner).served.accessors.contains_key(task_id) {
+            self.sweep_now.notify_one();
+        }
+    }
+
+    /// Sweeps every [`super::GateConfig::sweep_interval`], and at once when
+    /// [`Gatekeeper::task_ended`] names a recorded task, until `stop`.
     pub async fn sweep_loop(self: Arc<Self>, stop: CancellationToken) {
         let mut tick =
             tokio::time::interval(self.config.sweep_interval.max(Duration::from_millis(100)));
@@ -472,6 +494,7 @@ impl<T: TaskLookup> Gatekeeper<T> {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
+                _ = self.sweep_now.notified() => {}
             }
             tokio::select! {
                 _ = stop.cancelled() => return,

@@ -290,3 +290,19 @@ fn the_sweep_counters_are_in_the_metrics() {
         assert!(text.contains(line), "{line} in {text}");
     }
 }
+
+#[test]
+fn terminal_status_events_name_their_task() {
+    let event = |status: &str| json!({"eventType": "status_update_event", "taskId": "web.1", "taskStatus": status});
+    assert_eq!(ended_task(&event("TASK_KILLED")), Some("web.1"));
+    assert_eq!(ended_task(&event("TASK_FAILED")), Some("web.1"));
+    assert_eq!(ended_task(&event("TASK_RUNNING")), None);
+    assert_eq!(ended_task(&event("TASK_KILLING")), None);
+    assert_eq!(ended_task(&event("TASK_UNREACHABLE")), None);
+    assert_eq!(
+        ended_task(
+            &json!({"eventType": "api_post_event", "taskStatus": "TASK_KILLED", "taskId": "x"})
+        ),
+        None
+    );
+}
