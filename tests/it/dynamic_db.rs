@@ -10,6 +10,8 @@
 //!   revokes the gone task's token within the sweep bound: the user is gone, counted in
 //!   `/metrics`; forged accessor reports (a token of another role for the same task, a token
 //!   made by hand) are refused and those tokens are never revoked.
+//! - The periodic pass alone (no scheduler event), by a gatekeeper restarted on the same state
+//!   dir: the recorded token is revoked once its task is no longer listed.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -437,4 +439,160 @@ async fn the_lease_sweep_revokes_what_a_killed_sidecar_left() {
     }
     serve.stop().await;
     w.marathon.stop().await;
+}
+
+/// The periodic pass without any scheduler event, across a restart of the gatekeeper: a task's
+/// token recorded by one gatekeeper (its report checked by OpenBao) is revoked by the next one,
+/// started from the same state dir, once the task is no longer listed under its app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_tokens_survive_a_restart_and_the_periodic_pass_revokes_them() {
+    use baton::secret_zero::gatekeeper::sweep::{Accessor, AccessorReport, ReportOutcome};
+    use baton::secret_zero::gatekeeper::{
+        self, AppGate, GateConfig, Gatekeeper, Outcome, SecretZeroRequest, StaticTasks, TaskInfo,
+    };
+    use baton::secret_zero::vault_admin::{VaultAdmin, VaultAdminConfig};
+    use baton_core::secrets;
+    use baton_core::spec::AppId;
+
+    let bao = OpenBao::start().await;
+    bao.enable_approle().await;
+    let admin = VaultAdmin::new(VaultAdminConfig {
+        addr: bao.url().to_owned(),
+        token: bao.reconciler_token("shop").await.into(),
+        approle_mount: "approle".into(),
+        timeout: Duration::from_secs(30),
+    })
+    .unwrap();
+    let app = AppId::parse("/web").unwrap();
+    let role = secrets::object_name("shop", &app);
+    admin
+        .write_policy(
+            &role,
+            &secrets::policy_text("shop", &app, &Default::default()),
+        )
+        .await
+        .unwrap();
+    let role_id = secrets::new_role_id(&role, "1");
+    admin
+        .write_role(
+            &role,
+            &json!({"token_policies": [role], "token_ttl": 600, "token_max_ttl": 1200,
+                    "secret_id_num_uses": 1, "secret_id_ttl": 120, "role_id": role_id}),
+        )
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let now = (gatekeeper::system_clock())();
+    let task = |id: &str| TaskInfo {
+        id: id.into(),
+        app_id: "/web".into(),
+        owner: Some("shop".into()),
+        state: "TASK_RUNNING".into(),
+        staged_at_ms: Some(now),
+        addrs: vec!["127.0.0.1".parse().unwrap()],
+    };
+    let start = |tasks: StaticTasks| {
+        let gk = Gatekeeper::new(
+            tasks,
+            admin.clone(),
+            GateConfig {
+                owner: "shop".into(),
+                state_dir: Some(state.path().to_owned()),
+                sweep_interval: Duration::from_millis(200),
+                ..Default::default()
+            },
+            gatekeeper::system_clock(),
+        )
+        .unwrap();
+        gk.set_apps(
+            [(
+                app.clone(),
+                AppGate {
+                    role: role.clone(),
+                    role_id: Some(role_id.clone()),
+                    instances: 2,
+                },
+            )]
+            .into(),
+        );
+        std::sync::Arc::new(gk)
+    };
+    let peer = Some("127.0.0.1".parse().unwrap());
+
+    // web.1 gets secret zero and logs in, as its baton-env would, and reports its accessor.
+    let tasks = StaticTasks::default();
+    tasks.insert(task("web.1"));
+    let first = start(tasks);
+    let req = SecretZeroRequest {
+        task_id: "web.1".into(),
+        app_id: "/web".into(),
+    };
+    let Outcome::Granted {
+        wrap_token,
+        role_id,
+    } = first.handle(&req, peer).await
+    else {
+        panic!("web.1 not granted");
+    };
+    let (status, unwrapped) = bao
+        .call_as(&wrap_token, "POST", "sys/wrapping/unwrap", None)
+        .await;
+    assert_eq!(status, 200, "{unwrapped}");
+    let (status, login) = bao
+        .call_as(
+            "",
+            "POST",
+            "auth/approle/login",
+            Some(json!({"role_id": role_id, "secret_id": unwrapped["data"]["secret_id"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{login}");
+    let token = login["auth"]["client_token"].as_str().unwrap().to_owned();
+    let report = AccessorReport {
+        task_id: "web.1".into(),
+        app_id: "/web".into(),
+        accessor: Accessor::new(login["auth"]["accessor"].as_str().unwrap()),
+    };
+    assert_eq!(
+        first.handle_report(&report, peer).await,
+        ReportOutcome::Recorded
+    );
+    drop(first);
+
+    // A new gatekeeper on the same state dir: web.1 is gone, web.2 keeps /web listed.
+    let tasks = StaticTasks::default();
+    tasks.insert(task("web.2"));
+    let second = start(tasks);
+    assert_eq!(
+        second.recorded_count(),
+        1,
+        "the record survived the restart"
+    );
+    let stop = CancellationToken::new();
+    let sweeping = tokio::spawn(second.clone().sweep_loop(stop.clone()));
+    wait_until(
+        "web.1's token revoked by the periodic pass",
+        Duration::from_secs(60),
+        || async {
+            bao.call_as(&token, "GET", "auth/token/lookup-self", None)
+                .await
+                .0
+                == 403
+        },
+    )
+    .await;
+    wait_until("the record dropped", Duration::from_secs(30), || async {
+        second.recorded_count() == 0
+    })
+    .await;
+    assert_eq!(
+        second
+            .counters
+            .sweep
+            .revoked
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    stop.cancel();
+    sweeping.await.unwrap();
 }
