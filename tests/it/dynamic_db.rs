@@ -108,6 +108,8 @@ done
         let app = json!({
             "cmd": format!("exec {} -- sh {}", baton_env.display(), script.display()),
             "cpus": 0.01, "mem": 32, "instances": instances,
+            // Time for baton-env to stop its child and revoke on a loaded machine.
+            "taskKillGracePeriodSeconds": 30,
             "env": {
                 "DB_USER": "vault:database/creds/app#username",
                 "DB_PASSWORD": "vault:database/creds/app#password",
