@@ -199,6 +199,19 @@ pub trait GatekeeperApi: Send + Sync {
         task_id: &str,
         app_id: &str,
     ) -> impl Future<Output = Result<GatekeeperGrant, AuthError>> + Send;
+
+    /// Tells the gatekeeper the accessor of the token the task logged in with, so that the
+    /// reconciler can revoke it (and its leases) if the task dies without doing so
+    /// (`POST <gatekeeper url>/accessor {"task_id","app_id","accessor"}`). The default does
+    /// nothing (a gatekeeper without a lease sweep).
+    fn report_accessor(
+        &self,
+        _task_id: &str,
+        _app_id: &str,
+        _accessor: &str,
+    ) -> impl Future<Output = Result<(), AuthError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// The gatekeeper over HTTP.
@@ -246,6 +259,32 @@ impl GatekeeperApi for HttpGatekeeper {
             wrap_token: Secret::new(reply.wrap_token),
             role_id: Secret::new(reply.role_id),
         })
+    }
+
+    async fn report_accessor(
+        &self,
+        task_id: &str,
+        app_id: &str,
+        accessor: &str,
+    ) -> Result<(), AuthError> {
+        let url = format!("{}/accessor", self.url.trim_end_matches('/'));
+        let body =
+            serde_json::json!({ "task_id": task_id, "app_id": app_id, "accessor": accessor });
+        let resp = self
+            .http
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| AuthError::GatekeeperUnavailable(e.without_url().to_string()))?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(())
+        } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            Err(AuthError::GatekeeperUnavailable(format!("HTTP {status}")))
+        } else {
+            Err(AuthError::Gatekeeper(format!("HTTP {status}")))
+        }
     }
 }
 
@@ -344,12 +383,55 @@ pub async fn login<V: VaultApi, G: GatekeeperApi>(
             }
             let secret_id =
                 unwrap_secret_id(api, mount, Some(role), &grant.wrap_token, policy).await?;
-            approle_login(api, mount, &grant.role_id, &secret_id, policy)
+            let token = approle_login(api, mount, &grant.role_id, &secret_id, policy)
                 .await
-                .map_err(fail)
+                .map_err(fail)?;
+            report_accessor(gatekeeper, task_id, app_id, &token, policy).await;
+            Ok(token)
         }
     }
 }
+
+/// Reports the new token's accessor to the gatekeeper (for its lease sweep), best effort: up
+/// to [`REPORT_ATTEMPTS`] tries while the gatekeeper is unavailable, within `policy`'s
+/// deadline. A failure is a warning: the token's TTL still bounds what a task that dies
+/// without revoking leaves behind.
+async fn report_accessor<G: GatekeeperApi>(
+    gatekeeper: &G,
+    task_id: &str,
+    app_id: &str,
+    token: &VaultToken,
+    policy: &RetryPolicy,
+) {
+    let Some(accessor) = token.accessor.as_deref().filter(|a| !a.is_empty()) else {
+        tracing::warn!("the login answer has no token accessor: nothing to report to the gatekeeper's lease sweep (the token's TTL bounds it)");
+        return;
+    };
+    let mut attempt = 0;
+    loop {
+        let why = match gatekeeper.report_accessor(task_id, app_id, accessor).await {
+            Ok(()) => {
+                tracing::debug!("token accessor reported to the gatekeeper");
+                return;
+            }
+            Err(AuthError::GatekeeperUnavailable(why)) => why,
+            Err(e) => {
+                tracing::warn!(error = %e, "the gatekeeper refused the token accessor report; a task that dies without revoking leaves its token to its TTL");
+                return;
+            }
+        };
+        attempt += 1;
+        let delay = policy.jittered(attempt);
+        if attempt >= REPORT_ATTEMPTS || !policy.allows(delay) {
+            tracing::warn!(reason = %why, "cannot report the token accessor to the gatekeeper; a task that dies without revoking leaves its token to its TTL");
+            return;
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// How often the accessor report is tried.
+const REPORT_ATTEMPTS: u32 = 3;
 
 async fn approle_login<V: VaultApi>(
     api: &V,
@@ -598,5 +680,65 @@ mod tests {
         assert!(e.is_unavailable(), "{e}");
         assert_eq!(gk.calls.lock().unwrap().len(), 1);
         assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    /// Records accessor reports; unavailable for the first `fail` of them.
+    #[derive(Default)]
+    struct Reports {
+        fail: std::sync::atomic::AtomicU32,
+        got: std::sync::Mutex<Vec<(String, String, String)>>,
+    }
+
+    impl GatekeeperApi for Reports {
+        async fn grant(&self, _: &str, _: &str) -> Result<GatekeeperGrant, AuthError> {
+            Err(AuthError::Gatekeeper("not in this test".into()))
+        }
+        async fn report_accessor(&self, t: &str, a: &str, acc: &str) -> Result<(), AuthError> {
+            use std::sync::atomic::Ordering;
+            self.got
+                .lock()
+                .unwrap()
+                .push((t.into(), a.into(), acc.into()));
+            if self.fail.load(Ordering::SeqCst) > 0 {
+                self.fail.fetch_sub(1, Ordering::SeqCst);
+                return Err(AuthError::GatekeeperUnavailable("HTTP 503".into()));
+            }
+            Ok(())
+        }
+    }
+
+    fn token(accessor: Option<&str>) -> VaultToken {
+        VaultToken {
+            token: Secret::new("tok".into()),
+            accessor: accessor.map(str::to_owned),
+            ttl: Some(Duration::from_secs(60)),
+            renewable: true,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_accessor_is_reported_with_a_few_retries_then_given_up() {
+        let policy = RetryPolicy::new(Duration::from_secs(60));
+        let gk = Reports {
+            fail: 1.into(),
+            ..Default::default()
+        };
+        report_accessor(&gk, "web.1", "/web", &token(Some("acc-1")), &policy).await;
+        let got = gk.got.lock().unwrap().clone();
+        let one = ("web.1".to_string(), "/web".to_string(), "acc-1".to_string());
+        assert_eq!(got, [one.clone(), one.clone()], "retried once after a 503");
+
+        // Always unavailable: given up after REPORT_ATTEMPTS, the start goes on.
+        let gk = Reports {
+            fail: 100.into(),
+            ..Default::default()
+        };
+        report_accessor(&gk, "web.1", "/web", &token(Some("acc-1")), &policy).await;
+        assert_eq!(gk.got.lock().unwrap().len(), REPORT_ATTEMPTS as usize);
+
+        // No accessor in the login answer: nothing to report.
+        let gk = Reports::default();
+        report_accessor(&gk, "web.1", "/web", &token(None), &policy).await;
+        assert!(gk.got.lock().unwrap().is_empty());
     }
 }

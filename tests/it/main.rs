@@ -6,6 +6,7 @@ mod daemon;
 mod dev;
 mod dev_stop;
 mod drift;
+mod dynamic_db;
 mod faults;
 mod observe;
 mod secret_zero;

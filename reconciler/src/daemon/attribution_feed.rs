@@ -1,5 +1,6 @@
 //! Feeds [`Attributions`] from a scheduler's `/v2/events` stream (`api_post_event` only): the
-//! I/O shell around the pure [`baton_core::drift::parse_api_post`]. Reconnects with backoff (1 s
+//! I/O shell around the pure [`baton_core::drift::parse_api_post`]. [`follow_events`] follows
+//! other event types the same way (the lease sweep's terminal task statuses). Reconnects with backoff (1 s
 //! doubling to 60 s) until `shutdown`, and reopens a stream silent for [`STREAM_IDLE`].
 
 use std::sync::{Arc, Mutex};
@@ -58,6 +59,36 @@ pub async fn follow_api_posts_idle(
     marathon: &Marathon,
     shutdown: &CancellationToken,
     idle: Duration,
+    opened: impl FnMut(),
+    event: impl FnMut(&sse::RawEvent),
+) {
+    follow_events_idle(
+        marathon,
+        shutdown,
+        "event_type=api_post_event",
+        idle,
+        opened,
+        event,
+    )
+    .await
+}
+
+/// Hand every event `query` selects (e.g. `event_type=status_update_event`) to `event` until
+/// `shutdown`, as [`follow_api_posts`] does for `api_post_event`.
+pub async fn follow_events(
+    marathon: &Marathon,
+    shutdown: &CancellationToken,
+    query: &str,
+    event: impl FnMut(&sse::RawEvent),
+) {
+    follow_events_idle(marathon, shutdown, query, STREAM_IDLE, || {}, event).await
+}
+
+async fn follow_events_idle(
+    marathon: &Marathon,
+    shutdown: &CancellationToken,
+    query: &str,
+    idle: Duration,
     mut opened: impl FnMut(),
     mut event: impl FnMut(&sse::RawEvent),
 ) {
@@ -65,7 +96,7 @@ pub async fn follow_api_posts_idle(
     loop {
         let resp = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = marathon.event_stream("event_type=api_post_event") => r,
+            r = marathon.event_stream(query) => r,
         };
         match resp {
             Ok(resp) => {

@@ -245,7 +245,28 @@ fn start_with<Src: SpecSource>(
         (shared.dashboard).add_metrics_source(crate::daemon::dashboard::MetricsSource(Arc::new(
             move || g.metrics(),
         )));
-        routes = routes.merge(gate.routes());
+        routes = routes.merge(gate.clone().routes());
+        tracker.spawn(gate.clone().sweeper(shutdown.child_token()));
+        // Terminal task events wake the sweep at once (the periodic pass is the safety net).
+        let (events, stop) = (marathon.clone(), shutdown.child_token());
+        tracker.spawn(async move {
+            crate::daemon::attribution_feed::follow_events(
+                &events,
+                &stop,
+                "event_type=status_update_event",
+                |raw| {
+                    let data = serde_json::from_str::<serde_json::Value>(&raw.data);
+                    if let Some(task) = data
+                        .as_ref()
+                        .ok()
+                        .and_then(crate::secret_zero::gatekeeper::sweep::ended_task)
+                    {
+                        gate.task_ended(task);
+                    }
+                },
+            )
+            .await
+        });
     }
     let connections = Arc::new(baton_listen::Stats::default());
     let c = connections.clone();

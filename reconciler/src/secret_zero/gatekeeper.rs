@@ -45,6 +45,8 @@ use baton_core::secrets::Desired;
 use baton_core::spec::{AppId, Repo};
 use baton_marathon::Scheduler;
 
+pub mod sweep;
+
 /// The route.
 pub const PATH: &str = "/v1/secret-zero";
 /// File name of the served-task set inside the state dir.
@@ -147,6 +149,9 @@ pub struct GateConfig {
     pub state_dir: Option<PathBuf>,
     /// How long a served task id is remembered (beyond `max_age` it would be refused anyway).
     pub served_retention: Duration,
+    /// How often the lease sweep compares the recorded tokens with the scheduler's tasks (the
+    /// bound on how long a gone task's token outlives it, plus one listing and one Vault call).
+    pub sweep_interval: Duration,
 }
 
 impl Default for GateConfig {
@@ -162,6 +167,7 @@ impl Default for GateConfig {
             },
             state_dir: None,
             served_retention: Duration::from_secs(24 * 3600),
+            sweep_interval: Duration::from_secs(10),
         }
     }
 }
@@ -222,11 +228,16 @@ pub enum Decision {
     Deny(DenyReason),
 }
 
-/// Task ids already served, with when (Unix ms).
+/// Task ids already served, with when (Unix ms), and the tokens their sidecars reported for
+/// the lease sweep ([`sweep`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Served {
     pub version: u32,
     pub served: BTreeMap<String, u64>,
+    /// Task id -> the token its sidecar logged in with (absent in files of earlier Batons,
+    /// which read the field as unknown and ignore it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub accessors: BTreeMap<String, sweep::Recorded>,
 }
 
 impl Served {
@@ -237,6 +248,8 @@ impl Served {
     pub fn prune(&mut self, now_ms: u64, retention: Duration) {
         let cutoff = now_ms.saturating_sub(retention.as_millis() as u64);
         self.served.retain(|_, at| *at >= cutoff);
+        // A token recorded a day ago has outlived any app token's max TTL Baton sets.
+        self.accessors.retain(|_, r| r.at >= cutoff);
     }
 
     /// Record `task_id` as served at `now_ms`, forgetting what is past `retention`: a
@@ -352,6 +365,10 @@ pub trait TaskLookup: Send + Sync + 'static {
         app: &AppId,
         task_id: &str,
     ) -> impl Future<Output = Result<Option<TaskInfo>, String>> + Send;
+
+    /// Every app and task the scheduler knows now (fresh, not from a cache; hosts not
+    /// resolved): what the lease sweep compares its records with.
+    fn all_tasks(&self) -> impl Future<Output = Result<sweep::Listing, String>> + Send;
 }
 
 /// Tasks from `Scheduler::list_apps` (which embeds tasks), cached: a miss refreshes the cache
@@ -435,6 +452,22 @@ impl<S: Scheduler + 'static> TaskLookup for SchedulerTasks<S> {
             cache.at = Some(Instant::now());
         }
         Ok(cache.tasks.get(task_id).cloned())
+    }
+
+    async fn all_tasks(&self) -> Result<sweep::Listing, String> {
+        let apps = self
+            .scheduler
+            .list_apps()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(sweep::Listing {
+            apps: apps
+                .iter()
+                .filter_map(|a| a.get("id").and_then(Value::as_str))
+                .map(|id| id.trim_end_matches('/').to_owned())
+                .collect(),
+            tasks: apps.iter().flat_map(tasks_of).collect(),
+        })
     }
 }
 
@@ -521,11 +554,28 @@ impl StaticTasks {
     pub fn insert(&self, t: TaskInfo) {
         lock(&self.tasks).insert(t.id.clone(), t);
     }
+
+    /// The task is gone (killed, lost).
+    pub fn remove(&self, task_id: &str) {
+        lock(&self.tasks).remove(task_id);
+    }
 }
 
 impl TaskLookup for StaticTasks {
     async fn task(&self, _app: &AppId, task_id: &str) -> Result<Option<TaskInfo>, String> {
         Ok(lock(&self.tasks).get(task_id).cloned())
+    }
+
+    /// The apps are those of the tasks in the table.
+    async fn all_tasks(&self) -> Result<sweep::Listing, String> {
+        let tasks: Vec<TaskInfo> = lock(&self.tasks).values().cloned().collect();
+        Ok(sweep::Listing {
+            apps: tasks
+                .iter()
+                .map(|t| t.app_id.trim_end_matches('/').to_owned())
+                .collect(),
+            tasks,
+        })
     }
 }
 
@@ -544,6 +594,8 @@ pub struct Counters {
     pub not_ready: AtomicU64,
     /// Vault answered a secret-id request without wrapping it: refused.
     pub not_wrapped: AtomicU64,
+    /// Accessor reports and the lease sweep.
+    pub sweep: sweep::SweepCounters,
 }
 
 impl Counters {
@@ -583,6 +635,7 @@ impl Counters {
             "# HELP baton_secret_zero_not_wrapped_total Secret-id answers refused for lacking wrap_info.\n# TYPE baton_secret_zero_not_wrapped_total counter\nbaton_secret_zero_not_wrapped_total {}\n",
             self.not_wrapped.load(Ordering::Relaxed)
         ));
+        s.push_str(&self.sweep.prometheus());
         s
     }
 }
@@ -633,6 +686,8 @@ pub struct Gatekeeper<T> {
     /// Generation last written to disk; held while writing (group commit).
     written: tokio::sync::Mutex<u64>,
     pub counters: Counters,
+    /// Wakes the lease sweep now: the scheduler said a recorded task ended.
+    sweep_now: tokio::sync::Notify,
 }
 
 /// The served-set file in a state dir.
@@ -725,6 +780,7 @@ impl<T: TaskLookup> Gatekeeper<T> {
             }),
             written: tokio::sync::Mutex::new(0),
             counters: Counters::default(),
+            sweep_now: tokio::sync::Notify::new(),
         })
     }
 
@@ -935,6 +991,14 @@ pub trait ServedApps: Send + Sync {
     fn routes(self: Arc<Self>) -> Router;
     /// The decision counters, Prometheus text.
     fn metrics(&self) -> String;
+    /// The scheduler says this task ended (a terminal status event): sweep now if its token
+    /// is recorded.
+    fn task_ended(&self, task_id: &str);
+    /// The lease sweep, until `stop` ([`Gatekeeper::sweep_loop`]).
+    fn sweeper(
+        self: Arc<Self>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
 impl<T: TaskLookup> ServedApps for Gatekeeper<T> {
@@ -948,6 +1012,15 @@ impl<T: TaskLookup> ServedApps for Gatekeeper<T> {
     fn metrics(&self) -> String {
         self.counters.prometheus()
     }
+    fn task_ended(&self, task_id: &str) {
+        Gatekeeper::task_ended(self, task_id)
+    }
+    fn sweeper(
+        self: Arc<Self>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(self.sweep_loop(stop))
+    }
 }
 
 /// The axum route for `serve`: `POST /v1/secret-zero`. Serve with
@@ -956,6 +1029,7 @@ impl<T: TaskLookup> ServedApps for Gatekeeper<T> {
 pub fn router<T: TaskLookup>(gk: Arc<Gatekeeper<T>>) -> Router {
     Router::new()
         .route(PATH, post(secret_zero::<T>))
+        .route(sweep::ACCESSOR_PATH, post(sweep::report_accessor::<T>))
         .with_state(gk)
 }
 

@@ -82,6 +82,26 @@ pub struct WrappedSecretId {
     pub creation_path: String,
 }
 
+/// What `auth/token/lookup-accessor` says of a token, as far as the lease sweep needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// The path that created it, e.g. `auth/approle/login`.
+    pub path: String,
+    /// Metadata `role_name` (set by AppRole).
+    pub role_name: Option<String>,
+    /// Metadata `task_id` (copied by AppRole from the secret id the gatekeeper minted).
+    pub task_id: Option<String>,
+}
+
+/// How `auth/token/revoke-accessor` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// The token (and every lease it created) is revoked now.
+    Revoked,
+    /// Vault knows no token with this accessor (revoked or expired before).
+    AlreadyGone,
+}
+
 /// The client.
 #[derive(Debug, Clone)]
 pub struct VaultAdmin {
@@ -335,6 +355,69 @@ impl VaultAdmin {
             Err(e) => {
                 tracing::warn!(role, error = %e, "Vault ignored response wrapping and the plain secret id could not be destroyed; it expires with secret_id_ttl")
             }
+        }
+    }
+
+    /// `POST auth/token/lookup-accessor`: the token behind `accessor`, `None` when Vault knows
+    /// none (it answers 400 "invalid accessor"). The accessor is sent in the body, never in a
+    /// path, so no error or log line carries it.
+    pub async fn lookup_accessor(&self, accessor: &str) -> Result<Option<TokenInfo>> {
+        let path = "auth/token/lookup-accessor";
+        let body = json!({ "accessor": accessor });
+        let v = match self.call(Method::POST, path, Some(&body), None).await {
+            Ok(v) => v,
+            Err(VaultAdminError::Status { status: 400, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(data) = v
+            .as_ref()
+            .and_then(|v| v.get("data"))
+            .filter(|d| d.is_object())
+        else {
+            return Ok(None);
+        };
+        let meta = |k: &str| {
+            data.get("meta")
+                .and_then(|m| m.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Ok(Some(TokenInfo {
+            path: data
+                .get("path")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            role_name: meta("role_name"),
+            task_id: meta("task_id"),
+        }))
+    }
+
+    /// `POST auth/token/revoke-accessor`: revokes the token and every lease it created. Vault
+    /// answers 204 when it revoked one, 200 with a warning (or 400 "invalid accessor") when it
+    /// knows no such token.
+    pub async fn revoke_accessor(&self, accessor: &str) -> Result<Revoked> {
+        let path = "auth/token/revoke-accessor";
+        let body = json!({ "accessor": accessor });
+        match self.call(Method::POST, path, Some(&body), None).await {
+            Ok(Some(Value::Null)) => Ok(Revoked::Revoked),
+            Ok(Some(v)) => {
+                let not_found = v
+                    .get("warnings")
+                    .and_then(Value::as_array)
+                    .is_some_and(|w| {
+                        w.iter()
+                            .filter_map(Value::as_str)
+                            .any(|w| w.contains("No token found"))
+                    });
+                Ok(if not_found {
+                    Revoked::AlreadyGone
+                } else {
+                    Revoked::Revoked
+                })
+            }
+            Ok(None) | Err(VaultAdminError::Status { status: 400, .. }) => Ok(Revoked::AlreadyGone),
+            Err(e) => Err(e),
         }
     }
 
