@@ -13,6 +13,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failed setup step stops the test loudly
 
+pub mod postgres;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -656,5 +658,56 @@ impl OpenBao {
             )
             .await;
         v["auth"]["client_token"].as_str().unwrap().to_owned()
+    }
+}
+
+impl OpenBao {
+    /// The database secrets engine at `database/`, connected to `pg` as its superuser, with a
+    /// role `app` whose users get `default_ttl` (renewable up to `max_ttl`), may log in to the
+    /// database `app`, and are dropped on revocation (`revocation_statements`: a user that owns
+    /// nothing and holds only this grant can be dropped without leftovers).
+    pub async fn enable_database(
+        &self,
+        pg: &postgres::Postgres,
+        default_ttl: Duration,
+        max_ttl: Duration,
+    ) {
+        self.root(
+            "POST",
+            "sys/mounts/database",
+            Some(json!({"type": "database"})),
+        )
+        .await;
+        self.root(
+            "POST",
+            "database/config/app",
+            Some(json!({
+                "plugin_name": "postgresql-database-plugin",
+                "connection_url": pg.vault_connection_url(),
+                "allowed_roles": "app",
+                "username": postgres::SUPERUSER,
+                "password": postgres::SUPERUSER_PASSWORD,
+                "verify_connection": true,
+            })),
+        )
+        .await;
+        self.root(
+            "POST",
+            "database/roles/app",
+            Some(json!({
+                "db_name": "app",
+                "creation_statements": [
+                    "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+                    "GRANT CONNECT ON DATABASE app TO \"{{name}}\";"
+                ],
+                "revocation_statements": [
+                    "REVOKE CONNECT ON DATABASE app FROM \"{{name}}\";",
+                    "DROP ROLE IF EXISTS \"{{name}}\";"
+                ],
+                "default_ttl": default_ttl.as_secs(),
+                "max_ttl": max_ttl.as_secs(),
+            })),
+        )
+        .await;
     }
 }
