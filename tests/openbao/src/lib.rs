@@ -13,6 +13,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failed setup step stops the test loudly
 
+pub mod leases;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};
