@@ -75,6 +75,27 @@ impl Db {
         cmd
     }
 
+    /// Makes the creation of every new user wait for the advisory lock `key` (a first creation
+    /// statement `SELECT pg_advisory_xact_lock(<key>)`): while a test holds it
+    /// ([`Postgres::hold_advisory_lock`]), reads of the credentials stay in flight, as with a
+    /// slow database.
+    pub async fn creation_waits_for(&self, key: u32) {
+        let role = self.bao.root("GET", "database/roles/app", None).await;
+        let mut statements = vec![json!(format!("SELECT pg_advisory_xact_lock({key});"))];
+        statements.extend(
+            role["data"]["creation_statements"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        let mut data = role["data"].clone();
+        data["creation_statements"] = json!(statements);
+        data["db_name"] = json!("app");
+        self.bao
+            .root("POST", "database/roles/app", Some(data))
+            .await;
+    }
+
     /// How many leases the database engine issued (each a PostgreSQL user).
     pub fn creds_issued(&self) -> usize {
         self.bao.issued_leases(CREDS).len()
