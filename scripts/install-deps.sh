@@ -8,8 +8,10 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: util-linux for `unshare` (PID-1 tests); git (its `git http-backend` serves the HTTP git remote in the e2e tests); curl + jq
-# for the hand-written-entrypoint comparison; Chromium + ChromeDriver for the status page test.
-PKGS=(util-linux git curl jq chromium chromium-driver)
+# for the hand-written-entrypoint comparison; Chromium + ChromeDriver for the status page test;
+# postgresql for the dynamic-credential tests (tests/openbao/src/postgres.rs runs a throwaway
+# cluster per test from /usr/lib/postgresql/*/bin; the package's own cluster is not used).
+PKGS=(util-linux git curl jq chromium chromium-driver postgresql)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
