@@ -291,7 +291,7 @@ async fn renewer_renews_then_reports_the_lease_ending() {
         leases: vec![lease.clone()],
     };
     let task = tokio::spawn(renew::run(api, creds, replace_rx, event_tx));
-    let event = tokio::time::timeout(S(10), event_rx.recv())
+    let event = tokio::time::timeout(S(30), event_rx.recv())
         .await
         .expect("an event")
         .expect("open");
@@ -309,7 +309,7 @@ async fn supervise_injects_strips_bootstrap_and_revokes_on_exit() {
         .approle(r#"path "secret/data/app" { capabilities = ["read"] }"#)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let dump = dir.path().join("env");
+    let (dump, whoami) = (dir.path().join("env"), dir.path().join("whoami"));
     let mut cmd = baton_env();
     cmd.env("VAULT_ADDR", db.bao.url())
         .env("BATON_ROLE_ID", &role_id)
@@ -318,7 +318,17 @@ async fn supervise_injects_strips_bootstrap_and_revokes_on_exit() {
         .env("DB_USER", "vault:database/creds/app#username")
         .env("API_KEY", "vault:secret/data/app#key")
         .env("PLAIN", "kept")
-        .args(["--", "sh", "-c", "env > \"$0\"; exit 3"])
+        .env("PSQL", db.pg.psql())
+        .env("PGPORT", db.pg.port().to_string())
+        .env("WHOAMI", &whoami)
+        // The app connects to PostgreSQL as the dynamic user, over TCP with its password.
+        .args([
+            "--",
+            "sh",
+            "-c",
+            r#"env > "$0"; PGPASSWORD="$DB_PASSWORD" "$PSQL" -h 127.0.0.1 -U "$DB_USER" -d app \
+               -X -w -t -A -c 'SELECT current_user' > "$WHOAMI"; exit 3"#,
+        ])
         .arg(&dump);
     let out = output(cmd).await;
     let stderr = text(&out.stderr);
@@ -326,9 +336,15 @@ async fn supervise_injects_strips_bootstrap_and_revokes_on_exit() {
     let env = std::fs::read_to_string(&dump).unwrap();
     assert!(env.contains("API_KEY=api-key-value"));
     assert!(env.contains("PLAIN=kept"));
-    assert!(
-        env.lines().any(|l| l.starts_with("DB_USER=v-approle-app-")),
-        "{env}"
+    let user = env
+        .lines()
+        .find_map(|l| l.strip_prefix("DB_USER="))
+        .unwrap();
+    assert!(user.starts_with("v-approle-app-"), "{env}");
+    assert_eq!(
+        std::fs::read_to_string(&whoami).unwrap().trim(),
+        user,
+        "the app logged in to PostgreSQL as its dynamic user"
     );
     for var in ["BATON_ROLE_ID", "BATON_SECRET_ID", "VAULT_TOKEN"] {
         assert!(!env.contains(var), "{var} leaked into the child");
