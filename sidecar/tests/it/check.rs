@@ -1,11 +1,11 @@
 //! `baton-env check` against OpenBao: a mix of good and bad references (KV v1 and v2, versions,
 //! a deleted version, a missing path and key, a path the policy denies), each login method a
 //! task uses, the exit codes of a start, no value in any output, and what it revokes.
-//! Dynamic secrets need an external system behind OpenBao (the database engine and
-//! PostgreSQL): the lease row is checked against the stub's dynamic credentials instead.
+//! The lease row: OpenBao's database engine over a throwaway PostgreSQL.
 
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
 
 use openbao_harness::OpenBao;
 use serde_json::{json, Value};
@@ -295,31 +295,21 @@ async fn check_spends_a_wrapped_secret_id() {
     assert!(help.contains("baton-env check"), "{help}");
 }
 
-/// A dynamic secret's lease (the stub's database credentials: OpenBao's database engine needs
-/// a database): reported renewable with its TTL, username and password of one lease in one
-/// read, and revoked afterwards: one by one under a given token (which is kept), with the
-/// token under AppRole.
+/// A dynamic secret's lease (OpenBao's database engine over a throwaway PostgreSQL):
+/// reported renewable with its TTL, username and password of one lease in one read, and
+/// revoked afterwards (the user dropped at once, not when its 300 s end): one by one under a
+/// given token (which is kept), with the token under AppRole.
 #[tokio::test(flavor = "multi_thread")]
 async fn check_reports_a_dynamic_lease_and_revokes_it() {
-    use vault_stub::{spawn, DbRole, Policy, StubConfig, TokenSpec};
-    let stub = spawn(StubConfig::default()).await.unwrap();
-    stub.add_db_role(
-        "app",
-        DbRole {
-            default_ttl: std::time::Duration::from_secs(300),
-            max_ttl: std::time::Duration::from_secs(600),
-        },
-    );
+    use crate::openbao::database::{Db, CREDS};
+    let db = Db::start(Duration::from_secs(300), Duration::from_secs(600)).await;
     let refs = [
         ("DB_USER", "vault:database/creds/app#username"),
         ("DB_PASSWORD", "vault:database/creds/app#password"),
     ];
-    let token = stub.create_token(TokenSpec::new(
-        Policy::Root,
-        std::time::Duration::from_secs(600),
-    ));
+    let token = db.bao.token_with(&["root"]).await;
     let mut cmd = baton_env();
-    cmd.env("VAULT_ADDR", stub.url())
+    cmd.env("VAULT_ADDR", db.bao.url())
         .env("VAULT_TOKEN", &token)
         .args(["check", "--json"]);
     for (k, v) in refs {
@@ -336,23 +326,22 @@ async fn check_reports_a_dynamic_lease_and_revokes_it() {
         assert!(r.get("kv_version").is_none(), "{r}");
     }
     assert_eq!(doc["cleanup"]["leases_revoked"], 1);
-    assert_eq!(stub.creds_issued(), 1, "one read for both keys");
-    let leases = stub.leases();
-    assert_eq!(stub.revoked_leases(), [leases[0].0.clone()]);
-    assert!(stub.token_valid(&token), "a given token is kept");
+    let issued = db.bao.issued_leases(CREDS);
+    assert_eq!(issued.len(), 1, "one read for both keys");
+    let lease = db.bao.audit_hash(&issued[0].lease_id).await;
+    let revoked: Vec<_> = db.bao.lease_revokes().into_iter().map(|(l, _)| l).collect();
+    assert_eq!(revoked, [Some(lease)]);
+    assert!(db.bao.live_leases(CREDS).await.is_empty());
+    assert!(db.users().is_empty(), "the user is dropped");
+    assert!(db.bao.token_valid(&token).await, "a given token is kept");
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(!all.contains(&token), "{all}");
     assert!(!all.contains("v-token-app-"), "a username leaked: {all}");
 
     // AppRole: the token goes, its lease with it.
-    let role_id = stub.add_approle(
-        "web",
-        0,
-        TokenSpec::new(Policy::Root, std::time::Duration::from_secs(600)),
-    );
-    let secret_id = stub.secret_id("web").unwrap();
+    let (role_id, secret_id) = db.approle("").await;
     let mut cmd = baton_env();
-    cmd.env("VAULT_ADDR", stub.url())
+    cmd.env("VAULT_ADDR", db.bao.url())
         .env("BATON_ROLE_ID", &role_id)
         .env("BATON_SECRET_ID", &secret_id)
         .args(["check"]);
@@ -366,6 +355,13 @@ async fn check_reports_a_dynamic_lease_and_revokes_it() {
         stdout.contains("ttl 300s renewable") && stdout.contains("token revoked with its leases"),
         "{stdout}"
     );
-    assert!(stub.login_tokens().iter().all(|t| !stub.token_valid(t)));
-    assert!(stub.leases().iter().all(|(_, revoked)| *revoked));
+    assert_eq!(db.creds_issued(), 2);
+    let alive = db.bao.tokens_of_role("web").await;
+    assert!(alive.is_empty(), "tokens left alive: {alive:?}");
+    assert_eq!(
+        db.bao.lease_revokes().len(),
+        1,
+        "no per-lease revoke under AppRole"
+    );
+    db.wait_all_leases_gone().await;
 }

@@ -4,10 +4,8 @@
 // reach them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod bin;
 mod check;
 mod inputs;
-mod lifecycle;
 mod namespace;
 mod openbao;
 mod pid1;

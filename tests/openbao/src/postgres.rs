@@ -274,6 +274,88 @@ impl Postgres {
     }
 }
 
+/// A session holding a PostgreSQL advisory lock ([`Postgres::hold_advisory_lock`]): a statement
+/// that takes the same lock waits until [`Held::release`] (or the drop) ends the session.
+pub struct Held {
+    child: Option<Child>,
+}
+
+impl Held {
+    /// Ends the session, which releases the lock.
+    pub fn release(mut self) {
+        self.end();
+    }
+
+    fn end(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // EOF on psql's input: it disconnects, and the server drops the session's locks.
+            drop(child.stdin.take());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+impl Postgres {
+    /// Takes the advisory lock `key` (`pg_advisory_lock`) in a session of its own and returns
+    /// once it is granted. With `SELECT pg_advisory_xact_lock(<key>)` among a role's creation
+    /// statements, every new user then waits: a database that is slow to answer, so a
+    /// credential read stays in flight for as long as a test needs. Panics when the lock is
+    /// not granted in time.
+    pub fn hold_advisory_lock(&self, key: u32) -> Held {
+        use std::io::Write;
+        let mut child = Self::command(&self.bin, self.user, "psql")
+            .arg("-h")
+            .arg(self.dir.path())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                DATABASE,
+            ])
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
+        let mut stdin = child.stdin.take().expect("psql's stdin");
+        writeln!(stdin, "SELECT pg_advisory_lock({key});")
+            .unwrap_or_else(|e| panic!("cannot talk to psql: {e}"));
+        child.stdin = Some(stdin);
+        let held = Held { child: Some(child) };
+        // A small key is the lock's objid (classid 0).
+        let granted = format!(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 \
+             AND objid = {key} AND granted"
+        );
+        let deadline = Instant::now() + READY_WITHIN;
+        while self.sql(&granted) != "1" {
+            assert!(
+                Instant::now() < deadline,
+                "the advisory lock {key} was not granted within {READY_WITHIN:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        held
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         // SIGINT: PostgreSQL's fast shutdown (ends sessions, no checkpoint wait on fsync=off).

@@ -2,25 +2,16 @@
 //! HashiCorp Vault's documented HTTP API.
 //!
 //! The Vault of the test suite is OpenBao (`tests/openbao`, a real Vault-API server). The stub
-//! stays only for what OpenBao cannot be made to do here. The tests that still need it, and why:
+//! stays only for what OpenBao cannot be made to do here.
 //!
-//! - Dynamic database credentials and their leases (OpenBao's database engine needs a running
-//!   database; leases of 2-3 s to force renewals, caps and rotations within a test):
-//!   `sidecar/tests/it/stub.rs` (`dynamic_credentials_one_lease_per_path_and_templates`,
-//!   `lease_renew_and_revoke`, `renewer_renews_then_reports_the_lease_ending`), `bin.rs`
-//!   (`supervise_injects_strips_bootstrap_and_revokes_on_exit`,
-//!   `exec_mode_replaces_the_process_and_keeps_the_lease`,
-//!   `rotation_restarts_the_child_with_new_credentials`,
-//!   `json_logs_carry_paths_and_timings_not_values`), `lifecycle.rs`
-//!   (`on_rotate_signal_rewrites_the_env_file_and_signals_the_running_child`,
-//!   `on_rotate_exit_stops_the_child_and_exits_75`,
-//!   `a_given_token_is_kept_and_its_leases_revoked_one_by_one`), `regression.rs`
-//!   (`a_command_that_cannot_start_leaves_no_credentials_behind`,
-//!   `a_failed_restart_revokes_every_generation`,
-//!   `an_env_file_that_cannot_be_rewritten_stops_the_child_first`), `check.rs`
-//!   (`check_reports_a_dynamic_lease_and_revokes_it`).
-//! - Slow answers ([`StubHandle::hold`]: a read held until released):
-//!   `regression.rs::rotation_fetched_after_sigterm_does_not_restart_the_child`.
+//! Dynamic database credentials and their leases no longer need it: OpenBao's database engine
+//! over a throwaway PostgreSQL (`openbao_harness::postgres`) serves them, short leases (2-5 s)
+//! and rotations at `max_ttl` included (`sidecar/tests/it/openbao/database.rs`, `regression.rs`,
+//! `check.rs`); a slow answer there is a database that is slow (a creation statement waits for
+//! an advisory lock the test holds).
+//!
+//! The tests that still need it, and why:
+//!
 //! - 5xx answers on a count of requests ([`StubHandle::fail_next`], `Fault::Internal`):
 //!   `stub.rs::sealed_and_5xx_are_retried`.
 //! - Requests a sealed server answers with 503, seen in the request log (OpenBao's audit log

@@ -2,6 +2,7 @@
 //! `openbao-harness`): what a token Vault refuses does, and how failing references are reported.
 
 mod binary;
+pub mod database;
 mod gatekeeper;
 mod library;
 mod lifecycle;
