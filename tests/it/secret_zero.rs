@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use baton::apply::{apply, ApplyOptions, ApplyReport};
 use baton::config::{ServeConfig, VaultServeConfig};
 use baton::secret_zero::gatekeeper::{
-    self, apps_from, DenyReason, GateConfig, Gatekeeper, SchedulerTasks,
+    self, apps_from, DenyReason, GateConfig, Gatekeeper, SchedulerTasks, ServedApps,
 };
 use baton::secret_zero::vault_admin::{VaultAdmin, VaultAdminConfig};
 use baton::secret_zero::wiring::deletes_after;
@@ -961,7 +961,7 @@ async fn a_vault_that_ignores_wrapping_is_refused_not_passed_on() {
 /// login, one read per distinct path, two paths) against the Vault at `vault_url`.
 mod mass {
     use super::*;
-    use baton::secret_zero::gatekeeper::{AppGate, StaticTasks, TaskInfo};
+    use baton::secret_zero::gatekeeper::{sweep, AppGate, StaticTasks, TaskInfo};
     use baton_env::auth::{
         login, AuthError, AuthMethod, GatekeeperApi, GatekeeperGrant, HttpGatekeeper,
     };
@@ -991,18 +991,48 @@ mod mass {
     }
 
     /// The app's policy and role (written with the reconciler's token, as `serve` would), the
-    /// task table and the gatekeeper's HTTP server, ready for the burst.
+    /// task table and the gatekeeper's HTTP server with its lease sweep running (as `serve`
+    /// runs them), ready for the burst.
     pub struct MassStart {
         n: usize,
         vault_url: String,
         gk_url: String,
         role: String,
+        report_accessors: bool,
         pub gk: Arc<Gatekeeper<StaticTasks>>,
+        /// Stops the lease sweep when the benchmark ends.
+        stop: CancellationToken,
         _state: tempfile::TempDir,
     }
 
+    impl Drop for MassStart {
+        fn drop(&mut self) {
+            self.stop.cancel();
+        }
+    }
+
+    /// Task `i` of the app, in `state`.
+    fn task_info(i: usize, state: &str, staged_at_ms: u64) -> TaskInfo {
+        TaskInfo {
+            id: format!("load_web.{i}"),
+            app_id: APP.into(),
+            owner: Some("e2e".into()),
+            state: state.into(),
+            staged_at_ms: Some(staged_at_ms),
+            addrs: vec!["127.0.0.1".parse().unwrap()],
+        }
+    }
+
     impl MassStart {
-        pub async fn prepare(vault_url: &str, reconciler_token: &str, n: usize) -> MassStart {
+        /// `report_accessors`: each task's sidecar reports its token's accessor after login, as
+        /// `baton-env` does (the gatekeeper then asks Vault `auth/token/lookup-accessor`). Off
+        /// for the stub, which has no token store to look accessors up in.
+        pub async fn prepare(
+            vault_url: &str,
+            reconciler_token: &str,
+            n: usize,
+            report_accessors: bool,
+        ) -> MassStart {
             let state = tempfile::tempdir().unwrap();
             let admin = VaultAdmin::new(VaultAdminConfig {
                 addr: vault_url.to_owned(),
@@ -1033,14 +1063,7 @@ mod mass {
             let now_ms = (gatekeeper::system_clock())();
             let tasks = StaticTasks::default();
             for i in 0..n {
-                tasks.insert(TaskInfo {
-                    id: format!("load_web.{i}"),
-                    app_id: APP.into(),
-                    owner: Some("e2e".into()),
-                    state: "TASK_STAGING".into(),
-                    staged_at_ms: Some(now_ms),
-                    addrs: vec!["127.0.0.1".parse().unwrap()],
-                });
+                tasks.insert(task_info(i, "TASK_STAGING", now_ms));
             }
             let config = GateConfig {
                 owner: "e2e".into(),
@@ -1067,7 +1090,10 @@ mod mass {
                 listener.local_addr().unwrap(),
                 gatekeeper::PATH
             );
-            let router = gatekeeper::router(gk.clone());
+            // What `serve` mounts and runs beside it: the routes and the lease sweep.
+            let router = ServedApps::routes(gk.clone());
+            let stop = CancellationToken::new();
+            tokio::spawn(ServedApps::sweeper(gk.clone(), stop.clone()));
             tokio::spawn(async move {
                 let _ = axum::serve(
                     listener,
@@ -1080,8 +1106,31 @@ mod mass {
                 vault_url: vault_url.to_owned(),
                 gk_url,
                 role,
+                report_accessors,
                 gk,
+                stop,
                 _state: state,
+            }
+        }
+
+        /// Every task lost at once, as a lost agent leaves them: nobody revokes anything (the
+        /// sidecars die with their tokens), the scheduler lists each task `TASK_LOST` and sends
+        /// its terminal status event, which `serve`'s event feed hands to the gatekeeper
+        /// (`sweep::ended_task`, then `task_ended`).
+        pub fn lose_all(&self) {
+            let now_ms = (gatekeeper::system_clock())();
+            for i in 0..self.n {
+                let task = task_info(i, "TASK_LOST", now_ms);
+                let event = json!({
+                    "eventType": "status_update_event",
+                    "taskId": task.id,
+                    "appId": APP,
+                    "taskStatus": task.state,
+                });
+                self.gk.tasks().insert(task);
+                if let Some(id) = sweep::ended_task(&event) {
+                    ServedApps::task_ended(self.gk.as_ref(), id);
+                }
             }
         }
 
@@ -1128,6 +1177,7 @@ mod mass {
                     kv.clone(),
                     self.role.clone(),
                 );
+                let report_accessors = self.report_accessors;
                 set.spawn(async move {
                     let t0 = Instant::now();
                     let policy = RetryPolicy::new(max_wait);
@@ -1143,6 +1193,7 @@ mod mass {
                     };
                     let timed = Timed {
                         inner: gkc.as_ref(),
+                        report_accessors,
                         took: std::sync::Mutex::new(None),
                     };
                     let token = login(vault.as_ref(), &timed, &method, &policy).await?;
@@ -1190,6 +1241,7 @@ mod mass {
     /// answered.
     struct Timed<'a> {
         inner: &'a HttpGatekeeper,
+        report_accessors: bool,
         took: std::sync::Mutex<Option<(Duration, Instant)>>,
     }
 
@@ -1199,6 +1251,18 @@ mod mass {
             let grant = self.inner.grant(task_id, app_id).await;
             *self.took.lock().unwrap() = Some((t0.elapsed(), Instant::now()));
             grant
+        }
+
+        async fn report_accessor(
+            &self,
+            task_id: &str,
+            app_id: &str,
+            accessor: &str,
+        ) -> Result<(), AuthError> {
+            if !self.report_accessors {
+                return Ok(());
+            }
+            self.inner.report_accessor(task_id, app_id, accessor).await
         }
     }
 
@@ -1210,6 +1274,7 @@ mod mass {
             "sys/wrapping/unwrap" => "unwrap",
             "auth/approle/login" => "login",
             p if p.starts_with("secret/data/") => "reads",
+            "auth/token/lookup-accessor" => "accessor lookup",
             _ => "other",
         }
     }
@@ -1222,6 +1287,7 @@ mod mass {
             "unwrap",
             "login",
             "reads",
+            "accessor lookup",
             "other",
         ]
         .into_iter()
@@ -1230,8 +1296,16 @@ mod mass {
     }
 
     /// Prints the numbers docs/benchmarks.md reports and checks the request counts: one of each
-    /// per start, one read per distinct path, nothing else.
-    pub fn report(label: &str, n: usize, wall: Duration, tasks: &[StartedTask], paths: &[String]) {
+    /// per start, one read per distinct path, one accessor lookup when the sidecars report
+    /// their accessors, nothing else.
+    pub fn report(
+        label: &str,
+        n: usize,
+        wall: Duration,
+        tasks: &[StartedTask],
+        paths: &[String],
+        report_accessors: bool,
+    ) {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let pct = |mut v: Vec<Duration>, p: f64| {
             v.sort();
@@ -1282,6 +1356,7 @@ mod mass {
                 ("unwrap", n),
                 ("login", n),
                 ("reads", 2 * n),
+                ("accessor lookup", if report_accessors { n } else { 0 }),
                 ("other", 0)
             ],
             "{} requests",
@@ -1306,16 +1381,15 @@ async fn secret_zero_load() {
     for (path, key, value) in mass::SECRETS {
         stub.put_kv2(&format!("secret/{path}"), json!({ key: value }));
     }
-    let mass = mass::MassStart::prepare(&stub.url(), stub.root_token(), N).await;
+    let mass = mass::MassStart::prepare(&stub.url(), stub.root_token(), N, false).await;
     stub.clear_requests();
     let (wall, tasks) = mass.run(Duration::from_secs(10)).await;
     let paths: Vec<String> = stub.requests().into_iter().map(|(_, p)| p).collect();
-    mass::report("stub", N, wall, &tasks, &paths);
+    mass::report("stub", N, wall, &tasks, &paths, false);
 }
 
-/// A mass start on OpenBao, done: the server (audited), the gatekeeper, and the tasks that
-/// started. The hook for the benchmark's second half (the same tasks killed: time until
-/// every lease is swept): kill what `tasks` name, then watch their tokens and leases go.
+/// A mass start on OpenBao, done: the server (audited), the gatekeeper (its lease sweep
+/// running, every task's token accessor reported), and the tasks that started.
 struct OpenBaoMassStart {
     bao: OpenBao,
     /// Audited requests before the burst (setup as root and the reconciler's writes).
@@ -1339,7 +1413,7 @@ async fn mass_start_on_openbao(n: usize, max_wait: Duration) -> OpenBaoMassStart
         .await;
     }
     let token = bao.reconciler_token("e2e").await;
-    let mass = mass::MassStart::prepare(bao.url(), &token, n).await;
+    let mass = mass::MassStart::prepare(bao.url(), &token, n, true).await;
     let audit_from = bao.requests().len();
     let (wall, tasks) = mass.run(max_wait).await;
     OpenBaoMassStart {
@@ -1355,6 +1429,12 @@ async fn mass_start_on_openbao(n: usize, max_wait: Duration) -> OpenBaoMassStart
 /// the reconciler's documented token. Vault requests are counted from OpenBao's file audit
 /// device (one `request` entry per request).
 ///
+/// Then the second half: the same tasks lost at once, as a lost agent leaves them (nobody
+/// revokes: the tokens are simply abandoned; the scheduler lists each task `TASK_LOST` and
+/// sends its status event). Measured on OpenBao itself: the time until its token store lists
+/// none of the tasks' accessors; then every accessor's lookup fails, no token of the role is
+/// left, and the gatekeeper's sweep revoked every one (`baton_leases_swept_total`).
+///
 /// `cargo build --release -p baton-sidecar && cargo test --release -p baton-e2e --test e2e \
 ///   secret_zero_load_openbao -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread")]
@@ -1368,7 +1448,7 @@ async fn secret_zero_load_openbao() {
         .iter()
         .map(|(_, p)| p.clone())
         .collect();
-    mass::report("OpenBao", N, run.wall, &run.tasks, &paths);
+    mass::report("OpenBao", N, run.wall, &run.tasks, &paths, true);
     assert_eq!(run.mass.gk.served_count(), N);
     // Every task holds a live token of the app's role (the one its sidecar logged in with),
     // carrying its task id; a sample of them reads the app's secret.
@@ -1395,4 +1475,85 @@ async fn secret_zero_load_openbao() {
             .await;
         assert_eq!(status, 200, "{}", t.task_id);
     }
+
+    // Every sidecar's accessor report was checked with Vault and recorded for the sweep.
+    let gk = &run.mass.gk;
+    assert_eq!(gk.recorded_count(), N);
+    let accessors: std::collections::BTreeSet<&str> = started.iter().map(|(_, a)| *a).collect();
+    assert_eq!(accessors.len(), N);
+    let t0 = Instant::now();
+    run.mass.lose_all();
+    // Watched on OpenBao itself (one LIST of its token store per look): no accessor of the
+    // tasks' tokens left.
+    let limit = Duration::from_secs(300);
+    let mut first_revoked = None;
+    let all_revoked = loop {
+        let listed = run.bao.root("LIST", "auth/token/accessors", None).await;
+        let left = listed["data"]["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|a| accessors.contains(a))
+            .count();
+        if left < N && first_revoked.is_none() {
+            first_revoked = Some(t0.elapsed());
+        }
+        if left == 0 {
+            break t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{left} of {N} lost tasks' tokens still live after {limit:?}:\n{}",
+            gk.counters.sweep.prometheus()
+        );
+        // OpenBao has no event for a revocation: look again shortly.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let sweep = &gk.counters.sweep;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "lease sweep (OpenBao): {N} tasks lost, first token revoked after {:.0} ms, all after {:.0} ms ({:.0} revocations/s); revoked {}, already gone {}, failed (retried) {}",
+        first_revoked.unwrap_or_default().as_secs_f64() * 1000.0,
+        all_revoked.as_secs_f64() * 1000.0,
+        N as f64 / all_revoked.as_secs_f64(),
+        load(&sweep.revoked),
+        load(&sweep.gone),
+        load(&sweep.failed),
+    );
+    // Each token is gone for Vault (not merely unlisted), by its accessor and by itself.
+    for t in &run.tasks {
+        let (status, _) = run
+            .bao
+            .call_as(
+                run.bao.root_token(),
+                "POST",
+                "auth/token/lookup-accessor",
+                Some(json!({ "accessor": t.accessor })),
+            )
+            .await;
+        assert_ne!(status, 200, "{}: its token outlived the sweep", t.task_id);
+    }
+    for t in run.tasks.iter().take(10) {
+        assert!(
+            !run.bao.token_valid(t.token.expose()).await,
+            "{}",
+            t.task_id
+        );
+    }
+    assert!(run
+        .bao
+        .tokens_of_role("baton-e2e_load_web")
+        .await
+        .is_empty());
+    // The sweep revoked them all (not their TTL, not anyone else) and forgot them.
+    assert_eq!(load(&sweep.revoked), N as u64);
+    assert_eq!(load(&sweep.gone), 0);
+    assert_eq!(gk.recorded_count(), 0);
+    let metrics = ServedApps::metrics(gk.as_ref());
+    let revoked = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("baton_leases_swept_total{result=\"revoked\"} "))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    assert_eq!(revoked, Some(N), "{metrics}");
 }

@@ -808,6 +808,12 @@ impl<T: TaskLookup> Gatekeeper<T> {
         lock(&self.inner).served.served.len()
     }
 
+    /// Where it looks tasks up (a test's [`StaticTasks`] table is changed through it: a task
+    /// killed or lost).
+    pub fn tasks(&self) -> &T {
+        &self.tasks
+    }
+
     /// Handles one request end to end.
     pub async fn handle(&self, req: &SecretZeroRequest, peer: Option<IpAddr>) -> Outcome {
         let outcome = self.handle_inner(req, peer).await;
