@@ -104,13 +104,28 @@ pub enum SecretIdSource {
 }
 
 /// The token baton-env works with.
-#[derive(Debug)]
 pub struct VaultToken {
     pub token: Secret,
+    /// Not a credential, but with `lookup-accessor`/`revoke-accessor` rights it names the token:
+    /// shown truncated in Debug, like the gatekeeper's records.
     pub accessor: Option<String>,
     /// TTL at issue; `None` when unknown (a given token not looked up yet), zero = never expires.
     pub ttl: Option<Duration>,
     pub renewable: bool,
+}
+
+impl std::fmt::Debug for VaultToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultToken")
+            .field("token", &self.token)
+            .field(
+                "accessor",
+                &self.accessor.as_deref().map(crate::vault::truncate_id),
+            )
+            .field("ttl", &self.ttl)
+            .field("renewable", &self.renewable)
+            .finish()
+    }
 }
 
 /// Login failures. None of them carries a token, secret id or JWT.
@@ -714,6 +729,16 @@ mod tests {
             ttl: Some(Duration::from_secs(60)),
             renewable: true,
         }
+    }
+
+    #[test]
+    fn neither_the_token_nor_the_accessor_shows_in_full_in_debug() {
+        let mut t = token(Some("acc-1234567890abcdef"));
+        t.token = Secret::new("s.very-secret-token".into());
+        let text = format!("{t:?}");
+        assert!(!text.contains("very-secret-token"), "{text}");
+        assert!(!text.contains("acc-1234567890abcdef"), "{text}");
+        assert!(text.contains("acc-1234"), "{text}");
     }
 
     #[tokio::test(start_paused = true)]
