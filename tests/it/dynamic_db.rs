@@ -448,7 +448,9 @@ async fn the_lease_sweep_revokes_what_a_killed_sidecar_left() {
 /// started from the same state dir, once the task is no longer listed under its app.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_tokens_survive_a_restart_and_the_periodic_pass_revokes_them() {
-    use baton::secret_zero::gatekeeper::sweep::{Accessor, AccessorReport, ReportOutcome};
+    use baton::secret_zero::gatekeeper::sweep::{
+        Accessor, AccessorReport, ReportOutcome, ReportRefusal,
+    };
     use baton::secret_zero::gatekeeper::{
         self, AppGate, GateConfig, Gatekeeper, Outcome, SecretZeroRequest, StaticTasks, TaskInfo,
     };
@@ -559,6 +561,30 @@ async fn recorded_tokens_survive_a_restart_and_the_periodic_pass_revokes_them() 
         first.handle_report(&report, peer).await,
         ReportOutcome::Recorded
     );
+    // Repeats (the same accessor, or another one for the same task) are answered from the
+    // record: Vault is asked once, however often a task posts.
+    let lookups = || {
+        bao.requests()
+            .iter()
+            .filter(|(_, p)| p == "auth/token/lookup-accessor")
+            .count()
+    };
+    let asked = lookups();
+    for _ in 0..5 {
+        assert_eq!(
+            first.handle_report(&report, peer).await,
+            ReportOutcome::Recorded
+        );
+    }
+    let other = AccessorReport {
+        accessor: Accessor::new("another-accessor"),
+        ..report.clone()
+    };
+    assert_eq!(
+        first.handle_report(&other, peer).await,
+        ReportOutcome::Refused(ReportRefusal::Conflict)
+    );
+    assert_eq!(lookups(), asked, "a repeated report asked Vault again");
     drop(first);
 
     // A new gatekeeper on the same state dir: web.1 is gone, web.2 keeps /web listed.

@@ -327,9 +327,17 @@ impl<T: TaskLookup> Gatekeeper<T> {
         report: &AccessorReport,
         peer: Option<IpAddr>,
     ) -> ReportOutcome {
-        let (known, served) = {
+        let (known, served, on_record) = {
             let inner = lock(&self.inner);
-            (inner.known, inner.served.contains(&report.task_id))
+            (
+                inner.known,
+                inner.served.contains(&report.task_id),
+                inner
+                    .served
+                    .accessors
+                    .get(&report.task_id)
+                    .map(|r| r.accessor == report.accessor),
+            )
         };
         if !known {
             return ReportOutcome::Unavailable;
@@ -337,6 +345,14 @@ impl<T: TaskLookup> Gatekeeper<T> {
         // Never-served task ids are refused without asking the scheduler or Vault.
         if !served {
             return ReportOutcome::Refused(ReportRefusal::NotServed);
+        }
+        // A task reports once; repeats cost neither a scheduler nor a Vault call (a task
+        // posting in a loop must not turn the gatekeeper into a load on Vault). The same
+        // accessor again changes nothing; another one is refused as below.
+        match on_record {
+            Some(true) => return ReportOutcome::Recorded,
+            Some(false) => return ReportOutcome::Refused(ReportRefusal::Conflict),
+            None => {}
         }
         let task = match AppId::parse(&report.app_id) {
             Ok(app) => match self.tasks.task(&app, &report.task_id).await {
