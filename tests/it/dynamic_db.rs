@@ -21,6 +21,7 @@ use baton_core::secrets::AllowedPolicies;
 use baton_e2e::devsched::DevScheduler;
 use baton_e2e::openbao::postgres::Postgres;
 use baton_e2e::openbao::OpenBao;
+use baton_e2e::wait_until;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -214,18 +215,6 @@ impl Serve {
             .await
             .expect("serve stops")
             .unwrap();
-    }
-}
-
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

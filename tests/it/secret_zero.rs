@@ -33,6 +33,7 @@ use baton_core::plan::{self, Policy};
 use baton_core::secrets::{self, Bootstrap, VaultPlan};
 use baton_core::spec::AppId;
 use baton_e2e::openbao::OpenBao;
+use baton_e2e::wait_until;
 use baton_marathon::marathon::{Marathon, MarathonConfig};
 use baton_marathon::Scheduler;
 use serde_json::{json, Value};
@@ -567,18 +568,6 @@ async fn counter(http: &reqwest::Client, serve: &str, labels: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {prefix} in /metrics"))
-}
-
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The whole flow through the real daemon: `baton serve` (loop + gatekeeper route + /metrics),

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton::config::VaultServeConfig;
 use baton::secret_zero::gatekeeper::{
@@ -26,6 +26,7 @@ use baton_core::secrets::{self, AllowedPolicies};
 use baton_core::spec::AppId;
 use baton_e2e::devsched::DevScheduler;
 use baton_e2e::openbao::{self, OpenBao};
+use baton_e2e::wait_until;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -95,18 +96,6 @@ impl Serve {
             .await
             .expect("serve stops")
             .unwrap();
-    }
-}
-
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -95,3 +95,20 @@ pub fn serve_config(
         notify: Vec::new(),
     }
 }
+
+/// Polls `check` until it is true; panics naming `what` after `limit`. For conditions with no
+/// event to wait on (a counter in `/metrics`, a token gone from Vault).
+pub async fn wait_until<F, Fut>(what: &str, limit: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
