@@ -64,6 +64,8 @@ pub enum Trigger {
     Retry,
     /// The directory source changed on disk.
     FileChange,
+    /// A rollout in progress is due for its next look (`crate::rollout`).
+    Rollout,
     Shutdown,
 }
 
@@ -77,6 +79,7 @@ impl Trigger {
             Trigger::ManualSync => "manual-sync",
             Trigger::Retry => "retry",
             Trigger::FileChange => "file-change",
+            Trigger::Rollout => "rollout",
             Trigger::Shutdown => "shutdown",
         }
     }
@@ -92,7 +95,7 @@ impl Trigger {
     pub fn preemptible(&self) -> bool {
         matches!(
             self,
-            Trigger::Poll | Trigger::Retry | Trigger::SchedulerEvent { .. }
+            Trigger::Poll | Trigger::Retry | Trigger::Rollout | Trigger::SchedulerEvent { .. }
         )
     }
 
@@ -110,6 +113,7 @@ impl Trigger {
             Trigger::FileChange => 4,
             Trigger::Startup => 3,
             Trigger::Retry => 2,
+            Trigger::Rollout => 2,
             Trigger::Poll => 1,
             Trigger::SchedulerEvent { .. } => 0,
         }

@@ -11,6 +11,8 @@
 //! - [`drift`]: live x git x API events -> drift report, ledger model, self-heal decisions.
 //! - [`cycle`]: the cycle rule of `baton serve` (trigger x mode x state x plan -> what to apply,
 //!   what to hold and why, when to run next), its triggers, and its persisted state.
+//! - [`rollout`]: progressive delivery: the `baton.rollout` block, the canary state machine,
+//!   HAProxy's stats.
 //! - [`drift_report`]: drift reports as text, Markdown and HTML.
 //! - [`secrets`]: Vault policy, AppRole role and bootstrap env per app, and the Vault plan.
 //! - [`refs`]: the `vault:` reference grammar (the crate `baton-refs`, shared with `baton-env`).
@@ -28,6 +30,7 @@ pub mod drift_report;
 pub mod ownership;
 pub mod plan;
 pub mod report;
+pub mod rollout;
 pub mod secrets;
 pub mod spec;
 pub mod userinfo;

@@ -34,6 +34,9 @@ pub struct State {
     pub apps: BTreeMap<String, AppState>,
     /// Most recent last.
     pub history: VecDeque<SyncRecord>,
+    /// Rollouts in progress, per stable app id (`crate::rollout`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rollouts: BTreeMap<String, crate::rollout::RolloutState>,
 }
 
 /// What is known about one app.
@@ -51,6 +54,21 @@ pub struct AppState {
     /// the same commit backs off, so Baton never fights another writer in a loop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Failure>,
+    /// The last rollout of this app that was rolled back: its definition is not rolled out
+    /// again (no retry loop) until it changes or an operator promotes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<RolledBack>,
+}
+
+/// A rollout that was rolled back, as remembered per app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolledBack {
+    pub commit: String,
+    /// The digest of the definition rolled back.
+    pub digest: String,
+    pub reason: crate::rollout::Reason,
+    pub at_ms: u64,
 }
 
 /// Backoff bookkeeping of a failed commit.

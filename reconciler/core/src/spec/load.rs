@@ -576,7 +576,9 @@ fn baton_block(v: &Value, config: &RepoConfig) -> Result<BatonBlock, (String, St
         b.drift = drift_policy(d).map_err(|m| ("/baton/drift".to_string(), m))?;
     }
     b.secrets = v.get("secrets").cloned();
-    b.rollout = v.get("rollout").cloned();
+    if let Some(r) = v.get("rollout") {
+        b.rollout = Some(crate::rollout::spec::parse(r)?);
+    }
     Ok(b)
 }
 

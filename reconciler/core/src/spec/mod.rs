@@ -78,8 +78,8 @@ pub struct BatonBlock {
     pub drift: DriftPolicy,
     /// Reserved for the secret-zero settings; kept as given.
     pub secrets: Option<Value>,
-    /// Reserved for rollout settings; kept as given.
-    pub rollout: Option<Value>,
+    /// Progressive delivery (`crate::rollout`): changes roll out through a canary app.
+    pub rollout: Option<crate::rollout::Rollout>,
 }
 
 impl Default for BatonBlock {
