@@ -180,7 +180,24 @@ pub struct Input<'a> {
     /// Updates whose live app is back at an older definition Baton wrote and nobody edited
     /// ([`lost_writes`]).
     pub lost_writes: &'a BTreeSet<AppId>,
+    /// Which updates roll out instead (`crate::rollout`), which are held by one.
+    pub rollouts: &'a RolloutView,
     pub now_ms: u64,
+}
+
+/// What the cycle rule needs to know of rollouts (`crate::rollout::view` builds it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RolloutView {
+    /// Apps with a rollout in progress: the stable is never written by a cycle meanwhile.
+    pub active: BTreeSet<AppId>,
+    /// Apps whose update starts a rollout instead of a plain update (the spec has `rollout`
+    /// and the live stable carries the deployment-group label).
+    pub eligible: BTreeSet<AppId>,
+    /// Apps whose rollout cannot run, and why (e.g. no `--haproxy-stats`): held, never
+    /// silently updated in place.
+    pub blocked: std::collections::BTreeMap<AppId, String>,
+    /// Apps whose current definition was rolled back: held until it changes or is promoted.
+    pub rolled_back: BTreeSet<AppId>,
 }
 
 /// Why a planned change is not applied this cycle.
@@ -254,6 +271,8 @@ pub struct Decision {
     /// The apps whose writes count as drift corrections (none when the revision applies as a
     /// whole: those writes deploy).
     pub corrections: BTreeSet<AppId>,
+    /// Updates taken out of `plan` to start a rollout each (`crate::rollout::machine::start`).
+    pub rollout_starts: Vec<AppId>,
 }
 
 impl Decision {
@@ -288,6 +307,7 @@ pub fn decide(input: &Input<'_>, mut plan: Plan) -> Decision {
         state,
         corrections,
         lost_writes,
+        rollouts: _,
         now_ms: now,
     } = *input;
     let manual = mode == SyncMode::Manual;
@@ -371,6 +391,7 @@ pub fn decide(input: &Input<'_>, mut plan: Plan) -> Decision {
         rewrites,
         new_revision,
         completes_revision,
+        rollout_starts: Vec::new(),
     }
 }
 

@@ -565,6 +565,7 @@ fn the_cycle_rule_decides_per_table() {
             state: &state,
             corrections: &corrections,
             lost_writes: &lost,
+            rollouts: &Default::default(),
             now_ms: c.now,
         };
         let d = decide(&input, plan_of(c.changes));

@@ -456,6 +456,7 @@ fn behind_apps(
             state: &state,
             corrections: &BTreeSet::new(),
             lost_writes: &cycle::lost_writes(repo, live, plan),
+            rollouts: &Default::default(),
             now_ms: now,
         },
         plan.clone(),

@@ -123,6 +123,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 state: &self.state,
                 corrections: &corrections,
                 lost_writes: &lost_writes,
+                rollouts: &Default::default(),
                 now_ms: now,
             },
             plan,
