@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 export RUSTC_BOOTSTRAP=1
 
-TARGETS=(spec_parse spec_load webhook_github webhook_gitlab webhook_gitea webhook_generic
+TARGETS=(spec_parse spec_load webhook_github webhook_gitlab webhook_gitea webhook_bitbucket webhook_generic
          gatekeeper_request sse)
 BUILD=${BUILD:--O}
 TIMEOUT=${TIMEOUT:-10}

@@ -163,6 +163,8 @@ pub fn webhook(provider: Provider, data: &[u8]) {
         "x-gitea-signature",
         "x-forgejo-signature",
         "x-gitlab-token",
+        "x-hub-signature",
+        "x-gogs-signature",
     ];
     headers.retain(|(k, _)| !sig_headers.contains(&k.as_str()));
     if signed {
@@ -170,6 +172,11 @@ pub fn webhook(provider: Provider, data: &[u8]) {
         let (name, value) = match provider {
             Provider::GitHub => ("x-hub-signature-256", sha),
             Provider::Generic => ("x-baton-signature", sha),
+            Provider::BitbucketServer | Provider::BitbucketCloud => ("x-hub-signature", sha),
+            Provider::Gogs => (
+                "x-gogs-signature",
+                sha.trim_start_matches("sha256=").to_string(),
+            ),
             Provider::Gitea => (
                 "x-gitea-signature",
                 sha.trim_start_matches("sha256=").to_string(),

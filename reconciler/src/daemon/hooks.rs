@@ -9,6 +9,14 @@
 //!   `X-Gitlab-Event-UUID`.
 //! - Gitea / Forgejo: `X-Gitea-Signature` (or `X-Forgejo-Signature`): `<hex HMAC-SHA256(body)>`,
 //!   `X-Gitea-Event`, `X-Gitea-Delivery`.
+//! - Gogs: `X-Gogs-Signature: <hex HMAC-SHA256(body)>`, `X-Gogs-Event`, `X-Gogs-Delivery`; the
+//!   body is GitHub's shape (`ref`, `after`).
+//! - Bitbucket Data Center / Server: `X-Hub-Signature: sha256=<hex HMAC-SHA256(body)>` (the
+//!   webhook's secret), `X-Event-Key: repo:refs_changed`, `X-Request-Id`; the body lists
+//!   `changes[]` (`refId`, `toHash`, `type`), several refs in one push.
+//! - Bitbucket Cloud: `X-Hub-Signature: sha256=<hex HMAC-SHA256(body)>`, `X-Event-Key:
+//!   repo:push`, `X-Request-UUID`; the body lists `push.changes[]` (`new`/`old`: `type`
+//!   branch or tag, `name`, `target.hash`; `new` null when the ref was deleted).
 //! - Generic: `X-Baton-Signature: sha256=<hex HMAC-SHA256(body)>`, optional `X-Baton-Delivery`;
 //!   the body has the same `ref` / `after` fields as the others.
 
@@ -32,6 +40,10 @@ pub enum Provider {
     GitLab,
     /// Gitea and Forgejo (same headers, Forgejo also sends `X-Forgejo-*`).
     Gitea,
+    Gogs,
+    /// Bitbucket Data Center and Server.
+    BitbucketServer,
+    BitbucketCloud,
     Generic,
 }
 
@@ -42,6 +54,11 @@ impl FromStr for Provider {
             "github" => Ok(Provider::GitHub),
             "gitlab" => Ok(Provider::GitLab),
             "gitea" | "forgejo" => Ok(Provider::Gitea),
+            "gogs" => Ok(Provider::Gogs),
+            "bitbucket-server" | "bitbucket-dc" | "bitbucket-datacenter" => {
+                Ok(Provider::BitbucketServer)
+            }
+            "bitbucket-cloud" | "bitbucket" => Ok(Provider::BitbucketCloud),
             "generic" => Ok(Provider::Generic),
             other => Err(HookError::UnknownProvider(other.chars().take(40).collect())),
         }
@@ -54,6 +71,9 @@ impl Provider {
             Provider::GitHub => "github",
             Provider::GitLab => "gitlab",
             Provider::Gitea => "gitea",
+            Provider::Gogs => "gogs",
+            Provider::BitbucketServer => "bitbucket-server",
+            Provider::BitbucketCloud => "bitbucket-cloud",
             Provider::Generic => "generic",
         }
     }
@@ -62,7 +82,7 @@ impl Provider {
 /// Why a delivery was refused. Never holds the body, a signature or the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HookError {
-    #[error("unknown webhook provider `{0}` (expected github, gitlab, gitea, forgejo or generic)")]
+    #[error("unknown webhook provider `{0}` (expected github, gitlab, gitea, forgejo, gogs, bitbucket-server, bitbucket-cloud or generic)")]
     UnknownProvider(String),
     #[error("the {provider} webhook has no `{header}` header")]
     MissingSignature {
@@ -125,11 +145,14 @@ pub fn verify<'h>(
     };
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
     match provider {
-        Provider::GitHub | Provider::Generic => {
-            let name = if provider == Provider::GitHub {
-                "x-hub-signature-256"
-            } else {
-                "x-baton-signature"
+        Provider::GitHub
+        | Provider::Generic
+        | Provider::BitbucketServer
+        | Provider::BitbucketCloud => {
+            let name = match provider {
+                Provider::GitHub => "x-hub-signature-256",
+                Provider::Generic => "x-baton-signature",
+                _ => "x-hub-signature",
             };
             let given = header(name).ok_or_else(|| missing(name))?;
             let hex_tag = given.trim().strip_prefix("sha256=").ok_or(bad.clone())?;
@@ -143,6 +166,11 @@ pub fn verify<'h>(
             let tag = hex::decode(given.trim()).map_err(|_| bad.clone())?;
             hmac::verify(&key, body, &tag).map_err(|_| bad)
         }
+        Provider::Gogs => {
+            let given = header("x-gogs-signature").ok_or_else(|| missing("x-gogs-signature"))?;
+            let tag = hex::decode(given.trim()).map_err(|_| bad.clone())?;
+            hmac::verify(&key, body, &tag).map_err(|_| bad)
+        }
         Provider::GitLab => {
             // A plain shared token: compare HMACs of both values under the secret, which is
             // constant time in the content (`hmac::verify`) whatever the lengths.
@@ -153,36 +181,102 @@ pub fn verify<'h>(
     }
 }
 
-/// Parse a verified push body.
+/// Refs one push may name that are looked at (Bitbucket sends one change per ref pushed).
+const MAX_REFS: usize = 100;
+
+/// The all-zero commit id forges send as the new tip of a deleted ref.
+const ZERO_COMMIT: &str = "0000000000000000000000000000000000000000";
+
+/// A verified push of one or more refs (Bitbucket reports every ref of a `git push` in one
+/// delivery; the other forges one ref per delivery).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushes {
+    /// `(ref, commit after the push)`, in the payload's order; at most [`MAX_REFS`].
+    pub refs: Vec<(String, String)>,
+    /// See [`Push::delivery`].
+    pub delivery: String,
+}
+
+/// Parse a verified push body: the first ref it names (see [`parse_pushes`] for all of them).
 pub fn parse_push<'h>(
     provider: Provider,
     header: impl Fn(&str) -> Option<&'h str>,
     body: &[u8],
 ) -> Result<Option<Push>, HookError> {
+    Ok(parse_pushes(provider, header, body)?.and_then(|p| {
+        let (git_ref, after) = p.refs.into_iter().next()?;
+        Some(Push {
+            git_ref,
+            after,
+            delivery: p.delivery,
+        })
+    }))
+}
+
+/// Parse a verified push body: every ref it names. `None`: not a push event.
+pub fn parse_pushes<'h>(
+    provider: Provider,
+    header: impl Fn(&str) -> Option<&'h str>,
+    body: &[u8],
+) -> Result<Option<Pushes>, HookError> {
     let event = match provider {
         Provider::GitHub => header("x-github-event"),
         Provider::GitLab => header("x-gitlab-event"),
         Provider::Gitea => header("x-gitea-event").or_else(|| header("x-forgejo-event")),
+        Provider::Gogs => header("x-gogs-event"),
+        Provider::BitbucketServer | Provider::BitbucketCloud => header("x-event-key"),
         Provider::Generic => None,
     };
     if let Some(event) = event {
-        let is_push = matches!(event, "push" | "Push Hook" | "Tag Push Hook");
+        let is_push = matches!(
+            event,
+            "push" | "Push Hook" | "Tag Push Hook" | "repo:refs_changed" | "repo:push"
+        );
         if !is_push {
             return Ok(None);
         }
     }
     let doc: Value = serde_json::from_slice(body)
         .map_err(|e| HookError::BadPayload(format!("not JSON: {e}")))?;
-    let field = |name: &str| {
-        doc.get(name)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| HookError::BadPayload(format!("no `{name}` string")))
+    let refs = match provider {
+        Provider::BitbucketServer => bitbucket_server_refs(&doc)?,
+        Provider::BitbucketCloud => bitbucket_cloud_refs(&doc)?,
+        _ => {
+            let field = |name: &str| {
+                doc.get(name)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| HookError::BadPayload(format!("no `{name}` string")))
+            };
+            vec![(field("ref")?, field("after")?)]
+        }
     };
-    let git_ref = field("ref")?;
-    let after = field("after")?;
-    // Both are logged, shown and kept: bounded to what a forge sends (git caps a ref name's
-    // component, not the name; 1 KiB is far past any real one).
+    for (git_ref, after) in &refs {
+        check_ref(git_ref, after)?;
+    }
+    let delivery = match provider {
+        Provider::GitHub => header("x-github-delivery"),
+        Provider::GitLab => header("x-gitlab-event-uuid").or_else(|| header("idempotency-key")),
+        Provider::Gitea => header("x-gitea-delivery").or_else(|| header("x-forgejo-delivery")),
+        Provider::Gogs => header("x-gogs-delivery"),
+        Provider::BitbucketServer => header("x-request-id"),
+        Provider::BitbucketCloud => header("x-request-uuid"),
+        Provider::Generic => header("x-baton-delivery"),
+    }
+    .map(|d| {
+        format!(
+            "{}:{}",
+            provider.name(),
+            d.chars().take(128).collect::<String>()
+        )
+    })
+    .unwrap_or_else(|| body_key(body));
+    Ok(Some(Pushes { refs, delivery }))
+}
+
+/// Both are logged, shown and kept: bounded to what a forge sends (git caps a ref name's
+/// component, not the name; 1 KiB is far past any real one).
+fn check_ref(git_ref: &str, after: &str) -> Result<(), HookError> {
     if git_ref.len() > MAX_REF_BYTES {
         return Err(HookError::BadPayload(format!(
             "`ref` is longer than {MAX_REF_BYTES} bytes"
@@ -194,25 +288,63 @@ pub fn parse_push<'h>(
             "`after` is not a commit id (4 to 64 hex digits)".into(),
         ));
     }
-    let delivery = match provider {
-        Provider::GitHub => header("x-github-delivery"),
-        Provider::GitLab => header("x-gitlab-event-uuid").or_else(|| header("idempotency-key")),
-        Provider::Gitea => header("x-gitea-delivery").or_else(|| header("x-forgejo-delivery")),
-        Provider::Generic => header("x-baton-delivery"),
+    Ok(())
+}
+
+/// `changes[]` of Bitbucket Data Center's `repo:refs_changed`: `refId` (or `ref.id`) and
+/// `toHash` (all zeros for a deleted ref).
+fn bitbucket_server_refs(doc: &Value) -> Result<Vec<(String, String)>, HookError> {
+    let changes = (doc.get("changes").and_then(Value::as_array))
+        .ok_or_else(|| HookError::BadPayload("no `changes` list".into()))?;
+    let mut refs = Vec::new();
+    for (i, c) in changes.iter().take(MAX_REFS).enumerate() {
+        let git_ref = (c.get("refId").and_then(Value::as_str))
+            .or_else(|| c.pointer("/ref/id").and_then(Value::as_str))
+            .ok_or_else(|| HookError::BadPayload(format!("no `changes/{i}/refId` string")))?;
+        let after = (c.get("toHash").and_then(Value::as_str))
+            .ok_or_else(|| HookError::BadPayload(format!("no `changes/{i}/toHash` string")))?;
+        refs.push((git_ref.to_string(), after.to_string()));
     }
-    .map(|d| {
-        format!(
-            "{}:{}",
-            provider.name(),
-            d.chars().take(128).collect::<String>()
-        )
-    })
-    .unwrap_or_else(|| body_key(body));
-    Ok(Some(Push {
-        git_ref,
-        after,
-        delivery,
-    }))
+    if refs.is_empty() {
+        return Err(HookError::BadPayload("`changes` is empty".into()));
+    }
+    Ok(refs)
+}
+
+/// `push.changes[]` of Bitbucket Cloud's `repo:push`: `new` (or, for a deleted ref, `old`)
+/// with `type` (`branch`, `tag`), `name` and `target.hash`.
+fn bitbucket_cloud_refs(doc: &Value) -> Result<Vec<(String, String)>, HookError> {
+    let changes = (doc.pointer("/push/changes").and_then(Value::as_array))
+        .ok_or_else(|| HookError::BadPayload("no `push/changes` list".into()))?;
+    let mut refs = Vec::new();
+    for (i, c) in changes.iter().take(MAX_REFS).enumerate() {
+        let new = c.get("new").filter(|v| !v.is_null());
+        let Some(side) = new.or_else(|| c.get("old").filter(|v| !v.is_null())) else {
+            return Err(HookError::BadPayload(format!(
+                "`push/changes/{i}` has neither `new` nor `old`"
+            )));
+        };
+        let name = (side.get("name").and_then(Value::as_str))
+            .ok_or_else(|| HookError::BadPayload(format!("no `push/changes/{i}` ref name")))?;
+        let prefix = match side.get("type").and_then(Value::as_str) {
+            Some("tag") => "refs/tags/",
+            // `branch`; `named_branch` and `bookmark` were Mercurial's.
+            _ => "refs/heads/",
+        };
+        let after = match new {
+            Some(n) => (n.pointer("/target/hash").and_then(Value::as_str))
+                .ok_or_else(|| {
+                    HookError::BadPayload(format!("no `push/changes/{i}/new/target/hash`"))
+                })?
+                .to_string(),
+            None => ZERO_COMMIT.to_string(),
+        };
+        refs.push((format!("{prefix}{name}"), after));
+    }
+    if refs.is_empty() {
+        return Err(HookError::BadPayload("`push/changes` is empty".into()));
+    }
+    Ok(refs)
 }
 
 /// Whether a pushed ref is the one Baton follows. `followed` is what `--ref` says: a branch
@@ -304,20 +436,34 @@ pub fn receive<'h>(
     now: Instant,
 ) -> Result<Verdict, HookError> {
     verify(provider, secret, header, body)?;
-    let Some(push) = parse_push(provider, header, body)? else {
+    let Some(pushes) = parse_pushes(provider, header, body)? else {
         return Ok(Verdict::Ignored("not a push event".into()));
     };
     let body_key = body_key(body);
-    if !window.first_time_all(&[push.delivery.as_str(), body_key.as_str()], now) {
-        return Ok(Verdict::Duplicate(push.delivery));
+    if !window.first_time_all(&[pushes.delivery.as_str(), body_key.as_str()], now) {
+        return Ok(Verdict::Duplicate(pushes.delivery));
     }
-    if !ref_matches(followed, &push.git_ref) {
-        return Ok(Verdict::Ignored(format!(
-            "push to {}, following {followed}",
-            push.git_ref
-        )));
+    let followed_ref = pushes.refs.iter().find(|(r, _)| ref_matches(followed, r));
+    match followed_ref {
+        Some((git_ref, after)) => Ok(Verdict::Accepted(Push {
+            git_ref: git_ref.clone(),
+            after: after.clone(),
+            delivery: pushes.delivery,
+        })),
+        None => {
+            // Bounded: the verdict is logged and answered.
+            let mut names: Vec<String> = (pushes.refs.iter().take(3))
+                .map(|(r, _)| r.chars().take(200).collect())
+                .collect();
+            if pushes.refs.len() > 3 {
+                names.push(format!("{} more", pushes.refs.len() - 3));
+            }
+            Ok(Verdict::Ignored(format!(
+                "push to {}, following {followed}",
+                names.join(", ")
+            )))
+        }
     }
-    Ok(Verdict::Accepted(push))
 }
 
 /// `sha256=<hex>` of the body, as GitHub and the generic form send it (for tests and tools).
@@ -427,7 +573,16 @@ mod tests {
     #[test]
     fn providers_parse() {
         assert_eq!("forgejo".parse::<Provider>(), Ok(Provider::Gitea));
-        assert!("bitbucket".parse::<Provider>().is_err());
+        assert_eq!(
+            "bitbucket".parse::<Provider>(),
+            Ok(Provider::BitbucketCloud)
+        );
+        assert_eq!(
+            "bitbucket-dc".parse::<Provider>(),
+            Ok(Provider::BitbucketServer)
+        );
+        assert_eq!("gogs".parse::<Provider>(), Ok(Provider::Gogs));
+        assert!("bitbucket-server-x".parse::<Provider>().is_err());
     }
 
     #[test]
@@ -616,5 +771,216 @@ mod tests {
         )
         .is_err());
         assert!(w.first_time("github:ghi", now));
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/webhooks/");
+        std::fs::read(format!("{path}{name}")).unwrap()
+    }
+
+    /// One delivery of `body` as `provider` sends it: its signature over the body with
+    /// [`SECRET`], its event header and its delivery id.
+    fn delivery(
+        provider: Provider,
+        event: &'static str,
+        body: &[u8],
+    ) -> Vec<(&'static str, String)> {
+        let sha = sign_sha256(SECRET, body);
+        match provider {
+            Provider::BitbucketServer => vec![
+                ("x-hub-signature", sha),
+                ("x-event-key", event.into()),
+                (
+                    "x-request-id",
+                    "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0".into(),
+                ),
+            ],
+            Provider::BitbucketCloud => vec![
+                ("x-hub-signature", sha),
+                ("x-event-key", event.into()),
+                (
+                    "x-request-uuid",
+                    "6f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into(),
+                ),
+                ("x-hook-uuid", "a1b2c3d4-e5f6-0718-293a-4b5c6d7e8f90".into()),
+            ],
+            Provider::Gogs => vec![
+                ("x-gogs-signature", sha.trim_start_matches("sha256=").into()),
+                ("x-gogs-event", event.into()),
+                (
+                    "x-gogs-delivery",
+                    "f3a1c2d4-0001-4000-8000-000000000001".into(),
+                ),
+            ],
+            _ => unreachable!(),
+        }
+    }
+
+    fn receive_fixture(
+        provider: Provider,
+        event: &'static str,
+        file: &str,
+        followed: &str,
+    ) -> Result<Verdict, HookError> {
+        let body = fixture(file);
+        let h = delivery(provider, event, &body);
+        let pairs: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut w = ReplayWindow::new(Duration::from_secs(60), 100);
+        receive(
+            provider,
+            SECRET,
+            followed,
+            headers(&pairs),
+            &body,
+            &mut w,
+            Instant::now(),
+        )
+    }
+
+    const MAIN_AFTER: &str = "9f8e7d6c5b4a39281706f5e4d3c2b1a098765432";
+
+    #[test]
+    fn bitbucket_gogs_documented_pushes_are_accepted() {
+        for (provider, event, file, delivery) in [
+            (
+                Provider::BitbucketServer,
+                "repo:refs_changed",
+                "bitbucket-server-refs-changed.json",
+                "bitbucket-server:0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0",
+            ),
+            (
+                Provider::BitbucketServer,
+                "repo:refs_changed",
+                "bitbucket-server-refs-changed-multi.json",
+                "bitbucket-server:0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0",
+            ),
+            (
+                Provider::BitbucketCloud,
+                "repo:push",
+                "bitbucket-cloud-push.json",
+                "bitbucket-cloud:6f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+            ),
+            (
+                Provider::Gogs,
+                "push",
+                "gogs-push.json",
+                "gogs:f3a1c2d4-0001-4000-8000-000000000001",
+            ),
+        ] {
+            let v = receive_fixture(provider, event, file, "main");
+            assert_eq!(
+                v,
+                Ok(Verdict::Accepted(Push {
+                    git_ref: "refs/heads/main".into(),
+                    after: MAIN_AFTER.into(),
+                    delivery: delivery.into(),
+                })),
+                "{file}"
+            );
+        }
+    }
+
+    /// Bitbucket reports every ref of one `git push`: the followed one is found among them,
+    /// a tag and a deleted branch are read as such.
+    #[test]
+    fn bitbucket_pushes_of_several_refs_deletions_and_tags() {
+        let accepted = |v: Result<Verdict, HookError>| match v {
+            Ok(Verdict::Accepted(p)) => (p.git_ref, p.after),
+            other => panic!("{other:?}"),
+        };
+        let multi = "bitbucket-server-refs-changed-multi.json";
+        let server = |followed| {
+            accepted(receive_fixture(
+                Provider::BitbucketServer,
+                "repo:refs_changed",
+                multi,
+                followed,
+            ))
+        };
+        assert_eq!(
+            server("v2.3.0"),
+            (
+                "refs/tags/v2.3.0".into(),
+                "3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b".into()
+            )
+        );
+        assert_eq!(
+            server("feature/canary"),
+            ("refs/heads/feature/canary".into(), ZERO_COMMIT.into())
+        );
+        let ignored = receive_fixture(
+            Provider::BitbucketServer,
+            "repo:refs_changed",
+            multi,
+            "release",
+        );
+        assert_eq!(
+            ignored,
+            Ok(Verdict::Ignored(
+                "push to refs/tags/v2.3.0, refs/heads/feature/canary, refs/heads/main, following release".into()
+            ))
+        );
+        let deleted = receive_fixture(
+            Provider::BitbucketCloud,
+            "repo:push",
+            "bitbucket-cloud-push-delete.json",
+            "feature/canary",
+        );
+        assert_eq!(
+            accepted(deleted),
+            ("refs/heads/feature/canary".into(), ZERO_COMMIT.into())
+        );
+    }
+
+    #[test]
+    fn bitbucket_gogs_pings_and_other_events_are_ignored_and_forgeries_refused() {
+        let ping = receive_fixture(
+            Provider::BitbucketServer,
+            "diagnostics:ping",
+            "bitbucket-server-ping.json",
+            "main",
+        );
+        assert_eq!(ping, Ok(Verdict::Ignored("not a push event".into())));
+        let pr = receive_fixture(
+            Provider::BitbucketCloud,
+            "pullrequest:created",
+            "bitbucket-cloud-push.json",
+            "main",
+        );
+        assert_eq!(pr, Ok(Verdict::Ignored("not a push event".into())));
+        for (provider, event, file) in [
+            (
+                Provider::BitbucketServer,
+                "repo:refs_changed",
+                "bitbucket-server-refs-changed.json",
+            ),
+            (
+                Provider::BitbucketCloud,
+                "repo:push",
+                "bitbucket-cloud-push.json",
+            ),
+            (Provider::Gogs, "push", "gogs-push.json"),
+        ] {
+            let body = fixture(file);
+            let h = delivery(provider, event, &body);
+            let pairs: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            // The body changed after signing: refused.
+            let mut tampered = body.clone();
+            let at = tampered.iter().position(|&b| b == b'9').unwrap();
+            tampered[at] = b'8';
+            let e = verify(provider, SECRET, headers(&pairs), &tampered).unwrap_err();
+            assert!(e.is_auth(), "{file}: {e}");
+            // No signature at all (a Bitbucket webhook without a secret): refused.
+            let unsigned: Vec<(&str, &str)> = pairs
+                .iter()
+                .filter(|(k, _)| !k.ends_with("signature"))
+                .copied()
+                .collect();
+            let e = verify(provider, SECRET, headers(&unsigned), &body).unwrap_err();
+            assert!(
+                matches!(e, HookError::MissingSignature { .. }),
+                "{file}: {e}"
+            );
+        }
     }
 }
