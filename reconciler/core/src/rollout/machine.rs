@@ -228,10 +228,7 @@ impl<'s, 'i> Machine<'s, 'i> {
         }
         if self.rollout().is_none() {
             return Some(if updating {
-                self.move_to(
-                    Phase::Retire,
-                    "the spec (or its rollout) was removed; finishing",
-                )
+                self.finish_update("the spec (or its rollout) was removed")
             } else {
                 self.roll_back(Reason::SpecRemoved)
             });
@@ -239,10 +236,7 @@ impl<'s, 'i> Machine<'s, 'i> {
         let spec = self.input.spec?;
         if super::definition_digest(spec) != self.next.digest {
             return Some(if updating {
-                self.move_to(
-                    Phase::Retire,
-                    "superseded by a newer commit while the stable app was updated; finishing",
-                )
+                self.finish_update("superseded by a newer commit")
             } else {
                 self.roll_back(Reason::Superseded)
             });
@@ -507,14 +501,37 @@ impl<'s, 'i> Machine<'s, 'i> {
         };
         let want = live.get("instances").and_then(Value::as_u64).unwrap_or(1);
         let healthy = healthy_tasks(live).len() as u64;
-        if deploying(live) || healthy < want {
+        if (deploying(live) || healthy < want) && !self.take_promote() {
             self.hold(format!(
                 "the stable app's deployment: {healthy}/{want} tasks healthy at the new version"
             ));
             self.wake_at_ms = self.now().saturating_add(SOON_MS);
             return false;
         }
-        self.move_to(Phase::Retire, "stable app updated and healthy")
+        let why = if healthy < want {
+            "promoted by an operator before the stable app was healthy"
+        } else {
+            "stable app updated and healthy"
+        };
+        self.move_to(Phase::Retire, why)
+    }
+
+    /// The stable was written already and git moved on (`why`): write it no more (the next
+    /// sync or rollout takes the new definition), but remove the canary, which may carry all
+    /// the traffic, only once the stable's deployment is done (or an operator promotes).
+    fn finish_update(&mut self, why: &str) -> bool {
+        let done = self.input.stable.is_none_or(|live| {
+            let want = live.get("instances").and_then(Value::as_u64).unwrap_or(1);
+            !deploying(live) && healthy_tasks(live).len() as u64 >= want
+        });
+        if done || self.take_promote() {
+            return self.move_to(Phase::Retire, &format!("{why}; finishing"));
+        }
+        self.hold(format!(
+            "{why}: the stable app's deployment, before the canary is removed"
+        ));
+        self.wake_at_ms = self.now().saturating_add(SOON_MS);
+        false
     }
 
     /// `Retire` and `RollBack`: delete the canary (only this rollout's), then end.

@@ -795,13 +795,31 @@ fn a_new_definition_supersedes_before_the_stable_is_written_and_not_after() {
             reason: Reason::Superseded
         }
     );
-    // Once the stable's update began: finish (retire the canary), never write v3 to the stable.
+    // Once the stable's update began: finish (retire the canary) once the stable's deployment
+    // is done, never write v3 to the stable.
     let mut updating = state.clone();
     updating.phase = Phase::UpdateStable;
     updating.window = None;
+    sim.set_health(STABLE, false);
+    let d = run(&sim, &updating, &v3, Extra::default());
+    assert!(d.plan.is_empty(), "the canary still serves: kept until the stable is healthy");
+    assert_eq!(d.next.unwrap().phase, Phase::UpdateStable);
+    assert!(d.status.waiting_for.unwrap().contains("superseded"));
+    sim.set_health(STABLE, true);
     let d = run(&sim, &updating, &v3, Extra::default());
     assert_eq!(writes(&d), vec![(CANARY.to_string(), Action::Delete)]);
     assert_eq!(d.next.unwrap().phase, Phase::Retire);
+    // The spec removed meanwhile: the same.
+    let d = run(
+        &sim,
+        &updating,
+        &v3,
+        Extra {
+            spec_gone: true,
+            ..Extra::default()
+        },
+    );
+    assert_eq!(writes(&d), vec![(CANARY.to_string(), Action::Delete)]);
 }
 
 #[test]
@@ -1079,6 +1097,17 @@ fn the_stable_is_updated_after_the_switch_and_the_canary_retired_once_it_is_heal
         d.status.waiting_for.as_deref(),
         Some("the stable app's deployment: 0/10 tasks healthy at the new version")
     );
+    // An operator may end the wait.
+    let d = run(
+        &sim,
+        &state,
+        &s,
+        Extra {
+            operator: Some(OperatorCommand::Promote),
+            ..Extra::default()
+        },
+    );
+    assert_eq!(writes(&d), vec![(CANARY.to_string(), Action::Delete)]);
     // Healthy: retire the canary, then done.
     sim.set_health(STABLE, true);
     let d = step(&mut sim, &state, &s, Extra::default());
