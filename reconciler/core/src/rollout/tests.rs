@@ -802,7 +802,10 @@ fn a_new_definition_supersedes_before_the_stable_is_written_and_not_after() {
     updating.window = None;
     sim.set_health(STABLE, false);
     let d = run(&sim, &updating, &v3, Extra::default());
-    assert!(d.plan.is_empty(), "the canary still serves: kept until the stable is healthy");
+    assert!(
+        d.plan.is_empty(),
+        "the canary still serves: kept until the stable is healthy"
+    );
     assert_eq!(d.next.unwrap().phase, Phase::UpdateStable);
     assert!(d.status.waiting_for.unwrap().contains("superseded"));
     sim.set_health(STABLE, true);
