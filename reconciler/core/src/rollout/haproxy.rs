@@ -164,6 +164,29 @@ pub struct Servers {
 impl Servers {
     /// The servers of `tasks` (Marathon task JSON: `host`, `ipAddresses`, `ports`).
     pub fn of<'a>(tasks: impl IntoIterator<Item = &'a Value>) -> Servers {
+        Servers::of_app(None, tasks)
+    }
+
+    /// [`Servers::of`] for tasks of `app`: an app on a container network (IP per task) is
+    /// reached by marathon-lb at each task's IP and the app's container ports.
+    pub fn of_app<'a>(app: Option<&Value>, tasks: impl IntoIterator<Item = &'a Value>) -> Servers {
+        let container_ports: Vec<u64> = app
+            .filter(|a| {
+                a.get("networks")
+                    .and_then(Value::as_array)
+                    .is_some_and(|n| {
+                        n.iter()
+                            .any(|n| n.get("mode").and_then(Value::as_str) == Some("container"))
+                    })
+            })
+            .and_then(|a| a.pointer("/container/portMappings"))
+            .and_then(Value::as_array)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|p| p.get("containerPort").and_then(Value::as_u64))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut s = Servers::default();
         for (i, task) in tasks.into_iter().enumerate() {
             let host = task.get("host").and_then(Value::as_str).unwrap_or("");
@@ -193,6 +216,12 @@ impl Servers {
                 if !host.is_empty() && !host_is_ip {
                     s.named_hosts
                         .push((sanitize(&format!("{host}_")), format!("_{port}"), i));
+                }
+            }
+            for port in &container_ports {
+                for ip in &ips {
+                    s.addrs.insert(format!("{ip}:{port}"), i);
+                    s.names.insert(sanitize(&format!("{ip}_{port}")), i);
                 }
             }
         }

@@ -377,10 +377,10 @@ impl<'s, 'i> Machine<'s, 'i> {
             self.hold("the load balancer's stats (a source did not answer)".into());
             return false;
         };
-        let canary = Servers::of(live_tasks(self.input.canary));
-        let stable = Servers::of(live_tasks(self.input.stable));
+        let canary = Servers::of_app(self.input.canary, live_tasks(self.input.canary));
+        let stable = Servers::of_app(self.input.stable, live_tasks(self.input.stable));
         let Some(mut window) = self.next.window.take() else {
-            let serving = Servers::of(tasks.iter().copied());
+            let serving = Servers::of_app(self.input.canary, tasks.iter().copied());
             let seen = haproxy::seen(&serving, sample).len() as u64;
             if seen < shape.instances {
                 self.hold(format!(
@@ -459,7 +459,7 @@ impl<'s, 'i> Machine<'s, 'i> {
             self.hold("the load balancer's stats (a source did not answer)".into());
             return false;
         };
-        let serving = Servers::of(tasks.iter().copied());
+        let serving = Servers::of_app(self.input.canary, tasks.iter().copied());
         let seen = haproxy::seen(&serving, sample).len() as u64;
         if seen < shape.instances && !self.take_promote() {
             self.hold(format!(

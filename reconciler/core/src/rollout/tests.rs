@@ -411,6 +411,24 @@ fn launch_creates_an_isolated_canary_that_claims_no_port_and_no_group() {
 }
 
 #[test]
+fn without_an_isolated_step_the_canary_launches_joined_at_the_first_steps_size() {
+    let mut sim = Sim::new(10);
+    let s = spec_with("v2", 10, Some(rollout(vec![traffic(50, 60)])));
+    let state = start(&s, "c2", sim.now);
+    let d = step(&mut sim, &state, &s, Extra::default());
+    let body = body_of(&d, CANARY);
+    assert_eq!(body["instances"], 5);
+    assert_eq!(body["labels"][DEPLOYMENT_GROUP], STABLE);
+    assert_eq!(body["labels"][DEPLOYMENT_STARTED_AT], state.started_at);
+    // Healthy: straight to the step, which finds nothing to write.
+    let d = step(&mut sim, &d.next.unwrap(), &s, Extra::default());
+    assert!(d.plan.is_empty());
+    assert!(d.run_check.is_none());
+    assert_eq!(d.next.unwrap().phase, Phase::Step { index: 0 });
+    assert_eq!(d.status.traffic_percent, 50.0);
+}
+
+#[test]
 fn an_unhealthy_canary_is_waited_for_and_never_rewritten() {
     let mut sim = Sim::new(10);
     sim.healthy = false;
@@ -1295,6 +1313,17 @@ fn rows_are_matched_by_address_and_by_marathon_lb_server_names() {
     for (r, want) in table {
         assert_eq!(servers.task_of(&r), want, "{r:?}");
     }
+    // IP per task: marathon-lb uses the task's IP and the app's container ports.
+    let app = json!({"networks": [{"mode": "container", "name": "dcos"}],
+        "container": {"portMappings": [{"containerPort": 8080}]}});
+    let task = [json!({"host": "agent-4", "ipAddresses": [{"ipAddress": "9.0.0.4"}], "ports": []})];
+    let servers = Servers::of_app(Some(&app), task.iter());
+    assert_eq!(servers.task_of(&row("9_0_0_4_8080", None)), Some(0));
+    assert_eq!(servers.task_of(&row("x", Some("9.0.0.4:8080"))), Some(0));
+    assert_eq!(
+        Servers::of(task.iter()).task_of(&row("9_0_0_4_8080", None)),
+        None
+    );
 }
 
 #[test]
