@@ -479,8 +479,18 @@ impl<'s, 'i> Machine<'s, 'i> {
         let Some(spec) = self.input.spec else {
             return false;
         };
-        let mut body = ownership::labelled(spec, self.input.owner, &self.next.commit);
         let live = self.input.stable;
+        if let Some(other) = live
+            .and_then(ownership::owner_of)
+            .filter(|o| *o != self.input.owner)
+        {
+            // Baton changes only what it owns: someone else took the app meanwhile.
+            self.hold(format!(
+                "the stable app is now owned by `{other}`: it is not written"
+            ));
+            return false;
+        }
+        let mut body = ownership::labelled(spec, self.input.owner, &self.next.commit);
         if let Some(live) = live {
             body = keep_ignored_from_live(body, live, &spec.baton.ignore);
         }

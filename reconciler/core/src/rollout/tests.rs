@@ -1142,6 +1142,18 @@ fn the_stable_is_updated_after_the_switch_and_the_canary_retired_once_it_is_heal
 }
 
 #[test]
+fn a_stable_app_another_owner_took_is_not_written() {
+    let mut sim = Sim::new(10);
+    let s = spec("v2", 10);
+    let mut state = at_step(&mut sim, &s, 2);
+    state.phase = Phase::UpdateStable;
+    sim.apps.get_mut(STABLE).unwrap()["labels"][ownership::OWNER] = json!("other");
+    let d = run(&sim, &state, &s, Extra::default());
+    assert!(d.plan.is_empty());
+    assert!(d.status.waiting_for.unwrap().contains("owned by `other`"));
+}
+
+#[test]
 fn a_whole_rollout_writes_the_stable_once_and_never_runs_two_canaries() {
     for (name, r) in [
         ("canary", standard()),
