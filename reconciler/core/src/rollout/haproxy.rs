@@ -107,8 +107,10 @@ pub fn parse_csv(source: usize, bytes: &[u8]) -> Result<Vec<ServerRow>, CsvError
                 return Ok(0);
             }
             text.parse().map_err(|_| {
+                // Quoted, and cut: the cell is whatever the source sent.
+                let shown: String = text.chars().take(40).collect();
                 CsvError::Format(format!(
-                    "line {line}, column `{}`: not a count: {text:?}",
+                    "line {line}, column `{}`: not a count: {shown:?}",
                     names.get(c).map(String::as_str).unwrap_or("?")
                 ))
             })

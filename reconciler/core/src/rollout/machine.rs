@@ -762,7 +762,10 @@ impl<'s, 'i> Machine<'s, 'i> {
         self.changes.push(Change {
             app,
             action,
-            file: self.input.spec.map(|s| s.file.clone()),
+            // As in a sync's plan: the spec file for writes of a definition, none for deletes.
+            file: (action != Action::Delete)
+                .then(|| self.input.spec.map(|s| s.file.clone()))
+                .flatten(),
             fields: Vec::new(),
             adopt: false,
             deadline_seconds: deadline.as_secs(),

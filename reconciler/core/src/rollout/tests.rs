@@ -1489,6 +1489,14 @@ fn columns_are_found_wherever_they_are_and_bad_input_is_an_error() {
         err(b"# pxname,svname,hrsp_5xx\nweb,srv,lots\n"),
         "not an HAProxy stats CSV: line 2, column `hrsp_5xx`: not a count: \"lots\""
     );
+    let long = format!(
+        "# pxname,svname,hrsp_5xx\nweb,srv,{}\n",
+        "9x".repeat(10_000)
+    );
+    assert!(
+        err(long.as_bytes()).len() < 200,
+        "a bad cell is not echoed whole"
+    );
 }
 
 #[test]
