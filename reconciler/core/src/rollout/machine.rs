@@ -38,6 +38,10 @@ const TICK_MS: u64 = 5_000;
 const MAX_MOVES: usize = 8;
 
 /// The state of a rollout of `spec` at `rev`, starting now.
+///
+/// Its `digest` is provisional: the digest everything else compares (`baton.dev/digest`, what
+/// `AppState.rolled_back.digest` holds) covers the owner label, which is not known here; the
+/// first [`advance`] with the spec replaces it (see [`spec_digest`]).
 pub fn start(spec: &Spec, rev: &str, now_ms: u64) -> RolloutState {
     let strategy = spec
         .baton
@@ -46,7 +50,7 @@ pub fn start(spec: &Spec, rev: &str, now_ms: u64) -> RolloutState {
         .map_or(Strategy::Canary, |r| r.strategy);
     RolloutState {
         commit: rev.to_string(),
-        digest: super::definition_digest(spec),
+        digest: provisional_digest(spec),
         strategy,
         canary: canary_id(spec.id.as_str()),
         started_at: naive_iso(now_ms),
@@ -69,6 +73,18 @@ pub fn advance(state: &RolloutState, input: &Input<'_>) -> Decision {
         }
     }
     m.decision()
+}
+
+/// The digest of the definition Baton sends for `spec` (the `baton.dev/digest` label's value,
+/// as `rollout::view` computes it): what [`RolloutState::digest`] holds once the rollout has
+/// advanced, and what a new commit is compared with.
+pub fn spec_digest(spec: &Spec, owner: &str) -> String {
+    ownership::digest_of_normalized(&ownership::normal_form(spec, owner))
+}
+
+/// [`start`]'s digest, without the owner: replaced by [`spec_digest`] on the first advance.
+fn provisional_digest(spec: &Spec) -> String {
+    ownership::digest_of(&spec.app)
 }
 
 /// `now_ms` as marathon-lb wants `HAPROXY_DEPLOYMENT_STARTED_AT`: a naive ISO time in UTC
@@ -149,6 +165,9 @@ struct Machine<'s, 'i> {
     operator: Option<OperatorCommand>,
     /// The check outcome, until the check phase has used it.
     check: Option<&'s CheckOutcome>,
+    /// This advance replaced [`start`]'s provisional digest: the state must be saved once
+    /// before the rollout may end (whoever records the outcome reads the saved digest).
+    settled_digest: bool,
 }
 
 impl<'s, 'i> Machine<'s, 'i> {
@@ -163,10 +182,19 @@ impl<'s, 'i> Machine<'s, 'i> {
             },
             |s| s.id.as_str().to_string(),
         );
+        let mut next = state.clone();
+        let mut settled_digest = false;
+        if let Some(spec) = input.spec {
+            if next.digest == provisional_digest(spec) {
+                next.digest = spec_digest(spec, input.owner);
+                settled_digest = true;
+            }
+        }
         Machine {
             input,
             stable_id,
-            next: state.clone(),
+            next,
+            settled_digest,
             changes: Vec::new(),
             run_check: None,
             outcome: None,
@@ -234,7 +262,7 @@ impl<'s, 'i> Machine<'s, 'i> {
             });
         }
         let spec = self.input.spec?;
-        if super::definition_digest(spec) != self.next.digest {
+        if spec_digest(spec, self.input.owner) != self.next.digest {
             return Some(if updating {
                 self.finish_update("superseded by a newer commit")
             } else {
@@ -801,7 +829,13 @@ impl<'s, 'i> Machine<'s, 'i> {
         self.move_to(Phase::RollBack { reason }, &why)
     }
 
-    fn decision(self) -> Decision {
+    fn decision(mut self) -> Decision {
+        if self.settled_digest && self.outcome.is_some() {
+            // Ends at the next advance, from a saved state with the settled digest.
+            self.outcome = None;
+            self.next.timeline.pop();
+            self.wake_at_ms = self.now();
+        }
         let stable_instances = self.stable_instances();
         let state = self.next;
         let joined = self

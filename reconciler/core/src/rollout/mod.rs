@@ -42,14 +42,6 @@ pub fn canary_id(stable: &str) -> String {
     format!("{stable}{CANARY_SUFFIX}")
 }
 
-/// The digest a rollout is of ([`RolloutState::digest`]): the spec's app definition,
-/// normalised (owner-independent, so [`machine::start`] needs no owner). A spec whose digest
-/// differs from a running rollout's supersedes it; `AppState.rolled_back.digest` is compared
-/// with it too.
-pub fn definition_digest(spec: &Spec) -> String {
-    crate::ownership::digest_of(&spec.app)
-}
-
 /// A valid `baton.rollout` block.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rollout {

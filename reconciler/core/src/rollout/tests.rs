@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::haproxy::{self, Servers};
-use super::machine::{advance, instances_at, naive_iso, start};
+use super::machine::{advance, instances_at, naive_iso, spec_digest, start};
 use super::*;
 use crate::ownership;
 use crate::plan::Action;
@@ -377,8 +377,17 @@ fn start_fixes_a_naive_started_at_and_the_digest() {
     assert_eq!(state.started_at, "2026-01-01T00:00:01.234000");
     assert!(!state.started_at.ends_with('Z') && !state.started_at.contains('+'));
     assert_eq!(naive_iso(0), "1970-01-01T00:00:00.000000");
-    assert_eq!(state.digest, definition_digest(&s));
-    assert_ne!(state.digest, definition_digest(&spec("v3", 10)));
+    // The first advance (which knows the owner) settles the digest on `baton.dev/digest`'s.
+    let sim = Sim::new(10);
+    let next = run(&sim, &state, &s, Extra::default()).next.unwrap();
+    assert_eq!(next.digest, spec_digest(&s, OWNER));
+    assert_eq!(
+        next.digest,
+        ownership::labelled(&s, OWNER, "c2")["labels"][ownership::DIGEST]
+    );
+    assert_ne!(next.digest, spec_digest(&spec("v3", 10), OWNER));
+    let again = run(&sim, &next, &s, Extra::default()).next.unwrap();
+    assert_eq!(again.digest, next.digest);
     assert_eq!(state.canary, CANARY);
     assert_eq!(state.phase, Phase::Launch);
 }
@@ -977,6 +986,7 @@ fn a_rollback_with_the_canary_already_gone_ends_without_a_write() {
     let sim = Sim::new(10);
     let s = spec("v2", 10);
     let mut state = start(&s, "c2", sim.now);
+    state.digest = spec_digest(&s, OWNER); // as after its first advance
     state.phase = Phase::RollBack {
         reason: Reason::Aborted,
     };
@@ -990,6 +1000,39 @@ fn a_rollback_with_the_canary_already_gone_ends_without_a_write() {
         })
     );
     assert_eq!(d.status.phase, "rollBack");
+}
+
+#[test]
+fn a_rollout_ending_at_its_first_advance_is_saved_once_with_its_digest_first() {
+    let sim = Sim::new(10);
+    let s = spec("v2", 10);
+    let state = start(&s, "c2", sim.now);
+    let d = run(
+        &sim,
+        &state,
+        &s,
+        Extra {
+            operator: Some(OperatorCommand::Abort),
+            ..Extra::default()
+        },
+    );
+    assert!(d.plan.is_empty(), "no canary yet: nothing to delete");
+    assert_eq!(d.outcome, None);
+    let next = d.next.unwrap();
+    assert_eq!(next.digest, spec_digest(&s, OWNER));
+    assert_eq!(
+        next.phase,
+        Phase::RollBack {
+            reason: Reason::Aborted
+        }
+    );
+    let d = run(&sim, &next, &s, Extra::default());
+    assert_eq!(
+        d.outcome,
+        Some(Outcome::RolledBack {
+            reason: Reason::Aborted
+        })
+    );
 }
 
 #[test]
@@ -1010,6 +1053,7 @@ fn a_canary_baton_does_not_own_is_never_touched() {
     sim.put(json!({"id": CANARY, "cmd": "x", "instances": 1,
         "labels": {"baton.dev/owner": OWNER, (ROLLOUT_OF): "/shop/other"}}));
     let mut rolling_back = state.clone();
+    rolling_back.digest = spec_digest(&s, OWNER);
     rolling_back.phase = Phase::RollBack {
         reason: Reason::Aborted,
     };
