@@ -1568,3 +1568,197 @@ fn oversized_input_is_cut_not_failed() {
         haproxy::MAX_ROWS
     );
 }
+
+/// Random sequences of events against the invariants.
+mod properties {
+    use super::*;
+    use proptest::prelude::{
+        any, prop, prop_assert, prop_assert_eq, prop_oneof, proptest, Just, ProptestConfig,
+    };
+    use proptest::strategy::Strategy as _;
+
+    /// One thing that may happen between two ticks of a rollout.
+    #[derive(Debug, Clone)]
+    enum Event {
+        /// Each canary and each stable task serves this many responses, this many 5xx.
+        Traffic(u64, u64, u64),
+        /// HAProxy reloaded: counters back at zero.
+        Reload,
+        /// New and existing tasks of an app turn (un)healthy.
+        Health(bool, bool),
+        Time(u64),
+        /// The scheduler loses the canary (restarted from older state).
+        LoseCanary,
+        /// Someone edits the stable by hand.
+        EditStable,
+        /// Someone else's app appears at the canary's id.
+        ForeignCanary,
+        /// The canary's task fails.
+        CanaryFails,
+        /// Git moves on to another definition.
+        NewCommit,
+        /// The spec stops validating, or comes back.
+        Invalid(bool),
+        SpecGone,
+        Operator(bool),
+        /// This tick's writes are refused (a 409 that outlasts the lock wait, a scheduler down).
+        WritesFail,
+        NoSample,
+    }
+
+    /// What a scheduler and a load balancer do on their own: the rollout can complete.
+    fn weather() -> impl proptest::strategy::Strategy<Value = Event> {
+        prop_oneof![
+            8 => (0u64..40, 0u64..2, 0u64..10).prop_map(|(a, b, c)| Event::Traffic(a, b.min(a), c)),
+            1 => Just(Event::Reload),
+            2 => (0u8..4, any::<bool>()).prop_map(|(a, b)| Event::Health(a > 0, b)),
+            8 => (0u64..90_000).prop_map(Event::Time),
+            1 => Just(Event::LoseCanary),
+            1 => Just(Event::EditStable),
+            1 => Just(Event::WritesFail),
+            1 => Just(Event::NoSample),
+        ]
+    }
+
+    /// Anything, including what ends a rollout early.
+    fn event() -> impl proptest::strategy::Strategy<Value = Event> {
+        prop_oneof![
+            12 => weather(),
+            1 => (0u64..40, 0u64..40, 0u64..10).prop_map(|(a, b, c)| Event::Traffic(a, b.min(a), c)),
+            1 => Just(Event::ForeignCanary),
+            1 => Just(Event::CanaryFails),
+            1 => Just(Event::NewCommit),
+            1 => any::<bool>().prop_map(Event::Invalid),
+            1 => Just(Event::SpecGone),
+            1 => any::<bool>().prop_map(Event::Operator),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Whatever happens, the machine writes only its canary and the stable; deletes only a
+        /// canary that is its own; never creates a second canary; writes the stable only in
+        /// `UpdateStable`, with git's definition at the rollout's commit, and never once it has
+        /// decided to roll back; holds while the spec is invalid; and always ends or goes on.
+        #[test]
+        fn whatever_happens_only_the_own_canary_and_the_updated_stable_are_written(
+            events in prop_oneof![
+                prop::collection::vec(weather(), 1..120),
+                prop::collection::vec(event(), 1..120),
+            ],
+            instances in 1u64..12,
+        ) {
+            let mut sim = Sim::new(instances);
+            let v2 = spec("v2", instances);
+            let v3 = spec("v3", instances);
+            let mut current = &v2;
+            let mut state = start(&v2, "c2", sim.now);
+            let mut invalid = false;
+            let mut gone = false;
+            let mut stable_written = false;
+            let mut rolled_back = false;
+            for e in events {
+                let mut extra = Extra::default();
+                let mut writes_fail = false;
+                let passed = CheckOutcome::Passed;
+                match e {
+                    Event::Traffic(c, ce, s) => {
+                        sim.serve(CANARY, c, ce);
+                        sim.serve(STABLE, s, 0);
+                    }
+                    Event::Reload => sim.reload(),
+                    Event::Health(new, existing) => {
+                        sim.healthy = new;
+                        sim.set_health(CANARY, existing);
+                    }
+                    Event::Time(ms) => sim.now += ms,
+                    Event::LoseCanary => {
+                        sim.apps.remove(CANARY);
+                        sim.submitted.remove(CANARY);
+                    }
+                    Event::EditStable => {
+                        if let Some(a) = sim.apps.get_mut(STABLE) {
+                            a["cmd"] = json!("hotfix");
+                        }
+                    }
+                    Event::ForeignCanary => {
+                        if sim.app(CANARY).is_none() {
+                            sim.put(json!({"id": CANARY, "cmd": "theirs", "instances": 1,
+                                "labels": {"baton.dev/owner": "other"}}));
+                        }
+                    }
+                    Event::CanaryFails => {
+                        let at = rfc3339(sim.now);
+                        if let Some(a) = sim.apps.get_mut(CANARY) {
+                            a["lastTaskFailure"] = json!({"taskId": "t", "state": "TASK_FAILED",
+                                "timestamp": at, "version": at});
+                        }
+                    }
+                    Event::NewCommit => current = &v3,
+                    Event::Invalid(on) => invalid = on,
+                    Event::SpecGone => gone = true,
+                    Event::Operator(promote) => {
+                        extra.operator = Some(if promote { OperatorCommand::Promote } else { OperatorCommand::Abort });
+                    }
+                    Event::WritesFail => writes_fail = true,
+                    Event::NoSample => extra.no_sample = true,
+                }
+                extra.spec_invalid = invalid;
+                extra.spec_gone = gone;
+                if state.phase == Phase::Check {
+                    extra.check = Some(&passed);
+                }
+                let canary_before = sim.app(CANARY).cloned();
+                let ours = canary_before.as_ref().is_some_and(|c| {
+                    c["labels"][ownership::OWNER] == OWNER && c["labels"][ROLLOUT_OF] == STABLE
+                });
+                let d = run(&sim, &state, current, extra);
+                let next_phase = d.next.as_ref().map(|n| n.phase.clone());
+                for c in d.plan.changes() {
+                    let app = c.app.as_str();
+                    prop_assert!(app == CANARY || app == STABLE, "wrote {app}");
+                    match (app, c.action) {
+                        (CANARY, Action::Delete) => prop_assert!(ours, "deleted a canary not its own"),
+                        (CANARY, Action::Create) => prop_assert!(canary_before.is_none()),
+                        (CANARY, Action::Update) => prop_assert!(ours),
+                        (STABLE, Action::Delete) => prop_assert!(false, "deleted the stable"),
+                        (STABLE, _) => {
+                            prop_assert_eq!(next_phase.clone(), Some(Phase::UpdateStable));
+                            prop_assert!(!rolled_back);
+                            prop_assert!(!invalid && !gone);
+                            prop_assert_eq!(c.body.clone(), Some(ownership::labelled(current, OWNER, "c2")));
+                            prop_assert_eq!(spec_digest(current, OWNER), spec_digest(&v2, OWNER));
+                            stable_written = true;
+                        }
+                        _ => {}
+                    }
+                }
+                if invalid && !matches!(state.phase, Phase::RollBack { .. } | Phase::Retire) {
+                    let aborting = matches!(next_phase, Some(Phase::RollBack { reason: Reason::Aborted }));
+                    prop_assert!(d.plan.is_empty() || aborting, "wrote while the spec is invalid");
+                }
+                if matches!(next_phase, Some(Phase::RollBack { .. })) {
+                    rolled_back = true;
+                    prop_assert!(!stable_written, "rolled back after the stable was written");
+                }
+                prop_assert!(d.wake_at_ms >= sim.now);
+                if !writes_fail {
+                    sim.apply(&d.plan);
+                }
+                prop_assert!(sim.apps.keys().filter(|k| k.ends_with("-canary")).count() <= 1);
+                match d.next {
+                    Some(next) => state = next,
+                    None => {
+                        match d.outcome {
+                            Some(Outcome::Completed) => prop_assert!(stable_written),
+                            Some(Outcome::RolledBack { .. }) => prop_assert!(!stable_written),
+                            None => prop_assert!(false, "ended without an outcome"),
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
