@@ -642,13 +642,22 @@ impl<'s, 'i> Machine<'s, 'i> {
 
     /// The canary's definition: the spec's app, owned and labelled as this rollout's canary, its
     /// service ports left to the scheduler (it must not claim the stable's), and either out of
-    /// every load balancer group (isolated) or in the stable's deployment group (joined). Every
-    /// joined body is the same but for `instances`, so a new step is a scale, not a restart.
+    /// every load balancer group (isolated) or in the stable's deployment group (joined: the
+    /// group as the live stable carries it, `HAPROXY_GROUP` as the spec has it). Every joined
+    /// body is the same but for `instances`, so a new step is a scale, not a restart.
     fn canary_body(&self, spec: &Spec, shape: Shape) -> Value {
         let mut app = ownership::labelled(spec, self.input.owner, &self.next.commit);
         let spec_labels = spec.app.get("labels").and_then(Value::as_object);
         let spec_label = |k: &str| {
             spec_labels
+                .and_then(|l| l.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let live_label = |k: &str| {
+            self.input
+                .stable
+                .and_then(|a| a.get("labels"))
                 .and_then(|l| l.get(k))
                 .and_then(Value::as_str)
                 .map(str::to_string)
@@ -668,11 +677,14 @@ impl<'s, 'i> Machine<'s, 'i> {
                 l.remove(ownership::PRUNE);
                 l.insert(ROLLOUT_OF.into(), Value::String(self.stable_id.clone()));
                 if shape.joined {
-                    if let Some(g) = spec_label(HAPROXY_GROUP) {
+                    if let Some(g) = spec_label(HAPROXY_GROUP).or_else(|| live_label(HAPROXY_GROUP))
+                    {
                         l.insert(HAPROXY_GROUP.into(), Value::String(g));
                     }
-                    let group =
-                        spec_label(DEPLOYMENT_GROUP).unwrap_or_else(|| self.stable_id.clone());
+                    // marathon-lb merges on the label as the stable carries it live.
+                    let group = live_label(DEPLOYMENT_GROUP)
+                        .or_else(|| spec_label(DEPLOYMENT_GROUP))
+                        .unwrap_or_else(|| self.stable_id.clone());
                     l.insert(DEPLOYMENT_GROUP.into(), Value::String(group));
                     l.insert(
                         DEPLOYMENT_STARTED_AT.into(),

@@ -520,6 +520,17 @@ fn a_passed_check_joins_the_canary_to_the_stables_group() {
 }
 
 #[test]
+fn the_canary_joins_the_group_the_stable_carries_live() {
+    let mut sim = Sim::new(10);
+    // The stable was labelled `shop-api` (marathon-lb reads it as `/shop-api`) before.
+    sim.apps.get_mut(STABLE).unwrap()["labels"][DEPLOYMENT_GROUP] = json!("shop-api");
+    let s = spec_with("v2", 10, Some(rollout(vec![traffic(10, 60)])));
+    let state = start(&s, "c2", sim.now);
+    let d = run(&sim, &state, &s, Extra::default());
+    assert_eq!(body_of(&d, CANARY)["labels"][DEPLOYMENT_GROUP], "shop-api");
+}
+
+#[test]
 fn a_failed_check_deletes_the_canary_and_nothing_else() {
     let mut sim = Sim::new(10);
     let s = spec("v2", 10);
