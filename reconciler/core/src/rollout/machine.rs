@@ -8,6 +8,16 @@
 //! drained) -> `UpdateStable` (the stable PUT at the new definition, until its deployment is done)
 //! -> `Retire` (the canary deleted) -> `Completed`. Any failure before `UpdateStable` ->
 //! `RollBack` (the canary deleted; the stable never written) -> `RolledBack`.
+//!
+//! Before every phase up to `Switch`, in this order: an operator's abort rolls back; an invalid
+//! spec holds (nothing written, nothing judged); the spec or its rollout gone, or a new
+//! definition (superseded), roll back; an app at the canary's id that is not this rollout's
+//! holds (never touched) until the deadline; the stable gone, a canary task failure since the
+//! start (`lastTaskFailure`) and a phase over `baton.deadline` (a step: plus its pause) roll back.
+//! In `UpdateStable` only the first three apply, and a removed or superseded spec finishes the
+//! rollout (the canary goes once the stable's deployment is done) instead: the stable is
+//! already written. The machine deletes only an app at its canary's id that carries its owner
+//! and `baton.dev/rollout-of` = the stable's id, and writes the stable only in `UpdateStable`.
 
 use std::time::Duration;
 
