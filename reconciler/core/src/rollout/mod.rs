@@ -24,6 +24,8 @@ use crate::spec::Spec;
 pub mod haproxy;
 pub mod machine;
 pub mod spec;
+#[cfg(test)]
+mod tests;
 
 /// Label on the canary app: the id of the stable app it is a canary of.
 pub const ROLLOUT_OF: &str = "baton.dev/rollout-of";
@@ -127,7 +129,8 @@ pub enum Phase {
     Launch,
     /// The isolated check runs against the canary's task.
     Check,
-    /// Traffic step `index` of the spec's steps.
+    /// Traffic step `index` of the spec's steps (the index in `Rollout::steps`, as in the spec's
+    /// `/baton/rollout/steps/<index>`; an isolated step before it counts).
     Step { index: usize },
     /// All traffic on the canary (blueGreen's switch; canary's last moment before full).
     Switch,
@@ -277,7 +280,7 @@ pub struct RolloutStatus {
     pub commit: String,
     /// `launch`, `check`, `step`, `switch`, `updateStable`, `retire`, `rollBack`.
     pub phase: String,
-    /// The traffic step's index when in one.
+    /// The traffic step's index (in the spec's `steps`) when in one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<usize>,
     /// The share the canary has now: healthy canary tasks / stable instances, in percent.
