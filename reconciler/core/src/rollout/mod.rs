@@ -24,6 +24,8 @@ use crate::spec::Spec;
 pub mod haproxy;
 pub mod machine;
 pub mod spec;
+pub mod view;
+pub use view::view;
 
 /// Label on the canary app: the id of the stable app it is a canary of.
 pub const ROLLOUT_OF: &str = "baton.dev/rollout-of";

@@ -6,7 +6,8 @@
 //! A change is patched in place when every file it touches (before and after) is a plain spec
 //! file: it names an app, its spec depends on nothing, no other spec depends on its app, no
 //! other file maps to the same app (duplicates, case-only duplicates), and no problem the source
-//! reported names that app. Anything else (a dependency, a duplicate, a source problem,
+//! reported names that app, and it is neither a rollout app nor a `-canary` one (either makes the
+//! other invalid). Anything else (a dependency, a duplicate, a source problem, a rollout,
 //! `baton.yaml`) re-runs the repo-wide checks over the cached results, as a full load does.
 //!
 //! **Invariant:** after any sequence of [`Incremental::reset`] and [`Incremental::update`], the
@@ -296,7 +297,10 @@ impl Incremental {
                     && result
                         .spec
                         .as_ref()
-                        .is_none_or(|s| s.baton.depends_on.is_empty())
+                        .is_none_or(|s| s.baton.depends_on.is_empty() && s.baton.rollout.is_none())
+                    // A rollout app is invalid while `<id>-canary` has a file: either side
+                    // changing needs the repo-wide check.
+                    && !id.as_str().ends_with(crate::rollout::CANARY_SUFFIX)
             }
         };
         touched.iter().all(|(path, old, present)| {
