@@ -549,6 +549,36 @@ mod patch_tests {
         repo
     }
 
+    /// A rollout app is invalid while a spec of its canary's id exists: adding, editing or
+    /// removing either file re-runs the repo-wide check.
+    #[test]
+    fn a_canary_named_file_coming_and_going_rechecks_its_rollout_app() {
+        let rollout = |cmd: &str| {
+            format!("cmd: {cmd}\ninstances: 10\nlabels: {{HAPROXY_GROUP: external}}\nportDefinitions: [{{port: 10100}}]\nhealthChecks: [{{protocol: HTTP, path: /h}}]\nbaton:\n  rollout: {{}}\n")
+        };
+        let b = AppId::parse("/b").unwrap();
+        let mut inc = Incremental::default();
+        let repo = inc.reset(
+            RepoConfig::default(),
+            Vec::new(),
+            false,
+            vec![
+                entry("apps/a.yaml", "cmd: a\n"),
+                entry("apps/b.yaml", &rollout("b1")),
+            ],
+        );
+        assert!(repo.specs.contains_key(&b), "{:?}", repo.diagnostics);
+        let repo = step(&mut inc, &[], vec![entry("apps/b-canary.yaml", "cmd: c\n")]);
+        assert!(repo.invalid.contains(&b));
+        let repo = step(&mut inc, &[], vec![entry("apps/b.yaml", &rollout("b2"))]);
+        assert!(repo.invalid.contains(&b));
+        let repo = step(&mut inc, &["apps/b-canary.yaml"], vec![]);
+        assert!(repo.specs.contains_key(&b));
+        // Plain edits elsewhere are still patched.
+        step(&mut inc, &[], vec![entry("apps/a.yaml", "cmd: a2\n")]);
+        assert!(inc.patched_last());
+    }
+
     #[test]
     fn plain_edits_are_patched_and_equal_a_full_load() {
         let app = |cmd: &str| format!("cmd: \"{cmd}\"\ninstances: 1\n");
