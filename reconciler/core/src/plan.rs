@@ -258,7 +258,7 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
         if repo.specs.contains_key(id) || repo.invalid.contains(id) {
             continue;
         }
-        if mine && in_scope && rollout_companion(repo, id, app) {
+        if rollout_companion(repo, id, app) {
             // A rollout's canary: the rollout makes and removes it, not the plan.
             continue;
         }
@@ -357,11 +357,15 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
     }
 }
 
-/// Whether `live` (an owned app without a spec of its own) is the canary of a rollout: labelled
-/// `baton.dev/rollout-of` with a stable app whose spec has a rollout (or is invalid, when it
-/// cannot be told), and named `<stable>-canary`. An orphan, whose stable's spec is gone or has
-/// no rollout any more, is not: it is pruned as any owned app without a spec.
-fn rollout_companion(repo: &Repo, id: &AppId, live: &Value) -> bool {
+/// Whether `live` (the app `id`) is the canary of a rollout, the rollout's to make and remove:
+/// owned by this repo's owner, inside `idPrefixes`, labelled `baton.dev/rollout-of` with a
+/// stable app whose spec has a rollout (or is invalid, when it cannot be told), and named
+/// `<stable>-canary`. An orphan, whose stable's spec is gone or has no rollout any more, is
+/// not: it is pruned as any owned app without a spec.
+pub fn rollout_companion(repo: &Repo, id: &AppId, live: &Value) -> bool {
+    if ownership::owner_of(live) != Some(repo.config.owner.as_str()) || !repo.config.in_scope(id) {
+        return false;
+    }
     let Some(of) = live
         .pointer("/labels")
         .and_then(|l| l.get(crate::rollout::ROLLOUT_OF))
