@@ -1108,6 +1108,43 @@ fn rollout_cases() -> Vec<RolloutCase> {
             )],
             ..rollout_case("a_blocked_rollout_is_held_not_done_in_place")
         },
+        // At an applied revision a stable the rollout never wrote stands behind git (a lost
+        // write, to the rule): its hold stays visible, and it starts once it may.
+        RolloutCase {
+            trigger: Trigger::Poll,
+            synced: APPLIED,
+            lost: &["/u"],
+            blocked: &["/u"],
+            held: vec![(
+                "/u",
+                HoldReason::RolloutBlocked {
+                    why: "no stats".into(),
+                },
+            )],
+            flags: (false, false),
+            ..rollout_case("a_blocked_rollout_stays_held_at_an_applied_revision")
+        },
+        RolloutCase {
+            trigger: Trigger::Poll,
+            synced: APPLIED,
+            lost: &["/u"],
+            starts: &["/u"],
+            ..rollout_case("an_unblocked_rollout_starts_at_an_applied_revision")
+        },
+        RolloutCase {
+            trigger: Trigger::Poll,
+            synced: APPLIED,
+            lost: &["/u"],
+            rolled_back: &["/u"],
+            held: vec![(
+                "/u",
+                HoldReason::RolledBack {
+                    commit: "r0".into(),
+                },
+            )],
+            flags: (false, false),
+            ..rollout_case("a_rolled_back_definition_stays_held_at_an_applied_revision")
+        },
         RolloutCase {
             mode: MANUAL,
             active: &["/u"],
