@@ -89,6 +89,12 @@ pub fn parse(v: &Value) -> Result<Rollout, Error> {
             let Some(list) = list.as_array() else {
                 return err(format!("{POINTER}/steps"), "expected a list of steps");
             };
+            if list.is_empty() && strategy == Strategy::Canary {
+                return err(
+                    format!("{POINTER}/steps"),
+                    "a canary needs at least one step: leave `steps` out for the defaults (10%, then 50%), or use `strategy: blueGreen`",
+                );
+            }
             for (i, raw) in list.iter().enumerate() {
                 steps.push(step(raw, i)?);
             }
@@ -576,6 +582,10 @@ mod tests {
     fn blue_green_is_an_optional_check_then_everything_for_the_grace() {
         let r = parse(&json!({"strategy": "blueGreen"})).unwrap();
         assert_eq!(
+            r,
+            parse(&json!({"strategy": "blueGreen", "steps": []})).unwrap()
+        );
+        assert_eq!(
             r.steps,
             vec![Step::Traffic {
                 percent: 100,
@@ -667,6 +677,11 @@ mod tests {
                 json!({"strategy": "blueGreen", "steps": [{"traffic": 10}]}),
                 "/baton/rollout/steps/0/traffic",
                 "blueGreen switches all traffic at once",
+            ),
+            (
+                json!({"steps": []}),
+                "/baton/rollout/steps",
+                "at least one step",
             ),
             (
                 json!({"grace": "1m"}),
