@@ -337,6 +337,12 @@ pub struct Problem {
 /// `HAPROXY_0_PORT` (Marathon would pick a new port on every update). Warning: a traffic share
 /// that `instances` cannot come within [`SHARE_TOLERANCE`] points of.
 pub fn check_app(rollout: &Rollout, raw: &Value, app: &Value, id: &str) -> Vec<Problem> {
+    // Judged on the form Marathon stores, which is what marathon-lb reads (a health check's
+    // default protocol and port index, `ports` as `portDefinitions`, one port 0 by default).
+    let written = app;
+    let mut stored = app.clone();
+    crate::spec::canonical::marathon_form(&mut stored);
+    let app = &stored;
     let mut out = Vec::new();
     let mut error = |pointer: String, message: String| {
         out.push(Problem {
@@ -387,7 +393,12 @@ pub fn check_app(rollout: &Rollout, raw: &Value, app: &Value, id: &str) -> Vec<P
             "a rollout shares the app's service port through marathon-lb, and the app has no port: add `portDefinitions` (or `portMappings`)".into(),
         ),
         ServicePort::Assigned(pointer) => error(
-            pointer,
+            // A field the spec leaves to Marathon's defaults has no line: point at the block.
+            if written.pointer(&pointer).is_some() {
+                pointer
+            } else {
+                POINTER.into()
+            },
             "a rollout needs a fixed service port (with 0 Marathon picks one, and may pick another on the update that ends the rollout): set it, or set the label `HAPROXY_0_PORT`".into(),
         ),
     }
@@ -442,21 +453,18 @@ pub fn achievable_share(percent: u8, s: u64) -> (u64, f64) {
     (c, c as f64 * 100.0 / s as f64)
 }
 
-/// marathon-lb's mode of service port 0, as its `MarathonService` and config decide it: `http`
-/// when the health check of port 0 (the first with a `port`, or `portIndex` 0) has protocol
-/// `HTTP` (only that one: `MESOS_HTTP` does not count there); `HAPROXY_0_MODE` overrides; with
-/// neither, a `HAPROXY_0_VHOST` makes it http; otherwise tcp.
+/// marathon-lb's mode of service port 0, as its `MarathonService` and config decide it from the
+/// stored app: `http` when the health check of port 0 (the first with a `port`, or `portIndex`
+/// 0) has protocol `HTTP` (only that one: `MESOS_HTTP` does not count there); `HAPROXY_0_MODE`
+/// overrides; with neither, a `HAPROXY_0_VHOST` makes it http; otherwise tcp.
 fn http_mode(app: &Value, labels: &Map<String, Value>) -> bool {
     let check = app
         .get("healthChecks")
         .and_then(Value::as_array)
         .and_then(|list| {
             list.iter().find(|c| {
-                // Marathon stores `portIndex: 0` for a port check that names neither; a
-                // COMMAND check has no port at all.
-                let command = c.get("protocol").and_then(Value::as_str) == Some("COMMAND");
                 c.get("port").and_then(Value::as_u64).is_some_and(|p| p > 0)
-                    || (!command && c.get("portIndex").and_then(Value::as_u64).unwrap_or(0) == 0)
+                    || c.get("portIndex").and_then(Value::as_u64) == Some(0)
             })
         });
     let mut mode = check
@@ -482,9 +490,8 @@ enum ServicePort {
     None,
 }
 
-/// The app's first service port as Marathon reads it: `container.portMappings[0].servicePort`
-/// when there are port mappings, else `portDefinitions[0].port` (absent `portDefinitions`:
-/// Marathon's default, one port 0).
+/// The stored app's first service port: `container.portMappings[0].servicePort` when there are
+/// port mappings, else `portDefinitions[0].port`.
 fn service_port(app: &Value) -> ServicePort {
     let judge = |v: Option<&Value>, pointer: &str| match v.and_then(Value::as_u64) {
         Some(p) if p > 0 => ServicePort::Fixed,
@@ -502,7 +509,7 @@ fn service_port(app: &Value) -> ServicePort {
         );
     }
     match app.get("portDefinitions").and_then(Value::as_array) {
-        None => ServicePort::Assigned(POINTER.into()),
+        None => ServicePort::None,
         Some(list) => match list.first() {
             None => ServicePort::None,
             Some(first) => judge(first.get("port"), "/portDefinitions/0/port"),
@@ -798,6 +805,20 @@ mod tests {
         app["labels"]["HAPROXY_0_PORT"] = json!("10100");
         app["labels"]["HAPROXY_DEPLOYMENT_GROUP"] = json!("/shop/api");
         assert_eq!(problems(&app, &json!({})), vec![]);
+        // Marathon's defaults: a check without protocol is HTTP on port index 0; `ports` is
+        // the old form of `portDefinitions`.
+        let mut app = good_app();
+        app["healthChecks"] = json!([{"path": "/health"}]);
+        app.as_object_mut().unwrap().remove("portDefinitions");
+        app["ports"] = json!([10100]);
+        assert_eq!(problems(&app, &json!({})), vec![]);
+        // marathon-lb takes the first check of port 0; a COMMAND check has no port.
+        let mut app = good_app();
+        app["healthChecks"] = json!([
+            {"protocol": "COMMAND", "command": {"value": "true"}},
+            {"protocol": "HTTP", "path": "/health"}
+        ]);
+        assert_eq!(problems(&app, &json!({})), vec![]);
         let mut app = good_app();
         app.as_object_mut().unwrap().remove("healthChecks");
         app["labels"]["HAPROXY_0_VHOST"] = json!("shop.example.com");
@@ -869,6 +890,15 @@ mod tests {
                 with(
                     "/healthChecks",
                     json!([{"protocol": "MESOS_HTTP", "path": "/"}]),
+                ),
+                "/baton/rollout",
+                "http mode",
+            ),
+            (
+                "a COMMAND check first, then nothing for port 0",
+                with(
+                    "/healthChecks",
+                    json!([{"protocol": "COMMAND", "command": {"value": "true"}}]),
                 ),
                 "/baton/rollout",
                 "http mode",
