@@ -13,6 +13,10 @@
 //!   its policy wants now (never a delete), and a write the scheduler lost
 //!   ([`lost_writes`]) unless that very rewrite backs off.
 //! - Always: nothing while an earlier failure of the same commit backs off.
+//! - Rollouts ([`RolloutView`], `crate::rollout`): no write of a stable app while its rollout
+//!   runs; an update of an eligible app that would apply starts a rollout instead
+//!   ([`Decision::rollout_starts`]) unless it cannot run here or this definition was rolled
+//!   back. Manual mode and a failure's backoff come first.
 //!
 //! Also here, as data: the [`Trigger`] enum the loop is driven by, the [`Action`] a cycle ends
 //! with and the error policy's backoff ([`error_backoff`]), the persisted [`state`], and which
