@@ -13,6 +13,10 @@
 //!   its policy wants now (never a delete), and a write the scheduler lost
 //!   ([`lost_writes`]) unless that very rewrite backs off.
 //! - Always: nothing while an earlier failure of the same commit backs off.
+//! - Rollouts ([`RolloutView`], `crate::rollout`): no write of a stable app while its rollout
+//!   runs; an update of an eligible app that would apply starts a rollout instead
+//!   ([`Decision::rollout_starts`]) unless it cannot run here or this definition was rolled
+//!   back. Manual mode and a failure's backoff come first.
 //!
 //! Also here, as data: the [`Trigger`] enum the loop is driven by, the [`Action`] a cycle ends
 //! with and the error policy's backoff ([`error_backoff`]), the persisted [`state`], and which
@@ -107,12 +111,14 @@ impl Trigger {
     /// Of several queued triggers the cycle runs as the strongest.
     pub fn rank(&self) -> u8 {
         match self {
-            Trigger::Shutdown => 7,
-            Trigger::ManualSync => 6,
-            Trigger::Webhook { .. } => 5,
-            Trigger::FileChange => 4,
-            Trigger::Startup => 3,
-            Trigger::Retry => 2,
+            Trigger::Shutdown => 8,
+            Trigger::ManualSync => 7,
+            Trigger::Webhook { .. } => 6,
+            Trigger::FileChange => 5,
+            Trigger::Startup => 4,
+            Trigger::Retry => 3,
+            // Above a poll: a rollout's tick judges traffic and may roll back, and a poll
+            // queued with it must not swallow it.
             Trigger::Rollout => 2,
             Trigger::Poll => 1,
             Trigger::SchedulerEvent { .. } => 0,
@@ -215,6 +221,16 @@ pub enum HoldReason {
     /// The revision is applied already and this difference is drift that no policy corrects
     /// now (reported; `POST /api/sync` applies it).
     Drift,
+    /// A rollout of the app is in progress (`phase`: its phase's name): the stable app is not
+    /// written by a cycle meanwhile (no update, correction or rewrite); the rollout ends by
+    /// writing it itself, or rolls back.
+    RollingOut { phase: String },
+    /// The app's update would start a rollout that cannot run here (`why`, e.g. no
+    /// `--haproxy-stats`): held, never silently done in place.
+    RolloutBlocked { why: String },
+    /// This very definition was rolled back (at `commit`): it is not rolled out again until the
+    /// definition changes or an operator promotes it.
+    RolledBack { commit: String },
 }
 
 impl std::fmt::Display for HoldReason {
@@ -233,6 +249,12 @@ impl std::fmt::Display for HoldReason {
                 "a lost write written again backs off until {retry_at_ms} ms"
             ),
             HoldReason::Drift => f.write_str("drift at an applied revision, not corrected now"),
+            HoldReason::RollingOut { phase } => write!(f, "a rollout is in progress ({phase})"),
+            HoldReason::RolloutBlocked { why } => write!(f, "the rollout cannot run: {why}"),
+            HoldReason::RolledBack { commit } => write!(
+                f,
+                "this definition was rolled back (commit {commit}); a new commit or a promote rolls it out again"
+            ),
         }
     }
 }
@@ -307,7 +329,7 @@ pub fn decide(input: &Input<'_>, mut plan: Plan) -> Decision {
         state,
         corrections,
         lost_writes,
-        rollouts: _,
+        rollouts,
         now_ms: now,
     } = *input;
     let manual = mode == SyncMode::Manual;
@@ -333,6 +355,7 @@ pub fn decide(input: &Input<'_>, mut plan: Plan) -> Decision {
     };
     let mut held = Vec::new();
     let mut rewrites = Vec::new();
+    let mut rollout_starts = Vec::new();
     let removed = retain_changes(&mut plan, |c| {
         let reason = if view == View::Apps && c.action == PlanAction::Delete {
             Some(HoldReason::PartialView)
@@ -357,6 +380,13 @@ pub fn decide(input: &Input<'_>, mut plan: Plan) -> Decision {
                 }),
             }
         };
+        let reason = match rollout_rule(c, reason, rollouts, state) {
+            RolloutRule::Start => {
+                rollout_starts.push(c.app.clone());
+                return false;
+            }
+            RolloutRule::Plain(reason) => reason,
+        };
         match reason {
             Some(reason) => {
                 held.push(Hold {
@@ -374,9 +404,10 @@ pub fn decide(input: &Input<'_>, mut plan: Plan) -> Decision {
             }
         }
     });
-    debug_assert_eq!(removed.len(), held.len());
+    debug_assert_eq!(removed.len(), held.len() + rollout_starts.len());
     let completes_revision = everything && view == View::All;
-    let writes = !plan.is_empty();
+    // A rollout started is a write too (its canary's).
+    let writes = !plan.is_empty() || !rollout_starts.is_empty();
     Decision {
         record: writes || (view == View::All && (new_revision || asked)),
         planned_only: manual && !held.is_empty() && !writes,
@@ -391,18 +422,79 @@ pub fn decide(input: &Input<'_>, mut plan: Plan) -> Decision {
         rewrites,
         new_revision,
         completes_revision,
-        rollout_starts: Vec::new(),
+        rollout_starts,
     }
 }
 
-/// When the loop runs again after a cycle: at the earliest failed-app retry (from `state`) or
-/// `correctAfter` grace period (`correction_at_ms`), at least [`MIN_REQUEUE`] from `now_ms`;
-/// else it waits for a trigger.
-pub fn next_action(state: &State, correction_at_ms: Option<u64>, now_ms: u64) -> Action {
-    let wake = match (state.next_retry_ms(), correction_at_ms) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+/// What [`rollout_rule`] does with one change.
+enum RolloutRule {
+    /// Take it out of the plan: a rollout starts instead of the update.
+    Start,
+    /// Apply it (`None`) or hold it, as planned.
+    Plain(Option<HoldReason>),
+}
+
+/// The rollout part of the rule for one change, given the hold `reason` the rest of the rule
+/// found (`None`: it would apply). Manual mode, a failure's backoff and a partial view keep
+/// priority. Then an app with a rollout in progress is held (a create or update, however it
+/// came: a new revision, a drift correction, a lost write written again: only the rollout
+/// writes the stable). Then an update (not an adoption) that would apply and is eligible
+/// starts a rollout, unless that definition was rolled back or the rollout cannot run here.
+fn rollout_rule(
+    c: &Change,
+    reason: Option<HoldReason>,
+    rollouts: &RolloutView,
+    state: &State,
+) -> RolloutRule {
+    use RolloutRule::{Plain, Start};
+    let writes_stable = c.action != PlanAction::Delete;
+    match reason {
+        Some(r @ (HoldReason::Manual | HoldReason::Backoff { .. } | HoldReason::PartialView)) => {
+            Plain(Some(r))
+        }
+        _ if writes_stable && rollouts.active.contains(&c.app) => {
+            let phase = state
+                .rollouts
+                .get(c.app.as_str())
+                .map(|r| crate::rollout::view::phase_name(&r.phase).to_string())
+                .unwrap_or_else(|| "starting".to_string());
+            Plain(Some(HoldReason::RollingOut { phase }))
+        }
+        Some(r) => Plain(Some(r)),
+        None if c.action == PlanAction::Update
+            && !c.adopt
+            && rollouts.eligible.contains(&c.app) =>
+        {
+            if rollouts.rolled_back.contains(&c.app) {
+                let commit = (state.apps.get(c.app.as_str()))
+                    .and_then(|a| a.rolled_back.as_ref())
+                    .map(|r| r.commit.clone())
+                    .unwrap_or_default();
+                Plain(Some(HoldReason::RolledBack { commit }))
+            } else if let Some(why) = rollouts.blocked.get(&c.app) {
+                Plain(Some(HoldReason::RolloutBlocked { why: why.clone() }))
+            } else {
+                Start
+            }
+        }
+        None => Plain(None),
+    }
+}
+
+/// When the loop runs again after a cycle: at the earliest failed-app retry (from `state`),
+/// `correctAfter` grace period (`correction_at_ms`) or rollout's next look (`rollout_wake_ms`,
+/// the earliest `wake_at_ms` of the rollouts in progress), at least [`MIN_REQUEUE`] from
+/// `now_ms`; else it waits for a trigger.
+pub fn next_action(
+    state: &State,
+    correction_at_ms: Option<u64>,
+    rollout_wake_ms: Option<u64>,
+    now_ms: u64,
+) -> Action {
+    let wake = [state.next_retry_ms(), correction_at_ms, rollout_wake_ms]
+        .into_iter()
+        .flatten()
+        .min();
     match wake {
         Some(at) => {
             Action::requeue(Duration::from_millis(at.saturating_sub(now_ms)).max(MIN_REQUEUE))

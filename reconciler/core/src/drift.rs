@@ -440,6 +440,11 @@ fn app_drift(
             repo.config.id_prefixes_shown()
         ));
         a
+    } else if live_app.is_some_and(|l| crate::plan::rollout_companion(repo, id, l)) {
+        // A rollout's canary: where the rollout wants it (the rollout reports its progress).
+        let mut a = AppDrift::new(id.clone(), DriftState::InSync);
+        a.note = Some("the canary app of a rollout in progress".into());
+        a
     } else if let Some(l) = live_app.filter(|l| ownership::owner_of(l) == Some(owner)) {
         // Owned, but git no longer has it: the next sync prunes it (or holds the delete), a
         // pending deploy; kept on purpose (`prune: false`), it disagrees with git for good.

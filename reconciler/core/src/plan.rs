@@ -2,7 +2,8 @@
 //! A pure function: no I/O, no clock. Safety rules live here, where they can be tested exhaustively:
 //! invalid specs are never touched, only owned apps are deleted, deletions are budgeted, an
 //! empty or partly unreadable repo deletes nothing, a repo without an explicit `owner` deletes
-//! nothing, and apps outside the repo's `idPrefixes` are never touched.
+//! nothing, and apps outside the repo's `idPrefixes` are never touched. A rollout's canary app
+//! (`crate::rollout`) is left to its rollout.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -257,6 +258,10 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
         if repo.specs.contains_key(id) || repo.invalid.contains(id) {
             continue;
         }
+        if rollout_companion(repo, id, app) {
+            // A rollout's canary: the rollout makes and removes it, not the plan.
+            continue;
+        }
         if !in_scope {
             // Not this repo's to manage, whatever its label says.
             if mine {
@@ -350,6 +355,33 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
         conflicts,
         out_of_scope,
     }
+}
+
+/// Whether `live` (the app `id`) is the canary of a rollout, the rollout's to make and remove:
+/// owned by this repo's owner, inside `idPrefixes`, labelled `baton.dev/rollout-of` with a
+/// stable app whose spec has a rollout (or is invalid, when it cannot be told), and named
+/// `<stable>-canary`. An orphan, whose stable's spec is gone or has no rollout any more, is
+/// not: it is pruned as any owned app without a spec.
+pub fn rollout_companion(repo: &Repo, id: &AppId, live: &Value) -> bool {
+    if ownership::owner_of(live) != Some(repo.config.owner.as_str()) || !repo.config.in_scope(id) {
+        return false;
+    }
+    let Some(of) = live
+        .pointer("/labels")
+        .and_then(|l| l.get(crate::rollout::ROLLOUT_OF))
+        .and_then(Value::as_str)
+    else {
+        return false;
+    };
+    let Ok(stable) = AppId::parse(of) else {
+        return false;
+    };
+    let rolls_out = repo
+        .specs
+        .get(&stable)
+        .is_some_and(|s| s.baton.rollout.is_some())
+        || repo.invalid.contains(&stable);
+    rolls_out && id.as_str() == crate::rollout::canary_id(stable.as_str())
 }
 
 fn count(waves: &[Wave], action: Action) -> usize {

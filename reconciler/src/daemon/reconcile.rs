@@ -1222,7 +1222,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             .drift
             .next_correction(now)
             .map(|d| now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        cycle::next_action(&self.state, correction_at, now_ms())
+        cycle::next_action(&self.state, correction_at, None, now_ms())
     }
 
     /// Secret zero before planning: with Vault, observe it and inject the bootstrap env (a Vault

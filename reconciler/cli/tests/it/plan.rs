@@ -644,3 +644,37 @@ mod properties {
         }
     }
 }
+
+/// Issue 15: a rollout's canary (`<stable>-canary`, owned, labelled `baton.dev/rollout-of` a
+/// stable whose spec rolls out) is the rollout's to make and remove: the plan neither deletes
+/// it nor reports it unmanaged. Orphans are pruned as any owned app; another owner's never.
+#[test]
+fn a_rollouts_canary_is_left_to_the_rollout_and_orphans_are_pruned() {
+    let (p, _) = case("rollout-companion", None);
+    snapshot("rollout_companion", &p);
+    for companion in ["/shop/api-canary", "/shop/cart-canary"] {
+        assert_eq!(action_of(&p, companion), None, "{companion}");
+        assert!(!p.unmanaged.contains(&id(companion)), "{companion}");
+        assert!(
+            !p.held.iter().any(|h| h.app == id(companion)),
+            "{companion}"
+        );
+    }
+    for orphan in ["/shop/web-canary", "/shop/gone-canary", "/shop/api-copy"] {
+        assert_eq!(action_of(&p, orphan), Some(Action::Delete), "{orphan}");
+    }
+    assert_eq!(action_of(&p, "/team/x-canary"), None);
+    assert_eq!(p.unmanaged, vec![id("/team/x-canary")]);
+    // The stable without the group label: a plain update lands it (the next change rolls out).
+    let api = p.changes().find(|c| c.app == id("/shop/api")).unwrap();
+    assert_eq!(api.action, Action::Update);
+    assert!(
+        api.fields
+            .iter()
+            .any(|f| f.pointer == "/labels/HAPROXY_DEPLOYMENT_GROUP"),
+        "{:?}",
+        api.fields
+    );
+    let body = api.body.as_ref().unwrap();
+    assert_eq!(body["labels"]["HAPROXY_DEPLOYMENT_GROUP"], "/shop/api");
+}

@@ -902,6 +902,26 @@ fn app_schema_compiles_and_accepts_a_small_valid_app() {
     app["baton"]["deadline"] = json!("500ms");
     app["id"] = json!("/prod/web");
     assert_eq!(errors(&validator, &app), Vec::<String>::new());
+    // `rollout: {}` takes every default; the issue's full block, and blueGreen, are valid too.
+    for rollout in [
+        json!({
+            "strategy": "canary",
+            "steps": [
+                {"isolated": {"check": {"http": "/health", "expect": 200}}},
+                {"traffic": 10, "pause": "1m"},
+                {"traffic": 50, "pause": "1m"}
+            ],
+            "analysis": {"maxErrorRate": 0.01, "minRequests": 20}
+        }),
+        json!({
+            "strategy": "blueGreen",
+            "grace": "5m",
+            "steps": [{"isolated": {"check": {"command": "./smoke.sh", "timeout": "30s"}}}]
+        }),
+    ] {
+        app["baton"]["rollout"] = rollout;
+        assert_eq!(errors(&validator, &app), Vec::<String>::new());
+    }
     // A Docker app with volumes of every kind.
     let docker = json!({
         "container": {
@@ -957,6 +977,55 @@ fn app_schema_rejects_bad_apps_at_the_right_place() {
             "bad duration",
             with("/baton/deadline", json!("10 minutes")),
             "/baton/deadline",
+        ),
+        // Issue 15: `baton.rollout` is closed, typed and bounded.
+        (
+            "unknown key in rollout",
+            with("/baton/rollout/stpes", json!([])),
+            "/baton/rollout",
+        ),
+        (
+            "unknown strategy",
+            with("/baton/rollout/strategy", json!("linear")),
+            "/baton/rollout/strategy",
+        ),
+        (
+            "traffic over 100",
+            with("/baton/rollout/steps", json!([{"traffic": 101}])),
+            "/baton/rollout/steps/0/traffic",
+        ),
+        (
+            "unknown key in a step",
+            with("/baton/rollout/steps", json!([{"trafic": 10}])),
+            "/baton/rollout/steps/0",
+        ),
+        (
+            "a relative check path",
+            with(
+                "/baton/rollout/steps",
+                json!([{"isolated": {"check": {"http": "health"}}}]),
+            ),
+            "/baton/rollout/steps/0/isolated/check/http",
+        ),
+        (
+            "an isolated step without a check",
+            with("/baton/rollout/steps", json!([{"isolated": {}}])),
+            "/baton/rollout/steps/0/isolated",
+        ),
+        (
+            "an error rate over 1",
+            with("/baton/rollout/analysis", json!({"maxErrorRate": 1.5})),
+            "/baton/rollout/analysis/maxErrorRate",
+        ),
+        (
+            "no requests needed",
+            with("/baton/rollout/analysis", json!({"minRequests": 0})),
+            "/baton/rollout/analysis/minRequests",
+        ),
+        (
+            "a bad grace",
+            with("/baton/rollout/grace", json!("5 minutes")),
+            "/baton/rollout/grace",
         ),
         (
             "duration without unit",

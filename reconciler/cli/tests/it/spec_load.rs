@@ -725,3 +725,144 @@ fn durations_that_overflow_are_errors_not_panics() {
     assert_eq!(diag(&repo, "apps/web.yaml").pointer, "/baton/deadline");
     assert!(repo.invalid.contains(&id("/web")));
 }
+
+// Issue 15: the `baton.rollout` block.
+
+fn messages_at<'a>(repo: &'a baton_core::spec::Repo, pointer: &str) -> Vec<&'a str> {
+    repo.diagnostics
+        .iter()
+        .filter(|d| d.pointer == pointer)
+        .map(|d| d.message.as_str())
+        .collect()
+}
+
+#[test]
+fn rollout_typos_suggest_the_right_key() {
+    let repo = invalid_case("rollout-typo");
+    let at = |p: &str| messages_at(&repo, p);
+    assert_eq!(
+        at("/baton/rollout/stpes"),
+        ["unknown field `stpes` (did you mean `steps`?)"]
+    );
+    assert_eq!(
+        at("/baton/rollout/steps/1/trafic"),
+        ["unknown field `trafic` (did you mean `traffic`?)"]
+    );
+    assert_eq!(
+        at("/baton/rollout/steps/0/isolated/check/expct"),
+        ["unknown field `expct` (did you mean `expect`?)"]
+    );
+    assert_eq!(
+        at("/baton/rollout/analysis/minRequest"),
+        ["unknown field `minRequest` (did you mean `minRequests`?)"]
+    );
+    let stpes = repo
+        .diagnostics
+        .iter()
+        .find(|d| d.pointer == "/baton/rollout/stpes")
+        .unwrap();
+    assert_eq!(stpes.line, Some(9));
+    assert!(repo.invalid.contains(&id("/shop/api")) && repo.invalid.contains(&id("/shop/cart")));
+}
+
+#[test]
+fn rollout_steps_out_of_order_are_refused_at_the_step() {
+    let repo = invalid_case("rollout-order");
+    let find = |p: &str| {
+        repo.diagnostics
+            .iter()
+            .find(|d| d.pointer == p)
+            .unwrap_or_else(|| panic!("no diagnostic at {p}: {:?}", repo.diagnostics))
+    };
+    let iso = find("/baton/rollout/steps/1");
+    assert_eq!(iso.file, Path::new("apps/shop/api.yaml"));
+    assert_eq!(iso.line, Some(11));
+    assert!(iso.message.contains("`isolated` must be the first step"));
+    let cart = find("/baton/rollout/steps/1/traffic");
+    assert_eq!(cart.file, Path::new("apps/shop/cart.yaml"));
+    assert!(cart.message.contains("20% follows 50%"), "{}", cart.message);
+    assert!(repo
+        .diagnostics
+        .iter()
+        .any(|d| d.file == Path::new("apps/shop/web.yaml")
+            && d.pointer == "/baton/rollout/steps/1/traffic"
+            && d.message.contains("blueGreen switches all traffic at once")));
+    for app in ["/shop/api", "/shop/cart", "/shop/web"] {
+        assert!(repo.invalid.contains(&id(app)), "{app}");
+    }
+}
+
+#[test]
+fn rollout_refuses_marathon_lb_labels_the_user_set() {
+    let repo = invalid_case("rollout-labels");
+    let started = messages_at(&repo, "/labels/HAPROXY_DEPLOYMENT_STARTED_AT");
+    assert_eq!(started.len(), 1);
+    assert!(started[0].contains("remove the label"), "{started:?}");
+    assert_eq!(
+        messages_at(&repo, "/labels/HAPROXY_DEPLOYMENT_COLOUR").len(),
+        1
+    );
+    let block = messages_at(&repo, "/baton/rollout");
+    assert!(
+        block.iter().any(|m| m.contains("`HAPROXY_GROUP`")),
+        "{block:?}"
+    );
+    let line = repo
+        .diagnostics
+        .iter()
+        .find(|d| d.pointer == "/labels/HAPROXY_DEPLOYMENT_STARTED_AT")
+        .and_then(|d| d.line);
+    assert_eq!(line, Some(5));
+    assert!(repo.invalid.contains(&id("/shop/api")));
+}
+
+#[test]
+fn rollout_needs_http_mode_and_a_fixed_service_port() {
+    let repo = invalid_case("rollout-tcp-mode");
+    let block = messages_at(&repo, "/baton/rollout");
+    assert!(block.iter().any(|m| m.contains("http mode")), "{block:?}");
+    let port = messages_at(&repo, "/portDefinitions/0/port");
+    assert!(
+        port.iter().any(|m| m.contains("fixed service port")),
+        "{port:?}"
+    );
+    assert!(repo.invalid.contains(&id("/shop/api")));
+}
+
+#[test]
+fn a_spec_named_like_a_canary_makes_the_rollout_app_invalid() {
+    let repo = invalid_case("rollout-canary-spec");
+    let api = repo
+        .diagnostics
+        .iter()
+        .find(|d| d.file == Path::new("apps/shop/api.yaml"))
+        .unwrap();
+    assert_eq!(api.pointer, "/baton/rollout");
+    assert_eq!(api.line, Some(7));
+    assert!(api
+        .message
+        .contains("`/shop/api-canary` is an app of this repo too"));
+    assert!(repo.invalid.contains(&id("/shop/api")));
+    assert!(
+        repo.specs.contains_key(&id("/shop/api-canary")),
+        "the other app is fine"
+    );
+    // A warning leaves its app valid: 3 instances cannot give 10% (33%) or 50% (67%).
+    let web: Vec<_> = repo
+        .diagnostics
+        .iter()
+        .filter(|d| d.file == Path::new("apps/shop/web.yaml"))
+        .collect();
+    assert_eq!(web.len(), 2, "{web:?}");
+    assert!(web.iter().all(|d| d.severity == Severity::Warning));
+    assert_eq!(web[0].pointer, "/baton/rollout/steps/0/traffic");
+    assert!(web[0]
+        .message
+        .contains("with 3 instances the 10% step gives the new version 33%"));
+    let spec = &repo.specs[&id("/shop/web")];
+    assert_eq!(
+        spec.app["labels"]["HAPROXY_DEPLOYMENT_GROUP"], "/shop/web",
+        "a rollout app's definition carries its deployment group"
+    );
+    assert!(spec.baton.rollout.is_some());
+}

@@ -665,7 +665,54 @@ fn the_next_action_is_the_earliest_wake_up_and_at_least_a_second_away() {
         ("nearly due: one second", &failed, None, 9_900, secs(1)),
     ];
     for (name, state, correction, now, want) in rows {
-        let got = next_action(state, correction, now).requeue_after();
+        let got = next_action(state, correction, None, now).requeue_after();
+        assert_eq!(got, want, "{name}");
+    }
+    // A rollout's next look joins the others: (state, correction at, rollout wake, now).
+    let rows = vec![
+        (
+            "a rollout's wake alone",
+            &fresh,
+            None,
+            Some(5_000),
+            0,
+            secs(5),
+        ),
+        (
+            "a rollout before a retry",
+            &failed,
+            None,
+            Some(3_000),
+            0,
+            secs(3),
+        ),
+        (
+            "a retry before a rollout",
+            &failed,
+            None,
+            Some(60_000),
+            0,
+            secs(10),
+        ),
+        (
+            "a correction first",
+            &fresh,
+            Some(2_000),
+            Some(7_000),
+            0,
+            secs(2),
+        ),
+        (
+            "a rollout overdue: one second",
+            &fresh,
+            None,
+            Some(1),
+            9_000,
+            secs(1),
+        ),
+    ];
+    for (name, state, correction, wake, now, want) in rows {
+        let got = next_action(state, correction, wake, now).requeue_after();
         assert_eq!(got, want, "{name}");
     }
 }
@@ -707,12 +754,13 @@ fn failed_cycles_back_off_doubling_to_a_cap() {
 fn triggers_rank_preempt_and_fetch() {
     // (trigger, rank, fetches, preemptible, preempts)
     let rows = [
-        (Trigger::Shutdown, 7, true, false, false),
-        (Trigger::ManualSync, 6, true, false, true),
-        (push(), 5, true, false, true),
-        (Trigger::FileChange, 4, true, false, false),
-        (Trigger::Startup, 3, true, false, false),
-        (Trigger::Retry, 2, true, true, false),
+        (Trigger::Shutdown, 8, true, false, false),
+        (Trigger::ManualSync, 7, true, false, true),
+        (push(), 6, true, false, true),
+        (Trigger::FileChange, 5, true, false, false),
+        (Trigger::Startup, 4, true, false, false),
+        (Trigger::Retry, 3, true, true, false),
+        (Trigger::Rollout, 2, true, true, false),
         (Trigger::Poll, 1, true, true, false),
         (event(), 0, false, true, false),
     ];
@@ -901,5 +949,366 @@ fn scheduler_events_look_at_their_apps_unless_only_a_full_cycle_can_decide() {
     ];
     for (name, ids, loaded, mode, state, want) in rows {
         assert_eq!(event_scope(ids, loaded, mode, state), want, "{name}");
+    }
+}
+
+// The rollout part of the rule (`crate::rollout`): which updates start a rollout instead, which
+// are held by one.
+
+/// One row of the rollout rule: the view of rollouts and the rest of the input, and what the
+/// rule must decide.
+struct RolloutCase {
+    name: &'static str,
+    trigger: Trigger,
+    mode: SyncMode,
+    synced: Option<&'static str>,
+    /// (app, action, adopt)
+    changes: Vec<(&'static str, PlanAction, bool)>,
+    corrections: &'static [&'static str],
+    lost: &'static [&'static str],
+    failed: Backoffs,
+    active: &'static [&'static str],
+    eligible: &'static [&'static str],
+    blocked: &'static [&'static str],
+    rolled_back: &'static [&'static str],
+    // What the rule decides.
+    apply: &'static [&'static str],
+    starts: &'static [&'static str],
+    held: Vec<(&'static str, HoldReason)>,
+    rewrites: &'static [&'static str],
+    /// (record, planned_only)
+    flags: (bool, bool),
+}
+
+fn rollout_case(name: &'static str) -> RolloutCase {
+    RolloutCase {
+        name,
+        trigger: push(),
+        mode: AUTO,
+        synced: NEW,
+        changes: vec![("/u", Update, false)],
+        corrections: &[],
+        lost: &[],
+        failed: &[],
+        active: &[],
+        eligible: &["/u"],
+        blocked: &[],
+        rolled_back: &[],
+        apply: &[],
+        starts: &[],
+        held: Vec::new(),
+        rewrites: &[],
+        flags: (true, false),
+    }
+}
+
+fn rolling_out() -> HoldReason {
+    HoldReason::RollingOut {
+        phase: "step".into(),
+    }
+}
+
+fn rollout_cases() -> Vec<RolloutCase> {
+    vec![
+        RolloutCase {
+            starts: &["/u"],
+            ..rollout_case("an_eligible_update_starts_a_rollout_instead")
+        },
+        RolloutCase {
+            changes: vec![
+                ("/u", Update, false),
+                ("/c", Create, false),
+                ("/d", Delete, false),
+                ("/adopted", Update, true),
+            ],
+            eligible: &["/u", "/c", "/d", "/adopted"],
+            apply: &["/c", "/d", "/adopted"],
+            starts: &["/u"],
+            ..rollout_case("creates_deletes_and_adoptions_are_never_rolled_out")
+        },
+        RolloutCase {
+            eligible: &[],
+            apply: &["/u"],
+            ..rollout_case("a_stable_without_the_group_label_is_a_plain_update")
+        },
+        RolloutCase {
+            active: &["/u"],
+            held: vec![("/u", rolling_out())],
+            ..rollout_case("an_update_during_a_rollout_is_held")
+        },
+        RolloutCase {
+            changes: vec![
+                ("/u", Update, false),
+                ("/c", Create, false),
+                ("/d", Delete, false),
+            ],
+            active: &["/u", "/c", "/d"],
+            eligible: &[],
+            apply: &["/d"],
+            held: vec![("/u", rolling_out()), ("/c", rolling_out())],
+            ..rollout_case("a_rollout_holds_every_write_of_its_stable_but_a_delete")
+        },
+        RolloutCase {
+            trigger: Trigger::Poll,
+            synced: APPLIED,
+            corrections: &["/u"],
+            active: &["/u"],
+            held: vec![("/u", rolling_out())],
+            flags: (false, false),
+            ..rollout_case("a_drift_correction_during_a_rollout_is_held")
+        },
+        RolloutCase {
+            trigger: Trigger::Poll,
+            synced: APPLIED,
+            lost: &["/u"],
+            active: &["/u"],
+            held: vec![("/u", rolling_out())],
+            flags: (false, false),
+            ..rollout_case("a_lost_write_during_a_rollout_is_not_written_again")
+        },
+        RolloutCase {
+            trigger: Trigger::Poll,
+            synced: APPLIED,
+            active: &["/u"],
+            held: vec![("/u", rolling_out())],
+            flags: (false, false),
+            ..rollout_case("drift_during_a_rollout_shows_as_the_rollout")
+        },
+        RolloutCase {
+            trigger: Trigger::Poll,
+            synced: APPLIED,
+            corrections: &["/u"],
+            starts: &["/u"],
+            ..rollout_case("a_drift_correction_of_an_eligible_app_rolls_out")
+        },
+        RolloutCase {
+            trigger: Trigger::Poll,
+            synced: APPLIED,
+            held: vec![("/u", Drift)],
+            flags: (false, false),
+            ..rollout_case("drift_not_corrected_starts_nothing")
+        },
+        RolloutCase {
+            rolled_back: &["/u"],
+            held: vec![(
+                "/u",
+                HoldReason::RolledBack {
+                    commit: "r0".into(),
+                },
+            )],
+            ..rollout_case("a_rolled_back_definition_is_held")
+        },
+        RolloutCase {
+            blocked: &["/u"],
+            held: vec![(
+                "/u",
+                HoldReason::RolloutBlocked {
+                    why: "no stats".into(),
+                },
+            )],
+            ..rollout_case("a_blocked_rollout_is_held_not_done_in_place")
+        },
+        // At an applied revision a stable the rollout never wrote stands behind git (a lost
+        // write, to the rule): its hold stays visible, and it starts once it may.
+        RolloutCase {
+            trigger: Trigger::Poll,
+            synced: APPLIED,
+            lost: &["/u"],
+            blocked: &["/u"],
+            held: vec![(
+                "/u",
+                HoldReason::RolloutBlocked {
+                    why: "no stats".into(),
+                },
+            )],
+            flags: (false, false),
+            ..rollout_case("a_blocked_rollout_stays_held_at_an_applied_revision")
+        },
+        RolloutCase {
+            trigger: Trigger::Poll,
+            synced: APPLIED,
+            lost: &["/u"],
+            starts: &["/u"],
+            ..rollout_case("an_unblocked_rollout_starts_at_an_applied_revision")
+        },
+        RolloutCase {
+            trigger: Trigger::Poll,
+            synced: APPLIED,
+            lost: &["/u"],
+            rolled_back: &["/u"],
+            held: vec![(
+                "/u",
+                HoldReason::RolledBack {
+                    commit: "r0".into(),
+                },
+            )],
+            flags: (false, false),
+            ..rollout_case("a_rolled_back_definition_stays_held_at_an_applied_revision")
+        },
+        RolloutCase {
+            mode: MANUAL,
+            active: &["/u"],
+            held: vec![("/u", Manual)],
+            flags: (true, true),
+            ..rollout_case("manual_mode_keeps_priority_over_a_rollout")
+        },
+        RolloutCase {
+            mode: MANUAL,
+            held: vec![("/u", Manual)],
+            flags: (true, true),
+            ..rollout_case("manual_mode_starts_no_rollout")
+        },
+        RolloutCase {
+            trigger: Trigger::ManualSync,
+            mode: MANUAL,
+            starts: &["/u"],
+            ..rollout_case("a_manual_sync_starts_the_rollout")
+        },
+        RolloutCase {
+            failed: &[("/u", REV, 150_000)],
+            active: &["/u"],
+            held: vec![(
+                "/u",
+                Backoff {
+                    retry_at_ms: 150_000,
+                },
+            )],
+            ..rollout_case("a_failure_backoff_keeps_priority_over_a_rollout")
+        },
+    ]
+}
+
+#[test]
+fn the_rollout_rule_decides_per_table() {
+    let set = |v: &[&str]| v.iter().map(|a| id(a)).collect::<BTreeSet<AppId>>();
+    let mut names = BTreeSet::new();
+    for c in rollout_cases() {
+        let name = c.name;
+        assert!(names.insert(name), "two rows named {name}");
+        let mut state = State::new();
+        state.last_synced = c.synced.map(str::to_string);
+        for (app, commit, at) in c.failed {
+            state.apps.entry(app.to_string()).or_default().failure = Some(Failure {
+                commit: commit.to_string(),
+                attempts: 1,
+                retry_at_ms: *at,
+            });
+        }
+        for app in c.active {
+            state.rollouts.insert(
+                app.to_string(),
+                rollout_state(crate::rollout::Phase::Step { index: 0 }),
+            );
+        }
+        for app in c.rolled_back {
+            state.apps.entry(app.to_string()).or_default().rolled_back = Some(state::RolledBack {
+                commit: "r0".into(),
+                digest: "sha256:d".into(),
+                reason: crate::rollout::Reason::Aborted,
+                at_ms: 0,
+            });
+        }
+        let rollouts = RolloutView {
+            active: set(c.active),
+            eligible: set(c.eligible),
+            blocked: c
+                .blocked
+                .iter()
+                .map(|a| (id(a), "no stats".to_string()))
+                .collect(),
+            rolled_back: set(c.rolled_back),
+        };
+        let (corrections, lost) = (set(c.corrections), set(c.lost));
+        let input = Input {
+            trigger: &c.trigger,
+            mode: c.mode,
+            view: View::All,
+            rev: REV,
+            state: &state,
+            corrections: &corrections,
+            lost_writes: &lost,
+            rollouts: &rollouts,
+            now_ms: 100_000,
+        };
+        let planned = plan_with_adoptions(&c.changes);
+        let d = decide(&input, planned.clone());
+        let applied: Vec<String> = ids(d.plan.changes().map(|ch| &ch.app));
+        assert_eq!(applied, c.apply, "{name}: applied");
+        assert_eq!(ids(&d.rollout_starts), c.starts, "{name}: rollout starts");
+        let held: Vec<(String, HoldReason)> = (d.held.iter())
+            .map(|h| (h.app.to_string(), h.reason.clone()))
+            .collect();
+        let want: Vec<(String, HoldReason)> = (c.held.iter())
+            .map(|(a, r)| (a.to_string(), r.clone()))
+            .collect();
+        assert_eq!(held, want, "{name}: held");
+        assert_eq!(ids(&d.rewrites), c.rewrites, "{name}: rewrites");
+        assert_eq!(
+            (d.record, d.planned_only),
+            c.flags,
+            "{name}: (record, planned_only)"
+        );
+        // Nothing is lost: every change is applied, held or rolled out.
+        assert_eq!(
+            planned.changes().count(),
+            d.plan.changes().count() + d.held.len() + d.rollout_starts.len(),
+            "{name}"
+        );
+        let s = &d.plan.summary;
+        assert_eq!(
+            s.create + s.update + s.delete,
+            applied.len(),
+            "{name}: summary"
+        );
+    }
+}
+
+/// [`plan_of`] with some changes marked as adoptions.
+fn plan_with_adoptions(changes: &[(&str, PlanAction, bool)]) -> Plan {
+    let plain: Vec<(&str, PlanAction)> = changes.iter().map(|(a, act, _)| (*a, *act)).collect();
+    let mut p = plan_of(&plain);
+    for wave in &mut p.waves {
+        for c in &mut wave.changes {
+            c.adopt = changes
+                .iter()
+                .any(|(a, _, adopt)| *adopt && c.app.as_str() == *a);
+        }
+    }
+    p
+}
+
+fn rollout_state(phase: crate::rollout::Phase) -> crate::rollout::RolloutState {
+    crate::rollout::RolloutState {
+        commit: REV.into(),
+        digest: "sha256:d".into(),
+        strategy: crate::rollout::Strategy::Canary,
+        canary: "/u-canary".into(),
+        started_at: "2026-01-01T00:00:00.000000".into(),
+        phase,
+        entered_ms: 0,
+        window: None,
+        timeline: Vec::new(),
+    }
+}
+
+#[test]
+fn hold_reasons_of_rollouts_say_why_in_words() {
+    let rows = [
+        (rolling_out(), "a rollout is in progress (step)"),
+        (
+            HoldReason::RolloutBlocked {
+                why: "no `--haproxy-stats`".into(),
+            },
+            "the rollout cannot run: no `--haproxy-stats`",
+        ),
+        (
+            HoldReason::RolledBack {
+                commit: "abc".into(),
+            },
+            "this definition was rolled back (commit abc); a new commit or a promote rolls it out again",
+        ),
+    ];
+    for (reason, words) in rows {
+        assert_eq!(reason.to_string(), words);
     }
 }

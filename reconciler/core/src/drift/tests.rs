@@ -895,3 +895,31 @@ fn patching_the_changed_apps_equals_a_full_observation() {
         DriftState::Missing
     );
 }
+
+/// Issue 15: a rollout's canary is where its rollout wants it, not an owned app git dropped
+/// ("pending" deletion); an orphan canary still is.
+#[test]
+fn a_rollouts_canary_is_not_reported_as_pending_deletion() {
+    let api = "cmd: ./api\ninstances: 10\nlabels: {HAPROXY_GROUP: external}\nportDefinitions: [{port: 10100}]\nhealthChecks: [{protocol: HTTP, path: /health, portIndex: 0}]\nbaton:\n  rollout: {}\n";
+    let r = repo(&[
+        ("baton.yaml", "owner: shop\n"),
+        ("apps/api.yaml", api),
+        ("apps/web.yaml", "cmd: ./web\n"),
+    ]);
+    assert!(r.invalid.is_empty(), "{:?}", r.diagnostics);
+    let canary = |id: &str, of: &str| json!({"id": id, "cmd": "./api v2", "labels": {"baton.dev/owner": "shop", "baton.dev/rollout-of": of}});
+    let live = vec![
+        as_served(&r, "/api"),
+        canary("/api-canary", "/api"),
+        as_served(&r, "/web"),
+        canary("/web-canary", "/web"),
+    ];
+    let report = drift(&r, &live, &Attributions::default(), T0);
+    let c = get_state(&report, "/api-canary");
+    assert_eq!(c.state, DriftState::InSync, "{c:?}");
+    assert_eq!(
+        get_state(&report, "/web-canary").state,
+        DriftState::Pending,
+        "an orphan is pruned by the next sync"
+    );
+}

@@ -26,6 +26,8 @@ pub mod machine;
 pub mod spec;
 #[cfg(test)]
 mod tests;
+pub mod view;
+pub use view::view;
 
 /// Label on the canary app: the id of the stable app it is a canary of.
 pub const ROLLOUT_OF: &str = "baton.dev/rollout-of";

@@ -6,7 +6,8 @@
 //! A change is patched in place when every file it touches (before and after) is a plain spec
 //! file: it names an app, its spec depends on nothing, no other spec depends on its app, no
 //! other file maps to the same app (duplicates, case-only duplicates), and no problem the source
-//! reported names that app. Anything else (a dependency, a duplicate, a source problem,
+//! reported names that app, and it is neither a rollout app nor a `-canary` one (either makes the
+//! other invalid). Anything else (a dependency, a duplicate, a source problem, a rollout,
 //! `baton.yaml`) re-runs the repo-wide checks over the cached results, as a full load does.
 //!
 //! **Invariant:** after any sequence of [`Incremental::reset`] and [`Incremental::update`], the
@@ -296,7 +297,10 @@ impl Incremental {
                     && result
                         .spec
                         .as_ref()
-                        .is_none_or(|s| s.baton.depends_on.is_empty())
+                        .is_none_or(|s| s.baton.depends_on.is_empty() && s.baton.rollout.is_none())
+                    // A rollout app is invalid while `<id>-canary` has a file: either side
+                    // changing needs the repo-wide check.
+                    && !id.as_str().ends_with(crate::rollout::CANARY_SUFFIX)
             }
         };
         touched.iter().all(|(path, old, present)| {
@@ -543,6 +547,36 @@ mod patch_tests {
         let repo = inc.update(&removed, changed);
         assert_same(&repo, &load(inc.snapshot_equivalent()));
         repo
+    }
+
+    /// A rollout app is invalid while a spec of its canary's id exists: adding, editing or
+    /// removing either file re-runs the repo-wide check.
+    #[test]
+    fn a_canary_named_file_coming_and_going_rechecks_its_rollout_app() {
+        let rollout = |cmd: &str| {
+            format!("cmd: {cmd}\ninstances: 10\nlabels: {{HAPROXY_GROUP: external}}\nportDefinitions: [{{port: 10100}}]\nhealthChecks: [{{protocol: HTTP, path: /h}}]\nbaton:\n  rollout: {{}}\n")
+        };
+        let b = AppId::parse("/b").unwrap();
+        let mut inc = Incremental::default();
+        let repo = inc.reset(
+            RepoConfig::default(),
+            Vec::new(),
+            false,
+            vec![
+                entry("apps/a.yaml", "cmd: a\n"),
+                entry("apps/b.yaml", &rollout("b1")),
+            ],
+        );
+        assert!(repo.specs.contains_key(&b), "{:?}", repo.diagnostics);
+        let repo = step(&mut inc, &[], vec![entry("apps/b-canary.yaml", "cmd: c\n")]);
+        assert!(repo.invalid.contains(&b));
+        let repo = step(&mut inc, &[], vec![entry("apps/b.yaml", &rollout("b2"))]);
+        assert!(repo.invalid.contains(&b));
+        let repo = step(&mut inc, &["apps/b-canary.yaml"], vec![]);
+        assert!(repo.specs.contains_key(&b));
+        // Plain edits elsewhere are still patched.
+        step(&mut inc, &[], vec![entry("apps/a.yaml", "cmd: a2\n")]);
+        assert!(inc.patched_last());
     }
 
     #[test]

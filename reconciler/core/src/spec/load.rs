@@ -306,6 +306,7 @@ pub(crate) fn assemble(
     }
 
     check_dependencies(&mut repo, &mut diagnostics, &sources);
+    check_canaries(&mut repo, &mut diagnostics, &sources);
 
     diagnostics.sort_by(diagnostic_order);
     repo.diagnostics = diagnostics;
@@ -485,10 +486,11 @@ pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig, keep: Keep) -> F
         .diagnostics
         .iter()
         .any(|d| d.severity == Severity::Error && d.pointer.starts_with("/baton"));
-    let baton = match doc_map.remove("baton") {
+    let raw_baton = doc_map.remove("baton");
+    let baton = match &raw_baton {
         // The schema already explained what is wrong in the block; do not say it twice.
         Some(_) if !baton_checked => BatonBlock::default(),
-        Some(b) => baton_block(&b, config).unwrap_or_else(|(pointer, message)| {
+        Some(b) => baton_block(b, config).unwrap_or_else(|(pointer, message)| {
             result
                 .diagnostics
                 .push(error(&pointer, message, Some(text)));
@@ -501,9 +503,47 @@ pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig, keep: Keep) -> F
     };
     doc_map.remove("$schema");
 
-    let app = match keep {
-        Keep::Definitions => definition(config, doc_map, &id),
-        Keep::Diagnostics => Value::Null,
+    // A rollout's needs are checked on the definition (repo defaults included), so it is built
+    // for a rollout app even when only diagnostics are kept.
+    let rollout_raw = raw_baton.as_ref().and_then(|b| b.get("rollout"));
+    let app = match (keep, &baton.rollout, rollout_raw) {
+        (_, Some(rollout), Some(raw)) => {
+            let app = definition(config, doc_map, &id);
+            for p in crate::rollout::spec::check_app(rollout, raw, &app, id.as_str()) {
+                let d = diagnostic(
+                    &file.path,
+                    Some(&id),
+                    p.severity,
+                    &p.pointer,
+                    p.message,
+                    Some(text),
+                );
+                result.diagnostics.push(d);
+            }
+            let canary = crate::rollout::canary_id(id.as_str());
+            match AppId::parse(&canary) {
+                Ok(c) if config.in_scope(&c) => {}
+                Ok(_) => result.diagnostics.push(error(
+                    crate::rollout::spec::POINTER,
+                    format!(
+                        "the rollout's canary app `{canary}` is outside the ids this repo may manage (idPrefixes in {CONFIG_FILE}: {}); add a prefix that holds it",
+                        config.id_prefixes_shown()
+                    ),
+                    Some(text),
+                )),
+                Err(m) => result.diagnostics.push(error(
+                    crate::rollout::spec::POINTER,
+                    format!("the rollout's canary app id `{canary}` is not valid: {m}"),
+                    Some(text),
+                )),
+            }
+            match keep {
+                Keep::Definitions => with_deployment_group(app, &id),
+                Keep::Diagnostics => Value::Null,
+            }
+        }
+        (Keep::Definitions, _, _) => definition(config, doc_map, &id),
+        (Keep::Diagnostics, _, _) => Value::Null,
     };
     result.text = text.to_string();
     result.spec = Some(Arc::new(Spec {
@@ -524,6 +564,27 @@ fn definition(config: &RepoConfig, doc_map: Map<String, Value>, id: &AppId) -> V
     merge(&mut app, Value::Object(doc_map));
     if let Value::Object(m) = &mut app {
         m.insert("id".into(), Value::String(id.to_string()));
+    }
+    app
+}
+
+/// A rollout app's definition carries marathon-lb's deployment group, named after the app: the
+/// canary joins the stable's backend through it. Part of the definition (so plan, diff and
+/// digest see it): the first deploy after `rollout:` is added is a plain update that lands it.
+fn with_deployment_group(mut app: Value, id: &AppId) -> Value {
+    if let Value::Object(m) = &mut app {
+        let labels = m
+            .entry("labels")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !labels.is_object() {
+            *labels = Value::Object(Map::new());
+        }
+        if let Value::Object(l) = labels {
+            l.insert(
+                crate::rollout::DEPLOYMENT_GROUP.into(),
+                Value::String(id.to_string()),
+            );
+        }
     }
     app
 }
@@ -670,6 +731,36 @@ fn check_dependencies(
                 ));
             }
             bad.insert(id.clone());
+        }
+    }
+    for id in bad {
+        repo.specs.remove(&id);
+        repo.invalid.insert(id);
+    }
+}
+
+/// A rollout's canary app (`<id>-canary`) is Baton's own, made and removed by the rollout: a
+/// spec of that id (valid or not) would fight it, so the rollout app is invalid.
+fn check_canaries(
+    repo: &mut Repo,
+    diagnostics: &mut Vec<Diagnostic>,
+    sources: &BTreeMap<AppId, &str>,
+) {
+    let mut bad = Vec::new();
+    for spec in repo.specs.values().filter(|s| s.baton.rollout.is_some()) {
+        let Ok(canary) = AppId::parse(&crate::rollout::canary_id(spec.id.as_str())) else {
+            continue; // reported when the file was loaded
+        };
+        if repo.specs.contains_key(&canary) || repo.invalid.contains(&canary) {
+            diagnostics.push(diagnostic(
+                &spec.file,
+                Some(&spec.id),
+                Severity::Error,
+                crate::rollout::spec::POINTER,
+                format!("the rollout's canary app `{canary}` is an app of this repo too; a rollout makes and removes that app itself: rename the other app"),
+                sources.get(&spec.id).copied(),
+            ));
+            bad.push(spec.id.clone());
         }
     }
     for id in bad {
