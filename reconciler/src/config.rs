@@ -116,6 +116,15 @@ pub struct FileConfig {
     /// File of Slack-compatible webhook URLs, one a line (they carry a token).
     #[arg(long, env = "BATON_NOTIFY_SLACK_FILE")]
     pub notify_slack_file: Option<PathBuf>,
+    /// Rollouts: HAProxy stats CSV URLs (`haproxy-stats` in the file: a list).
+    #[arg(skip)]
+    pub haproxy_stats: Option<Vec<String>>,
+    /// Rollouts: `command` checks (code from git, run on this host) may run.
+    #[arg(long, env = "BATON_ALLOW_CHECK_COMMANDS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_check_commands: Option<bool>,
+    /// Rollouts: the longest wait between two looks at a rollout [default: 5s].
+    #[arg(long, env = "BATON_ROLLOUT_TICK", hide = true)]
+    pub rollout_tick: Option<String>,
     /// The file these settings were read from (`None`: flags, or no file), named in errors.
     #[serde(skip)]
     #[arg(skip)]
@@ -219,6 +228,16 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub notify_slack: Vec<String>,
+    /// HAProxy stats CSV URL for rollouts (repeatable; the env var takes a comma list), e.g.
+    /// `http://lb:9090/haproxy?stats;csv`. Credentials in the URL are sent as basic auth and
+    /// never shown.
+    #[arg(
+        long,
+        env = "BATON_HAPROXY_STATS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub haproxy_stats: Vec<String>,
 }
 
 /// Where a setting's value came from: every error about a value names it, so that the
@@ -296,6 +315,8 @@ pub struct FlagConfig {
     pub notify_webhook: Vec<SecretString>,
     /// `--notify-slack` / `BATON_NOTIFY_SLACK`.
     pub notify_slack: Vec<SecretString>,
+    /// `--haproxy-stats` / `BATON_HAPROXY_STATS` (URLs may carry credentials: kept secret).
+    pub haproxy_stats: Vec<SecretString>,
     /// `BATON_VAULT_TOKEN` / `VAULT_TOKEN`.
     pub vault_token: Option<SecretString>,
 }
@@ -356,6 +377,12 @@ pub struct ServeConfig {
     pub vault: Option<VaultServeConfig>,
     /// Where notifications go (empty: nowhere). URLs are redacted in `Debug`.
     pub notify: Vec<crate::daemon::notifications::Sink>,
+    /// Rollouts: the HAProxy stats sources (credentials redacted in `Debug`).
+    pub haproxy_stats: Vec<crate::daemon::rollout::StatsSource>,
+    /// Rollouts: `command` checks may run.
+    pub allow_check_commands: bool,
+    /// Rollouts: the longest wait between two looks.
+    pub rollout_tick: Duration,
 }
 
 /// A configuration that cannot run.
@@ -419,6 +446,7 @@ pub fn serve(
         vault_token: vault_token(env),
         notify_webhook: secrets(args.notify_webhook),
         notify_slack: secrets(args.notify_slack),
+        haproxy_stats: secrets(args.haproxy_stats),
     };
     resolve(flags, file, marathon)
 }
@@ -636,6 +664,15 @@ pub fn resolve(
         Some(t) => Some(t),
         None => l.secret_file("--api-token-file", |c| &c.api_token_file)?,
     };
+    let haproxy_stats = haproxy_stats(&l, &flags.haproxy_stats)?;
+    let allow_check_commands =
+        (l.value("--allow-check-commands", |c| &c.allow_check_commands)).unwrap_or(false);
+    let rollout_tick = l.duration(
+        "--rollout-tick",
+        |c| &c.rollout_tick,
+        "5s",
+        Duration::from_millis(100),
+    )?;
     let git_auth = git_token
         .map(|password| GitAuth {
             user: (l.value("--git-user", |c| &c.git_user))
@@ -658,7 +695,41 @@ pub fn resolve(
         git_auth,
         vault,
         notify,
+        haproxy_stats,
+        allow_check_commands,
+        rollout_tick,
     })
+}
+
+/// The HAProxy stats sources: flags/env win over the config file's `haproxy-stats`. Each
+/// must be http(s); errors never echo a URL (it may carry a password).
+fn haproxy_stats(
+    l: &Layers,
+    flags: &[SecretString],
+) -> Result<Vec<crate::daemon::rollout::StatsSource>, ConfigError> {
+    use secrecy::ExposeSecret;
+    let (urls, origin) = if flags.is_empty() {
+        let file = Origin::File {
+            key: "haproxy-stats".into(),
+            path: l.file.source.clone(),
+        };
+        (l.file.haproxy_stats.clone().unwrap_or_default(), file)
+    } else {
+        let urls = flags
+            .iter()
+            .map(|u| u.expose_secret().to_string())
+            .collect();
+        (urls, l.sources.of("--haproxy-stats"))
+    };
+    (urls.iter().enumerate())
+        .map(|(i, url)| {
+            crate::daemon::rollout::StatsSource::parse(url.trim()).map_err(|why| ConfigError::Bad {
+                name: "--haproxy-stats",
+                origin: origin.clone(),
+                reason: format!("URL #{} is {why}", i + 1),
+            })
+        })
+        .collect()
 }
 
 /// The config file's Marathon client settings, where flags and the environment gave none
