@@ -909,6 +909,16 @@ fn resolve_vault(
     }))
 }
 
+/// The API token of a client of `baton serve` (`baton rollout`): `BATON_API_TOKEN`, else the
+/// file `--api-token-file` names, as `serve` reads its own.
+pub fn api_token(file: Option<&Path>, env: EnvLookup) -> Result<Option<SecretString>, ConfigError> {
+    if let Some(t) = env("BATON_API_TOKEN") {
+        return Ok(Some(SecretString::from(t)));
+    }
+    file.map(|p| read_secret(p, "--api-token-file", Origin::Flag))
+        .transpose()
+}
+
 fn read_secret(
     path: &Path,
     name: &'static str,

@@ -68,6 +68,12 @@ pub enum Command {
     },
     /// Run the GitOps daemon: follow a git ref (or directory), sync on push webhooks and polls.
     Serve(Box<ServeArgs>),
+    /// Look at or steer a rollout of a running `baton serve`; exit 0 done, 1 refused or
+    /// failed, 64 bad usage.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// Run the Marathon-compatible dev scheduler (apps run as local processes).
     DevScheduler {
         /// Address to listen on.
@@ -77,6 +83,31 @@ pub enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum RolloutCommand {
+    /// The rollout's phase, step, traffic share, error rates and timeline (and the last one
+    /// rolled back).
+    Status(RolloutTarget),
+    /// Pass the current check or analysis window now.
+    Promote(RolloutTarget),
+    /// Roll back now: the canary is removed, the stable app stays as it is.
+    Abort(RolloutTarget),
+}
+
+#[derive(Args)]
+pub struct RolloutTarget {
+    /// The app id (`/shop/api`).
+    pub app: String,
+    /// The address of `baton serve`'s HTTP API.
+    #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:8088")]
+    pub server: String,
+    /// File holding the API token `baton serve` was given (or set BATON_API_TOKEN).
+    #[arg(long, env = "BATON_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Text, alias = "format")]
+    pub output: Format,
 }
 
 #[derive(Args)]

@@ -301,8 +301,8 @@ impl Shared {
         r.get(app).copied()
     }
 
-    /// The rollouts in progress, as persisted now.
-    pub(crate) fn set_rollouts(&self, state: &State) {
+    /// The rollouts in progress, as persisted now (the loop calls it whenever they change).
+    pub fn set_rollouts(&self, state: &State) {
         let now = (state.rollouts.iter())
             .map(|(app, r)| (app.clone(), crate::daemon::rollout::phase_word(&r.phase)))
             .collect();

@@ -232,6 +232,28 @@ pub fn start(
     started
 }
 
+/// The updates of `plan` whose spec asks for a rollout: `baton apply` and `baton dev` write them
+/// in place (rollouts need the daemon's ticks, stats and state).
+pub fn updated_in_place(repo: &Repo, plan: &Plan) -> Vec<AppId> {
+    plan.changes()
+        .filter(|c| c.action == PlanAction::Update)
+        .filter(|c| (repo.specs.get(&c.app)).is_some_and(|s| s.baton.rollout.is_some()))
+        .map(|c| c.app.clone())
+        .collect()
+}
+
+/// One WARN line for [`updated_in_place`] (none when there are none).
+pub fn warn_updated_in_place(repo: &Repo, plan: &Plan) {
+    let apps = updated_in_place(repo, plan);
+    if !apps.is_empty() {
+        let apps: Vec<&str> = apps.iter().map(AppId::as_str).collect();
+        tracing::warn!(
+            apps = %apps.join(", "),
+            "rollouts run under `baton serve`: these apps were updated in place"
+        );
+    }
+}
+
 /// Operator commands (`POST /api/rollouts/{app}/promote|abort`) waiting for the next tick.
 #[derive(Debug, Default)]
 pub struct Operators {

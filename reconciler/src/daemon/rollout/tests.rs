@@ -387,3 +387,35 @@ fn the_next_tick_is_the_earliest_wake_within_bounds() {
         Duration::from_millis(200)
     );
 }
+
+/// `baton apply` / `baton dev` write a rolled-out app's update in place and say so: the
+/// updates whose spec has `rollout`, not creates, not other apps.
+#[test]
+fn one_shot_commands_name_the_rollouts_they_update_in_place() {
+    use baton_core::spec::load::{load, Snapshot, SourceFile};
+    let files = [
+        ("apps/a.yaml", "cmd: a\nbaton:\n  rollout: {}\n"),
+        ("apps/b.yaml", "cmd: b\n"),
+        ("apps/c.yaml", "cmd: c\nbaton:\n  rollout: {}\n"),
+    ];
+    let repo = load(Snapshot {
+        files: files
+            .iter()
+            .map(|(p, t)| SourceFile {
+                path: PathBuf::from(p),
+                bytes: t.as_bytes().to_vec(),
+            })
+            .collect(),
+        ..Snapshot::default()
+    });
+    assert!(repo.is_valid(), "{:?}", repo.diagnostics);
+    let plan = plan_of(vec![
+        change("/a", PlanAction::Update, Some(json!({"id": "/a"}))),
+        change("/b", PlanAction::Update, Some(json!({"id": "/b"}))),
+        change("/c", PlanAction::Create, Some(json!({"id": "/c"}))),
+    ]);
+    assert_eq!(
+        updated_in_place(&repo, &plan),
+        [AppId::parse("/a").unwrap()]
+    );
+}
