@@ -1250,6 +1250,83 @@ mod tests {
         }
     }
 
+    /// `--haproxy-stats` from the flags (or the env var's comma list, which clap splits) over
+    /// the file's `haproxy-stats` list; credentials out of the URL and never in `Debug` or an
+    /// error; `--allow-check-commands` and the hidden `--rollout-tick` with their defaults.
+    #[test]
+    fn rollout_settings_from_flags_file_and_defaults() {
+        let base = FileConfig {
+            repo: Some("/r".into()),
+            state_dir: Some("/s".into()),
+            marathon: Some("http://m".into()),
+            ..FileConfig::default()
+        };
+        let c = resolve(FlagConfig::default(), base.clone(), MarathonConfig::new("")).unwrap();
+        assert!(c.haproxy_stats.is_empty());
+        assert!(!c.allow_check_commands);
+        assert_eq!(c.rollout_tick, Duration::from_secs(5));
+
+        let file = FileConfig {
+            haproxy_stats: Some(vec![
+                "http://stats:pw1@lb1:9090/haproxy?stats;csv".into(),
+                "http://lb2:9090/haproxy?stats;csv".into(),
+            ]),
+            allow_check_commands: Some(true),
+            rollout_tick: Some("1s".into()),
+            ..base.clone()
+        };
+        let c = resolve(FlagConfig::default(), file.clone(), MarathonConfig::new("")).unwrap();
+        let urls: Vec<&str> = c.haproxy_stats.iter().map(|s| s.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://lb1:9090/haproxy?stats;csv",
+                "http://lb2:9090/haproxy?stats;csv"
+            ]
+        );
+        let (user, pw) = c.haproxy_stats[0].auth.clone().unwrap();
+        assert_eq!((user.as_str(), pw.expose_secret()), ("stats", "pw1"));
+        assert!(c.allow_check_commands);
+        assert_eq!(c.rollout_tick, Duration::from_secs(1));
+        assert!(!format!("{c:?}").contains("pw1"), "a stats password leaked");
+
+        // Flags (or BATON_HAPROXY_STATS) win over the file; a bad one is named, not echoed.
+        let mut sources = Sources::default();
+        sources.env("--haproxy-stats", "BATON_HAPROXY_STATS");
+        let flags = FlagConfig {
+            haproxy_stats: vec![SecretString::from("http://lb3/stats;csv".to_string())],
+            sources: sources.clone(),
+            ..FlagConfig::default()
+        };
+        let c = resolve(flags, file.clone(), MarathonConfig::new("")).unwrap();
+        assert_eq!(c.haproxy_stats.len(), 1);
+        assert_eq!(c.haproxy_stats[0].url, "http://lb3/stats;csv");
+        let flags = FlagConfig {
+            haproxy_stats: vec![SecretString::from("lb:pw2@nowhere".to_string())],
+            sources,
+            ..FlagConfig::default()
+        };
+        let e = resolve(flags, file.clone(), MarathonConfig::new(""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--haproxy-stats") && e.contains("BATON_HAPROXY_STATS"),
+            "{e}"
+        );
+        assert!(!e.contains("pw2"), "{e}");
+        let bad_tick = FileConfig {
+            rollout_tick: Some("10ms".into()),
+            ..base
+        };
+        let e = resolve(FlagConfig::default(), bad_tick, MarathonConfig::new(""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--rollout-tick") && e.contains("rollout-tick"),
+            "{e}"
+        );
+    }
+
     fn serve_args(settings: FileConfig, vault: VaultArgs) -> ServeArgs {
         ServeArgs {
             settings: FileConfig {

@@ -231,6 +231,64 @@ mod tests {
         assert_eq!(sources, Sources::default());
     }
 
+    /// The rollout flags of `serve`: `--haproxy-stats` repeatable, `--allow-check-commands`
+    /// a switch, `--rollout-tick` hidden from `--help`; `baton rollout` takes an app and a
+    /// server.
+    #[test]
+    fn rollout_flags_parse() {
+        let (cli, _) = Cli::parse_from_with_sources([
+            "baton",
+            "serve",
+            "--haproxy-stats",
+            "http://lb1/stats;csv",
+            "--haproxy-stats",
+            "http://lb2/stats;csv",
+            "--allow-check-commands",
+            "--rollout-tick",
+            "1s",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(
+            args.haproxy_stats,
+            ["http://lb1/stats;csv", "http://lb2/stats;csv"]
+        );
+        assert_eq!(args.settings.allow_check_commands, Some(true));
+        assert_eq!(args.settings.rollout_tick.as_deref(), Some("1s"));
+        let serve = Cli::command();
+        let serve = serve.find_subcommand("serve").unwrap();
+        let tick = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some("rollout-tick"))
+            .unwrap();
+        assert!(tick.is_hide_set());
+
+        let (cli, _) = Cli::parse_from_with_sources([
+            "baton",
+            "rollout",
+            "abort",
+            "/shop/api",
+            "--server",
+            "http://h:1",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        let Command::Rollout {
+            command: RolloutCommand::Abort(t),
+        } = cli.command
+        else {
+            panic!("not rollout abort")
+        };
+        assert_eq!(
+            (t.app.as_str(), t.server.as_str()),
+            ("/shop/api", "http://h:1")
+        );
+        assert_eq!(t.output, Format::Json);
+    }
+
     #[test]
     fn the_command_line_parses() {
         Cli::command().debug_assert();

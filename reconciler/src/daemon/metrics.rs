@@ -485,9 +485,73 @@ mod tests {
             "baton_push_to_deployed_seconds",
             "baton_held_deletes",
             "baton_invalid_specs",
+            "baton_rollouts_total",
+            "baton_rollout_step",
+            "baton_rollout_traffic_percent",
+            "baton_rollout_error_rate",
         ] {
             assert!(typed.contains(required), "{required} missing");
         }
+    }
+
+    /// A rollout's gauges while it runs (error rates once its window has responses), gone
+    /// when it ends; the counter by outcome.
+    #[test]
+    fn rollout_series_follow_the_rollouts() {
+        use baton_core::rollout::{Counters, RolloutStatus, Strategy, Window};
+        let m = Metrics::default();
+        let mut status = RolloutStatus {
+            strategy: Strategy::Canary,
+            commit: "c".into(),
+            phase: "step".into(),
+            step: Some(1),
+            traffic_percent: 10.0,
+            canary_app: "/a-canary".into(),
+            window: None,
+            waiting_for: None,
+            timeline: Vec::new(),
+        };
+        m.set_rollout("/a", Some(&status));
+        let t = m.render();
+        assert_eq!(sample(&t, "baton_rollout_step{app=\"/a\"}"), Some(1.0));
+        assert_eq!(
+            sample(&t, "baton_rollout_traffic_percent{app=\"/a\"}"),
+            Some(10.0)
+        );
+        assert!(!t.contains("baton_rollout_error_rate{"), "{t}");
+        status.window = Some(Window {
+            since_ms: 0,
+            last: Default::default(),
+            canary: Counters {
+                responses: 200,
+                errors: 4,
+            },
+            stable: Counters {
+                responses: 0,
+                errors: 0,
+            },
+        });
+        m.set_rollout("/a", Some(&status));
+        let t = m.render();
+        assert_eq!(
+            sample(
+                &t,
+                "baton_rollout_error_rate{app=\"/a\",version=\"canary\"}"
+            ),
+            Some(0.02)
+        );
+        assert!(
+            !t.contains("version=\"stable\""),
+            "no responses, no rate: {t}"
+        );
+        m.set_rollout("/a", None);
+        m.rollout_finished("rolled_back");
+        let t = m.render();
+        assert!(!t.contains("app=\"/a\""), "{t}");
+        assert_eq!(
+            sample(&t, "baton_rollouts_total{outcome=\"rolled_back\"}"),
+            Some(1.0)
+        );
     }
 
     #[test]
