@@ -490,7 +490,8 @@ pub async fn tick<S: Scheduler>(env: TickEnv<'_, S>) -> Result<TickReport, TickE
             };
             d = (env.config.machine.advance)(&base, &again);
         }
-        if let Err(why) = guard_plan(&d.plan, &id, &canary_id, &owner, canary.as_ref()) {
+        let live = (stable.as_ref(), canary.as_ref());
+        if let Err(why) = guard_plan(&d.plan, &id, &canary_id, &owner, live) {
             // A plan outside the rollout's two apps is a bug: nothing of it is written and the
             // rollout stays where it was.
             tracing::error!(app = %app, reason = %why, "rollout: refused to write a plan outside its apps");
@@ -633,15 +634,17 @@ fn record_outcome(
 
 /// Every change of `plan` must be a rollout's own: the canary (any write; when it exists, it
 /// must carry this owner and `baton.dev/rollout-of` = the stable, so nobody else's app is
-/// replaced or deleted), or an update of the stable (the stable's ownership is the plan's
-/// business: the rule only starts rollouts of owned updates). Never a delete of the stable.
+/// replaced or deleted; a body must name the stable too), or an update of the stable while it
+/// is not another owner's. Never a delete of the stable. `live`: the stable and the canary as
+/// read this tick.
 pub fn guard_plan(
     plan: &Plan,
     stable: &AppId,
     canary: &AppId,
     owner: &str,
-    canary_live: Option<&Value>,
+    live: (Option<&Value>, Option<&Value>),
 ) -> Result<(), String> {
+    let (stable_live, canary_live) = live;
     for c in plan.changes() {
         if c.app == *canary {
             if let Some(live) = canary_live {
@@ -668,6 +671,10 @@ pub fn guard_plan(
         } else if c.app == *stable {
             if c.action != PlanAction::Update {
                 return Err(format!("a {:?} of the stable app {stable}", c.action));
+            }
+            let by = stable_live.and_then(baton_core::ownership::owner_of);
+            if by.is_some_and(|by| by != owner) {
+                return Err(format!("{stable} is owned by another Baton"));
             }
         } else {
             return Err(format!("{} is neither {stable} nor {canary}", c.app));

@@ -232,20 +232,16 @@ async fn status(State(state): State<AppState>) -> Response {
 }
 
 async fn sync(State(state): State<AppState>, request: axum::extract::Request) -> Response {
-    if let Err(refused) = authorize(&state, &request, "/api/sync") {
+    if let Some(refused) = refusal(&state, &request, "/api/sync") {
         return refused;
     }
     state.shared.trigger(Trigger::ManualSync);
     (StatusCode::ACCEPTED, Json(json!({"status": "queued"}))).into_response()
 }
 
-/// The admin check of every `POST /api/*` ([`admin_allowed`]); a refusal is logged (never the
-/// token) and answered 401.
-fn authorize(
-    state: &AppState,
-    request: &axum::extract::Request,
-    what: &str,
-) -> Result<(), Response> {
+/// The admin check of every `POST /api/*` ([`admin_allowed`]): the 401 to answer when refused
+/// (logged, never the token), `None` when allowed.
+fn refusal(state: &AppState, request: &axum::extract::Request, what: &str) -> Option<Response> {
     let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -255,10 +251,9 @@ fn authorize(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    admin_allowed(state.api_token.as_deref(), bearer, peer).map_err(|why| {
-        tracing::warn!(peer = ?peer, "POST {what} refused: {why}");
-        (StatusCode::UNAUTHORIZED, Json(json!({"error": why}))).into_response()
-    })
+    let why = admin_allowed(state.api_token.as_deref(), bearer, peer).err()?;
+    tracing::warn!(peer = ?peer, "POST {what} refused: {why}");
+    Some((StatusCode::UNAUTHORIZED, Json(json!({"error": why}))).into_response())
 }
 
 /// `POST /api/rollouts/{app}/promote|abort`: queue the command for the next rollout tick.
@@ -268,7 +263,7 @@ async fn rollout_command(
     request: axum::extract::Request,
 ) -> Response {
     // Authorised first: who may not act learns nothing of which rollouts run.
-    if let Err(refused) = authorize(&state, &request, "/api/rollouts") {
+    if let Some(refused) = refusal(&state, &request, "/api/rollouts") {
         return refused;
     }
     let not_found = |error: String| (StatusCode::NOT_FOUND, Json(json!({ "error": error })));

@@ -332,30 +332,31 @@ fn the_guard_lets_a_rollout_write_only_its_own_two_apps() {
         change("/a-canary", PlanAction::Update, body.clone()),
         change("/a", PlanAction::Update, Some(json!({"id": "/a"}))),
     ]);
-    assert_eq!(
-        guard_plan(&ok, &stable, &canary, "team", Some(&ours)),
-        Ok(())
-    );
+    let stable_ours = json!({"id": "/a", "labels": {baton_core::ownership::OWNER: "team"}});
+    let guard = |plan: &Plan, s: Option<&Value>, c: Option<&Value>| {
+        guard_plan(plan, &stable, &canary, "team", (s, c))
+    };
+    assert_eq!(guard(&ok, Some(&stable_ours), Some(&ours)), Ok(()));
     let delete = plan_of(vec![change("/a-canary", PlanAction::Delete, None)]);
-    assert_eq!(
-        guard_plan(&delete, &stable, &canary, "team", Some(&ours)),
-        Ok(())
-    );
-    assert_eq!(guard_plan(&delete, &stable, &canary, "team", None), Ok(()));
+    assert_eq!(guard(&delete, None, Some(&ours)), Ok(()));
+    assert_eq!(guard(&delete, None, None), Ok(()));
+    let stable_theirs = json!({"id": "/a", "labels": {baton_core::ownership::OWNER: "other"}});
+    let e = guard(&ok, Some(&stable_theirs), Some(&ours)).unwrap_err();
+    assert!(e.contains("owned by another Baton"), "{e}");
 
     let theirs = json!({"id": "/a-canary", "labels": {baton_core::ownership::OWNER: "other"}});
-    let e = guard_plan(&delete, &stable, &canary, "team", Some(&theirs)).unwrap_err();
+    let e = guard(&delete, None, Some(&theirs)).unwrap_err();
     assert!(e.contains("not this Baton's canary"), "{e}");
     let stray = plan_of(vec![change("/b", PlanAction::Update, body.clone())]);
-    assert!(guard_plan(&stray, &stable, &canary, "team", None).is_err());
+    assert!(guard(&stray, None, None).is_err());
     let kill_stable = plan_of(vec![change("/a", PlanAction::Delete, None)]);
-    assert!(guard_plan(&kill_stable, &stable, &canary, "team", None).is_err());
+    assert!(guard(&kill_stable, None, None).is_err());
     let unlabelled = plan_of(vec![change(
         "/a-canary",
         PlanAction::Create,
         Some(json!({"id": "/a-canary"})),
     )]);
-    assert!(guard_plan(&unlabelled, &stable, &canary, "team", None).is_err());
+    assert!(guard(&unlabelled, None, None).is_err());
 }
 
 #[test]
