@@ -1275,6 +1275,18 @@ mod tests {
             rollout_tick: Some("1s".into()),
             ..base.clone()
         };
+        // The config file's keys, as an operator writes them.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(
+            &path,
+            "haproxy-stats:\n  - http://stats:pw1@lb1:9090/haproxy?stats;csv\n  - http://lb2:9090/haproxy?stats;csv\nallow-check-commands: true\nrollout-tick: 1s\n",
+        )
+        .unwrap();
+        let read = read_file(&path).unwrap();
+        assert_eq!(read.haproxy_stats, file.haproxy_stats);
+        assert_eq!(read.allow_check_commands, Some(true));
+        assert_eq!(read.rollout_tick.as_deref(), Some("1s"));
         let c = resolve(FlagConfig::default(), file.clone(), MarathonConfig::new("")).unwrap();
         let urls: Vec<&str> = c.haproxy_stats.iter().map(|s| s.url.as_str()).collect();
         assert_eq!(

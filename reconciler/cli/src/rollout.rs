@@ -297,6 +297,14 @@ mod tests {
         assert_eq!(r.unwrap(), exit::OK);
         let doc: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(doc["rollout"]["step"], 1);
+        // The app's entry of /api/status, as its schema says.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../schemas/status.schema.json");
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let app_schema = serde_json::json!({"$ref": "#/$defs/app", "$defs": schema["$defs"]});
+        let validator = jsonschema::validator_for(&app_schema).unwrap();
+        let problems: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(problems.is_empty(), "{problems:?}");
         let (r, _) = call(Verb::Status, "/nope", &url, None, Format::Text).await;
         assert!(matches!(r, Err(ClientError::NoApp { .. })), "{r:?}");
     }
