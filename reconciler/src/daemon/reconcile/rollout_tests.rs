@@ -376,6 +376,16 @@ struct Loop {
 /// The repo at `r2` (app `/a` at `a2`), the stable already at that definition from `r1`, and
 /// the state holding `rollout` of `/a` (as a restart finds it).
 async fn start(rollout: RolloutState, seed_canary: Option<u64>, silence: Duration) -> Loop {
+    start_polling(rollout, seed_canary, silence, Duration::from_secs(3600)).await
+}
+
+/// [`start`] with the safety-net poll every `poll`.
+async fn start_polling(
+    rollout: RolloutState,
+    seed_canary: Option<u64>,
+    silence: Duration,
+    poll: Duration,
+) -> Loop {
     let files = [("apps/a.yaml", app("a2"))];
     let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
     let r = repo(&files);
@@ -406,7 +416,7 @@ async fn start(rollout: RolloutState, seed_canary: Option<u64>, silence: Duratio
         crate::daemon::notifications::channel(64, shared.dashboard.metrics.clone());
     let config = LoopConfig {
         sync: SyncMode::Auto,
-        poll_interval: Duration::from_secs(3600),
+        poll_interval: poll,
         state_dir: dir.path().to_path_buf(),
         allow_deletes: None,
         apply: ApplyOptions {
@@ -877,4 +887,32 @@ fn diverted_updates_start_a_rollout_each() {
         st.rollouts["/b"].commit, "r1",
         "the running one is left alone"
     );
+}
+
+/// Ticks and cycles share the loop without starving each other: with a rollout waiting for an
+/// operator (ticking every 100 ms) the safety-net polls still run (a tick never moves the poll
+/// timer), and the ticks go on between the polls.
+#[tokio::test]
+async fn rollout_ticks_and_polls_do_not_starve_each_other() {
+    let now = now_ms();
+    let l = start_polling(
+        rollout_at("r2", Phase::Step { index: 0 }, now),
+        Some(2),
+        Duration::from_secs(10),
+        Duration::from_millis(400),
+    )
+    .await;
+    let lists = |l: &Loop| {
+        (l.fake.calls().iter())
+            .filter(|c| **c == Call::ListApps)
+            .count()
+    };
+    l.ticks(1).await;
+    let (polls, ticks) = (lists(&l), l.reads_of_canary());
+    l.until("three more polls and ten more ticks", |l| {
+        lists(l) >= polls + 3 && l.reads_of_canary() >= ticks + 10
+    })
+    .await;
+    assert_eq!(l.phase().as_deref(), Some("step"));
+    l.stop().await;
 }
