@@ -21,6 +21,9 @@
 //!   [`error_policy`].
 //! - Every cycle ends with one INFO line saying what it did; held deletions and invalid specs
 //!   are logged as WARN once per distinct cause.
+//! - Rollouts ([`crate::daemon::rollout`], `rollouts.rs`): a cycle persists the rollouts its
+//!   rule starts; [`Trigger::Rollout`] ticks, on a timer of their own between the retry and the
+//!   poll timers, look at them and never move either timer.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
