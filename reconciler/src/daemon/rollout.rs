@@ -516,7 +516,7 @@ pub async fn tick<S: Scheduler>(env: TickEnv<'_, S>) -> Result<TickReport, TickE
         }
         let now = (env.now_ms)();
         if let Some(outcome) = &d.outcome {
-            record_outcome(env.state, &id, &rs, outcome, d.plan.summary_changes(), now);
+            record_outcome(env.state, &id, &rs, outcome, writes(&d.plan), now);
             report.ended.push(Ended {
                 app: id.clone(),
                 rollout: rs.clone(),
@@ -570,14 +570,9 @@ fn rollout_progress(ev: &apply::ProgressEvent) {
     }
 }
 
-trait ChangeCount {
-    fn summary_changes(&self) -> usize;
-}
-
-impl ChangeCount for Plan {
-    fn summary_changes(&self) -> usize {
-        self.summary.create + self.summary.update + self.summary.delete
-    }
+/// Writes a plan makes (for the history entry).
+fn writes(plan: &Plan) -> usize {
+    plan.summary.create + plan.summary.update + plan.summary.delete
 }
 
 /// Note how a rollout ended in the state: a success is the commit applied; a rollback (other
