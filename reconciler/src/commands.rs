@@ -502,6 +502,7 @@ pub async fn apply(
         }
     })
     .await?;
+    crate::daemon::rollout::warn_updated_in_place(&repo, &plan);
     if let Some(e) = write_err {
         return Err(e.into());
     }

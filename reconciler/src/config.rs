@@ -116,6 +116,15 @@ pub struct FileConfig {
     /// File of Slack-compatible webhook URLs, one a line (they carry a token).
     #[arg(long, env = "BATON_NOTIFY_SLACK_FILE")]
     pub notify_slack_file: Option<PathBuf>,
+    /// Rollouts: HAProxy stats CSV URLs (`haproxy-stats` in the file: a list).
+    #[arg(skip)]
+    pub haproxy_stats: Option<Vec<String>>,
+    /// Rollouts: `command` checks (code from git, run on this host) may run.
+    #[arg(long, env = "BATON_ALLOW_CHECK_COMMANDS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_check_commands: Option<bool>,
+    /// Rollouts: the longest wait between two looks at a rollout [default: 5s].
+    #[arg(long, env = "BATON_ROLLOUT_TICK", hide = true)]
+    pub rollout_tick: Option<String>,
     /// The file these settings were read from (`None`: flags, or no file), named in errors.
     #[serde(skip)]
     #[arg(skip)]
@@ -219,6 +228,16 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub notify_slack: Vec<String>,
+    /// HAProxy stats CSV URL for rollouts (repeatable; the env var takes a comma list), e.g.
+    /// `http://lb:9090/haproxy?stats;csv`. Credentials in the URL are sent as basic auth and
+    /// never shown.
+    #[arg(
+        long,
+        env = "BATON_HAPROXY_STATS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub haproxy_stats: Vec<String>,
 }
 
 /// Where a setting's value came from: every error about a value names it, so that the
@@ -296,6 +315,8 @@ pub struct FlagConfig {
     pub notify_webhook: Vec<SecretString>,
     /// `--notify-slack` / `BATON_NOTIFY_SLACK`.
     pub notify_slack: Vec<SecretString>,
+    /// `--haproxy-stats` / `BATON_HAPROXY_STATS` (URLs may carry credentials: kept secret).
+    pub haproxy_stats: Vec<SecretString>,
     /// `BATON_VAULT_TOKEN` / `VAULT_TOKEN`.
     pub vault_token: Option<SecretString>,
 }
@@ -356,6 +377,12 @@ pub struct ServeConfig {
     pub vault: Option<VaultServeConfig>,
     /// Where notifications go (empty: nowhere). URLs are redacted in `Debug`.
     pub notify: Vec<crate::daemon::notifications::Sink>,
+    /// Rollouts: the HAProxy stats sources (credentials redacted in `Debug`).
+    pub haproxy_stats: Vec<crate::daemon::rollout::StatsSource>,
+    /// Rollouts: `command` checks may run.
+    pub allow_check_commands: bool,
+    /// Rollouts: the longest wait between two looks.
+    pub rollout_tick: Duration,
 }
 
 /// A configuration that cannot run.
@@ -419,6 +446,7 @@ pub fn serve(
         vault_token: vault_token(env),
         notify_webhook: secrets(args.notify_webhook),
         notify_slack: secrets(args.notify_slack),
+        haproxy_stats: secrets(args.haproxy_stats),
     };
     resolve(flags, file, marathon)
 }
@@ -636,6 +664,15 @@ pub fn resolve(
         Some(t) => Some(t),
         None => l.secret_file("--api-token-file", |c| &c.api_token_file)?,
     };
+    let haproxy_stats = haproxy_stats(&l, &flags.haproxy_stats)?;
+    let allow_check_commands =
+        (l.value("--allow-check-commands", |c| &c.allow_check_commands)).unwrap_or(false);
+    let rollout_tick = l.duration(
+        "--rollout-tick",
+        |c| &c.rollout_tick,
+        "5s",
+        Duration::from_millis(100),
+    )?;
     let git_auth = git_token
         .map(|password| GitAuth {
             user: (l.value("--git-user", |c| &c.git_user))
@@ -658,7 +695,41 @@ pub fn resolve(
         git_auth,
         vault,
         notify,
+        haproxy_stats,
+        allow_check_commands,
+        rollout_tick,
     })
+}
+
+/// The HAProxy stats sources: flags/env win over the config file's `haproxy-stats`. Each
+/// must be http(s); errors never echo a URL (it may carry a password).
+fn haproxy_stats(
+    l: &Layers,
+    flags: &[SecretString],
+) -> Result<Vec<crate::daemon::rollout::StatsSource>, ConfigError> {
+    use secrecy::ExposeSecret;
+    let (urls, origin) = if flags.is_empty() {
+        let file = Origin::File {
+            key: "haproxy-stats".into(),
+            path: l.file.source.clone(),
+        };
+        (l.file.haproxy_stats.clone().unwrap_or_default(), file)
+    } else {
+        let urls = flags
+            .iter()
+            .map(|u| u.expose_secret().to_string())
+            .collect();
+        (urls, l.sources.of("--haproxy-stats"))
+    };
+    (urls.iter().enumerate())
+        .map(|(i, url)| {
+            crate::daemon::rollout::StatsSource::parse(url.trim()).map_err(|why| ConfigError::Bad {
+                name: "--haproxy-stats",
+                origin: origin.clone(),
+                reason: format!("URL #{} is {why}", i + 1),
+            })
+        })
+        .collect()
 }
 
 /// The config file's Marathon client settings, where flags and the environment gave none
@@ -836,6 +907,16 @@ fn resolve_vault(
             .unwrap_or(true),
         wrap_ttl: l.duration("--wrap-ttl", |c| &c.wrap_ttl, "60s", min)?,
     }))
+}
+
+/// The API token of a client of `baton serve` (`baton rollout`): `BATON_API_TOKEN`, else the
+/// file `--api-token-file` names, as `serve` reads its own.
+pub fn api_token(file: Option<&Path>, env: EnvLookup) -> Result<Option<SecretString>, ConfigError> {
+    if let Some(t) = env("BATON_API_TOKEN") {
+        return Ok(Some(SecretString::from(t)));
+    }
+    file.map(|p| read_secret(p, "--api-token-file", Origin::Flag))
+        .transpose()
 }
 
 fn read_secret(
@@ -1167,6 +1248,95 @@ mod tests {
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    /// `--haproxy-stats` from the flags (or the env var's comma list, which clap splits) over
+    /// the file's `haproxy-stats` list; credentials out of the URL and never in `Debug` or an
+    /// error; `--allow-check-commands` and the hidden `--rollout-tick` with their defaults.
+    #[test]
+    fn rollout_settings_from_flags_file_and_defaults() {
+        let base = FileConfig {
+            repo: Some("/r".into()),
+            state_dir: Some("/s".into()),
+            marathon: Some("http://m".into()),
+            ..FileConfig::default()
+        };
+        let c = resolve(FlagConfig::default(), base.clone(), MarathonConfig::new("")).unwrap();
+        assert!(c.haproxy_stats.is_empty());
+        assert!(!c.allow_check_commands);
+        assert_eq!(c.rollout_tick, Duration::from_secs(5));
+
+        let file = FileConfig {
+            haproxy_stats: Some(vec![
+                "http://stats:pw1@lb1:9090/haproxy?stats;csv".into(),
+                "http://lb2:9090/haproxy?stats;csv".into(),
+            ]),
+            allow_check_commands: Some(true),
+            rollout_tick: Some("1s".into()),
+            ..base.clone()
+        };
+        // The config file's keys, as an operator writes them.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(
+            &path,
+            "haproxy-stats:\n  - http://stats:pw1@lb1:9090/haproxy?stats;csv\n  - http://lb2:9090/haproxy?stats;csv\nallow-check-commands: true\nrollout-tick: 1s\n",
+        )
+        .unwrap();
+        let read = read_file(&path).unwrap();
+        assert_eq!(read.haproxy_stats, file.haproxy_stats);
+        assert_eq!(read.allow_check_commands, Some(true));
+        assert_eq!(read.rollout_tick.as_deref(), Some("1s"));
+        let c = resolve(FlagConfig::default(), file.clone(), MarathonConfig::new("")).unwrap();
+        let urls: Vec<&str> = c.haproxy_stats.iter().map(|s| s.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://lb1:9090/haproxy?stats;csv",
+                "http://lb2:9090/haproxy?stats;csv"
+            ]
+        );
+        let (user, pw) = c.haproxy_stats[0].auth.clone().unwrap();
+        assert_eq!((user.as_str(), pw.expose_secret()), ("stats", "pw1"));
+        assert!(c.allow_check_commands);
+        assert_eq!(c.rollout_tick, Duration::from_secs(1));
+        assert!(!format!("{c:?}").contains("pw1"), "a stats password leaked");
+
+        // Flags (or BATON_HAPROXY_STATS) win over the file; a bad one is named, not echoed.
+        let mut sources = Sources::default();
+        sources.env("--haproxy-stats", "BATON_HAPROXY_STATS");
+        let flags = FlagConfig {
+            haproxy_stats: vec![SecretString::from("http://lb3/stats;csv".to_string())],
+            sources: sources.clone(),
+            ..FlagConfig::default()
+        };
+        let c = resolve(flags, file.clone(), MarathonConfig::new("")).unwrap();
+        assert_eq!(c.haproxy_stats.len(), 1);
+        assert_eq!(c.haproxy_stats[0].url, "http://lb3/stats;csv");
+        let flags = FlagConfig {
+            haproxy_stats: vec![SecretString::from("lb:pw2@nowhere".to_string())],
+            sources,
+            ..FlagConfig::default()
+        };
+        let e = resolve(flags, file.clone(), MarathonConfig::new(""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--haproxy-stats") && e.contains("BATON_HAPROXY_STATS"),
+            "{e}"
+        );
+        assert!(!e.contains("pw2"), "{e}");
+        let bad_tick = FileConfig {
+            rollout_tick: Some("10ms".into()),
+            ..base
+        };
+        let e = resolve(FlagConfig::default(), bad_tick, MarathonConfig::new(""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--rollout-tick") && e.contains("rollout-tick"),
+            "{e}"
+        );
     }
 
     fn serve_args(settings: FileConfig, vault: VaultArgs) -> ServeArgs {

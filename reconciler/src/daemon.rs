@@ -24,6 +24,7 @@ pub mod ledger_file;
 pub mod metrics;
 pub mod notifications;
 pub mod reconcile;
+pub mod rollout;
 pub mod serve;
 pub mod server;
 pub mod state;

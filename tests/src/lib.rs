@@ -93,6 +93,9 @@ pub fn serve_config(
         git_auth: None,
         vault: None,
         notify: Vec::new(),
+        haproxy_stats: Vec::new(),
+        allow_check_commands: false,
+        rollout_tick: std::time::Duration::from_secs(5),
     }
 }
 

@@ -68,6 +68,12 @@ pub enum Command {
     },
     /// Run the GitOps daemon: follow a git ref (or directory), sync on push webhooks and polls.
     Serve(Box<ServeArgs>),
+    /// Look at or steer a rollout of a running `baton serve`; exit 0 done, 1 refused or
+    /// failed, 64 bad usage.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// Run the Marathon-compatible dev scheduler (apps run as local processes).
     DevScheduler {
         /// Address to listen on.
@@ -77,6 +83,31 @@ pub enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum RolloutCommand {
+    /// The rollout's phase, step, traffic share, error rates and timeline (and the last one
+    /// rolled back).
+    Status(RolloutTarget),
+    /// Pass the current check or analysis window now.
+    Promote(RolloutTarget),
+    /// Roll back now: the canary is removed, the stable app stays as it is.
+    Abort(RolloutTarget),
+}
+
+#[derive(Args)]
+pub struct RolloutTarget {
+    /// The app id (`/shop/api`).
+    pub app: String,
+    /// The address of `baton serve`'s HTTP API.
+    #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:8088")]
+    pub server: String,
+    /// File holding the API token `baton serve` was given (or set BATON_API_TOKEN).
+    #[arg(long, env = "BATON_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Text, alias = "format")]
+    pub output: Format,
 }
 
 #[derive(Args)]
@@ -198,6 +229,64 @@ mod tests {
         assert!(matches!(cli.command, Command::Serve(_)));
         assert_eq!(sources.of("--poll-interval"), Origin::Flag);
         assert_eq!(sources, Sources::default());
+    }
+
+    /// The rollout flags of `serve`: `--haproxy-stats` repeatable, `--allow-check-commands`
+    /// a switch, `--rollout-tick` hidden from `--help`; `baton rollout` takes an app and a
+    /// server.
+    #[test]
+    fn rollout_flags_parse() {
+        let (cli, _) = Cli::parse_from_with_sources([
+            "baton",
+            "serve",
+            "--haproxy-stats",
+            "http://lb1/stats;csv",
+            "--haproxy-stats",
+            "http://lb2/stats;csv",
+            "--allow-check-commands",
+            "--rollout-tick",
+            "1s",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(
+            args.haproxy_stats,
+            ["http://lb1/stats;csv", "http://lb2/stats;csv"]
+        );
+        assert_eq!(args.settings.allow_check_commands, Some(true));
+        assert_eq!(args.settings.rollout_tick.as_deref(), Some("1s"));
+        let serve = Cli::command();
+        let serve = serve.find_subcommand("serve").unwrap();
+        let tick = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some("rollout-tick"))
+            .unwrap();
+        assert!(tick.is_hide_set());
+
+        let (cli, _) = Cli::parse_from_with_sources([
+            "baton",
+            "rollout",
+            "abort",
+            "/shop/api",
+            "--server",
+            "http://h:1",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        let Command::Rollout {
+            command: RolloutCommand::Abort(t),
+        } = cli.command
+        else {
+            panic!("not rollout abort")
+        };
+        assert_eq!(
+            (t.app.as_str(), t.server.as_str()),
+            ("/shop/api", "http://h:1")
+        );
+        assert_eq!(t.output, Format::Json);
     }
 
     #[test]

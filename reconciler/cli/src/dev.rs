@@ -261,6 +261,7 @@ async fn cycle(
     .await;
     match result {
         Ok((plan, report)) => {
+            baton::daemon::rollout::warn_updated_in_place(&repo, &plan);
             let _ = writeln!(out, "{}", commands::apply_summary(&plan, &report));
             Some(report)
         }

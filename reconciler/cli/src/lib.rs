@@ -2,5 +2,7 @@
 //! out of both so that neither rebuilds when only the other changes.
 //!
 //! - [`dev`]: `baton dev`, the dev scheduler + apply + directory watch in one process.
+//! - [`rollout`]: `baton rollout`, a client of a running `baton serve`'s rollout API.
 
 pub mod dev;
+pub mod rollout;

@@ -12,7 +12,7 @@ use baton_core::report::Style;
 use baton_dev_scheduler::TaskSessions;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ApplyArgs, Cli, Color, Command, DriftArgs, LogFormat, PlanArgs};
+use crate::cli::{ApplyArgs, Cli, Color, Command, DriftArgs, LogFormat, PlanArgs, RolloutCommand};
 
 /// Why a command could not do its work.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,8 @@ pub enum Error {
     DevScheduler(#[from] baton_dev_scheduler::DevError),
     #[error(transparent)]
     Serve(#[from] baton::daemon::serve::ServeError),
+    #[error(transparent)]
+    Rollout(#[from] baton_cli::rollout::ClientError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot listen on {addr}")]
@@ -87,6 +89,7 @@ pub fn run(cli: Cli, sources: Sources, signals: Signals) -> Result<u8, Error> {
             state_dir,
         } => rt.block_on(dev(repo, listen, state_dir, signals)),
         Command::Serve(args) => rt.block_on(serve(*args, sources, signals)),
+        Command::Rollout { command } => rt.block_on(rollout(command)),
         Command::DevScheduler { listen, state_dir } => {
             rt.block_on(dev_scheduler(listen, state_dir, signals))
         }
@@ -202,6 +205,26 @@ async fn serve(args: ServeArgs, sources: Sources, signals: Signals) -> Result<u8
     tracing::info!(%addr, repo = %baton::source::git::redact_url(&config.repo), "serving");
     baton::daemon::serve::serve(config, listener, shutdown).await?;
     Ok(exit::OK)
+}
+
+async fn rollout(command: RolloutCommand) -> Result<u8, Error> {
+    use baton_cli::rollout::Verb;
+    let (verb, target) = match command {
+        RolloutCommand::Status(t) => (Verb::Status, t),
+        RolloutCommand::Promote(t) => (Verb::Promote, t),
+        RolloutCommand::Abort(t) => (Verb::Abort, t),
+    };
+    let token = config::api_token(target.api_token_file.as_deref(), &config::process_env)?;
+    let mut stdout = std::io::stdout();
+    let code = baton_cli::rollout::run(
+        verb,
+        &target.app,
+        &target.server,
+        token.as_ref(),
+        target.output,
+        &mut stdout,
+    );
+    Ok(code.await?)
 }
 
 async fn dev_scheduler(

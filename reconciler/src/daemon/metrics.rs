@@ -13,6 +13,11 @@
 //! - `push_to_deployed_seconds` histogram (webhook received -> deployment finished)
 //! - `corrections_total` counter, `notifications_total{outcome}` counter
 //! - `held_deletes` gauge, `invalid_specs` gauge: work the last full cycle held back
+//! - `rollouts_total{outcome}` counter (`completed`, `rolled_back`); per rollout in progress
+//!   `rollout_step{app}` (the traffic step's index; -1 before the first),
+//!   `rollout_traffic_percent{app}` (the canary's share now) and
+//!   `rollout_error_rate{app,version}` (`canary`, `stable`: 5xx share of the current window,
+//!   once it has responses)
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -76,6 +81,17 @@ struct Inner {
     notifications: BTreeMap<String, u64>,
     held_deletes: u64,
     invalid_specs: u64,
+    rollouts: BTreeMap<String, u64>,
+    /// Per app in a rollout: (step, traffic percent, canary error rate, stable error rate).
+    rollout: BTreeMap<String, RolloutGauges>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RolloutGauges {
+    step: f64,
+    traffic: f64,
+    canary_rate: Option<f64>,
+    stable_rate: Option<f64>,
 }
 
 /// The registry. Cheap to update from any task (one short lock per update).
@@ -100,6 +116,8 @@ impl Default for Metrics {
                 notifications: BTreeMap::new(),
                 held_deletes: 0,
                 invalid_specs: 0,
+                rollouts: BTreeMap::new(),
+                rollout: BTreeMap::new(),
             }),
         }
     }
@@ -162,6 +180,32 @@ impl Metrics {
     /// A notification was `sent`, `failed` (after its retries) or `dropped` (queue full).
     pub fn notification(&self, outcome: &str) {
         self.with(|m| *m.notifications.entry(outcome.to_string()).or_default() += 1);
+    }
+
+    /// A rollout ended: `completed` or `rolled_back`.
+    pub fn rollout_finished(&self, outcome: &str) {
+        self.with(|m| *m.rollouts.entry(outcome.to_string()).or_default() += 1);
+    }
+
+    /// The gauges of `app`'s rollout (`None`: it ended, its series go).
+    pub fn set_rollout(&self, app: &str, status: Option<&baton_core::rollout::RolloutStatus>) {
+        let rate = |c: &baton_core::rollout::Counters| {
+            (c.responses > 0).then(|| c.errors as f64 / c.responses as f64)
+        };
+        self.with(|m| match status {
+            None => {
+                m.rollout.remove(app);
+            }
+            Some(s) => {
+                let g = RolloutGauges {
+                    step: s.step.map_or(-1.0, |i| i as f64),
+                    traffic: s.traffic_percent,
+                    canary_rate: s.window.as_ref().and_then(|w| rate(&w.canary)),
+                    stable_rate: s.window.as_ref().and_then(|w| rate(&w.stable)),
+                };
+                m.rollout.insert(app.to_string(), g);
+            }
+        });
     }
 
     /// The exposition text.
@@ -242,6 +286,58 @@ impl Metrics {
             "Apps whose spec is invalid, left untouched (last full cycle).",
             m.invalid_specs as f64,
         );
+        counter_vec(
+            &mut out,
+            "baton_rollouts_total",
+            "Rollouts ended, by outcome (completed, rolled_back).",
+            "outcome",
+            &m.rollouts,
+        );
+        head(
+            &mut out,
+            "baton_rollout_step",
+            "The traffic step a rollout is in (-1: before its first).",
+            "gauge",
+        );
+        for (app, g) in &m.rollout {
+            let _ = writeln!(
+                out,
+                "baton_rollout_step{{app=\"{}\"}} {}",
+                label_value(app),
+                g.step
+            );
+        }
+        head(
+            &mut out,
+            "baton_rollout_traffic_percent",
+            "The share of the app's traffic on its canary now, in percent.",
+            "gauge",
+        );
+        for (app, g) in &m.rollout {
+            let _ = writeln!(
+                out,
+                "baton_rollout_traffic_percent{{app=\"{}\"}} {}",
+                label_value(app),
+                g.traffic
+            );
+        }
+        head(
+            &mut out,
+            "baton_rollout_error_rate",
+            "5xx share of the responses in the rollout's current analysis window, per version.",
+            "gauge",
+        );
+        for (app, g) in &m.rollout {
+            for (version, r) in [("canary", g.canary_rate), ("stable", g.stable_rate)] {
+                if let Some(r) = r {
+                    let _ = writeln!(
+                        out,
+                        "baton_rollout_error_rate{{app=\"{}\",version=\"{version}\"}} {r}",
+                        label_value(app)
+                    );
+                }
+            }
+        }
         out
     }
 }
@@ -389,9 +485,73 @@ mod tests {
             "baton_push_to_deployed_seconds",
             "baton_held_deletes",
             "baton_invalid_specs",
+            "baton_rollouts_total",
+            "baton_rollout_step",
+            "baton_rollout_traffic_percent",
+            "baton_rollout_error_rate",
         ] {
             assert!(typed.contains(required), "{required} missing");
         }
+    }
+
+    /// A rollout's gauges while it runs (error rates once its window has responses), gone
+    /// when it ends; the counter by outcome.
+    #[test]
+    fn rollout_series_follow_the_rollouts() {
+        use baton_core::rollout::{Counters, RolloutStatus, Strategy, Window};
+        let m = Metrics::default();
+        let mut status = RolloutStatus {
+            strategy: Strategy::Canary,
+            commit: "c".into(),
+            phase: "step".into(),
+            step: Some(1),
+            traffic_percent: 10.0,
+            canary_app: "/a-canary".into(),
+            window: None,
+            waiting_for: None,
+            timeline: Vec::new(),
+        };
+        m.set_rollout("/a", Some(&status));
+        let t = m.render();
+        assert_eq!(sample(&t, "baton_rollout_step{app=\"/a\"}"), Some(1.0));
+        assert_eq!(
+            sample(&t, "baton_rollout_traffic_percent{app=\"/a\"}"),
+            Some(10.0)
+        );
+        assert!(!t.contains("baton_rollout_error_rate{"), "{t}");
+        status.window = Some(Window {
+            since_ms: 0,
+            last: Default::default(),
+            canary: Counters {
+                responses: 200,
+                errors: 4,
+            },
+            stable: Counters {
+                responses: 0,
+                errors: 0,
+            },
+        });
+        m.set_rollout("/a", Some(&status));
+        let t = m.render();
+        assert_eq!(
+            sample(
+                &t,
+                "baton_rollout_error_rate{app=\"/a\",version=\"canary\"}"
+            ),
+            Some(0.02)
+        );
+        assert!(
+            !t.contains("version=\"stable\""),
+            "no responses, no rate: {t}"
+        );
+        m.set_rollout("/a", None);
+        m.rollout_finished("rolled_back");
+        let t = m.render();
+        assert!(!t.contains("app=\"/a\""), "{t}");
+        assert_eq!(
+            sample(&t, "baton_rollouts_total{outcome=\"rolled_back\"}"),
+            Some(1.0)
+        );
     }
 
     #[test]

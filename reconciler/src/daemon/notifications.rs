@@ -45,6 +45,20 @@ pub enum Notification {
         apps: Vec<AppId>,
         took: Duration,
     },
+    /// A rollout was rolled back: the canary removed, the stable untouched, the commit held
+    /// for that app until its definition changes.
+    RolloutRolledBack {
+        app: AppId,
+        commit: String,
+        /// The traffic step it failed in, when the reason names one.
+        step: Option<usize>,
+        /// Why, in words (with the numbers).
+        reason: String,
+        /// The analysis' numbers, when an analysis failed it.
+        requests: Option<u64>,
+        errors: Option<u64>,
+        rate: Option<f64>,
+    },
 }
 
 impl Notification {
@@ -64,13 +78,15 @@ impl Notification {
         }
     }
 
-    /// `sync_failed`, `drift_detected`, `drift_resolved`, `deployment_finished`.
+    /// `sync_failed`, `drift_detected`, `drift_resolved`, `deployment_finished`,
+    /// `rollout_rolled_back`.
     pub fn kind(&self) -> &'static str {
         match self {
             Notification::SyncFailed { .. } => "sync_failed",
             Notification::DriftDetected { .. } => "drift_detected",
             Notification::DriftResolved { .. } => "drift_resolved",
             Notification::DeploymentFinished { .. } => "deployment_finished",
+            Notification::RolloutRolledBack { .. } => "rollout_rolled_back",
         }
     }
 
@@ -149,6 +165,12 @@ impl Notification {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            Notification::RolloutRolledBack {
+                app, commit: c, reason, ..
+            } => format!(
+                "Rollout of {app} at commit {} rolled back: {reason}; the stable version keeps serving",
+                short(c)
+            ),
         }
     }
 }
@@ -181,6 +203,18 @@ pub fn json_payload(n: &Notification, owner: Option<&str>, at: u64) -> Value {
         Notification::DeploymentFinished { commit, apps, took } => {
             json!({"commit": commit, "apps": apps, "duration_seconds": took.as_secs_f64()})
         }
+        Notification::RolloutRolledBack {
+            app,
+            commit,
+            step,
+            reason,
+            requests,
+            errors,
+            rate,
+        } => json!({
+            "app": app, "commit": commit, "step": step, "reason": reason,
+            "requests": requests, "errors": errors, "error_rate": rate,
+        }),
     };
     json!({"event": n.kind(), "owner": owner, "at": rfc3339(at), "summary": n.summary(), "details": details})
 }
@@ -189,7 +223,7 @@ pub fn json_payload(n: &Notification, owner: Option<&str>, at: u64) -> Value {
 /// with `[owner]` once a repo has loaded.
 pub fn slack_payload(n: &Notification, owner: Option<&str>) -> Value {
     let icon = match n {
-        Notification::SyncFailed { .. } => ":x:",
+        Notification::SyncFailed { .. } | Notification::RolloutRolledBack { .. } => ":x:",
         Notification::DriftDetected { .. } => ":warning:",
         Notification::DriftResolved { .. } | Notification::DeploymentFinished { .. } => {
             ":white_check_mark:"

@@ -21,6 +21,9 @@
 //!   [`error_policy`].
 //! - Every cycle ends with one INFO line saying what it did; held deletions and invalid specs
 //!   are logged as WARN once per distinct cause.
+//! - Rollouts ([`crate::daemon::rollout`], `rollouts.rs`): a cycle persists the rollouts its
+//!   rule starts; [`Trigger::Rollout`] ticks, on a timer of their own between the retry and the
+//!   poll timers, look at them and never move either timer.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +71,8 @@ pub struct LoopConfig {
     pub secrets: Option<crate::secret_zero::wiring::SecretsWiring>,
     /// Where sync failures, drift and finished deployments are announced (None: nowhere).
     pub notifier: Option<crate::daemon::notifications::Notifier>,
+    /// Rollouts: stats sources, checks, the tick ([`crate::daemon::rollout`]).
+    pub rollout: crate::daemon::rollout::RolloutConfig,
 }
 
 /// Why a cycle failed.
@@ -206,6 +211,12 @@ pub struct AppStatus {
     pub reason: Option<String>,
     /// The deployment Baton started for it that has not finished, and since when.
     pub deploying: Option<Deploying>,
+    /// The rollout in progress ([`crate::daemon::rollout`]), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<baton_core::rollout::RolloutStatus>,
+    /// The last rollout of this app that was rolled back: which commit, step, why, numbers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<crate::daemon::rollout::RolledBackStatus>,
 }
 
 /// A deployment Baton waits for.
@@ -232,6 +243,10 @@ pub struct Shared {
     pub pushes: Mutex<Vec<(String, std::time::Instant)>>,
     /// Baton's own writes, so their scheduler events do not wake the loop.
     pub own_writes: Arc<OwnWrites>,
+    /// Operator commands for rollouts (`POST /api/rollouts/...`), taken by the next tick.
+    pub operators: crate::daemon::rollout::Operators,
+    /// The rollouts in progress and their phase words (what the API's 404/409 judge).
+    rollouts: Mutex<std::collections::BTreeMap<String, &'static str>>,
     /// Cancelled by [`Shared::trigger`] when a push arrives: set while the loop waits and while
     /// it runs a preemptible cycle ([`Trigger::preemptible`]).
     preempt: Mutex<Option<CancellationToken>>,
@@ -258,6 +273,8 @@ impl Shared {
                 attributions: Default::default(),
                 pushes: Default::default(),
                 own_writes: Default::default(),
+                operators: Default::default(),
+                rollouts: Default::default(),
                 preempt: Mutex::new(None),
             }),
             rx,
@@ -279,6 +296,20 @@ impl Shared {
                 token.cancel();
             }
         }
+    }
+
+    /// The phase word of `app`'s rollout in progress, if one is.
+    pub fn rollout_phase(&self, app: &str) -> Option<&'static str> {
+        let r = self.rollouts.lock().unwrap_or_else(|e| e.into_inner());
+        r.get(app).copied()
+    }
+
+    /// The rollouts in progress, as persisted now (the loop calls it whenever they change).
+    pub fn set_rollouts(&self, state: &State) {
+        let now = (state.rollouts.iter())
+            .map(|(app, r)| (app.clone(), crate::daemon::rollout::phase_word(&r.phase)))
+            .collect();
+        *self.rollouts.lock().unwrap_or_else(|e| e.into_inner()) = now;
     }
 
     /// A fresh preemption token for the next cycle (see [`Trigger::preemptible`]).
@@ -409,6 +440,8 @@ fn status_entry<'a>(apps: &'a mut Vec<AppStatus>, app: &AppId) -> &'a mut AppSta
                     last_error: None,
                     reason: None,
                     deploying: None,
+                    rollout: None,
+                    rolled_back: None,
                 },
             );
             i
@@ -448,6 +481,12 @@ struct Reconciler<Src, S> {
     held_work: (usize, usize),
     /// What the cycle in flight did, for its closing log line.
     done: CycleSummary,
+    /// The last status of each rollout in progress (from its last tick).
+    rollout_status: std::collections::BTreeMap<String, baton_core::rollout::RolloutStatus>,
+    /// When each rollout in progress wants its next look (Unix ms).
+    rollout_wake: std::collections::BTreeMap<String, u64>,
+    /// Stats fetches and HTTP checks.
+    http: reqwest::Client,
 }
 
 /// What one cycle did: its closing INFO line.
@@ -527,10 +566,18 @@ where
         warned: BTreeSet::new(),
         held_work: (0, 0),
         done: CycleSummary::default(),
+        rollout_status: Default::default(),
+        rollout_wake: Default::default(),
+        http: crate::daemon::rollout::http_client(),
     };
+    r.shared.set_rollouts(&r.state);
     r.publish_status(None, None, None, None);
     let mut pending = Some(Trigger::Startup);
     let mut requeue_at: Option<Instant> = None;
+    // The next rollout tick: set while rollouts are in progress (ranked between the retry and
+    // the poll timers; a tick never moves either of them).
+    let mut rollout_at: Option<Instant> = None;
+    let mut rollout_failures: u32 = 0;
     let mut poll_at = Instant::now() + jitter(poll_interval);
     let mut failures: u32 = 0;
     let mut cycle: u64 = 0;
@@ -545,6 +592,7 @@ where
                 _ = shutdown.cancelled() => Trigger::Shutdown,
                 t = rx.recv() => t.unwrap_or(Trigger::Shutdown),
                 _ = sleep_until_opt(requeue_at) => Trigger::Retry,
+                _ = sleep_until_opt(rollout_at) => Trigger::Rollout,
                 _ = tokio::time::sleep_until(poll_at) => Trigger::Poll,
             },
         };
@@ -555,6 +603,33 @@ where
         cycle += 1;
         let span = tracing::info_span!("cycle", n = cycle, trigger = trigger.name());
         let preempt = Preempt(trigger.preemptible().then_some(preempt));
+        if trigger == Trigger::Rollout {
+            // A tick only looks at the rollouts: the retry and poll timers stay as they are.
+            let tick = r.config.rollout.tick;
+            let ran = r
+                .rollout_cycle(&preempt, &shutdown)
+                .instrument(span.clone())
+                .await;
+            rollout_at = match ran {
+                // Stopped by a push before writing: still due, after the push's cycle.
+                Ok(None) => rollout_at.or(Some(Instant::now())),
+                Ok(Some(wait)) => {
+                    rollout_failures = 0;
+                    Some(Instant::now() + wait)
+                }
+                Err(e) => {
+                    rollout_failures = rollout_failures.saturating_add(1);
+                    let wait = cycle::error_backoff(rollout_failures).max(tick);
+                    let _g = span.enter();
+                    tracing::warn!(error = %e, retry_in = ?wait, "rollout tick failed");
+                    Some(Instant::now() + wait)
+                }
+            };
+            if r.state.rollouts.is_empty() {
+                rollout_at = None;
+            }
+            continue;
+        }
         let result = r
             .reconcile(&trigger, &events, &preempt, &shutdown)
             .instrument(span.clone())
@@ -575,6 +650,12 @@ where
         if trigger.fetches() {
             poll_at = Instant::now() + jitter(poll_interval);
         }
+        // A rollout this cycle started (or one found in the state after a restart) is looked
+        // at now; one already scheduled keeps its time.
+        rollout_at = match (r.state.rollouts.is_empty(), rollout_at) {
+            (true, _) => None,
+            (false, at) => at.or(Some(Instant::now())),
+        };
     }
     tracing::info!("reconcile loop stopped");
     Ok(())
@@ -955,6 +1036,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
 
         // Which changes this cycle may apply: the cycle rule.
         let lost_writes = cycle::lost_writes(&repo, &live, &plan);
+        let rollouts = self.rollout_view(&repo, &live);
         let decision = cycle::decide(
             &cycle::Input {
                 trigger,
@@ -964,12 +1046,13 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 state: &self.state,
                 corrections: &corrections,
                 lost_writes: &lost_writes,
-                rollouts: &Default::default(),
+                rollouts: &rollouts,
                 now_ms: now,
             },
             plan,
         );
         self.rewriting(&decision, &live, &rev, now);
+        self.start_rollouts(&decision.rollout_starts, &repo, &rev, now);
         let plan = &decision.plan;
         let planned_total = plan.summary.create + plan.summary.update + plan.summary.delete;
         // Vault objects are Baton's own: in auto mode every cycle puts them back (drift-check).
@@ -1529,6 +1612,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         let mut ids: BTreeSet<AppId> = repo.specs.keys().cloned().collect();
         ids.extend(repo.invalid.iter().cloned());
         ids.extend(held.iter().cloned());
+        ids.extend((self.state.rollouts.keys()).filter_map(|a| AppId::parse(a).ok()));
         ids.extend(plan.held.iter().map(|h| h.app.clone()));
         ids.extend(plan.changes().map(|c| c.app.clone()));
         ids.extend(
@@ -1609,6 +1693,10 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
     ) -> AppStatus {
         let (repo, held) = (seen.repo, seen.held);
         let live_app = seen.live.get(id.as_str());
+        let rollout = self.rollout_status.get(id.as_str()).cloned();
+        let rolled_back = (self.state.apps.get(id.as_str()))
+            .and_then(|a| a.rolled_back.as_ref())
+            .map(crate::daemon::rollout::RolledBackStatus::of);
         let result = seen.results.get(id);
         let app_state = self.state.apps.get(id.as_str());
         let invalid = repo.invalid.contains(id).then(|| {
@@ -1663,6 +1751,8 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             last_error: app_state.and_then(|a| a.last_error.clone()).or(invalid),
             reason,
             deploying,
+            rollout,
+            rolled_back,
         }
     }
 }
@@ -1789,7 +1879,8 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 state: &self.state,
                 corrections: &none,
                 lost_writes: &none,
-                rollouts: &Default::default(),
+                // Rollouts start from the full cycle that follows (its view has every app).
+                rollouts: &self.rollout_view(repo, &live),
                 now_ms: now,
             },
             plan,
@@ -1916,6 +2007,9 @@ mod ownership_tests;
 pub mod partial;
 #[cfg(test)]
 mod partial_tests;
+#[cfg(test)]
+mod rollout_tests;
+mod rollouts;
 
 pub use own_writes::OwnWrites;
 use own_writes::Recording;

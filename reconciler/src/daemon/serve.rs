@@ -57,6 +57,18 @@ pub fn is_git(repo: &str) -> bool {
     repo.contains('@') && repo.contains(':')
 }
 
+/// The rollout settings of `config`: command checks run in the repo of a directory source
+/// (a git repo's checkout is a bare cache: they get a temp dir).
+fn rollout_config(config: &ServeConfig, git: bool) -> crate::daemon::rollout::RolloutConfig {
+    crate::daemon::rollout::RolloutConfig {
+        stats: config.haproxy_stats.clone(),
+        allow_check_commands: config.allow_check_commands,
+        tick: config.rollout_tick,
+        check_dir: (!git).then(|| std::path::PathBuf::from(&config.repo)),
+        machine: Default::default(),
+    }
+}
+
 /// Whether push webhooks are accepted: only for a git repo with a secret. A plain directory is
 /// watched (no push can concern it); a git repo without a secret is polled. Said at start.
 fn hook_settings(config: &ServeConfig, git: bool) -> HookSettings {
@@ -115,6 +127,7 @@ pub async fn serve(
         },
         secrets: secret_zero(&config, &listener, &marathon)?,
         notifier: None,
+        rollout: rollout_config(&config, is_git(&config.repo)),
     };
     let tracker = TaskTracker::new();
     let mut _watch_guard = None;

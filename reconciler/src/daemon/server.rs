@@ -10,6 +10,9 @@
 //! - `POST /api/sync`: apply now (also with `--sync=manual`). In manual mode this is the approval
 //!   gate, and with secret zero every task can reach this server, so it takes a bearer token
 //!   (`--api-token-file`); without one configured, only loopback clients may call it.
+//! - `POST /api/rollouts/{app}/promote` and `/abort`: an operator command for the rollout of
+//!   `app` (the same token check as `/api/sync`): 202 queued for the next rollout tick, 404 no
+//!   rollout of that app in progress, 409 the rollout is already finishing.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -92,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .route("/api/status", get(status))
         .route("/api/sync", post(sync))
+        .route("/api/rollouts/{*rest}", post(rollout_command))
         .layer(DefaultBodyLimit::max(hooks::MAX_BODY_BYTES))
         .with_state(state)
         .merge(dashboard)
@@ -228,6 +232,16 @@ async fn status(State(state): State<AppState>) -> Response {
 }
 
 async fn sync(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    if let Some(refused) = refusal(&state, &request, "/api/sync") {
+        return refused;
+    }
+    state.shared.trigger(Trigger::ManualSync);
+    (StatusCode::ACCEPTED, Json(json!({"status": "queued"}))).into_response()
+}
+
+/// The admin check of every `POST /api/*` ([`admin_allowed`]): the 401 to answer when refused
+/// (logged, never the token), `None` when allowed.
+fn refusal(state: &AppState, request: &axum::extract::Request, what: &str) -> Option<Response> {
     let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -237,12 +251,55 @@ async fn sync(State(state): State<AppState>, request: axum::extract::Request) ->
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if let Err(why) = admin_allowed(state.api_token.as_deref(), bearer, peer) {
-        tracing::warn!(peer = ?peer, "POST /api/sync refused: {why}");
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": why}))).into_response();
+    let why = admin_allowed(state.api_token.as_deref(), bearer, peer).err()?;
+    tracing::warn!(peer = ?peer, "POST {what} refused: {why}");
+    Some((StatusCode::UNAUTHORIZED, Json(json!({"error": why}))).into_response())
+}
+
+/// `POST /api/rollouts/{app}/promote|abort`: queue the command for the next rollout tick.
+async fn rollout_command(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    // Authorised first: who may not act learns nothing of which rollouts run.
+    if let Some(refused) = refusal(&state, &request, "/api/rollouts") {
+        return refused;
     }
-    state.shared.trigger(Trigger::ManualSync);
-    (StatusCode::ACCEPTED, Json(json!({"status": "queued"}))).into_response()
+    let not_found = |error: String| (StatusCode::NOT_FOUND, Json(json!({ "error": error })));
+    let Some((app, verb)) = rest.trim_matches('/').rsplit_once('/') else {
+        return not_found("use /api/rollouts/<app id>/promote or /abort".into()).into_response();
+    };
+    let command = match verb {
+        "promote" => baton_core::rollout::OperatorCommand::Promote,
+        "abort" => baton_core::rollout::OperatorCommand::Abort,
+        _ => {
+            return not_found(format!("unknown rollout command `{verb}` (promote, abort)"))
+                .into_response()
+        }
+    };
+    let app = format!("/{}", app.trim_start_matches('/'));
+    match state.shared.rollout_phase(&app) {
+        None => not_found(format!("no rollout of {app} is in progress")).into_response(),
+        Some(phase) if crate::daemon::rollout::finishing(phase) => (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": format!("the rollout of {app} is already finishing ({phase})"),
+                "phase": phase,
+            })),
+        )
+            .into_response(),
+        Some(phase) => {
+            tracing::info!(app = %app, command = verb, phase, "rollout: operator command queued");
+            state.shared.operators.queue(&app, command);
+            state.shared.trigger(Trigger::Rollout);
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"status": "queued", "app": app, "command": verb})),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// Whether an admin call may proceed: with a token configured, the bearer must match it

@@ -6,6 +6,7 @@ mod dev_scheduler;
 mod drift;
 mod plan;
 mod raml;
+mod rollout_client;
 mod serve_start;
 mod spec_load;
 mod support;

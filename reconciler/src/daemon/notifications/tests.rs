@@ -85,6 +85,42 @@ fn payloads_say_what_changed_and_why() {
     assert_eq!(j["details"]["apps"][0]["reason"], "rejected");
 }
 
+/// A rollback says which app, which commit, which step and which numbers, in both payloads.
+#[test]
+fn a_rolled_back_rollout_names_commit_step_and_numbers() {
+    let n = Notification::RolloutRolledBack {
+        app: id("/shop/api"),
+        commit: "0123456789abcdef".into(),
+        step: Some(1),
+        reason: "step 1: 11 of 40 responses were 5xx (27.5%)".into(),
+        requests: Some(40),
+        errors: Some(11),
+        rate: Some(0.275),
+    };
+    let j = json_payload(&n, Some("shop"), 0);
+    assert_eq!(j["event"], "rollout_rolled_back");
+    assert_eq!(j["details"]["commit"], "0123456789abcdef");
+    assert_eq!(j["details"]["step"], 1);
+    assert_eq!(
+        (
+            j["details"]["requests"].as_u64(),
+            j["details"]["errors"].as_u64()
+        ),
+        (Some(40), Some(11))
+    );
+    assert_eq!(j["details"]["error_rate"], 0.275);
+    let s = j["summary"].as_str().unwrap();
+    assert!(
+        s.contains("/shop/api") && s.contains("0123456789ab") && s.contains("27.5%"),
+        "{s}"
+    );
+    let t = slack_payload(&n, Some("shop"))["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(t.starts_with(":x: [shop] Rollout of /shop/api"), "{t}");
+}
+
 #[test]
 fn sink_urls_stay_out_of_debug_output() {
     let s = Sink {

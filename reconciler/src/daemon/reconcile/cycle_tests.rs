@@ -52,6 +52,7 @@ impl Loop {
             },
             secrets: None,
             notifier: None,
+            rollout: Default::default(),
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(

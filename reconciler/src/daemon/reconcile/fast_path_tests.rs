@@ -175,6 +175,7 @@ async fn push_writes_the_changed_app_before_listing_and_prunes_in_the_full_cycle
         apply: ApplyOptions::default(),
         secrets: None,
         notifier: None,
+        rollout: Default::default(),
     };
     let (shared, rx) = Shared::new("scripted".into(), SyncMode::Auto);
     let (notifier, mut notes) =

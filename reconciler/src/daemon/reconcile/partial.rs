@@ -123,7 +123,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 state: &self.state,
                 corrections: &corrections,
                 lost_writes: &lost_writes,
-                rollouts: &Default::default(),
+                rollouts: &self.rollout_view(&repo, &live),
                 now_ms: now,
             },
             plan,

@@ -48,6 +48,7 @@ async fn start(files: &[(&str, &str)]) -> Running {
         apply: ApplyOptions::default(),
         secrets: None,
         notifier: Some(notifier),
+        rollout: Default::default(),
     };
     let stop = CancellationToken::new();
     let task = tokio::spawn(run(
