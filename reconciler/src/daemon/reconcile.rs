@@ -1305,6 +1305,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             .drift
             .next_correction(now)
             .map(|d| now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        // Rollouts keep their own timer (`reconcile/rollouts.rs`), not this requeue.
         cycle::next_action(&self.state, correction_at, None, now_ms())
     }
 

@@ -27,11 +27,10 @@ use serde_json::Value;
 use crate::apply::{self, ApplyOptions, ApplyReport};
 use crate::daemon::state::{self, StateError};
 use baton_core::cycle::state::{RolledBack, State, SyncRecord};
-use baton_core::cycle::RolloutView;
 use baton_core::plan::{Action as PlanAction, Plan};
 use baton_core::rollout::{
     self, CheckOutcome, CheckRun, Decision, Input, OperatorCommand, Outcome, Phase, Reason,
-    RolloutState, RolloutStatus, Sample, Step,
+    RolloutState, RolloutStatus, Sample,
 };
 use baton_core::spec::{AppId, Repo, Spec};
 use baton_marathon::Scheduler;
@@ -137,75 +136,7 @@ impl RolloutConfig {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// SHIM (deleted at merge): WP-A's `baton_core::rollout::{view, RolloutSettings}` with the same
-// signature replaces `RolloutSettings` and `view` below; callers name them through this module
-// only, so the merge is a `pub use`.
-
-/// What of `baton serve`'s settings decides whether a rollout can run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RolloutSettings {
-    pub stats_sources: usize,
-    pub allow_check_commands: bool,
-}
-
-/// The rollouts as the cycle rule sees them (see [`RolloutView`]).
-pub fn view(repo: &Repo, live: &[Value], state: &State, settings: &RolloutSettings) -> RolloutView {
-    let mut v = RolloutView::default();
-    for id in state.rollouts.keys() {
-        if let Ok(id) = AppId::parse(id) {
-            v.active.insert(id);
-        }
-    }
-    let live_of = |id: &AppId| {
-        live.iter()
-            .find(|a| a.get("id").and_then(Value::as_str) == Some(id.as_str()))
-    };
-    for (id, spec) in &repo.specs {
-        let Some(r) = &spec.baton.rollout else {
-            continue;
-        };
-        if v.active.contains(id) {
-            continue;
-        }
-        let traffic = r.steps.iter().any(|s| matches!(s, Step::Traffic { .. }));
-        let command =
-            (r.steps.iter()).any(|s| matches!(s, Step::Isolated(rollout::Check::Command { .. })));
-        if traffic && settings.stats_sources == 0 {
-            v.blocked.insert(
-                id.clone(),
-                "traffic steps need --haproxy-stats (nothing to judge them by)".into(),
-            );
-            continue;
-        }
-        if command && !settings.allow_check_commands {
-            v.blocked.insert(
-                id.clone(),
-                "a command check needs --allow-check-commands".into(),
-            );
-            continue;
-        }
-        let digest = baton_core::ownership::digest_of_normalized(
-            &baton_core::ownership::normal_form(spec, &repo.config.owner),
-        );
-        let rolled_back = (state.apps.get(id.as_str()))
-            .and_then(|a| a.rolled_back.as_ref())
-            .is_some_and(|rb| rb.digest == digest);
-        if rolled_back {
-            v.rolled_back.insert(id.clone());
-            continue;
-        }
-        let grouped = live_of(id)
-            .and_then(|a| a.pointer("/labels")?.get(rollout::DEPLOYMENT_GROUP))
-            .is_some();
-        if grouped {
-            v.eligible.insert(id.clone());
-        }
-    }
-    v
-}
-// END SHIM
-// ---------------------------------------------------------------------------------------------
+pub use baton_core::rollout::view::{view, RolloutSettings};
 
 /// Persist a new rollout for each app the cycle rule diverted (`Decision.rollout_starts`):
 /// returns the apps started. An app whose spec is gone, or that already rolls out, is skipped.
