@@ -224,6 +224,11 @@ impl Servers {
                 for ip in &ips {
                     s.addrs.insert(format!("{ip}:{port}"), i);
                     s.names.insert(sanitize(&format!("{ip}_{port}")), i);
+                    // marathon-lb's name carries the agent's host too when it is not the
+                    // task's IP (always so with IP per task).
+                    if !host.is_empty() && host != *ip {
+                        s.names.insert(sanitize(&format!("{host}_{ip}_{port}")), i);
+                    }
                 }
             }
         }

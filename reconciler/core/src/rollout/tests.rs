@@ -1773,3 +1773,34 @@ mod properties {
         }
     }
 }
+
+/// marathon-lb names an IP-per-task server `host_taskip_containerport` when the agent's host
+/// differs from the task's IP (`marathon_lb.py`, "Create a unique, friendly name"), and its
+/// stats page has no `addr`: without that name the canary is never seen and no window opens.
+#[test]
+fn ip_per_task_rows_are_matched_by_marathon_lbs_host_ip_port_name() {
+    let app = json!({"networks": [{"mode": "container", "name": "dcos"}],
+        "container": {"portMappings": [{"containerPort": 8080}]}});
+    let row = |server: &str| ServerRow {
+        source: 0,
+        proxy: PROXY.into(),
+        server: server.into(),
+        addr: None,
+        counters: Counters::default(),
+    };
+    // The agent by name and by IP: both differ from the task's IP.
+    let named = [
+        json!({"host": "agent-4.example", "ipAddresses": [{"ipAddress": "9.0.0.4"}], "ports": []}),
+    ];
+    let servers = Servers::of_app(Some(&app), named.iter());
+    assert_eq!(
+        servers.task_of(&row("agent-4_example_9_0_0_4_8080")),
+        Some(0)
+    );
+    let by_ip =
+        [json!({"host": "10.1.0.7", "ipAddresses": [{"ipAddress": "9.0.0.5"}], "ports": []})];
+    let servers = Servers::of_app(Some(&app), by_ip.iter());
+    assert_eq!(servers.task_of(&row("10_1_0_7_9_0_0_5_8080")), Some(0));
+    // Another task's IP on the same agent is not this one.
+    assert_eq!(servers.task_of(&row("10_1_0_7_9_0_0_6_8080")), None);
+}
