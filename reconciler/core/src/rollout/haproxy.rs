@@ -285,6 +285,22 @@ pub fn seen(servers: &Servers, sample: &Sample) -> BTreeSet<usize> {
         .collect()
 }
 
+/// How many tasks of `servers` every load balancer serving the app shows: per source that has
+/// a row of `servers` or of `stable`, the tasks of `servers` seen there; the fewest over those
+/// sources (0 when there is none). A load balancer that has not reloaded yet still sends the
+/// canary's share to the stable, so nothing may be judged or switched on the others alone.
+pub fn seen_everywhere(servers: &Servers, stable: &Servers, sample: &Sample) -> usize {
+    let mut per_source: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+    for r in &sample.rows {
+        if let Some(t) = servers.task_of(r) {
+            per_source.entry(r.source).or_default().insert(t);
+        } else if stable.task_of(r).is_some() {
+            per_source.entry(r.source).or_default();
+        }
+    }
+    per_source.values().map(BTreeSet::len).min().unwrap_or(0)
+}
+
 impl Window {
     /// A window starting at `now_ms`, with the counters of `sample` as its base.
     pub fn open(now_ms: u64, sample: &Sample, canary: &Servers, stable: &Servers) -> Window {

@@ -419,7 +419,7 @@ impl<'s, 'i> Machine<'s, 'i> {
         let stable = Servers::of_app(self.input.stable, live_tasks(self.input.stable));
         let Some(mut window) = self.next.window.take() else {
             let serving = Servers::of_app(self.input.canary, tasks.iter().copied());
-            let seen = haproxy::seen(&serving, sample).len() as u64;
+            let seen = haproxy::seen_everywhere(&serving, &stable, sample) as u64;
             if seen < shape.instances {
                 self.hold(format!(
                     "the canary's tasks in the load balancer's stats ({seen}/{})",
@@ -498,7 +498,8 @@ impl<'s, 'i> Machine<'s, 'i> {
             return false;
         };
         let serving = Servers::of_app(self.input.canary, tasks.iter().copied());
-        let seen = haproxy::seen(&serving, sample).len() as u64;
+        let stable = Servers::of_app(self.input.stable, live_tasks(self.input.stable));
+        let seen = haproxy::seen_everywhere(&serving, &stable, sample) as u64;
         if seen < shape.instances && !self.take_promote() {
             self.hold(format!(
                 "the canary's tasks in the load balancer's stats ({seen}/{})",

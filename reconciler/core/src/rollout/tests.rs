@@ -1804,3 +1804,107 @@ fn ip_per_task_rows_are_matched_by_marathon_lbs_host_ip_port_name() {
     // Another task's IP on the same agent is not this one.
     assert_eq!(servers.task_of(&row("10_1_0_7_9_0_0_6_8080")), None);
 }
+
+/// With several load balancers (`--haproxy-stats` twice), one that has not reloaded yet still
+/// sends the canary's share to the stable: a window must not open, and the stable must not be
+/// written at the switch, until every load balancer serving the app shows the canary's tasks.
+/// A source that serves other apps only (no row of the stable's) does not hold anything.
+#[test]
+fn every_load_balancer_serving_the_app_must_show_the_canary() {
+    let mut sim = Sim::new(10);
+    let s = spec("v2", 10);
+    let mut state = at_step(&mut sim, &s, 1);
+    state.window = None;
+    let canary_servers = Servers::of(sim.app(CANARY).unwrap()["tasks"].as_array().unwrap());
+    // Source 0 has reloaded; source 1 still shows the stable's servers only; source 2 is a
+    // load balancer of other apps.
+    let lagging = |sim: &Sim, canary_too: bool| {
+        let mut rows = sim.sample().rows;
+        let behind: Vec<ServerRow> = rows
+            .iter()
+            .filter(|r| canary_too || canary_servers.task_of(r).is_none())
+            .map(|r| ServerRow {
+                source: 1,
+                ..r.clone()
+            })
+            .collect();
+        rows.extend(behind);
+        rows.push(ServerRow {
+            source: 2,
+            proxy: "other_10200".into(),
+            server: "10_9_9_9_31999".into(),
+            addr: None,
+            counters: Counters::default(),
+        });
+        Sample { rows }
+    };
+    fn input<'a>(s: &'a Spec, sim: &'a Sim, sample: &'a Sample) -> Input<'a> {
+        Input {
+            spec: Some(s),
+            spec_invalid: false,
+            owner: OWNER,
+            rev: "c2",
+            stable: sim.app(STABLE),
+            canary: sim.app(CANARY),
+            sample: Some(sample),
+            check: None,
+            operator: None,
+            now_ms: sim.now,
+        }
+    }
+    let behind = lagging(&sim, false);
+    let d = advance(&state, &input(&s, &sim, &behind));
+    assert_eq!(d.next.unwrap().window, None, "{:?}", d.status.waiting_for);
+    let caught_up = lagging(&sim, true);
+    let d = advance(&state, &input(&s, &sim, &caught_up));
+    assert!(d.next.unwrap().window.is_some());
+
+    // The switch: the canary scaled to S, shown by source 0 only.
+    let mut sim = Sim::new(10);
+    let state = {
+        let mut st = start(&s, "c2", sim.now);
+        for _ in 0..30 {
+            if st.phase == Phase::Switch {
+                break;
+            }
+            let check = CheckOutcome::Passed;
+            let d = step(
+                &mut sim,
+                &st,
+                &s,
+                Extra {
+                    check: (st.phase == Phase::Check).then_some(&check),
+                    operator: st.window.is_some().then_some(OperatorCommand::Promote),
+                    ..Extra::default()
+                },
+            );
+            st = d.next.expect("still rolling out");
+            sim.now += 1_000;
+        }
+        assert_eq!(st.phase, Phase::Switch, "{st:?}");
+        st
+    };
+    // The step that moved to the switch scaled the canary to S.
+    assert_eq!(sim.app(CANARY).unwrap()["instances"], 10);
+    let canary_servers = Servers::of(sim.app(CANARY).unwrap()["tasks"].as_array().unwrap());
+    let behind = {
+        let mut rows = sim.sample().rows;
+        let lag: Vec<ServerRow> = rows
+            .iter()
+            .filter(|r| canary_servers.task_of(r).is_none())
+            .map(|r| ServerRow {
+                source: 1,
+                ..r.clone()
+            })
+            .collect();
+        rows.extend(lag);
+        Sample { rows }
+    };
+    let d = advance(&state, &input(&s, &sim, &behind));
+    assert!(
+        d.plan.is_empty(),
+        "the stable is not written: {:?}",
+        writes(&d)
+    );
+    assert_eq!(d.next.unwrap().phase, Phase::Switch);
+}
