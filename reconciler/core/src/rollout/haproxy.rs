@@ -25,7 +25,8 @@ pub enum CsvError {
     Format(String),
 }
 
-/// The columns summed into [`Counters::responses`].
+/// The columns summed into [`Counters::responses`] (with `eresp`, which counts into
+/// [`Counters::errors`] too).
 const RESPONSE_COLUMNS: [&str; 6] = [
     "hrsp_1xx",
     "hrsp_2xx",
@@ -78,6 +79,9 @@ pub fn parse_csv(source: usize, bytes: &[u8]) -> Result<Vec<ServerRow>, CsvError
     let addr = column("addr");
     let responses: Vec<usize> = RESPONSE_COLUMNS.iter().filter_map(|c| column(c)).collect();
     let errors = column("hrsp_5xx");
+    // Responses that failed at the server (a timeout: HAProxy answers 504; a dropped
+    // connection: 502): the client got a 5xx, but the server's `hrsp_*` do not count it.
+    let failed = column("eresp");
 
     let mut rows = Vec::new();
     for (i, record) in records.take(MAX_ROWS).enumerate() {
@@ -121,6 +125,11 @@ pub fn parse_csv(source: usize, bytes: &[u8]) -> Result<Vec<ServerRow>, CsvError
         }
         if let Some(c) = errors {
             counters.errors = number(c)?;
+        }
+        if let Some(c) = failed {
+            let n = number(c)?;
+            counters.responses = counters.responses.saturating_add(n);
+            counters.errors = counters.errors.saturating_add(n);
         }
         rows.push(ServerRow {
             source,

@@ -174,9 +174,10 @@ pub enum Reason {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Counters {
-    /// Responses of any status (`hrsp_1xx` .. `hrsp_other`).
+    /// Responses of any status (`hrsp_1xx` .. `hrsp_other`), plus failed responses (`eresp`:
+    /// HAProxy's own 502/504 for a server that timed out or dropped the connection).
     pub responses: u64,
-    /// `hrsp_5xx`.
+    /// `hrsp_5xx` plus `eresp`.
     pub errors: u64,
 }
 

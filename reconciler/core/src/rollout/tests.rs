@@ -1908,3 +1908,30 @@ fn every_load_balancer_serving_the_app_must_show_the_canary() {
     );
     assert_eq!(d.next.unwrap().phase, Phase::Switch);
 }
+
+/// A canary that hangs (HAProxy answers 504 at `timeout server`) or drops its connections
+/// (502) gets no `hrsp_5xx` on its server row, only `eresp`: the client saw a 5xx all the same
+/// (`retries`/`redispatch` retry connections, not responses). Captured from HAProxy 2.6.12, see
+/// `fixtures/haproxy/README.md`: three servers, one hanging, one closing, one answering 500,
+/// each sent 2 requests.
+#[test]
+fn failed_responses_haproxy_made_itself_count_as_canary_errors() {
+    const ERESP: &[u8] = include_bytes!("../../../../fixtures/haproxy/eresp-2.6.12.csv");
+    let rows = haproxy::parse_csv(0, ERESP).unwrap();
+    let servers: Vec<(&str, Counters)> = rows
+        .iter()
+        .filter(|r| r.proxy == "shop_api_10100")
+        .map(|r| (r.server.as_str(), r.counters))
+        .collect();
+    assert_eq!(servers.len(), 3, "{servers:?}");
+    for (server, c) in servers {
+        assert_eq!(
+            c,
+            Counters {
+                responses: 2,
+                errors: 2
+            },
+            "{server}: every request it was sent failed"
+        );
+    }
+}
