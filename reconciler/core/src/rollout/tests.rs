@@ -1935,3 +1935,83 @@ fn failed_responses_haproxy_made_itself_count_as_canary_errors() {
         );
     }
 }
+
+/// The stats CSV is whatever a URL answered: any bytes give rows or an error, never a panic;
+/// rows stay within the bounds and errors never exceed responses.
+mod csv_input {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::{any, prop_oneof, proptest, Just, ProptestConfig};
+    use proptest::strategy::Strategy as _;
+
+    /// Cells a hostile or broken source might send: names of the columns read, numbers at and
+    /// past u64's edge, quotes, separators, control and multi-byte characters.
+    fn cell() -> impl proptest::strategy::Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just("# pxname".to_string()),
+            Just("#".to_string()),
+            Just("pxname".to_string()),
+            Just("svname".to_string()),
+            Just("type".to_string()),
+            Just("addr".to_string()),
+            Just("hrsp_2xx".to_string()),
+            Just("hrsp_5xx".to_string()),
+            Just("eresp".to_string()),
+            Just("FRONTEND".to_string()),
+            Just("BACKEND".to_string()),
+            Just("2".to_string()),
+            Just("18446744073709551615".to_string()),
+            Just("18446744073709551616".to_string()),
+            Just("-1".to_string()),
+            Just("\"".to_string()),
+            Just("\"a,\"\"b\"".to_string()),
+            Just("\r".to_string()),
+            Just("\u{0}é\u{202e}".to_string()),
+            "[0-9]{1,25}",
+            ".{0,12}",
+        ]
+    }
+
+    fn text() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        vec(vec(cell(), 0..12), 0..12).prop_map(|lines| {
+            lines
+                .iter()
+                .map(|l| l.join(","))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .into_bytes()
+        })
+    }
+
+    fn check(bytes: &[u8]) {
+        if let Ok(rows) = haproxy::parse_csv(3, bytes) {
+            assert!(rows.len() <= haproxy::MAX_ROWS);
+            for r in rows {
+                assert_eq!(r.source, 3);
+                assert!(r.counters.errors <= r.counters.responses, "{r:?}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn any_bytes_never_panic(bytes in vec(any::<u8>(), 0..2_048)) {
+            check(&bytes);
+        }
+
+        #[test]
+        fn csv_shaped_input_never_panics(bytes in text()) {
+            check(&bytes);
+        }
+
+        #[test]
+        fn a_valid_header_with_hostile_rows_never_panics(rows in text()) {
+            let mut bytes = b"# pxname,svname,hrsp_1xx,hrsp_2xx,hrsp_5xx,eresp,type,addr\n".to_vec();
+            bytes.extend(rows);
+            check(&bytes);
+        }
+    }
+}
