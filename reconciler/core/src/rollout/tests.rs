@@ -2015,3 +2015,82 @@ mod csv_input {
         }
     }
 }
+
+/// Every phase and every reason survives the state file (and an outcome the status), and a
+/// state written by a newer Baton with fields this one does not know still loads.
+#[test]
+fn every_phase_and_reason_round_trips_and_unknown_fields_are_ignored() {
+    let reasons = [
+        Reason::CheckFailed {
+            output: "exit 1: \"quoted\"\n".into(),
+        },
+        Reason::Analysis {
+            step: 2,
+            requests: u64::MAX,
+            errors: 7,
+            rate: 0.1 + 0.2,
+        },
+        Reason::Crashed {
+            message: "canary task x ended TASK_FAILED".into(),
+        },
+        Reason::Deadline {
+            phase: "step".into(),
+        },
+        Reason::Superseded,
+        Reason::Aborted,
+        Reason::SpecRemoved,
+    ];
+    let mut phases = vec![
+        Phase::Launch,
+        Phase::Check,
+        Phase::Step { index: 3 },
+        Phase::Switch,
+        Phase::UpdateStable,
+        Phase::Retire,
+    ];
+    phases.extend(
+        reasons
+            .iter()
+            .cloned()
+            .map(|reason| Phase::RollBack { reason }),
+    );
+    let s = spec("v2", 10);
+    for phase in phases {
+        let mut state = start(&s, "c2", T0);
+        state.phase = phase;
+        state.window = Some(Window {
+            since_ms: T0,
+            last: [(
+                "0/p/s".to_string(),
+                Counters {
+                    responses: u64::MAX,
+                    errors: 1,
+                },
+            )]
+            .into(),
+            canary: Counters::default(),
+            stable: Counters {
+                responses: 3,
+                errors: 0,
+            },
+        });
+        let text = serde_json::to_string(&state).unwrap();
+        let back: RolloutState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, state, "{text}");
+        // A newer Baton's extra fields, at every level.
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        v["fromTheFuture"] = json!(1);
+        v["window"]["fromTheFuture"] = json!(1);
+        if v["phase"].get("reason").is_some() {
+            v["phase"]["reason"]["fromTheFuture"] = json!(1);
+        }
+        v["phase"]["fromTheFuture"] = json!(1);
+        let back: RolloutState = serde_json::from_value(v).unwrap();
+        assert_eq!(back, state);
+    }
+    for reason in reasons {
+        let outcome = Outcome::RolledBack { reason };
+        let text = serde_json::to_string(&outcome).unwrap();
+        assert_eq!(serde_json::from_str::<Outcome>(&text).unwrap(), outcome);
+    }
+}
