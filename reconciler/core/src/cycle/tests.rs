@@ -1317,6 +1317,7 @@ fn rollout_state(phase: crate::rollout::Phase) -> crate::rollout::RolloutState {
         entered_ms: 0,
         window: None,
         timeline: Vec::new(),
+        analysis: None,
     }
 }
 

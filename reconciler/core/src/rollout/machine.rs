@@ -53,11 +53,8 @@ const MAX_MOVES: usize = 8;
 /// `AppState.rolled_back.digest` holds) covers the owner label, which is not known here; the
 /// first [`advance`] with the spec replaces it (see [`spec_digest`]).
 pub fn start(spec: &Spec, rev: &str, now_ms: u64) -> RolloutState {
-    let strategy = spec
-        .baton
-        .rollout
-        .as_ref()
-        .map_or(Strategy::Canary, |r| r.strategy);
+    let rollout = spec.baton.rollout.as_ref();
+    let strategy = rollout.map_or(Strategy::Canary, |r| r.strategy);
     RolloutState {
         commit: rev.to_string(),
         digest: provisional_digest(spec),
@@ -71,6 +68,7 @@ pub fn start(spec: &Spec, rev: &str, now_ms: u64) -> RolloutState {
             at_ms: now_ms,
             event: format!("rollout of {rev} started"),
         }],
+        analysis: rollout.map(|r| r.analysis),
     }
 }
 
@@ -194,6 +192,9 @@ impl<'s, 'i> Machine<'s, 'i> {
         );
         let mut next = state.clone();
         let mut settled_digest = false;
+        if let Some(r) = input.spec.and_then(|s| s.baton.rollout.as_ref()) {
+            next.analysis = Some(r.analysis);
+        }
         if let Some(spec) = input.spec {
             if next.digest == provisional_digest(spec) {
                 next.digest = spec_digest(spec, input.owner);
@@ -258,6 +259,9 @@ impl<'s, 'i> Machine<'s, 'i> {
             }
         }
         if self.input.spec_invalid {
+            if let Some(reason) = self.judge_without_spec(phase) {
+                return Some(self.roll_back(reason));
+            }
             self.hold(format!(
                 "the app's spec does not validate at {}: holding",
                 short(self.input.rev)
@@ -301,6 +305,30 @@ impl<'s, 'i> Machine<'s, 'i> {
             return Some(true);
         }
         None
+    }
+
+    /// While the spec does not validate: a traffic step's window is still observed, and a
+    /// failing one (by the limits last seen) is the reason to roll back; nothing passes.
+    fn judge_without_spec(&mut self, phase: &Phase) -> Option<Reason> {
+        let Phase::Step { index } = *phase else {
+            return None;
+        };
+        let (analysis, sample) = (self.next.analysis?, self.input.sample?);
+        let mut window = self.next.window.take()?;
+        let canary = Servers::of_app(self.input.canary, live_tasks(self.input.canary));
+        let stable = Servers::of_app(self.input.stable, live_tasks(self.input.stable));
+        window.observe(sample, &canary, &stable);
+        let c = window.canary;
+        let rate = haproxy::error_rate(&c);
+        self.next.window = Some(window);
+        (c.responses >= analysis.min_requests && rate > analysis.max_error_rate).then_some(
+            Reason::Analysis {
+                step: index,
+                requests: c.responses,
+                errors: c.errors,
+                rate,
+            },
+        )
     }
 
     /// Roll back when `phase` has lasted longer than the app's deadline (a traffic step: its

@@ -1078,8 +1078,9 @@ fn an_invalid_spec_holds_everything() {
     let mut sim = Sim::new(10);
     let s = spec("v2", 10);
     let state = at_step(&mut sim, &s, 1);
+    // Past the pause, with passing numbers: not promoted.
     sim.now += 120_000;
-    sim.serve(CANARY, 100, 100);
+    sim.serve(CANARY, 100, 0);
     let d = run(
         &sim,
         &state,
@@ -1092,8 +1093,45 @@ fn an_invalid_spec_holds_everything() {
     assert!(d.plan.is_empty());
     let next = d.next.unwrap();
     assert_eq!(next.phase, Phase::Step { index: 1 });
-    assert_eq!(next.window, state.window);
     assert!(d.status.waiting_for.unwrap().contains("does not validate"));
+}
+
+/// A canary serving errors keeps a share of the users' traffic for as long as it runs: a spec
+/// that stops validating mid-step (a broken push) must not keep it there. The window is still
+/// judged, with the limits the rollout started with, and fails as it would have; it never
+/// passes while the spec is invalid.
+#[test]
+fn an_invalid_spec_still_rolls_back_a_failing_canary() {
+    let mut sim = Sim::new(10);
+    let s = spec("v2", 10);
+    let state = at_step(&mut sim, &s, 1);
+    sim.now += 5_000;
+    sim.serve(CANARY, 100, 100);
+    let d = run(
+        &sim,
+        &state,
+        &s,
+        Extra {
+            spec_invalid: true,
+            ..Extra::default()
+        },
+    );
+    assert_eq!(writes(&d), vec![(CANARY.to_string(), Action::Delete)]);
+    assert!(
+        matches!(
+            d.next.unwrap().phase,
+            Phase::RollBack {
+                reason: Reason::Analysis {
+                    step: 1,
+                    requests: 100,
+                    errors: 100,
+                    ..
+                }
+            }
+        ),
+        "{:?}",
+        d.status
+    );
 }
 
 #[test]
