@@ -2132,3 +2132,35 @@ fn every_phase_and_reason_round_trips_and_unknown_fields_are_ignored() {
         assert_eq!(serde_json::from_str::<Outcome>(&text).unwrap(), outcome);
     }
 }
+
+/// `baton.ignore` keeps the live value of what it covers: over the labels, the deployment-group
+/// label Baton adds would never land, the app would never be eligible, and every change would
+/// silently be a plain update in place, with a `rollout` block in git saying otherwise.
+#[test]
+fn a_rollout_app_may_not_ignore_its_deployment_group_label() {
+    let text = |ignore: &str| {
+        format!(
+            "cmd: ./serve\ninstances: 10\nlabels: {{HAPROXY_GROUP: external, HAPROXY_0_MODE: http}}\nportDefinitions: [{{port: 10100}}]\nbaton:\n  ignore: [/instances, {ignore}]\n  rollout: {{}}\n"
+        )
+    };
+    let api = AppId::parse("/api").unwrap();
+    for ignore in ["/labels", "/labels/HAPROXY_DEPLOYMENT_GROUP"] {
+        let t = text(ignore);
+        let r = crate::spec::load::from_texts(&[
+            ("baton.yaml", "owner: team\n"),
+            ("apps/api.yaml", &t),
+        ]);
+        assert!(r.invalid.contains(&api), "{ignore}: {:?}", r.diagnostics);
+        assert!(
+            r.diagnostics.iter().any(|d| d.pointer == "/baton/ignore/1"
+                && d.message.contains("HAPROXY_DEPLOYMENT_GROUP")),
+            "{ignore}: {:?}",
+            r.diagnostics
+        );
+    }
+    // Other labels may be someone else's.
+    let t = text("/labels/cost-centre");
+    let r =
+        crate::spec::load::from_texts(&[("baton.yaml", "owner: team\n"), ("apps/api.yaml", &t)]);
+    assert!(r.invalid.is_empty(), "{:?}", r.diagnostics);
+}
