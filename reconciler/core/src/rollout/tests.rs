@@ -1785,7 +1785,10 @@ mod properties {
                 }
                 if invalid && !matches!(state.phase, Phase::RollBack { .. } | Phase::Retire) {
                     let aborting = matches!(next_phase, Some(Phase::RollBack { reason: Reason::Aborted }));
-                    prop_assert!(d.plan.is_empty() || aborting, "wrote while the spec is invalid");
+                    // A failing window is still judged: the canary goes, nothing else is written.
+                    let failing = matches!(next_phase, Some(Phase::RollBack { reason: Reason::Analysis { .. } }))
+                        && d.plan.changes().all(|c| c.app.as_str() == CANARY && c.action == Action::Delete);
+                    prop_assert!(d.plan.is_empty() || aborting || failing, "wrote while the spec is invalid");
                 }
                 if matches!(next_phase, Some(Phase::RollBack { .. })) {
                     rolled_back = true;
