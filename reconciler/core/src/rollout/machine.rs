@@ -395,7 +395,7 @@ impl<'s, 'i> Machine<'s, 'i> {
         match self.check.take() {
             Some(CheckOutcome::Passed) => self.move_to(after, "check passed"),
             Some(CheckOutcome::Failed { output }) => self.roll_back(Reason::CheckFailed {
-                output: output.clone(),
+                output: redact_env(output, self.input.canary, self.input.spec),
             }),
             None => {
                 let Some(task) = tasks.first() else {
@@ -807,7 +807,8 @@ impl<'s, 'i> Machine<'s, 'i> {
         }
         let field = |k: &str| failure.get(k).and_then(Value::as_str).unwrap_or("");
         let mut message = format!("canary task {} ended {}", field("taskId"), field("state"));
-        let said = field("message");
+        // Redacted before the cut, so that no prefix of a value is left either.
+        let said = redact_env(field("message"), self.input.canary, self.input.spec);
         if !said.is_empty() {
             message.push_str(": ");
             message.extend(said.chars().take(300));
@@ -963,6 +964,29 @@ impl<'s, 'i> Machine<'s, 'i> {
             status,
         }
     }
+}
+
+/// `text` without the app's env values (live or as spec'd): Mesos' message for a container that
+/// did not start can quote the whole `docker run` line, `-e NAME=value` for each, and a failed
+/// check's output is what the task answered (a health page may dump its config). Values under 4
+/// characters (`on`, `1`) are left: they are no secrets and would mangle the text.
+fn redact_env(text: &str, live: Option<&Value>, spec: Option<&Spec>) -> String {
+    let mut values: Vec<&str> = [live, spec.map(|s| &s.app)]
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.get("env").and_then(Value::as_object))
+        .flat_map(|env| env.values().filter_map(Value::as_str))
+        .filter(|v| v.chars().count() >= 4)
+        .collect();
+    // Longest first: a value containing another is replaced whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut out = text.to_string();
+    for v in values {
+        if out.contains(v) {
+            out = out.replace(v, "***");
+        }
+    }
+    out
 }
 
 /// The isolated step's check, if the rollout has one.

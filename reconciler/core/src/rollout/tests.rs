@@ -2167,3 +2167,81 @@ fn a_rollout_app_may_not_ignore_its_deployment_group_label() {
         crate::spec::load::from_texts(&[("baton.yaml", "owner: team\n"), ("apps/api.yaml", &t)]);
     assert!(r.invalid.is_empty(), "{:?}", r.diagnostics);
 }
+
+/// Mesos' failure message of a container that did not start can quote the whole `docker run`
+/// line, `-e NAME=value` for every env var of the app. The rollback's reason goes to the
+/// timeline, `/api/status`, notifications and the log: no env value of the app may be in it.
+#[test]
+fn a_crash_message_never_carries_the_apps_env_values() {
+    let mut sim = Sim::new(10);
+    let s = spec("v2", 10);
+    let state = at_step(&mut sim, &s, 1);
+    let secret = "hunter2-Zq8xV3pL";
+    let canary = sim.apps.get_mut(CANARY).unwrap();
+    canary["env"] = json!({"DB_PASSWORD": secret, "MODE": "on", "TOKEN": {"secret": "tok"}});
+    let head = format!("Failed to run 'docker -H unix:///var/run/docker.sock run -e MODE=on -e DB_PASSWORD={secret} img': exited with status 125; ");
+    // The message is cut at 300 characters: 6 of the secret's second copy before the cut.
+    let padding = "x".repeat(300 - head.len() - "DB_PASSWORD=".len() - 6);
+    canary["lastTaskFailure"] = json!({
+        "appId": CANARY, "taskId": "t1", "state": "TASK_FAILED",
+        "message": format!("{head}{padding}DB_PASSWORD={secret}"),
+        "timestamp": rfc3339(sim.now - 500), "version": rfc3339(sim.now - 500)
+    });
+    let d = run(&sim, &state, &s, Extra::default());
+    assert_eq!(writes(&d), vec![(CANARY.to_string(), Action::Delete)]);
+    let next = d.next.unwrap();
+    let Phase::RollBack {
+        reason: Reason::Crashed { message },
+    } = &next.phase
+    else {
+        panic!("{:?}", next.phase);
+    };
+    assert!(message.contains("exited with status 125"), "{message}");
+    let everything = format!(
+        "{}{}",
+        serde_json::to_string(&next).unwrap(),
+        serde_json::to_string(&d.status).unwrap()
+    );
+    // Nor a prefix of it, cut at the message's bound.
+    assert!(!everything.contains(&secret[..6]), "{everything}");
+}
+
+/// A failed http check's output is the tail of what the task answered, and a health page may
+/// dump its configuration: the app's env values stay out of the rollback's reason too.
+#[test]
+fn a_failed_checks_output_never_carries_the_apps_env_values() {
+    let mut sim = Sim::new(10);
+    let mut s = spec("v2", 10);
+    let secret = "sk_live_4eC39HqLyjWDarjtT1";
+    s.app["env"] = json!({"API_KEY": secret});
+    let state = start(&s, "c2", sim.now);
+    let state = step(&mut sim, &state, &s, Extra::default()).next.unwrap();
+    let state = run(&sim, &state, &s, Extra::default()).next.unwrap();
+    assert_eq!(state.phase, Phase::Check);
+    let failed = CheckOutcome::Failed {
+        output: format!("GET /health: 500 {{\"env\":{{\"API_KEY\":\"{secret}\"}}}}"),
+    };
+    let d = run(
+        &sim,
+        &state,
+        &s,
+        Extra {
+            check: Some(&failed),
+            ..Extra::default()
+        },
+    );
+    let next = d.next.unwrap();
+    let Phase::RollBack {
+        reason: Reason::CheckFailed { output },
+    } = &next.phase
+    else {
+        panic!("{:?}", next.phase);
+    };
+    assert!(output.starts_with("GET /health: 500"), "{output}");
+    let everything = format!(
+        "{}{}",
+        serde_json::to_string(&next).unwrap(),
+        serde_json::to_string(&d.status).unwrap()
+    );
+    assert!(!everything.contains(secret), "{everything}");
+}
