@@ -259,7 +259,7 @@ impl<'s, 'i> Machine<'s, 'i> {
             }
         }
         if self.input.spec_invalid {
-            if let Some(reason) = self.judge_without_spec(phase) {
+            if let Some(reason) = self.judge_failure_only(phase) {
                 return Some(self.roll_back(reason));
             }
             self.hold(format!(
@@ -307,9 +307,10 @@ impl<'s, 'i> Machine<'s, 'i> {
         None
     }
 
-    /// While the spec does not validate: a traffic step's window is still observed, and a
+    /// While the step cannot go on (the spec does not validate, a canary task is unhealthy or
+    /// its scale under way) the canary still serves: an open window is still observed, and a
     /// failing one (by the limits last seen) is the reason to roll back; nothing passes.
-    fn judge_without_spec(&mut self, phase: &Phase) -> Option<Reason> {
+    fn judge_failure_only(&mut self, phase: &Phase) -> Option<Reason> {
         let Phase::Step { index } = *phase else {
             return None;
         };
@@ -436,7 +437,12 @@ impl<'s, 'i> Machine<'s, 'i> {
             );
         }
         let tasks = match self.ensure_canary(shape) {
-            Canary::Pending => return false,
+            Canary::Pending => {
+                return match self.judge_failure_only(&Phase::Step { index }) {
+                    Some(reason) => self.roll_back(reason),
+                    None => false,
+                };
+            }
             Canary::Ready(tasks) => tasks,
         };
         let Some(sample) = self.input.sample else {
@@ -877,6 +883,9 @@ impl<'s, 'i> Machine<'s, 'i> {
     }
 
     fn roll_back(&mut self, reason: Reason) -> bool {
+        // A write of the canary planned earlier in this decision is moot: it is removed.
+        let canary = self.next.canary.clone();
+        self.changes.retain(|c| c.app.as_str() != canary);
         let why = format!("rolling back: {}", describe(&reason));
         self.move_to(Phase::RollBack { reason }, &why)
     }

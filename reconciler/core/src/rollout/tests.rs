@@ -2245,3 +2245,56 @@ fn a_failed_checks_output_never_carries_the_apps_env_values() {
     );
     assert!(!everything.contains(secret), "{everything}");
 }
+
+/// A step's window stays judged while a canary task is unhealthy (or its scale is under way):
+/// the healthy ones keep serving their share, and a canary failing health checks now and then
+/// while answering 5xx must not serve users until the deadline.
+#[test]
+fn an_open_window_is_judged_while_a_canary_task_is_unhealthy() {
+    let mut sim = Sim::new(10);
+    let s = spec("v2", 10);
+    let state = at_step(&mut sim, &s, 2);
+    assert_eq!(
+        sim.app(CANARY).unwrap()["tasks"].as_array().unwrap().len(),
+        5
+    );
+    sim.apps.get_mut(CANARY).unwrap()["tasks"][0]["healthCheckResults"] = json!([{"alive": false}]);
+    sim.now += 5_000;
+    sim.serve(CANARY, 20, 10);
+    let d = run(&sim, &state, &s, Extra::default());
+    assert_eq!(writes(&d), vec![(CANARY.to_string(), Action::Delete)]);
+    assert!(
+        matches!(
+            d.next.unwrap().phase,
+            Phase::RollBack {
+                reason: Reason::Analysis { step: 2, .. }
+            }
+        ),
+        "{:?}",
+        d.status
+    );
+    // Failing while the canary is being written again (edited by hand): the rollback drops
+    // that write; only the removal is planned.
+    let mut sim = Sim::new(10);
+    let state = at_step(&mut sim, &s, 2);
+    sim.apps.get_mut(CANARY).unwrap()["cmd"] = json!("edited by hand");
+    sim.now += 5_000;
+    sim.serve(CANARY, 20, 10);
+    let d = run(&sim, &state, &s, Extra::default());
+    assert_eq!(writes(&d), vec![(CANARY.to_string(), Action::Delete)]);
+    // Passing numbers do not pass the step while a task is unhealthy.
+    let mut sim = Sim::new(10);
+    let state = at_step(&mut sim, &s, 2);
+    sim.apps.get_mut(CANARY).unwrap()["tasks"][0]["healthCheckResults"] = json!([{"alive": false}]);
+    sim.now += 120_000;
+    sim.serve(CANARY, 100, 0);
+    let d = run(&sim, &state, &s, Extra::default());
+    assert!(d.plan.is_empty());
+    let next = d.next.unwrap();
+    assert_eq!(next.phase, Phase::Step { index: 2 });
+    assert_eq!(
+        next.window.unwrap().canary.responses,
+        500,
+        "observed meanwhile"
+    );
+}
