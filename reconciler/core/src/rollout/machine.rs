@@ -783,9 +783,15 @@ impl<'s, 'i> Machine<'s, 'i> {
     }
 
     /// The canary's size at the switch: enough to drain every stable server, and the size the
-    /// new definition asks for when that is more.
+    /// new definition asks for when that is more (unless `instances` is under `baton.ignore`:
+    /// an autoscaler's, and the number in git means nothing).
     fn switch_instances(&self) -> u64 {
-        self.stable_instances().max(self.spec_instances()).max(1)
+        let ignored = self
+            .input
+            .spec
+            .is_some_and(|s| crate::diff::under_any("/instances", &s.baton.ignore));
+        let spec = if ignored { 1 } else { self.spec_instances() };
+        self.stable_instances().max(spec).max(1)
     }
 
     /// A live app at the canary's id that this rollout does not own: never written or deleted.

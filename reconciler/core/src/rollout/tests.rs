@@ -2298,3 +2298,52 @@ fn an_open_window_is_judged_while_a_canary_task_is_unhealthy() {
         "observed meanwhile"
     );
 }
+
+/// With `baton.ignore: [/instances]` an autoscaler owns the stable's size and the spec's
+/// `instances` means nothing: the switch sizes the canary by the live stable (enough to drain
+/// it), not by a stale number in git that could be many times the cluster's room.
+#[test]
+fn an_autoscaled_stable_sizes_the_switch_by_its_live_instances() {
+    let mut sim = Sim::new(10);
+    let mut s = spec("v2", 40);
+    s.baton.ignore = vec!["/instances".into()];
+    let mut state = start(&s, "c2", sim.now);
+    let mut switch_size = None;
+    for _ in 0..30 {
+        let check = CheckOutcome::Passed;
+        let d = step(
+            &mut sim,
+            &state,
+            &s,
+            Extra {
+                check: (state.phase == Phase::Check).then_some(&check),
+                operator: state.window.is_some().then_some(OperatorCommand::Promote),
+                ..Extra::default()
+            },
+        );
+        if let Some(c) = d
+            .plan
+            .changes()
+            .find(|c| c.app.as_str() == CANARY && c.body.is_some())
+        {
+            let n = c.body.as_ref().unwrap()["instances"].as_u64().unwrap();
+            assert!(n <= 10, "the canary was sized {n} for a stable of 10");
+            if d.next.as_ref().is_some_and(|n| n.phase == Phase::Switch) {
+                switch_size = Some(n);
+            }
+        }
+        if let Some(c) = d.plan.changes().find(|c| c.app.as_str() == STABLE) {
+            assert_eq!(
+                c.body.as_ref().unwrap()["instances"],
+                10,
+                "the live size is kept"
+            );
+        }
+        sim.now += 1_000;
+        match d.next {
+            Some(n) => state = n,
+            None => break,
+        }
+    }
+    assert_eq!(switch_size, Some(10));
+}
