@@ -128,7 +128,9 @@ fn parse_rfc3339(s: &str) -> Option<u64> {
 /// 1..=S (marathon-lb drains one stable server per healthy canary task, so the share is C/S).
 pub fn instances_at(percent: u8, stable: u64) -> u64 {
     let s = stable.max(1);
-    ((u64::from(percent) * s + 50) / 100).clamp(1, s)
+    // In u128: `instances` is whatever the scheduler's JSON said.
+    let c = (u128::from(percent) * u128::from(s) + 50) / 100;
+    u64::try_from(c).unwrap_or(s).clamp(1, s)
 }
 
 /// The phase's name as `/api/status` shows it.

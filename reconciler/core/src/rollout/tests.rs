@@ -2347,3 +2347,16 @@ fn an_autoscaled_stable_sizes_the_switch_by_its_live_instances() {
     }
     assert_eq!(switch_size, Some(10));
 }
+
+/// `instances` comes from the scheduler's JSON: any u64, never an overflow.
+#[test]
+fn canary_sizes_never_overflow() {
+    for s in [u64::MAX, u64::MAX / 99, 1 << 62] {
+        for p in [1u8, 10, 50, 99, 100] {
+            let c = instances_at(p, s);
+            assert!((1..=s).contains(&c), "{p}% of {s}: {c}");
+        }
+    }
+    assert_eq!(instances_at(100, u64::MAX), u64::MAX);
+    assert_eq!(instances_at(50, u64::MAX), u64::MAX / 2 + 1);
+}
