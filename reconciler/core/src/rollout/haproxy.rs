@@ -329,11 +329,14 @@ impl Window {
     /// last seen, or the raw counters when they went down (each marathon-lb reload starts a new
     /// HAProxy at zero) or the server is new.
     pub fn observe(&mut self, sample: &Sample, canary: &Servers, stable: &Servers) {
-        let mut last = BTreeMap::new();
+        // What a sample lacks is kept: a row back after a gap (a page cut at its bound) is a
+        // difference to its last counters, not its whole history again. (Bounded by the
+        // servers seen in this window's life, one step.)
+        let mut last = std::mem::take(&mut self.last);
         for (is_canary, row) in relevant(sample, canary, stable) {
             let key = row_key(row);
             let raw = row.counters;
-            let d = match self.last.get(&key) {
+            let d = match last.get(&key) {
                 Some(prev) if raw.responses >= prev.responses && raw.errors >= prev.errors => {
                     Counters {
                         responses: raw.responses - prev.responses,

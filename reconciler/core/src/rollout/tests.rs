@@ -2360,3 +2360,48 @@ fn canary_sizes_never_overflow() {
     assert_eq!(instances_at(100, u64::MAX), u64::MAX);
     assert_eq!(instances_at(50, u64::MAX), u64::MAX / 2 + 1);
 }
+
+/// A server row missing from one sample (a stats page cut at its size bound, a source that
+/// answered from a process that does not have it) and back in the next, with the counters of
+/// the same process, is a difference to what was last seen of it, not new traffic: counting
+/// its raw counters again would count the earlier steps' traffic into this window (and pass
+/// `minRequests` at once).
+#[test]
+fn a_row_missing_from_one_sample_is_not_counted_twice() {
+    let canary_tasks = [json!({"host": "127.0.0.1", "ports": [31001]})];
+    let canary = Servers::of(canary_tasks.iter());
+    let stable = Servers::of(std::iter::empty());
+    let sample = |rows: &[(u64, u64)]| Sample {
+        rows: rows
+            .iter()
+            .map(|&(responses, errors)| ServerRow {
+                source: 0,
+                proxy: PROXY.into(),
+                server: "127_0_0_1_31001".into(),
+                addr: None,
+                counters: Counters { responses, errors },
+            })
+            .collect(),
+    };
+    // Step 1's traffic is in the base: 1000 responses.
+    let mut w = Window::open(0, &sample(&[(1000, 3)]), &canary, &stable);
+    w.observe(&sample(&[]), &canary, &stable);
+    w.observe(&sample(&[(1010, 3)]), &canary, &stable);
+    assert_eq!(
+        w.canary,
+        Counters {
+            responses: 10,
+            errors: 0
+        }
+    );
+    // A reset (a reload) while it was missing still counts from zero.
+    w.observe(&sample(&[]), &canary, &stable);
+    w.observe(&sample(&[(4, 1)]), &canary, &stable);
+    assert_eq!(
+        w.canary,
+        Counters {
+            responses: 14,
+            errors: 1
+        }
+    );
+}
