@@ -126,7 +126,9 @@ pub fn parse_csv(source: usize, bytes: &[u8]) -> Result<Vec<ServerRow>, CsvError
         if let Some(c) = errors {
             counters.errors = number(c)?;
         }
-        if let Some(c) = failed {
+        // Only in http mode (its `hrsp_*` are filled): a tcp server has no responses to fail.
+        let http = errors.is_some_and(|c| !cell(c).is_empty());
+        if let Some(c) = failed.filter(|_| http) {
             let n = number(c)?;
             counters.responses = counters.responses.saturating_add(n);
             counters.errors = counters.errors.saturating_add(n);

@@ -2405,3 +2405,23 @@ fn a_row_missing_from_one_sample_is_not_counted_twice() {
         }
     );
 }
+
+/// `eresp` counts as failed responses in http mode only: a tcp-mode server (a second port of
+/// the app, say a database protocol) has no responses to fail, and its aborted connections
+/// must not weigh against the http traffic the rate is about.
+#[test]
+fn failed_responses_count_in_http_mode_only() {
+    let csv = b"# pxname,svname,eresp,hrsp_1xx,hrsp_2xx,hrsp_5xx,type,\n\
+shop_db_10101,127_0_0_1_31001,5,,,,2,\n\
+shop_api_10100,127_0_0_1_31000,5,0,10,0,2,\n";
+    let rows = haproxy::parse_csv(0, csv).unwrap();
+    let by_proxy = |p: &str| rows.iter().find(|r| r.proxy == p).unwrap().counters;
+    assert_eq!(by_proxy("shop_db_10101"), Counters::default());
+    assert_eq!(
+        by_proxy("shop_api_10100"),
+        Counters {
+            responses: 15,
+            errors: 5
+        }
+    );
+}
