@@ -438,8 +438,9 @@ enum RolloutRule {
 /// found (`None`: it would apply). Manual mode, a failure's backoff and a partial view keep
 /// priority. Then an app with a rollout in progress is held (a create or update, however it
 /// came: a new revision, a drift correction, a lost write written again: only the rollout
-/// writes the stable). Then an update (not an adoption) that would apply and is eligible
-/// starts a rollout, unless that definition was rolled back or the rollout cannot run here.
+/// writes the stable). Then an update (not an adoption) of a definition that was rolled back
+/// is held, eligible or not; one that would apply and is eligible starts a rollout, unless the
+/// rollout cannot run here.
 fn rollout_rule(
     c: &Change,
     reason: Option<HoldReason>,
@@ -461,17 +462,23 @@ fn rollout_rule(
             Plain(Some(HoldReason::RollingOut { phase }))
         }
         Some(r) => Plain(Some(r)),
+        // Eligible or not: a stable that lost its group label (a hand edit) would otherwise
+        // get the definition that was rolled back written in place.
+        None if c.action == PlanAction::Update
+            && !c.adopt
+            && rollouts.rolled_back.contains(&c.app) =>
+        {
+            let commit = (state.apps.get(c.app.as_str()))
+                .and_then(|a| a.rolled_back.as_ref())
+                .map(|r| r.commit.clone())
+                .unwrap_or_default();
+            Plain(Some(HoldReason::RolledBack { commit }))
+        }
         None if c.action == PlanAction::Update
             && !c.adopt
             && rollouts.eligible.contains(&c.app) =>
         {
-            if rollouts.rolled_back.contains(&c.app) {
-                let commit = (state.apps.get(c.app.as_str()))
-                    .and_then(|a| a.rolled_back.as_ref())
-                    .map(|r| r.commit.clone())
-                    .unwrap_or_default();
-                Plain(Some(HoldReason::RolledBack { commit }))
-            } else if let Some(why) = rollouts.blocked.get(&c.app) {
+            if let Some(why) = rollouts.blocked.get(&c.app) {
                 Plain(Some(HoldReason::RolloutBlocked { why: why.clone() }))
             } else {
                 Start

@@ -1098,6 +1098,35 @@ fn rollout_cases() -> Vec<RolloutCase> {
             )],
             ..rollout_case("a_rolled_back_definition_is_held")
         },
+        // A stable that lost its group label behind Baton's back (a hand edit) is not
+        // eligible, and its drift correction would write the definition that was rolled back
+        // in place, in front of all the traffic.
+        RolloutCase {
+            trigger: Trigger::Poll,
+            synced: APPLIED,
+            corrections: &["/u"],
+            eligible: &[],
+            rolled_back: &["/u"],
+            held: vec![(
+                "/u",
+                HoldReason::RolledBack {
+                    commit: "r0".into(),
+                },
+            )],
+            flags: (false, false),
+            ..rollout_case("a_rolled_back_definition_is_never_written_in_place")
+        },
+        RolloutCase {
+            eligible: &[],
+            rolled_back: &["/u"],
+            held: vec![(
+                "/u",
+                HoldReason::RolledBack {
+                    commit: "r0".into(),
+                },
+            )],
+            ..rollout_case("a_rolled_back_definition_is_held_when_the_stable_lost_its_label")
+        },
         RolloutCase {
             blocked: &["/u"],
             held: vec![(
@@ -1288,6 +1317,7 @@ fn rollout_state(phase: crate::rollout::Phase) -> crate::rollout::RolloutState {
         entered_ms: 0,
         window: None,
         timeline: Vec::new(),
+        analysis: None,
     }
 }
 

@@ -25,7 +25,8 @@ pub enum CsvError {
     Format(String),
 }
 
-/// The columns summed into [`Counters::responses`].
+/// The columns summed into [`Counters::responses`] (with `eresp`, which counts into
+/// [`Counters::errors`] too).
 const RESPONSE_COLUMNS: [&str; 6] = [
     "hrsp_1xx",
     "hrsp_2xx",
@@ -78,6 +79,9 @@ pub fn parse_csv(source: usize, bytes: &[u8]) -> Result<Vec<ServerRow>, CsvError
     let addr = column("addr");
     let responses: Vec<usize> = RESPONSE_COLUMNS.iter().filter_map(|c| column(c)).collect();
     let errors = column("hrsp_5xx");
+    // Responses that failed at the server (a timeout: HAProxy answers 504; a dropped
+    // connection: 502): the client got a 5xx, but the server's `hrsp_*` do not count it.
+    let failed = column("eresp");
 
     let mut rows = Vec::new();
     for (i, record) in records.take(MAX_ROWS).enumerate() {
@@ -121,6 +125,13 @@ pub fn parse_csv(source: usize, bytes: &[u8]) -> Result<Vec<ServerRow>, CsvError
         }
         if let Some(c) = errors {
             counters.errors = number(c)?;
+        }
+        // Only in http mode (its `hrsp_*` are filled): a tcp server has no responses to fail.
+        let http = errors.is_some_and(|c| !cell(c).is_empty());
+        if let Some(c) = failed.filter(|_| http) {
+            let n = number(c)?;
+            counters.responses = counters.responses.saturating_add(n);
+            counters.errors = counters.errors.saturating_add(n);
         }
         rows.push(ServerRow {
             source,
@@ -224,6 +235,11 @@ impl Servers {
                 for ip in &ips {
                     s.addrs.insert(format!("{ip}:{port}"), i);
                     s.names.insert(sanitize(&format!("{ip}_{port}")), i);
+                    // marathon-lb's name carries the agent's host too when it is not the
+                    // task's IP (always so with IP per task).
+                    if !host.is_empty() && host != *ip {
+                        s.names.insert(sanitize(&format!("{host}_{ip}_{port}")), i);
+                    }
                 }
             }
         }
@@ -280,6 +296,22 @@ pub fn seen(servers: &Servers, sample: &Sample) -> BTreeSet<usize> {
         .collect()
 }
 
+/// How many tasks of `servers` every load balancer serving the app shows: per source that has
+/// a row of `servers` or of `stable`, the tasks of `servers` seen there; the fewest over those
+/// sources (0 when there is none). A load balancer that has not reloaded yet still sends the
+/// canary's share to the stable, so nothing may be judged or switched on the others alone.
+pub fn seen_everywhere(servers: &Servers, stable: &Servers, sample: &Sample) -> usize {
+    let mut per_source: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+    for r in &sample.rows {
+        if let Some(t) = servers.task_of(r) {
+            per_source.entry(r.source).or_default().insert(t);
+        } else if stable.task_of(r).is_some() {
+            per_source.entry(r.source).or_default();
+        }
+    }
+    per_source.values().map(BTreeSet::len).min().unwrap_or(0)
+}
+
 impl Window {
     /// A window starting at `now_ms`, with the counters of `sample` as its base.
     pub fn open(now_ms: u64, sample: &Sample, canary: &Servers, stable: &Servers) -> Window {
@@ -299,11 +331,14 @@ impl Window {
     /// last seen, or the raw counters when they went down (each marathon-lb reload starts a new
     /// HAProxy at zero) or the server is new.
     pub fn observe(&mut self, sample: &Sample, canary: &Servers, stable: &Servers) {
-        let mut last = BTreeMap::new();
+        // What a sample lacks is kept: a row back after a gap (a page cut at its bound) is a
+        // difference to its last counters, not its whole history again. (Bounded by the
+        // servers seen in this window's life, one step.)
+        let mut last = std::mem::take(&mut self.last);
         for (is_canary, row) in relevant(sample, canary, stable) {
             let key = row_key(row);
             let raw = row.counters;
-            let d = match self.last.get(&key) {
+            let d = match last.get(&key) {
                 Some(prev) if raw.responses >= prev.responses && raw.errors >= prev.errors => {
                     Counters {
                         responses: raw.responses - prev.responses,

@@ -53,11 +53,8 @@ const MAX_MOVES: usize = 8;
 /// `AppState.rolled_back.digest` holds) covers the owner label, which is not known here; the
 /// first [`advance`] with the spec replaces it (see [`spec_digest`]).
 pub fn start(spec: &Spec, rev: &str, now_ms: u64) -> RolloutState {
-    let strategy = spec
-        .baton
-        .rollout
-        .as_ref()
-        .map_or(Strategy::Canary, |r| r.strategy);
+    let rollout = spec.baton.rollout.as_ref();
+    let strategy = rollout.map_or(Strategy::Canary, |r| r.strategy);
     RolloutState {
         commit: rev.to_string(),
         digest: provisional_digest(spec),
@@ -71,6 +68,7 @@ pub fn start(spec: &Spec, rev: &str, now_ms: u64) -> RolloutState {
             at_ms: now_ms,
             event: format!("rollout of {rev} started"),
         }],
+        analysis: rollout.map(|r| r.analysis),
     }
 }
 
@@ -130,7 +128,9 @@ fn parse_rfc3339(s: &str) -> Option<u64> {
 /// 1..=S (marathon-lb drains one stable server per healthy canary task, so the share is C/S).
 pub fn instances_at(percent: u8, stable: u64) -> u64 {
     let s = stable.max(1);
-    ((u64::from(percent) * s + 50) / 100).clamp(1, s)
+    // In u128: `instances` is whatever the scheduler's JSON said.
+    let c = (u128::from(percent) * u128::from(s) + 50) / 100;
+    u64::try_from(c).unwrap_or(s).clamp(1, s)
 }
 
 /// The phase's name as `/api/status` shows it.
@@ -194,6 +194,9 @@ impl<'s, 'i> Machine<'s, 'i> {
         );
         let mut next = state.clone();
         let mut settled_digest = false;
+        if let Some(r) = input.spec.and_then(|s| s.baton.rollout.as_ref()) {
+            next.analysis = Some(r.analysis);
+        }
         if let Some(spec) = input.spec {
             if next.digest == provisional_digest(spec) {
                 next.digest = spec_digest(spec, input.owner);
@@ -258,6 +261,9 @@ impl<'s, 'i> Machine<'s, 'i> {
             }
         }
         if self.input.spec_invalid {
+            if let Some(reason) = self.judge_failure_only(phase) {
+                return Some(self.roll_back(reason));
+            }
             self.hold(format!(
                 "the app's spec does not validate at {}: holding",
                 short(self.input.rev)
@@ -301,6 +307,31 @@ impl<'s, 'i> Machine<'s, 'i> {
             return Some(true);
         }
         None
+    }
+
+    /// While the step cannot go on (the spec does not validate, a canary task is unhealthy or
+    /// its scale under way) the canary still serves: an open window is still observed, and a
+    /// failing one (by the limits last seen) is the reason to roll back; nothing passes.
+    fn judge_failure_only(&mut self, phase: &Phase) -> Option<Reason> {
+        let Phase::Step { index } = *phase else {
+            return None;
+        };
+        let (analysis, sample) = (self.next.analysis?, self.input.sample?);
+        let mut window = self.next.window.take()?;
+        let canary = Servers::of_app(self.input.canary, live_tasks(self.input.canary));
+        let stable = Servers::of_app(self.input.stable, live_tasks(self.input.stable));
+        window.observe(sample, &canary, &stable);
+        let c = window.canary;
+        let rate = haproxy::error_rate(&c);
+        self.next.window = Some(window);
+        (c.responses >= analysis.min_requests && rate > analysis.max_error_rate).then_some(
+            Reason::Analysis {
+                step: index,
+                requests: c.responses,
+                errors: c.errors,
+                rate,
+            },
+        )
     }
 
     /// Roll back when `phase` has lasted longer than the app's deadline (a traffic step: its
@@ -367,7 +398,7 @@ impl<'s, 'i> Machine<'s, 'i> {
         match self.check.take() {
             Some(CheckOutcome::Passed) => self.move_to(after, "check passed"),
             Some(CheckOutcome::Failed { output }) => self.roll_back(Reason::CheckFailed {
-                output: output.clone(),
+                output: redact_env(output, self.input.canary, self.input.spec),
             }),
             None => {
                 let Some(task) = tasks.first() else {
@@ -408,7 +439,12 @@ impl<'s, 'i> Machine<'s, 'i> {
             );
         }
         let tasks = match self.ensure_canary(shape) {
-            Canary::Pending => return false,
+            Canary::Pending => {
+                return match self.judge_failure_only(&Phase::Step { index }) {
+                    Some(reason) => self.roll_back(reason),
+                    None => false,
+                };
+            }
             Canary::Ready(tasks) => tasks,
         };
         let Some(sample) = self.input.sample else {
@@ -419,7 +455,7 @@ impl<'s, 'i> Machine<'s, 'i> {
         let stable = Servers::of_app(self.input.stable, live_tasks(self.input.stable));
         let Some(mut window) = self.next.window.take() else {
             let serving = Servers::of_app(self.input.canary, tasks.iter().copied());
-            let seen = haproxy::seen(&serving, sample).len() as u64;
+            let seen = haproxy::seen_everywhere(&serving, &stable, sample) as u64;
             if seen < shape.instances {
                 self.hold(format!(
                     "the canary's tasks in the load balancer's stats ({seen}/{})",
@@ -498,7 +534,8 @@ impl<'s, 'i> Machine<'s, 'i> {
             return false;
         };
         let serving = Servers::of_app(self.input.canary, tasks.iter().copied());
-        let seen = haproxy::seen(&serving, sample).len() as u64;
+        let stable = Servers::of_app(self.input.stable, live_tasks(self.input.stable));
+        let seen = haproxy::seen_everywhere(&serving, &stable, sample) as u64;
         if seen < shape.instances && !self.take_promote() {
             self.hold(format!(
                 "the canary's tasks in the load balancer's stats ({seen}/{})",
@@ -748,9 +785,15 @@ impl<'s, 'i> Machine<'s, 'i> {
     }
 
     /// The canary's size at the switch: enough to drain every stable server, and the size the
-    /// new definition asks for when that is more.
+    /// new definition asks for when that is more (unless `instances` is under `baton.ignore`:
+    /// an autoscaler's, and the number in git means nothing).
     fn switch_instances(&self) -> u64 {
-        self.stable_instances().max(self.spec_instances()).max(1)
+        let ignored = self
+            .input
+            .spec
+            .is_some_and(|s| crate::diff::under_any("/instances", &s.baton.ignore));
+        let spec = if ignored { 1 } else { self.spec_instances() };
+        self.stable_instances().max(spec).max(1)
     }
 
     /// A live app at the canary's id that this rollout does not own: never written or deleted.
@@ -778,7 +821,8 @@ impl<'s, 'i> Machine<'s, 'i> {
         }
         let field = |k: &str| failure.get(k).and_then(Value::as_str).unwrap_or("");
         let mut message = format!("canary task {} ended {}", field("taskId"), field("state"));
-        let said = field("message");
+        // Redacted before the cut, so that no prefix of a value is left either.
+        let said = redact_env(field("message"), self.input.canary, self.input.spec);
         if !said.is_empty() {
             message.push_str(": ");
             message.extend(said.chars().take(300));
@@ -847,6 +891,9 @@ impl<'s, 'i> Machine<'s, 'i> {
     }
 
     fn roll_back(&mut self, reason: Reason) -> bool {
+        // A write of the canary planned earlier in this decision is moot: it is removed.
+        let canary = self.next.canary.clone();
+        self.changes.retain(|c| c.app.as_str() != canary);
         let why = format!("rolling back: {}", describe(&reason));
         self.move_to(Phase::RollBack { reason }, &why)
     }
@@ -934,6 +981,29 @@ impl<'s, 'i> Machine<'s, 'i> {
             status,
         }
     }
+}
+
+/// `text` without the app's env values (live or as spec'd): Mesos' message for a container that
+/// did not start can quote the whole `docker run` line, `-e NAME=value` for each, and a failed
+/// check's output is what the task answered (a health page may dump its config). Values under 4
+/// characters (`on`, `1`) are left: they are no secrets and would mangle the text.
+fn redact_env(text: &str, live: Option<&Value>, spec: Option<&Spec>) -> String {
+    let mut values: Vec<&str> = [live, spec.map(|s| &s.app)]
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.get("env").and_then(Value::as_object))
+        .flat_map(|env| env.values().filter_map(Value::as_str))
+        .filter(|v| v.chars().count() >= 4)
+        .collect();
+    // Longest first: a value containing another is replaced whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut out = text.to_string();
+    for v in values {
+        if out.contains(v) {
+            out = out.replace(v, "***");
+        }
+    }
+    out
 }
 
 /// The isolated step's check, if the rollout has one.

@@ -80,7 +80,8 @@ pub enum Check {
     Command { cmd: String, timeout: Duration },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Analysis {
     /// Largest share of the canary's responses that may be 5xx (0..=1).
     pub max_error_rate: f64,
@@ -119,6 +120,10 @@ pub struct RolloutState {
     /// What happened, oldest first (bounded by [`TIMELINE`]).
     #[serde(default)]
     pub timeline: Vec<TimelineEntry>,
+    /// The spec's analysis limits as last seen: while the spec does not validate, a canary
+    /// taking traffic is still judged by them (rolled back on bad numbers, never promoted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
 }
 
 /// Timeline entries kept per rollout.
@@ -174,9 +179,10 @@ pub enum Reason {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Counters {
-    /// Responses of any status (`hrsp_1xx` .. `hrsp_other`).
+    /// Responses of any status (`hrsp_1xx` .. `hrsp_other`), plus failed responses (`eresp`:
+    /// HAProxy's own 502/504 for a server that timed out or dropped the connection).
     pub responses: u64,
-    /// `hrsp_5xx`.
+    /// `hrsp_5xx` plus `eresp`.
     pub errors: u64,
 }
 

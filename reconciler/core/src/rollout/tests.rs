@@ -1078,8 +1078,9 @@ fn an_invalid_spec_holds_everything() {
     let mut sim = Sim::new(10);
     let s = spec("v2", 10);
     let state = at_step(&mut sim, &s, 1);
+    // Past the pause, with passing numbers: not promoted.
     sim.now += 120_000;
-    sim.serve(CANARY, 100, 100);
+    sim.serve(CANARY, 100, 0);
     let d = run(
         &sim,
         &state,
@@ -1092,8 +1093,45 @@ fn an_invalid_spec_holds_everything() {
     assert!(d.plan.is_empty());
     let next = d.next.unwrap();
     assert_eq!(next.phase, Phase::Step { index: 1 });
-    assert_eq!(next.window, state.window);
     assert!(d.status.waiting_for.unwrap().contains("does not validate"));
+}
+
+/// A canary serving errors keeps a share of the users' traffic for as long as it runs: a spec
+/// that stops validating mid-step (a broken push) must not keep it there. The window is still
+/// judged, with the limits the rollout started with, and fails as it would have; it never
+/// passes while the spec is invalid.
+#[test]
+fn an_invalid_spec_still_rolls_back_a_failing_canary() {
+    let mut sim = Sim::new(10);
+    let s = spec("v2", 10);
+    let state = at_step(&mut sim, &s, 1);
+    sim.now += 5_000;
+    sim.serve(CANARY, 100, 100);
+    let d = run(
+        &sim,
+        &state,
+        &s,
+        Extra {
+            spec_invalid: true,
+            ..Extra::default()
+        },
+    );
+    assert_eq!(writes(&d), vec![(CANARY.to_string(), Action::Delete)]);
+    assert!(
+        matches!(
+            d.next.unwrap().phase,
+            Phase::RollBack {
+                reason: Reason::Analysis {
+                    step: 1,
+                    requests: 100,
+                    errors: 100,
+                    ..
+                }
+            }
+        ),
+        "{:?}",
+        d.status
+    );
 }
 
 #[test]
@@ -1747,7 +1785,10 @@ mod properties {
                 }
                 if invalid && !matches!(state.phase, Phase::RollBack { .. } | Phase::Retire) {
                     let aborting = matches!(next_phase, Some(Phase::RollBack { reason: Reason::Aborted }));
-                    prop_assert!(d.plan.is_empty() || aborting, "wrote while the spec is invalid");
+                    // A failing window is still judged: the canary goes, nothing else is written.
+                    let failing = matches!(next_phase, Some(Phase::RollBack { reason: Reason::Analysis { .. } }))
+                        && d.plan.changes().all(|c| c.app.as_str() == CANARY && c.action == Action::Delete);
+                    prop_assert!(d.plan.is_empty() || aborting || failing, "wrote while the spec is invalid");
                 }
                 if matches!(next_phase, Some(Phase::RollBack { .. })) {
                     rolled_back = true;
@@ -1772,4 +1813,615 @@ mod properties {
             }
         }
     }
+}
+
+/// marathon-lb names an IP-per-task server `host_taskip_containerport` when the agent's host
+/// differs from the task's IP (`marathon_lb.py`, "Create a unique, friendly name"), and its
+/// stats page has no `addr`: without that name the canary is never seen and no window opens.
+#[test]
+fn ip_per_task_rows_are_matched_by_marathon_lbs_host_ip_port_name() {
+    let app = json!({"networks": [{"mode": "container", "name": "dcos"}],
+        "container": {"portMappings": [{"containerPort": 8080}]}});
+    let row = |server: &str| ServerRow {
+        source: 0,
+        proxy: PROXY.into(),
+        server: server.into(),
+        addr: None,
+        counters: Counters::default(),
+    };
+    // The agent by name and by IP: both differ from the task's IP.
+    let named = [
+        json!({"host": "agent-4.example", "ipAddresses": [{"ipAddress": "9.0.0.4"}], "ports": []}),
+    ];
+    let servers = Servers::of_app(Some(&app), named.iter());
+    assert_eq!(
+        servers.task_of(&row("agent-4_example_9_0_0_4_8080")),
+        Some(0)
+    );
+    let by_ip =
+        [json!({"host": "10.1.0.7", "ipAddresses": [{"ipAddress": "9.0.0.5"}], "ports": []})];
+    let servers = Servers::of_app(Some(&app), by_ip.iter());
+    assert_eq!(servers.task_of(&row("10_1_0_7_9_0_0_5_8080")), Some(0));
+    // Another task's IP on the same agent is not this one.
+    assert_eq!(servers.task_of(&row("10_1_0_7_9_0_0_6_8080")), None);
+}
+
+/// With several load balancers (`--haproxy-stats` twice), one that has not reloaded yet still
+/// sends the canary's share to the stable: a window must not open, and the stable must not be
+/// written at the switch, until every load balancer serving the app shows the canary's tasks.
+/// A source that serves other apps only (no row of the stable's) does not hold anything.
+#[test]
+fn every_load_balancer_serving_the_app_must_show_the_canary() {
+    let mut sim = Sim::new(10);
+    let s = spec("v2", 10);
+    let mut state = at_step(&mut sim, &s, 1);
+    state.window = None;
+    let canary_servers = Servers::of(sim.app(CANARY).unwrap()["tasks"].as_array().unwrap());
+    // Source 0 has reloaded; source 1 still shows the stable's servers only; source 2 is a
+    // load balancer of other apps.
+    let lagging = |sim: &Sim, canary_too: bool| {
+        let mut rows = sim.sample().rows;
+        let behind: Vec<ServerRow> = rows
+            .iter()
+            .filter(|r| canary_too || canary_servers.task_of(r).is_none())
+            .map(|r| ServerRow {
+                source: 1,
+                ..r.clone()
+            })
+            .collect();
+        rows.extend(behind);
+        rows.push(ServerRow {
+            source: 2,
+            proxy: "other_10200".into(),
+            server: "10_9_9_9_31999".into(),
+            addr: None,
+            counters: Counters::default(),
+        });
+        Sample { rows }
+    };
+    fn input<'a>(s: &'a Spec, sim: &'a Sim, sample: &'a Sample) -> Input<'a> {
+        Input {
+            spec: Some(s),
+            spec_invalid: false,
+            owner: OWNER,
+            rev: "c2",
+            stable: sim.app(STABLE),
+            canary: sim.app(CANARY),
+            sample: Some(sample),
+            check: None,
+            operator: None,
+            now_ms: sim.now,
+        }
+    }
+    let behind = lagging(&sim, false);
+    let d = advance(&state, &input(&s, &sim, &behind));
+    assert_eq!(d.next.unwrap().window, None, "{:?}", d.status.waiting_for);
+    let caught_up = lagging(&sim, true);
+    let d = advance(&state, &input(&s, &sim, &caught_up));
+    assert!(d.next.unwrap().window.is_some());
+
+    // The switch: the canary scaled to S, shown by source 0 only.
+    let mut sim = Sim::new(10);
+    let state = {
+        let mut st = start(&s, "c2", sim.now);
+        for _ in 0..30 {
+            if st.phase == Phase::Switch {
+                break;
+            }
+            let check = CheckOutcome::Passed;
+            let d = step(
+                &mut sim,
+                &st,
+                &s,
+                Extra {
+                    check: (st.phase == Phase::Check).then_some(&check),
+                    operator: st.window.is_some().then_some(OperatorCommand::Promote),
+                    ..Extra::default()
+                },
+            );
+            st = d.next.expect("still rolling out");
+            sim.now += 1_000;
+        }
+        assert_eq!(st.phase, Phase::Switch, "{st:?}");
+        st
+    };
+    // The step that moved to the switch scaled the canary to S.
+    assert_eq!(sim.app(CANARY).unwrap()["instances"], 10);
+    let canary_servers = Servers::of(sim.app(CANARY).unwrap()["tasks"].as_array().unwrap());
+    let behind = {
+        let mut rows = sim.sample().rows;
+        let lag: Vec<ServerRow> = rows
+            .iter()
+            .filter(|r| canary_servers.task_of(r).is_none())
+            .map(|r| ServerRow {
+                source: 1,
+                ..r.clone()
+            })
+            .collect();
+        rows.extend(lag);
+        Sample { rows }
+    };
+    let d = advance(&state, &input(&s, &sim, &behind));
+    assert!(
+        d.plan.is_empty(),
+        "the stable is not written: {:?}",
+        writes(&d)
+    );
+    assert_eq!(d.next.unwrap().phase, Phase::Switch);
+}
+
+/// A canary that hangs (HAProxy answers 504 at `timeout server`) or drops its connections
+/// (502) gets no `hrsp_5xx` on its server row, only `eresp`: the client saw a 5xx all the same
+/// (`retries`/`redispatch` retry connections, not responses). Captured from HAProxy 2.6.12, see
+/// `fixtures/haproxy/README.md`: three servers, one hanging, one closing, one answering 500,
+/// each sent 2 requests.
+#[test]
+fn failed_responses_haproxy_made_itself_count_as_canary_errors() {
+    const ERESP: &[u8] = include_bytes!("../../../../fixtures/haproxy/eresp-2.6.12.csv");
+    let rows = haproxy::parse_csv(0, ERESP).unwrap();
+    let servers: Vec<(&str, Counters)> = rows
+        .iter()
+        .filter(|r| r.proxy == "shop_api_10100")
+        .map(|r| (r.server.as_str(), r.counters))
+        .collect();
+    assert_eq!(servers.len(), 3, "{servers:?}");
+    for (server, c) in servers {
+        assert_eq!(
+            c,
+            Counters {
+                responses: 2,
+                errors: 2
+            },
+            "{server}: every request it was sent failed"
+        );
+    }
+}
+
+/// The stats CSV is whatever a URL answered: any bytes give rows or an error, never a panic;
+/// rows stay within the bounds and errors never exceed responses.
+mod csv_input {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::{any, prop_oneof, proptest, Just, ProptestConfig};
+    use proptest::strategy::Strategy as _;
+
+    /// Cells a hostile or broken source might send: names of the columns read, numbers at and
+    /// past u64's edge, quotes, separators, control and multi-byte characters.
+    fn cell() -> impl proptest::strategy::Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just("# pxname".to_string()),
+            Just("#".to_string()),
+            Just("pxname".to_string()),
+            Just("svname".to_string()),
+            Just("type".to_string()),
+            Just("addr".to_string()),
+            Just("hrsp_2xx".to_string()),
+            Just("hrsp_5xx".to_string()),
+            Just("eresp".to_string()),
+            Just("FRONTEND".to_string()),
+            Just("BACKEND".to_string()),
+            Just("2".to_string()),
+            Just("18446744073709551615".to_string()),
+            Just("18446744073709551616".to_string()),
+            Just("-1".to_string()),
+            Just("\"".to_string()),
+            Just("\"a,\"\"b\"".to_string()),
+            Just("\r".to_string()),
+            Just("\u{0}é\u{202e}".to_string()),
+            "[0-9]{1,25}",
+            ".{0,12}",
+        ]
+    }
+
+    fn text() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        vec(vec(cell(), 0..12), 0..12).prop_map(|lines| {
+            lines
+                .iter()
+                .map(|l| l.join(","))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .into_bytes()
+        })
+    }
+
+    fn check(bytes: &[u8]) {
+        if let Ok(rows) = haproxy::parse_csv(3, bytes) {
+            assert!(rows.len() <= haproxy::MAX_ROWS);
+            for r in rows {
+                assert_eq!(r.source, 3);
+                assert!(r.counters.errors <= r.counters.responses, "{r:?}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn any_bytes_never_panic(bytes in vec(any::<u8>(), 0..2_048)) {
+            check(&bytes);
+        }
+
+        #[test]
+        fn csv_shaped_input_never_panics(bytes in text()) {
+            check(&bytes);
+        }
+
+        #[test]
+        fn a_valid_header_with_hostile_rows_never_panics(rows in text()) {
+            let mut bytes = b"# pxname,svname,hrsp_1xx,hrsp_2xx,hrsp_5xx,eresp,type,addr\n".to_vec();
+            bytes.extend(rows);
+            check(&bytes);
+        }
+    }
+}
+
+/// Every phase and every reason survives the state file (and an outcome the status), and a
+/// state written by a newer Baton with fields this one does not know still loads.
+#[test]
+fn every_phase_and_reason_round_trips_and_unknown_fields_are_ignored() {
+    let reasons = [
+        Reason::CheckFailed {
+            output: "exit 1: \"quoted\"\n".into(),
+        },
+        Reason::Analysis {
+            step: 2,
+            requests: u64::MAX,
+            errors: 7,
+            rate: 0.1 + 0.2,
+        },
+        Reason::Crashed {
+            message: "canary task x ended TASK_FAILED".into(),
+        },
+        Reason::Deadline {
+            phase: "step".into(),
+        },
+        Reason::Superseded,
+        Reason::Aborted,
+        Reason::SpecRemoved,
+    ];
+    let mut phases = vec![
+        Phase::Launch,
+        Phase::Check,
+        Phase::Step { index: 3 },
+        Phase::Switch,
+        Phase::UpdateStable,
+        Phase::Retire,
+    ];
+    phases.extend(
+        reasons
+            .iter()
+            .cloned()
+            .map(|reason| Phase::RollBack { reason }),
+    );
+    let s = spec("v2", 10);
+    for phase in phases {
+        let mut state = start(&s, "c2", T0);
+        state.phase = phase;
+        state.window = Some(Window {
+            since_ms: T0,
+            last: [(
+                "0/p/s".to_string(),
+                Counters {
+                    responses: u64::MAX,
+                    errors: 1,
+                },
+            )]
+            .into(),
+            canary: Counters::default(),
+            stable: Counters {
+                responses: 3,
+                errors: 0,
+            },
+        });
+        let text = serde_json::to_string(&state).unwrap();
+        let back: RolloutState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, state, "{text}");
+        // A newer Baton's extra fields, at every level.
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        v["fromTheFuture"] = json!(1);
+        v["window"]["fromTheFuture"] = json!(1);
+        if v["phase"].get("reason").is_some() {
+            v["phase"]["reason"]["fromTheFuture"] = json!(1);
+        }
+        v["phase"]["fromTheFuture"] = json!(1);
+        let back: RolloutState = serde_json::from_value(v).unwrap();
+        assert_eq!(back, state);
+    }
+    for reason in reasons {
+        let outcome = Outcome::RolledBack { reason };
+        let text = serde_json::to_string(&outcome).unwrap();
+        assert_eq!(serde_json::from_str::<Outcome>(&text).unwrap(), outcome);
+    }
+}
+
+/// `baton.ignore` keeps the live value of what it covers: over the labels, the deployment-group
+/// label Baton adds would never land, the app would never be eligible, and every change would
+/// silently be a plain update in place, with a `rollout` block in git saying otherwise.
+#[test]
+fn a_rollout_app_may_not_ignore_its_deployment_group_label() {
+    let text = |ignore: &str| {
+        format!(
+            "cmd: ./serve\ninstances: 10\nlabels: {{HAPROXY_GROUP: external, HAPROXY_0_MODE: http}}\nportDefinitions: [{{port: 10100}}]\nbaton:\n  ignore: [/instances, {ignore}]\n  rollout: {{}}\n"
+        )
+    };
+    let api = AppId::parse("/api").unwrap();
+    for ignore in ["/labels", "/labels/HAPROXY_DEPLOYMENT_GROUP"] {
+        let t = text(ignore);
+        let r = crate::spec::load::from_texts(&[
+            ("baton.yaml", "owner: team\n"),
+            ("apps/api.yaml", &t),
+        ]);
+        assert!(r.invalid.contains(&api), "{ignore}: {:?}", r.diagnostics);
+        assert!(
+            r.diagnostics.iter().any(|d| d.pointer == "/baton/ignore/1"
+                && d.message.contains("HAPROXY_DEPLOYMENT_GROUP")),
+            "{ignore}: {:?}",
+            r.diagnostics
+        );
+    }
+    // Other labels may be someone else's.
+    let t = text("/labels/cost-centre");
+    let r =
+        crate::spec::load::from_texts(&[("baton.yaml", "owner: team\n"), ("apps/api.yaml", &t)]);
+    assert!(r.invalid.is_empty(), "{:?}", r.diagnostics);
+}
+
+/// Mesos' failure message of a container that did not start can quote the whole `docker run`
+/// line, `-e NAME=value` for every env var of the app. The rollback's reason goes to the
+/// timeline, `/api/status`, notifications and the log: no env value of the app may be in it.
+#[test]
+fn a_crash_message_never_carries_the_apps_env_values() {
+    let mut sim = Sim::new(10);
+    let s = spec("v2", 10);
+    let state = at_step(&mut sim, &s, 1);
+    let secret = "hunter2-Zq8xV3pL";
+    let canary = sim.apps.get_mut(CANARY).unwrap();
+    canary["env"] = json!({"DB_PASSWORD": secret, "MODE": "on", "TOKEN": {"secret": "tok"}});
+    let head = format!("Failed to run 'docker -H unix:///var/run/docker.sock run -e MODE=on -e DB_PASSWORD={secret} img': exited with status 125; ");
+    // The message is cut at 300 characters: 6 of the secret's second copy before the cut.
+    let padding = "x".repeat(300 - head.len() - "DB_PASSWORD=".len() - 6);
+    canary["lastTaskFailure"] = json!({
+        "appId": CANARY, "taskId": "t1", "state": "TASK_FAILED",
+        "message": format!("{head}{padding}DB_PASSWORD={secret}"),
+        "timestamp": rfc3339(sim.now - 500), "version": rfc3339(sim.now - 500)
+    });
+    let d = run(&sim, &state, &s, Extra::default());
+    assert_eq!(writes(&d), vec![(CANARY.to_string(), Action::Delete)]);
+    let next = d.next.unwrap();
+    let Phase::RollBack {
+        reason: Reason::Crashed { message },
+    } = &next.phase
+    else {
+        panic!("{:?}", next.phase);
+    };
+    assert!(message.contains("exited with status 125"), "{message}");
+    let everything = format!(
+        "{}{}",
+        serde_json::to_string(&next).unwrap(),
+        serde_json::to_string(&d.status).unwrap()
+    );
+    // Nor a prefix of it, cut at the message's bound.
+    assert!(!everything.contains(&secret[..6]), "{everything}");
+}
+
+/// A failed http check's output is the tail of what the task answered, and a health page may
+/// dump its configuration: the app's env values stay out of the rollback's reason too.
+#[test]
+fn a_failed_checks_output_never_carries_the_apps_env_values() {
+    let mut sim = Sim::new(10);
+    let mut s = spec("v2", 10);
+    let secret = "sk_live_4eC39HqLyjWDarjtT1";
+    s.app["env"] = json!({"API_KEY": secret});
+    let state = start(&s, "c2", sim.now);
+    let state = step(&mut sim, &state, &s, Extra::default()).next.unwrap();
+    let state = run(&sim, &state, &s, Extra::default()).next.unwrap();
+    assert_eq!(state.phase, Phase::Check);
+    let failed = CheckOutcome::Failed {
+        output: format!("GET /health: 500 {{\"env\":{{\"API_KEY\":\"{secret}\"}}}}"),
+    };
+    let d = run(
+        &sim,
+        &state,
+        &s,
+        Extra {
+            check: Some(&failed),
+            ..Extra::default()
+        },
+    );
+    let next = d.next.unwrap();
+    let Phase::RollBack {
+        reason: Reason::CheckFailed { output },
+    } = &next.phase
+    else {
+        panic!("{:?}", next.phase);
+    };
+    assert!(output.starts_with("GET /health: 500"), "{output}");
+    let everything = format!(
+        "{}{}",
+        serde_json::to_string(&next).unwrap(),
+        serde_json::to_string(&d.status).unwrap()
+    );
+    assert!(!everything.contains(secret), "{everything}");
+}
+
+/// A step's window stays judged while a canary task is unhealthy (or its scale is under way):
+/// the healthy ones keep serving their share, and a canary failing health checks now and then
+/// while answering 5xx must not serve users until the deadline.
+#[test]
+fn an_open_window_is_judged_while_a_canary_task_is_unhealthy() {
+    let mut sim = Sim::new(10);
+    let s = spec("v2", 10);
+    let state = at_step(&mut sim, &s, 2);
+    assert_eq!(
+        sim.app(CANARY).unwrap()["tasks"].as_array().unwrap().len(),
+        5
+    );
+    sim.apps.get_mut(CANARY).unwrap()["tasks"][0]["healthCheckResults"] = json!([{"alive": false}]);
+    sim.now += 5_000;
+    sim.serve(CANARY, 20, 10);
+    let d = run(&sim, &state, &s, Extra::default());
+    assert_eq!(writes(&d), vec![(CANARY.to_string(), Action::Delete)]);
+    assert!(
+        matches!(
+            d.next.unwrap().phase,
+            Phase::RollBack {
+                reason: Reason::Analysis { step: 2, .. }
+            }
+        ),
+        "{:?}",
+        d.status
+    );
+    // Failing while the canary is being written again (edited by hand): the rollback drops
+    // that write; only the removal is planned.
+    let mut sim = Sim::new(10);
+    let state = at_step(&mut sim, &s, 2);
+    sim.apps.get_mut(CANARY).unwrap()["cmd"] = json!("edited by hand");
+    sim.now += 5_000;
+    sim.serve(CANARY, 20, 10);
+    let d = run(&sim, &state, &s, Extra::default());
+    assert_eq!(writes(&d), vec![(CANARY.to_string(), Action::Delete)]);
+    // Passing numbers do not pass the step while a task is unhealthy.
+    let mut sim = Sim::new(10);
+    let state = at_step(&mut sim, &s, 2);
+    sim.apps.get_mut(CANARY).unwrap()["tasks"][0]["healthCheckResults"] = json!([{"alive": false}]);
+    sim.now += 120_000;
+    sim.serve(CANARY, 100, 0);
+    let d = run(&sim, &state, &s, Extra::default());
+    assert!(d.plan.is_empty());
+    let next = d.next.unwrap();
+    assert_eq!(next.phase, Phase::Step { index: 2 });
+    assert_eq!(
+        next.window.unwrap().canary.responses,
+        500,
+        "observed meanwhile"
+    );
+}
+
+/// With `baton.ignore: [/instances]` an autoscaler owns the stable's size and the spec's
+/// `instances` means nothing: the switch sizes the canary by the live stable (enough to drain
+/// it), not by a stale number in git that could be many times the cluster's room.
+#[test]
+fn an_autoscaled_stable_sizes_the_switch_by_its_live_instances() {
+    let mut sim = Sim::new(10);
+    let mut s = spec("v2", 40);
+    s.baton.ignore = vec!["/instances".into()];
+    let mut state = start(&s, "c2", sim.now);
+    let mut switch_size = None;
+    for _ in 0..30 {
+        let check = CheckOutcome::Passed;
+        let d = step(
+            &mut sim,
+            &state,
+            &s,
+            Extra {
+                check: (state.phase == Phase::Check).then_some(&check),
+                operator: state.window.is_some().then_some(OperatorCommand::Promote),
+                ..Extra::default()
+            },
+        );
+        if let Some(c) = d
+            .plan
+            .changes()
+            .find(|c| c.app.as_str() == CANARY && c.body.is_some())
+        {
+            let n = c.body.as_ref().unwrap()["instances"].as_u64().unwrap();
+            assert!(n <= 10, "the canary was sized {n} for a stable of 10");
+            if d.next.as_ref().is_some_and(|n| n.phase == Phase::Switch) {
+                switch_size = Some(n);
+            }
+        }
+        if let Some(c) = d.plan.changes().find(|c| c.app.as_str() == STABLE) {
+            assert_eq!(
+                c.body.as_ref().unwrap()["instances"],
+                10,
+                "the live size is kept"
+            );
+        }
+        sim.now += 1_000;
+        match d.next {
+            Some(n) => state = n,
+            None => break,
+        }
+    }
+    assert_eq!(switch_size, Some(10));
+}
+
+/// `instances` comes from the scheduler's JSON: any u64, never an overflow.
+#[test]
+fn canary_sizes_never_overflow() {
+    for s in [u64::MAX, u64::MAX / 99, 1 << 62] {
+        for p in [1u8, 10, 50, 99, 100] {
+            let c = instances_at(p, s);
+            assert!((1..=s).contains(&c), "{p}% of {s}: {c}");
+        }
+    }
+    assert_eq!(instances_at(100, u64::MAX), u64::MAX);
+    assert_eq!(instances_at(50, u64::MAX), u64::MAX / 2 + 1);
+}
+
+/// A server row missing from one sample (a stats page cut at its size bound, a source that
+/// answered from a process that does not have it) and back in the next, with the counters of
+/// the same process, is a difference to what was last seen of it, not new traffic: counting
+/// its raw counters again would count the earlier steps' traffic into this window (and pass
+/// `minRequests` at once).
+#[test]
+fn a_row_missing_from_one_sample_is_not_counted_twice() {
+    let canary_tasks = [json!({"host": "127.0.0.1", "ports": [31001]})];
+    let canary = Servers::of(canary_tasks.iter());
+    let stable = Servers::of(std::iter::empty());
+    let sample = |rows: &[(u64, u64)]| Sample {
+        rows: rows
+            .iter()
+            .map(|&(responses, errors)| ServerRow {
+                source: 0,
+                proxy: PROXY.into(),
+                server: "127_0_0_1_31001".into(),
+                addr: None,
+                counters: Counters { responses, errors },
+            })
+            .collect(),
+    };
+    // Step 1's traffic is in the base: 1000 responses.
+    let mut w = Window::open(0, &sample(&[(1000, 3)]), &canary, &stable);
+    w.observe(&sample(&[]), &canary, &stable);
+    w.observe(&sample(&[(1010, 3)]), &canary, &stable);
+    assert_eq!(
+        w.canary,
+        Counters {
+            responses: 10,
+            errors: 0
+        }
+    );
+    // A reset (a reload) while it was missing still counts from zero.
+    w.observe(&sample(&[]), &canary, &stable);
+    w.observe(&sample(&[(4, 1)]), &canary, &stable);
+    assert_eq!(
+        w.canary,
+        Counters {
+            responses: 14,
+            errors: 1
+        }
+    );
+}
+
+/// `eresp` counts as failed responses in http mode only: a tcp-mode server (a second port of
+/// the app, say a database protocol) has no responses to fail, and its aborted connections
+/// must not weigh against the http traffic the rate is about.
+#[test]
+fn failed_responses_count_in_http_mode_only() {
+    let csv = b"# pxname,svname,eresp,hrsp_1xx,hrsp_2xx,hrsp_5xx,type,\n\
+shop_db_10101,127_0_0_1_31001,5,,,,2,\n\
+shop_api_10100,127_0_0_1_31000,5,0,10,0,2,\n";
+    let rows = haproxy::parse_csv(0, csv).unwrap();
+    let by_proxy = |p: &str| rows.iter().find(|r| r.proxy == p).unwrap().counters;
+    assert_eq!(by_proxy("shop_db_10101"), Counters::default());
+    assert_eq!(
+        by_proxy("shop_api_10100"),
+        Counters {
+            responses: 15,
+            errors: 5
+        }
+    );
 }

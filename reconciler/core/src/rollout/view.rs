@@ -216,6 +216,7 @@ mod tests {
                 entered_ms: 0,
                 window: None,
                 timeline: Vec::new(),
+                analysis: None,
             },
         );
         let rolled = |digest: &str| RolledBack {

@@ -639,6 +639,20 @@ fn baton_block(v: &Value, config: &RepoConfig) -> Result<BatonBlock, (String, St
     b.secrets = v.get("secrets").cloned();
     if let Some(r) = v.get("rollout") {
         b.rollout = Some(crate::rollout::spec::parse(r)?);
+        // An ignored label keeps its live value: the group label Baton adds would never land,
+        // and every change would be a plain update in place, silently.
+        let group = format!("/labels/{}", crate::rollout::DEPLOYMENT_GROUP);
+        if let Some(i) =
+            (b.ignore.iter()).position(|p| crate::diff::under_any(&group, std::slice::from_ref(p)))
+        {
+            return Err((
+                format!("/baton/ignore/{i}"),
+                format!(
+                    "a rollout needs Baton's `{}` label on the running app, and this ignores it (the live value would be kept); ignore single labels instead",
+                    crate::rollout::DEPLOYMENT_GROUP
+                ),
+            ));
+        }
     }
     Ok(b)
 }
