@@ -9,6 +9,7 @@ mod drift;
 mod dynamic_db;
 mod faults;
 mod observe;
+mod rollout;
 mod secret_zero;
 mod serve;
 mod serve_bench;
