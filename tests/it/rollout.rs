@@ -193,6 +193,118 @@ async fn marathon_lb_splits_traffic_one_canary_task_in_ten() {
     dev.stop().await;
 }
 
+/// Scenario 0b, the whole hand-over by hand (what the rollout daemon will do, without it), to
+/// prove the traffic path loses no request when tasks come and go: the canary is scaled 1 -> 5
+/// -> 10 (10%, 50%, then every stable server disabled), the stable is replaced by v2 (Marathon
+/// restarts its tasks, killing the old ones), the canary is deleted. No request fails at any
+/// point, the shares follow the steps, and at the end v2 answers everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marathon_lb_hand_over_by_hand_loses_no_request() {
+    let Some(tools) = Tools::or_skip("marathon_lb_hand_over_by_hand_loses_no_request") else {
+        return;
+    };
+    let dev = DevScheduler::start().await;
+    let mut lb = MarathonLb::start(&tools, &dev.url);
+    let port = mlb::free_port();
+    let be = backend(port);
+    let stable = web_app(&tools, "/shop/api", S, "v1", stable_labels(port));
+    create(&dev, &stable).await;
+    lb.wait_servers(&be, S, Some(S)).await;
+    let canary_labels = json!({
+        "HAPROXY_DEPLOYMENT_GROUP": "/shop/api",
+        "HAPROXY_DEPLOYMENT_STARTED_AT": STARTED_AT,
+    });
+    let mut canary = web_app(&tools, "/shop/api-canary", 1, "v2", canary_labels);
+    create(&dev, &canary).await;
+    lb.wait_servers(&be, S, Some(S + 1)).await;
+
+    let load = Load::start(&format!("http://127.0.0.1:{port}/"), rollout_load());
+    // Each step serves 100 requests before the next; `marks`: (step, from, to).
+    let mut marks = Vec::new();
+    for (step, next) in [("10%", Some(5)), ("50%", Some(S)), ("100%", None)] {
+        let from = load.elapsed();
+        let enough = load.count() + 100;
+        baton_e2e::wait_until(
+            &format!("100 requests at {step}"),
+            mlb::DEADLINE,
+            || async { load.count() >= enough || load.finished() },
+        )
+        .await;
+        marks.push((step, from, load.elapsed()));
+        if let Some(c) = next {
+            canary["instances"] = json!(c);
+            dev.put(&canary).await;
+            lb.wait_servers(&be, S, Some(S + c)).await;
+        }
+    }
+    // Full production: the stable becomes v2 (a restart of all its tasks), then the canary goes.
+    let mut v2 = stable.clone();
+    v2["env"]["VERSION"] = json!("v2");
+    dev.put(&v2).await;
+    let restarted = |apps: &[Value]| {
+        apps.iter().any(|a| {
+            let tasks = a["tasks"].as_array().cloned().unwrap_or_default();
+            a["id"] == "/shop/api"
+                && a["deployments"].as_array().is_some_and(Vec::is_empty)
+                && tasks.len() == S
+                && tasks.iter().all(|t| {
+                    t["version"] == a["version"] && t["healthCheckResults"][0]["alive"] == true
+                })
+        })
+    };
+    baton_e2e::wait_until(
+        "the stable at v2, healthy, its old tasks gone",
+        mlb::DEADLINE,
+        || async { restarted(&dev.apps().await) },
+    )
+    .await;
+    let resp = reqwest::Client::new()
+        .delete(format!("{}/v2/apps/shop/api-canary", dev.url))
+        .send()
+        .await
+        .expect("DELETE the canary");
+    assert!(resp.status().is_success(), "{}", resp.status());
+    lb.wait_servers(&be, S, Some(S)).await;
+    // Traffic on the final state.
+    let from = load.elapsed();
+    let enough = load.count() + 100;
+    baton_e2e::wait_until("100 requests on the final state", mlb::DEADLINE, || async {
+        load.count() >= enough || load.finished()
+    })
+    .await;
+    assert!(!load.finished(), "the load ended before the hand-over did");
+    marks.push(("final", from, load.elapsed()));
+    let samples = load.stop().await;
+
+    let all = Summary::of(&samples);
+    assert_eq!(
+        all.failed,
+        0,
+        "failed requests ({all:?}, marks {marks:?}): {:#?}",
+        load::failures(&samples, 10)
+    );
+    let step = |i: usize| {
+        let (_, from, to) = marks[i];
+        Summary::of(samples.iter().filter(|s| s.at >= from && s.at < to))
+    };
+    for (i, (low, high)) in [(0.05, 0.15), (0.35, 0.65), (1.0, 1.0), (1.0, 1.0)]
+        .into_iter()
+        .enumerate()
+    {
+        let sum = step(i);
+        let share = sum.share("v2");
+        assert!(
+            (low..=high).contains(&share),
+            "{}: v2 answered {:.1}%: {sum:?}",
+            marks[i].0,
+            share * 100.0
+        );
+    }
+    eprintln!("hand-over by hand: {all:?}, marks {marks:?}");
+    drop(lb);
+    dev.stop().await;
+}
+
 /// marathon-lb reads `app['labels']` of every app without a default: an app created without
 /// labels must be listed with `"labels": {}` (as Marathon does), or marathon-lb raises
 /// `KeyError` and configures no app at all, this one's neighbours included.
