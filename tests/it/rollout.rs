@@ -300,7 +300,7 @@ async fn marathon_lb_hand_over_by_hand_loses_no_request() {
             share * 100.0
         );
     }
-    eprintln!("hand-over by hand: {all:?}, marks {marks:?}");
+    eprintln!("bench: marathon-lb hand-over by hand (no Baton): {all:?}, marks {marks:?}");
     drop(lb);
     dev.stop().await;
 }
@@ -511,6 +511,7 @@ async fn rollout_good_version_goes_to_full_with_no_failed_request() {
         return;
     };
     let load = Load::start(&stack.url(), rollout_load());
+    let pushed = load.elapsed();
     stack.push("v2", "0", 200);
 
     // The 10% step, from the moment the canary's server is UP beside one drained stable server
@@ -572,6 +573,7 @@ async fn rollout_good_version_goes_to_full_with_no_failed_request() {
         })
         .await;
     stack.lb.wait_servers(&be, S, Some(S)).await;
+    let full = load.elapsed();
     assert!(
         !load.finished(),
         "the load ended before the rollout did: raise its bounds"
@@ -601,6 +603,14 @@ async fn rollout_good_version_goes_to_full_with_no_failed_request() {
         Some("v2"),
         "v2 answers at the end"
     );
+    // docs/benchmarks.md (scripts/bench-rollout.sh collects these lines).
+    eprintln!(
+        "bench: baton canary good: push to full production {:.1} s, failed requests {}/{}, 10% step share {:.1}%",
+        (full - pushed).as_secs_f64(),
+        all.failed,
+        all.total,
+        share * 100.0
+    );
     stack.stop().await;
 }
 
@@ -617,6 +627,7 @@ async fn rollout_bad_version_is_rolled_back_at_the_first_step() {
     };
     let (before, tasks_before) = stack.stable().await;
     let load = Load::start(&stack.url(), rollout_load());
+    let pushed = load.elapsed();
     stack.push("v2", "0.5", 200);
 
     let st = stack
@@ -667,6 +678,18 @@ async fn rollout_bad_version_is_rolled_back_at_the_first_step() {
     assert!(
         v2 < 100,
         "v2 answered {v2} requests before it was rolled back: {sum:?}"
+    );
+    let last_v2 = samples
+        .iter()
+        .filter(|s| s.version.as_deref() == Some("v2"))
+        .map(|s| s.at)
+        .max()
+        .unwrap_or(pushed);
+    eprintln!(
+        "bench: baton canary bad: bad commit to traffic back on the stable {:.1} s, v2 answered {v2} ({} failed) of {} requests",
+        (last_v2 - pushed).as_secs_f64(),
+        bad.len(),
+        sum.total
     );
 
     // The stable app was never written: same version, same tasks, still v1.

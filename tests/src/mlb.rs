@@ -166,6 +166,12 @@ pub const DEADLINE: Duration = Duration::from_secs(120);
 impl MarathonLb {
     /// Start marathon-lb against the Marathon API at `marathon` (e.g. a dev scheduler's URL).
     pub fn start(tools: &Tools, marathon: &str) -> MarathonLb {
+        MarathonLb::start_with(tools, marathon, false)
+    }
+
+    /// [`MarathonLb::start`], and with `getpids` upstream's Lua service `/_haproxy_getpids` on the
+    /// stats port (`getpids.lua`, loaded in place), which marathon-lb's `zdd.py` polls.
+    pub fn start_with(tools: &Tools, marathon: &str, getpids: bool) -> MarathonLb {
         let dir = tempfile::Builder::new()
             .prefix("baton-mlb-")
             .tempdir()
@@ -193,7 +199,21 @@ impl MarathonLb {
         let script = t.join("reload.sh");
         std::fs::write(&script, reload).expect("write reload.sh");
         make_executable(&script);
-        let head = haproxy_head(&sock, stats_port);
+        let mut head = haproxy_head(&sock, stats_port);
+        if getpids {
+            let lua = tools.marathon_lb.with_file_name("getpids.lua");
+            head = head
+                .replacen(
+                    "global\n",
+                    &format!("global\n  lua-load {}\n", lua.display()),
+                    1,
+                )
+                .replacen(
+                    "  stats enable\n",
+                    "  stats enable\n  http-request use-service lua.getpids if { path /_haproxy_getpids }\n",
+                    1,
+                );
+        }
         let log = File::create(t.join("marathon-lb.log")).expect("marathon-lb.log");
         let log2 = log.try_clone().expect("log handle");
         // marathon-lb calls `haproxy -c` and `pidof haproxy` through PATH.
