@@ -66,7 +66,10 @@ async fn zdd(
     let text = std::fs::read_to_string(&out_path).unwrap_or_default();
     // Its errors (zdd.py's own log, without syslog, also fails to reach `/dev/log`).
     let mut errors: Vec<&str> = Vec::new();
-    for l in text.lines().filter(|l| l.contains("Error") || l.contains("Exception")) {
+    for l in text
+        .lines()
+        .filter(|l| l.contains("Error") || l.contains("Exception"))
+    {
         if !errors.contains(&l) {
             errors.push(l);
         }
