@@ -370,7 +370,7 @@ fn rollout_block(expect: u16) -> String {
 
 /// `/shop/api` as a spec in git: [`web_app`]'s definition with its version, failure rate and
 /// rollout block (Baton adds the deployment-group label itself).
-fn shop_spec(tools: &Tools, port: u16, version: &str, fail_rate: &str, expect: u16) -> String {
+fn shop_spec(tools: &Tools, port: u16, version: &str, fail_rate: &str, rollout: &str) -> String {
     let cmd = app_cmd(tools);
     format!(
         "cmd: \"{cmd}\"\n\
@@ -383,9 +383,23 @@ fn shop_spec(tools: &Tools, port: u16, version: &str, fail_rate: &str, expect: u
          \x20 - {{protocol: HTTP, path: /health, portIndex: 0, gracePeriodSeconds: 60, intervalSeconds: 1, timeoutSeconds: 2, maxConsecutiveFailures: 3}}\n\
          taskKillGracePeriodSeconds: 5\n\
          labels: {{HAPROXY_GROUP: external, HAPROXY_0_BIND_ADDR: 127.0.0.1, HAPROXY_0_PORT: \"{port}\"}}\n\
-         {}",
-        rollout_block(expect)
+         {rollout}"
     )
+}
+
+/// blueGreen: v2 at full size beside v1, checked isolated, then all traffic at once; v1 is kept
+/// (and the switch judged) for a 10 s grace before it is replaced.
+fn blue_green_block() -> String {
+    "baton:\n\
+     \x20 rollout:\n\
+     \x20   strategy: blueGreen\n\
+     \x20   steps:\n\
+     \x20     - isolated: {check: {http: /health, expect: 200}}\n\
+     \x20   grace: 10s\n\
+     \x20   analysis:\n\
+     \x20     maxErrorRate: 0.05\n\
+     \x20     minRequests: 20\n"
+        .to_string()
 }
 
 /// The dev scheduler, marathon-lb + HAProxy, a repo with `/shop/api` at v1 and `baton serve
@@ -395,9 +409,37 @@ struct Stack {
     dev: DevScheduler,
     lb: MarathonLb,
     repo: TempRepo,
-    _state: tempfile::TempDir,
-    serve: Daemon,
+    state: tempfile::TempDir,
+    /// `baton serve`; `None` only while it is being restarted.
+    daemon: Option<Daemon>,
     port: u16,
+}
+
+/// `baton serve`'s arguments for `dev`, `repo`, `state` and the load balancer's stats.
+async fn serve(
+    dev: &DevScheduler,
+    repo: &TempRepo,
+    state: &std::path::Path,
+    stats: &str,
+) -> Daemon {
+    Daemon::start(
+        &[
+            "--marathon".as_ref(),
+            dev.url.as_ref(),
+            "--poll-interval".as_ref(),
+            "1s".as_ref(),
+            "--repo".as_ref(),
+            repo.path().as_os_str(),
+            "--state-dir".as_ref(),
+            state.as_os_str(),
+            "--haproxy-stats".as_ref(),
+            stats.as_ref(),
+            "--rollout-tick".as_ref(),
+            "1s".as_ref(),
+        ],
+        &[("BATON_WEBHOOK_SECRET", "e2e")],
+    )
+    .await
 }
 
 impl Stack {
@@ -407,27 +449,12 @@ impl Stack {
         let mut lb = MarathonLb::start(&tools, &dev.url);
         let port = mlb::free_port();
         let repo = TempRepo::new("owner: e2e\n");
-        repo.write("shop/api.yaml", &shop_spec(&tools, port, "v1", "0", 200));
+        repo.write(
+            "shop/api.yaml",
+            &shop_spec(&tools, port, "v1", "0", &rollout_block(200)),
+        );
         let state = tempfile::tempdir().expect("state dir");
-        let stats = lb.stats_url();
-        let serve = Daemon::start(
-            &[
-                "--marathon".as_ref(),
-                dev.url.as_ref(),
-                "--poll-interval".as_ref(),
-                "1s".as_ref(),
-                "--repo".as_ref(),
-                repo.path().as_os_str(),
-                "--state-dir".as_ref(),
-                state.path().as_os_str(),
-                "--haproxy-stats".as_ref(),
-                stats.as_ref(),
-                "--rollout-tick".as_ref(),
-                "1s".as_ref(),
-            ],
-            &[("BATON_WEBHOOK_SECRET", "e2e")],
-        )
-        .await;
+        let serve = serve(&dev, &repo, state.path(), &lb.stats_url()).await;
         serve
             .until_status("/shop/api synced", |st| {
                 status_app(st, "/shop/api").is_some_and(|a| a["sync"] == "synced")
@@ -444,27 +471,79 @@ impl Stack {
             dev,
             lb,
             repo,
-            _state: state,
-            serve,
+            state,
+            daemon: Some(serve),
             port,
         })
     }
 
     /// Commit a new definition of `/shop/api` (the directory repo is watched).
-    fn push(&self, version: &str, fail_rate: &str, expect: u16) {
+    fn push(&self, version: &str, fail_rate: &str, rollout: &str) {
         baton_e2e::replace_file(
             &self.repo.path().join("apps/shop/api.yaml"),
-            &shop_spec(&self.tools, self.port, version, fail_rate, expect),
+            &shop_spec(&self.tools, self.port, version, fail_rate, rollout),
         );
+    }
+
+    /// `kill -9` of `baton serve` (the process is gone when this returns), and a new one on
+    /// the same state dir.
+    async fn kill_9_and_restart(&mut self) {
+        // Dropping the handle kills the process with SIGKILL and reaps it.
+        drop(self.daemon.take());
+        self.daemon = Some(
+            serve(
+                &self.dev,
+                &self.repo,
+                self.state.path(),
+                &self.lb.stats_url(),
+            )
+            .await,
+        );
+    }
+
+    fn serve(&self) -> &Daemon {
+        self.daemon.as_ref().expect("baton serve runs")
     }
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
     }
 
+    /// Wait until the rollout is in its 10% traffic step with the canary's one server UP beside
+    /// one drained stable server; returns when (on `load`'s clock) and the status's `step` of
+    /// it. The step is told by its share, not its index (whether `step` counts the isolated
+    /// step is the daemon's business).
+    async fn ten_percent_step(&mut self, load: &Load) -> (Duration, Value) {
+        let be = backend(self.port);
+        let end = tokio::time::Instant::now() + mlb::DEADLINE;
+        loop {
+            let r = self.rollout().await.unwrap_or_default();
+            let ten = r["trafficPercent"]
+                .as_f64()
+                .is_some_and(|p| (p - 10.0).abs() < 0.5);
+            if r["phase"] == "step" && ten {
+                let rows = self.lb.servers(&be).await;
+                let up = rows
+                    .iter()
+                    .filter(|r| r.get("status").starts_with("UP"))
+                    .count();
+                if rows.len() == S + 1 && up == S {
+                    return (load.elapsed(), r["step"].clone());
+                }
+            }
+            self.lb.assert_running("the 10% step");
+            assert!(
+                tokio::time::Instant::now() < end,
+                "no 10% step:\n{}",
+                self.serve().log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// `/api/status`'s `apps[/shop/api].rollout`, when one runs.
     async fn rollout(&self) -> Option<Value> {
-        let st = self.serve.status().await;
+        let st = self.serve().status().await;
         status_app(&st, "/shop/api")
             .map(|a| a["rollout"].clone())
             .filter(|r| !r.is_null())
@@ -483,8 +562,12 @@ impl Stack {
     }
 
     async fn stop(self) {
-        let Stack { dev, lb, serve, .. } = self;
-        serve.stop().await;
+        let Stack {
+            dev, lb, daemon, ..
+        } = self;
+        if let Some(d) = daemon {
+            d.stop().await;
+        }
         drop(lb);
         dev.stop().await;
     }
@@ -512,38 +595,13 @@ async fn rollout_good_version_goes_to_full_with_no_failed_request() {
     };
     let load = Load::start(&stack.url(), rollout_load());
     let pushed = load.elapsed();
-    stack.push("v2", "0", 200);
+    stack.push("v2", "0", &rollout_block(200));
 
     // The 10% step, from the moment the canary's server is UP beside one drained stable server
-    // (the rollout in a traffic step at 10%) to the moment the rollout leaves that step. The
-    // step is told by its share, not its index (whether `step` counts the isolated step is the
-    // daemon's business).
+    // to the moment the rollout leaves that step.
     let be = backend(stack.port);
     let end = tokio::time::Instant::now() + mlb::DEADLINE;
-    let (t0, ten_percent_step) = loop {
-        let r = stack.rollout().await.unwrap_or_default();
-        if r["phase"] == "step"
-            && r["trafficPercent"]
-                .as_f64()
-                .is_some_and(|p| (p - 10.0).abs() < 0.5)
-        {
-            let rows = stack.lb.servers(&be).await;
-            let up = rows
-                .iter()
-                .filter(|r| r.get("status").starts_with("UP"))
-                .count();
-            if rows.len() == S + 1 && up == S {
-                break (load.elapsed(), r["step"].clone());
-            }
-        }
-        stack.lb.assert_running("the 10% step");
-        assert!(
-            tokio::time::Instant::now() < end,
-            "no 10% step:\n{}",
-            stack.serve.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (t0, ten_percent_step) = stack.ten_percent_step(&load).await;
     let t1 = loop {
         let r = stack.rollout().await.unwrap_or_default();
         if !(r["phase"] == "step" && r["step"] == ten_percent_step) {
@@ -552,7 +610,7 @@ async fn rollout_good_version_goes_to_full_with_no_failed_request() {
         assert!(
             tokio::time::Instant::now() < end,
             "the 10% step never ended:\n{}",
-            stack.serve.log_text()
+            stack.serve().log_text()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
@@ -560,7 +618,7 @@ async fn rollout_good_version_goes_to_full_with_no_failed_request() {
     // Full production: the rollout is over, the stable runs v2, the canary is gone, and HAProxy
     // has the 10 stable servers only, all UP.
     stack
-        .serve
+        .serve()
         .until_status("the rollout to complete", |st| {
             status_app(st, "/shop/api")
                 .is_some_and(|a| a["rollout"].is_null() && a["sync"] == "synced")
@@ -628,7 +686,7 @@ async fn rollout_bad_version_is_rolled_back_at_the_first_step() {
     let (before, tasks_before) = stack.stable().await;
     let load = Load::start(&stack.url(), rollout_load());
     let pushed = load.elapsed();
-    stack.push("v2", "0.5", 200);
+    stack.push("v2", "0.5", &rollout_block(200));
 
     // Until the rollback, the canary never grows past its one task of the 10% step.
     let end = tokio::time::Instant::now() + mlb::DEADLINE;
@@ -637,7 +695,7 @@ async fn rollout_bad_version_is_rolled_back_at_the_first_step() {
         if let Some(canary) = stack.dev.app("/shop/api-canary").await {
             most = most.max(canary["instances"].as_u64().unwrap_or(0));
         }
-        let st = stack.serve.status().await;
+        let st = stack.serve().status().await;
         let done = status_app(&st, "/shop/api")
             .is_some_and(|a| a["rollout"].is_null() && a["rolledBack"].is_object());
         if done {
@@ -647,7 +705,7 @@ async fn rollout_bad_version_is_rolled_back_at_the_first_step() {
         assert!(
             tokio::time::Instant::now() < end,
             "no rollback:\n{}",
-            stack.serve.log_text()
+            stack.serve().log_text()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
@@ -733,7 +791,7 @@ async fn rollout_failing_isolated_check_never_gets_traffic() {
     };
     let (before, tasks_before) = stack.stable().await;
     let load = Load::start(&stack.url(), rollout_load());
-    stack.push("v2", "0", 204);
+    stack.push("v2", "0", &rollout_block(204));
 
     // Until the rollback, HAProxy never has more than the stable's servers, none disabled.
     let be = backend(stack.port);
@@ -746,7 +804,7 @@ async fn rollout_failing_isolated_check_never_gets_traffic() {
             "a canary server in HAProxy: {rows:#?}"
         );
         saw_canary |= stack.dev.app("/shop/api-canary").await.is_some();
-        let st = stack.serve.status().await;
+        let st = stack.serve().status().await;
         let done = status_app(&st, "/shop/api")
             .is_some_and(|a| a["rollout"].is_null() && a["rolledBack"].is_object());
         if done {
@@ -758,7 +816,7 @@ async fn rollout_failing_isolated_check_never_gets_traffic() {
         assert!(
             tokio::time::Instant::now() < end,
             "no rollback:\n{}",
-            stack.serve.log_text()
+            stack.serve().log_text()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -780,5 +838,202 @@ async fn rollout_failing_isolated_check_never_gets_traffic() {
     let (after, tasks_after) = stack.stable().await;
     assert_eq!(after["version"], before["version"]);
     assert_eq!(tasks_after, tasks_before);
+    stack.stop().await;
+}
+
+/// Scenario 4: blueGreen. A good v2 starts at full size beside v1, passes its isolated check,
+/// takes all traffic at once (every v1 server disabled), and after the grace replaces v1: no
+/// request fails over the switch and the completion. Then a bad v3 (500 on half its requests)
+/// is switched to and, within the grace, switched back: the stable v2 answers again, and only
+/// v3 failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the rollout daemon (issue 15 WP-C)"]
+async fn rollout_blue_green_switches_with_no_failed_request_and_switches_back() {
+    let Some(mut stack) =
+        Stack::start("rollout_blue_green_switches_with_no_failed_request_and_switches_back").await
+    else {
+        return;
+    };
+    let be = backend(stack.port);
+    let load = Load::start(&stack.url(), rollout_load());
+    stack.push("v2", "0", &blue_green_block());
+    // The switch: 2S servers, the S of v2 UP, the S of v1 disabled.
+    stack
+        .lb
+        .wait_stats("the blue/green switch", |rows| {
+            let servers: Vec<_> = rows
+                .iter()
+                .filter(|r| r.get("pxname") == be && r.is_server())
+                .collect();
+            servers.len() == 2 * S
+                && servers
+                    .iter()
+                    .filter(|r| r.get("status") == "MAINT")
+                    .count()
+                    == S
+        })
+        .await;
+    let switched = load.elapsed();
+    stack
+        .serve()
+        .until_status("the blue/green rollout to complete", |st| {
+            status_app(st, "/shop/api")
+                .is_some_and(|a| a["rollout"].is_null() && a["sync"] == "synced")
+        })
+        .await;
+    stack
+        .dev
+        .wait_for("only /shop/api, at v2", |apps| {
+            apps.len() == 1 && apps[0]["id"] == "/shop/api" && apps[0]["env"]["VERSION"] == "v2"
+        })
+        .await;
+    stack.lb.wait_servers(&be, S, Some(S)).await;
+    let done = load.elapsed();
+    let enough = load.count() + 40;
+    baton_e2e::wait_until("40 requests on v2", mlb::DEADLINE, || async {
+        load.count() >= enough || load.finished()
+    })
+    .await;
+    assert!(!load.finished(), "the load ended before the rollout did");
+    let samples = load.stop().await;
+    let all = Summary::of(&samples);
+    assert_eq!(all.failed, 0, "{:#?}", load::failures(&samples, 10));
+    // After the switch only v2 answers (a request sent just before it may still reach v1).
+    let after = Summary::of(
+        samples
+            .iter()
+            .filter(|s| s.at >= switched + Duration::from_secs(2)),
+    );
+    assert_eq!(after.share("v2"), 1.0, "{after:?}");
+    eprintln!(
+        "bench: baton blueGreen good: failed requests {}/{}, switch to completion {:.1} s",
+        all.failed,
+        all.total,
+        (done - switched).as_secs_f64()
+    );
+
+    // A bad v3 within the grace: switched to, then back.
+    let (before, tasks_before) = stack.stable().await;
+    let load = Load::start(&stack.url(), rollout_load());
+    let pushed = load.elapsed();
+    stack.push("v3", "0.5", &blue_green_block());
+    let st = stack
+        .serve()
+        .until_status("the reverse switch", |st| {
+            status_app(st, "/shop/api")
+                .is_some_and(|a| a["rollout"].is_null() && a["rolledBack"].is_object())
+        })
+        .await;
+    let reason = &status_app(&st, "/shop/api").expect("app")["rolledBack"]["reason"];
+    assert_eq!(reason["kind"], "analysis", "{st:#}");
+    stack
+        .dev
+        .wait_for("the v3 app removed", |apps| {
+            apps.iter().all(|a| a["id"] != "/shop/api-canary")
+        })
+        .await;
+    stack.lb.wait_servers(&be, S, Some(S)).await;
+    let back = load.elapsed();
+    let enough = load.count() + 40;
+    baton_e2e::wait_until("40 requests on v2 again", mlb::DEADLINE, || async {
+        load.count() >= enough || load.finished()
+    })
+    .await;
+    let samples = load.stop().await;
+    let bad: Vec<_> = samples.iter().filter(|s| s.failed()).collect();
+    assert!(
+        bad.iter().all(|s| s.version.as_deref() == Some("v3")),
+        "only v3 failed: {:#?}",
+        bad.iter()
+            .filter(|s| s.version.as_deref() != Some("v3"))
+            .take(10)
+            .collect::<Vec<_>>()
+    );
+    let tail = Summary::of(samples.iter().filter(|s| s.at >= back));
+    assert_eq!(tail.share("v2"), 1.0, "v2 answers again: {tail:?}");
+    let (after, tasks_after) = stack.stable().await;
+    assert_eq!(
+        after["version"], before["version"],
+        "the stable was not written"
+    );
+    assert_eq!(
+        tasks_after, tasks_before,
+        "the stable's tasks are untouched"
+    );
+    let last_v3 = samples
+        .iter()
+        .filter(|s| s.version.as_deref() == Some("v3"))
+        .map(|s| s.at)
+        .max()
+        .unwrap_or(pushed);
+    eprintln!(
+        "bench: baton blueGreen bad: bad commit to traffic back on the stable {:.1} s, {} failed of {} requests",
+        (last_v3 - pushed).as_secs_f64(),
+        bad.len(),
+        samples.len()
+    );
+    stack.stop().await;
+}
+
+/// Scenario 5: `kill -9` of `baton serve` in the 10% step, and a restart on the same state
+/// dir: the rollout resumes where it was (the canary's task is the same one, not relaunched)
+/// and completes; no request fails meanwhile (HAProxy keeps serving without Baton).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the rollout daemon (issue 15 WP-C)"]
+async fn rollout_resumes_after_kill_9_at_the_ten_percent_step() {
+    let Some(mut stack) =
+        Stack::start("rollout_resumes_after_kill_9_at_the_ten_percent_step").await
+    else {
+        return;
+    };
+    let load = Load::start(&stack.url(), rollout_load());
+    stack.push("v2", "0", &rollout_block(200));
+    let (_, step) = stack.ten_percent_step(&load).await;
+    let canary_tasks = |app: Option<Value>| -> Vec<String> {
+        app.and_then(|a| a["tasks"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| t["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let before = canary_tasks(stack.dev.app("/shop/api-canary").await);
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    stack.kill_9_and_restart().await;
+    let st = stack
+        .serve()
+        .until_status("the rollout after the restart", |st| {
+            status_app(st, "/shop/api").is_some_and(|a| !a["rollout"].is_null())
+        })
+        .await;
+    let r = &status_app(&st, "/shop/api").expect("app")["rollout"];
+    assert_eq!(r["phase"], "step", "resumed in a traffic step: {r:#}");
+    assert!(
+        r["step"].as_u64() >= step.as_u64(),
+        "resumed at the 10% step or later, not from the start: {r:#} (was {step})"
+    );
+    let now = canary_tasks(stack.dev.app("/shop/api-canary").await);
+    assert!(
+        now.contains(&before[0]),
+        "the canary's task was kept, not relaunched: {before:?} -> {now:?}"
+    );
+
+    stack
+        .serve()
+        .until_status("the rollout to complete", |st| {
+            status_app(st, "/shop/api")
+                .is_some_and(|a| a["rollout"].is_null() && a["sync"] == "synced")
+        })
+        .await;
+    stack
+        .dev
+        .wait_for("only /shop/api, at v2", |apps| {
+            apps.len() == 1 && apps[0]["id"] == "/shop/api" && apps[0]["env"]["VERSION"] == "v2"
+        })
+        .await;
+    assert!(!load.finished(), "the load ended before the rollout did");
+    let samples = load.stop().await;
+    let all = Summary::of(&samples);
+    assert_eq!(all.failed, 0, "{:#?}", load::failures(&samples, 10));
     stack.stop().await;
 }
