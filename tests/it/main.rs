@@ -9,6 +9,8 @@ mod drift;
 mod dynamic_db;
 mod faults;
 mod observe;
+mod rollout;
+mod rollout_bench;
 mod secret_zero;
 mod serve;
 mod serve_bench;

@@ -8,10 +8,23 @@ pub mod daemon;
 pub mod devsched;
 pub mod freeze;
 pub mod githttp;
+pub mod load;
+pub mod mlb;
 pub mod process;
 
 /// The OpenBao harness (a crate of its own, shared with the sidecar's tests).
 pub use openbao_harness as openbao;
+
+/// The repository's root directory.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `../shared` beside the project (reference data and tools that are never copied into it). It
+/// may be absent: tests that read it skip with a printed reason.
+pub fn shared_dir() -> std::path::PathBuf {
+    repo_root().join("../shared")
+}
 
 /// The body of `GET url` as text (a daemon's `/metrics`, a page). Panics when the request fails:
 /// every caller expects the server to be up.

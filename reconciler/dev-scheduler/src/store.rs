@@ -151,6 +151,13 @@ pub fn config_of(def: &Value) -> Value {
         for k in ["instances", "version", "versionInfo"] {
             o.remove(k);
         }
+        // No labels and `{}` are one configuration (definitions stored before `{}` was filled
+        // in must not look changed, which would restart their tasks).
+        if o.get("labels")
+            .is_some_and(|l| l.is_null() || l == &json!({}))
+        {
+            o.remove("labels");
+        }
     }
     c
 }

@@ -86,6 +86,7 @@ fn stored_form(
         return Err(Reject::Invalid(details));
     }
     baton_core::spec::marathon_form(&mut app);
+    with_labels(&mut app);
     let previous = world.apps.get(id).map(|r| r.def.clone());
     world.assign_service_ports(id, &mut app, previous.as_ref());
     let version_info = match &previous {
@@ -103,6 +104,17 @@ fn stored_form(
         obj.insert("versionInfo".into(), version_info);
     }
     Ok(app)
+}
+
+/// Marathon always renders `labels` (`{}` when there are none), and clients rely on it:
+/// marathon-lb indexes `app['labels']` and, on an app without them, configures no app at all.
+pub(super) fn with_labels(app: &mut Value) {
+    if let Some(obj) = app.as_object_mut() {
+        let labels = obj.entry("labels").or_insert_with(|| json!({}));
+        if labels.is_null() {
+            *labels = json!({});
+        }
+    }
 }
 
 /// Merge a partial update into the current definition: given top-level fields replace.
@@ -304,7 +316,9 @@ pub(super) async fn get_one(
                     json!({"message": format!("App '{id}' does not exist in version {v}")}),
                 )
             })?;
-            Ok(Json(def.clone()).into_response())
+            let mut def = def.clone();
+            with_labels(&mut def);
+            Ok(Json(def).into_response())
         }
         AppPath::Task(..) | AppPath::Restart(_) => Err(method_not_allowed()),
     }

@@ -31,7 +31,11 @@ fn group_json(world: &World, gid: &str) -> Value {
             }
         }
         match rest.split_once('/') {
-            None => apps.push(r.def.clone()),
+            None => {
+                let mut def = r.def.clone();
+                super::apps::with_labels(&mut def);
+                apps.push(def);
+            }
             Some((sub, _)) => {
                 let sub = format!("{prefix}{sub}");
                 if !subgroups.contains(&sub) {

@@ -26,6 +26,8 @@ mod query;
 mod queue;
 mod render;
 mod tasks;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

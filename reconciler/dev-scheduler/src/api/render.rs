@@ -35,6 +35,8 @@ pub(super) fn app_json_with(
 ) -> Option<Value> {
     let record = world.apps.get(id)?;
     let mut app = record.def.clone();
+    // Definitions stored before labels were always filled in.
+    super::apps::with_labels(&mut app);
     let Some(obj) = app.as_object_mut() else {
         return Some(app);
     };
