@@ -88,7 +88,7 @@ pub fn run(cli: Cli, sources: Sources, signals: Signals) -> Result<u8, Error> {
         } => rt.block_on(dev(repo, listen, state_dir, signals)),
         Command::Serve(args) => rt.block_on(serve(*args, sources, signals)),
         Command::DevScheduler { listen, state_dir } => {
-            rt.block_on(dev_scheduler(listen, state_dir, signals))
+            rt.block_on(dev_scheduler(listen, state_dir, cli.log_format, signals))
         }
     }
 }
@@ -207,6 +207,7 @@ async fn serve(args: ServeArgs, sources: Sources, signals: Signals) -> Result<u8
 async fn dev_scheduler(
     listen: SocketAddr,
     state_dir: Option<PathBuf>,
+    log_format: LogFormat,
     signals: Signals,
 ) -> Result<u8, Error> {
     let listener =
@@ -226,7 +227,10 @@ async fn dev_scheduler(
         addr: listen,
         source,
     })?;
-    eprintln!("dev scheduler listening on http://{addr}");
+    match log_format {
+        LogFormat::Text => eprintln!("dev scheduler listening on http://{addr}"),
+        LogFormat::Json => tracing::info!(%addr, "dev scheduler listening on http://{addr}"),
+    }
     baton_dev_scheduler::run(listener, config, shutdown).await?;
     Ok(exit::OK)
 }
