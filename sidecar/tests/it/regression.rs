@@ -189,8 +189,15 @@ async fn max_wait_bounds_the_whole_start() {
 /// `BATON_LOG_FORMAT=json` asked for JSON) and a start that fails.
 #[test]
 fn json_logs_cover_usage_errors_and_failed_starts() {
-    // (what, flags, extra env, exit code (0: any failure), what the error names)
-    let cases: &[(&str, &[&str], &[(&str, &str)], i32, &str)] = &[
+    /// What, flags, extra env, exit code (0: any failure), what the error names.
+    type Case<'a> = (
+        &'a str,
+        &'a [&'a str],
+        &'a [(&'a str, &'a str)],
+        i32,
+        &'a str,
+    );
+    let cases: &[Case] = &[
         (
             "an unknown flag",
             &["--log-format", "json", "--bogus", "--", "true"],
