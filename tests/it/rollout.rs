@@ -599,7 +599,6 @@ fn rollout_load() -> Plan {
 /// in ten (±5 points) is answered by v2; at the end only `/shop/api` remains, at v2; no request
 /// fails over the whole rollout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the rollout daemon (issue 15 WP-C)"]
 async fn rollout_good_version_goes_to_full_with_no_failed_request() {
     let Some(mut stack) =
         Stack::start("rollout_good_version_goes_to_full_with_no_failed_request").await
@@ -689,7 +688,6 @@ async fn rollout_good_version_goes_to_full_with_no_failed_request() {
 /// the 10% step, once it has `minRequests` (20) responses; users saw 5xx only from v2; the
 /// stable app's definition and tasks are untouched; `/api/status` says which step and numbers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the rollout daemon (issue 15 WP-C)"]
 async fn rollout_bad_version_is_rolled_back_at_the_first_step() {
     let Some(mut stack) =
         Stack::start("rollout_bad_version_is_rolled_back_at_the_first_step").await
@@ -796,7 +794,6 @@ async fn rollout_bad_version_is_rolled_back_at_the_first_step() {
 /// receives traffic: no server of its task ever appears in HAProxy, no request is answered by
 /// v2, and it is rolled back with the check's failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the rollout daemon (issue 15 WP-C)"]
 async fn rollout_failing_isolated_check_never_gets_traffic() {
     let Some(mut stack) = Stack::start("rollout_failing_isolated_check_never_gets_traffic").await
     else {
@@ -860,7 +857,6 @@ async fn rollout_failing_isolated_check_never_gets_traffic() {
 /// is switched to and, within the grace, switched back: the stable v2 answers again, and only
 /// v3 failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the rollout daemon (issue 15 WP-C)"]
 async fn rollout_blue_green_switches_with_no_failed_request_and_switches_back() {
     let Some(mut stack) =
         Stack::start("rollout_blue_green_switches_with_no_failed_request_and_switches_back").await
@@ -992,7 +988,6 @@ async fn rollout_blue_green_switches_with_no_failed_request_and_switches_back() 
 /// dir: the rollout resumes where it was (the canary's task is the same one, not relaunched)
 /// and completes; no request fails meanwhile (HAProxy keeps serving without Baton).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the rollout daemon (issue 15 WP-C)"]
 async fn rollout_resumes_after_kill_9_at_the_ten_percent_step() {
     let Some(mut stack) =
         Stack::start("rollout_resumes_after_kill_9_at_the_ten_percent_step").await
@@ -1058,7 +1053,6 @@ async fn rollout_resumes_after_kill_9_at_the_ten_percent_step() {
 /// `/shop/api`, at v2) or rolled back (only `/shop/api`, at v1, its tasks untouched), and at no
 /// moment are there two canary apps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the rollout daemon (issue 15 WP-C)"]
 async fn rollout_survives_a_frozen_scheduler_and_a_locked_canary() {
     let Some(mut stack) = Stack::start_with(
         "rollout_survives_a_frozen_scheduler_and_a_locked_canary",

@@ -207,10 +207,59 @@ impl Cli {
     }
 }
 
+/// Whether the raw command line (or else `BATON_LOG_FORMAT`) asks for JSON logs: for an error
+/// clap reports before it could parse `--log-format` itself. The last `--log-format` given
+/// before a `--` wins, as in clap.
+pub fn json_logs_requested(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    env: Option<std::ffi::OsString>,
+) -> bool {
+    let mut given = None;
+    let mut args = args.into_iter().map(|a| a.to_string_lossy().into_owned());
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
+        } else if arg == "--log-format" {
+            given = args.next();
+        } else if let Some(v) = arg.strip_prefix("--log-format=") {
+            given = Some(v.to_string());
+        }
+    }
+    given
+        .or_else(|| env.map(|e| e.to_string_lossy().into_owned()))
+        .is_some_and(|v| v.eq_ignore_ascii_case("json"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use baton::config::Origin;
+
+    #[test]
+    fn json_logs_are_seen_in_a_command_line_that_does_not_parse() {
+        let args = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert!(json_logs_requested(
+            args(&["baton", "--log-format", "json", "plan", "--bogus"]),
+            None
+        ));
+        assert!(json_logs_requested(
+            args(&["baton", "plan", "--log-format=json"]),
+            None
+        ));
+        assert!(json_logs_requested(
+            args(&["baton", "plan", "--bogus"]),
+            Some("json".into())
+        ));
+        assert!(!json_logs_requested(
+            args(&["baton", "--log-format", "json", "--log-format", "text"]),
+            Some("json".into())
+        ));
+        assert!(!json_logs_requested(
+            args(&["baton", "dev", "--", "--log-format", "json"]),
+            None
+        ));
+        assert!(!json_logs_requested(args(&["baton", "plan"]), None));
+    }
 
     /// A flag given on the command line is the flag's; one clap read from its environment
     /// variable is named by that variable (the rest of the process env plays no part here:

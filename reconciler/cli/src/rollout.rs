@@ -216,6 +216,7 @@ mod tests {
             phase,
             entered_ms: 0,
             window: None,
+            analysis: None,
             timeline: vec![TimelineEntry {
                 at_ms: 0,
                 event: "canary launched".into(),

@@ -91,7 +91,7 @@ pub fn run(cli: Cli, sources: Sources, signals: Signals) -> Result<u8, Error> {
         Command::Serve(args) => rt.block_on(serve(*args, sources, signals)),
         Command::Rollout { command } => rt.block_on(rollout(command)),
         Command::DevScheduler { listen, state_dir } => {
-            rt.block_on(dev_scheduler(listen, state_dir, signals))
+            rt.block_on(dev_scheduler(listen, state_dir, cli.log_format, signals))
         }
     }
 }
@@ -230,6 +230,7 @@ async fn rollout(command: RolloutCommand) -> Result<u8, Error> {
 async fn dev_scheduler(
     listen: SocketAddr,
     state_dir: Option<PathBuf>,
+    log_format: LogFormat,
     signals: Signals,
 ) -> Result<u8, Error> {
     let listener =
@@ -249,7 +250,10 @@ async fn dev_scheduler(
         addr: listen,
         source,
     })?;
-    eprintln!("dev scheduler listening on http://{addr}");
+    match log_format {
+        LogFormat::Text => eprintln!("dev scheduler listening on http://{addr}"),
+        LogFormat::Json => tracing::info!(%addr, "dev scheduler listening on http://{addr}"),
+    }
     baton_dev_scheduler::run(listener, config, shutdown).await?;
     Ok(exit::OK)
 }

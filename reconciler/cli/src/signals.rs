@@ -7,15 +7,14 @@ use tokio_util::sync::CancellationToken;
 /// SIGTERM (a harness, a supervisor's thread), Baton would never receive them, so neither Ctrl-C
 /// nor SIGTERM could stop `serve`, `dev` or `dev-scheduler` (tokio installs handlers, which
 /// also replace an inherited SIG_IGN, but does not touch the mask). Unblocked before any thread
-/// exists, since threads inherit the mask of the thread that starts them.
-pub fn unblock_stop_signals() {
+/// exists, since threads inherit the mask of the thread that starts them. A failure is
+/// returned for `main` to log once logging is set up (in the format asked for).
+pub fn unblock_stop_signals() -> nix::Result<()> {
     use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
-    if let Err(e) = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None) {
-        eprintln!("warning: cannot unblock SIGINT and SIGTERM: {e}");
-    }
+    sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None)
 }
 
 /// First SIGINT/SIGTERM cancels `token` (graceful); a second one kills the `tasks` of a dev

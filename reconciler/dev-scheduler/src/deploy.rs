@@ -286,8 +286,15 @@ fn runs_config_of(task_config: &Value, def: &Value) -> bool {
     const SKIPPED: [&str; 3] = ["instances", "version", "versionInfo"];
     match (task_config.as_object(), def.as_object()) {
         (Some(c), Some(d)) => {
+            let changed = d
+                .get("versionInfo")
+                .and_then(|v| v.get("lastConfigChangeAt"));
             let mut relevant = d.iter().filter(|(k, _)| !SKIPPED.contains(&k.as_str()));
-            c.len() == relevant.clone().count() && relevant.all(|(k, v)| c.get(k) == Some(v))
+            c.len() == relevant.clone().count() + usize::from(changed.is_some())
+                && c.get("versionInfo")
+                    .and_then(|v| v.get("lastConfigChangeAt"))
+                    == changed
+                && relevant.all(|(k, v)| c.get(k) == Some(v))
         }
         _ => *task_config == config_of(def),
     }
@@ -724,6 +731,28 @@ mod tests {
         let mut removed = def;
         removed.as_object_mut().unwrap().remove("cmd");
         assert!(!runs_config_of(&config, &removed), "a field removed");
+
+        let stored = json!({"id": "/a", "cmd": "x", "instances": 3, "version": "v1",
+            "versionInfo": {"lastScalingAt": "v1", "lastConfigChangeAt": "v1"}});
+        let config = config_of(&stored);
+        assert!(runs_config_of(&config, &stored));
+        let mut scaled = stored.clone();
+        scaled["instances"] = json!(5);
+        scaled["versionInfo"]["lastScalingAt"] = json!("v2");
+        assert!(
+            runs_config_of(&config, &scaled),
+            "a scaling keeps the config"
+        );
+        let mut restarted = stored.clone();
+        restarted["versionInfo"]["lastConfigChangeAt"] = json!("v2");
+        assert!(
+            !runs_config_of(&config, &restarted),
+            "a restart (a new lastConfigChangeAt, the same fields) is a new config"
+        );
+        assert_eq!(
+            runs_config_of(&config, &restarted),
+            config == config_of(&restarted)
+        );
     }
 
     #[test]

@@ -144,10 +144,16 @@ pub struct World {
 }
 
 /// The part of an app that, when it changes, means its tasks must be replaced: everything but
-/// `instances` and the version fields. Marathon calls that a config change (vs. a scaling).
+/// `instances` and the version fields, plus `versionInfo.lastConfigChangeAt`. Marathon calls
+/// that a config change (vs. a scaling); a restart (`POST /v2/apps/{id}/restart`) is one that
+/// changes only `lastConfigChangeAt`.
 pub fn config_of(def: &Value) -> Value {
     let mut c = def.clone();
     if let Some(o) = c.as_object_mut() {
+        let changed = o
+            .get("versionInfo")
+            .and_then(|v| v.get("lastConfigChangeAt"))
+            .cloned();
         for k in ["instances", "version", "versionInfo"] {
             o.remove(k);
         }
@@ -158,8 +164,28 @@ pub fn config_of(def: &Value) -> Value {
         {
             o.remove("labels");
         }
+        if let Some(at) = changed {
+            o.insert(
+                "versionInfo".into(),
+                serde_json::json!({ "lastConfigChangeAt": at }),
+            );
+        }
     }
     c
+}
+
+/// Whether two definitions have the same fields, `instances` and the version fields aside: a
+/// write that keeps them is a scaling (or nothing), and keeps `lastConfigChangeAt`.
+pub fn same_definition(a: &Value, b: &Value) -> bool {
+    const SKIPPED: [&str; 3] = ["instances", "version", "versionInfo"];
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(bm)) => {
+            let mut a = a.iter().filter(|(k, _)| !SKIPPED.contains(&k.as_str()));
+            let b = bm.keys().filter(|k| !SKIPPED.contains(&k.as_str()));
+            a.clone().count() == b.count() && a.all(|(k, v)| bm.get(k) == Some(v))
+        }
+        _ => a == b,
+    }
 }
 
 pub fn instances_of(def: &Value) -> usize {

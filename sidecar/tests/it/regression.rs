@@ -183,3 +183,78 @@ async fn max_wait_bounds_the_whole_start() {
         );
     }
 }
+
+/// Issue 16: with JSON logs every line baton-env writes to stderr is JSON, errors included:
+/// clap's usage errors (plain text before, although `--log-format json` or
+/// `BATON_LOG_FORMAT=json` asked for JSON) and a start that fails.
+#[test]
+fn json_logs_cover_usage_errors_and_failed_starts() {
+    /// What, flags, extra env, exit code (0: any failure), what the error names.
+    type Case<'a> = (
+        &'a str,
+        &'a [&'a str],
+        &'a [(&'a str, &'a str)],
+        i32,
+        &'a str,
+    );
+    let cases: &[Case] = &[
+        (
+            "an unknown flag",
+            &["--log-format", "json", "--bogus", "--", "true"],
+            &[],
+            64,
+            "--bogus",
+        ),
+        (
+            "an unknown flag, JSON from the environment",
+            &["--bogus", "--", "true"],
+            &[("BATON_LOG_FORMAT", "json")],
+            64,
+            "--bogus",
+        ),
+        (
+            "a bad value",
+            &["--log-format=json", "--max-wait", "soon", "--", "true"],
+            &[],
+            64,
+            "soon",
+        ),
+        (
+            "an unreachable Vault",
+            &["--log-format", "json", "--max-wait", "1s", "--", "true"],
+            &[
+                ("VAULT_ADDR", "http://127.0.0.1:9"),
+                ("BATON_TOKEN", "not-a-real-token"),
+                ("K", "vault:secret/data/app#k"),
+            ],
+            0,
+            "",
+        ),
+    ];
+    for (what, args, env, code, names) in cases {
+        let mut cmd = baton_env();
+        cmd.args(*args).envs(env.iter().copied());
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.trim().is_empty(), "{what}: nothing on stderr");
+        let lines: Vec<serde_json::Value> = stderr
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("{what}: a stderr line is not JSON ({e}): {l}"))
+            })
+            .collect();
+        let error = lines
+            .iter()
+            .find(|l| l["level"] == "ERROR")
+            .unwrap_or_else(|| panic!("{what}: no ERROR line: {stderr}"));
+        assert!(
+            error["message"].as_str().is_some_and(|m| m.contains(names)),
+            "{what}: {error}"
+        );
+        assert_ne!(out.status.code(), Some(0), "{what}");
+        if *code == 64 {
+            assert_eq!(out.status.code(), Some(64), "{what}: {stderr}");
+        }
+    }
+}

@@ -773,3 +773,190 @@ fn plan_checks_vault_settings_as_serve_does() {
         }
     }
 }
+
+/// Every stderr line of `out` parses as a JSON object; returns them.
+fn json_lines(what: &str, out: &Output) -> Vec<Value> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.trim().is_empty(), "{what}: nothing on stderr");
+    stderr
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{what}: a stderr line is not JSON ({e}): {line}"));
+            assert!(v.is_object(), "{what}: {line}");
+            v
+        })
+        .collect()
+}
+
+/// The message of the ERROR line among `lines` (tracing's JSON: `fields.message`).
+fn error_message(what: &str, lines: &[Value]) -> String {
+    lines
+        .iter()
+        .find(|l| l["level"] == "ERROR")
+        .and_then(|l| l["fields"]["message"].as_str())
+        .unwrap_or_else(|| panic!("{what}: no ERROR line in {lines:?}"))
+        .to_string()
+}
+
+/// Issue 16: with `--log-format json` (or `BATON_LOG_FORMAT=json`) every line on stderr is JSON,
+/// errors included: a failing command's final error (it was plain `error: ...`), a
+/// configuration error found after parsing, clap's own usage errors (the command line that
+/// asked for JSON did not parse), and the dev scheduler's "listening" line.
+#[test]
+fn json_logs_cover_every_stderr_line_errors_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fixture("specs/valid");
+    let repo = repo.to_str().unwrap();
+    let missing = dir.path().join("missing.json");
+    let missing = missing.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let m = "http://127.0.0.1:9";
+    // (what, command line, exit code, what the error names)
+    let cases: &[(&str, &[&str], i32, &str)] = &[
+        (
+            "a failing command",
+            &[
+                "--log-format",
+                "json",
+                "plan",
+                "--repo",
+                repo,
+                "--live",
+                missing,
+            ],
+            1,
+            "missing.json",
+        ),
+        (
+            "a bad value checked after parsing",
+            &[
+                "--log-format=json",
+                "serve",
+                "--repo",
+                repo,
+                "--state-dir",
+                state,
+                "--marathon",
+                m,
+                "--poll-interval",
+                "0.5x",
+            ],
+            64,
+            "--poll-interval",
+        ),
+        (
+            "an unknown flag",
+            &["--log-format", "json", "plan", "--repo", repo, "--bogus"],
+            64,
+            "--bogus",
+        ),
+        ("a missing command", &["--log-format", "json"], 64, "Usage"),
+    ];
+    for (what, args, code, names) in cases {
+        let out = baton_clean(args);
+        assert_eq!(out.status.code(), Some(*code), "{what}: {out:?}");
+        let lines = json_lines(what, &out);
+        let message = error_message(what, &lines);
+        assert!(message.contains(names), "{what}: {message}");
+        assert!(!message.starts_with("error: error"), "{what}: {message}");
+    }
+
+    // The environment variable asks for JSON too, also when the flags do not parse.
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["plan", "--repo", repo, "--bogus"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("BATON_LOG_FORMAT", "json")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let lines = json_lines("BATON_LOG_FORMAT=json", &out);
+    assert!(error_message("BATON_LOG_FORMAT=json", &lines).contains("--bogus"));
+
+    // Text stays text: the same failure, plain.
+    let out = baton_clean(&["plan", "--repo", repo, "--live", missing]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.starts_with("error: "), "{text}");
+}
+
+/// Issue 16: a long-running command's own lines are JSON too (`dev-scheduler`'s "listening"
+/// line was a plain `eprintln!`).
+#[test]
+fn json_logs_of_the_dev_scheduler_are_json_from_the_first_line() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::io::BufRead;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "--log-format",
+            "json",
+            "dev-scheduler",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("BATON_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut lines = Vec::new();
+    let listening = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = kill(pid, Signal::SIGKILL);
+            panic!("no listening line in time; got {lines:?}");
+        };
+        lines.push(line.clone());
+        if line.contains("listening") {
+            break line;
+        }
+    };
+    kill(pid, Signal::SIGTERM).unwrap();
+    // The rest of stderr until it closes (the process exits).
+    while let Ok(line) =
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        lines.push(line);
+    }
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = kill(pid, Signal::SIGKILL);
+            panic!("the dev scheduler did not stop on SIGTERM: {lines:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}: {lines:?}");
+    for line in &lines {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a stderr line is not JSON ({e}): {line}"));
+        assert!(v.is_object(), "{line}");
+    }
+    let v: Value = serde_json::from_str(&listening).unwrap();
+    assert!(
+        v["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("dev scheduler listening on http://127.0.0.1:")),
+        "{v}"
+    );
+}

@@ -1689,3 +1689,295 @@ async fn baton_dev_scheduler_killed_by_a_second_sigint_leaves_no_task_process() 
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 16: what real Marathon clients call (shpkpr, marathon-deploy)
+
+/// The ids of an app's tasks.
+async fn task_ids(s: &Server, app: &str) -> BTreeSet<String> {
+    s.get(&format!("/v2/apps{app}/tasks")).await["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `PUT /v2/apps/` and `GET /v2/apps/` (shpkpr's multi-app deploy; 404 before), and the other
+/// collections with a trailing slash, as Marathon (JAX-RS) takes them.
+#[tokio::test]
+async fn collections_answer_with_a_trailing_slash() {
+    let s = start(DevConfig::default()).await;
+    let apps = json!([
+        {"id": "/slash/a", "cmd": "sleep 600", "cpus": 0.01, "mem": 8},
+        {"id": "/slash/b", "cmd": "sleep 600", "cpus": 0.01, "mem": 8}
+    ]);
+    let (status, body) = s.put("/v2/apps/", apps).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["deploymentId"].is_string(), "{body}");
+    assert!(body["version"].is_string(), "{body}");
+    let listed: BTreeSet<String> = s.get("/v2/apps/").await["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        BTreeSet::from(["/slash/a".to_string(), "/slash/b".to_string()])
+    );
+    assert!(s.get("/v2/deployments/").await.is_array());
+    assert!(s.get("/v2/tasks/").await["tasks"].is_array());
+    assert!(s.get("/v2/queue/").await["queue"].is_array());
+    assert_eq!(s.get("/v2/groups/").await["id"], "/");
+    s.no_deployments().await;
+    s.stop().await;
+}
+
+/// `/ping` as Marathon's `SystemResource.ping` answers it: `"pong"` as JSON to a client that
+/// asks for JSON (the PyPI `marathon` client, so marathon-deploy), `pong` as text otherwise.
+#[tokio::test]
+async fn ping_answers_as_marathon_does() {
+    let s = start(DevConfig::default()).await;
+    for (accept, body, media_type) in [
+        (Some("application/json"), "\"pong\"", "application/json"),
+        (Some("*/*"), "pong", "text/plain"),
+        (None, "pong", "text/plain"),
+    ] {
+        let mut req = s.http.get(format!("{}/ping", s.url));
+        if let Some(a) = accept {
+            req = req.header(reqwest::header::ACCEPT, a);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{accept:?}");
+        let ct = resp.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(ct.starts_with(media_type), "{accept:?}: {ct}");
+        assert_eq!(resp.text().await.unwrap(), body, "{accept:?}");
+    }
+    let resp = s
+        .http
+        .get(format!("{}/ping", s.url))
+        .header(reqwest::header::ACCEPT, "image/png")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204, "nothing acceptable: no content");
+    s.stop().await;
+}
+
+/// `POST /v2/apps/{id}/restart` (marathon-deploy's `--restart`; 405 before): a new deployment
+/// that replaces every task with the same definition, answered `{deploymentId, version}` with
+/// the deployment's id in `Marathon-Deployment-Id`; an app a deployment locks is refused
+/// without `force` (Marathon's default) and restarted with it; an unknown app is 404.
+#[tokio::test]
+async fn restart_replaces_every_task_and_honours_force() {
+    let s = start(DevConfig::default()).await;
+    let (status, body) = s
+        .post(
+            "/v2/apps",
+            json!({"id": "/restart/me", "cmd": "sleep 600", "cpus": 0.01, "mem": 8, "instances": 2}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    s.no_deployments().await;
+    let old = eventually("two running tasks", || async {
+        let ids = task_ids(&s, "/restart/me").await;
+        (ids.len() == 2).then_some(ids)
+    })
+    .await;
+    let before = s.app("/restart/me").await;
+
+    let resp = s
+        .http
+        .post(format!("{}/v2/apps/restart/me/restart", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let header = resp.headers()["Marathon-Deployment-Id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["deploymentId"], header.as_str(), "{body}");
+    let version = body["version"].as_str().unwrap().to_string();
+    assert_ne!(version, before["version"].as_str().unwrap());
+    let new = eventually("two new tasks and no deployment", || async {
+        let ids = task_ids(&s, "/restart/me").await;
+        let idle = s
+            .get("/v2/deployments")
+            .await
+            .as_array()
+            .unwrap()
+            .is_empty();
+        (idle && ids.len() == 2 && ids.is_disjoint(&old)).then_some(ids)
+    })
+    .await;
+    assert_eq!(new.len(), 2);
+    let after = s.app("/restart/me").await;
+    assert_eq!(after["cmd"], before["cmd"], "the definition is unchanged");
+    assert_eq!(after["version"], version.as_str());
+    assert_eq!(
+        after["versionInfo"]["lastConfigChangeAt"],
+        version.as_str(),
+        "a restart is a config change"
+    );
+    let versions = s.get("/v2/apps/restart/me/versions").await;
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
+
+    let (status, body) = s.post("/v2/apps", stuck_app("/restart/stuck")).await;
+    assert_eq!(status, 201, "{body}");
+    let locked_by = eventually("the stuck app's deployment", || async {
+        let d = s.get("/v2/deployments").await;
+        d[0]["id"].as_str().map(str::to_string)
+    })
+    .await;
+    let (status, body) = s
+        .call(
+            reqwest::Method::POST,
+            "/v2/apps/restart/stuck/restart",
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "force=false by default: {body}");
+    assert_eq!(body["deployments"][0]["id"], locked_by.as_str());
+    let (status, body) = s
+        .call(
+            reqwest::Method::POST,
+            "/v2/apps/restart/stuck/restart?force=true",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(body["deploymentId"], locked_by.as_str());
+    let (status, _) = s
+        .call(reqwest::Method::POST, "/v2/apps/restart/none/restart", None)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = s
+        .call(reqwest::Method::POST, "/v2/apps/restart/me", None)
+        .await;
+    assert_eq!(status, 405, "only restart takes a POST");
+    let (status, _) = s.delete("/v2/apps/restart/stuck").await;
+    assert_eq!(status, 200);
+    s.stop().await;
+}
+
+/// A client's virtualenv under `target/` (scripts/install-deps.sh), or `None` (skipped with a
+/// printed reason; CI installs it) when it is absent.
+fn client_venv(test: &str, dir: &str, bin: &str) -> Option<PathBuf> {
+    let path = repo_root().join("target").join(dir).join("bin").join(bin);
+    if path.exists() {
+        return Some(path);
+    }
+    let why = format!(
+        "{} is missing (scripts/install-deps.sh installs it)",
+        path.display()
+    );
+    tool_missing(test, &why);
+    None
+}
+
+async fn run_client(cmd: &mut tokio::process::Command) -> (bool, String) {
+    let out = tokio::time::timeout(Duration::from_secs(300), cmd.kill_on_drop(true).output())
+        .await
+        .expect("the client finished in time")
+        .unwrap();
+    let text = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The PyPI client shpkpr (4.1.2) deploys two apps at once: `PUT /v2/apps/` with both, then
+/// `GET /v2/deployments` until the deployment is gone.
+#[tokio::test]
+async fn shpkpr_deploys_several_apps_at_once() {
+    const TEST: &str = "shpkpr_deploys_several_apps_at_once";
+    let Some(shpkpr) = client_venv(TEST, "shpkpr", "shpkpr") else {
+        return;
+    };
+    let s = start(DevConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["one", "two"] {
+        std::fs::write(
+            dir.path().join(format!("{name}.json")),
+            format!(
+                r#"{{"id": "/shpkpr/{name}", "cmd": "sleep 600", "cpus": 0.01, "mem": 8, "instances": 1,
+                    "labels": {{"via": "{{{{ LABEL }}}}"}}}}"#
+            ),
+        )
+        .unwrap();
+    }
+    let (ok, out) = run_client(
+        tokio::process::Command::new(&shpkpr)
+            .args(["apps", "deploy", "--marathon-url", &s.url])
+            .args(["--template-dir", dir.path().to_str().unwrap()])
+            .args(["-t", "one.json", "-t", "two.json", "--timeout", "240"])
+            .env("SHPKPR_LABEL", "shpkpr"),
+    )
+    .await;
+    assert!(ok, "shpkpr failed\n{out}");
+    let mut versions = BTreeSet::new();
+    for name in ["one", "two"] {
+        let app = s.app(&format!("/shpkpr/{name}")).await;
+        assert_eq!(app["labels"]["via"], "shpkpr", "{app}");
+        assert_eq!(app["tasksRunning"], 1, "{app}");
+        versions.insert(app["version"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        versions.len(),
+        1,
+        "one write of both apps (one PUT /v2/apps/)"
+    );
+    s.stop().await;
+}
+
+/// The PyPI client marathon-deploy (3.0.2): it pings first and gives up unless the answer is
+/// Marathon's `"pong"`, then `--restart` posts `/v2/apps/{id}/restart?force=True` and watches
+/// `/v2/deployments` until the restart is done.
+#[tokio::test]
+async fn marathon_deploy_restarts_an_app() {
+    const TEST: &str = "marathon_deploy_restarts_an_app";
+    let Some(tool) = client_venv(TEST, "marathon-deploy", "marathon-deploy") else {
+        return;
+    };
+    let s = start(DevConfig::default()).await;
+    let (status, body) = s
+        .post(
+            "/v2/apps",
+            json!({"id": "/md/web", "cmd": "sleep 600", "cpus": 0.01, "mem": 8, "instances": 2}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    s.no_deployments().await;
+    let old = eventually("two running tasks", || async {
+        let ids = task_ids(&s, "/md/web").await;
+        (ids.len() == 2).then_some(ids)
+    })
+    .await;
+    let (ok, out) = run_client(
+        tokio::process::Command::new(&tool)
+            .args(["-m", &s.url, "--appid", "/md/web", "--restart"])
+            .stdin(std::process::Stdio::null()),
+    )
+    .await;
+    assert!(ok, "marathon-deploy failed\n{out}");
+    assert!(
+        out.contains("\"pong\""),
+        "it printed the ping answer\n{out}"
+    );
+    assert!(out.contains("complete"), "{out}");
+    let new = eventually("two new tasks", || async {
+        let ids = task_ids(&s, "/md/web").await;
+        (ids.len() == 2 && ids.is_disjoint(&old)).then_some(ids)
+    })
+    .await;
+    assert_eq!(new.len(), 2);
+    s.stop().await;
+}

@@ -359,6 +359,25 @@ fn the_plan_itself_never_writes_a_spec_outside_id_prefixes() {
     assert!(p.invalid.contains(&id("/web/api")), "{:?}", p.invalid);
 }
 
+/// Issue 16: DC/OS secret references diff like any other value: an app Marathon returns as
+/// submitted is unchanged; a moved `source`, a new declaration and a plain value that became a
+/// reference are each a change at their own pointer.
+#[test]
+fn dcos_secret_references_diff_field_by_field() {
+    let (p, _) = case("dcos-secrets", None);
+    snapshot("dcos_secrets", &p);
+    assert_eq!(p.unchanged, vec![id("/same")]);
+    let change = p
+        .changes()
+        .find(|c| c.app.as_str() == "/moved")
+        .expect("/moved is updated");
+    let pointers: Vec<&str> = change.fields.iter().map(|f| f.pointer.as_str()).collect();
+    assert_eq!(
+        pointers,
+        ["/env/TOKEN", "/secrets/key/source", "/secrets/token"]
+    );
+}
+
 #[test]
 fn plan_json_matches_its_schema() {
     let dir = fixture("plan/basic");

@@ -19,6 +19,7 @@ fn rollout() -> RolloutState {
         phase: Phase::Step { index: 0 },
         entered_ms: 0,
         window: None,
+        analysis: None,
         timeline: Vec::new(),
     }
 }

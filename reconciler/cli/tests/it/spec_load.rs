@@ -866,3 +866,66 @@ fn a_spec_named_like_a_canary_makes_the_rollout_app_invalid() {
     );
     assert!(spec.baton.rollout.is_some());
 }
+
+/// Issue 16: a DC/OS secret reference must name a secret the app declares, as Marathon checks
+/// ("references an undefined secret"); the error names the reference's pointer and line, and
+/// the app beside it with a declared secret loads.
+#[test]
+fn an_env_secret_reference_must_name_a_declared_secret() {
+    let repo = invalid_case("undeclared-secret");
+    let d = repo
+        .diagnostics
+        .iter()
+        .find(|d| d.pointer == "/env/DB_PASSWORD/secret")
+        .expect("a diagnostic at the reference");
+    assert_eq!(d.severity, Severity::Error);
+    assert_eq!(d.file, Path::new("apps/api.yaml"));
+    assert_eq!(d.line, Some(4));
+    assert!(
+        d.message.contains("`db-pasword`") && d.message.contains("did you mean `db-password`?"),
+        "{}",
+        d.message
+    );
+    assert!(repo.invalid.contains(&id("/api")));
+    assert!(
+        repo.specs.contains_key(&id("/ok")),
+        "a declared secret reference is valid"
+    );
+    assert_eq!(
+        repo.specs[&id("/ok")].app["env"]["DB_PASSWORD"],
+        serde_json::json!({"secret": "db"}),
+        "the reference is sent as written"
+    );
+}
+
+/// Issue 16: fields older Marathons served in every app (`storeUrls`, the status counts) and
+/// the current one ignores are warnings that name them, not errors; those Marathon ignores are
+/// left out of the definition; an unknown field (a typo of one) is still an error.
+#[test]
+fn fields_marathon_once_served_are_warnings_and_unknown_ones_errors() {
+    let repo = load_repo(&crate::support::fixture("specs/retired-fields")).unwrap();
+    insta::assert_snapshot!("retired_fields", crate::support::diagnostics_lines(&repo));
+    let legacy = &repo.specs[&id("/legacy")];
+    for field in ["storeUrls", "tasksRunning", "tasksStaged", "deployments"] {
+        let d = repo
+            .diagnostics
+            .iter()
+            .find(|d| d.pointer == format!("/{field}"))
+            .unwrap_or_else(|| panic!("no diagnostic for {field}"));
+        assert_eq!(d.severity, Severity::Warning, "{field}");
+        assert!(d.message.contains(&format!("`{field}`")), "{}", d.message);
+        assert!(d.line.is_some(), "{field}: the line is told");
+        assert!(
+            legacy.app.get(field).is_none(),
+            "{field} is not sent to Marathon"
+        );
+    }
+    assert!(
+        legacy.app.get("residency").is_some(),
+        "Marathon still reads residency"
+    );
+    assert!(repo.invalid.contains(&id("/typo")));
+    assert!(repo.diagnostics.iter().any(|d| d.pointer == "/storeUrl"
+        && d.severity == Severity::Error
+        && d.message.contains("unknown field `storeUrl`")));
+}

@@ -454,6 +454,17 @@ pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig, keep: Keep) -> F
             Some(text),
         ));
     }
+    // Fields Marathon once served and now ignores: a warning each, not an unknown-field error.
+    for (field, message) in super::retired::take(&mut doc_map) {
+        result.diagnostics.push(diagnostic(
+            &file.path,
+            Some(&id),
+            Severity::Warning,
+            &format!("/{field}"),
+            message,
+            Some(text),
+        ));
+    }
     // Checked in place (no copy of the document): wrapped for the check, unwrapped after.
     let doc = Value::Object(doc_map);
     let findings = match schema::app() {
@@ -470,6 +481,10 @@ pub(crate) fn load_file(file: &SourceFile, config: &RepoConfig, keep: Keep) -> F
     result
         .diagnostics
         .extend(findings_to_diags(&file.path, Some(&id), findings, text));
+    let undeclared = super::secret_refs::check(&doc_map, &config.defaults);
+    result
+        .diagnostics
+        .extend(findings_to_diags(&file.path, Some(&id), undeclared, text));
 
     if let Some(given) = doc_map.get("id").and_then(Value::as_str) {
         if id.resolve(given) != id.as_str() {

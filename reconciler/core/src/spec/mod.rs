@@ -3,6 +3,8 @@
 //!
 //! - [`parse`]: YAML/JSON text to `serde_json::Value`, bounded; pointers back to lines.
 //! - [`schema`]: validation against `schemas/*.schema.json`, with did-you-mean for unknown fields.
+//! - [`retired`]: fields Marathon once served and now ignores (a warning, not an error).
+//! - [`secret_refs`]: DC/OS secret references name a declared secret.
 //! - [`load`]: a repo's files to [`Repo`]: specs by app id, plus diagnostics.
 //! - [`canonical`] and [`defaults`]: Marathon's stored form of an app.
 //! - [`normalize`]: the comparable form of a desired or live app (no defaults noise, no status).
@@ -14,7 +16,9 @@ pub mod incremental;
 pub mod load;
 pub mod normalize;
 pub mod parse;
+pub mod retired;
 pub mod schema;
+pub mod secret_refs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

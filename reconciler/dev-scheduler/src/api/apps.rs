@@ -19,7 +19,7 @@ use super::{
     ApiError, ApiResult, Ctx,
 };
 use crate::deploy::{apply, Reject};
-use crate::store::{config_of, World};
+use crate::store::{same_definition, World};
 use crate::tasks::Task;
 use crate::validate::{check_id, validate_app};
 use crate::Shared;
@@ -90,7 +90,7 @@ fn stored_form(
     let previous = world.apps.get(id).map(|r| r.def.clone());
     world.assign_service_ports(id, &mut app, previous.as_ref());
     let version_info = match &previous {
-        Some(prev) if config_of(prev) == config_of(&app) => {
+        Some(prev) if same_definition(prev, &app) => {
             let last_config = prev
                 .pointer("/versionInfo/lastConfigChangeAt")
                 .cloned()
@@ -430,6 +430,52 @@ async fn update_one(
     };
     Ok(with_deployment(
         (status, Json(d.result_json())).into_response(),
+        &d.id,
+    ))
+}
+
+/// `POST /v2/apps/{id}/restart`: a new version of the app with the same definition, and a
+/// deployment that replaces every task under its `upgradeStrategy` (Marathon's
+/// `markedForRestarting`: a config change without a change of fields). `force=false` by default,
+/// as Marathon: an app a deployment locks is refused (409) unless forced. Answers
+/// `{deploymentId, version}`; 404 for an unknown app.
+pub(super) async fn post_one(
+    State(shared): Ctx,
+    Path(rest): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let q = Query::parse(q.as_deref());
+    let AppPath::Restart(id) = app_path(&rest) else {
+        return Err(method_not_allowed());
+    };
+    let force = q.flag("force", false);
+    let d = {
+        let mut world = shared.lock();
+        let mut def = world
+            .apps
+            .get(&id)
+            .map(|r| r.def.clone())
+            .ok_or_else(|| not_found_app(&id))?;
+        let version = world.clock.next_version();
+        if let Some(obj) = def.as_object_mut() {
+            obj.insert("version".into(), json!(version));
+            obj.insert(
+                "versionInfo".into(),
+                json!({"lastScalingAt": version, "lastConfigChangeAt": version}),
+            );
+        }
+        apply(
+            &mut world,
+            &shared.bus,
+            vec![(id.clone(), Some(def))],
+            version,
+            force,
+        )?
+    };
+    shared.wake.notify_one();
+    shared.commit().await?;
+    Ok(with_deployment(
+        Json(d.result_json()).into_response(),
         &d.id,
     ))
 }

@@ -1,8 +1,8 @@
-//! What the server says about itself: `GET /v2/info`, `GET /v2/leader`, and the request
-//! counts of `GET /baton-dev/requests` (not Marathon API, for benchmarks).
+//! What the server says about itself: `GET /ping`, `GET /v2/info`, `GET /v2/leader`, and the
+//! request counts of `GET /baton-dev/requests` (not Marathon API, for benchmarks).
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -119,4 +119,102 @@ pub(super) async fn leader(headers: HeaderMap) -> ApiResult {
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
     Ok(Json(json!({ "leader": leader })).into_response())
+}
+
+/// `GET /ping` as Marathon answers it (`SystemResource.ping`): the body and type depend on the
+/// `Accept` header. A client that wants JSON gets the JSON string `"pong"` (marathon-deploy
+/// compares with exactly that); `*/*`, `text/*` or no header get `pong` as `text/plain`; a
+/// client that accepts none of these gets 204 and no body.
+pub(super) async fn ping(headers: HeaderMap) -> Response {
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    match ping_answer((!accept.trim().is_empty()).then_some(accept.as_str())) {
+        Some((body, media_type)) => {
+            let mut resp = body.into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
+            resp
+        }
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// The media types `/ping` can answer in, in Marathon's order of preference (`text/plain`
+/// first, "in case client accepts */* or text/*").
+const PING_VARIANTS: [&str; 3] = ["text/plain", "text/html", "application/json"];
+
+/// The body and `Content-Type` of a ping answer for an `Accept` header (`None`: absent), or
+/// `None` when the client accepts none of [`PING_VARIANTS`]. As JAX-RS selects a variant: the
+/// client's media ranges by quality (then the more specific first, then in the order given),
+/// each matched against the variants in their order; a range with `q=0` matches nothing. Pure.
+fn ping_answer(accept: Option<&str>) -> Option<(&'static str, &'static str)> {
+    let Some(accept) = accept else {
+        return Some(("pong", "text/plain"));
+    };
+    // (quality in thousandths, specificity, position, type, subtype)
+    let mut ranges: Vec<(u16, u8, usize, String, String)> = Vec::new();
+    for (i, item) in accept.split(',').enumerate() {
+        let mut parts = item.split(';');
+        let range = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let Some((kind, sub)) = range.split_once('/') else {
+            continue; // not a media range: ignored, as JAX-RS does with a malformed one
+        };
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q=").map(str::to_string))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0)
+            .clamp(0.0, 1.0);
+        let specificity = u8::from(kind != "*") + u8::from(sub != "*");
+        ranges.push((
+            (q * 1000.0).round() as u16,
+            specificity,
+            i,
+            kind.trim().to_string(),
+            sub.trim().to_string(),
+        ));
+    }
+    ranges.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+    let chosen = ranges
+        .iter()
+        .filter(|r| r.0 > 0)
+        .find_map(|(_, _, _, kind, sub)| {
+            PING_VARIANTS.iter().find(|v| {
+                let (vk, vs) = v.split_once('/').unwrap_or((v, ""));
+                (kind == "*" || kind == vk) && (sub == "*" || sub == vs)
+            })
+        })?;
+    Some(match *chosen {
+        "application/json" => ("\"pong\"", "application/json"),
+        "text/html" => ("pong", "text/html"),
+        _ => ("pong", "text/plain"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ping_answer;
+
+    #[test]
+    fn ping_answers_in_the_media_type_the_client_accepts() {
+        let json = Some(("\"pong\"", "application/json"));
+        let text = Some(("pong", "text/plain"));
+        assert_eq!(ping_answer(None), text);
+        assert_eq!(ping_answer(Some("*/*")), text);
+        assert_eq!(ping_answer(Some("text/*")), text);
+        assert_eq!(ping_answer(Some("application/json")), json);
+        assert_eq!(ping_answer(Some("application/json, text/plain")), json);
+        assert_eq!(
+            ping_answer(Some("text/plain;q=0.5, application/json")),
+            json
+        );
+        assert_eq!(ping_answer(Some("application/*;q=0.9, */*;q=0.1")), json);
+        assert_eq!(ping_answer(Some("text/html")), Some(("pong", "text/html")));
+        assert_eq!(ping_answer(Some("application/json;q=0, */*")), text);
+        assert_eq!(ping_answer(Some("image/png")), None);
+        assert_eq!(ping_answer(Some("garbage")), None);
+    }
 }

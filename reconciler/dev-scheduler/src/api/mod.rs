@@ -6,7 +6,7 @@
 //! (`Shared::commit`) and answer; the scheduling loop does the rest. One module per resource:
 //! - `query`: query strings, `embed`, label selectors, app paths (pure).
 //! - `render`: app and task answers.
-//! - `apps`: `/v2/apps` and `/v2/apps/{*rest}` (an app, its tasks, its versions).
+//! - `apps`: `/v2/apps` and `/v2/apps/{*rest}` (an app, its tasks, its versions, restart).
 //! - `tasks`: `/v2/tasks`, and killing tasks (with `scale`) for `/v2/apps/.../tasks` too.
 //! - `deployments`: `/v2/deployments` (list; roll back or, with `force`, stop).
 //! - `groups`: `/v2/groups`, the group tree made from the app ids.
@@ -49,30 +49,32 @@ type Ctx = State<Arc<Shared>>;
 /// Every route of the API, each request counted (`info::count_request`).
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/ping", get(|| async { "pong\n" }))
+        .route("/ping", get(info::ping))
         .route("/v2/info", get(info::info))
         .route("/v2/leader", get(info::leader))
-        .route(
-            "/v2/apps",
-            get(apps::list)
-                .post(apps::create)
-                .put(apps::put_many)
-                .patch(apps::patch_many),
-        )
+        // Marathon (JAX-RS) takes a collection's path with a trailing slash too: shpkpr sends
+        // its multi-app deploy to `PUT /v2/apps/`.
+        .route("/v2/apps", apps_collection())
+        .route("/v2/apps/", apps_collection())
         .route(
             "/v2/apps/{*rest}",
             get(apps::get_one)
                 .put(apps::put_one)
                 .patch(apps::patch_one)
+                .post(apps::post_one)
                 .delete(apps::delete_one),
         )
         .route("/v2/tasks", get(tasks::list))
+        .route("/v2/tasks/", get(tasks::list))
         .route("/v2/tasks/delete", post(tasks::delete))
         .route("/v2/deployments", get(deployments::list))
+        .route("/v2/deployments/", get(deployments::list))
         .route("/v2/deployments/{id}", delete(deployments::delete))
         .route("/v2/groups", get(groups::root))
+        .route("/v2/groups/", get(groups::root))
         .route("/v2/groups/{*id}", get(groups::one))
         .route("/v2/queue", get(queue::list))
+        .route("/v2/queue/", get(queue::list))
         .route("/v2/queue/{*rest}", delete(queue::reset_delay))
         .route("/v2/events", get(events::stream))
         .route("/baton-dev/requests", get(info::request_counts))
@@ -81,6 +83,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
             info::count_request,
         ))
         .with_state(shared)
+}
+
+/// `/v2/apps` itself: list, create, update several.
+fn apps_collection() -> axum::routing::MethodRouter<Arc<Shared>> {
+    get(apps::list)
+        .post(apps::create)
+        .put(apps::put_many)
+        .patch(apps::patch_many)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -261,6 +261,7 @@ fn rollout_at(commit: &str, phase: Phase, now: u64) -> RolloutState {
         phase,
         entered_ms: now,
         window: None,
+        analysis: None,
         timeline: vec![TimelineEntry {
             at_ms: now,
             event: "started".into(),
