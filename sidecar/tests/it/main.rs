@@ -17,3 +17,4 @@ mod static_build;
 mod stub;
 mod support;
 mod tls;
+mod version;
