@@ -17,7 +17,9 @@ fn version_names_the_commit() {
         _ => {
             std::io::Write::write_fmt(
                 &mut std::io::stderr(),
-                format_args!("skipped version_names_the_commit: the source is not a git checkout\n"),
+                format_args!(
+                    "skipped version_names_the_commit: the source is not a git checkout\n"
+                ),
             )
             .ok();
             return;
