@@ -14,8 +14,12 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # cluster is not used).
 # HAProxy plus what pycurl builds against (if no wheel fits) for the real traffic path of the
 # rollout tests (tests/src/mlb.rs: unmodified marathon-lb from ../shared in front of HAProxy).
+# For the install artefacts' tests: musl-tools (the C compiler ring needs for the static
+# baton-env), zsh and fish (their completion scripts are parsed), groff-base (the man pages
+# rendered), systemd (`systemd-analyze verify` and `security` on the unit).
 PKGS=(util-linux git curl jq chromium chromium-driver postgresql
-  haproxy libcurl4-openssl-dev libssl-dev python3-dev gcc)
+  haproxy libcurl4-openssl-dev libssl-dev python3-dev gcc
+  musl-tools zsh fish groff-base systemd)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,6 +28,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "apt-get install ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The static baton-env's target (scripts/test.sh builds it for sidecar/tests/it/static_build.rs).
+MUSL="$(uname -m)-unknown-linux-musl"
+if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx "$MUSL"; then
+  log "rustup target add $MUSL"
+  rustup target add "$MUSL" || log "cannot add $MUSL: the static baton-env tests will say they are skipped"
 fi
 
 # The independent Marathon client the dev scheduler is tested against, in a virtualenv of its

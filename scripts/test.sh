@@ -9,6 +9,12 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 cargo test --workspace --locked --no-run "$@"
+# The static baton-env as the README installs it (release, musl), for the test that runs it in
+# an empty root (sidecar/tests/it/static_build.rs); it says it is skipped when this cannot build.
+MUSL="$(uname -m)-unknown-linux-musl"
+if rustup target list --installed 2>/dev/null | grep -qx "$MUSL"; then
+  cargo build --release --locked --target "$MUSL" -p baton-sidecar --bin baton-env
+fi
 limit="${BATON_TEST_TIMEOUT:-1800}"
 status=0
 timeout --kill-after=30 "$limit" cargo test --workspace --locked --no-fail-fast "$@" || status=$?

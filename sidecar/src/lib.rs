@@ -5,6 +5,7 @@
 //! - [`env`]       parent env + rendered secrets + policy → child env (pure)
 //! - [`secret`]    redacting, zeroising holders for secret values
 //! - [`vault`]     the [`vault::VaultApi`] seam and its lenient reqwest client
+//! - [`transport`] trusted CA certificates and `localhost` resolution, independent of the image
 //! - [`auth`]      token / AppRole (wrapped) / JWT / gatekeeper login → token
 //! - [`resolve`]   one concurrent read per distinct path, KV v1/v2 detection, render
 //! - [`retry`]     backoff with jitter while Vault is unavailable at start
@@ -25,6 +26,7 @@ pub mod resolve;
 pub mod retry;
 pub mod secret;
 pub mod supervise;
+pub mod transport;
 pub mod vault;
 
 use std::collections::BTreeSet;
@@ -119,7 +121,8 @@ pub async fn run(config: Config, parent_env: Vec<(OsString, OsString)>) -> Resul
     let api = Arc::new(HttpVault::new(&vault_config)?);
     match &config.gatekeeper_url {
         Some(url) => {
-            let http = reqwest::Client::builder()
+            let http = transport::client_builder(vault_config.ca_cert.as_deref())
+                .map_err(vault::ClientError::from)?
                 .timeout(vault_config.timeout)
                 .build()
                 .map_err(|e| Error::Client(vault::ClientError::Build(e)))?;
@@ -189,7 +192,8 @@ pub async fn check(
     }
     match &config.gatekeeper_url {
         Some(url) => {
-            let http = reqwest::Client::builder()
+            let http = transport::client_builder(vault_config.ca_cert.as_deref())
+                .map_err(vault::ClientError::from)?
                 .timeout(vault_config.timeout)
                 .build()
                 .map_err(|e| Error::Client(vault::ClientError::Build(e)))?;

@@ -29,7 +29,7 @@ use zeroize::Zeroize;
 #[derive(Debug, Parser)]
 #[command(
     name = "baton-env",
-    version,
+    version = env!("BATON_VERSION"),
     about,
     long_about = None,
     after_help = "A dry run of a start (log in, check every reference, revoke, run nothing): \
@@ -60,7 +60,7 @@ struct Cli {
 /// revoked at the end with its leases (a given token is kept and its leases are revoked one
 /// by one). Bootstrap files are not removed.
 #[derive(Debug, Parser)]
-#[command(name = "baton-env check", version)]
+#[command(name = "baton-env check", version = env!("BATON_VERSION"))]
 struct CheckCli {
     #[command(flatten)]
     opts: Opts,

@@ -10,7 +10,6 @@
 //! zeroised after parsing.
 
 use std::future::Future;
-use std::path::Path;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -218,18 +217,8 @@ pub struct VaultConfig {
 /// Errors building the client (bad CA file, bad address).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot read CA certificate {path}")]
-    CaRead {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid CA certificate {path}")]
-    CaParse {
-        path: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error(transparent)]
+    Trust(#[from] crate::transport::TrustError),
     #[error("invalid Vault address {addr:?}: must start with http:// or https://")]
     Addr { addr: String },
     #[error("cannot build the HTTP client")]
@@ -252,13 +241,10 @@ impl HttpVault {
                 addr: config.addr.clone(),
             });
         }
-        let mut builder = reqwest::Client::builder()
+        let builder = crate::transport::client_builder(config.ca_cert.as_deref())?
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("baton-env/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &config.ca_cert {
-            builder = builder.add_root_certificate(read_ca(ca)?);
-        }
         Ok(Self {
             http: builder.build().map_err(ClientError::Build)?,
             base: format!("{addr}/v1/"),
@@ -301,17 +287,6 @@ impl HttpVault {
         body.zeroize();
         result
     }
-}
-
-fn read_ca(path: &Path) -> Result<reqwest::Certificate, ClientError> {
-    let pem = std::fs::read(path).map_err(|source| ClientError::CaRead {
-        path: path.display().to_string(),
-        source,
-    })?;
-    reqwest::Certificate::from_pem(&pem).map_err(|source| ClientError::CaParse {
-        path: path.display().to_string(),
-        source,
-    })
 }
 
 /// Lenient envelope: Vault and RustyVault agree on these names, not on which are present.

@@ -12,7 +12,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Baton: GitOps for Marathon.
 #[derive(Parser)]
-#[command(name = "baton", version, about)]
+#[command(name = "baton", version = env!("BATON_VERSION"), about)]
 pub struct Cli {
     /// When to colour terminal output.
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto, env = "BATON_COLOR")]
@@ -82,6 +82,17 @@ pub enum Command {
         /// Keep apps across restarts in this directory.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+    },
+    /// Print the shell completion script for SHELL (docs/install.md says where it goes).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page of `baton` (roff), or with --dir write one page per command there.
+    Man {
+        /// Write baton.1 and baton-COMMAND.1 into this directory instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 

@@ -3,6 +3,7 @@
 //! settings `baton::config`.
 
 mod cli;
+mod docgen;
 mod run;
 mod signals;
 

@@ -31,6 +31,12 @@ pub enum Error {
     Serve(#[from] baton::daemon::serve::ServeError),
     #[error(transparent)]
     Rollout(#[from] baton_cli::rollout::ClientError),
+    #[error("cannot write the {what}")]
+    Generate {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot listen on {addr}")]
@@ -92,6 +98,28 @@ pub fn run(cli: Cli, sources: Sources, signals: Signals) -> Result<u8, Error> {
         Command::Rollout { command } => rt.block_on(rollout(command)),
         Command::DevScheduler { listen, state_dir } => {
             rt.block_on(dev_scheduler(listen, state_dir, cli.log_format, signals))
+        }
+        Command::Completions { shell } => {
+            let out = &mut std::io::stdout().lock();
+            crate::docgen::completions(shell, out).map_err(|source| Error::Generate {
+                what: format!("{shell} completion script"),
+                source,
+            })?;
+            Ok(exit::OK)
+        }
+        Command::Man { dir } => {
+            let written = match &dir {
+                Some(dir) => crate::docgen::man_pages(dir),
+                None => crate::docgen::man_page(&mut std::io::stdout().lock()),
+            };
+            written.map_err(|source| Error::Generate {
+                what: match dir {
+                    Some(dir) => format!("man pages into {}", dir.display()),
+                    None => "man page".to_owned(),
+                },
+                source,
+            })?;
+            Ok(exit::OK)
         }
     }
 }

@@ -13,6 +13,8 @@ mod real_vault;
 mod regression;
 mod rvault;
 mod signals;
+mod static_build;
 mod stub;
 mod support;
 mod tls;
+mod version;

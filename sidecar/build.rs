@@ -1,0 +1,2 @@
+// The version string with the commit: scripts/build_version.rs.
+include!("../scripts/build_version.rs");
