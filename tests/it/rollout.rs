@@ -928,7 +928,7 @@ async fn rollout_blue_green_switches_with_no_failed_request_and_switches_back() 
             .iter()
             .filter(|s| s.at >= switched + Duration::from_secs(2) && s.at < hand_over),
     );
-    assert!(switched_only.total >= 20, "{switched_only:?}");
+    assert!(switched_only.total >= 5, "{switched_only:?}");
     assert_eq!(switched_only.share("v2"), 1.0, "{switched_only:?}");
     let during_update = Summary::of(samples.iter().filter(|s| s.at >= hand_over));
     eprintln!(

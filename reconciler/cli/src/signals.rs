@@ -20,16 +20,18 @@ pub fn unblock_stop_signals() -> nix::Result<()> {
 /// First SIGINT/SIGTERM cancels `token` (graceful); a second one kills the `tasks` of a dev
 /// scheduler and exits at once.
 pub fn spawn_handler(token: CancellationToken, tasks: Option<baton_dev_scheduler::TaskSessions>) {
+    // Both streams made once, before the first signal: a listener made anew each round could
+    // miss a second signal sent right after the first. Without one, the other works. Made here,
+    // not in the task: the caller says it is listening right after this returns, and a SIGTERM
+    // that came before the spawned task ran would have killed the process unhandled.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| tracing::warn!("cannot listen for SIGTERM: {e}"))
+        .ok();
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| tracing::warn!("cannot listen for SIGINT: {e}"))
+        .ok();
     tokio::spawn(async move {
-        // Both streams made once, before the first signal: a listener made anew each round
-        // could miss a second signal sent right after the first. Without one, the other works.
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())
-            .map_err(|e| tracing::warn!("cannot listen for SIGTERM: {e}"))
-            .ok();
-        let mut int = signal(SignalKind::interrupt())
-            .map_err(|e| tracing::warn!("cannot listen for SIGINT: {e}"))
-            .ok();
         for round in 0..2 {
             tokio::select! {
                 _ = next_signal(int.as_mut()) => {}

@@ -480,7 +480,7 @@ mod tests {
             .body(Body::from(huge))
             .unwrap();
         assert_eq!(send(&app, req).await, 413);
-        let req = Request::post("/hooks/bitbucket")
+        let req = Request::post("/hooks/sourcehut")
             .body(Body::from(push("main")))
             .unwrap();
         let resp = app.clone().oneshot(req).await.unwrap();

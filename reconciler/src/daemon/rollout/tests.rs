@@ -395,9 +395,9 @@ fn the_next_tick_is_the_earliest_wake_within_bounds() {
 fn one_shot_commands_name_the_rollouts_they_update_in_place() {
     use baton_core::spec::load::{load, Snapshot, SourceFile};
     let files = [
-        ("apps/a.yaml", "cmd: a\nbaton:\n  rollout: {}\n"),
+        ("apps/a.yaml", "cmd: a\nlabels: {HAPROXY_GROUP: external}\nportDefinitions: [{port: 10100}]\nhealthChecks: [{protocol: HTTP, path: /health, portIndex: 0}]\ninstances: 10\nbaton:\n  rollout: {}\n"),
         ("apps/b.yaml", "cmd: b\n"),
-        ("apps/c.yaml", "cmd: c\nbaton:\n  rollout: {}\n"),
+        ("apps/c.yaml", "cmd: c\nlabels: {HAPROXY_GROUP: external}\nportDefinitions: [{port: 10101}]\nhealthChecks: [{protocol: HTTP, path: /health, portIndex: 0}]\ninstances: 10\nbaton:\n  rollout: {}\n"),
     ];
     let repo = load(Snapshot {
         files: files
