@@ -202,7 +202,7 @@ pub struct RolloutView {
     /// Apps whose rollout cannot run, and why (e.g. no `--haproxy-stats`): held, never
     /// silently updated in place.
     pub blocked: std::collections::BTreeMap<AppId, String>,
-    /// Apps whose current definition was rolled back: held until it changes or is promoted.
+    /// Apps whose current definition was rolled back: held until it changes.
     pub rolled_back: BTreeSet<AppId>,
 }
 
@@ -253,7 +253,7 @@ impl std::fmt::Display for HoldReason {
             HoldReason::RolloutBlocked { why } => write!(f, "the rollout cannot run: {why}"),
             HoldReason::RolledBack { commit } => write!(
                 f,
-                "this definition was rolled back (commit {commit}); a new commit or a promote rolls it out again"
+                "this definition was rolled back (commit {commit}); a commit that changes it rolls it out again"
             ),
         }
     }

@@ -83,6 +83,9 @@ pub struct TaskInfo {
     pub staged_at_ms: Option<u64>,
     /// The addresses of the task's host (its `host`, resolved, and its `ipAddresses`).
     pub addrs: Vec<IpAddr>,
+    /// The `baton.dev/rollout-of` label of the task's app: the stable app a rollout's canary
+    /// stands in for.
+    pub rollout_of: Option<String>,
 }
 
 /// An app the gatekeeper serves: one with Vault access in the current desired state.
@@ -94,34 +97,45 @@ pub struct AppGate {
     pub role_id: Option<String>,
     /// Instances: the burst of the app's rate limit is at least this.
     pub instances: u64,
+    /// This gate is the canary of a rollout (`<stable>-canary`, baton_core::rollout): it serves
+    /// the stable app's role, to tasks of an app labelled `baton.dev/rollout-of: <stable>` only.
+    pub canary_of: Option<AppId>,
 }
 
-/// The apps to serve, from a desired state and the role ids known for it.
+/// The apps to serve, from a desired state and the role ids known for it. An app with a
+/// `baton.rollout` block is served under its canary's id too (the canary runs the new
+/// definition with the same secrets; spec validation keeps `<id>-canary` from being an app of
+/// the repo then), to tasks of Baton's canary only.
 pub fn apps_from(
     repo: &Repo,
     desired: &Desired,
     role_ids: &BTreeMap<String, String>,
 ) -> BTreeMap<AppId, AppGate> {
-    desired
-        .apps
-        .values()
-        .map(|d| {
-            let instances = repo
-                .specs
-                .get(&d.app)
-                .and_then(|s| s.app.get("instances"))
-                .and_then(Value::as_u64)
-                .unwrap_or(1);
-            (
-                d.app.clone(),
-                AppGate {
-                    role: d.name.clone(),
-                    role_id: role_ids.get(&d.name).cloned(),
-                    instances,
-                },
-            )
-        })
-        .collect()
+    let mut apps = BTreeMap::new();
+    for d in desired.apps.values() {
+        let spec = repo.specs.get(&d.app);
+        let instances = spec
+            .and_then(|s| s.app.get("instances"))
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
+        let gate = AppGate {
+            role: d.name.clone(),
+            role_id: role_ids.get(&d.name).cloned(),
+            instances,
+            canary_of: None,
+        };
+        let canary = (spec.filter(|s| s.baton.rollout.is_some()))
+            .and_then(|_| AppId::parse(&baton_core::rollout::canary_id(d.app.as_str())).ok());
+        if let Some(canary) = canary {
+            let canary_gate = AppGate {
+                canary_of: Some(d.app.clone()),
+                ..gate.clone()
+            };
+            apps.insert(canary, canary_gate);
+        }
+        apps.insert(d.app.clone(), gate);
+    }
+    apps
 }
 
 /// Per-app token bucket settings.
@@ -321,6 +335,12 @@ pub fn decide(
     if task.owner.as_deref() != Some(config.owner.as_str()) {
         return Decision::Deny(NotOwned);
     }
+    // A canary's gate serves only the app Baton labelled as that stable's canary.
+    if let Some(stable) = &gate.canary_of {
+        if task.rollout_of.as_deref() != Some(stable.as_str()) {
+            return Decision::Deny(AppMismatch);
+        }
+    }
     if !ACTIVE.contains(&task.state.as_str()) {
         return Decision::Deny(NotActive);
     }
@@ -498,6 +518,11 @@ fn host_of(app: &Value, task_id: &str) -> Option<String> {
 pub fn tasks_of(app: &Value) -> Vec<TaskInfo> {
     let owner = ownership::owner_of(app).map(str::to_owned);
     let app_id = app.get("id").and_then(Value::as_str).unwrap_or_default();
+    let rollout_of = (app
+        .pointer("/labels")
+        .and_then(|l| l.get(baton_core::rollout::ROLLOUT_OF)))
+    .and_then(Value::as_str)
+    .map(str::to_owned);
     app.get("tasks")
         .and_then(Value::as_array)
         .map(|tasks| {
@@ -522,6 +547,7 @@ pub fn tasks_of(app: &Value) -> Vec<TaskInfo> {
                             .unwrap_or(app_id)
                             .to_owned(),
                         owner: owner.clone(),
+                        rollout_of: rollout_of.clone(),
                         state: t
                             .get("state")
                             .and_then(Value::as_str)

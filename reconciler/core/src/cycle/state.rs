@@ -55,7 +55,7 @@ pub struct AppState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Failure>,
     /// The last rollout of this app that was rolled back: its definition is not rolled out
-    /// again (no retry loop) until it changes or an operator promotes it.
+    /// again (no retry loop) until it changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<RolledBack>,
 }

@@ -1335,7 +1335,7 @@ fn hold_reasons_of_rollouts_say_why_in_words() {
             HoldReason::RolledBack {
                 commit: "abc".into(),
             },
-            "this definition was rolled back (commit abc); a new commit or a promote rolls it out again",
+            "this definition was rolled back (commit abc); a commit that changes it rolls it out again",
         ),
     ];
     for (reason, words) in rows {

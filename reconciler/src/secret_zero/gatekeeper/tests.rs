@@ -16,6 +16,7 @@ fn apps() -> BTreeMap<AppId, AppGate> {
             role: "baton-web".into(),
             role_id: Some("rid".into()),
             instances: 2,
+            canary_of: None,
         },
     )]
     .into()
@@ -29,6 +30,7 @@ fn task() -> TaskInfo {
         state: "TASK_RUNNING".into(),
         staged_at_ms: Some(NOW - 5_000),
         addrs: vec!["10.0.0.7".parse().unwrap()],
+        rollout_of: None,
     }
 }
 
@@ -401,4 +403,90 @@ async fn before_its_first_apps_the_gatekeeper_answers_503_with_retry_after() {
     gk.serve_apps("me", BTreeMap::new());
     assert_eq!(ask("/other").await.unwrap().status().as_u16(), 403);
     assert_eq!(gk.counters.denied(DenyReason::UnknownApp), 1);
+}
+
+/// A rollout's canary (`<id>-canary`, issue 15) runs the new definition with the app's secrets:
+/// its gate serves the stable's role, and only to a task of the app Baton labelled as that
+/// stable's canary.
+#[test]
+fn a_rollouts_canary_gets_its_stables_role_and_nothing_else_does() {
+    let mut gates = apps();
+    gates.insert(
+        AppId::parse("/web-canary").unwrap(),
+        AppGate {
+            canary_of: Some(AppId::parse("/web").unwrap()),
+            ..gates[&AppId::parse("/web").unwrap()].clone()
+        },
+    );
+    let decide_with = |t: &TaskInfo| {
+        decide(
+            &req("web-canary.1", "/web-canary"),
+            peer(),
+            Some(t),
+            &gates,
+            &Served::default(),
+            &mut RateLimiter::default(),
+            NOW,
+            &config(),
+        )
+    };
+    let mut canary = task();
+    canary.id = "web-canary.1".into();
+    canary.app_id = "/web-canary".into();
+    canary.rollout_of = Some("/web".into());
+    assert_eq!(
+        decide_with(&canary),
+        Decision::Grant {
+            role: "baton-web".into()
+        }
+    );
+    // An app at the canary's id that is not Baton's canary of /web gets nothing.
+    for other in [None, Some("/db".to_string())] {
+        let mut t = canary.clone();
+        t.rollout_of = other;
+        assert_eq!(decide_with(&t), Decision::Deny(DenyReason::AppMismatch));
+    }
+    let mut t = canary.clone();
+    t.owner = Some("someone-else".into());
+    assert_eq!(decide_with(&t), Decision::Deny(DenyReason::NotOwned));
+    // Without the canary gate (the app has no rollout) the canary is an unknown app.
+    assert_eq!(
+        check(&req("web-canary.1", "/web-canary"), Some(&canary), peer()),
+        Decision::Deny(DenyReason::UnknownApp)
+    );
+}
+
+/// `apps_from` opens the canary's gate exactly for the apps with a `baton.rollout` block.
+#[test]
+fn only_apps_with_a_rollout_get_a_canary_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |path: &str, text: &str| {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write("baton.yaml", "owner: shop\n");
+    let app = "cmd: ./serve\ninstances: 3\nlabels: {HAPROXY_GROUP: external}\n\
+               portDefinitions: [{port: 10100}]\n\
+               healthChecks: [{protocol: HTTP, path: /health, portIndex: 0}]\n\
+               env: {TOKEN: 'vault:secret/data/shop#token'}\n";
+    write(
+        "apps/shop/api.yaml",
+        &format!("{app}baton:\n  rollout: {{}}\n"),
+    );
+    write("apps/shop/web.yaml", app);
+    let repo = crate::commands::load_repo(dir.path()).unwrap();
+    assert!(repo.invalid.is_empty(), "{:?}", repo.diagnostics);
+    let desired = baton_core::secrets::desired(&repo, &Default::default());
+    let gates = apps_from(&repo, &desired, &BTreeMap::new());
+    let ids: Vec<&str> = gates.keys().map(AppId::as_str).collect();
+    assert_eq!(ids, ["/shop/api", "/shop/api-canary", "/shop/web"]);
+    let canary = &gates[&AppId::parse("/shop/api-canary").unwrap()];
+    let stable = &gates[&AppId::parse("/shop/api").unwrap()];
+    assert_eq!(
+        canary.canary_of.as_ref().map(AppId::as_str),
+        Some("/shop/api")
+    );
+    assert_eq!(canary.role, stable.role);
+    assert_eq!(stable.canary_of, None);
 }

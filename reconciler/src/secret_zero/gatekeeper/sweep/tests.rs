@@ -10,6 +10,7 @@ fn task(id: &str, state: &str) -> TaskInfo {
         state: state.into(),
         staged_at_ms: Some(NOW - 5_000),
         addrs: vec!["10.0.0.7".parse().unwrap()],
+        rollout_of: None,
     }
 }
 
@@ -91,6 +92,7 @@ fn apps() -> BTreeMap<AppId, AppGate> {
             role: "baton-me_web".into(),
             role_id: None,
             instances: 1,
+            canary_of: None,
         },
     )]
     .into()
