@@ -248,6 +248,7 @@ pub fn gatekeeper_request(data: &[u8]) {
             role: "baton-shop-web".into(),
             role_id: None,
             instances: 2,
+            canary_of: None,
         },
     )]);
     let now_ms = 1_800_000_000_000;
@@ -259,6 +260,7 @@ pub fn gatekeeper_request(data: &[u8]) {
         state: "TASK_RUNNING".into(),
         staged_at_ms: Some(now_ms - 1000),
         addrs: vec![peer],
+        rollout_of: None,
     };
     let config = GateConfig::default();
     let mut limiter = RateLimiter::default();

@@ -483,6 +483,7 @@ async fn recorded_tokens_survive_a_restart_and_the_periodic_pass_revokes_them() 
         state: "TASK_RUNNING".into(),
         staged_at_ms: Some(now),
         addrs: vec!["127.0.0.1".parse().unwrap()],
+        rollout_of: None,
     };
     let start = |tasks: StaticTasks| {
         let gk = Gatekeeper::new(
@@ -504,6 +505,7 @@ async fn recorded_tokens_survive_a_restart_and_the_periodic_pass_revokes_them() 
                     role: role.clone(),
                     role_id: Some(role_id.clone()),
                     instances: 2,
+                    canary_of: None,
                 },
             )]
             .into(),

@@ -1009,6 +1009,7 @@ mod mass {
             state: state.into(),
             staged_at_ms: Some(staged_at_ms),
             addrs: vec!["127.0.0.1".parse().unwrap()],
+            rollout_of: None,
         }
     }
 
@@ -1069,6 +1070,7 @@ mod mass {
                         role: role.clone(),
                         role_id: Some(role_id),
                         instances: n as u64,
+                        canary_of: None,
                     },
                 )]
                 .into(),

@@ -549,6 +549,7 @@ async fn secret_ids_are_bound_to_the_address_that_asked() {
                 state: "TASK_RUNNING".into(),
                 staged_at_ms: Some(now),
                 addrs: vec!["127.0.0.1".parse().unwrap()],
+                rollout_of: None,
             });
         }
         let gk = Arc::new(
@@ -571,6 +572,7 @@ async fn secret_ids_are_bound_to_the_address_that_asked() {
                     role: name.clone(),
                     role_id: Some(role_id.clone()),
                     instances: 1,
+                    canary_of: None,
                 },
             )]
             .into(),
