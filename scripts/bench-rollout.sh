@@ -22,8 +22,9 @@ trap 'rm -f "$out"' EXIT
 status=0
 cargo test -p baton-e2e --test e2e rollout -- --include-ignored --nocapture --test-threads=1 \
   >"$out" 2>&1 || status=$?
-grep -E '^(bench:|skipped)' "$out" || true
-grep -E '^test .* (ok|FAILED)$' "$out" || true
+# --nocapture interleaves a test's lines with libtest's: take the lines from `bench:` on.
+grep -oE '(bench:|skipped).*' "$out" || true
+grep -E '^test result:' "$out" || true
 if [ "$status" != 0 ]; then
   echo "bench-rollout: some tests failed (see above); the full output:" >&2
   tail -n 80 "$out" >&2

@@ -540,7 +540,8 @@ fn secret_name(name: &str) -> bool {
 /// Replace values under `/env/<SECRET-LOOKING NAME>` by a marker: drift reports travel to PR
 /// comments, chat and browsers, and someone may have put a real secret there out of band.
 /// A whole `env` object added or removed out of band is redacted key by key the same way.
-fn redact(mut fields: Vec<FieldChange>) -> Vec<FieldChange> {
+/// Plans are redacted the same way (`plan::plan`): their reports travel as far.
+pub(crate) fn redact(mut fields: Vec<FieldChange>) -> Vec<FieldChange> {
     fn mark(v: &mut Value) {
         if v.is_string() {
             *v = Value::String("(redacted)".into());

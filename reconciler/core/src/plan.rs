@@ -235,7 +235,9 @@ pub fn plan(repo: &Repo, live: &[Value], policy: &Policy) -> Plan {
                 } else {
                     changes.push(Change {
                         action: Action::Update,
-                        fields,
+                        // Shown in reports, PR comments and /api/status: a live value under a
+                        // secret-looking env name may be a real secret someone set by hand.
+                        fields: crate::drift::redact(fields),
                         adopt: live_owner.is_none(),
                         body: body.map(|b| keep_ignored_from_live(b, live_app, &spec.baton.ignore)),
                         ..base

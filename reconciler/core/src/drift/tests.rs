@@ -923,3 +923,32 @@ fn a_rollouts_canary_is_not_reported_as_pending_deletion() {
         "an orphan is pruned by the next sync"
     );
 }
+
+/// The plan of the same change shows the same redaction: a plan report travels as far as a
+/// drift report (a live value set by hand under a secret-looking name never shows).
+#[test]
+fn plans_redact_secret_looking_env_values_too() {
+    let r = repo(&[(
+        "apps/db.yaml",
+        "cmd: ./db\nenv: {DB_PASSWORD: from-vault-ref, MODE: a}\n",
+    )]);
+    let mut live = as_served(&r, "/db");
+    live["env"]["DB_PASSWORD"] = json!("hunter2");
+    live["env"]["MODE"] = json!("b");
+    let p = crate::plan::plan(&r, &[live], &crate::plan::Policy::default());
+    let c = p.changes().next().expect("an update");
+    let text = serde_json::to_string(&c).unwrap();
+    assert!(
+        !text.contains("hunter2") && !text.contains("from-vault-ref"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(redacted)") && text.contains("\"b\""),
+        "{text}"
+    );
+    // What is written is git's definition, not the redacted report.
+    assert_eq!(
+        c.body.as_ref().unwrap()["env"]["DB_PASSWORD"],
+        "from-vault-ref"
+    );
+}
