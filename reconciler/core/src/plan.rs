@@ -409,7 +409,7 @@ fn normalized_field_changes(spec: &Spec, desired: &Value, live: &Value) -> Vec<F
 
 /// Fields under `baton.ignore` belong to someone else (an autoscaler on `/instances`): an update
 /// sends their live value, so Baton never fights their owner.
-fn keep_ignored_from_live(mut body: Value, live: &Value, ignore: &[String]) -> Value {
+pub(crate) fn keep_ignored_from_live(mut body: Value, live: &Value, ignore: &[String]) -> Value {
     for pointer in ignore {
         if let Some(live_value) = live.pointer(pointer) {
             set_pointer(&mut body, pointer, live_value.clone());

@@ -266,23 +266,7 @@ fn reason_step(r: &Reason) -> Option<usize> {
 
 /// A reason in words, for logs, notifications and the status page.
 pub fn reason_text(r: &Reason) -> String {
-    match r {
-        Reason::CheckFailed { output } => format!("the isolated check failed: {output}"),
-        Reason::Analysis {
-            step,
-            requests,
-            errors,
-            rate,
-        } => format!(
-            "step {step}: {errors} of {requests} responses were 5xx ({:.1}%)",
-            rate * 100.0
-        ),
-        Reason::Crashed { message } => format!("the canary crashed: {message}"),
-        Reason::Deadline { phase } => format!("the {phase} phase missed its deadline"),
-        Reason::Superseded => "superseded by a newer commit".into(),
-        Reason::Aborted => "aborted by an operator".into(),
-        Reason::SpecRemoved => "the spec (or its rollout block) was removed".into(),
-    }
+    rollout::machine::describe(r)
 }
 
 /// One rollout that ended in a tick.

@@ -567,7 +567,7 @@ impl<'s, 'i> Machine<'s, 'i> {
         }
         let mut body = ownership::labelled(spec, self.input.owner, &self.next.commit);
         if let Some(live) = live {
-            body = keep_ignored_from_live(body, live, &spec.baton.ignore);
+            body = crate::plan::keep_ignored_from_live(body, live, &spec.baton.ignore);
         }
         let wanted = match live {
             None => Some(Action::Create),
@@ -1183,49 +1183,4 @@ fn check_address(app: Option<&Value>, task: &Value) -> (String, Vec<u16>) {
         })
         .unwrap_or_default();
     (ip.unwrap_or(host), container_ports)
-}
-
-/// Fields under `baton.ignore` belong to someone else (an autoscaler on `/instances`): the
-/// stable's update sends their live value, as a plain sync does (`plan`).
-fn keep_ignored_from_live(mut body: Value, live: &Value, ignore: &[String]) -> Value {
-    for pointer in ignore {
-        if let Some(value) = live.pointer(pointer) {
-            set_pointer(&mut body, pointer, value.clone());
-        }
-    }
-    body
-}
-
-/// Set the value at `pointer`, creating objects on the way (nothing when an array index is
-/// missing).
-fn set_pointer(doc: &mut Value, pointer: &str, value: Value) {
-    let tokens = crate::spec::parse::split_pointer(pointer);
-    let Some((last, parents)) = tokens.split_last() else {
-        return;
-    };
-    let mut cur = doc;
-    for t in parents {
-        let next = match cur {
-            Value::Object(m) => m
-                .entry(t.clone())
-                .or_insert_with(|| Value::Object(Map::new())),
-            Value::Array(a) => match t.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
-                Some(v) => v,
-                None => return,
-            },
-            _ => return,
-        };
-        cur = next;
-    }
-    match cur {
-        Value::Object(m) => {
-            m.insert(last.clone(), value);
-        }
-        Value::Array(a) => {
-            if let Some(slot) = last.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
-                *slot = value;
-            }
-        }
-        _ => {}
-    }
 }
