@@ -79,6 +79,10 @@ pub struct FileConfig {
     /// without one, only loopback clients may ask for a sync.
     #[arg(long, env = "BATON_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
+    /// Trust this request header (e.g. `X-Forwarded-User`) to name a logged-in user of the
+    /// status page. Only behind a reverse proxy that sets it and strips it from clients.
+    #[arg(long, env = "BATON_AUTH_PROXY_HEADER")]
+    pub auth_proxy_header: Option<String>,
     /// Allow up to N deletions per sync even over the delete budget.
     #[arg(long, env = "BATON_ALLOW_DELETES")]
     pub allow_deletes: Option<usize>,
@@ -370,6 +374,8 @@ pub struct ServeConfig {
     pub webhook_secret: Option<SecretString>,
     /// Bearer token of `POST /api/sync`; `None`: only loopback clients may call it.
     pub api_token: Option<SecretString>,
+    /// `--auth-proxy-header`: the header a trusted reverse proxy names the user in.
+    pub auth_proxy_header: Option<axum::http::HeaderName>,
     pub allow_deletes: Option<usize>,
     /// HTTPS git credentials (also those written into `repo`'s URL, which is then without them).
     pub git_auth: Option<GitAuth>,
@@ -665,6 +671,18 @@ pub fn resolve(
         None => l.secret_file("--api-token-file", |c| &c.api_token_file)?,
     };
     let haproxy_stats = haproxy_stats(&l, &flags.haproxy_stats)?;
+    let auth_proxy_header = match l.pick("--auth-proxy-header", |c| &c.auth_proxy_header) {
+        Some((h, origin)) => {
+            Some(
+                axum::http::HeaderName::try_from(h.trim()).map_err(|e| ConfigError::Bad {
+                    name: "--auth-proxy-header",
+                    origin,
+                    reason: format!("not an HTTP header name: {e}"),
+                })?,
+            )
+        }
+        None => None,
+    };
     let allow_check_commands =
         (l.value("--allow-check-commands", |c| &c.allow_check_commands)).unwrap_or(false);
     let rollout_tick = l.duration(
@@ -691,6 +709,7 @@ pub fn resolve(
         poll_interval,
         webhook_secret,
         api_token,
+        auth_proxy_header,
         allow_deletes: l.value("--allow-deletes", |c| &c.allow_deletes),
         git_auth,
         vault,
