@@ -10,6 +10,9 @@
 //! - `POST /api/sync`: apply now (also with `--sync=manual`). In manual mode this is the approval
 //!   gate, and with secret zero every task can reach this server, so it takes a bearer token
 //!   (`--api-token-file`); without one configured, only loopback clients may call it.
+//! - `POST /api/refresh`: fetch and compare now (a poll), the same check as `/api/sync`.
+//! - `POST /api/login`, `/api/logout`, `GET /api/session`: the status page's login
+//!   ([`crate::daemon::auth`]); every `POST /api/*` is checked by [`crate::daemon::auth::Auth`].
 //! - `POST /api/rollouts/{app}/promote` and `/abort`: an operator command for the rollout of
 //!   `app` (the same token check as `/api/sync`): 202 queued for the next rollout tick, 404 no
 //!   rollout of that app in progress, 409 the rollout is already finishing.
@@ -130,6 +133,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .route("/api/status", get(status))
         .route("/api/sync", post(sync))
+        .route("/api/refresh", post(refresh))
         .route("/api/rollouts/{*rest}", post(rollout_command))
         .layer(DefaultBodyLimit::max(hooks::MAX_BODY_BYTES))
         .with_state(state.clone())
@@ -272,6 +276,16 @@ async fn sync(State(state): State<AppState>, request: axum::extract::Request) ->
         return refused;
     }
     state.shared.trigger(Trigger::ManualSync);
+    (StatusCode::ACCEPTED, Json(json!({"status": "queued"}))).into_response()
+}
+
+/// `POST /api/refresh` (the status page's Refresh): fetch and compare now, as the poll does;
+/// it applies only what the sync mode applies anyway.
+async fn refresh(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    if let Some(refused) = refusal(&state, &request, "/api/refresh") {
+        return refused;
+    }
+    state.shared.trigger(Trigger::Poll);
     (StatusCode::ACCEPTED, Json(json!({"status": "queued"}))).into_response()
 }
 
