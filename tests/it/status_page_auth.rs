@@ -182,6 +182,20 @@ fn shown(css: &str) -> String {
     )
 }
 
+/// Open /web's detail pane (in sync: no field diff); its text once the recent syncs show.
+async fn open_detail(browser: &Browser) -> String {
+    browser.click("#rows tr[data-app='/web']").await;
+    let t = browser
+        .wait_for(
+            "const d = document.getElementById('detail'); \
+             return !d.hidden && d.querySelectorAll('td.author').length > 0 && d.innerText",
+            WAIT,
+            "the detail pane of /web with its recent syncs",
+        )
+        .await;
+    text(&t)
+}
+
 fn text(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_string()
 }
@@ -252,7 +266,7 @@ async fn status_page_login_sets_an_httponly_cookie_and_unlocks_csrf_safe_actions
         .wait_for(&shown("#login"), WAIT, "the login form")
         .await;
     assert_eq!(browser.eval(&shown("#actions")).await, json!(false));
-    let (_, detail) = browser.open_detail("/web").await;
+    let detail = open_detail(&browser).await;
     assert!(
         detail.contains("Ada Lovelace") && detail.contains("web: first deploy"),
         "history with author and message:\n{detail}"
@@ -308,7 +322,7 @@ async fn status_page_login_sets_an_httponly_cookie_and_unlocks_csrf_safe_actions
         )
         .await;
     let before = served.count("manual-sync").await;
-    browser.open_detail("/web").await;
+    open_detail(&browser).await;
     browser
         .wait_for(&shown("#sync-app"), WAIT, "the app's Sync button")
         .await;
