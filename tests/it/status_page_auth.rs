@@ -272,6 +272,18 @@ async fn status_page_login_sets_an_httponly_cookie_and_unlocks_csrf_safe_actions
         "history with author and message:\n{detail}"
     );
     assert_eq!(browser.eval(&shown("#sync-app")).await, json!(false));
+    // In a narrow window the detail pane's labels stay whole words on one line.
+    browser.resize(760, 900).await;
+    let split = browser
+        .eval(
+            "const t = document.querySelector('#detail table'); \
+             return [...t.querySelectorAll('tbody tr')].map(r => r.children[0]).filter(td => { \
+               const r = document.createRange(); r.selectNodeContents(td); return r.getClientRects().length > 1; \
+             }).map(td => td.innerText)",
+        )
+        .await;
+    assert_eq!(split, json!([]), "labels broken over lines");
+    browser.resize(1400, 1000).await;
     let r = http.post(format!("{url}api/sync")).send().await.unwrap();
     assert_eq!(r.status(), 401);
 

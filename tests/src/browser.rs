@@ -224,6 +224,16 @@ impl Browser {
         v.as_array().cloned().unwrap_or_default()
     }
 
+    /// Resize the browser window (CSS pixels).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            json!({"width": width, "height": height}),
+        )
+        .await;
+    }
+
     /// Run a Chrome DevTools Protocol command (chromedriver's `goog/cdp/execute`).
     pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
         self.call(
