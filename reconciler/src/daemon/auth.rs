@@ -549,3 +549,205 @@ async fn session(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response 
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    const TOKEN: &str = "unit-token-77";
+
+    fn auth(proxy: Option<&str>) -> Arc<Auth> {
+        let token = Some(Arc::new(SecretString::from(TOKEN.to_string())));
+        Arc::new(Auth::new(token, proxy.map(|h| h.parse().unwrap())).unwrap())
+    }
+
+    fn login_from(ip: [u8; 4], token: &str, https: bool) -> Request<Body> {
+        let mut r = Request::post("/api/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header(
+                if https {
+                    "x-forwarded-proto"
+                } else {
+                    "x-other"
+                },
+                "https",
+            )
+            .body(Body::from(format!("token={token}")))
+            .unwrap();
+        r.extensions_mut()
+            .insert(ConnectInfo(std::net::SocketAddr::from((ip, 40000))));
+        r
+    }
+
+    /// Failed logins are bounded per client address: the sixth attempt within the window is
+    /// refused (429) even with the right token; another address is not affected.
+    #[tokio::test]
+    async fn failed_logins_are_rate_limited_per_address() {
+        let a = auth(None);
+        let app = router(a.clone());
+        for _ in 0..MAX_FAILURES {
+            let r = app
+                .clone()
+                .oneshot(login_from([10, 0, 0, 1], "guess", false));
+            assert_eq!(r.await.unwrap().status(), StatusCode::UNAUTHORIZED);
+        }
+        let r = app.clone().oneshot(login_from([10, 0, 0, 1], TOKEN, false));
+        assert_eq!(r.await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+        let r = app.clone().oneshot(login_from([10, 0, 0, 2], TOKEN, false));
+        assert_eq!(r.await.unwrap().status(), StatusCode::SEE_OTHER);
+        assert_eq!(a.sessions(), 1);
+    }
+
+    /// The cookie: a random id (not the token), HttpOnly, SameSite=Strict; Secure when the
+    /// proxy says the browser came over https.
+    #[tokio::test]
+    async fn the_session_cookie_is_httponly_strict_and_not_the_token() {
+        let app = router(auth(None));
+        for https in [false, true] {
+            let r = app
+                .clone()
+                .oneshot(login_from([127, 0, 0, 1], TOKEN, https))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::SEE_OTHER);
+            let cookie = r.headers()[header::SET_COOKIE]
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert!(cookie.starts_with("baton_session="), "{cookie}");
+            assert!(
+                cookie.contains("; HttpOnly") && cookie.contains("; SameSite=Strict"),
+                "{cookie}"
+            );
+            assert_eq!(cookie.contains("; Secure"), https, "{cookie}");
+            assert!(!cookie.contains(TOKEN), "{cookie}");
+        }
+    }
+
+    /// At most MAX_SESSIONS sessions are held; a session past its expiry is refused and
+    /// dropped.
+    #[test]
+    fn sessions_are_bounded_and_expire() {
+        let a = auth(None);
+        let t0 = Instant::now();
+        let first = a.open_session(t0).unwrap();
+        for _ in 0..MAX_SESSIONS {
+            a.open_session(t0 + Duration::from_secs(1)).unwrap();
+        }
+        assert_eq!(a.sessions(), MAX_SESSIONS);
+        let mut headers = HeaderMap::new();
+        let cookie = format!("{COOKIE}={first}");
+        headers.insert(header::COOKIE, cookie.parse().unwrap());
+        assert_eq!(a.session_of(&headers, t0), None, "the oldest was ended");
+        let last = a.open_session(t0).unwrap();
+        let cookie = format!("{COOKIE}={last}");
+        headers.insert(header::COOKIE, cookie.parse().unwrap());
+        assert!(a.session_of(&headers, t0).is_some());
+        assert_eq!(a.session_of(&headers, t0 + SESSION_TTL), None, "expired");
+    }
+
+    /// What a POST needs: the bearer as before; a session or proxy user with the CSRF token,
+    /// from the same origin; nothing else once a token or proxy header is configured.
+    #[test]
+    fn actions_need_the_bearer_or_a_login_with_its_csrf_token() {
+        let now = Instant::now();
+        let local = Some(IpAddr::from([127, 0, 0, 1]));
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(HeaderName::try_from(*k).unwrap(), v.parse().unwrap());
+            }
+            m
+        };
+        let a = auth(None);
+        let bearer = format!("Bearer {TOKEN}");
+        assert_eq!(
+            a.authorize(&h(&[("authorization", &bearer)]), None, now),
+            Ok(Principal::Bearer)
+        );
+        let refused = a.authorize(&h(&[("authorization", "Bearer nope")]), local, now);
+        assert_eq!(refused.unwrap_err().status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            a.authorize(&h(&[]), local, now).unwrap_err().status,
+            StatusCode::UNAUTHORIZED,
+            "a token is configured: loopback is not enough"
+        );
+        let id = a.open_session(now).unwrap();
+        let cookie = format!("{COOKIE}={id}");
+        let csrf = a.csrf_for(&format!("session:{id}"));
+        assert_eq!(
+            a.authorize(&h(&[("cookie", &cookie)]), local, now)
+                .unwrap_err()
+                .status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            a.authorize(&h(&[("cookie", &cookie), (CSRF_HEADER, &csrf)]), local, now),
+            Ok(Principal::Session)
+        );
+        let evil = h(&[
+            ("cookie", &cookie),
+            (CSRF_HEADER, &csrf),
+            ("host", "baton:8088"),
+            ("origin", "https://evil.example"),
+        ]);
+        assert_eq!(
+            a.authorize(&evil, local, now).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
+        let same = h(&[
+            ("cookie", &cookie),
+            (CSRF_HEADER, &csrf),
+            ("host", "baton:8088"),
+            ("origin", "http://baton:8088"),
+            ("sec-fetch-site", "same-origin"),
+        ]);
+        assert_eq!(a.authorize(&same, local, now), Ok(Principal::Session));
+        // Another session's CSRF token does not fit.
+        let other = a.open_session(now).unwrap();
+        let wrong = a.csrf_for(&format!("session:{other}"));
+        let r = a.authorize(
+            &h(&[("cookie", &cookie), (CSRF_HEADER, &wrong)]),
+            local,
+            now,
+        );
+        assert_eq!(r.unwrap_err().status, StatusCode::FORBIDDEN);
+
+        // The proxy header: its user, with that user's CSRF token; without the header, not
+        // even loopback may act.
+        let p = auth(Some("x-forwarded-user"));
+        let csrf = p.csrf_for("proxy:alice");
+        assert_eq!(
+            p.authorize(
+                &h(&[("x-forwarded-user", "alice"), (CSRF_HEADER, &csrf)]),
+                local,
+                now
+            ),
+            Ok(Principal::Proxy("alice".into()))
+        );
+        let bob = h(&[("x-forwarded-user", "bob"), (CSRF_HEADER, &csrf)]);
+        assert_eq!(
+            p.authorize(&bob, local, now).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
+        let open = Arc::new(Auth::new(None, Some("x-forwarded-user".parse().unwrap())).unwrap());
+        assert_eq!(
+            open.authorize(&h(&[]), local, now).unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+        // No token, no proxy header: loopback clients as before, but not a cross-site page.
+        let plain = Auth::new(None, None).unwrap();
+        assert_eq!(
+            plain.authorize(&h(&[]), local, now),
+            Ok(Principal::Loopback)
+        );
+        let cross = h(&[("sec-fetch-site", "cross-site")]);
+        assert_eq!(
+            plain.authorize(&cross, local, now).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
+    }
+}
