@@ -1509,6 +1509,52 @@ mod tests {
         );
     }
 
+    /// `--auth-proxy-header`: a flag, or the config key `auth-proxy-header`; not a header
+    /// name is an error naming where it came from; none by default.
+    #[test]
+    fn auth_proxy_header_from_flag_or_file_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("serve.yaml");
+        let base = "repo: /r\nstate-dir: /s\nmarathon: http://m\n";
+        let args = |flag: Option<&str>| ServeArgs {
+            config: Some(cfg.clone()),
+            settings: FileConfig {
+                auth_proxy_header: flag.map(str::to_string),
+                ..FileConfig::default()
+            },
+            ..ServeArgs::default()
+        };
+        std::fs::write(&cfg, base).unwrap();
+        let c = serve(args(None), Sources::default(), &env_of(&[])).unwrap();
+        assert_eq!(c.auth_proxy_header, None);
+        std::fs::write(&cfg, format!("{base}auth-proxy-header: X-Forwarded-User\n")).unwrap();
+        let c = serve(args(None), Sources::default(), &env_of(&[])).unwrap();
+        assert_eq!(c.auth_proxy_header.unwrap().as_str(), "x-forwarded-user");
+        let c = serve(
+            args(Some("X-Remote-User")),
+            Sources::default(),
+            &env_of(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.auth_proxy_header.unwrap().as_str(), "x-remote-user");
+        std::fs::write(&cfg, format!("{base}auth-proxy-header: \"not a header\"\n")).unwrap();
+        let e = serve(args(None), Sources::default(), &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "bad setting --auth-proxy-header (from the config key `auth-proxy-header`"
+            ),
+            "{e}"
+        );
+        let mut from_env = Sources::default();
+        from_env.env("--auth-proxy-header", "BATON_AUTH_PROXY_HEADER");
+        let e = serve(args(Some("a b")), from_env, &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("BATON_AUTH_PROXY_HEADER"), "{e}");
+    }
+
     /// `plan` and `serve` read the Vault settings the same way: every case both accept or
     /// both refuse, with the same message.
     #[test]
