@@ -205,11 +205,19 @@ impl Auth {
         peer: Option<IpAddr>,
         now: Instant,
     ) -> Result<Principal, Refusal> {
-        if let Some(auth) = headers.get(header::AUTHORIZATION) {
-            // API clients: exactly the bearer rule they always had.
-            let bearer = auth.to_str().ok().and_then(|v| v.strip_prefix("Bearer "));
-            return bearer_allowed(self.token(), bearer, peer)
-                .map(|()| match bearer {
+        let bearer = (headers.get(header::AUTHORIZATION))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if let Some(given) = bearer {
+            // API clients: the bearer rule they always had. (Browsers never add a bearer on
+            // their own; Basic credentials they do, so those get the checks below.)
+            if self.token.is_none() && self.proxy_header.is_some() {
+                return Err(Refusal::unauthorized(
+                    "no API token is configured: act through the proxy's login",
+                ));
+            }
+            return bearer_allowed(self.token(), Some(given), peer)
+                .map(|()| match self.token {
                     Some(_) => Principal::Bearer,
                     None => Principal::Loopback,
                 })
@@ -738,6 +746,14 @@ mod tests {
             open.authorize(&h(&[]), local, now).unwrap_err().status,
             StatusCode::UNAUTHORIZED
         );
+        // Basic credentials a browser resends on its own (through the proxy) are no login.
+        let basic = h(&[
+            ("authorization", "Basic YWxpY2U6cHc="),
+            ("sec-fetch-site", "cross-site"),
+        ]);
+        assert!(open.authorize(&basic, local, now).is_err());
+        let basic = h(&[("authorization", "Basic YWxpY2U6cHc=")]);
+        assert!(open.authorize(&basic, local, now).is_err());
         // No token, no proxy header: loopback clients as before, but not a cross-site page.
         let plain = Auth::new(None, None).unwrap();
         assert_eq!(
