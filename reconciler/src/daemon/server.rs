@@ -289,8 +289,8 @@ async fn refresh(State(state): State<AppState>, request: axum::extract::Request)
     (StatusCode::ACCEPTED, Json(json!({"status": "queued"}))).into_response()
 }
 
-/// The admin check of every `POST /api/*` ([`crate::daemon::auth::Auth::authorize`]): the 401/403 to answer when refused
-/// (logged, never the token), `None` when allowed.
+/// The admin check of every `POST /api/*` ([`crate::daemon::auth::Auth::authorize`]): the
+/// 401/403 to answer when refused (logged, never the token), `None` when allowed.
 fn refusal(state: &AppState, request: &axum::extract::Request, what: &str) -> Option<Response> {
     let peer = request
         .extensions()
