@@ -97,3 +97,28 @@ pub enum SourceError {
     #[error("interrupted by shutdown")]
     Cancelled,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The page and the history show a commit's first non-empty line, trimmed and bounded,
+    /// never its body.
+    #[test]
+    fn a_commit_is_shown_by_its_first_line_bounded() {
+        let c = CommitInfo::new(
+            "abc",
+            Some("Ada".into()),
+            "\n  web: scale to 3  \n\nWhy: load.\n",
+        );
+        assert_eq!(c.message, "web: scale to 3");
+        assert_eq!(c.author.as_deref(), Some("Ada"));
+        let long = "x".repeat(COMMIT_TITLE_CHARS * 2);
+        let c = CommitInfo::new("abc", Some(long.clone()), &long);
+        assert_eq!(c.message.chars().count(), COMMIT_TITLE_CHARS);
+        assert_eq!(
+            c.author.map(|a| a.chars().count()),
+            Some(COMMIT_TITLE_CHARS)
+        );
+    }
+}
