@@ -489,3 +489,80 @@ async fn status_page_trusts_the_proxy_header_when_configured() {
     browser.close().await;
     served.stop().await;
 }
+
+/// The header shows the environment and the HA role and leader when `/api/status` has them
+/// (other engineers fill them in), and a task list mid-deployment reads "deploying", not
+/// "down". The page's own server is stood in for by one answering a fixed status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_shows_environment_leader_and_deploying_when_present() {
+    let Some(browser) =
+        Browser::start("status_page_shows_environment_leader_and_deploying_when_present").await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("apps")).unwrap();
+    std::fs::write(dir.path().join("baton.yaml"), "owner: e2e\n").unwrap();
+    std::fs::write(
+        dir.path().join("apps/web.yaml"),
+        "cmd: ./web\ninstances: 3\n",
+    )
+    .unwrap();
+    let repo = baton::commands::load_repo(dir.path()).unwrap();
+    let spec = &repo.specs[&baton_core::spec::AppId::parse("/web").unwrap()];
+    let mut live = baton_core::ownership::labelled(spec, "e2e", "0123abcd");
+    baton_core::spec::marathon_form(&mut live);
+    live["tasksRunning"] = json!(2);
+    live["deployments"] = json!([{"id": "d-1"}]);
+    let now = 1_795_000_000_000;
+    let report = baton_core::drift::drift(
+        &repo,
+        &[live],
+        &baton_core::drift::Attributions::default(),
+        now,
+    );
+    let dashboard = baton::daemon::dashboard::Dashboard::new(Default::default());
+    dashboard.publish(&report, now);
+    let status = json!({
+        "source": "https://git.example/ops.git@main", "repo": "https://git.example/ops.git",
+        "branch": "main", "head": null, "lastSync": null, "environment": "staging",
+        "ha": {"role": "follower", "leaderId": "baton-b"}, "syncMode": "manual", "ready": true,
+        "lastFetched": null, "lastSynced": null, "lastError": null, "pending": null, "cycle": null,
+        "apps": [], "history": [], "vault": null, "ownership": null
+    });
+    baton_e2e::assert_matches_schema("status.schema.json", &status);
+    let router = baton::daemon::dashboard::router(dashboard).route(
+        "/api/status",
+        axum::routing::get(move || {
+            let s = status.clone();
+            async move { axum::Json(s) }
+        }),
+    );
+    let (url, stop) = crate::drift::serve(router).await;
+    browser.goto(&url).await;
+    let head = browser
+        .wait_for(
+            "const e = document.getElementById('h-env'); \
+             return !e.hidden && document.getElementById('head').innerText",
+            WAIT,
+            "the environment in the header",
+        )
+        .await;
+    let head = text(&head);
+    assert!(head.contains("staging"), "{head}");
+    assert!(
+        head.contains("follower") && head.contains("baton-b"),
+        "{head}"
+    );
+    assert!(head.contains("manual"), "{head}");
+    let health = browser
+        .wait_for(
+            "const r = document.querySelector(\"#rows tr[data-app='/web']\"); return !!r && r.children[3].innerText",
+            WAIT,
+            "the /web row",
+        )
+        .await;
+    assert_eq!(health, json!("deploying 2/3 running"));
+    browser.close().await;
+    stop.cancel();
+}
