@@ -79,6 +79,10 @@ pub struct FileConfig {
     /// without one, only loopback clients may ask for a sync.
     #[arg(long, env = "BATON_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
+    /// Trust this request header (e.g. `X-Forwarded-User`) to name a logged-in user of the
+    /// status page. Only behind a reverse proxy that sets it and strips it from clients.
+    #[arg(long, env = "BATON_AUTH_PROXY_HEADER")]
+    pub auth_proxy_header: Option<String>,
     /// Allow up to N deletions per sync even over the delete budget.
     #[arg(long, env = "BATON_ALLOW_DELETES")]
     pub allow_deletes: Option<usize>,
@@ -370,6 +374,8 @@ pub struct ServeConfig {
     pub webhook_secret: Option<SecretString>,
     /// Bearer token of `POST /api/sync`; `None`: only loopback clients may call it.
     pub api_token: Option<SecretString>,
+    /// `--auth-proxy-header`: the header a trusted reverse proxy names the user in.
+    pub auth_proxy_header: Option<axum::http::HeaderName>,
     pub allow_deletes: Option<usize>,
     /// HTTPS git credentials (also those written into `repo`'s URL, which is then without them).
     pub git_auth: Option<GitAuth>,
@@ -665,6 +671,18 @@ pub fn resolve(
         None => l.secret_file("--api-token-file", |c| &c.api_token_file)?,
     };
     let haproxy_stats = haproxy_stats(&l, &flags.haproxy_stats)?;
+    let auth_proxy_header = match l.pick("--auth-proxy-header", |c| &c.auth_proxy_header) {
+        Some((h, origin)) => {
+            Some(
+                axum::http::HeaderName::try_from(h.trim()).map_err(|e| ConfigError::Bad {
+                    name: "--auth-proxy-header",
+                    origin,
+                    reason: format!("not an HTTP header name: {e}"),
+                })?,
+            )
+        }
+        None => None,
+    };
     let allow_check_commands =
         (l.value("--allow-check-commands", |c| &c.allow_check_commands)).unwrap_or(false);
     let rollout_tick = l.duration(
@@ -691,6 +709,7 @@ pub fn resolve(
         poll_interval,
         webhook_secret,
         api_token,
+        auth_proxy_header,
         allow_deletes: l.value("--allow-deletes", |c| &c.allow_deletes),
         git_auth,
         vault,
@@ -1488,6 +1507,52 @@ mod tests {
             c.webhook_secret.as_ref().map(|s| s.expose_secret()),
             Some("from-env")
         );
+    }
+
+    /// `--auth-proxy-header`: a flag, or the config key `auth-proxy-header`; not a header
+    /// name is an error naming where it came from; none by default.
+    #[test]
+    fn auth_proxy_header_from_flag_or_file_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("serve.yaml");
+        let base = "repo: /r\nstate-dir: /s\nmarathon: http://m\n";
+        let args = |flag: Option<&str>| ServeArgs {
+            config: Some(cfg.clone()),
+            settings: FileConfig {
+                auth_proxy_header: flag.map(str::to_string),
+                ..FileConfig::default()
+            },
+            ..ServeArgs::default()
+        };
+        std::fs::write(&cfg, base).unwrap();
+        let c = serve(args(None), Sources::default(), &env_of(&[])).unwrap();
+        assert_eq!(c.auth_proxy_header, None);
+        std::fs::write(&cfg, format!("{base}auth-proxy-header: X-Forwarded-User\n")).unwrap();
+        let c = serve(args(None), Sources::default(), &env_of(&[])).unwrap();
+        assert_eq!(c.auth_proxy_header.unwrap().as_str(), "x-forwarded-user");
+        let c = serve(
+            args(Some("X-Remote-User")),
+            Sources::default(),
+            &env_of(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.auth_proxy_header.unwrap().as_str(), "x-remote-user");
+        std::fs::write(&cfg, format!("{base}auth-proxy-header: \"not a header\"\n")).unwrap();
+        let e = serve(args(None), Sources::default(), &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "bad setting --auth-proxy-header (from the config key `auth-proxy-header`"
+            ),
+            "{e}"
+        );
+        let mut from_env = Sources::default();
+        from_env.env("--auth-proxy-header", "BATON_AUTH_PROXY_HEADER");
+        let e = serve(args(Some("a b")), from_env, &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("BATON_AUTH_PROXY_HEADER"), "{e}");
     }
 
     /// `plan` and `serve` read the Vault settings the same way: every case both accept or

@@ -17,6 +17,7 @@
 //! - [`notifications`]: JSON / Slack webhooks on sync failure, drift and deployments.
 
 pub mod attribution_feed;
+pub mod auth;
 pub mod dashboard;
 pub mod drift_keeper;
 pub mod hooks;

@@ -230,3 +230,74 @@ async fn baton_dev_deploys_the_demo_redeploys_edits_and_leaves_nothing_behind() 
     out.until("every task process is gone").await;
     assert_eq!(processes_of(&task_ids), Vec::<u32>::new());
 }
+
+/// `baton dev` serves the status page too: it prints the page's URL on start, and that URL
+/// serves the page and the drift report of what it deployed, read-only (no sync API). Its app
+/// lines count running tasks for an app without health checks, not "0 healthy".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn baton_dev_prints_the_url_of_its_status_page_and_serves_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().to_path_buf();
+    std::fs::create_dir_all(repo.join("apps")).unwrap();
+    std::fs::write(repo.join("baton.yaml"), "owner: dev\n").unwrap();
+    std::fs::write(
+        repo.join("apps/sleeper.yaml"),
+        "cmd: exec sleep 1000\ncpus: 0.01\nmem: 8\ninstances: 1\n",
+    )
+    .unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut out = Output {
+        rx,
+        seen: Vec::new(),
+    };
+    let shutdown = CancellationToken::new();
+    let options = DevOptions {
+        repo: repo.clone(),
+        debounce: Duration::from_millis(100),
+        ..DevOptions::default()
+    };
+    let stop = shutdown.clone();
+    let dev = tokio::spawn(async move {
+        let mut lines = Lines {
+            tx,
+            partial: String::new(),
+        };
+        run(options, stop, &mut lines).await
+    });
+    let line = out.until("status page:").await;
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_string();
+    // The app table printed after the first apply.
+    out.until("apps:").await;
+    let sleeper = out.until("/sleeper").await;
+    out.until("watching").await;
+    assert!(
+        sleeper.contains("1/1 running") && !sleeper.contains("healthy"),
+        "{sleeper}"
+    );
+    let http = reqwest::Client::new();
+    let page = http.get(&url).send().await.unwrap();
+    assert!(page.status().is_success(), "{}", page.status());
+    let page = page.text().await.unwrap();
+    assert!(page.contains("<title>Baton</title>"), "{page}");
+    let drift = get(&http, &format!("{url}api/drift")).await;
+    let apps = drift["apps"].as_array().unwrap();
+    assert!(
+        apps.iter()
+            .any(|a| a["app"] == "/sleeper" && a["state"] == "in_sync"),
+        "{drift:#}"
+    );
+    baton_e2e::assert_matches_schema("drift.schema.json", &drift);
+    let sync = http.post(format!("{url}api/sync")).send().await.unwrap();
+    assert!(!sync.status().is_success(), "read-only: {}", sync.status());
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(60), dev)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -15,4 +15,5 @@ mod secret_zero;
 mod serve;
 mod serve_bench;
 mod status_page;
+mod status_page_auth;
 mod vault_shared;

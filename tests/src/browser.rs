@@ -116,10 +116,11 @@ impl Browser {
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         let url = format!("{}/session/{}{path}", self.base, self.session);
-        let r: Value = self
-            .http
-            .request(method, url)
-            .json(&body)
+        let mut request = self.http.request(method.clone(), url);
+        if method != reqwest::Method::GET {
+            request = request.json(&body);
+        }
+        let r: Value = request
             .send()
             .await
             .expect("webdriver call")
@@ -212,6 +213,45 @@ impl Browser {
             .await;
         let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
         (text(&diff), text(&detail))
+    }
+
+    /// The browser's cookies for the current page, as WebDriver sees them (HttpOnly ones too,
+    /// with their `httpOnly` and `sameSite` attributes).
+    pub async fn cookies(&self) -> Vec<Value> {
+        let v = self
+            .call(reqwest::Method::GET, "/cookie", Value::Null)
+            .await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Resize the browser window (CSS pixels).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            json!({"width": width, "height": height}),
+        )
+        .await;
+    }
+
+    /// Run a Chrome DevTools Protocol command (chromedriver's `goog/cdp/execute`).
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            json!({"cmd": cmd, "params": params}),
+        )
+        .await
+    }
+
+    /// Set `value` into the input `css` (by script) and fire its `input` event.
+    pub async fn fill(&self, css: &str, value: &str) {
+        let script = format!(
+            "const e = document.querySelector({}); e.value = {}; e.dispatchEvent(new Event('input')); return true",
+            json!(css),
+            json!(value)
+        );
+        assert_eq!(self.eval(&script).await, json!(true), "no input {css}");
     }
 
     /// End the session (chromedriver quits Chromium) and stop chromedriver.

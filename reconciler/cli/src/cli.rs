@@ -62,6 +62,9 @@ pub enum Command {
         /// Address of the dev scheduler (port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Address of the read-only status page (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        page_listen: SocketAddr,
         /// Keep the scheduler's apps across runs in this directory.
         #[arg(long)]
         state_dir: Option<PathBuf>,

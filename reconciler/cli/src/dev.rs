@@ -30,6 +30,8 @@ pub struct DevOptions {
     pub repo: PathBuf,
     /// Where the scheduler listens (port 0: any free port).
     pub listen: SocketAddr,
+    /// Where the status page is served, read-only (port 0: any free port).
+    pub page_listen: SocketAddr,
     /// Keep the scheduler's apps across runs here; `None`: in memory.
     pub state_dir: Option<PathBuf>,
     /// Quiet time after the last file event before applying again.
@@ -46,6 +48,7 @@ impl Default for DevOptions {
         DevOptions {
             repo: PathBuf::from(DEMO_REPO),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            page_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             state_dir: None,
             debounce: Duration::from_millis(250),
             apply: ApplyOptions {
@@ -114,6 +117,31 @@ pub async fn run(
             source,
         })?;
     let url = format!("http://{addr}");
+    // The status page: read-only, as every edit is applied anyway and there is nothing to
+    // approve; a login would only put a token in the terminal's scrollback.
+    let page_listener = tokio::net::TcpListener::bind(options.page_listen)
+        .await
+        .map_err(|source| DevLoopError::Listen {
+            addr: options.page_listen,
+            source,
+        })?;
+    let page_addr = page_listener
+        .local_addr()
+        .map_err(|source| DevLoopError::Listen {
+            addr: options.page_listen,
+            source,
+        })?;
+    let dashboard = baton::daemon::dashboard::Dashboard::new(Default::default());
+    let page_stop = CancellationToken::new();
+    let page_task = tokio::spawn(baton::daemon::dashboard::serve_read_only(
+        page_listener,
+        dashboard.clone(),
+        page_stop.clone(),
+    ));
+    let page = Page {
+        url: format!("http://{page_addr}/"),
+        dashboard,
+    };
     let scheduler_stop = CancellationToken::new();
     let config = DevConfig {
         state_dir: options.state_dir.clone(),
@@ -126,7 +154,11 @@ pub async fn run(
         scheduler_stop.clone(),
     ));
 
-    let result = watch_and_apply(&options, &repo_dir, &url, &shutdown, out).await;
+    let result = watch_and_apply(&options, &repo_dir, &url, &page, &shutdown, out).await;
+    page_stop.cancel();
+    if let Ok(Err(e)) = page_task.await {
+        tracing::warn!(error = %e, "the status page server failed");
+    }
 
     // Stop the scheduler; its `run` returns once every task process is gone.
     scheduler_stop.cancel();
@@ -141,10 +173,17 @@ pub async fn run(
     result.and(stopped)
 }
 
+/// The status page `baton dev` serves: where, and the dashboard each apply publishes to.
+struct Page {
+    url: String,
+    dashboard: std::sync::Arc<baton::daemon::dashboard::Dashboard>,
+}
+
 async fn watch_and_apply(
     options: &DevOptions,
     repo_dir: &Path,
     url: &str,
+    page: &Page,
     shutdown: &CancellationToken,
     out: &mut (dyn Write + Send),
 ) -> Result<(), DevLoopError> {
@@ -152,6 +191,7 @@ async fn watch_and_apply(
     marathon.timeout = Duration::from_secs(10);
     let scheduler = Marathon::new(marathon).map_err(CommandError::from)?;
     let _ = writeln!(out, "dev scheduler: {url} (Marathon API)");
+    let _ = writeln!(out, "status page:   {} (read-only)", page.url);
     let _ = writeln!(out, "repo:          {}", repo_dir.display());
 
     // Watch before the first apply, so an edit made while it runs is not missed.
@@ -173,7 +213,7 @@ async fn watch_and_apply(
         // An edit while an apply waits (for a deployment, up to its deadline) cancels that
         // apply and starts the next at once: the fix of a broken spec must not wait for it.
         let (edited_meanwhile, report) = {
-            let run = cycle(repo_dir, &scheduler, &policy, &apply, out);
+            let run = cycle(repo_dir, &scheduler, &policy, &apply, &page.dashboard, out);
             tokio::pin!(run);
             tokio::select! {
                 _ = &mut run => (false, None),
@@ -187,7 +227,7 @@ async fn watch_and_apply(
             supersede(&scheduler, &report, out).await;
         }
         if first {
-            where_to_look(&scheduler, url, repo_dir, out).await;
+            where_to_look(&scheduler, url, &page.url, repo_dir, out).await;
             first = false;
         }
         if shutdown.is_cancelled() {
@@ -236,6 +276,7 @@ async fn cycle(
     scheduler: &Marathon,
     policy: &Policy,
     options: &ApplyOptions,
+    dashboard: &baton::daemon::dashboard::Dashboard,
     out: &mut (dyn Write + Send),
 ) -> Option<ApplyReport> {
     let repo = match commands::load_repo(repo_dir) {
@@ -263,6 +304,7 @@ async fn cycle(
         Ok((plan, report)) => {
             baton::daemon::rollout::warn_updated_in_place(&repo, &plan);
             let _ = writeln!(out, "{}", commands::apply_summary(&plan, &report));
+            publish(&repo, scheduler, dashboard).await;
             Some(report)
         }
         Err(e) => {
@@ -272,10 +314,31 @@ async fn cycle(
     }
 }
 
+/// What the status page shows after an apply: the drift report of the repo against the
+/// scheduler now (not published when the scheduler cannot be listed: the page keeps the last).
+async fn publish(
+    repo: &baton_core::spec::Repo,
+    scheduler: &Marathon,
+    dashboard: &baton::daemon::dashboard::Dashboard,
+) {
+    let Ok(live) = scheduler.list_apps().await else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let attributions = baton_core::drift::Attributions::default();
+    dashboard.publish_owned(
+        baton_core::drift::drift(repo, &live, &attributions, now),
+        now,
+    );
+}
+
 /// Each app's state and endpoints, and commands to look further.
 async fn where_to_look(
     scheduler: &Marathon,
     url: &str,
+    page_url: &str,
     repo_dir: &Path,
     out: &mut (dyn Write + Send),
 ) {
@@ -306,12 +369,21 @@ async fn where_to_look(
                 }
             }
         }
+        // Healthy tasks only when the app has health checks (not "0 healthy" without).
+        let checked = app
+            .get("healthChecks")
+            .and_then(Value::as_array)
+            .is_some_and(|h| !h.is_empty());
+        let healthy = if checked {
+            format!(", {} healthy", count("tasksHealthy"))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "  {id:<28} {}/{} running, {} healthy  {}",
+            "  {id:<28} {}/{} running{healthy}  {}",
             count("tasksRunning"),
             count("instances"),
-            count("tasksHealthy"),
             endpoints.join(" ")
         );
         if app
@@ -328,6 +400,7 @@ async fn where_to_look(
         }
     }
     let _ = writeln!(out, "\nwhere to look:");
+    let _ = writeln!(out, "  open {:<28} # the status page (read-only)", page_url);
     let _ = writeln!(
         out,
         "  curl {url}/v2/apps            # apps, as Marathon serves them"

@@ -92,8 +92,9 @@ pub fn run(cli: Cli, sources: Sources, signals: Signals) -> Result<u8, Error> {
         Command::Dev {
             repo,
             listen,
+            page_listen,
             state_dir,
-        } => rt.block_on(dev(repo, listen, state_dir, signals)),
+        } => rt.block_on(dev(repo, listen, page_listen, state_dir, signals)),
         Command::Serve(args) => rt.block_on(serve(*args, sources, signals)),
         Command::Rollout { command } => rt.block_on(rollout(command)),
         Command::DevScheduler { listen, state_dir } => {
@@ -197,6 +198,7 @@ async fn apply(
 async fn dev(
     repo: PathBuf,
     listen: SocketAddr,
+    page_listen: SocketAddr,
     state_dir: Option<PathBuf>,
     signals: Signals,
 ) -> Result<u8, Error> {
@@ -207,6 +209,7 @@ async fn dev(
     let options = baton_cli::dev::DevOptions {
         repo,
         listen,
+        page_listen,
         state_dir,
         sessions,
         ..Default::default()

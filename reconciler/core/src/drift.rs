@@ -101,6 +101,36 @@ pub struct Tasks {
     pub staged: u64,
     /// `running` (or `healthy`, with health checks) reaches `instances`.
     pub up: bool,
+    /// The app has health checks (so `healthy` counts; without, `running` does).
+    #[serde(default)]
+    pub checked: bool,
+    /// A deployment of the app is in progress on the scheduler.
+    #[serde(default)]
+    pub deploying: bool,
+    /// What the status page shows: [`Tasks::summary`].
+    #[serde(default)]
+    pub summary: String,
+}
+
+impl Tasks {
+    /// The tasks in words: `deploying 2/3 running` while a deployment is in progress (not
+    /// "down"), else `up`/`down`, counting healthy tasks when the app has health checks and
+    /// running ones when it has none (not "0 healthy").
+    pub fn summary(&self) -> String {
+        let (n, what) = if self.checked {
+            (self.healthy, "healthy")
+        } else {
+            (self.running, "running")
+        };
+        let word = if self.deploying {
+            "deploying"
+        } else if self.up {
+            "up"
+        } else {
+            "down"
+        };
+        format!("{word} {n}/{} {what}", self.instances)
+    }
 }
 
 /// The drift of one app.
@@ -139,6 +169,10 @@ pub struct AppDrift {
     /// Digest of git's definition: tells the ledger whether git changed while the drift lasted.
     #[serde(skip)]
     pub desired_digest: Option<String>,
+    /// Marked failed while it was [`DriftState::Pending`] (a git change or create whose write
+    /// failed): the failure is shown, but it is not drift, so the ledger keeps out of it.
+    #[serde(skip)]
+    pub failed_write: bool,
 }
 
 impl AppDrift {
@@ -157,6 +191,7 @@ impl AppDrift {
             tasks: None,
             note: None,
             desired_digest: None,
+            failed_write: false,
         }
     }
 
@@ -175,7 +210,7 @@ impl AppDrift {
     pub fn disagrees(&self) -> bool {
         match self.state {
             DriftState::Drifted | DriftState::Missing => true,
-            DriftState::Failed => !self.fields.is_empty(),
+            DriftState::Failed => !self.fields.is_empty() && !self.failed_write,
             _ => false,
         }
     }
@@ -259,6 +294,7 @@ impl DriftReport {
                     a.state,
                     DriftState::InSync | DriftState::Drifted | DriftState::Pending
                 ) {
+                    a.failed_write = a.state == DriftState::Pending;
                     a.state = DriftState::Failed;
                 }
                 a.note = Some(format!("last apply failed: {error}"));
@@ -511,14 +547,24 @@ fn live_version_ms(app: &Value) -> Option<u64> {
 
 fn tasks_of(app: &Value) -> Tasks {
     let n = |k: &str| app.get(k).and_then(Value::as_u64).unwrap_or(0);
-    Tasks {
+    let non_empty = |k: &str| {
+        app.get(k)
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+    };
+    let mut tasks = Tasks {
         instances: app.get("instances").and_then(Value::as_u64).unwrap_or(1),
         running: n("tasksRunning"),
         healthy: n("tasksHealthy"),
         unhealthy: n("tasksUnhealthy"),
         staged: n("tasksStaged"),
         up: crate::app::is_up(app),
-    }
+        checked: non_empty("healthChecks"),
+        deploying: non_empty("deployments"),
+        summary: String::new(),
+    };
+    tasks.summary = tasks.summary();
+    tasks
 }
 
 /// Environment variables whose name says they hold a secret: their values never reach a report.

@@ -140,6 +140,23 @@ pub fn router(dashboard: Arc<Dashboard>) -> Router {
         .with_state(dashboard)
 }
 
+/// Serve the status page read-only (`GET /`, `/api/drift`, `/metrics`; no API, no login) on
+/// `listener` until `shutdown`, within the daemon's connection limits: what `baton dev` shows.
+pub async fn serve_read_only(
+    listener: tokio::net::TcpListener,
+    dashboard: Arc<Dashboard>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    crate::daemon::server::run_router(
+        listener,
+        router(dashboard),
+        crate::daemon::server::limits(),
+        Default::default(),
+        shutdown,
+    )
+    .await
+}
+
 async fn drift(State(d): State<Arc<Dashboard>>) -> Response {
     let body = d.drift_json();
     if body.is_empty() {

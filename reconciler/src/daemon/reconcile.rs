@@ -100,6 +100,18 @@ pub enum CycleError {
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     pub source: String,
+    /// The repo followed: a git URL without credentials, or a directory.
+    pub repo: String,
+    /// The followed branch or ref (`None`: a plain directory).
+    pub branch: Option<String>,
+    /// The commit last fetched and loaded, with its author and message (git sources).
+    pub head: Option<crate::source::CommitInfo>,
+    /// The newest entry of `history`: when the last sync finished and how.
+    pub last_sync: Option<SyncRecord>,
+    /// The environment this Baton deploys (issue 17; `None` until environments exist).
+    pub environment: Option<String>,
+    /// High availability: this instance's role and the leader (`None` without HA).
+    pub ha: Option<HaStatus>,
     pub sync_mode: String,
     pub ready: bool,
     pub last_fetched: Option<String>,
@@ -115,6 +127,15 @@ pub struct Status {
     pub vault: Option<VaultStatus>,
     /// The repo's ownership settings and what they hold back (`None` before a first plan).
     pub ownership: Option<OwnershipStatus>,
+}
+
+/// `ha` in `/api/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HaStatus {
+    /// `leader`, `follower` or `standalone`.
+    pub role: &'static str,
+    pub leader_id: Option<String>,
 }
 
 /// The Vault part of `/api/status`.
@@ -256,6 +277,7 @@ impl Shared {
     pub fn new(source: String, sync: SyncMode) -> (Arc<Shared>, mpsc::Receiver<Trigger>) {
         let (tx, rx) = mpsc::channel(TRIGGER_QUEUE);
         let status = Status {
+            repo: source.clone(),
             source,
             sync_mode: match sync {
                 SyncMode::Auto => "auto",
@@ -348,6 +370,14 @@ impl Shared {
         deployed
     }
 
+    /// Where the specs come from, as the status page's header shows it (no credentials).
+    pub fn set_origin(&self, repo: String, branch: Option<String>) {
+        self.with_status(|st| {
+            st.repo = repo;
+            st.branch = branch;
+        });
+    }
+
     pub fn status(&self) -> Status {
         self.status
             .read()
@@ -355,7 +385,7 @@ impl Shared {
             .clone()
     }
 
-    fn with_status(&self, f: impl FnOnce(&mut Status)) {
+    pub(crate) fn with_status(&self, f: impl FnOnce(&mut Status)) {
         f(&mut self.status.write().unwrap_or_else(|e| e.into_inner()));
     }
 
@@ -487,6 +517,8 @@ struct Reconciler<Src, S> {
     rollout_wake: std::collections::BTreeMap<String, u64>,
     /// Stats fetches and HTTP checks.
     http: reqwest::Client,
+    /// The commit last loaded: author and message (git sources).
+    head: Option<crate::source::CommitInfo>,
 }
 
 /// What one cycle did: its closing INFO line.
@@ -559,6 +591,7 @@ where
         config,
         state,
         last_good: None,
+        head: None,
         shared,
         drift,
         announced_failure: None,
@@ -870,7 +903,10 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                     held: self.done.held,
                     invalid: self.done.invalid,
                     error: Some(e.to_string()),
+                    author: None,
+                    message: None,
                 };
+                let record = self.with_commit_words(record);
                 self.state.push_history(record);
                 if let Err(se) = state::save(&self.config.state_dir, &self.state) {
                     tracing::warn!(error = %se, "cannot save the state");
@@ -912,18 +948,21 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             }
             let load_started = std::time::Instant::now();
             let repo = src.load(&rev)?;
+            let head = src.commit_info(&rev);
             tracing::debug!(
                 fetch_ms = fetch_took.as_secs_f64() * 1e3,
                 load_ms = load_started.elapsed().as_secs_f64() * 1e3,
                 "fetched and loaded"
             );
-            Ok((rev, Some(repo)))
+            Ok((rev, Some((repo, head))))
         })
         .await
         .map_err(|e| CycleError::Task(e.to_string()))??;
         match loaded {
-            (rev, Some(repo)) => {
+            (rev, Some((repo, head))) => {
                 tracing::info!(revision = %rev, apps = repo.specs.len(), invalid = repo.invalid.len(), "loaded");
+                self.head = head.clone();
+                self.shared.with_status(|st| st.head = head);
                 self.state.last_fetched = Some(rev.clone());
                 if let Some(notifier) = &self.config.notifier {
                     notifier.set_owner(&repo.config.owner);
@@ -1136,7 +1175,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 .flat_map(|r| r.failures())
                 .map(|a| a.app.to_string())
                 .collect();
-            self.state.push_history(SyncRecord {
+            let record = SyncRecord {
                 started_ms: started,
                 finished_ms: now_ms(),
                 trigger: trigger.name().into(),
@@ -1146,7 +1185,11 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 held: plan.held.len(),
                 invalid: repo.invalid.len(),
                 error: (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", "))),
-            });
+                author: None,
+                message: None,
+            };
+            let record = self.with_commit_words(record);
+            self.state.push_history(record);
         }
         self.shared.phase("save");
         state::save(&self.config.state_dir, &self.state)?;
@@ -1557,6 +1600,17 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
     }
 
     /// Rebuild `/api/status` from the last cycle's data.
+    /// `record` with the author and message of its commit, when it is the one last loaded.
+    fn with_commit_words(&self, mut record: SyncRecord) -> SyncRecord {
+        if let Some(head) = &self.head {
+            if record.commit.as_deref() == Some(head.commit.as_str()) {
+                record.author = head.author.clone();
+                record.message = Some(head.message.clone());
+            }
+        }
+        record
+    }
+
     fn publish_status(
         &self,
         repo: Option<&Repo>,
@@ -1586,6 +1640,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             .take(STATUS_HISTORY)
             .cloned()
             .collect();
+        st.last_sync = st.history.first().cloned();
         if error.is_some() {
             st.last_error = error;
             return;

@@ -539,6 +539,8 @@ fn record_outcome(
         held: 0,
         invalid: 0,
         error,
+        author: None,
+        message: None,
     });
 }
 

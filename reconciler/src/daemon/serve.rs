@@ -250,7 +250,14 @@ fn start_with<Src: SpecSource>(
             Err(e) => return (shared, Box::pin(async move { Err(ServeError::Notify(e)) })),
         }
     }
-    let state = AppState::new(shared.clone(), hooks).with_api_token(config.api_token.clone());
+    let git = is_git(&config.repo);
+    shared.set_origin(config.repo.clone(), git.then(|| config.reference.clone()));
+    let state = AppState::new(shared.clone(), hooks)
+        .with_api_token(config.api_token.clone())
+        .with_proxy_header(config.auth_proxy_header.clone());
+    if let Some(h) = &config.auth_proxy_header {
+        tracing::warn!(header = %h, "status page: the header {h} is trusted to name a logged-in user; only safe behind a proxy that sets it and strips it from clients");
+    }
     let http_stop = shutdown.clone();
     let mut routes = server::router(state);
     if let Some(gate) = loop_config.secrets.as_ref().and_then(|s| s.gate.clone()) {

@@ -10,6 +10,9 @@
 //! - `POST /api/sync`: apply now (also with `--sync=manual`). In manual mode this is the approval
 //!   gate, and with secret zero every task can reach this server, so it takes a bearer token
 //!   (`--api-token-file`); without one configured, only loopback clients may call it.
+//! - `POST /api/refresh`: fetch and compare now (a poll), the same check as `/api/sync`.
+//! - `POST /api/login`, `/api/logout`, `GET /api/session`: the status page's login
+//!   ([`crate::daemon::auth`]); every `POST /api/*` is checked by [`crate::daemon::auth::Auth`].
 //! - `POST /api/rollouts/{app}/promote` and `/abort`: an operator command for the rollout of
 //!   `app` (the same token check as `/api/sync`): 202 queued for the next rollout tick, 404 no
 //!   rollout of that app in progress, 409 the rollout is already finishing.
@@ -56,6 +59,9 @@ pub struct AppState {
     window: Arc<Mutex<ReplayWindow>>,
     /// Bearer token of `POST /api/sync` (None: loopback clients only).
     api_token: Option<Arc<SecretString>>,
+    /// Status page logins and the check of every `POST /api/*` ([`crate::daemon::auth`]).
+    auth: Arc<crate::daemon::auth::Auth>,
+    proxy_header: Option<axum::http::HeaderName>,
 }
 
 impl AppState {
@@ -68,13 +74,45 @@ impl AppState {
                 REPLAY_CAPACITY,
             ))),
             api_token: None,
+            auth: Arc::new(auth_or_none(None, None)),
+            proxy_header: None,
         }
     }
 
     /// Require `Authorization: Bearer <token>` on `POST /api/sync`.
     pub fn with_api_token(mut self, token: Option<SecretString>) -> Self {
         self.api_token = token.map(Arc::new);
+        self.auth = Arc::new(auth_or_none(
+            self.api_token.clone(),
+            self.proxy_header.clone(),
+        ));
         self
+    }
+
+    /// Trust `header` (set by a reverse proxy) to name a logged-in user
+    /// (`--auth-proxy-header`).
+    pub fn with_proxy_header(mut self, header: Option<axum::http::HeaderName>) -> Self {
+        self.proxy_header = header;
+        self.auth = Arc::new(auth_or_none(
+            self.api_token.clone(),
+            self.proxy_header.clone(),
+        ));
+        self
+    }
+}
+
+/// The auth state; a random source that fails leaves only bearer and loopback access (the
+/// CSRF key is then a fixed one nobody can use: no session can be opened without randomness).
+fn auth_or_none(
+    token: Option<Arc<SecretString>>,
+    proxy: Option<axum::http::HeaderName>,
+) -> crate::daemon::auth::Auth {
+    match crate::daemon::auth::Auth::new(token.clone(), proxy) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "status page logins are off");
+            crate::daemon::auth::Auth::disabled(token)
+        }
     }
 }
 
@@ -95,10 +133,12 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .route("/api/status", get(status))
         .route("/api/sync", post(sync))
+        .route("/api/refresh", post(refresh))
         .route("/api/rollouts/{*rest}", post(rollout_command))
         .layer(DefaultBodyLimit::max(hooks::MAX_BODY_BYTES))
-        .with_state(state)
+        .with_state(state.clone())
         .merge(dashboard)
+        .merge(crate::daemon::auth::router(state.auth))
 }
 
 /// The connection limits of `baton serve`'s listener: from the open-files limit, and bodies up
@@ -239,21 +279,28 @@ async fn sync(State(state): State<AppState>, request: axum::extract::Request) ->
     (StatusCode::ACCEPTED, Json(json!({"status": "queued"}))).into_response()
 }
 
-/// The admin check of every `POST /api/*` ([`admin_allowed`]): the 401 to answer when refused
-/// (logged, never the token), `None` when allowed.
+/// `POST /api/refresh` (the status page's Refresh): fetch and compare now, as the poll does;
+/// it applies only what the sync mode applies anyway.
+async fn refresh(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    if let Some(refused) = refusal(&state, &request, "/api/refresh") {
+        return refused;
+    }
+    state.shared.trigger(Trigger::Poll);
+    (StatusCode::ACCEPTED, Json(json!({"status": "queued"}))).into_response()
+}
+
+/// The admin check of every `POST /api/*` ([`crate::daemon::auth::Auth::authorize`]): the
+/// 401/403 to answer when refused (logged, never the token), `None` when allowed.
 fn refusal(state: &AppState, request: &axum::extract::Request, what: &str) -> Option<Response> {
     let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    let bearer = request
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let why = admin_allowed(state.api_token.as_deref(), bearer, peer).err()?;
-    tracing::warn!(peer = ?peer, "POST {what} refused: {why}");
-    Some((StatusCode::UNAUTHORIZED, Json(json!({"error": why}))).into_response())
+    let why = (state.auth)
+        .authorize(request.headers(), peer, Instant::now())
+        .err()?;
+    tracing::warn!(peer = ?peer, "POST {what} refused: {}", why.reason);
+    Some((why.status, Json(json!({"error": why.reason}))).into_response())
 }
 
 /// `POST /api/rollouts/{app}/promote|abort`: queue the command for the next rollout tick.
@@ -302,29 +349,14 @@ async fn rollout_command(
     }
 }
 
-/// Whether an admin call may proceed: with a token configured, the bearer must match it
-/// (constant time); without, only a loopback peer may.
+/// Whether a bearer-token call may proceed ([`crate::daemon::auth::bearer_allowed`]).
+#[cfg(test)]
 fn admin_allowed(
     token: Option<&SecretString>,
     bearer: Option<&str>,
     peer: Option<std::net::IpAddr>,
 ) -> Result<(), &'static str> {
-    match (token, bearer) {
-        (Some(t), Some(given)) => {
-            // HMACs of both under a fresh key: equal-time whatever the lengths.
-            let key = ring::hmac::Key::generate(
-                ring::hmac::HMAC_SHA256,
-                &ring::rand::SystemRandom::new(),
-            )
-            .map_err(|_| "cannot check the token")?;
-            let expected = ring::hmac::sign(&key, t.expose_secret().as_bytes());
-            ring::hmac::verify(&key, given.trim().as_bytes(), expected.as_ref())
-                .map_err(|_| "bad bearer token")
-        }
-        (Some(_), None) => Err("a bearer token is required (Authorization: Bearer ...)"),
-        (None, _) if peer.is_some_and(|ip| ip.is_loopback()) => Ok(()),
-        (None, _) => Err("only loopback clients may sync without --api-token-file"),
-    }
+    crate::daemon::auth::bearer_allowed(token, bearer, peer)
 }
 
 #[cfg(test)]

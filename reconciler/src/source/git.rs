@@ -1054,4 +1054,20 @@ impl super::SpecSource for GitSource {
     fn resume_from(&mut self, last_fetched: &str) {
         self.set_last_fetched(last_fetched);
     }
+
+    fn commit_info(&mut self, rev: &str) -> Option<super::CommitInfo> {
+        let repo = match self.reader.take() {
+            Some(r) => r,
+            None => reader(&self.repo),
+        };
+        let info = ObjectId::from_hex(rev.as_bytes())
+            .ok()
+            .and_then(|id| repo.find_commit(id).ok())
+            .map(|commit| {
+                let author = (commit.author().ok()).map(|a| a.name.to_string());
+                super::CommitInfo::new(rev, author, &commit.message_raw_sloppy().to_string())
+            });
+        self.reader = Some(repo);
+        info
+    }
 }

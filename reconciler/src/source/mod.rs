@@ -34,6 +34,37 @@ pub trait SpecSource: Send + 'static {
     /// After a restart: the revision fetched before it (from the state directory), so that a
     /// history rewritten while Baton was down is still told apart from a fast-forward.
     fn resume_from(&mut self, _last_fetched: &str) {}
+
+    /// Who wrote revision `rev` and what it says (its first line), for the status page and the
+    /// history; `None` when the source has no such thing (a directory) or cannot read it.
+    fn commit_info(&mut self, _rev: &str) -> Option<CommitInfo> {
+        None
+    }
+}
+
+/// A commit as the status page and `/api/status` show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CommitInfo {
+    pub commit: String,
+    /// The author's name.
+    pub author: Option<String>,
+    /// The first line of the message, at most [`COMMIT_TITLE_CHARS`] characters.
+    pub message: String,
+}
+
+/// How much of a commit's first line is kept.
+pub const COMMIT_TITLE_CHARS: usize = 200;
+
+impl CommitInfo {
+    /// `message`'s first line, bounded.
+    pub fn new(commit: &str, author: Option<String>, message: &str) -> Self {
+        let title = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        CommitInfo {
+            commit: commit.to_string(),
+            author: author.map(|a| a.chars().take(COMMIT_TITLE_CHARS).collect()),
+            message: title.trim().chars().take(COMMIT_TITLE_CHARS).collect(),
+        }
+    }
 }
 
 /// A source that could not be read at all (as opposed to single files, which become diagnostics).
@@ -65,4 +96,29 @@ pub enum SourceError {
     Git { url: String, reason: String },
     #[error("interrupted by shutdown")]
     Cancelled,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The page and the history show a commit's first non-empty line, trimmed and bounded,
+    /// never its body.
+    #[test]
+    fn a_commit_is_shown_by_its_first_line_bounded() {
+        let c = CommitInfo::new(
+            "abc",
+            Some("Ada".into()),
+            "\n  web: scale to 3  \n\nWhy: load.\n",
+        );
+        assert_eq!(c.message, "web: scale to 3");
+        assert_eq!(c.author.as_deref(), Some("Ada"));
+        let long = "x".repeat(COMMIT_TITLE_CHARS * 2);
+        let c = CommitInfo::new("abc", Some(long.clone()), &long);
+        assert_eq!(c.message.chars().count(), COMMIT_TITLE_CHARS);
+        assert_eq!(
+            c.author.map(|a| a.chars().count()),
+            Some(COMMIT_TITLE_CHARS)
+        );
+    }
 }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 mod cli;
 mod conformance;
+mod dev_page;
 mod dev_scheduler;
 mod drift;
 mod packaging;

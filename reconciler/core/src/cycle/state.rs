@@ -116,6 +116,12 @@ pub struct SyncRecord {
     #[serde(default)]
     pub invalid: usize,
     pub error: Option<String>,
+    /// The author of `commit` (git sources; absent for a directory or an older state file).
+    #[serde(default)]
+    pub author: Option<String>,
+    /// The first line of `commit`'s message.
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 impl State {
@@ -314,6 +320,8 @@ mod tests {
                 held: 0,
                 invalid: 0,
                 error: None,
+                author: None,
+                message: None,
             });
         }
         assert_eq!(s.history.len(), HISTORY);

@@ -952,3 +952,73 @@ fn plans_redact_secret_looking_env_values_too() {
         "from-vault-ref"
     );
 }
+
+/// The status page's task words: an app mid-deployment is "deploying", not "down"; an app
+/// without health checks counts running tasks, not "0 healthy"; with health checks, healthy
+/// ones.
+#[test]
+fn task_summary_says_deploying_and_counts_running_without_health_checks() {
+    let app = |extra: Value| {
+        let mut a = json!({"id": "/web", "instances": 3, "tasksRunning": 2, "tasksHealthy": 0});
+        for (k, v) in extra.as_object().unwrap() {
+            a[k] = v.clone();
+        }
+        tasks_of(&a).summary
+    };
+    assert_eq!(
+        app(json!({"deployments": [{"id": "d-1"}]})),
+        "deploying 2/3 running"
+    );
+    assert_eq!(app(json!({"deployments": []})), "down 2/3 running");
+    assert_eq!(app(json!({"tasksRunning": 3})), "up 3/3 running");
+    let checked = json!([{"protocol": "HTTP", "path": "/"}]);
+    assert_eq!(
+        app(json!({"healthChecks": checked, "tasksRunning": 3, "tasksHealthy": 1})),
+        "down 1/3 healthy"
+    );
+    assert_eq!(
+        app(json!({"healthChecks": checked, "tasksRunning": 3, "tasksHealthy": 3})),
+        "up 3/3 healthy"
+    );
+}
+
+/// The ledger records only real drift: a git deploy whose write failed (the app still at the
+/// definition Baton wrote before, nobody changed it) and a create are not drift episodes, so a
+/// later successful write does not show as "drifted -> corrected". An app someone edited whose
+/// correction failed still is one.
+#[test]
+fn failed_git_deploys_and_creates_open_no_ledger_episode() {
+    let old = repo(&[("apps/web.yaml", "cmd: ./web\ninstances: 2\n")]);
+    let new = repo(&[
+        ("apps/web.yaml", "cmd: ./web\ninstances: 3\n"),
+        ("apps/api.yaml", "cmd: ./api\n"),
+        ("apps/edited.yaml", "cmd: ./edited\n"),
+    ]);
+    let behind = as_served(&old, "/web");
+    let mut edited = as_served(&new, "/edited");
+    edited["cmd"] = json!("./by-hand");
+    let mut report = drift(&new, &[behind, edited], &Attributions::default(), T0);
+    report.mark_never_deployed(|a| a.as_str() != "/api");
+    let (web, api, ed) = (id("/web"), id("/api"), id("/edited"));
+    report.mark_failed([
+        (&web, "deployment failed"),
+        (&api, "create refused"),
+        (&ed, "deployment failed"),
+    ]);
+    assert_eq!(report.app(&web).unwrap().state, DriftState::Failed);
+    let mut ledger = ledger::Ledger::default();
+    let events = ledger.observe(&mut report, &BTreeSet::new(), T0);
+    let opened: Vec<&str> = ledger.entries.iter().map(|e| e.app.as_str()).collect();
+    assert_eq!(opened, ["/edited"], "{events:?}");
+
+    // The retry succeeds: nothing is resolved as corrected for /web or /api.
+    let mut served = vec![as_served(&new, "/web"), as_served(&new, "/api")];
+    served.push(as_served(&new, "/edited"));
+    let mut report = drift(&new, &served, &Attributions::default(), T0 + MIN);
+    let written: BTreeSet<AppId> = [web.clone(), api.clone(), ed.clone()].into();
+    ledger.observe(&mut report, &written, T0 + MIN);
+    let closed: Vec<(&str, Option<ledger::Resolution>)> = (ledger.entries.iter())
+        .map(|e| (e.app.as_str(), e.resolution))
+        .collect();
+    assert_eq!(closed, [("/edited", Some(ledger::Resolution::Corrected))]);
+}

@@ -32,9 +32,13 @@ fn sample(id: &str, state: DriftState) -> AppDrift {
             unhealthy: 0,
             staged: 0,
             up: true,
+            checked: false,
+            deploying: false,
+            summary: "up 2/2 running".into(),
         }),
         note: None,
         desired_digest: None,
+        failed_write: false,
     }
 }
 

@@ -171,7 +171,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             self.shared.phase("observe");
             self.observe_after_apply(&repo, report).await;
             let failed: Vec<String> = report.failures().map(|a| a.app.to_string()).collect();
-            self.state.push_history(SyncRecord {
+            let record = self.with_commit_words(SyncRecord {
                 started_ms: started,
                 finished_ms: now_ms(),
                 trigger: "scheduler-event".into(),
@@ -181,7 +181,10 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 held: self.held_work.0,
                 invalid: self.held_work.1,
                 error: (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", "))),
+                author: None,
+                message: None,
             });
+            self.state.push_history(record);
             state_changed = true;
         }
         if state_changed {
