@@ -247,6 +247,8 @@ pub struct Shared {
     pub operators: crate::daemon::rollout::Operators,
     /// The rollouts in progress and their phase words (what the API's 404/409 judge).
     rollouts: Mutex<std::collections::BTreeMap<String, &'static str>>,
+    /// `POST /api/sync` requests not yet taken by a cycle (ids, the apps they name).
+    pub sync_requests: crate::daemon::sync_requests::SyncRequests,
     /// Cancelled by [`Shared::trigger`] when a push arrives: set while the loop waits and while
     /// it runs a preemptible cycle ([`Trigger::preemptible`]).
     preempt: Mutex<Option<CancellationToken>>,
@@ -275,6 +277,7 @@ impl Shared {
                 own_writes: Default::default(),
                 operators: Default::default(),
                 rollouts: Default::default(),
+                sync_requests: Default::default(),
                 preempt: Mutex::new(None),
             }),
             rx,
@@ -487,6 +490,8 @@ struct Reconciler<Src, S> {
     rollout_wake: std::collections::BTreeMap<String, u64>,
     /// Stats fetches and HTTP checks.
     http: reqwest::Client,
+    /// The `POST /api/sync` requests the cycle in flight serves (a manual-sync cycle only).
+    asked: Option<crate::daemon::sync_requests::Taken>,
 }
 
 /// What one cycle did: its closing INFO line.
@@ -569,6 +574,7 @@ where
         rollout_status: Default::default(),
         rollout_wake: Default::default(),
         http: crate::daemon::rollout::http_client(),
+        asked: None,
     };
     r.shared.set_rollouts(&r.state);
     r.publish_status(None, None, None, None);
@@ -601,6 +607,10 @@ where
             break;
         }
         cycle += 1;
+        // A manual sync serves every request queued so far (and only the apps they name).
+        r.asked = (trigger == Trigger::ManualSync)
+            .then(|| r.shared.sync_requests.take())
+            .flatten();
         let span = tracing::info_span!("cycle", n = cycle, trigger = trigger.name());
         let preempt = Preempt(trigger.preemptible().then_some(preempt));
         if trigger == Trigger::Rollout {
@@ -870,6 +880,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                     held: self.done.held,
                     invalid: self.done.invalid,
                     error: Some(e.to_string()),
+                    requests: self.asked.as_ref().map(|t| t.record()),
                 };
                 self.state.push_history(record);
                 if let Err(se) = state::save(&self.config.state_dir, &self.state) {
@@ -1048,6 +1059,8 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 lost_writes: &lost_writes,
                 rollouts: &rollouts,
                 now_ms: now,
+                // A per-app `POST /api/sync?app=`: only those apps.
+                only: self.asked.as_ref().and_then(|t| t.apps.as_ref()),
             },
             plan,
         );
@@ -1146,6 +1159,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 held: plan.held.len(),
                 invalid: repo.invalid.len(),
                 error: (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", "))),
+                requests: self.asked.as_ref().map(|t| t.record()),
             });
         }
         self.shared.phase("save");
@@ -1883,6 +1897,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 // Rollouts start from the full cycle that follows (its view has every app).
                 rollouts: &self.rollout_view(repo, &live),
                 now_ms: now,
+                only: None,
             },
             plan,
         );

@@ -539,6 +539,7 @@ fn record_outcome(
         held: 0,
         invalid: 0,
         error,
+        requests: None,
     });
 }
 

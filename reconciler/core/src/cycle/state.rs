@@ -116,6 +116,29 @@ pub struct SyncRecord {
     #[serde(default)]
     pub invalid: usize,
     pub error: Option<String>,
+    /// The `POST /api/sync` requests this cycle served (a manual sync), so a client that
+    /// asked can find its outcome; absent for other cycles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<SyncRequests>,
+}
+
+/// `POST /api/sync` requests served by one cycle: every id from `first` to `last` (each
+/// request got an id in its answer; requests that arrive while a cycle waits are served
+/// together), and the apps they named (`None`: all of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRequests {
+    pub first: u64,
+    pub last: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apps: Option<Vec<String>>,
+}
+
+impl SyncRequests {
+    /// Whether request `id` was served by this cycle.
+    pub fn served(&self, id: u64) -> bool {
+        (self.first..=self.last).contains(&id)
+    }
 }
 
 impl State {
@@ -314,6 +337,7 @@ mod tests {
                 held: 0,
                 invalid: 0,
                 error: None,
+                requests: None,
             });
         }
         assert_eq!(s.history.len(), HISTORY);

@@ -125,6 +125,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 lost_writes: &lost_writes,
                 rollouts: &self.rollout_view(&repo, &live),
                 now_ms: now,
+                only: None,
             },
             plan,
         );
@@ -181,6 +182,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 held: self.held_work.0,
                 invalid: self.held_work.1,
                 error: (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", "))),
+                requests: None,
             });
             state_changed = true;
         }
