@@ -20,8 +20,11 @@ pub mod exit {
     pub const ERROR: u8 = 1;
     /// `plan`: there are changes. `drift`: there is drift.
     pub const CHANGES: u8 = 2;
-    /// `apply`: some apps failed.
+    /// `apply`: some apps failed. `status`, `sync --wait`: an app failed.
     pub const APPS_FAILED: u8 = 3;
+    /// A client of `baton serve` (`status`, `sync`, `history`, `rollout`): the server is
+    /// unreachable or refused the API token.
+    pub const SERVER: u8 = 4;
     /// Bad usage: flags, environment or config file (clap's own errors included, which
     /// would otherwise exit 2, the code of "changes").
     pub const USAGE: u8 = 64;

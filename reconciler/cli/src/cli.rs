@@ -74,6 +74,34 @@ pub enum Command {
         #[command(subcommand)]
         command: RolloutCommand,
     },
+    /// The apps of a running `baton serve` (or one APP); exit 0 synced, 2 out of sync, 3 an
+    /// app failed, 1 no such app, 4 server unreachable or token refused.
+    Status {
+        /// Only this app (`/shop/web`).
+        app: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Ask a running `baton serve` to sync now (every app, or those named); with --wait, exit
+    /// with that sync's outcome (0 synced, 3 apps failed, 1 failed or timed out).
+    Sync {
+        /// Only this app (repeatable).
+        #[arg(long = "app", value_name = "APP")]
+        apps: Vec<String>,
+        /// Wait for the cycle that serves this request and report its outcome.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "10m", requires = "wait")]
+        timeout: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// The last cycles of a running `baton serve`, most recent first.
+    History {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Run the Marathon-compatible dev scheduler (apps run as local processes).
     DevScheduler {
         /// Address to listen on.
@@ -111,6 +139,13 @@ pub enum RolloutCommand {
 pub struct RolloutTarget {
     /// The app id (`/shop/api`).
     pub app: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Where a client command finds `baton serve`, and how it shows the answer.
+#[derive(Args)]
+pub struct ServerArgs {
     /// The address of `baton serve`'s HTTP API.
     #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:8088")]
     pub server: String,
@@ -343,10 +378,10 @@ mod tests {
             panic!("not rollout abort")
         };
         assert_eq!(
-            (t.app.as_str(), t.server.as_str()),
+            (t.app.as_str(), t.server.server.as_str()),
             ("/shop/api", "http://h:1")
         );
-        assert_eq!(t.output, Format::Json);
+        assert_eq!(t.server.output, Format::Json);
     }
 
     #[test]

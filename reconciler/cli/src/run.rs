@@ -12,7 +12,9 @@ use baton_core::report::Style;
 use baton_dev_scheduler::TaskSessions;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ApplyArgs, Cli, Color, Command, DriftArgs, LogFormat, PlanArgs, RolloutCommand};
+use crate::cli::{
+    ApplyArgs, Cli, Color, Command, DriftArgs, LogFormat, PlanArgs, RolloutCommand, ServerArgs,
+};
 
 /// Why a command could not do its work.
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +31,9 @@ pub enum Error {
     DevScheduler(#[from] baton_dev_scheduler::DevError),
     #[error(transparent)]
     Serve(#[from] baton::daemon::serve::ServeError),
+    /// A client of `baton serve` (`status`, `sync`, `history`, `rollout`).
     #[error(transparent)]
-    Rollout(#[from] baton_cli::rollout::ClientError),
+    Client(#[from] baton_cli::client::ClientError),
     #[error("cannot write the {what}")]
     Generate {
         what: String,
@@ -52,6 +55,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => exit::USAGE,
+            Error::Client(e) => e.exit_code(),
             _ => exit::ERROR,
         }
     }
@@ -96,6 +100,35 @@ pub fn run(cli: Cli, sources: Sources, signals: Signals) -> Result<u8, Error> {
         } => rt.block_on(dev(repo, listen, state_dir, signals)),
         Command::Serve(args) => rt.block_on(serve(*args, sources, signals)),
         Command::Rollout { command } => rt.block_on(rollout(command)),
+        Command::Status { app, server } => rt.block_on(remote(server, |s, f, out| {
+            Box::pin(async move { baton_cli::remote::status(s, app.as_deref(), f, out).await })
+        })),
+        Command::History { server } => rt.block_on(remote(server, |s, f, out| {
+            Box::pin(baton_cli::remote::history(s, f, out))
+        })),
+        Command::Sync {
+            apps,
+            wait,
+            timeout,
+            server,
+        } => {
+            let wait = match wait {
+                true => Some(baton_core::spec::load::parse_duration(&timeout).map_err(
+                    |reason| ConfigError::Bad {
+                        name: "--timeout",
+                        origin: config::Origin::Flag,
+                        reason,
+                    },
+                )?),
+                false => None,
+            };
+            rt.block_on(remote(server, |s, f, out| {
+                Box::pin(async move {
+                    let request = baton_cli::remote::SyncRequest { apps: &apps, wait };
+                    baton_cli::remote::sync(s, &request, f, out).await
+                })
+            }))
+        }
         Command::DevScheduler { listen, state_dir } => {
             rt.block_on(dev_scheduler(listen, state_dir, cli.log_format, signals))
         }
@@ -242,17 +275,39 @@ async fn rollout(command: RolloutCommand) -> Result<u8, Error> {
         RolloutCommand::Promote(t) => (Verb::Promote, t),
         RolloutCommand::Abort(t) => (Verb::Abort, t),
     };
-    let token = config::api_token(target.api_token_file.as_deref(), &config::process_env)?;
+    let remote = target.server;
+    let token = config::api_token(remote.api_token_file.as_deref(), &config::process_env)?;
     let mut stdout = std::io::stdout();
     let code = baton_cli::rollout::run(
         verb,
         &target.app,
-        &target.server,
+        &remote.server,
         token.as_ref(),
-        target.output,
+        remote.output,
         &mut stdout,
     );
     Ok(code.await?)
+}
+
+/// The answer of a client command: its exit code.
+type ClientFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<u8, baton_cli::client::ClientError>> + 'a>,
+>;
+
+/// A client command of `baton serve` (`status`, `sync`, `history`): the server and its token
+/// from the flags (a token file that cannot be read is bad usage), then `command`.
+async fn remote<F>(args: ServerArgs, command: F) -> Result<u8, Error>
+where
+    F: for<'a> FnOnce(
+        &'a baton_cli::client::Server,
+        baton::commands::Format,
+        &'a mut (dyn std::io::Write + Send),
+    ) -> ClientFuture<'a>,
+{
+    let token = config::api_token(args.api_token_file.as_deref(), &config::process_env)?;
+    let server = baton_cli::client::Server::new(&args.server, token)?;
+    let mut stdout = std::io::stdout();
+    Ok(command(&server, args.output, &mut stdout).await?)
 }
 
 async fn dev_scheduler(
