@@ -37,7 +37,9 @@ pub enum ClientError {
     Protocol { server: String, reason: String },
     #[error("no app {app} in the status of {server}")]
     NoApp { app: String, server: String },
-    #[error("sync {sync} did not finish within {waited:?} (it is still queued or running on {server})")]
+    #[error(
+        "sync {sync} did not finish within {waited:?} (it is still queued or running on {server})"
+    )]
     Timeout {
         sync: u64,
         waited: Duration,

@@ -38,7 +38,12 @@ pub async fn status(
             Format::Text => write!(out, "{}", status_text(&doc))?,
         }
         let apps = doc.get("apps").and_then(Value::as_array);
-        let mut code = apps.into_iter().flatten().map(app_code).max().unwrap_or(exit::OK);
+        let mut code = apps
+            .into_iter()
+            .flatten()
+            .map(app_code)
+            .max()
+            .unwrap_or(exit::OK);
         if !doc.get("lastError").is_none_or(Value::is_null) {
             code = exit::APPS_FAILED;
         }
@@ -155,7 +160,10 @@ pub async fn history(
     out: &mut (dyn Write + Send),
 ) -> Result<u8, ClientError> {
     let doc = server.status().await?;
-    let history = doc.get("history").cloned().unwrap_or(Value::Array(Vec::new()));
+    let history = doc
+        .get("history")
+        .cloned()
+        .unwrap_or(Value::Array(Vec::new()));
     match format {
         Format::Json => writeln!(out, "{history}")?,
         Format::Text => {
@@ -212,7 +220,11 @@ pub async fn sync(
         })?;
     let apps = answer.get("apps").cloned().unwrap_or(Value::Null);
     let named = match apps.as_array() {
-        Some(a) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "),
+        Some(a) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" "),
         None => "every app".into(),
     };
     let Some(limit) = request.wait else {
@@ -235,7 +247,11 @@ pub async fn sync(
             serde_json::json!({"sync": id, "apps": apps, "record": record})
         )?,
         Format::Text => {
-            writeln!(out, "sync {id} ({named}) finished: {}", record_line(&record))?;
+            writeln!(
+                out,
+                "sync {id} ({named}) finished: {}",
+                record_line(&record)
+            )?;
         }
     }
     Ok(match outcome.as_str() {
