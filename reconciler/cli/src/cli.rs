@@ -175,6 +175,9 @@ pub struct PlanArgs {
     pub format: Format,
     #[command(flatten)]
     pub vault: VaultArgs,
+    /// Only this app (repeatable): the whole plan narrowed to it.
+    #[arg(long = "app", value_name = "APP")]
+    pub apps: Vec<String>,
 }
 
 #[derive(Args)]
@@ -205,6 +208,13 @@ pub struct ApplyArgs {
     /// this flag Baton waits for the lock and reports it.
     #[arg(long)]
     pub force_delete: bool,
+    /// Only this app (repeatable): the whole plan narrowed to it, under the same safety rules.
+    #[arg(long = "app", value_name = "APP")]
+    pub apps: Vec<String>,
+    /// Show the plan before writing and task counts while deployments run (auto: on a
+    /// terminal).
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    pub progress: Color,
 }
 
 #[derive(Args)]

@@ -56,6 +56,7 @@ impl Error {
         match self {
             Error::Usage(_) => exit::USAGE,
             Error::Client(e) => e.exit_code(),
+            Error::Command(CommandError::UnknownApps { .. }) => exit::USAGE,
             _ => exit::ERROR,
         }
     }
@@ -164,17 +165,38 @@ async fn plan(args: PlanArgs, sources: &Sources, style: Style) -> Result<u8, Err
         commit: args.commit,
         allow_deletes: args.allow_deletes,
     };
+    let only = selection(&args.apps)?;
     let mut stdout = std::io::stdout().lock();
     let report = commands::plan_with_vault(
         &args.repo,
         &live,
         &policy,
         &secrets,
+        only.as_ref(),
         args.format,
         style,
         &mut stdout,
     );
     Ok(report.await?)
+}
+
+/// `--app` values as app ids (`shop/web` and `/shop/web` alike); a malformed one is bad usage.
+fn selection(
+    apps: &[String],
+) -> Result<Option<std::collections::BTreeSet<baton_core::spec::AppId>>, Error> {
+    if apps.is_empty() {
+        return Ok(None);
+    }
+    let parse = |a: &String| {
+        baton_core::spec::AppId::parse(&format!("/{}", a.trim_start_matches('/'))).map_err(
+            |reason| ConfigError::Bad {
+                name: "--app",
+                origin: config::Origin::Flag,
+                reason: format!("`{a}`: {reason}"),
+            },
+        )
+    };
+    Ok(Some(apps.iter().map(parse).collect::<Result<_, _>>()?))
 }
 
 async fn drift(args: DriftArgs, sources: &Sources, style: Style) -> Result<u8, Error> {
@@ -212,6 +234,15 @@ async fn apply(
         LogFormat::Text => commands::ProgressOutput::Lines,
         LogFormat::Json => commands::ProgressOutput::Logs,
     };
+    let only = selection(&args.apps)?;
+    let scope = commands::ApplyScope {
+        only: only.as_ref(),
+        terminal: match args.progress {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => std::io::stdout().is_terminal(),
+        },
+    };
     signals(options.cancel.clone(), None);
     let mut stdout = std::io::stdout();
     let code = commands::apply(
@@ -220,6 +251,7 @@ async fn apply(
         &policy,
         &options,
         output,
+        scope,
         args.format,
         style,
         &mut stdout,
