@@ -5,6 +5,7 @@
 //! Layout (see ARCHITECTURE.md for the crates, the data flow and the invariants):
 //! - [`source`]: where specs come from: a directory (watched), or a git repo (fetched, cached).
 //! - [`apply`]: executes a plan on a scheduler; the only code that changes it.
+//! - [`rollback`]: `baton rollback APP --to COMMIT`: an app's old spec committed back (git CLI).
 //! - [`progress`]: `baton apply`'s task counts on a terminal while deployments run.
 //! - [`commands`]: the one-shot commands (`validate`, `plan`, `apply`, `drift`) and their exit codes.
 //! - [`config`]: the configuration of every command: flags > environment > file, checked before
@@ -19,5 +20,6 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod progress;
+pub mod rollback;
 pub mod secret_zero;
 pub mod source;

@@ -102,6 +102,10 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Write APP's spec as it was at COMMIT back into the repo as a new commit (and with
+    /// --now apply it at once, as `apply --app APP`); exit 0 done, 1 refused or failed, 3 the
+    /// app failed to deploy (--now), 64 bad usage.
+    Rollback(RollbackArgs),
     /// Run the Marathon-compatible dev scheduler (apps run as local processes).
     DevScheduler {
         /// Address to listen on.
@@ -215,6 +219,27 @@ pub struct ApplyArgs {
     /// terminal).
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     pub progress: Color,
+}
+
+#[derive(Args)]
+pub struct RollbackArgs {
+    /// The app id (`/shop/web`).
+    pub app: String,
+    /// The commit (any git revision) whose spec of APP is written back.
+    #[arg(long = "to", value_name = "COMMIT")]
+    pub to: String,
+    /// The repo directory (inside a git work tree; the commit goes on its current branch).
+    #[arg(long, default_value = ".", env = "BATON_REPO")]
+    pub repo: PathBuf,
+    /// Also apply APP at once (`baton apply --app APP` with the new commit), under the repo's
+    /// safety rules.
+    #[arg(long, requires = "marathon")]
+    pub now: bool,
+    /// Marathon (or dev scheduler) base URL, for --now.
+    #[arg(long, env = "BATON_MARATHON")]
+    pub marathon: Option<String>,
+    #[command(flatten)]
+    pub auth: MarathonArgs,
 }
 
 #[derive(Args)]

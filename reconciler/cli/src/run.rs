@@ -40,6 +40,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Rollback(#[from] baton::rollback::RollbackError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot listen on {addr}")]
@@ -101,6 +103,7 @@ pub fn run(cli: Cli, sources: Sources, signals: Signals) -> Result<u8, Error> {
         } => rt.block_on(dev(repo, listen, state_dir, signals)),
         Command::Serve(args) => rt.block_on(serve(*args, sources, signals)),
         Command::Rollout { command } => rt.block_on(rollout(command)),
+        Command::Rollback(args) => rt.block_on(rollback(args, &sources, style, signals)),
         Command::Status { app, server } => rt.block_on(remote(server, |s, f, out| {
             Box::pin(async move { baton_cli::remote::status(s, app.as_deref(), f, out).await })
         })),
@@ -178,6 +181,89 @@ async fn plan(args: PlanArgs, sources: &Sources, style: Style) -> Result<u8, Err
         &mut stdout,
     );
     Ok(report.await?)
+}
+
+/// `baton rollback`: the commit, then with `--now` the apply of that one app.
+async fn rollback(
+    args: crate::cli::RollbackArgs,
+    sources: &Sources,
+    style: Style,
+    signals: Signals,
+) -> Result<u8, Error> {
+    let Some(only) = selection(std::slice::from_ref(&args.app))? else {
+        return Ok(exit::USAGE);
+    };
+    let marathon = match (&args.marathon, args.now) {
+        (Some(url), true) => Some(config::marathon(url.clone(), &args.auth, sources)?),
+        _ => None,
+    };
+    let app = only
+        .iter()
+        .next()
+        .cloned()
+        .ok_or_else(|| ConfigError::Bad {
+            name: "APP",
+            origin: config::Origin::Flag,
+            reason: "no app".into(),
+        })?;
+    let (repo, to) = (args.repo.clone(), args.to.clone());
+    let done = tokio::task::spawn_blocking(move || baton::rollback::rollback(&repo, &app, &to))
+        .await
+        .map_err(|e| Error::Command(e.into()))??;
+    let commit = match done {
+        baton::rollback::Rolled::AlreadyThere { file } => {
+            println!(
+                "{} is already as at {} ({}): nothing committed",
+                args.app,
+                args.to,
+                file.display()
+            );
+            None
+        }
+        baton::rollback::Rolled::Committed {
+            commit,
+            file,
+            removed,
+        } => {
+            let moved = removed
+                .map(|r| format!(", {} removed", r.display()))
+                .unwrap_or_default();
+            println!(
+                "committed {commit}: {} as at {} ({}{moved})",
+                args.app,
+                args.to,
+                file.display()
+            );
+            Some(commit)
+        }
+    };
+    let Some(marathon) = marathon else {
+        return Ok(exit::OK);
+    };
+    let options = config::apply_options("2m", 8, false, &marathon, sources)?;
+    let policy = Policy {
+        // The labels name the commit that holds what is applied.
+        commit: commit.unwrap_or_else(|| "local".into()),
+        allow_deletes: None,
+    };
+    signals(options.cancel.clone(), None);
+    let scope = commands::ApplyScope {
+        only: Some(&only),
+        terminal: std::io::stdout().is_terminal(),
+    };
+    let mut stdout = std::io::stdout();
+    let code = commands::apply(
+        &args.repo,
+        marathon,
+        &policy,
+        &options,
+        commands::ProgressOutput::Lines,
+        scope,
+        commands::Format::Text,
+        style,
+        &mut stdout,
+    );
+    Ok(code.await?)
 }
 
 /// `--app` values as app ids (`shop/web` and `/shop/web` alike); a malformed one is bad usage.
