@@ -15,14 +15,17 @@ use baton_marathon::Scheduler;
 /// How often the apps deploying are looked at.
 pub const POLL: Duration = Duration::from_millis(500);
 
+/// (tasks ready, instances wanted).
+type Counts = (u64, u64);
+
 /// The apps deploying now and the count last shown for each.
 #[derive(Debug, Default, Clone)]
 pub struct Deploying {
-    inner: Arc<Mutex<BTreeMap<AppId, Option<(u64, u64)>>>>,
+    inner: Arc<Mutex<BTreeMap<AppId, Option<Counts>>>>,
 }
 
 impl Deploying {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<AppId, Option<(u64, u64)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<AppId, Option<Counts>>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
