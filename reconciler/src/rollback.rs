@@ -58,8 +58,9 @@ pub enum Rolled {
         file: PathBuf,
         removed: Option<PathBuf>,
     },
-    /// The working tree's spec is already the one at the target commit: nothing committed.
-    AlreadyThere { file: PathBuf },
+    /// The working tree's spec is already the one at the target commit: nothing committed
+    /// (`head`: the commit checked out).
+    AlreadyThere { file: PathBuf, head: String },
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<String, RollbackError> {
@@ -140,6 +141,12 @@ pub fn rollback(dir: &Path, app: &AppId, to: &str) -> Result<Rolled, RollbackErr
             dir: dir.to_path_buf(),
         });
     }
+    // Never an option to git, whatever the user typed.
+    if to.starts_with('-') {
+        return Err(RollbackError::UnknownCommit {
+            commit: to.to_string(),
+        });
+    }
     let prefix = git(dir, &["rev-parse", "--show-prefix"])?;
     let prefix = prefix.trim_end_matches('/');
     let commit = git(
@@ -210,7 +217,11 @@ pub fn rollback(dir: &Path, app: &AppId, to: &str) -> Result<Rolled, RollbackErr
     let target = dir.join(&then_file);
     let current = std::fs::read(&target).ok();
     if removed.is_none() && current.as_deref() == Some(bytes.stdout.as_slice()) {
-        return Ok(Rolled::AlreadyThere { file: then_file });
+        let head = git(dir, &["rev-parse", "HEAD"])?;
+        return Ok(Rolled::AlreadyThere {
+            file: then_file,
+            head,
+        });
     }
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent).map_err(|source| RollbackError::Write {

@@ -170,3 +170,109 @@ async fn a_per_app_sync_writes_only_that_app_and_the_client_exits_by_the_contrac
     d.stop().await;
     sched.stop().await;
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Auto mode, a git repo polled hourly (no webhook, no watch): a per-app sync whose own fetch
+/// finds a new commit applies it to the app it names first, and the rest of that commit follows
+/// at once rather than at the next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_auto_mode_the_rest_of_a_new_commit_follows_a_per_app_sync() {
+    let sched = DevScheduler::start().await;
+    let repo = TempRepo::new("owner: e2e\n");
+    let spec = |cmd: &str| format!("cmd: exec {cmd}\ncpus: 0.01\nmem: 8\ninstances: 1\n");
+    repo.write("web.yaml", &spec("sleep 1000"));
+    repo.write("api.yaml", &spec("sleep 2000"));
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    git(repo.path(), &["add", "."]);
+    git(repo.path(), &["commit", "-q", "-m", "one"]);
+    let state = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &[
+            "--marathon".as_ref(),
+            sched.url.as_ref(),
+            "--poll-interval".as_ref(),
+            "1h".as_ref(),
+            "--repo".as_ref(),
+            repo.path().as_os_str(),
+            "--state-dir".as_ref(),
+            state.path().as_os_str(),
+        ],
+        &[],
+    )
+    .await;
+    let st = d
+        .until_status("the first commit synced", |st| {
+            st["ready"] == true
+                && ["/web", "/api"]
+                    .iter()
+                    .all(|id| status_app(st, id).is_some_and(|a| a["sync"] == "synced"))
+        })
+        .await;
+    let first = st["lastSynced"].as_str().unwrap().to_string();
+    // A second commit changes both apps; nothing fetches it but the sync below.
+    repo.write("web.yaml", &spec("sleep 1001"));
+    repo.write("api.yaml", &spec("sleep 2001"));
+    git(repo.path(), &["commit", "-q", "-am", "two"]);
+
+    let api = d.api.clone();
+    let (code, out, err) = run(
+        &api,
+        &["sync", "--app", "/web", "--wait", "--output", "json"],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let second = doc["record"]["commit"].as_str().unwrap().to_string();
+    assert_ne!(
+        second, first,
+        "the per-app cycle fetched the new commit: {doc}"
+    );
+    // The rest of the commit follows in a cycle of its own at once (the poll is an hour
+    // away), which writes /api: /web's per-app cycle (fast path included) did not.
+    let st = d
+        .until_status("the rest of the second commit applied", |st| {
+            st["lastSynced"].as_str() == Some(second.as_str())
+        })
+        .await;
+    assert!(
+        (st["history"].as_array().unwrap().iter())
+            .any(|r| r["trigger"] == "retry" && r["commit"] == second.as_str()),
+        "no follow-up cycle: {st}"
+    );
+    // What each cycle wrote (its fast path included), from its closing log line.
+    let updated = |trigger: &str| -> Vec<u64> {
+        (d.events("cycle finished").iter())
+            .filter(|e| e.pointer("/fields/trigger").and_then(Value::as_str) == Some(trigger))
+            .filter_map(|e| e.pointer("/fields/updated").and_then(Value::as_u64))
+            .collect()
+    };
+    assert_eq!(
+        updated("manual-sync"),
+        [1],
+        "the per-app cycle wrote /web alone"
+    );
+    assert_eq!(updated("retry"), [1], "the follow-up wrote /api");
+    assert_eq!(status_app(&st, "/api").unwrap()["sync"], "synced", "{st}");
+    let api_app = sched.app("/api").await.unwrap();
+    assert_eq!(api_app["cmd"], "exec sleep 2001");
+    d.stop().await;
+    sched.stop().await;
+}

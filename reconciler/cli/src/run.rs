@@ -211,14 +211,14 @@ async fn rollback(
         .await
         .map_err(|e| Error::Command(e.into()))??;
     let commit = match done {
-        baton::rollback::Rolled::AlreadyThere { file } => {
+        baton::rollback::Rolled::AlreadyThere { file, head } => {
             println!(
                 "{} is already as at {} ({}): nothing committed",
                 args.app,
                 args.to,
                 file.display()
             );
-            None
+            head
         }
         baton::rollback::Rolled::Committed {
             commit,
@@ -234,7 +234,7 @@ async fn rollback(
                 args.to,
                 file.display()
             );
-            Some(commit)
+            commit
         }
     };
     let Some(marathon) = marathon else {
@@ -243,7 +243,7 @@ async fn rollback(
     let options = config::apply_options("2m", 8, false, &marathon, sources)?;
     let policy = Policy {
         // The labels name the commit that holds what is applied.
-        commit: commit.unwrap_or_else(|| "local".into()),
+        commit,
         allow_deletes: None,
     };
     signals(options.cancel.clone(), None);

@@ -657,6 +657,13 @@ where
         };
         let next = action.requeue_after().map(|d| Instant::now() + d);
         requeue_at = cycle::next_requeue(&trigger, requeue_at, next);
+        // A per-app sync applies a new revision only to the apps it names; in auto mode the
+        // rest follows at once (a push coalesced into it must not wait for the poll).
+        let per_app = r.asked.take().is_some_and(|t| t.apps.is_some());
+        if per_app && r.config.sync == SyncMode::Auto && r.state.last_synced != r.state.last_fetched
+        {
+            pending = Some(Trigger::Retry);
+        }
         if trigger.fetches() {
             poll_at = Instant::now() + jitter(poll_interval);
         }
@@ -1897,7 +1904,8 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 // Rollouts start from the full cycle that follows (its view has every app).
                 rollouts: &self.rollout_view(repo, &live),
                 now_ms: now,
-                only: None,
+                // A per-app sync's fast path writes only the apps it names, too.
+                only: self.asked.as_ref().and_then(|t| t.apps.as_ref()),
             },
             plan,
         );

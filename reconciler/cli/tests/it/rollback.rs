@@ -129,6 +129,9 @@ fn rollback_refuses_without_writing_anything() {
     let (code, _, err) = baton(dir, &["rollback", "/shop/web", "--to", "no-such-rev"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("unknown commit `no-such-rev`"), "{err}");
+    let (code, _, err) = baton(dir, &["rollback", "/shop/web", "--to=--output=/tmp/x"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("unknown commit `--output=/tmp/x`"), "{err}");
     let (code, _, err) = baton(dir, &["rollback", "/shop/api", "--to", &a]);
     assert_eq!(code, 1, "{err}");
     assert!(
