@@ -1,6 +1,7 @@
 //! The one-shot commands (`validate`, `plan`, `apply`): wiring of source -> spec -> scheduler -> plan ->
 //! report, with the exit codes documented in the README.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,8 +21,11 @@ pub mod exit {
     pub const ERROR: u8 = 1;
     /// `plan`: there are changes. `drift`: there is drift.
     pub const CHANGES: u8 = 2;
-    /// `apply`: some apps failed.
+    /// `apply`: some apps failed. `status`, `sync --wait`: an app failed.
     pub const APPS_FAILED: u8 = 3;
+    /// A client of `baton serve` (`status`, `sync`, `history`, `rollout`): the server is
+    /// unreachable or refused the API token.
+    pub const SERVER: u8 = 4;
     /// Bad usage: flags, environment or config file (clap's own errors included, which
     /// would otherwise exit 2, the code of "changes").
     pub const USAGE: u8 = 64;
@@ -49,6 +53,9 @@ pub enum CommandError {
     Ledger(#[from] crate::daemon::ledger_file::LedgerError),
     #[error("Vault: {0}")]
     Vault(#[from] crate::secret_zero::vault_admin::VaultAdminError),
+    /// `--app` named apps that are neither in the repo nor on the scheduler (bad usage: 64).
+    #[error("--app: no app {apps} in the repo or on the scheduler")]
+    UnknownApps { apps: String },
     /// A task that reads the repo beside another did not finish (it panicked).
     #[error("reading the repo stopped: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -177,6 +184,7 @@ pub async fn plan(
         live,
         policy,
         &PlanSecrets::default(),
+        None,
         format,
         style,
         out,
@@ -214,11 +222,13 @@ pub use baton_core::report::VaultReport;
 /// create and the report says the current state is unknown. Apps with a secrets issue (an
 /// extra policy the operator did not allow, a name held by a Vault object that is not this
 /// Baton's, ...) are shown as invalid (left untouched), as `baton serve` would.
+#[allow(clippy::too_many_arguments)]
 pub async fn plan_with_vault(
     dir: &Path,
     live: &LiveFrom,
     policy: &Policy,
     secrets_config: &PlanSecrets,
+    only: Option<&BTreeSet<spec::AppId>>,
     format: Format,
     style: Style,
     out: &mut dyn Write,
@@ -226,6 +236,9 @@ pub async fn plan_with_vault(
     use baton_core::secrets::{self, env as benv};
     let vault = secrets_config.vault.as_ref();
     let (mut repo, live) = load_repo_and_live(dir, live).await?;
+    if let Some(apps) = only {
+        check_selection(apps, &repo, &live)?;
+    }
     let mut desired = secrets::desired(&repo, &secrets_config.allowed);
     let wanted = vault.is_some() || !desired.apps.is_empty() || !desired.issues.is_empty();
     let mut prepared = None;
@@ -261,7 +274,11 @@ pub async fn plan_with_vault(
         secrets::block_issues(&mut repo, &desired);
         prepared = Some((live_vault, role_ids, state));
     }
-    let plan = plan::plan(&repo, &live, policy);
+    let mut plan = plan::plan(&repo, &live, policy);
+    // Narrowed after the whole plan was made: its safety rules (budget, ownership) hold.
+    if let Some(apps) = only {
+        baton_core::selection::restrict(&mut plan, apps);
+    }
     let vault_report = prepared.map(|(lv, ids, state)| {
         let live_ids: Vec<spec::AppId> = live
             .iter()
@@ -311,6 +328,22 @@ pub async fn plan_with_vault(
     };
     dispose((repo, live, plan, desired, vault_report));
     Ok(code)
+}
+
+/// `--app`: every app named must be in the repo or on the scheduler.
+fn check_selection(
+    apps: &BTreeSet<spec::AppId>,
+    repo: &Repo,
+    live: &[serde_json::Value],
+) -> Result<(), CommandError> {
+    let unknown = baton_core::selection::unknown(apps, repo, live);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let apps: Vec<&str> = unknown.iter().map(|a| a.as_str()).collect();
+    Err(CommandError::UnknownApps {
+        apps: apps.join(", "),
+    })
 }
 
 /// The JSON report of `baton plan`: the plan plus the diagnostics that shaped it.
@@ -467,8 +500,20 @@ pub fn apply_summary(plan: &Plan, report: &ApplyReport) -> String {
     s
 }
 
+/// What `baton apply` acts on and shows beyond the whole repo's plan.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplyScope<'a> {
+    /// `--app`: only these apps (the whole plan narrowed: its safety rules hold).
+    pub only: Option<&'a BTreeSet<spec::AppId>>,
+    /// A terminal (or `--progress always`): the plan is shown before anything is written, and
+    /// a line per app each time its task count moves while its deployment runs
+    /// ([`crate::progress`]). Off, the output is what scripts parse, unchanged.
+    pub terminal: bool,
+}
+
 /// `baton apply`: exit 0 converged, 3 some apps failed, 1 error (scheduler unreachable, invalid
-/// specs: those are shown and left untouched while the valid ones are applied, or cancelled).
+/// specs: those are shown and left untouched while the valid ones are applied, or cancelled),
+/// 64 an `--app` that names no app in the repo or on the scheduler.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     dir: &Path,
@@ -476,6 +521,7 @@ pub async fn apply(
     policy: &Policy,
     options: &ApplyOptions,
     output: ProgressOutput,
+    scope: ApplyScope<'_>,
     format: Format,
     style: Style,
     out: &mut (dyn Write + Send),
@@ -489,19 +535,59 @@ pub async fn apply(
         write!(out, "{}", report::diagnostics_text(&repo, style))?;
     }
     let lines = output == ProgressOutput::Lines && format == Format::Text;
+    let live = scheduler.list_apps().await?;
+    if let Some(apps) = scope.only {
+        check_selection(apps, &repo, &live)?;
+    }
+    let mut plan = plan::plan(&repo, &live, policy);
+    if let Some(apps) = scope.only {
+        baton_core::selection::restrict(&mut plan, apps);
+    }
+    let watched = lines && scope.terminal;
+    if watched && !plan.is_empty() {
+        write!(out, "{}", report::plan_text(&plan, style))?;
+        writeln!(out, "applying:")?;
+    }
+    let out = std::sync::Mutex::new(out);
+    let say = |line: &str| -> std::io::Result<()> {
+        let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
+        writeln!(o, "{line}")
+    };
+    let deploying = crate::progress::Deploying::default();
     let mut write_err = None;
-    let (plan, report) = sync(&repo, &scheduler, policy, options, &mut |ev| {
+    let mut progress = |ev: ProgressEvent| {
+        if watched {
+            match &ev {
+                ProgressEvent::Deploying { app, .. } => deploying.started(app),
+                ProgressEvent::Finished { result } => deploying.finished(&result.app),
+                _ => {}
+            }
+        }
         if lines {
             if let Some(line) = progress_line(&ev) {
-                if let Err(e) = writeln!(out, "{line}") {
+                if let Err(e) = say(&line) {
                     write_err.get_or_insert(e);
                 }
             }
         } else {
             progress_log(&ev);
         }
-    })
-    .await?;
+    };
+    let applying = apply::apply(&plan, &scheduler, options, &mut progress);
+    let report = if watched {
+        let emit = |line: String| {
+            // A progress line that cannot be written is not worth failing the apply for.
+            let _ = say(&line);
+        };
+        tokio::select! {
+            biased;
+            report = applying => report,
+            never = crate::progress::watch(&scheduler, &deploying, &emit) => match never {},
+        }
+    } else {
+        applying.await
+    };
+    let out = out.into_inner().unwrap_or_else(|e| e.into_inner());
     crate::daemon::rollout::warn_updated_in_place(&repo, &plan);
     if let Some(e) = write_err {
         return Err(e.into());

@@ -8,6 +8,7 @@
 //!   from [`hooks`] and the gatekeeper merged in.
 //! - [`hooks`]: push webhooks of each forge: signature, payload, branch filter, replay window.
 //! - [`state`]: what the daemon persists between runs (sync state per revision).
+//! - [`sync_requests`]: `POST /api/sync` requests (ids, apps) handed to the loop's next manual sync.
 //! - [`state_dir`]: the state directory: private (0700), files replaced atomically (0600).
 //! - [`ledger_file`]: the drift ledger's file in the state directory.
 //! - [`drift_keeper`]: the daemon's drift state between cycles (ledger, dashboard, corrections).
@@ -30,3 +31,4 @@ pub mod serve;
 pub mod server;
 pub mod state;
 pub mod state_dir;
+pub mod sync_requests;

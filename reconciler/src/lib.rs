@@ -5,6 +5,8 @@
 //! Layout (see ARCHITECTURE.md for the crates, the data flow and the invariants):
 //! - [`source`]: where specs come from: a directory (watched), or a git repo (fetched, cached).
 //! - [`apply`]: executes a plan on a scheduler; the only code that changes it.
+//! - [`rollback`]: `baton rollback APP --to COMMIT`: an app's old spec committed back (git CLI).
+//! - [`progress`]: `baton apply`'s task counts on a terminal while deployments run.
 //! - [`commands`]: the one-shot commands (`validate`, `plan`, `apply`, `drift`) and their exit codes.
 //! - [`config`]: the configuration of every command: flags > environment > file, checked before
 //!   anything binds or connects.
@@ -17,5 +19,7 @@ pub mod apply;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod progress;
+pub mod rollback;
 pub mod secret_zero;
 pub mod source;

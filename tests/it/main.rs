@@ -2,6 +2,8 @@
 //! End-to-end tests across both binaries; one module per scenario.
 
 mod apply;
+mod apply_select;
+mod client;
 mod daemon;
 mod dev;
 mod dev_stop;

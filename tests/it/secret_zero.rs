@@ -781,6 +781,7 @@ async fn baton_plan_shows_the_vault_plan() {
                     vault,
                     allowed: Default::default(),
                 },
+                None,
                 format,
                 style,
                 &mut out,

@@ -77,6 +77,38 @@ pub enum Command {
         #[command(subcommand)]
         command: RolloutCommand,
     },
+    /// The apps of a running `baton serve` (or one APP); exit 0 synced, 2 out of sync, 3 an
+    /// app failed, 1 no such app, 4 server unreachable or token refused.
+    Status {
+        /// Only this app (`/shop/web`).
+        app: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Ask a running `baton serve` to sync now (every app, or those named); with --wait, exit
+    /// with that sync's outcome (0 synced, 3 apps failed, 1 failed or timed out).
+    Sync {
+        /// Only this app (repeatable).
+        #[arg(long = "app", value_name = "APP")]
+        apps: Vec<String>,
+        /// Wait for the cycle that serves this request and report its outcome.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "10m", requires = "wait")]
+        timeout: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// The last cycles of a running `baton serve`, most recent first.
+    History {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Write APP's spec as it was at COMMIT back into the repo as a new commit (and with
+    /// --now apply it at once, as `apply --app APP`); exit 0 done, 1 refused or failed, 3 the
+    /// app failed to deploy (--now), 64 bad usage.
+    Rollback(RollbackArgs),
     /// Run the Marathon-compatible dev scheduler (apps run as local processes).
     DevScheduler {
         /// Address to listen on.
@@ -114,6 +146,13 @@ pub enum RolloutCommand {
 pub struct RolloutTarget {
     /// The app id (`/shop/api`).
     pub app: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Where a client command finds `baton serve`, and how it shows the answer.
+#[derive(Args)]
+pub struct ServerArgs {
     /// The address of `baton serve`'s HTTP API.
     #[arg(long, env = "BATON_SERVER", default_value = "http://127.0.0.1:8088")]
     pub server: String,
@@ -143,6 +182,9 @@ pub struct PlanArgs {
     pub format: Format,
     #[command(flatten)]
     pub vault: VaultArgs,
+    /// Only this app (repeatable): the whole plan narrowed to it.
+    #[arg(long = "app", value_name = "APP")]
+    pub apps: Vec<String>,
 }
 
 #[derive(Args)]
@@ -173,6 +215,34 @@ pub struct ApplyArgs {
     /// this flag Baton waits for the lock and reports it.
     #[arg(long)]
     pub force_delete: bool,
+    /// Only this app (repeatable): the whole plan narrowed to it, under the same safety rules.
+    #[arg(long = "app", value_name = "APP")]
+    pub apps: Vec<String>,
+    /// Show the plan before writing and task counts while deployments run (auto: on a
+    /// terminal).
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    pub progress: Color,
+}
+
+#[derive(Args)]
+pub struct RollbackArgs {
+    /// The app id (`/shop/web`).
+    pub app: String,
+    /// The commit (any git revision) whose spec of APP is written back.
+    #[arg(long = "to", value_name = "COMMIT")]
+    pub to: String,
+    /// The repo directory (inside a git work tree; the commit goes on its current branch).
+    #[arg(long, default_value = ".", env = "BATON_REPO")]
+    pub repo: PathBuf,
+    /// Also apply APP at once (`baton apply --app APP` with the new commit), under the repo's
+    /// safety rules.
+    #[arg(long, requires = "marathon")]
+    pub now: bool,
+    /// Marathon (or dev scheduler) base URL, for --now.
+    #[arg(long, env = "BATON_MARATHON")]
+    pub marathon: Option<String>,
+    #[command(flatten)]
+    pub auth: MarathonArgs,
 }
 
 #[derive(Args)]
@@ -346,10 +416,10 @@ mod tests {
             panic!("not rollout abort")
         };
         assert_eq!(
-            (t.app.as_str(), t.server.as_str()),
+            (t.app.as_str(), t.server.server.as_str()),
             ("/shop/api", "http://h:1")
         );
-        assert_eq!(t.output, Format::Json);
+        assert_eq!(t.server.output, Format::Json);
     }
 
     #[test]

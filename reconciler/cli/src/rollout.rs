@@ -2,23 +2,20 @@
 //! (`GET /api/status`, `POST /api/rollouts/<app>/promote|abort`).
 //!
 //! Exit codes (`baton::commands::exit`): 0 done (`status`: also when no rollout runs, which it
-//! says), 1 refused or failed (no such app, no rollout to promote or abort, already finishing,
-//! bad token, server unreachable), 64 bad usage. `--output json` prints the app's entry of
+//! says), 1 refused or failed (no such app, no rollout to promote or abort, already finishing),
+//! 4 the server unreachable or the token refused ([`crate::client`]), 64 bad usage. `--output json` prints the app's entry of
 //! `/api/status` (`schemas/status.schema.json`, `$defs/app`) or the server's answer.
 
 use std::io::Write;
-use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::Value;
 
 use baton::commands::{exit, Format};
 use baton_core::rollout::RolloutStatus;
 
-/// How long one request may take.
-const TIMEOUT: Duration = Duration::from_secs(15);
-/// The most of an answer read (`/api/status` of many apps).
-const MAX_ANSWER: usize = 64 * 1024 * 1024;
+pub use crate::client::ClientError;
+use crate::client::{app_id, Server};
 
 /// What to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,30 +35,6 @@ impl Verb {
     }
 }
 
-/// Why the client could not do it (exit 1).
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("cannot reach baton serve at {server}: {reason}")]
-    Unreachable { server: String, reason: String },
-    #[error("{server} answered HTTP {status}: {message}")]
-    Refused {
-        server: String,
-        status: u16,
-        message: String,
-    },
-    #[error("{server}: unexpected answer: {reason}")]
-    Protocol { server: String, reason: String },
-    #[error("no app {app} in the status of {server}")]
-    NoApp { app: String, server: String },
-    #[error("cannot write the output: {0}")]
-    Output(#[from] std::io::Error),
-}
-
-/// The app id as the API names it (`shop/api` and `/shop/api` alike).
-fn app_id(app: &str) -> String {
-    format!("/{}", app.trim_matches('/'))
-}
-
 /// Run `verb` for `app` against `server`; the exit code, or why it failed.
 pub async fn run(
     verb: Verb,
@@ -71,55 +44,12 @@ pub async fn run(
     format: Format,
     out: &mut (dyn Write + Send),
 ) -> Result<u8, ClientError> {
-    // Never a URL with credentials in a message.
-    let shown = baton_core::userinfo::redact_url(server.trim_end_matches('/'));
-    let base = server.trim_end_matches('/');
     let app = app_id(app);
-    let client = reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .build()
-        .map_err(|e| ClientError::Unreachable {
-            server: shown.clone(),
-            reason: e.to_string(),
-        })?;
-    let request = match verb {
-        Verb::Status => client.get(format!("{base}/api/status")),
-        Verb::Promote | Verb::Abort => {
-            client.post(format!("{base}/api/rollouts{app}/{}", verb.word()))
-        }
-    };
-    let request = match token {
-        Some(t) => request.bearer_auth(t.expose_secret()),
-        None => request,
-    };
-    let unreachable = |e: reqwest::Error| ClientError::Unreachable {
-        server: shown.clone(),
-        reason: e.without_url().to_string(),
-    };
-    let mut resp = request.send().await.map_err(unreachable)?;
-    let status = resp.status().as_u16();
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
-        if body.len() + chunk.len() > MAX_ANSWER {
-            return Err(ClientError::Protocol {
-                server: shown,
-                reason: format!("the answer is over {MAX_ANSWER} bytes"),
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let doc: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if !(200..300).contains(&status) {
-        let message = (doc.get("error").and_then(Value::as_str))
-            .map(str::to_string)
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
-        return Err(ClientError::Refused {
-            server: shown,
-            status,
-            message,
-        });
-    }
+    let server = Server::new(server, token.cloned())?;
     if verb != Verb::Status {
+        let doc = server
+            .post(&format!("/api/rollouts{app}/{}", verb.word()))
+            .await?;
         match format {
             Format::Json => writeln!(out, "{doc}")?,
             Format::Text => writeln!(
@@ -130,15 +60,8 @@ pub async fn run(
         }
         return Ok(exit::OK);
     }
-    let entry = (doc.get("apps").and_then(Value::as_array))
-        .and_then(|apps| {
-            apps.iter()
-                .find(|a| a.get("id").and_then(Value::as_str) == Some(&app))
-        })
-        .ok_or_else(|| ClientError::NoApp {
-            app: app.clone(),
-            server: shown.clone(),
-        })?;
+    let doc = server.status().await?;
+    let entry = server.app_entry(&doc, &app)?;
     match format {
         Format::Json => writeln!(out, "{entry}")?,
         Format::Text => write!(out, "{}", status_text(&app, entry))?,
@@ -316,15 +239,9 @@ mod tests {
     async fn promote_and_abort_need_the_token_and_a_rollout() {
         let (url, shared) = server("tok").await;
         let (r, _) = call(Verb::Promote, "/shop/api", &url, None, Format::Text).await;
-        assert!(
-            matches!(r, Err(ClientError::Refused { status: 401, .. })),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(ClientError::Unauthorized { .. })), "{r:?}");
         let (r, _) = call(Verb::Abort, "/shop/api", &url, Some("bad"), Format::Text).await;
-        assert!(
-            matches!(r, Err(ClientError::Refused { status: 401, .. })),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(ClientError::Unauthorized { .. })), "{r:?}");
         assert_eq!(shared.operators.take("/shop/api"), None);
         let (r, _) = call(Verb::Abort, "/other", &url, Some("tok"), Format::Text).await;
         match r {

@@ -12,7 +12,9 @@ use baton_core::report::Style;
 use baton_dev_scheduler::TaskSessions;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ApplyArgs, Cli, Color, Command, DriftArgs, LogFormat, PlanArgs, RolloutCommand};
+use crate::cli::{
+    ApplyArgs, Cli, Color, Command, DriftArgs, LogFormat, PlanArgs, RolloutCommand, ServerArgs,
+};
 
 /// Why a command could not do its work.
 #[derive(Debug, thiserror::Error)]
@@ -29,14 +31,17 @@ pub enum Error {
     DevScheduler(#[from] baton_dev_scheduler::DevError),
     #[error(transparent)]
     Serve(#[from] baton::daemon::serve::ServeError),
+    /// A client of `baton serve` (`status`, `sync`, `history`, `rollout`).
     #[error(transparent)]
-    Rollout(#[from] baton_cli::rollout::ClientError),
+    Client(#[from] baton_cli::client::ClientError),
     #[error("cannot write the {what}")]
     Generate {
         what: String,
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Rollback(#[from] baton::rollback::RollbackError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot listen on {addr}")]
@@ -52,6 +57,8 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => exit::USAGE,
+            Error::Client(e) => e.exit_code(),
+            Error::Command(CommandError::UnknownApps { .. }) => exit::USAGE,
             _ => exit::ERROR,
         }
     }
@@ -97,6 +104,36 @@ pub fn run(cli: Cli, sources: Sources, signals: Signals) -> Result<u8, Error> {
         } => rt.block_on(dev(repo, listen, page_listen, state_dir, signals)),
         Command::Serve(args) => rt.block_on(serve(*args, sources, signals)),
         Command::Rollout { command } => rt.block_on(rollout(command)),
+        Command::Rollback(args) => rt.block_on(rollback(args, &sources, style, signals)),
+        Command::Status { app, server } => rt.block_on(remote(server, |s, f, out| {
+            Box::pin(async move { baton_cli::remote::status(s, app.as_deref(), f, out).await })
+        })),
+        Command::History { server } => rt.block_on(remote(server, |s, f, out| {
+            Box::pin(baton_cli::remote::history(s, f, out))
+        })),
+        Command::Sync {
+            apps,
+            wait,
+            timeout,
+            server,
+        } => {
+            let wait = match wait {
+                true => Some(baton_core::spec::load::parse_duration(&timeout).map_err(
+                    |reason| ConfigError::Bad {
+                        name: "--timeout",
+                        origin: config::Origin::Flag,
+                        reason,
+                    },
+                )?),
+                false => None,
+            };
+            rt.block_on(remote(server, |s, f, out| {
+                Box::pin(async move {
+                    let request = baton_cli::remote::SyncRequest { apps: &apps, wait };
+                    baton_cli::remote::sync(s, &request, f, out).await
+                })
+            }))
+        }
         Command::DevScheduler { listen, state_dir } => {
             rt.block_on(dev_scheduler(listen, state_dir, cli.log_format, signals))
         }
@@ -132,17 +169,121 @@ async fn plan(args: PlanArgs, sources: &Sources, style: Style) -> Result<u8, Err
         commit: args.commit,
         allow_deletes: args.allow_deletes,
     };
+    let only = selection(&args.apps)?;
     let mut stdout = std::io::stdout().lock();
     let report = commands::plan_with_vault(
         &args.repo,
         &live,
         &policy,
         &secrets,
+        only.as_ref(),
         args.format,
         style,
         &mut stdout,
     );
     Ok(report.await?)
+}
+
+/// `baton rollback`: the commit, then with `--now` the apply of that one app.
+async fn rollback(
+    args: crate::cli::RollbackArgs,
+    sources: &Sources,
+    style: Style,
+    signals: Signals,
+) -> Result<u8, Error> {
+    let Some(only) = selection(std::slice::from_ref(&args.app))? else {
+        return Ok(exit::USAGE);
+    };
+    let marathon = match (&args.marathon, args.now) {
+        (Some(url), true) => Some(config::marathon(url.clone(), &args.auth, sources)?),
+        _ => None,
+    };
+    let app = only
+        .iter()
+        .next()
+        .cloned()
+        .ok_or_else(|| ConfigError::Bad {
+            name: "APP",
+            origin: config::Origin::Flag,
+            reason: "no app".into(),
+        })?;
+    let (repo, to) = (args.repo.clone(), args.to.clone());
+    let done = tokio::task::spawn_blocking(move || baton::rollback::rollback(&repo, &app, &to))
+        .await
+        .map_err(|e| Error::Command(e.into()))??;
+    let commit = match done {
+        baton::rollback::Rolled::AlreadyThere { file, head } => {
+            println!(
+                "{} is already as at {} ({}): nothing committed",
+                args.app,
+                args.to,
+                file.display()
+            );
+            head
+        }
+        baton::rollback::Rolled::Committed {
+            commit,
+            file,
+            removed,
+        } => {
+            let moved = removed
+                .map(|r| format!(", {} removed", r.display()))
+                .unwrap_or_default();
+            println!(
+                "committed {commit}: {} as at {} ({}{moved})",
+                args.app,
+                args.to,
+                file.display()
+            );
+            commit
+        }
+    };
+    let Some(marathon) = marathon else {
+        return Ok(exit::OK);
+    };
+    let options = config::apply_options("2m", 8, false, &marathon, sources)?;
+    let policy = Policy {
+        // The labels name the commit that holds what is applied.
+        commit,
+        allow_deletes: None,
+    };
+    signals(options.cancel.clone(), None);
+    let scope = commands::ApplyScope {
+        only: Some(&only),
+        terminal: std::io::stdout().is_terminal(),
+    };
+    let mut stdout = std::io::stdout();
+    let code = commands::apply(
+        &args.repo,
+        marathon,
+        &policy,
+        &options,
+        commands::ProgressOutput::Lines,
+        scope,
+        commands::Format::Text,
+        style,
+        &mut stdout,
+    );
+    Ok(code.await?)
+}
+
+/// `--app` values as app ids (`shop/web` and `/shop/web` alike); a malformed one is bad usage.
+fn selection(
+    apps: &[String],
+) -> Result<Option<std::collections::BTreeSet<baton_core::spec::AppId>>, Error> {
+    if apps.is_empty() {
+        return Ok(None);
+    }
+    let parse = |a: &String| {
+        baton_core::spec::AppId::parse(&format!("/{}", a.trim_start_matches('/'))).map_err(
+            |reason| ConfigError::Bad {
+                name: "--app",
+                origin: config::Origin::Flag,
+                reason: format!("`{a}`: {reason}"),
+            },
+        )
+    };
+    Ok(Some(apps.iter().map(parse).collect::<Result<_, _>>()?))
 }
 
 async fn drift(args: DriftArgs, sources: &Sources, style: Style) -> Result<u8, Error> {
@@ -180,6 +321,15 @@ async fn apply(
         LogFormat::Text => commands::ProgressOutput::Lines,
         LogFormat::Json => commands::ProgressOutput::Logs,
     };
+    let only = selection(&args.apps)?;
+    let scope = commands::ApplyScope {
+        only: only.as_ref(),
+        terminal: match args.progress {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => std::io::stdout().is_terminal(),
+        },
+    };
     signals(options.cancel.clone(), None);
     let mut stdout = std::io::stdout();
     let code = commands::apply(
@@ -188,6 +338,7 @@ async fn apply(
         &policy,
         &options,
         output,
+        scope,
         args.format,
         style,
         &mut stdout,
@@ -245,17 +396,39 @@ async fn rollout(command: RolloutCommand) -> Result<u8, Error> {
         RolloutCommand::Promote(t) => (Verb::Promote, t),
         RolloutCommand::Abort(t) => (Verb::Abort, t),
     };
-    let token = config::api_token(target.api_token_file.as_deref(), &config::process_env)?;
+    let remote = target.server;
+    let token = config::api_token(remote.api_token_file.as_deref(), &config::process_env)?;
     let mut stdout = std::io::stdout();
     let code = baton_cli::rollout::run(
         verb,
         &target.app,
-        &target.server,
+        &remote.server,
         token.as_ref(),
-        target.output,
+        remote.output,
         &mut stdout,
     );
     Ok(code.await?)
+}
+
+/// The answer of a client command: its exit code.
+type ClientFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<u8, baton_cli::client::ClientError>> + 'a>,
+>;
+
+/// A client command of `baton serve` (`status`, `sync`, `history`): the server and its token
+/// from the flags (a token file that cannot be read is bad usage), then `command`.
+async fn remote<F>(args: ServerArgs, command: F) -> Result<u8, Error>
+where
+    F: for<'a> FnOnce(
+        &'a baton_cli::client::Server,
+        baton::commands::Format,
+        &'a mut (dyn std::io::Write + Send),
+    ) -> ClientFuture<'a>,
+{
+    let token = config::api_token(args.api_token_file.as_deref(), &config::process_env)?;
+    let server = baton_cli::client::Server::new(&args.server, token)?;
+    let mut stdout = std::io::stdout();
+    Ok(command(&server, args.output, &mut stdout).await?)
 }
 
 async fn dev_scheduler(

@@ -189,6 +189,10 @@ pub struct Input<'a> {
     /// Which updates roll out instead (`crate::rollout`), which are held by one.
     pub rollouts: &'a RolloutView,
     pub now_ms: u64,
+    /// A per-app `POST /api/sync?app=...`: only these apps' changes may apply this cycle (as
+    /// `POST /api/sync` would apply them); every other change is held ([`HoldReason::NotAsked`])
+    /// and the revision is not complete. `None`: every app, as the trigger and mode say.
+    pub only: Option<&'a BTreeSet<AppId>>,
 }
 
 /// What the cycle rule needs to know of rollouts (`crate::rollout::view` builds it).
@@ -231,6 +235,8 @@ pub enum HoldReason {
     /// This very definition was rolled back (at `commit`): it is not rolled out again until the
     /// definition changes or an operator promotes it.
     RolledBack { commit: String },
+    /// A per-app sync ([`Input::only`]) names other apps: this one waits for its own cycle.
+    NotAsked,
 }
 
 impl std::fmt::Display for HoldReason {
@@ -251,6 +257,7 @@ impl std::fmt::Display for HoldReason {
             HoldReason::Drift => f.write_str("drift at an applied revision, not corrected now"),
             HoldReason::RollingOut { phase } => write!(f, "a rollout is in progress ({phase})"),
             HoldReason::RolloutBlocked { why } => write!(f, "the rollout cannot run: {why}"),
+            HoldReason::NotAsked => f.write_str("a per-app sync of other apps"),
             HoldReason::RolledBack { commit } => write!(
                 f,
                 "this definition was rolled back (commit {commit}); a commit that changes it rolls it out again"
@@ -331,6 +338,7 @@ pub fn decide(input: &Input<'_>, mut plan: Plan) -> Decision {
         lost_writes,
         rollouts,
         now_ms: now,
+        only,
     } = *input;
     let manual = mode == SyncMode::Manual;
     let asked = *trigger == Trigger::ManualSync;
@@ -357,7 +365,9 @@ pub fn decide(input: &Input<'_>, mut plan: Plan) -> Decision {
     let mut rewrites = Vec::new();
     let mut rollout_starts = Vec::new();
     let removed = retain_changes(&mut plan, |c| {
-        let reason = if view == View::Apps && c.action == PlanAction::Delete {
+        let reason = if only.is_some_and(|apps| !apps.contains(&c.app)) {
+            Some(HoldReason::NotAsked)
+        } else if view == View::Apps && c.action == PlanAction::Delete {
             Some(HoldReason::PartialView)
         } else {
             let retry_due = failure(&c.app).is_some_and(|f| now >= f.retry_at_ms);
@@ -405,12 +415,14 @@ pub fn decide(input: &Input<'_>, mut plan: Plan) -> Decision {
         }
     });
     debug_assert_eq!(removed.len(), held.len() + rollout_starts.len());
-    let completes_revision = everything && view == View::All;
+    // A per-app sync never completes the revision: the other apps still wait for theirs.
+    let completes_revision = everything && view == View::All && only.is_none();
     // A rollout started is a write too (its canary's).
     let writes = !plan.is_empty() || !rollout_starts.is_empty();
     Decision {
         record: writes || (view == View::All && (new_revision || asked)),
-        planned_only: manual && !held.is_empty() && !writes,
+        // Apps a per-app sync did not name are not what it planned.
+        planned_only: manual && held.iter().any(|h| h.reason != HoldReason::NotAsked) && !writes,
         vault_writes: !manual || asked,
         corrections: if completes_revision {
             BTreeSet::new()
@@ -450,9 +462,12 @@ fn rollout_rule(
     use RolloutRule::{Plain, Start};
     let writes_stable = c.action != PlanAction::Delete;
     match reason {
-        Some(r @ (HoldReason::Manual | HoldReason::Backoff { .. } | HoldReason::PartialView)) => {
-            Plain(Some(r))
-        }
+        Some(
+            r @ (HoldReason::Manual
+            | HoldReason::Backoff { .. }
+            | HoldReason::PartialView
+            | HoldReason::NotAsked),
+        ) => Plain(Some(r)),
         _ if writes_stable && rollouts.active.contains(&c.app) => {
             let phase = state
                 .rollouts

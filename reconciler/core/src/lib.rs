@@ -32,6 +32,7 @@ pub mod plan;
 pub mod report;
 pub mod rollout;
 pub mod secrets;
+pub mod selection;
 pub mod spec;
 pub mod userinfo;
 

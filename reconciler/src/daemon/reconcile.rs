@@ -268,6 +268,8 @@ pub struct Shared {
     pub operators: crate::daemon::rollout::Operators,
     /// The rollouts in progress and their phase words (what the API's 404/409 judge).
     rollouts: Mutex<std::collections::BTreeMap<String, &'static str>>,
+    /// `POST /api/sync` requests not yet taken by a cycle (ids, the apps they name).
+    pub sync_requests: crate::daemon::sync_requests::SyncRequests,
     /// Cancelled by [`Shared::trigger`] when a push arrives: set while the loop waits and while
     /// it runs a preemptible cycle ([`Trigger::preemptible`]).
     preempt: Mutex<Option<CancellationToken>>,
@@ -297,6 +299,7 @@ impl Shared {
                 own_writes: Default::default(),
                 operators: Default::default(),
                 rollouts: Default::default(),
+                sync_requests: Default::default(),
                 preempt: Mutex::new(None),
             }),
             rx,
@@ -519,6 +522,8 @@ struct Reconciler<Src, S> {
     http: reqwest::Client,
     /// The commit last loaded: author and message (git sources).
     head: Option<crate::source::CommitInfo>,
+    /// The `POST /api/sync` requests the cycle in flight serves (a manual-sync cycle only).
+    asked: Option<crate::daemon::sync_requests::Taken>,
 }
 
 /// What one cycle did: its closing INFO line.
@@ -602,6 +607,7 @@ where
         rollout_status: Default::default(),
         rollout_wake: Default::default(),
         http: crate::daemon::rollout::http_client(),
+        asked: None,
     };
     r.shared.set_rollouts(&r.state);
     r.publish_status(None, None, None, None);
@@ -634,6 +640,10 @@ where
             break;
         }
         cycle += 1;
+        // A manual sync serves every request queued so far (and only the apps they name).
+        r.asked = (trigger == Trigger::ManualSync)
+            .then(|| r.shared.sync_requests.take())
+            .flatten();
         let span = tracing::info_span!("cycle", n = cycle, trigger = trigger.name());
         let preempt = Preempt(trigger.preemptible().then_some(preempt));
         if trigger == Trigger::Rollout {
@@ -680,6 +690,13 @@ where
         };
         let next = action.requeue_after().map(|d| Instant::now() + d);
         requeue_at = cycle::next_requeue(&trigger, requeue_at, next);
+        // A per-app sync applies a new revision only to the apps it names; in auto mode the
+        // rest follows at once (a push coalesced into it must not wait for the poll).
+        let per_app = r.asked.take().is_some_and(|t| t.apps.is_some());
+        if per_app && r.config.sync == SyncMode::Auto && r.state.last_synced != r.state.last_fetched
+        {
+            pending = Some(Trigger::Retry);
+        }
         if trigger.fetches() {
             poll_at = Instant::now() + jitter(poll_interval);
         }
@@ -905,6 +922,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                     error: Some(e.to_string()),
                     author: None,
                     message: None,
+                    requests: self.asked.as_ref().map(|t| t.record()),
                 };
                 let record = self.with_commit_words(record);
                 self.state.push_history(record);
@@ -1087,6 +1105,8 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 lost_writes: &lost_writes,
                 rollouts: &rollouts,
                 now_ms: now,
+                // A per-app `POST /api/sync?app=`: only those apps.
+                only: self.asked.as_ref().and_then(|t| t.apps.as_ref()),
             },
             plan,
         );
@@ -1187,6 +1207,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 error: (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", "))),
                 author: None,
                 message: None,
+                requests: self.asked.as_ref().map(|t| t.record()),
             };
             let record = self.with_commit_words(record);
             self.state.push_history(record);
@@ -1938,6 +1959,8 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 // Rollouts start from the full cycle that follows (its view has every app).
                 rollouts: &self.rollout_view(repo, &live),
                 now_ms: now,
+                // A per-app sync's fast path writes only the apps it names, too.
+                only: self.asked.as_ref().and_then(|t| t.apps.as_ref()),
             },
             plan,
         );

@@ -541,6 +541,7 @@ fn record_outcome(
         error,
         author: None,
         message: None,
+        requests: None,
     });
 }
 

@@ -7,7 +7,9 @@
 //!   `baton_webhook_deliveries_total{outcome}`.
 //! - `GET /healthz` (the process answers), `GET /readyz` (a first cycle succeeded).
 //! - `GET /api/status` ([`crate::daemon::reconcile::Status`], schema `schemas/status.schema.json`).
-//! - `POST /api/sync`: apply now (also with `--sync=manual`). In manual mode this is the approval
+//! - `POST /api/sync[?app=<id>...]`: apply now (also with `--sync=manual`), every app or only
+//!   those named (400 malformed, 404 unknown app); 202 with the request's id (`sync`), which the
+//!   history entry of the cycle that served it names (`requests`). In manual mode this is the approval
 //!   gate, and with secret zero every task can reach this server, so it takes a bearer token
 //!   (`--api-token-file`); without one configured, only loopback clients may call it.
 //! - `POST /api/refresh`: fetch and compare now (a poll), the same check as `/api/sync`.
@@ -275,8 +277,44 @@ async fn sync(State(state): State<AppState>, request: axum::extract::Request) ->
     if let Some(refused) = refusal(&state, &request, "/api/sync") {
         return refused;
     }
+    // `?app=<id>` (repeatable): only those apps (`daemon::sync_requests`).
+    use crate::daemon::sync_requests::{parse_query, QueryError};
+    let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(request.uri());
+    let apps = match pairs {
+        Err(e) => Err(QueryError::Malformed(e.body_text())),
+        Ok(axum::extract::Query(pairs)) => {
+            let status = state
+                .shared
+                .status
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            let known = |app: &baton_core::spec::AppId| {
+                (status.apps)
+                    .binary_search_by(|a| a.id.as_str().cmp(app.as_str()))
+                    .is_ok()
+            };
+            parse_query(&pairs, known)
+        }
+    };
+    let apps = match apps {
+        Ok(apps) => apps,
+        Err(e) => {
+            let code = match e {
+                QueryError::Malformed(_) => StatusCode::BAD_REQUEST,
+                QueryError::Unknown(_) => StatusCode::NOT_FOUND,
+            };
+            return (code, Json(json!({"error": e.to_string()}))).into_response();
+        }
+    };
+    let shown: Option<Vec<String>> =
+        (apps.as_ref()).map(|a| a.iter().map(|id| id.to_string()).collect());
+    let id = state.shared.sync_requests.ask(apps);
     state.shared.trigger(Trigger::ManualSync);
-    (StatusCode::ACCEPTED, Json(json!({"status": "queued"}))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"status": "queued", "sync": id, "apps": shown})),
+    )
+        .into_response()
 }
 
 /// `POST /api/refresh` (the status page's Refresh): fetch and compare now, as the poll does;

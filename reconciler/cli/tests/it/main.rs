@@ -8,6 +8,7 @@ mod drift;
 mod packaging;
 mod plan;
 mod raml;
+mod rollback;
 mod rollout_client;
 mod serve_start;
 mod spec_load;

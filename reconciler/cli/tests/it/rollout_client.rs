@@ -1,5 +1,5 @@
 //! `baton rollout` as a process against `baton serve`'s real router: the exit codes of the
-//! contract (0 done, 1 refused, 64 bad usage) and the token from the environment or a file.
+//! contract (0 done, 1 refused, 4 token refused, 64 bad usage) and the token from the environment or a file.
 
 use std::process::Command;
 
@@ -70,11 +70,11 @@ async fn the_rollout_client_exits_by_the_contract() {
     };
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
 
-    // Refused without the token: 1, with the server's reason.
+    // Refused without the token: 4 (as every client command), with the server's reason.
     let (code, _, err) = run(s(&["promote", "/shop/api", "--server", &server]), None)
         .await
         .unwrap();
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 4, "{err}");
     assert!(err.contains("HTTP 401"), "{err}");
     // The token from a file: queued, 0.
     let (code, out, err) = run(

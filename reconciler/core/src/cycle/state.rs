@@ -122,6 +122,29 @@ pub struct SyncRecord {
     /// The first line of `commit`'s message.
     #[serde(default)]
     pub message: Option<String>,
+    /// The `POST /api/sync` requests this cycle served (a manual sync), so a client that
+    /// asked can find its outcome; absent for other cycles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<SyncRequests>,
+}
+
+/// `POST /api/sync` requests served by one cycle: every id from `first` to `last` (each
+/// request got an id in its answer; requests that arrive while a cycle waits are served
+/// together), and the apps they named (`None`: all of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRequests {
+    pub first: u64,
+    pub last: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apps: Option<Vec<String>>,
+}
+
+impl SyncRequests {
+    /// Whether request `id` was served by this cycle.
+    pub fn served(&self, id: u64) -> bool {
+        (self.first..=self.last).contains(&id)
+    }
 }
 
 impl State {
@@ -322,6 +345,7 @@ mod tests {
                 error: None,
                 author: None,
                 message: None,
+                requests: None,
             });
         }
         assert_eq!(s.history.len(), HISTORY);

@@ -567,6 +567,7 @@ fn the_cycle_rule_decides_per_table() {
             lost_writes: &lost,
             rollouts: &Default::default(),
             now_ms: c.now,
+            only: None,
         };
         let d = decide(&input, plan_of(c.changes));
         let name = c.name;
@@ -634,6 +635,83 @@ fn the_cycle_rule_decides_per_table() {
             "{name}: pending"
         );
     }
+}
+
+/// A per-app `POST /api/sync?app=`: only the named apps' changes apply (a create, an update
+/// at an applied revision, a delete within the plan's own budget), in manual and auto mode;
+/// every other change is held as `NotAsked`; the plan's own holds stay; the revision is not
+/// complete, and the outcome is not "planned" for the apps nobody asked for.
+#[test]
+fn a_per_app_sync_applies_only_the_apps_it_names() {
+    let changes = [
+        ("/shop/web", Update),
+        ("/shop/new", Create),
+        ("/shop/old", Delete),
+        ("/other", Update),
+    ];
+    let only: BTreeSet<AppId> = ["/shop/web", "/shop/new", "/shop/old"]
+        .iter()
+        .map(|a| id(a))
+        .collect();
+    for (mode, synced) in [
+        (SyncMode::Manual, Some(REV)),
+        (SyncMode::Manual, None),
+        (SyncMode::Auto, Some(REV)),
+        (SyncMode::Auto, None),
+    ] {
+        let mut state = State::new();
+        state.last_synced = synced.map(str::to_string);
+        let none = BTreeSet::new();
+        let input = Input {
+            trigger: &Trigger::ManualSync,
+            mode,
+            view: View::All,
+            rev: REV,
+            state: &state,
+            corrections: &none,
+            lost_writes: &none,
+            rollouts: &Default::default(),
+            now_ms: 1,
+            only: Some(&only),
+        };
+        let d = decide(&input, plan_of(&changes));
+        let what = format!("{mode:?} synced={synced:?}");
+        let mut applied = ids(d.plan.changes().map(|c| &c.app));
+        applied.sort();
+        assert_eq!(applied, ["/shop/new", "/shop/old", "/shop/web"], "{what}");
+        let held: Vec<(String, HoldReason)> = (d.held.iter())
+            .map(|h| (h.app.to_string(), h.reason.clone()))
+            .collect();
+        assert_eq!(
+            held,
+            [("/other".to_string(), HoldReason::NotAsked)],
+            "{what}"
+        );
+        assert_eq!(ids(d.plan.held.iter().map(|h| &h.app)), ["/kept"], "{what}");
+        assert!(!d.completes_revision, "{what}");
+        assert!(d.record && !d.planned_only, "{what}");
+    }
+    // Naming an app with no change: nothing is written, and in manual mode the cycle is not
+    // "planned" on account of the others.
+    let state = State::new();
+    let none = BTreeSet::new();
+    let just: BTreeSet<AppId> = [id("/same")].into();
+    let input = Input {
+        trigger: &Trigger::ManualSync,
+        mode: SyncMode::Manual,
+        view: View::All,
+        rev: REV,
+        state: &state,
+        corrections: &none,
+        lost_writes: &none,
+        rollouts: &Default::default(),
+        now_ms: 1,
+        only: Some(&just),
+    };
+    let d = decide(&input, plan_of(&changes));
+    assert!(d.plan.is_empty());
+    assert_eq!(d.held.len(), changes.len());
+    assert!(!d.planned_only && !d.completes_revision);
 }
 
 #[test]
@@ -1258,6 +1336,7 @@ fn the_rollout_rule_decides_per_table() {
             lost_writes: &lost,
             rollouts: &rollouts,
             now_ms: 100_000,
+            only: None,
         };
         let planned = plan_with_adoptions(&c.changes);
         let d = decide(&input, planned.clone());

@@ -459,6 +459,7 @@ fn behind_apps(
             lost_writes: &cycle::lost_writes(repo, live, plan),
             rollouts: &Default::default(),
             now_ms: now,
+            only: None,
         },
         plan.clone(),
     );

@@ -125,6 +125,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 lost_writes: &lost_writes,
                 rollouts: &self.rollout_view(&repo, &live),
                 now_ms: now,
+                only: None,
             },
             plan,
         );
@@ -183,6 +184,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 error: (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", "))),
                 author: None,
                 message: None,
+                requests: None,
             });
             self.state.push_history(record);
             state_changed = true;
