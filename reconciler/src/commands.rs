@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::apply::{self, ApplyOptions, ApplyReport, Outcome, ProgressEvent};
+use crate::environment::RepoDir;
 use baton_core::app::live::apps_from_text;
 use baton_core::plan::{self, Plan, Policy};
 use baton_core::report::{self, Style, ValidateReport};
@@ -52,6 +53,8 @@ pub enum CommandError {
     /// A task that reads the repo beside another did not finish (it panicked).
     #[error("reading the repo stopped: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Environment(#[from] crate::environment::EnvironmentError),
 }
 
 /// Whether the one-shot commands free what they loaded before they return (the default).
@@ -77,15 +80,9 @@ fn dispose<T>(value: T) {
     }
 }
 
-/// Read and load a repo directory.
-pub fn load_repo(dir: &Path) -> Result<Repo, CommandError> {
-    read_repo(dir, spec::load::Keep::Definitions)
-}
-
-fn read_repo(dir: &Path, keep: spec::load::Keep) -> Result<Repo, CommandError> {
-    spec::schema::warm_up();
-    let snapshot = crate::source::read_dir(dir)?;
-    Ok(spec::load::load_with(snapshot, keep))
+/// Read and load a repo directory (as its environment sees it, when one is named).
+pub fn load_repo(dir: impl Into<RepoDir>) -> Result<Repo, CommandError> {
+    crate::environment::read(&dir.into(), spec::load::Keep::Definitions)
 }
 
 /// The repo and the live apps. From a scheduler they are read at the same time: loading the
@@ -95,15 +92,14 @@ fn read_repo(dir: &Path, keep: spec::load::Keep) -> Result<Repo, CommandError> {
 /// the repo's files and parser are freed before the live state is read, so the two peaks of
 /// memory do not add up.
 async fn load_repo_and_live(
-    dir: &Path,
+    dir: RepoDir,
     live: &LiveFrom,
 ) -> Result<(Repo, Vec<serde_json::Value>), CommandError> {
     if let LiveFrom::File(_) = live {
         let repo = load_repo(dir)?;
         return Ok((repo, live_apps(live).await?));
     }
-    let repo_dir = dir.to_path_buf();
-    let loading = tokio::task::spawn_blocking(move || load_repo(&repo_dir));
+    let loading = tokio::task::spawn_blocking(move || load_repo(dir));
     let live = live_apps(live).await;
     let repo = loading.await??;
     Ok((repo, live?))
@@ -116,8 +112,9 @@ pub fn validate(
     style: Style,
     out: &mut dyn Write,
 ) -> Result<u8, CommandError> {
-    // Validation reports on the definitions and needs none of them afterwards.
-    let repo = read_repo(dir, spec::load::Keep::Diagnostics)?;
+    // Validation reports on the definitions and needs none of them afterwards; every
+    // environment is checked.
+    let repo = crate::environment::read_all(dir, spec::load::Keep::Diagnostics)?;
     match format {
         Format::Json => {
             serde_json::to_writer_pretty(&mut *out, &ValidateReport::new(&repo))
@@ -165,7 +162,7 @@ pub async fn live_apps(from: &LiveFrom) -> Result<Vec<serde_json::Value>, Comman
 /// `baton plan`: exit 0 no changes, 2 changes, 1 error (including invalid specs, which are shown
 /// and left untouched).
 pub async fn plan(
-    dir: &Path,
+    dir: impl Into<RepoDir>,
     live: &LiveFrom,
     policy: &Policy,
     format: Format,
@@ -215,7 +212,7 @@ pub use baton_core::report::VaultReport;
 /// extra policy the operator did not allow, a name held by a Vault object that is not this
 /// Baton's, ...) are shown as invalid (left untouched), as `baton serve` would.
 pub async fn plan_with_vault(
-    dir: &Path,
+    dir: impl Into<RepoDir>,
     live: &LiveFrom,
     policy: &Policy,
     secrets_config: &PlanSecrets,
@@ -225,7 +222,7 @@ pub async fn plan_with_vault(
 ) -> Result<u8, CommandError> {
     use baton_core::secrets::{self, env as benv};
     let vault = secrets_config.vault.as_ref();
-    let (mut repo, live) = load_repo_and_live(dir, live).await?;
+    let (mut repo, live) = load_repo_and_live(dir.into(), live).await?;
     let mut desired = secrets::desired(&repo, &secrets_config.allowed);
     let wanted = vault.is_some() || !desired.apps.is_empty() || !desired.issues.is_empty();
     let mut prepared = None;
@@ -471,7 +468,7 @@ pub fn apply_summary(plan: &Plan, report: &ApplyReport) -> String {
 /// specs: those are shown and left untouched while the valid ones are applied, or cancelled).
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
-    dir: &Path,
+    dir: impl Into<RepoDir>,
     marathon: baton_marathon::marathon::MarathonConfig,
     policy: &Policy,
     options: &ApplyOptions,
@@ -585,13 +582,13 @@ pub fn drift_report(
 /// `baton drift`: exit 0 no drift, 2 drift (drifted or missing apps), 1 error (including invalid
 /// specs, which are reported and left alone).
 pub async fn drift(
-    dir: &Path,
+    dir: impl Into<RepoDir>,
     live: &LiveFrom,
     options: &DriftOptions,
     style: Style,
     out: &mut dyn Write,
 ) -> Result<u8, CommandError> {
-    let (repo, live) = load_repo_and_live(dir, live).await?;
+    let (repo, live) = load_repo_and_live(dir.into(), live).await?;
     let ledger = match &options.state_dir {
         Some(d) => Some(crate::daemon::ledger_file::load(d)?),
         None => None,
@@ -639,7 +636,7 @@ mod tests {
     async fn an_unreadable_repo_is_the_error_even_when_the_scheduler_fails_too() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("no-such-repo");
-        let err = load_repo_and_live(&missing, &unreachable_scheduler())
+        let err = load_repo_and_live((&missing).into(), &unreachable_scheduler())
             .await
             .unwrap_err();
         assert!(matches!(err, CommandError::Source(_)), "{err}");
@@ -650,7 +647,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("apps")).unwrap();
         std::fs::write(dir.path().join("apps/web.yaml"), "cmd: sleep 60\n").unwrap();
-        let err = load_repo_and_live(dir.path(), &unreachable_scheduler())
+        let err = load_repo_and_live(dir.path().into(), &unreachable_scheduler())
             .await
             .unwrap_err();
         assert!(matches!(err, CommandError::Scheduler(_)), "{err}");

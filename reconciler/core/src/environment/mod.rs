@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::spec::load::{PruneBudget, RepoConfig};
-use crate::spec::{Diagnostic, DriftPolicy, Severity};
+use crate::spec::{Diagnostic, DriftPolicy, Repo, Severity};
 
 /// The folder holding every environment's overlay: `environments/<name>/` mirrors the repo root.
 pub const DIR: &str = "environments";
@@ -215,6 +215,57 @@ pub fn parse(
         out.clear();
     }
     (out, problems)
+}
+
+/// What `baton validate` reports for a repo with environments: each environment's result
+/// (loaded and checked on its own) combined. A finding every environment has is shown once, as
+/// it is; one only some environments have names them. Apps: every environment's; invalid: an
+/// app invalid in any environment.
+pub fn combine(results: Vec<(String, Repo)>) -> Repo {
+    let total = results.len();
+    let mut out = Repo::default();
+    let mut seen: Vec<(Diagnostic, Vec<String>)> = Vec::new();
+    type Key = (PathBuf, String, Option<usize>, Option<usize>, String, Severity);
+    let key = |d: &Diagnostic| -> Key {
+        let at = (d.file.clone(), d.pointer.clone(), d.line, d.column);
+        (at.0, at.1, at.2, at.3, d.message.clone(), d.severity)
+    };
+    let mut index: BTreeMap<Key, usize> = BTreeMap::new();
+    for (name, repo) in results {
+        out.incomplete |= repo.incomplete;
+        out.invalid.extend(repo.invalid);
+        for (id, spec) in repo.specs {
+            out.specs.entry(id).or_insert(spec);
+        }
+        for d in repo.diagnostics {
+            match index.get(&key(&d)) {
+                Some(&i) => seen[i].1.push(name.clone()),
+                None => {
+                    index.insert(key(&d), seen.len());
+                    seen.push((d, vec![name.clone()]));
+                }
+            }
+        }
+        if out.config.environments.is_empty() {
+            out.config = repo.config;
+        }
+    }
+    for id in &out.invalid {
+        out.specs.remove(id);
+    }
+    out.diagnostics = seen
+        .into_iter()
+        .map(|(mut d, names)| {
+            let named = names.iter().any(|n| d.message.contains(&format!("environment `{n}`")));
+            if names.len() < total && !named {
+                let shown: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+                d.message = format!("{} (environment {})", d.message, shown.join(", "));
+            }
+            d
+        })
+        .collect();
+    out.diagnostics.sort_by(crate::spec::load::diagnostic_order);
+    out
 }
 
 #[cfg(test)]
