@@ -189,9 +189,10 @@ impl VaultArgs {
 
 /// Where `plan` and `drift` read the live apps from: exactly one of the two.
 #[derive(Debug, Clone, Default, clap::Args)]
-#[group(required = true, multiple = false)]
+// Not `required`: with `--environment` the Marathon is the environment's.
+#[group(required = false, multiple = false)]
 pub struct LiveArgs {
-    /// Marathon (or dev scheduler) base URL.
+    /// Marathon (or dev scheduler) base URL [default: the environment's].
     #[arg(long, env = "BATON_MARATHON")]
     pub marathon: Option<String>,
     /// A saved `GET /v2/apps` response to plan against, with no server.

@@ -58,8 +58,10 @@ pub enum EnvironmentError {
         shown: String,
         reason: String,
     },
-    #[error("environment `{env}`: bad Marathon settings: {reason}")]
-    Marathon { env: String, reason: String },
+    #[error("`{app}` is not an app id: {reason}")]
+    BadApp { app: String, reason: String },
+    #[error("cannot promote: {reason}")]
+    Promote { reason: String },
 }
 
 fn known(envs: &std::collections::BTreeMap<String, Environment>) -> String {
@@ -71,10 +73,11 @@ fn known(envs: &std::collections::BTreeMap<String, Environment>) -> String {
 pub fn read(dir: &RepoDir, keep: Keep) -> Result<Repo, crate::commands::CommandError> {
     spec::schema::warm_up();
     let snapshot = crate::source::read_dir(&dir.path)?;
-    let config_broken = snapshot
-        .diagnostics
-        .iter()
-        .any(|d| d.severity == Severity::Error && d.app.is_none() && d.file == Path::new(spec::load::CONFIG_FILE));
+    let config_broken = snapshot.diagnostics.iter().any(|d| {
+        d.severity == Severity::Error
+            && d.app.is_none()
+            && d.file == Path::new(spec::load::CONFIG_FILE)
+    });
     let envs = &snapshot.config.environments;
     let Some(name) = &dir.environment else {
         if envs.is_empty() || config_broken {
@@ -124,7 +127,10 @@ pub fn read_all(dir: &Path, keep: Keep) -> Result<Repo, crate::commands::Command
     }
     let mut results = Vec::with_capacity(envs.len());
     for env in &envs {
-        results.push((env.name.clone(), load_env(dir, snapshot.clone(), env, keep)?));
+        results.push((
+            env.name.clone(),
+            load_env(dir, snapshot.clone(), env, keep)?,
+        ));
     }
     Ok(environment::combine(results))
 }
@@ -177,4 +183,295 @@ pub fn marathon(
         });
     }
     Ok(base)
+}
+
+/// `baton diff-env FROM TO [APP...]`: what promoting FROM to TO would change, field by field
+/// (`schemas/diff-env.schema.json`). Exit 0 no difference, 2 differences, 1 an environment
+/// does not validate (its invalid apps are listed, not compared).
+pub fn diff_env(
+    dir: &Path,
+    from: &str,
+    to: &str,
+    apps: &[String],
+    format: crate::commands::Format,
+    out: &mut dyn std::io::Write,
+) -> Result<u8, crate::commands::CommandError> {
+    use crate::commands::{exit, Format};
+    let only = app_ids(apps)?;
+    let load = |name: &str| {
+        read(
+            &RepoDir {
+                path: dir.to_path_buf(),
+                environment: Some(name.to_string()),
+            },
+            Keep::Definitions,
+        )
+    };
+    let (a, b) = (load(from)?, load(to)?);
+    let diff = environment::compare::diff_env((from, &a), (to, &b), &only);
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *out, &diff).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        Format::Text => write!(out, "{}", diff_text(&diff))?,
+    }
+    Ok(if !a.is_valid() || !b.is_valid() {
+        exit::ERROR
+    } else if diff.apps.is_empty() {
+        exit::OK
+    } else {
+        exit::CHANGES
+    })
+}
+
+fn app_ids(apps: &[String]) -> Result<Vec<spec::AppId>, EnvironmentError> {
+    apps.iter()
+        .map(|a| {
+            spec::AppId::parse(a).map_err(|reason| EnvironmentError::BadApp {
+                app: a.clone(),
+                reason,
+            })
+        })
+        .collect()
+}
+
+fn shown(v: &Option<serde_json::Value>) -> String {
+    match v {
+        None => "(absent)".into(),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// `diff-env` as text: an app per paragraph, a field per line with both values.
+pub fn diff_text(diff: &environment::compare::EnvDiff) -> String {
+    use environment::compare::AppStatus;
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    if diff.apps.is_empty() {
+        let _ = writeln!(s, "{} and {} run the same definitions", diff.from, diff.to);
+        return s;
+    }
+    for app in &diff.apps {
+        match app.status {
+            AppStatus::Changed => {
+                let _ = writeln!(s, "{}", app.app);
+                for f in &app.fields {
+                    let _ = writeln!(
+                        s,
+                        "  {}: {} = {}, {} = {}",
+                        f.pointer,
+                        diff.from,
+                        shown(&f.from),
+                        diff.to,
+                        shown(&f.to)
+                    );
+                }
+            }
+            AppStatus::OnlyInFrom => {
+                let _ = writeln!(s, "{}: only in {}", app.app, diff.from);
+            }
+            AppStatus::OnlyInTo => {
+                let _ = writeln!(s, "{}: only in {}", app.app, diff.to);
+            }
+            AppStatus::Invalid => {
+                let _ = writeln!(
+                    s,
+                    "{}: invalid in one of them (see `baton validate`)",
+                    app.app
+                );
+            }
+        }
+    }
+    let fields: usize = diff.apps.iter().map(|a| a.fields.len()).sum();
+    let _ = writeln!(
+        s,
+        "{} app(s) differ, {fields} field(s), {} -> {}",
+        diff.apps.len(),
+        diff.from,
+        diff.to
+    );
+    s
+}
+
+/// What `baton promote` wrote.
+#[derive(Debug)]
+pub struct Promoted {
+    /// Overlay files written, relative to the repo root, with the pointers each took.
+    pub files: Vec<(PathBuf, Vec<String>)>,
+}
+
+/// `baton promote FROM TO APP... [--fields ...]`: writes into TO's overlay the values FROM has
+/// at `fields` (every differing field when empty) for each app, in the working tree; no
+/// cluster is touched. TO must still validate afterwards, else every file is put back.
+pub fn promote(
+    dir: &Path,
+    from: &str,
+    to: &str,
+    apps: &[String],
+    fields: &[String],
+) -> Result<Promoted, crate::commands::CommandError> {
+    let ids = app_ids(apps)?;
+    let load = |name: &str| {
+        read(
+            &RepoDir {
+                path: dir.to_path_buf(),
+                environment: Some(name.to_string()),
+            },
+            Keep::Definitions,
+        )
+    };
+    let (a, b) = (load(from)?, load(to)?);
+    let overlay_root = overlay::apps_dir(to, &b.config.apps_dir);
+    let mut writes: Vec<(PathBuf, Option<Vec<u8>>, String, Vec<String>)> = Vec::new();
+    for id in &ids {
+        let missing = |env: &str| EnvironmentError::Promote {
+            reason: environment::compare::PromoteError::NoSpec {
+                env: env.into(),
+                app: id.clone(),
+            }
+            .to_string(),
+        };
+        let from_spec = a.specs.get(id).ok_or_else(|| missing(from))?;
+        let to_spec = b.specs.get(id).ok_or_else(|| missing(to))?;
+        // TO's overlay of the app: the file it came from if it is an overlay file, else one at
+        // the base file's path (any of the spec extensions, YAML when there is none yet).
+        let target = if to_spec.file.starts_with(&overlay_root) {
+            to_spec.file.clone()
+        } else {
+            let rel = to_spec
+                .file
+                .strip_prefix(&b.config.apps_dir)
+                .unwrap_or(&to_spec.file)
+                .with_extension("");
+            ["yaml", "yml", "json"]
+                .iter()
+                .map(|x| overlay_root.join(&rel).with_extension(x))
+                .find(|p| dir.join(p).is_file())
+                .unwrap_or_else(|| overlay_root.join(&rel).with_extension("yaml"))
+        };
+        let full = dir.join(&target);
+        let old = match std::fs::read(&full) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(crate::commands::CommandError::Output(e)),
+        };
+        let json = target.extension().is_some_and(|x| x == "json");
+        let existing = match &old {
+            None => None,
+            Some(bytes) => {
+                let text = String::from_utf8_lossy(bytes);
+                let format = if json {
+                    spec::parse::Format::Json
+                } else {
+                    spec::parse::Format::Yaml
+                };
+                Some(
+                    spec::parse::parse(&text, format, spec::parse::Limits::default()).map_err(
+                        |e| EnvironmentError::Promote {
+                            reason: format!("{}: {}", target.display(), e.message),
+                        },
+                    )?,
+                )
+            }
+        };
+        let (doc, done) =
+            environment::compare::promote_patch(&from_spec.app, &to_spec.app, fields, existing)
+                .map_err(|e| EnvironmentError::Promote {
+                    reason: format!("{}: {e}", target.display()),
+                })?;
+        if done.is_empty() {
+            continue;
+        }
+        let text = if json {
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&doc).unwrap_or_default()
+            )
+        } else {
+            environment::compare::to_yaml(&doc)
+        };
+        writes.push((target, old, text, done));
+    }
+    for (target, _, text, _) in &writes {
+        let full = dir.join(target);
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&full, text)?;
+    }
+    // The result must load: a promotion that breaks TO is not written.
+    let after = load(to)?;
+    let broken: Vec<String> = ids
+        .iter()
+        .filter(|id| after.invalid.contains(*id))
+        .map(|id| id.to_string())
+        .collect();
+    if !broken.is_empty() {
+        for (target, old, _, _) in &writes {
+            let full = dir.join(target);
+            match old {
+                Some(bytes) => std::fs::write(&full, bytes)?,
+                None => std::fs::remove_file(&full)?,
+            }
+        }
+        return Err(EnvironmentError::Promote {
+            reason: format!(
+                "the result does not validate in `{to}` for {} (nothing written; see `baton validate`)",
+                broken.join(", ")
+            ),
+        }
+        .into());
+    }
+    Ok(Promoted {
+        files: writes
+            .into_iter()
+            .map(|(p, _, _, done)| (p, done))
+            .collect(),
+    })
+}
+
+/// `promote --commit`: the written overlay files committed on the current branch (`git` on
+/// PATH), with a message naming what was promoted.
+pub fn commit_promotion(
+    dir: &Path,
+    from: &str,
+    to: &str,
+    promoted: &Promoted,
+) -> Result<(), EnvironmentError> {
+    let git = |args: &[&std::ffi::OsStr]| -> Result<(), EnvironmentError> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .map_err(|e| EnvironmentError::Promote {
+                reason: format!("cannot run git: {e}"),
+            })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(EnvironmentError::Promote {
+                reason: format!(
+                    "git {} failed: {}",
+                    args.first()
+                        .map(|a| a.to_string_lossy())
+                        .unwrap_or_default(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            })
+        }
+    };
+    let mut add: Vec<&std::ffi::OsStr> = vec!["add".as_ref(), "--".as_ref()];
+    add.extend(promoted.files.iter().map(|(p, _)| p.as_os_str()));
+    git(&add)?;
+    let mut message = format!("promote {from} -> {to}\n");
+    for (p, fields) in &promoted.files {
+        message.push_str(&format!("\n{}: {}", p.display(), fields.join(", ")));
+    }
+    let mut commit: Vec<&std::ffi::OsStr> = vec!["commit".as_ref(), "-q".as_ref(), "-m".as_ref()];
+    commit.push(message.as_ref());
+    commit.push("--".as_ref());
+    commit.extend(promoted.files.iter().map(|(p, _)| p.as_os_str()));
+    git(&commit)
 }

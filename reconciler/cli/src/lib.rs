@@ -2,7 +2,9 @@
 //! out of both so that neither rebuilds when only the other changes.
 //!
 //! - [`dev`]: `baton dev`, the dev scheduler + apply + directory watch in one process.
+//! - [`environments`]: `baton diff-env`, `baton promote`, an environment's Marathon.
 //! - [`rollout`]: `baton rollout`, a client of a running `baton serve`'s rollout API.
 
 pub mod dev;
+pub mod environments;
 pub mod rollout;

@@ -225,7 +225,14 @@ pub fn combine(results: Vec<(String, Repo)>) -> Repo {
     let total = results.len();
     let mut out = Repo::default();
     let mut seen: Vec<(Diagnostic, Vec<String>)> = Vec::new();
-    type Key = (PathBuf, String, Option<usize>, Option<usize>, String, Severity);
+    type Key = (
+        PathBuf,
+        String,
+        Option<usize>,
+        Option<usize>,
+        String,
+        Severity,
+    );
     let key = |d: &Diagnostic| -> Key {
         let at = (d.file.clone(), d.pointer.clone(), d.line, d.column);
         (at.0, at.1, at.2, at.3, d.message.clone(), d.severity)
@@ -256,7 +263,9 @@ pub fn combine(results: Vec<(String, Repo)>) -> Repo {
     out.diagnostics = seen
         .into_iter()
         .map(|(mut d, names)| {
-            let named = names.iter().any(|n| d.message.contains(&format!("environment `{n}`")));
+            let named = names
+                .iter()
+                .any(|n| d.message.contains(&format!("environment `{n}`")));
             if names.len() < total && !named {
                 let shown: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
                 d.message = format!("{} (environment {})", d.message, shown.join(", "));
