@@ -142,6 +142,16 @@ pub fn marathon(
     dir: &Path,
     name: &str,
     url: Option<String>,
+    base: MarathonConfig,
+    env_lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<MarathonConfig, crate::commands::CommandError> {
+    marathon_of(dir, name, url, base, env_lookup)
+}
+
+fn marathon_of(
+    dir: &Path,
+    name: &str,
+    url: Option<String>,
     mut base: MarathonConfig,
     env_lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<MarathonConfig, crate::commands::CommandError> {
@@ -474,4 +484,63 @@ pub fn commit_promotion(
     commit.push("--".as_ref());
     commit.extend(promoted.files.iter().map(|(p, _)| p.as_os_str()));
     git(&commit)
+}
+
+/// `baton serve --environment NAME` without `--marathon`: the environment's Marathon, read
+/// once at start from the `baton.yaml` of a repo on this host (a directory or a local git
+/// working tree). A daemon's target is fixed when it starts; for a remote repo it must be given.
+pub fn serve_marathon(
+    repo: &str,
+    env: &str,
+    marathon: MarathonConfig,
+    origin: crate::config::Origin,
+) -> Result<MarathonConfig, crate::config::ConfigError> {
+    let bad = |reason: String| crate::config::ConfigError::Bad {
+        name: "--environment",
+        origin: origin.clone(),
+        reason,
+    };
+    let dir = Path::new(repo);
+    if !dir.join(spec::load::CONFIG_FILE).is_file() {
+        return Err(bad(
+            "the repo is not a directory on this host with a baton.yaml: give --marathon too (a daemon's Marathon is fixed when it starts)".into(),
+        ));
+    }
+    marathon_of(dir, env, None, marathon, &crate::config::process_env)
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// A daemon's load of environment `name` from what its source read: the overlay applied. An
+/// environment `baton.yaml` no longer declares (or a broken config) loads nothing and marks the
+/// repo incomplete, so nothing is created, changed or deleted until it is back.
+pub fn load_as(
+    mut snapshot: spec::load::Snapshot,
+    overlays: Vec<spec::load::SourceFile>,
+    name: &str,
+) -> Repo {
+    match snapshot.config.environments.get(name).cloned() {
+        Some(env) => overlay::load(snapshot, &env, overlays, Keep::Definitions),
+        None => {
+            if !snapshot
+                .diagnostics
+                .iter()
+                .any(|d| d.severity == Severity::Error && d.app.is_none())
+            {
+                snapshot.diagnostics.push(spec::Diagnostic {
+                    severity: Severity::Error,
+                    file: PathBuf::from(spec::load::CONFIG_FILE),
+                    pointer: "/environments".into(),
+                    line: None,
+                    column: None,
+                    message: format!(
+                        "this daemon syncs environment `{name}`, which baton.yaml does not declare: nothing is synced until it does"
+                    ),
+                    app: None,
+                });
+            }
+            snapshot.files.clear();
+            snapshot.incomplete = true;
+            spec::load::load(snapshot)
+        }
+    }
 }

@@ -115,6 +115,8 @@ pub struct Status {
     pub vault: Option<VaultStatus>,
     /// The repo's ownership settings and what they hold back (`None` before a first plan).
     pub ownership: Option<OwnershipStatus>,
+    /// The environment this daemon syncs (`--environment`; docs/environments.md), or null.
+    pub environment: Option<String>,
 }
 
 /// The Vault part of `/api/status`.
