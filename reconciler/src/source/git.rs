@@ -746,8 +746,8 @@ impl GitSource {
             },
         };
         let (config, config_diags) = parse_config(config_file.as_ref());
-        let config_bad = !diagnostics.is_empty()
-            || config_diags.iter().any(|d| d.severity == Severity::Error);
+        let config_bad =
+            !diagnostics.is_empty() || config_diags.iter().any(|d| d.severity == Severity::Error);
         diagnostics.extend(config_diags);
         let mut snapshot = baton_core::spec::load::Snapshot {
             config,
