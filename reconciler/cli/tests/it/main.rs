@@ -4,6 +4,7 @@ mod cli;
 mod conformance;
 mod dev_scheduler;
 mod drift;
+mod environments;
 mod packaging;
 mod plan;
 mod raml;
