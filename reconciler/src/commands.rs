@@ -80,9 +80,14 @@ fn dispose<T>(value: T) {
     }
 }
 
-/// Read and load a repo directory (as its environment sees it, when one is named).
-pub fn load_repo(dir: impl Into<RepoDir>) -> Result<Repo, CommandError> {
-    crate::environment::read(&dir.into(), spec::load::Keep::Definitions)
+/// Read and load a repo directory.
+pub fn load_repo(dir: &Path) -> Result<Repo, CommandError> {
+    load_repo_as(dir.into())
+}
+
+/// Read and load a repo directory as its environment sees it, when one is named.
+pub fn load_repo_as(dir: RepoDir) -> Result<Repo, CommandError> {
+    crate::environment::read(&dir, spec::load::Keep::Definitions)
 }
 
 /// The repo and the live apps. From a scheduler they are read at the same time: loading the
@@ -96,10 +101,10 @@ async fn load_repo_and_live(
     live: &LiveFrom,
 ) -> Result<(Repo, Vec<serde_json::Value>), CommandError> {
     if let LiveFrom::File(_) = live {
-        let repo = load_repo(dir)?;
+        let repo = load_repo_as(dir)?;
         return Ok((repo, live_apps(live).await?));
     }
-    let loading = tokio::task::spawn_blocking(move || load_repo(dir));
+    let loading = tokio::task::spawn_blocking(move || load_repo_as(dir));
     let live = live_apps(live).await;
     let repo = loading.await??;
     Ok((repo, live?))
@@ -477,7 +482,7 @@ pub async fn apply(
     style: Style,
     out: &mut (dyn Write + Send),
 ) -> Result<u8, CommandError> {
-    let mut repo = load_repo(dir)?;
+    let mut repo = load_repo_as(dir.into())?;
     // One-shot apply has no gatekeeper: apps reading Vault secrets need `baton serve`.
     let desired = baton_core::secrets::desired(&repo, &Default::default());
     baton_core::secrets::block_without_vault(&mut repo, &desired);

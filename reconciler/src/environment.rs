@@ -311,6 +311,9 @@ pub struct Promoted {
     pub files: Vec<(PathBuf, Vec<String>)>,
 }
 
+/// One overlay file `promote` writes: path, its bytes before (`None`: new), text, pointers.
+type Write = (PathBuf, Option<Vec<u8>>, String, Vec<String>);
+
 /// `baton promote FROM TO APP... [--fields ...]`: writes into TO's overlay the values FROM has
 /// at `fields` (every differing field when empty) for each app, in the working tree; no
 /// cluster is touched. TO must still validate afterwards, else every file is put back.
@@ -333,7 +336,7 @@ pub fn promote(
     };
     let (a, b) = (load(from)?, load(to)?);
     let overlay_root = overlay::apps_dir(to, &b.config.apps_dir);
-    let mut writes: Vec<(PathBuf, Option<Vec<u8>>, String, Vec<String>)> = Vec::new();
+    let mut writes: Vec<Write> = Vec::new();
     for id in &ids {
         let missing = |env: &str| EnvironmentError::Promote {
             reason: environment::compare::PromoteError::NoSpec {

@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
@@ -275,7 +275,7 @@ fn a_broken_overlay_makes_its_app_invalid_in_that_environment_only() {
     assert!(qa
         .diagnostics
         .iter()
-        .any(|d| d.file == PathBuf::from("environments/qa/apps/web.yaml")));
+        .any(|d| d.file == Path::new("environments/qa/apps/web.yaml")));
     let prod = env_repo(&files, "prod");
     assert!(prod.specs.contains_key(&id("/web")));
 }

@@ -662,7 +662,11 @@ fn an_environment_loads_from_git_as_from_the_directory() {
         "owner: team\nenvironments:\n  qa: {marathon: 'http://qa:8080'}\n  prod: {marathon: 'http://prod:8080'}\n",
     );
     write(&work, "environments/qa/apps/a1.yaml", "instances: 3\n");
-    write(&work, "environments/qa/apps/a2.yaml", "baton: {exclude: true}\n");
+    write(
+        &work,
+        "environments/qa/apps/a2.yaml",
+        "baton: {exclude: true}\n",
+    );
     write(&work, "environments/qa/apps/only-qa.yaml", "cmd: q\n");
     write(&work, "environments/qa/apps/a3.yaml", "instances: many\n");
     commit_all(&work, "environments");
@@ -686,7 +690,11 @@ fn an_environment_loads_from_git_as_from_the_directory() {
     assert!(qa.specs.contains_key(&AppId::parse("/only-qa").unwrap()));
     assert!(!qa.specs.contains_key(&AppId::parse("/a2").unwrap()));
     assert!(qa.invalid.contains(&AppId::parse("/a3").unwrap()));
-    assert!(has_diag(&qa, "environments/qa/apps/a3.yaml", "expected integer"));
+    assert!(has_diag(
+        &qa,
+        "environments/qa/apps/a3.yaml",
+        "expected integer"
+    ));
     // A later commit changing only the overlay is loaded (whole) too.
     write(&work, "environments/qa/apps/a1.yaml", "instances: 4\n");
     commit_all(&work, "qa scales a1");
