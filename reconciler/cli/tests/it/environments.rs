@@ -201,3 +201,42 @@ fn promote_refuses_when_the_target_has_no_valid_spec_and_writes_nothing() {
         "- not a mapping\n"
     );
 }
+
+#[test]
+fn serve_takes_the_environments_marathon_only_from_a_repo_on_this_host() {
+    let dir = repo();
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().to_str().unwrap();
+    // A remote repo: its baton.yaml is not read before the daemon starts, so --marathon is needed.
+    let o = baton(
+        &[
+            "serve",
+            "--repo",
+            "https://git.example.invalid/shop.git",
+            "--state-dir",
+            state,
+            "--environment",
+            "qa",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(64), "{}", out(&o));
+    assert!(out(&o).contains("--marathon"), "{}", out(&o));
+    // A directory that does not declare the environment: refused before anything binds.
+    let o = baton(
+        &[
+            "serve",
+            "--repo",
+            ".",
+            "--state-dir",
+            state,
+            "--environment",
+            "perf",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(64), "{}", out(&o));
+    assert!(out(&o).contains("no environment `perf`"), "{}", out(&o));
+}
