@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::apply::{self, ApplyOptions, ApplyReport, Outcome, ProgressEvent};
+use crate::environment::RepoDir;
 use baton_core::app::live::apps_from_text;
 use baton_core::plan::{self, Plan, Policy};
 use baton_core::report::{self, Style, ValidateReport};
@@ -59,6 +60,8 @@ pub enum CommandError {
     /// A task that reads the repo beside another did not finish (it panicked).
     #[error("reading the repo stopped: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Environment(#[from] crate::environment::EnvironmentError),
 }
 
 /// Whether the one-shot commands free what they loaded before they return (the default).
@@ -86,13 +89,12 @@ fn dispose<T>(value: T) {
 
 /// Read and load a repo directory.
 pub fn load_repo(dir: &Path) -> Result<Repo, CommandError> {
-    read_repo(dir, spec::load::Keep::Definitions)
+    load_repo_as(dir.into())
 }
 
-fn read_repo(dir: &Path, keep: spec::load::Keep) -> Result<Repo, CommandError> {
-    spec::schema::warm_up();
-    let snapshot = crate::source::read_dir(dir)?;
-    Ok(spec::load::load_with(snapshot, keep))
+/// Read and load a repo directory as its environment sees it, when one is named.
+pub fn load_repo_as(dir: RepoDir) -> Result<Repo, CommandError> {
+    crate::environment::read(&dir, spec::load::Keep::Definitions)
 }
 
 /// The repo and the live apps. From a scheduler they are read at the same time: loading the
@@ -102,15 +104,14 @@ fn read_repo(dir: &Path, keep: spec::load::Keep) -> Result<Repo, CommandError> {
 /// the repo's files and parser are freed before the live state is read, so the two peaks of
 /// memory do not add up.
 async fn load_repo_and_live(
-    dir: &Path,
+    dir: RepoDir,
     live: &LiveFrom,
 ) -> Result<(Repo, Vec<serde_json::Value>), CommandError> {
     if let LiveFrom::File(_) = live {
-        let repo = load_repo(dir)?;
+        let repo = load_repo_as(dir)?;
         return Ok((repo, live_apps(live).await?));
     }
-    let repo_dir = dir.to_path_buf();
-    let loading = tokio::task::spawn_blocking(move || load_repo(&repo_dir));
+    let loading = tokio::task::spawn_blocking(move || load_repo_as(dir));
     let live = live_apps(live).await;
     let repo = loading.await??;
     Ok((repo, live?))
@@ -123,8 +124,9 @@ pub fn validate(
     style: Style,
     out: &mut dyn Write,
 ) -> Result<u8, CommandError> {
-    // Validation reports on the definitions and needs none of them afterwards.
-    let repo = read_repo(dir, spec::load::Keep::Diagnostics)?;
+    // Validation reports on the definitions and needs none of them afterwards; every
+    // environment is checked.
+    let repo = crate::environment::read_all(dir, spec::load::Keep::Diagnostics)?;
     match format {
         Format::Json => {
             serde_json::to_writer_pretty(&mut *out, &ValidateReport::new(&repo))
@@ -172,7 +174,7 @@ pub async fn live_apps(from: &LiveFrom) -> Result<Vec<serde_json::Value>, Comman
 /// `baton plan`: exit 0 no changes, 2 changes, 1 error (including invalid specs, which are shown
 /// and left untouched).
 pub async fn plan(
-    dir: &Path,
+    dir: impl Into<RepoDir>,
     live: &LiveFrom,
     policy: &Policy,
     format: Format,
@@ -224,7 +226,7 @@ pub use baton_core::report::VaultReport;
 /// Baton's, ...) are shown as invalid (left untouched), as `baton serve` would.
 #[allow(clippy::too_many_arguments)]
 pub async fn plan_with_vault(
-    dir: &Path,
+    dir: impl Into<RepoDir>,
     live: &LiveFrom,
     policy: &Policy,
     secrets_config: &PlanSecrets,
@@ -235,7 +237,7 @@ pub async fn plan_with_vault(
 ) -> Result<u8, CommandError> {
     use baton_core::secrets::{self, env as benv};
     let vault = secrets_config.vault.as_ref();
-    let (mut repo, live) = load_repo_and_live(dir, live).await?;
+    let (mut repo, live) = load_repo_and_live(dir.into(), live).await?;
     if let Some(apps) = only {
         check_selection(apps, &repo, &live)?;
     }
@@ -516,7 +518,7 @@ pub struct ApplyScope<'a> {
 /// 64 an `--app` that names no app in the repo or on the scheduler.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
-    dir: &Path,
+    dir: impl Into<RepoDir>,
     marathon: baton_marathon::marathon::MarathonConfig,
     policy: &Policy,
     options: &ApplyOptions,
@@ -526,7 +528,7 @@ pub async fn apply(
     style: Style,
     out: &mut (dyn Write + Send),
 ) -> Result<u8, CommandError> {
-    let mut repo = load_repo(dir)?;
+    let mut repo = load_repo_as(dir.into())?;
     // One-shot apply has no gatekeeper: apps reading Vault secrets need `baton serve`.
     let desired = baton_core::secrets::desired(&repo, &Default::default());
     baton_core::secrets::block_without_vault(&mut repo, &desired);
@@ -671,13 +673,13 @@ pub fn drift_report(
 /// `baton drift`: exit 0 no drift, 2 drift (drifted or missing apps), 1 error (including invalid
 /// specs, which are reported and left alone).
 pub async fn drift(
-    dir: &Path,
+    dir: impl Into<RepoDir>,
     live: &LiveFrom,
     options: &DriftOptions,
     style: Style,
     out: &mut dyn Write,
 ) -> Result<u8, CommandError> {
-    let (repo, live) = load_repo_and_live(dir, live).await?;
+    let (repo, live) = load_repo_and_live(dir.into(), live).await?;
     let ledger = match &options.state_dir {
         Some(d) => Some(crate::daemon::ledger_file::load(d)?),
         None => None,
@@ -725,7 +727,7 @@ mod tests {
     async fn an_unreadable_repo_is_the_error_even_when_the_scheduler_fails_too() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("no-such-repo");
-        let err = load_repo_and_live(&missing, &unreachable_scheduler())
+        let err = load_repo_and_live((&missing).into(), &unreachable_scheduler())
             .await
             .unwrap_err();
         assert!(matches!(err, CommandError::Source(_)), "{err}");
@@ -736,7 +738,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("apps")).unwrap();
         std::fs::write(dir.path().join("apps/web.yaml"), "cmd: sleep 60\n").unwrap();
-        let err = load_repo_and_live(dir.path(), &unreachable_scheduler())
+        let err = load_repo_and_live(dir.path().into(), &unreachable_scheduler())
             .await
             .unwrap_err();
         assert!(matches!(err, CommandError::Scheduler(_)), "{err}");

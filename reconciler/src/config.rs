@@ -129,6 +129,10 @@ pub struct FileConfig {
     /// Rollouts: the longest wait between two looks at a rollout [default: 5s].
     #[arg(long, env = "BATON_ROLLOUT_TICK", hide = true)]
     pub rollout_tick: Option<String>,
+    /// The environment of `baton.yaml` this daemon syncs (one daemon per environment); its
+    /// Marathon is the environment's unless `--marathon` is given (docs/environments.md).
+    #[arg(long, env = "BATON_ENVIRONMENT")]
+    pub environment: Option<String>,
     /// The file these settings were read from (`None`: flags, or no file), named in errors.
     #[serde(skip)]
     #[arg(skip)]
@@ -193,9 +197,10 @@ impl VaultArgs {
 
 /// Where `plan` and `drift` read the live apps from: exactly one of the two.
 #[derive(Debug, Clone, Default, clap::Args)]
-#[group(required = true, multiple = false)]
+// Not `required`: with `--environment` the Marathon is the environment's.
+#[group(required = false, multiple = false)]
 pub struct LiveArgs {
-    /// Marathon (or dev scheduler) base URL.
+    /// Marathon (or dev scheduler) base URL [default: the environment's].
     #[arg(long, env = "BATON_MARATHON")]
     pub marathon: Option<String>,
     /// A saved `GET /v2/apps` response to plan against, with no server.
@@ -389,6 +394,8 @@ pub struct ServeConfig {
     pub allow_check_commands: bool,
     /// Rollouts: the longest wait between two looks.
     pub rollout_tick: Duration,
+    /// The environment synced (`--environment`); `None`: a repo without environments.
+    pub environment: Option<String>,
 }
 
 /// A configuration that cannot run.
@@ -646,9 +653,17 @@ pub fn resolve(
         (l.value("--cache-dir", |c| &c.cache_dir)).unwrap_or_else(|| state_dir.join("git-cache"));
     let listen = (l.value("--listen", |c| &c.listen))
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8088)));
+    let environment = l.value("--environment", |c| &c.environment);
     if marathon.url.is_empty() {
-        marathon.url =
-            (l.value("--marathon", |c| &c.marathon)).ok_or(ConfigError::Missing("--marathon"))?;
+        marathon.url = match (l.value("--marathon", |c| &c.marathon), &environment) {
+            (Some(url), _) => url,
+            (None, Some(env)) => {
+                let origin = l.sources.of("--environment");
+                marathon = crate::environment::serve_marathon(&repo, env, marathon, origin)?;
+                marathon.url.clone()
+            }
+            (None, None) => return Err(ConfigError::Missing("--marathon")),
+        };
     }
     marathon.take_url_credentials();
     let poll_interval = l.duration(
@@ -717,6 +732,7 @@ pub fn resolve(
         haproxy_stats,
         allow_check_commands,
         rollout_tick,
+        environment,
     })
 }
 

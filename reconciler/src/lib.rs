@@ -21,5 +21,6 @@ pub mod config;
 pub mod daemon;
 pub mod progress;
 pub mod rollback;
+pub mod environment;
 pub mod secret_zero;
 pub mod source;

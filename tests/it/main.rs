@@ -9,6 +9,7 @@ mod dev;
 mod dev_stop;
 mod drift;
 mod dynamic_db;
+mod environments;
 mod faults;
 mod observe;
 mod rollout;

@@ -110,6 +110,7 @@ pub fn serve_config(
         allow_check_commands: false,
         rollout_tick: std::time::Duration::from_secs(5),
         auth_proxy_header: None,
+        environment: None,
     }
 }
 

@@ -53,6 +53,12 @@ pub enum Command {
     Drift(DriftArgs),
     /// Sync the repo onto Marathon; exit 0 converged, 3 some apps failed, 1 error.
     Apply(ApplyArgs),
+    /// What promoting environment FROM to TO would change, field by field; exit 0 none, 2
+    /// some, 1 error.
+    DiffEnv(baton_cli::environments::DiffEnvArgs),
+    /// Write FROM's values of APPs into TO's overlay in the working tree (no cluster is
+    /// touched); `--commit` commits them.
+    Promote(baton_cli::environments::PromoteArgs),
     /// Run the dev scheduler in-process, apply a repo (the demo by default) and redeploy on
     /// every edit. Ctrl-C stops everything.
     Dev {
@@ -165,6 +171,9 @@ pub struct ServerArgs {
 
 #[derive(Args)]
 pub struct PlanArgs {
+    /// The environment of `baton.yaml` to sync (its overlay, owner and Marathon).
+    #[arg(long, env = "BATON_ENVIRONMENT")]
+    pub environment: Option<String>,
     /// The repo directory.
     #[arg(long, default_value = ".", env = "BATON_REPO")]
     pub repo: PathBuf,
@@ -189,12 +198,15 @@ pub struct PlanArgs {
 
 #[derive(Args)]
 pub struct ApplyArgs {
+    /// The environment of `baton.yaml` to sync (its overlay, owner and Marathon).
+    #[arg(long, env = "BATON_ENVIRONMENT")]
+    pub environment: Option<String>,
     /// The repo directory.
     #[arg(long, default_value = ".", env = "BATON_REPO")]
     pub repo: PathBuf,
-    /// Marathon (or dev scheduler) base URL.
+    /// Marathon (or dev scheduler) base URL [default: the environment's].
     #[arg(long, env = "BATON_MARATHON")]
-    pub marathon: String,
+    pub marathon: Option<String>,
     #[command(flatten)]
     pub auth: MarathonArgs,
     /// Allow up to N deletions even when they exceed the delete budget.
@@ -247,6 +259,9 @@ pub struct RollbackArgs {
 
 #[derive(Args)]
 pub struct DriftArgs {
+    /// The environment of `baton.yaml` to sync (its overlay, owner and Marathon).
+    #[arg(long, env = "BATON_ENVIRONMENT")]
+    pub environment: Option<String>,
     /// The repo directory.
     #[arg(long, default_value = ".", env = "BATON_REPO")]
     pub repo: PathBuf,

@@ -4,9 +4,11 @@
 //! - [`dev`]: `baton dev`, the dev scheduler + apply + directory watch in one process.
 //! - [`client`]: the HTTP client of a running `baton serve` every client command shares.
 //! - [`remote`]: `baton status`, `sync`, `history` against a running `baton serve`.
+//! - [`environments`]: `baton diff-env`, `baton promote`, an environment's Marathon.
 //! - [`rollout`]: `baton rollout`, a client of a running `baton serve`'s rollout API.
 
 pub mod client;
 pub mod dev;
 pub mod remote;
+pub mod environments;
 pub mod rollout;

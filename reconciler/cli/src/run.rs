@@ -96,6 +96,14 @@ pub fn run(cli: Cli, sources: Sources, signals: Signals) -> Result<u8, Error> {
         Command::Plan(args) => rt.block_on(plan(args, &sources, style)),
         Command::Drift(args) => rt.block_on(drift(args, &sources, style)),
         Command::Apply(args) => rt.block_on(apply(args, cli.log_format, &sources, style, signals)),
+        Command::DiffEnv(args) => Ok(baton_cli::environments::diff_env(
+            args,
+            &mut std::io::stdout().lock(),
+        )?),
+        Command::Promote(args) => Ok(baton_cli::environments::promote(
+            args,
+            &mut std::io::stdout().lock(),
+        )?),
         Command::Dev {
             repo,
             listen,
@@ -163,7 +171,13 @@ pub fn run(cli: Cli, sources: Sources, signals: Signals) -> Result<u8, Error> {
 }
 
 async fn plan(args: PlanArgs, sources: &Sources, style: Style) -> Result<u8, Error> {
-    let live = config::live(&args.live, &args.auth, sources)?;
+    let live = live(
+        &args.repo,
+        args.environment.as_deref(),
+        &args.live,
+        &args.auth,
+        sources,
+    )?;
     let secrets = config::plan_secrets(args.vault, sources, &config::process_env)?;
     let policy = Policy {
         commit: args.commit,
@@ -172,7 +186,7 @@ async fn plan(args: PlanArgs, sources: &Sources, style: Style) -> Result<u8, Err
     let only = selection(&args.apps)?;
     let mut stdout = std::io::stdout().lock();
     let report = commands::plan_with_vault(
-        &args.repo,
+        repo_dir(args.repo, args.environment),
         &live,
         &policy,
         &secrets,
@@ -287,7 +301,13 @@ fn selection(
 }
 
 async fn drift(args: DriftArgs, sources: &Sources, style: Style) -> Result<u8, Error> {
-    let live = config::live(&args.live, &args.auth, sources)?;
+    let live = live(
+        &args.repo,
+        args.environment.as_deref(),
+        &args.live,
+        &args.auth,
+        sources,
+    )?;
     let options = commands::DriftOptions {
         format: args.format,
         state_dir: args.state_dir,
@@ -295,7 +315,8 @@ async fn drift(args: DriftArgs, sources: &Sources, style: Style) -> Result<u8, E
         now: None,
     };
     let mut stdout = std::io::stdout().lock();
-    Ok(commands::drift(&args.repo, &live, &options, style, &mut stdout).await?)
+    let dir = repo_dir(args.repo, args.environment);
+    Ok(commands::drift(dir, &live, &options, style, &mut stdout).await?)
 }
 
 async fn apply(
@@ -305,7 +326,9 @@ async fn apply(
     style: Style,
     signals: Signals,
 ) -> Result<u8, Error> {
-    let marathon = config::marathon(args.marathon, &args.auth, sources)?;
+    let env = args.environment.as_deref();
+    let marathon =
+        baton_cli::environments::marathon(&args.repo, env, args.marathon, &args.auth, sources)??;
     let options = config::apply_options(
         &args.lock_wait,
         args.parallelism,
@@ -333,7 +356,7 @@ async fn apply(
     signals(options.cancel.clone(), None);
     let mut stdout = std::io::stdout();
     let code = commands::apply(
-        &args.repo,
+        repo_dir(args.repo, args.environment),
         marathon,
         &policy,
         &options,
@@ -344,6 +367,28 @@ async fn apply(
         &mut stdout,
     );
     Ok(code.await?)
+}
+
+/// The repo directory, read as the environment named (if any).
+fn repo_dir(path: PathBuf, environment: Option<String>) -> baton::environment::RepoDir {
+    baton::environment::RepoDir { path, environment }
+}
+
+/// Where `plan` and `drift` read the live apps: `--live`, `--marathon`, or the environment's
+/// Marathon.
+fn live(
+    repo: &std::path::Path,
+    environment: Option<&str>,
+    args: &config::LiveArgs,
+    auth: &config::MarathonArgs,
+    sources: &Sources,
+) -> Result<commands::LiveFrom, Error> {
+    if args.live.is_some() || environment.is_none() {
+        return Ok(config::live(args, auth, sources)?);
+    }
+    let url = args.marathon.clone();
+    let marathon = baton_cli::environments::marathon(repo, environment, url, auth, sources)??;
+    Ok(commands::LiveFrom::Scheduler(marathon))
 }
 
 async fn dev(

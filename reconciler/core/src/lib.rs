@@ -27,6 +27,7 @@ pub mod cycle;
 pub mod diff;
 pub mod drift;
 pub mod drift_report;
+pub mod environment;
 pub mod ownership;
 pub mod plan;
 pub mod report;

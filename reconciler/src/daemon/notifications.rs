@@ -236,6 +236,30 @@ pub fn slack_payload(n: &Notification, owner: Option<&str>) -> Value {
     json!({"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]})
 }
 
+/// A payload naming the environment the daemon syncs: `"environment"` in the JSON body, the
+/// text of a Slack message prefixed with it. Without an environment the body is unchanged.
+pub fn with_environment(mut body: Value, environment: Option<&str>, kind: SinkKind) -> Value {
+    let Some(env) = environment else {
+        return body;
+    };
+    match kind {
+        SinkKind::Json => {
+            if let Value::Object(m) = &mut body {
+                m.insert("environment".into(), Value::String(env.into()));
+            }
+        }
+        SinkKind::Slack => {
+            let text = body["text"].as_str().unwrap_or_default();
+            let text = Value::String(format!("[{env}] {text}"));
+            body["text"] = text.clone();
+            if let Some(block) = body.pointer_mut("/blocks/0/text/text") {
+                *block = text;
+            }
+        }
+    }
+    body
+}
+
 /// The body format a sink expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkKind {
@@ -273,6 +297,8 @@ pub struct NotifierConfig {
     pub backoff: Duration,
     /// Per request.
     pub timeout: Duration,
+    /// The environment the daemon syncs, named in every notification (`None`: none declared).
+    pub environment: Option<String>,
 }
 
 impl Default for NotifierConfig {
@@ -283,6 +309,7 @@ impl Default for NotifierConfig {
             attempts: 5,
             backoff: Duration::from_secs(1),
             timeout: Duration::from_secs(10),
+            environment: None,
         }
     }
 }
@@ -389,6 +416,7 @@ pub fn spawn(
                     }
                     SinkKind::Slack => slack_payload(&n, owner.as_deref()),
                 };
+                let body = with_environment(body, config.environment.as_deref(), sink.kind);
                 let ok = deliver(&client, &sink, &body, &config, &shutdown).await;
                 metrics.notification(if ok { "sent" } else { "failed" });
                 if !ok {

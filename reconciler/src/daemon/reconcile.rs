@@ -108,7 +108,7 @@ pub struct Status {
     pub head: Option<crate::source::CommitInfo>,
     /// The newest entry of `history`: when the last sync finished and how.
     pub last_sync: Option<SyncRecord>,
-    /// The environment this Baton deploys (issue 17; `None` until environments exist).
+    /// The environment this daemon syncs (`--environment`; docs/environments.md), or null.
     pub environment: Option<String>,
     /// High availability: this instance's role and the leader (`None` without HA).
     pub ha: Option<HaStatus>,

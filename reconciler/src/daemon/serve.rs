@@ -134,12 +134,13 @@ pub async fn serve(
     let git = is_git(&config.repo);
     let hooks = hook_settings(&config, git);
     let (shared, result) = if git {
-        let source = GitSource::open(GitConfig {
+        let mut source = GitSource::open(GitConfig {
             url: config.repo.clone(),
             reference: config.reference.clone(),
             cache_dir: config.cache_dir.clone(),
             auth: config.git_auth.clone(),
         })?;
+        source.set_environment(config.environment.clone());
         let interrupt = source.interrupt_flag();
         let stop = shutdown.clone();
         tracker.spawn(async move {
@@ -159,7 +160,7 @@ pub async fn serve(
         )
     } else {
         let root = std::path::PathBuf::from(&config.repo);
-        let source = DirSource::new(root.clone());
+        let source = DirSource::new(root.clone()).with_environment(config.environment.clone());
         let (shared, rx) = Shared::new(source.describe(), config.sync);
         let s = shared.clone();
         _watch_guard = Some(watch::watch(
@@ -237,6 +238,7 @@ fn start_with<Src: SpecSource>(
     if !config.notify.is_empty() {
         let settings = crate::daemon::notifications::NotifierConfig {
             sinks: config.notify.clone(),
+            environment: config.environment.clone(),
             ..Default::default()
         };
         let metrics = shared.dashboard.metrics.clone();
@@ -249,6 +251,9 @@ fn start_with<Src: SpecSource>(
             }
             Err(e) => return (shared, Box::pin(async move { Err(ServeError::Notify(e)) })),
         }
+    }
+    if let Ok(mut status) = shared.status.write() {
+        status.environment = config.environment.clone();
     }
     let git = is_git(&config.repo);
     shared.set_origin(config.repo.clone(), git.then(|| config.reference.clone()));

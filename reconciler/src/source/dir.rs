@@ -34,7 +34,6 @@ pub fn read_dir(root: &Path) -> Result<Snapshot, SourceError> {
         )));
     }
     let mut diagnostics = Vec::new();
-    let mut incomplete = false;
     let config_path = root.join(CONFIG_FILE);
     let config_file =
         match inside(&root, &config_path).and_then(|()| read_limited(&config_path, 1024 * 1024)) {
@@ -61,14 +60,35 @@ pub fn read_dir(root: &Path) -> Result<Snapshot, SourceError> {
     }
     diagnostics.extend(config_diags);
 
-    let apps_root = root.join(&config.apps_dir);
+    let (files, found, incomplete) = walk_specs(&root, &config.apps_dir, config.max_file_bytes);
+    diagnostics.extend(found);
+    Ok(Snapshot {
+        config,
+        files,
+        diagnostics,
+        incomplete,
+    })
+}
+
+/// Every spec file under `dir` (relative to `root`), with the problems met; `true` when a
+/// directory could not be walked (the apps below it are unknown). App ids in diagnostics are
+/// the paths below `dir`.
+fn walk_specs(
+    root: &Path,
+    dir: &Path,
+    max_file_bytes: u64,
+) -> (Vec<SourceFile>, Vec<Diagnostic>, bool) {
+    let root = root.to_path_buf();
+    let mut diagnostics = Vec::new();
+    let mut incomplete = false;
+    let apps_root = root.join(dir);
     let mut files = Vec::new();
     let mut to_read = Vec::new();
     // The apps dir (or a folder on its way) may itself be a symlink: it must stay in the repo.
     let apps_ok = match fs::canonicalize(&apps_root) {
         Ok(real) if !real.starts_with(&root) => {
             diagnostics.push(problem(
-                &config.apps_dir,
+                dir,
                 None,
                 format!(
                     "symlink leaves the repo (points to {}); not followed",
@@ -81,7 +101,7 @@ pub fn read_dir(root: &Path) -> Result<Snapshot, SourceError> {
         Ok(real) => real.is_dir(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => {
-            diagnostics.push(problem(&config.apps_dir, None, format!("cannot read: {e}")));
+            diagnostics.push(problem(dir, None, format!("cannot read: {e}")));
             incomplete = true;
             false
         }
@@ -114,7 +134,7 @@ pub fn read_dir(root: &Path) -> Result<Snapshot, SourceError> {
                     .extension()
                     .and_then(|x| x.to_str())
                     .filter(|x| EXTENSIONS.contains(x))
-                    .and_then(|_| path.strip_prefix(&config.apps_dir).ok())
+                    .and_then(|_| path.strip_prefix(dir).ok())
                     .and_then(|r| AppId::from_path(r).ok());
                 incomplete |= app.is_none();
                 diagnostics.push(problem(&path, app, message));
@@ -139,7 +159,7 @@ pub fn read_dir(root: &Path) -> Result<Snapshot, SourceError> {
         let app = if is_dir {
             None
         } else {
-            rel.strip_prefix(&config.apps_dir)
+            rel.strip_prefix(dir)
                 .ok()
                 .and_then(|r| AppId::from_path(r).ok())
         };
@@ -174,7 +194,7 @@ pub fn read_dir(root: &Path) -> Result<Snapshot, SourceError> {
     }
     // The files are read in parallel (opening and reading thousands of small files is mostly
     // system-call time), then taken in walk order.
-    let limit = config.max_file_bytes;
+    let limit = max_file_bytes;
     let read: Vec<_> = to_read
         .into_par_iter()
         .map(|(path, rel, app)| (read_limited(&path, limit), rel, app))
@@ -186,12 +206,23 @@ pub fn read_dir(root: &Path) -> Result<Snapshot, SourceError> {
             Err(message) => diagnostics.push(problem(&rel, app, message)),
         }
     }
-    Ok(Snapshot {
-        config,
-        files,
-        diagnostics,
-        incomplete,
-    })
+    (files, diagnostics, incomplete)
+}
+
+/// The overlay spec files of environment `env` (`environments/<env>/<appsDir>/...`), read with
+/// the same rules as the base specs (size limit, symlinks kept inside the repo, regular files
+/// only): the files, the problems met, and whether some folder could not be walked.
+pub fn read_overlays(
+    root: &Path,
+    config: &baton_core::spec::RepoConfig,
+    env: &str,
+) -> Result<(Vec<SourceFile>, Vec<Diagnostic>, bool), SourceError> {
+    let root = fs::canonicalize(root).map_err(|source| SourceError::Unreadable {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let dir = baton_core::environment::overlay::apps_dir(env, &config.apps_dir);
+    Ok(walk_specs(&root, &dir, config.max_file_bytes))
 }
 
 /// `Err` when `path` is a symlink that resolves outside `root` (or nowhere).

@@ -122,6 +122,9 @@ pub struct GitSource {
     interrupt: Arc<AtomicBool>,
     /// Commit and spec files added/modified by the last incremental load (None: full load).
     changed: Option<(String, Vec<PathBuf>)>,
+    /// The environment loaded (docs/environments.md): each commit is then loaded whole, the
+    /// base specs and the environment's overlay together, not through the incremental cache.
+    environment: Option<String>,
     /// The pack files as last checked ([`integrity`]); empty until the first fetch.
     seal: integrity::Seal,
     /// The followed refs' commits were read back since the cache was opened or changed.
@@ -174,11 +177,18 @@ impl GitSource {
             cache: Incremental::default(),
             interrupt: Arc::new(AtomicBool::new(false)),
             changed: None,
+            environment: None,
             seal: integrity::Seal::default(),
             refs_checked: false,
             checks: true,
             last_damage: None,
         })
+    }
+
+    /// Load each commit as environment `name` sees it.
+    pub fn set_environment(&mut self, name: Option<String>) {
+        self.environment = name;
+        self.loaded = None;
     }
 
     /// The flag that interrupts a pack transfer (set it on shutdown).
@@ -600,6 +610,12 @@ impl GitSource {
             .map_err(|e| corrupt(chain(&e)))?
             .map(|e| (e.object_id(), e.mode().kind()));
         let config_blob = config_entry.map(|(id, _)| id);
+        if let Some(env) = self.environment.clone() {
+            self.changed = None;
+            return self
+                .environment_load(repo, &tree, config_entry, &env)
+                .map_err(corrupt);
+        }
 
         let prev = self
             .loaded
@@ -698,6 +714,89 @@ impl GitSource {
             }
         }
         Ok((self.cache.reset(config, base, false, entries), true))
+    }
+}
+
+impl GitSource {
+    /// One commit loaded whole as environment `env` sees it: `baton.yaml`, the base specs and
+    /// the files under `environments/<env>/<appsDir>`, read with the same rules.
+    fn environment_load(
+        &mut self,
+        repo: &gix::Repository,
+        tree: &gix::Tree<'_>,
+        config_entry: Option<(ObjectId, EntryKind)>,
+        env: &str,
+    ) -> Result<Repo, String> {
+        let mut diagnostics = Vec::new();
+        let config_file = match config_entry {
+            None => None,
+            Some((_, kind)) if !matches!(kind, EntryKind::Blob | EntryKind::BlobExecutable) => {
+                diagnostics.push(problem(Path::new(CONFIG_FILE), None, not_a_file(kind)));
+                None
+            }
+            Some((id, _)) => match read_blob(repo, id, MAX_CONFIG_BYTES) {
+                Ok(bytes) => Some(SourceFile {
+                    path: PathBuf::from(CONFIG_FILE),
+                    bytes,
+                }),
+                Err(message) => {
+                    diagnostics.push(problem(Path::new(CONFIG_FILE), None, message));
+                    None
+                }
+            },
+        };
+        let (config, config_diags) = parse_config(config_file.as_ref());
+        let config_bad =
+            !diagnostics.is_empty() || config_diags.iter().any(|d| d.severity == Severity::Error);
+        diagnostics.extend(config_diags);
+        let mut snapshot = baton_core::spec::load::Snapshot {
+            config,
+            files: Vec::new(),
+            diagnostics,
+            incomplete: config_bad,
+        };
+        if config_bad {
+            return Ok(crate::environment::load_as(snapshot, Vec::new(), env));
+        }
+        let overlay_dir =
+            baton_core::environment::overlay::apps_dir(env, &snapshot.config.apps_dir);
+        let apps_dir = snapshot.config.apps_dir.clone();
+        let mut overlays = Vec::new();
+        for (dir, into_overlays) in [(apps_dir, false), (overlay_dir, true)] {
+            let Some(found) = tree.lookup_entry_by_path(&dir).map_err(|e| chain(&e))? else {
+                continue;
+            };
+            if !found.mode().is_tree() {
+                continue;
+            }
+            let sub = repo.find_tree(found.object_id()).map_err(|e| chain(&e))?;
+            let mut recorder = gix::traverse::tree::Recorder::default();
+            sub.traverse()
+                .breadthfirst(&mut recorder)
+                .map_err(|e| chain(&e))?;
+            for r in recorder.records {
+                let path = dir.join(r.filepath.to_str_lossy().as_ref());
+                let Some(e) = entry(repo, &snapshot.config, path, r.mode.kind(), r.oid) else {
+                    continue;
+                };
+                match e.input {
+                    Input::File(bytes) if into_overlays => overlays.push(SourceFile {
+                        path: e.path,
+                        bytes,
+                    }),
+                    Input::File(bytes) => snapshot.files.push(SourceFile {
+                        path: e.path,
+                        bytes,
+                    }),
+                    Input::Problem(d) => {
+                        // An overlay file that cannot be read names no base app: incomplete.
+                        snapshot.incomplete |= d.app.is_none();
+                        snapshot.diagnostics.push(d);
+                    }
+                }
+            }
+        }
+        Ok(crate::environment::load_as(snapshot, overlays, env))
     }
 }
 

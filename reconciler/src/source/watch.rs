@@ -9,42 +9,79 @@ use notify_debouncer_full::{new_debouncer, notify::RecursiveMode, DebounceEventR
 use ring::digest::{Context, SHA256};
 
 use super::{read_dir, SourceError, SpecSource};
-use baton_core::spec::load::Snapshot;
+use baton_core::spec::load::{Snapshot, SourceFile};
 use baton_core::spec::Repo;
 
 /// A directory source. `fetch` reads the directory; `load` parses what it read.
 #[derive(Debug)]
 pub struct DirSource {
     root: PathBuf,
-    read: Option<(String, Snapshot)>,
+    read: Option<(String, Snapshot, Vec<SourceFile>)>,
+    /// The environment loaded (its overlay files are read too); `None`: the base.
+    environment: Option<String>,
 }
 
 impl DirSource {
     pub fn new(root: PathBuf) -> Self {
-        DirSource { root, read: None }
+        DirSource {
+            root,
+            read: None,
+            environment: None,
+        }
+    }
+
+    /// Load the repo as environment `name` sees it (docs/environments.md).
+    pub fn with_environment(mut self, name: Option<String>) -> Self {
+        self.environment = name;
+        self
+    }
+
+    fn loaded(&self, snapshot: Snapshot, overlays: Vec<SourceFile>) -> Repo {
+        match &self.environment {
+            Some(env) => crate::environment::load_as(snapshot, overlays, env),
+            None => baton_core::spec::load(snapshot),
+        }
     }
 }
 
 impl SpecSource for DirSource {
     fn fetch(&mut self) -> Result<String, SourceError> {
-        let snapshot = read_dir(&self.root)?;
-        let rev = format!("dir-{}", digest(&snapshot));
-        self.read = Some((rev.clone(), snapshot));
+        let mut snapshot = read_dir(&self.root)?;
+        let mut overlays = Vec::new();
+        if let Some(env) = &self.environment {
+            let (files, problems, incomplete) =
+                super::dir::read_overlays(&self.root, &snapshot.config, env)?;
+            overlays = files;
+            snapshot.diagnostics.extend(problems);
+            snapshot.incomplete |= incomplete;
+        }
+        let mut rev = digest(&snapshot);
+        if !overlays.is_empty() {
+            let with = Snapshot {
+                files: overlays.clone(),
+                ..Snapshot::default()
+            };
+            rev = format!("{rev}{}", digest(&with));
+        }
+        let rev = format!("dir-{rev}");
+        self.read = Some((rev.clone(), snapshot, overlays));
         Ok(rev)
     }
 
     fn load(&mut self, rev: &str) -> Result<Repo, SourceError> {
         match &self.read {
-            Some((r, snapshot)) if r == rev => Ok(baton_core::spec::load(snapshot.clone())),
+            Some((r, snapshot, overlays)) if r == rev => {
+                Ok(self.loaded(snapshot.clone(), overlays.clone()))
+            }
             _ => {
                 // Asked for something not just read: read again (the directory has no history).
                 self.fetch()?;
-                let snapshot = self
+                let (snapshot, overlays) = self
                     .read
                     .as_ref()
-                    .map(|(_, s)| s.clone())
+                    .map(|(_, s, o)| (s.clone(), o.clone()))
                     .unwrap_or_default();
-                Ok(baton_core::spec::load(snapshot))
+                Ok(self.loaded(snapshot, overlays))
             }
         }
     }

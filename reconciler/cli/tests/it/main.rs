@@ -5,6 +5,7 @@ mod conformance;
 mod dev_page;
 mod dev_scheduler;
 mod drift;
+mod environments;
 mod packaging;
 mod plan;
 mod raml;

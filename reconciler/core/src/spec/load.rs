@@ -52,6 +52,10 @@ pub struct RepoConfig {
     pub drift: DriftPolicy,
     /// Larger spec files are refused before they are read.
     pub max_file_bytes: u64,
+    /// `environments:` (docs/environments.md); empty: the repo has one implicit target.
+    pub environments: BTreeMap<String, crate::environment::Environment>,
+    /// The environment this config was made for (`environment::config_for`), if any.
+    pub environment: Option<String>,
 }
 
 impl RepoConfig {
@@ -84,6 +88,8 @@ impl Default for RepoConfig {
             },
             drift: DriftPolicy::Report,
             max_file_bytes: 1024 * 1024,
+            environments: BTreeMap::new(),
+            environment: None,
         }
     }
 }
@@ -183,6 +189,10 @@ pub fn parse_config(file: Option<&SourceFile>) -> (RepoConfig, Vec<Diagnostic>) 
     if let Some(n) = doc.get("maxFileBytes").and_then(Value::as_u64) {
         config.max_file_bytes = n;
     }
+    let place = |pointer: &str, message: String| diag(pointer, message, Some(text));
+    let (environments, problems) = crate::environment::parse(&doc, &place, &drift_policy);
+    config.environments = environments;
+    out.extend(problems);
     (config, out)
 }
 
@@ -672,7 +682,7 @@ fn baton_block(v: &Value, config: &RepoConfig) -> Result<BatonBlock, (String, St
     Ok(b)
 }
 
-fn drift_policy(v: &Value) -> Result<DriftPolicy, String> {
+pub(crate) fn drift_policy(v: &Value) -> Result<DriftPolicy, String> {
     match v {
         Value::String(s) if s == "report" => Ok(DriftPolicy::Report),
         Value::String(s) if s == "correct" => Ok(DriftPolicy::Correct),
@@ -853,7 +863,7 @@ fn find_cycles(repo: &Repo) -> Vec<Vec<AppId>> {
 /// hides an error behind warnings.
 const MAX_DIAGNOSTICS_PER_FILE: usize = 100;
 
-fn findings_to_diags(
+pub(crate) fn findings_to_diags(
     file: &Path,
     app: Option<&AppId>,
     mut findings: Vec<Finding>,
@@ -900,7 +910,7 @@ fn more_not_shown(
     })
 }
 
-fn diagnostic(
+pub(crate) fn diagnostic(
     file: &Path,
     app: Option<&AppId>,
     severity: Severity,
@@ -920,7 +930,7 @@ fn diagnostic(
     }
 }
 
-fn parse_diag(file: &Path, app: Option<&AppId>, e: parse::ParseError) -> Diagnostic {
+pub(crate) fn parse_diag(file: &Path, app: Option<&AppId>, e: parse::ParseError) -> Diagnostic {
     Diagnostic {
         severity: Severity::Error,
         file: file.to_path_buf(),
@@ -932,7 +942,7 @@ fn parse_diag(file: &Path, app: Option<&AppId>, e: parse::ParseError) -> Diagnos
     }
 }
 
-fn not_utf8(e: &std::str::Utf8Error) -> String {
+pub(crate) fn not_utf8(e: &std::str::Utf8Error) -> String {
     format!(
         "the file is not valid UTF-8 (bad byte at offset {})",
         e.valid_up_to()

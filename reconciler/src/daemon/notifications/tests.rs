@@ -315,3 +315,25 @@ fn a_full_queue_drops_instead_of_blocking() {
         .contains("baton_notifications_total{outcome=\"dropped\"} 1"));
     assert!(!Notifier::disabled(metrics).notify(detected()));
 }
+
+#[test]
+fn payloads_name_the_environment_when_the_daemon_syncs_one() {
+    let json = with_environment(
+        json_payload(&detected(), Some("shop.prod"), 0),
+        Some("prod"),
+        SinkKind::Json,
+    );
+    assert_eq!(json["environment"], "prod");
+    let slack = with_environment(
+        slack_payload(&detected(), Some("shop.prod")),
+        Some("prod"),
+        SinkKind::Slack,
+    );
+    let text = slack["text"].as_str().unwrap();
+    assert!(text.starts_with("[prod] "), "{text}");
+    assert_eq!(slack["blocks"][0]["text"]["text"], slack["text"]);
+    // Without environments: the payloads of before, unchanged.
+    let plain = json_payload(&detected(), Some("shop"), 0);
+    assert_eq!(with_environment(plain.clone(), None, SinkKind::Json), plain);
+    assert!(plain.get("environment").is_none());
+}

@@ -650,3 +650,69 @@ fn a_panic_inside_gix_is_damage_not_a_crash() {
     assert!(cache.with_extension("damaged").join("HEAD").exists());
     assert_eq!(src.load(&fetched.commit).unwrap().specs.len(), 6);
 }
+
+#[test]
+fn an_environment_loads_from_git_as_from_the_directory() {
+    let Some((tmp, work)) = work_setup() else {
+        return;
+    };
+    write(
+        &work,
+        "baton.yaml",
+        "owner: team\nenvironments:\n  qa: {marathon: 'http://qa:8080'}\n  prod: {marathon: 'http://prod:8080'}\n",
+    );
+    write(&work, "environments/qa/apps/a1.yaml", "instances: 3\n");
+    write(
+        &work,
+        "environments/qa/apps/a2.yaml",
+        "baton: {exclude: true}\n",
+    );
+    write(&work, "environments/qa/apps/only-qa.yaml", "cmd: q\n");
+    write(&work, "environments/qa/apps/a3.yaml", "instances: many\n");
+    commit_all(&work, "environments");
+    let dir = |env: &str| {
+        crate::environment::read(
+            &crate::environment::RepoDir {
+                path: work.clone(),
+                environment: Some(env.into()),
+            },
+            baton_core::spec::load::Keep::Definitions,
+        )
+        .unwrap()
+    };
+    let mut src = source(&work, &tmp.path().join("cache"), "main");
+    src.set_environment(Some("qa".into()));
+    let f = src.fetch().unwrap();
+    let qa = src.load(&f.commit).unwrap();
+    assert_same(&qa, &dir("qa"));
+    assert_eq!(qa.config.owner, "team.qa");
+    assert_eq!(qa.specs[&AppId::parse("/a1").unwrap()].app["instances"], 3);
+    assert!(qa.specs.contains_key(&AppId::parse("/only-qa").unwrap()));
+    assert!(!qa.specs.contains_key(&AppId::parse("/a2").unwrap()));
+    assert!(qa.invalid.contains(&AppId::parse("/a3").unwrap()));
+    assert!(has_diag(
+        &qa,
+        "environments/qa/apps/a3.yaml",
+        "expected integer"
+    ));
+    // A later commit changing only the overlay is loaded (whole) too.
+    write(&work, "environments/qa/apps/a1.yaml", "instances: 4\n");
+    commit_all(&work, "qa scales a1");
+    let f = src.fetch().unwrap();
+    let qa = src.load(&f.commit).unwrap();
+    assert_eq!(qa.specs[&AppId::parse("/a1").unwrap()].app["instances"], 4);
+    assert_same(&qa, &dir("qa"));
+    // prod sees none of qa's overlay.
+    let mut prod = source(&work, &tmp.path().join("cache-prod"), "main");
+    prod.set_environment(Some("prod".into()));
+    let f = prod.fetch().unwrap();
+    let p = prod.load(&f.commit).unwrap();
+    assert_same(&p, &dir("prod"));
+    assert!(p.specs.contains_key(&AppId::parse("/a2").unwrap()));
+    // An environment baton.yaml does not declare: nothing loaded, nothing deletable.
+    let mut gone = source(&work, &tmp.path().join("cache-gone"), "main");
+    gone.set_environment(Some("perf".into()));
+    let f = gone.fetch().unwrap();
+    let g = gone.load(&f.commit).unwrap();
+    assert!(g.specs.is_empty() && g.incomplete);
+}
