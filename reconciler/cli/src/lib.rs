@@ -9,6 +9,6 @@
 
 pub mod client;
 pub mod dev;
-pub mod remote;
 pub mod environments;
+pub mod remote;
 pub mod rollout;
