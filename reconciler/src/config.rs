@@ -125,6 +125,20 @@ pub struct FileConfig {
     /// Rollouts: the longest wait between two looks at a rollout [default: 5s].
     #[arg(long, env = "BATON_ROLLOUT_TICK", hide = true)]
     pub rollout_tick: Option<String>,
+    /// HA: ZooKeeper `HOST:PORT[,...]`; several `baton serve` elect one writer there
+    /// (docs/ha.md). Without it: a single replica, as before.
+    #[arg(long, env = "BATON_HA_ZOOKEEPER")]
+    pub ha_zookeeper: Option<String>,
+    /// HA: the group's znode [default: /baton/<hash of repo and ref>].
+    #[arg(long, env = "BATON_HA_PATH")]
+    pub ha_path: Option<String>,
+    /// HA: the ZooKeeper session timeout asked for; a leader stops writing 2/3 of it after
+    /// its last confirmed heartbeat [default: 10s].
+    #[arg(long, env = "BATON_HA_SESSION_TIMEOUT")]
+    pub ha_session_timeout: Option<String>,
+    /// HA: this replica's name in the election [default: <hostname>:<listen port>].
+    #[arg(long, env = "BATON_HA_ID")]
+    pub ha_id: Option<String>,
     /// The file these settings were read from (`None`: flags, or no file), named in errors.
     #[serde(skip)]
     #[arg(skip)]
@@ -383,6 +397,8 @@ pub struct ServeConfig {
     pub allow_check_commands: bool,
     /// Rollouts: the longest wait between two looks.
     pub rollout_tick: Duration,
+    /// HA on ZooKeeper (`None`: standalone).
+    pub ha: Option<crate::ha::HaConfig>,
 }
 
 /// A configuration that cannot run.
@@ -680,6 +696,7 @@ pub fn resolve(
             password,
         })
         .or(url_auth);
+    let ha = ha(&l, &repo, &reference, listen, vault.as_ref())?;
     Ok(ServeConfig {
         repo,
         reference,
@@ -698,7 +715,63 @@ pub fn resolve(
         haproxy_stats,
         allow_check_commands,
         rollout_tick,
+        ha,
     })
+}
+
+/// `--ha-*`: checked; with secret zero on, `--gatekeeper-url` is required (one URL for the
+/// whole group, or each replica would inject its own and rewrite the others' apps).
+fn ha(
+    l: &Layers,
+    repo: &str,
+    reference: &str,
+    listen: SocketAddr,
+    vault: Option<&VaultServeConfig>,
+) -> Result<Option<crate::ha::HaConfig>, ConfigError> {
+    let Some((servers, origin)) = l.pick("--ha-zookeeper", |c| &c.ha_zookeeper) else {
+        return Ok(None);
+    };
+    let path = (l.pick("--ha-path", |c| &c.ha_path))
+        .unwrap_or_else(|| (crate::ha::default_path(repo, reference), Origin::Default));
+    let bad = |name, origin, reason| ConfigError::Bad {
+        name,
+        origin,
+        reason,
+    };
+    crate::ha::check(&servers, &path.0).map_err(|reason| {
+        if reason.contains("znode") || reason.contains("segment") {
+            bad("--ha-path", path.1.clone(), reason)
+        } else {
+            bad("--ha-zookeeper", origin.clone(), reason)
+        }
+    })?;
+    // ZooKeeper bounds what it grants to 2..20 ticks (4 s..40 s with its default tick).
+    let session_timeout = l.duration(
+        "--ha-session-timeout",
+        |c| &c.ha_session_timeout,
+        "10s",
+        Duration::from_secs(1),
+    )?;
+    let id = (l.value("--ha-id", |c| &c.ha_id)).unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let host = if host.is_empty() { "baton".into() } else { host };
+        format!("{host}:{}", listen.port())
+    });
+    if vault.is_some_and(|v| v.gatekeeper_url.is_none()) {
+        return Err(bad(
+            "--gatekeeper-url",
+            Origin::Default,
+            "required with --ha-zookeeper when secret zero is on (--vault-addr): one URL for the whole group, e.g. a load balancer in front of the replicas".into(),
+        ));
+    }
+    Ok(Some(crate::ha::HaConfig {
+        servers,
+        path: path.0,
+        session_timeout,
+        id,
+    }))
 }
 
 /// The HAProxy stats sources: flags/env win over the config file's `haproxy-stats`. Each

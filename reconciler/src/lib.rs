@@ -17,5 +17,6 @@ pub mod apply;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod ha;
 pub mod secret_zero;
 pub mod source;

@@ -109,6 +109,7 @@ pub fn serve_config(
         haproxy_stats: Vec::new(),
         allow_check_commands: false,
         rollout_tick: std::time::Duration::from_secs(5),
+        ha: None,
     }
 }
 
