@@ -8,6 +8,7 @@ mod dev_stop;
 mod drift;
 mod dynamic_db;
 mod faults;
+mod ha;
 mod observe;
 mod rollout;
 mod rollout_bench;

@@ -11,6 +11,7 @@ pub mod githttp;
 pub mod load;
 pub mod mlb;
 pub mod process;
+pub mod zookeeper;
 
 /// The OpenBao harness (a crate of its own, shared with the sidecar's tests).
 pub use openbao_harness as openbao;
