@@ -264,15 +264,15 @@ async fn one_leader_followers_write_nothing_and_a_follower_relays_pushes() {
     assert_eq!(c.push_hook(followers[0], &commit, "d-1").await, 202);
     c.deployed("web", "sleep 601").await;
 
+    // The follower that received the push keeps its repo warm: it fetched the commit too.
+    c.replicas[followers[0]]
+        .d()
+        .until_status("the follower fetched the push", |st| {
+            st["lastFetched"] == commit.as_str() && st["ha"]["role"] == "follower"
+        })
+        .await;
     for f in &followers {
         assert_eq!(c.writes(*f), 0, "follower {} wrote", c.replicas[*f].id);
-        // Followers keep their repo warm: they fetched the pushed commit too.
-        c.replicas[*f]
-            .d()
-            .until_status("the follower fetched the push", |st| {
-                st["lastFetched"] == commit.as_str() && st["ha"]["role"] == "follower"
-            })
-            .await;
         let m = c.replicas[*f].d().metrics().await;
         assert_eq!(sample(&m, "baton_leader"), Some(0.0), "{m}");
     }
