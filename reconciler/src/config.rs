@@ -756,7 +756,11 @@ fn ha(
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
-        let host = if host.is_empty() { "baton".into() } else { host };
+        let host = if host.is_empty() {
+            "baton".into()
+        } else {
+            host
+        };
         format!("{host}:{}", listen.port())
     });
     if vault.is_some_and(|v| v.gatekeeper_url.is_none()) {

@@ -73,8 +73,7 @@ pub fn check(servers: &str, path: &str) -> Result<(), String> {
         let Some((host, port)) = s.rsplit_once(':') else {
             return Err(format!("`{s}` is not HOST:PORT"));
         };
-        if host.is_empty() || host.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0)
-        {
+        if host.is_empty() || host.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0) {
             return Err(format!("`{s}` is not HOST:PORT"));
         }
     }
@@ -113,10 +112,25 @@ mod tests {
     fn connect_strings_and_paths_are_checked() {
         assert!(check("127.0.0.1:2181", "/baton/team").is_ok());
         assert!(check("a:1,b:2, c:3", "/baton/x").is_ok());
-        for bad in ["", "host", "host:", ":2181", "h:0", "h:99999", "h:2181/chroot"] {
+        for bad in [
+            "",
+            "host",
+            "host:",
+            ":2181",
+            "h:0",
+            "h:99999",
+            "h:2181/chroot",
+        ] {
             assert!(check(bad, "/baton/x").is_err(), "{bad}");
         }
-        for bad in ["baton", "/", "/baton/", "/baton//x", "/baton/../x", "/zookeeper/x"] {
+        for bad in [
+            "baton",
+            "/",
+            "/baton/",
+            "/baton//x",
+            "/baton/../x",
+            "/zookeeper/x",
+        ] {
             assert!(check("h:1", bad).is_err(), "{bad}");
         }
     }

@@ -84,9 +84,22 @@ impl Cluster {
         let remote = tmp.path().join("remote.git");
         let work = tmp.path().join("work");
         std::fs::create_dir_all(work.join("apps")).unwrap();
-        git(tmp.path(), &["init", "-q", "--bare", "-b", "main", remote.to_str().unwrap()]);
+        git(
+            tmp.path(),
+            &[
+                "init",
+                "-q",
+                "--bare",
+                "-b",
+                "main",
+                remote.to_str().unwrap(),
+            ],
+        );
         git(&work, &["init", "-q", "-b", "main"]);
-        git(&work, &["remote", "add", "origin", remote.to_str().unwrap()]);
+        git(
+            &work,
+            &["remote", "add", "origin", remote.to_str().unwrap()],
+        );
         std::fs::write(work.join("baton.yaml"), "owner: e2e-ha\n").unwrap();
         let mut c = Cluster {
             zk,
@@ -279,8 +292,14 @@ async fn one_leader_followers_write_nothing_and_a_follower_relays_pushes() {
     assert!(c.writes(l) >= 2, "the leader wrote both deployments");
     let m = c.replicas[l].d().metrics().await;
     assert_eq!(sample(&m, "baton_leader"), Some(1.0), "{m}");
-    assert!(sample(&m, "baton_leadership_changes_total").is_some_and(|n| n >= 1.0), "{m}");
-    assert!(sample(&m, "baton_seconds_since_last_election").is_some(), "{m}");
+    assert!(
+        sample(&m, "baton_leadership_changes_total").is_some_and(|n| n >= 1.0),
+        "{m}"
+    );
+    assert!(
+        sample(&m, "baton_seconds_since_last_election").is_some(),
+        "{m}"
+    );
     let st = c.replicas[l].d().status().await;
     assert_eq!(st["ha"]["leaderId"], c.replicas[l].id.as_str());
     assert_eq!(st["ha"]["leaseMs"], 2666, "{st:#}");
@@ -457,7 +476,10 @@ async fn thirty_concurrent_claims_over_three_sessions_grant_a_task_once() {
     assert!(grants[1].claim("web.task-2").await.unwrap());
     assert!(!grants[2].claim("web.task-2").await.unwrap());
     grants[2].release("web.task-2").await.unwrap();
-    assert!(!grants[0].claim("web.task-2").await.unwrap(), "g2 released a claim it did not hold");
+    assert!(
+        !grants[0].claim("web.task-2").await.unwrap(),
+        "g2 released a claim it did not hold"
+    );
     grants[1].release("web.task-2").await.unwrap();
     assert!(grants[0].claim("web.task-2").await.unwrap());
     stop.cancel();

@@ -28,9 +28,7 @@ pub fn wire(
     shutdown: &CancellationToken,
 ) {
     let leadership = handle.leadership.clone();
-    (shared.dashboard).add_metrics_source(MetricsSource(Arc::new(move || {
-        leadership.prometheus()
-    })));
+    (shared.dashboard).add_metrics_source(MetricsSource(Arc::new(move || leadership.prometheus())));
     let grants = crate::ha::grants::Grants::new(handle.clone());
     tracker.spawn(grants.prune_loop(GRANT_RETENTION, GRANT_PRUNE_EVERY, shutdown.child_token()));
     let _ = shared.ha.set(handle);

@@ -151,7 +151,11 @@ async fn bounded<T>(
 }
 
 /// Create `path` and its parents as persistent znodes (existing is fine).
-pub(super) async fn ensure(client: &zk::Client, path: &str, after: Duration) -> Result<(), HaError> {
+pub(super) async fn ensure(
+    client: &zk::Client,
+    path: &str,
+    after: Duration,
+) -> Result<(), HaError> {
     let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     match bounded("mkdir", path, after, client.mkdir(path, &options)).await {
         Ok(()) => Ok(()),
@@ -187,7 +191,11 @@ impl Session<'_> {
         let bound = lease_bound(timeout);
         tracing::info!(zookeeper = %c.servers, path = %c.path, session_timeout = ?timeout, lease = ?bound, id = %c.id, "HA: ZooKeeper session open");
         let election = format!("{}/{ELECTION}", c.path);
-        for p in [&election, &format!("{}/{PUSH}", c.path), &format!("{}/{GRANTS}", c.path)] {
+        for p in [
+            &election,
+            &format!("{}/{PUSH}", c.path),
+            &format!("{}/{GRANTS}", c.path),
+        ] {
             ensure(&client, p, bound).await?;
         }
         self.client_slot.send_replace(Some(client.clone()));
@@ -232,7 +240,9 @@ impl Session<'_> {
                     tracing::info!(id = %self.config.id, "HA: elected leader");
                     let _ = self.hooks.send(Event::Elected);
                 }
-                return self.lead(client, &format!("{election}/{me}"), bound, &mut state).await;
+                return self
+                    .lead(client, &format!("{election}/{me}"), bound, &mut state)
+                    .await;
             }
             let leader_path = format!("{election}/{}", children[0]);
             let leader = bounded("get", &leader_path, bound, client.get_data(&leader_path))
@@ -286,9 +296,18 @@ impl Session<'_> {
     async fn relay_push(&self, client: &zk::Client, delivery: &str, bound: Duration) {
         let path = format!("{}/{PUSH}", self.config.path);
         let data = format!("{} {delivery}", self.config.id);
-        match bounded("set", &path, bound, client.set_data(&path, data.as_bytes(), None)).await {
+        match bounded(
+            "set",
+            &path,
+            bound,
+            client.set_data(&path, data.as_bytes(), None),
+        )
+        .await
+        {
             Ok(_) => tracing::info!(delivery, "HA: push relayed to the leader"),
-            Err(e) => tracing::warn!(error = %e, "HA: cannot relay the push to the leader (its poll will find it)"),
+            Err(e) => {
+                tracing::warn!(error = %e, "HA: cannot relay the push to the leader (its poll will find it)")
+            }
         }
     }
 
@@ -355,7 +374,11 @@ mod tests {
 
     #[test]
     fn children_sort_by_sequence() {
-        let mut c = vec!["n-0000000010".to_string(), "n-0000000009".into(), "n-0000000100".into()];
+        let mut c = vec![
+            "n-0000000010".to_string(),
+            "n-0000000009".into(),
+            "n-0000000100".into(),
+        ];
         c.sort_by_key(|k| sequence(k));
         assert_eq!(c, ["n-0000000009", "n-0000000010", "n-0000000100"]);
     }

@@ -105,7 +105,10 @@ mod tests {
             s.rollback("d1").await,
             Err(SchedulerError::Fenced { .. })
         ));
-        assert!(s.list_apps().await.unwrap().is_empty(), "nothing was written");
+        assert!(
+            s.list_apps().await.unwrap().is_empty(),
+            "nothing was written"
+        );
         l.elected(Instant::now());
         s.put_app(&id, &body).await.unwrap();
         assert_eq!(s.list_apps().await.unwrap().len(), 1);
@@ -114,7 +117,11 @@ mod tests {
             s.delete_app(&id, false).await,
             Err(SchedulerError::Fenced { .. })
         ));
-        assert_eq!(s.list_apps().await.unwrap().len(), 1, "the delete was not sent");
+        assert_eq!(
+            s.list_apps().await.unwrap().len(),
+            1,
+            "the delete was not sent"
+        );
     }
 
     #[tokio::test]

@@ -143,8 +143,7 @@ impl Grants {
         let mut pruned = 0;
         for child in children {
             let path = format!("{dir}/{child}");
-            let Ok(Ok(Some(stat))) =
-                tokio::time::timeout(after, client.check_stat(&path)).await
+            let Ok(Ok(Some(stat))) = tokio::time::timeout(after, client.check_stat(&path)).await
             else {
                 continue;
             };
@@ -193,6 +192,10 @@ mod tests {
         assert_eq!(node_name("web.1f2e-3d_4c"), "t-web.1f2e-3d_4c");
         assert_eq!(node_name(".."), "t-..");
         assert_eq!(node_name("a/b c"), "t-a%2Fb%20c");
-        assert_ne!(node_name("a/b"), node_name("a%2Fb"), "the escape is itself escaped");
+        assert_ne!(
+            node_name("a/b"),
+            node_name("a%2Fb"),
+            "the escape is itself escaped"
+        );
     }
 }

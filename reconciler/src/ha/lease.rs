@@ -303,7 +303,10 @@ mod tests {
     #[test]
     fn the_lease_is_two_thirds_of_the_session_timeout() {
         assert_eq!(lease_bound(Duration::from_secs(6)), Duration::from_secs(4));
-        assert_eq!(lease_bound(Duration::from_secs(30)), Duration::from_secs(20));
+        assert_eq!(
+            lease_bound(Duration::from_secs(30)),
+            Duration::from_secs(20)
+        );
     }
 
     #[test]
@@ -359,7 +362,9 @@ mod tests {
         assert_eq!((st.role, st.leadership_changes), (Role::Follower, 2));
         assert_eq!(st.reason.as_deref(), Some("session expired"));
         assert!(l.prometheus().contains("baton_leader 0\n"));
-        assert!(l.prometheus().contains("baton_leadership_changes_total 2\n"));
+        assert!(l
+            .prometheus()
+            .contains("baton_leadership_changes_total 2\n"));
         // A confirmation after the loss gives nothing.
         l.confirmed(t0 + Duration::from_secs(1));
         assert!(l.permit_at(t0 + Duration::from_secs(2)).is_err());

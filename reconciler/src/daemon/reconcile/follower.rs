@@ -11,10 +11,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
     /// Whether this replica runs writing cycles: standalone, or the elected leader (every
     /// write still takes a permit, [`crate::ha::fenced`]).
     pub(super) fn leads(&self) -> bool {
-        self.shared
-            .ha
-            .get()
-            .is_none_or(|h| h.leadership.leading())
+        self.shared.ha.get().is_none_or(|h| h.leadership.leading())
     }
 
     pub(super) async fn follower_cycle(&mut self, trigger: &Trigger) -> Result<Action, CycleError> {
