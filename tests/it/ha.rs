@@ -301,6 +301,11 @@ async fn one_leader_followers_write_nothing_and_a_follower_relays_pushes() {
         "{m}"
     );
     let st = c.replicas[l].d().status().await;
+    baton_e2e::assert_matches_schema("status.schema.json", &st);
+    baton_e2e::assert_matches_schema(
+        "status.schema.json",
+        &c.replicas[followers[1]].d().status().await,
+    );
     assert_eq!(st["ha"]["leaderId"], c.replicas[l].id.as_str());
     assert_eq!(st["ha"]["leaseMs"], 2666, "{st:#}");
 }
