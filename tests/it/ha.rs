@@ -489,3 +489,97 @@ async fn thirty_concurrent_claims_over_three_sessions_grant_a_task_once() {
     assert!(grants[0].claim("web.task-2").await.unwrap());
     stop.cancel();
 }
+
+/// The numbers of docs/benchmarks.md ("HA on ZooKeeper"): failover over 10 kills (kill -9 of
+/// the leader -> the new leader's first write), push -> deployed through a follower and through
+/// the leader, and ZooKeeper requests. `cargo test -p baton-e2e --test e2e ha::bench --
+/// --ignored --nocapture` (scripts/bench-ha.sh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: run by scripts/bench-ha.sh"]
+async fn bench() {
+    if skip() {
+        return;
+    }
+    let mut c = Cluster::start(3).await;
+    c.leader(&[]).await;
+    c.deployed("web", "sleep 600").await;
+    let mut n = 0u32;
+    let mut next_cmd = || {
+        n += 1;
+        format!("sleep {}", 700 + n)
+    };
+
+    // ZooKeeper requests: idle (heartbeats and pings of three replicas), then per push cycle.
+    let r0 = c.zk.received().unwrap();
+    let idle = Duration::from_secs(20);
+    tokio::time::sleep(idle).await;
+    let r1 = c.zk.received().unwrap();
+    let l = c.leader(&[]).await;
+    let f = (l + 1) % 3;
+    let pushes = 5;
+    let mut via_leader = Vec::new();
+    for k in 0..pushes {
+        let cmd = next_cmd();
+        let commit = c.commit_app("web", &cmd);
+        let t = Instant::now();
+        c.push_hook(l, &commit, &format!("bl-{k}")).await;
+        c.deployed("web", &cmd).await;
+        via_leader.push(t.elapsed());
+    }
+    let r2 = c.zk.received().unwrap();
+    let mut via_follower = Vec::new();
+    for k in 0..pushes {
+        let cmd = next_cmd();
+        let commit = c.commit_app("web", &cmd);
+        let t = Instant::now();
+        c.push_hook(f, &commit, &format!("bf-{k}")).await;
+        c.deployed("web", &cmd).await;
+        via_follower.push(t.elapsed());
+    }
+    let r3 = c.zk.received().unwrap();
+    eprintln!(
+        "zookeeper packets: idle {:.2}/s for 3 replicas; {:.1} per push cycle through the leader (incl. idle traffic), {:.1} through a follower",
+        (r1 - r0) as f64 / idle.as_secs_f64(),
+        (r2 - r1) as f64 / pushes as f64,
+        (r3 - r2) as f64 / pushes as f64
+    );
+    eprintln!("push -> deployed via the leader: {via_leader:?}");
+    eprintln!("push -> deployed via a follower: {via_follower:?}");
+
+    // Failover: kill -9 the leader right after a push; measure until the new leader's first
+    // write (it deploys the push). A fresh replica replaces the dead one each round.
+    let mut failovers = Vec::new();
+    for round in 0..10 {
+        let l = c.leader(&[]).await;
+        let before: Vec<u64> = (0..3).map(|i| c.writes(i)).collect();
+        let cmd = next_cmd();
+        let commit = c.commit_app("web", &cmd);
+        c.replicas[l].d().signal(Signal::SIGKILL);
+        let killed = Instant::now();
+        for i in (0..3).filter(|i| *i != l) {
+            c.push_hook(i, &commit, &format!("kill-{round}-{i}")).await;
+        }
+        let end = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if (0..3).any(|i| i != l && c.writes(i) > before[i]) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < end, "no write after the kill");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        failovers.push(killed.elapsed());
+        c.deployed("web", &cmd).await;
+        let id = format!("r{}", 3 + round);
+        c.replicas[l].daemon = None;
+        let fresh = c.replica(&id).await;
+        c.replicas[l] = fresh;
+    }
+    failovers.sort();
+    eprintln!("failover kill -9 -> first write by the new leader, sorted: {failovers:?}");
+    eprintln!(
+        "failover min {:?} median {:?} max {:?}",
+        failovers[0],
+        failovers[failovers.len() / 2],
+        failovers[failovers.len() - 1]
+    );
+}

@@ -114,6 +114,19 @@ impl ZooKeeper {
         }
     }
 
+    /// The server's `Received:` packet count (four-letter word `srvr`): requests and pings of
+    /// every client so far.
+    pub fn received(&self) -> Option<u64> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        s.write_all(b"srvr").ok()?;
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.lines()
+            .find_map(|l| l.strip_prefix("Received: "))
+            .and_then(|n| n.trim().parse().ok())
+    }
+
     /// Whether `ruok` answers `imok` now.
     pub fn ruok(&self) -> bool {
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
