@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test -p baton-e2e --test e2e ha::bench -- --ignored --nocapture --test-threads 1 2>&1 \
-  | grep -E '^(zookeeper|push|failover)'
+  | grep -oE '(zookeeper packets|push -> deployed|failover).*'

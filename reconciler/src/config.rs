@@ -1153,6 +1153,71 @@ mod tests {
 
     /// `vault-allowed-policies`: a config-file list, the flag (or env) winning over it; names
     /// canonical; `root` refused with the setting named, even without Vault.
+    /// `--ha-*`: off by default; from the file, checked (the key that was wrong is named); with
+    /// secret zero on, `--gatekeeper-url` is required.
+    #[test]
+    fn ha_settings_are_checked_and_need_one_gatekeeper_url_with_vault() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t\n").unwrap();
+        let base = FileConfig {
+            repo: Some("https://git/x.git".into()),
+            state_dir: Some("/s".into()),
+            marathon: Some("http://m".into()),
+            listen: Some("0.0.0.0:9000".parse().unwrap()),
+            ..FileConfig::default()
+        };
+        let flags = || FlagConfig {
+            webhook_secret: Some(SecretString::from("w".to_string())),
+            ..FlagConfig::default()
+        };
+        let c = resolve(flags(), base.clone(), MarathonConfig::new("")).unwrap();
+        assert!(c.ha.is_none(), "off without --ha-zookeeper");
+        let ha = FileConfig {
+            ha_zookeeper: Some("zk1:2181,zk2:2181".into()),
+            ha_session_timeout: Some("6s".into()),
+            ..base.clone()
+        };
+        let c = resolve(flags(), ha.clone(), MarathonConfig::new("")).unwrap();
+        let h = c.ha.unwrap();
+        assert_eq!(h.servers, "zk1:2181,zk2:2181");
+        assert_eq!(h.path, crate::ha::default_path("https://git/x.git", "main"));
+        assert_eq!(h.session_timeout, Duration::from_secs(6));
+        assert!(h.id.ends_with(":9000"), "{}", h.id);
+        let bad = |f: FileConfig| {
+            resolve(flags(), f, MarathonConfig::new(""))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad(FileConfig {
+            ha_zookeeper: Some("zk1".into()),
+            ..ha.clone()
+        });
+        assert!(e.contains("--ha-zookeeper") && e.contains("ha-zookeeper"), "{e}");
+        let e = bad(FileConfig {
+            ha_path: Some("baton/x".into()),
+            ..ha.clone()
+        });
+        assert!(e.contains("--ha-path"), "{e}");
+        let vault = FileConfig {
+            vault_addr: Some("http://v:8200".into()),
+            vault_token_file: Some(token),
+            ..ha.clone()
+        };
+        let e = bad(vault.clone());
+        assert!(e.contains("--gatekeeper-url") && e.contains("required"), "{e}");
+        let c = resolve(
+            flags(),
+            FileConfig {
+                gatekeeper_url: Some("https://baton.example/v1/secret-zero".into()),
+                ..vault
+            },
+            MarathonConfig::new(""),
+        )
+        .unwrap();
+        assert!(c.ha.is_some() && c.vault.is_some());
+    }
+
     #[test]
     fn vault_allowed_policies_from_file_and_flags() {
         let dir = tempfile::tempdir().unwrap();
