@@ -65,9 +65,10 @@ pub struct HaStatus {
     /// The negotiated session timeout and the write lease derived from it (ms).
     pub session_timeout_ms: Option<u64>,
     pub lease_ms: Option<u64>,
-    /// Elections this replica saw (it became leader, or stopped being leader).
+    /// Times this replica became leader or stopped being leader.
     pub leadership_changes: u64,
-    /// Milliseconds since this replica last saw the leadership change (`None`: never).
+    /// Milliseconds since this replica last saw an election (its own role changed, or another
+    /// replica became leader; `None`: never).
     pub since_last_election_ms: Option<u64>,
 }
 
@@ -209,6 +210,10 @@ impl Leadership {
             None => "a follower: the leader is not known yet".to_string(),
         };
         self.demote(&mut s, reason);
+        if leader.is_some() && s.leader_id != leader {
+            // Another replica was elected: the time since the last election restarts.
+            s.last_change = Some(Instant::now());
+        }
         s.leader_id = leader;
     }
 
@@ -277,7 +282,7 @@ impl Leadership {
             st.leadership_changes
         ));
         if let Some(ms) = st.since_last_election_ms {
-            out.push_str("# HELP baton_seconds_since_last_election Seconds since this replica last saw the leadership change.\n# TYPE baton_seconds_since_last_election gauge\n");
+            out.push_str("# HELP baton_seconds_since_last_election Seconds since this replica last saw an election.\n# TYPE baton_seconds_since_last_election gauge\n");
             out.push_str(&format!(
                 "baton_seconds_since_last_election {:.3}\n",
                 ms as f64 / 1e3
@@ -316,6 +321,8 @@ mod tests {
         l.follow(Some("b".into()));
         let e = l.permit().unwrap_err();
         assert!(e.reason.contains("b leads"), "{e}");
+        assert!(l.status().since_last_election_ms.is_some(), "a follower saw an election");
+        assert_eq!(l.status().leadership_changes, 0, "but did not change its own role");
         assert_eq!(l.status().role, Role::Follower);
         assert_eq!(l.status().leader_id.as_deref(), Some("b"));
     }
