@@ -1164,7 +1164,7 @@ mod tests {
             repo: Some("https://git/x.git".into()),
             state_dir: Some("/s".into()),
             marathon: Some("http://m".into()),
-            listen: Some("0.0.0.0:9000".parse().unwrap()),
+            listen: Some("127.0.0.1:9000".parse().unwrap()),
             ..FileConfig::default()
         };
         let flags = || FlagConfig {
@@ -1193,7 +1193,10 @@ mod tests {
             ha_zookeeper: Some("zk1".into()),
             ..ha.clone()
         });
-        assert!(e.contains("--ha-zookeeper") && e.contains("ha-zookeeper"), "{e}");
+        assert!(
+            e.contains("--ha-zookeeper") && e.contains("ha-zookeeper"),
+            "{e}"
+        );
         let e = bad(FileConfig {
             ha_path: Some("baton/x".into()),
             ..ha.clone()
@@ -1205,7 +1208,10 @@ mod tests {
             ..ha.clone()
         };
         let e = bad(vault.clone());
-        assert!(e.contains("--gatekeeper-url") && e.contains("required"), "{e}");
+        assert!(
+            e.contains("--gatekeeper-url") && e.contains("required"),
+            "{e}"
+        );
         let c = resolve(
             flags(),
             FileConfig {

@@ -1623,8 +1623,20 @@ async fn secret_zero_over_three_ha_replicas_grants_a_task_once() {
         }
     };
     // The leader deploys the app with the group's URL; every replica then sees it synced (its
-    // gatekeeper knows the app from the same cycle).
+    // gatekeeper knows the app from the same cycle). Followers refresh their view on their
+    // poll (hourly here) or when asked: ask them once the app runs.
+    wait_until(
+        "the leader deployed /web",
+        Duration::from_secs(90),
+        || async {
+            (marathon(&w).list_apps().await.unwrap().iter())
+                .any(|a| a["id"] == "/web" && a["tasksRunning"].as_u64() == Some(1))
+        },
+    )
+    .await;
     for url in &urls {
+        let r = http.post(format!("{url}/api/sync")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 202);
         wait_until(
             "every replica sees /web deployed",
             Duration::from_secs(90),

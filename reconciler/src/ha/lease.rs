@@ -321,8 +321,15 @@ mod tests {
         l.follow(Some("b".into()));
         let e = l.permit().unwrap_err();
         assert!(e.reason.contains("b leads"), "{e}");
-        assert!(l.status().since_last_election_ms.is_some(), "a follower saw an election");
-        assert_eq!(l.status().leadership_changes, 0, "but did not change its own role");
+        assert!(
+            l.status().since_last_election_ms.is_some(),
+            "a follower saw an election"
+        );
+        assert_eq!(
+            l.status().leadership_changes,
+            0,
+            "but did not change its own role"
+        );
         assert_eq!(l.status().role, Role::Follower);
         assert_eq!(l.status().leader_id.as_deref(), Some("b"));
     }
