@@ -17,9 +17,11 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # For the install artefacts' tests: musl-tools (the C compiler ring needs for the static
 # baton-env), zsh and fish (their completion scripts are parsed), groff-base (the man pages
 # rendered), systemd (`systemd-analyze verify` and `security` on the unit).
+# ZooKeeper 3.8 (with a headless JRE) for the HA tests (tests/src/zookeeper.rs starts its own
+# server per test with `java ... QuorumPeerMain`; the package's service is not used).
 PKGS=(util-linux git curl jq chromium chromium-driver postgresql
   haproxy libcurl4-openssl-dev libssl-dev python3-dev gcc
-  musl-tools zsh fish groff-base systemd)
+  musl-tools zsh fish groff-base systemd zookeeper)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -133,6 +133,20 @@ pub struct FileConfig {
     /// Marathon is the environment's unless `--marathon` is given (docs/environments.md).
     #[arg(long, env = "BATON_ENVIRONMENT")]
     pub environment: Option<String>,
+    /// HA: ZooKeeper `HOST:PORT[,...]`; several `baton serve` elect one writer there
+    /// (docs/ha.md). Without it: a single replica, as before.
+    #[arg(long, env = "BATON_HA_ZOOKEEPER")]
+    pub ha_zookeeper: Option<String>,
+    /// HA: the group's znode [default: /baton/<hash of repo and ref>].
+    #[arg(long, env = "BATON_HA_PATH")]
+    pub ha_path: Option<String>,
+    /// HA: the ZooKeeper session timeout asked for; a leader stops writing 2/3 of it after
+    /// its last confirmed heartbeat [default: 10s].
+    #[arg(long, env = "BATON_HA_SESSION_TIMEOUT")]
+    pub ha_session_timeout: Option<String>,
+    /// HA: this replica's name in the election [default: <hostname>:<listen port>].
+    #[arg(long, env = "BATON_HA_ID")]
+    pub ha_id: Option<String>,
     /// The file these settings were read from (`None`: flags, or no file), named in errors.
     #[serde(skip)]
     #[arg(skip)]
@@ -396,6 +410,8 @@ pub struct ServeConfig {
     pub rollout_tick: Duration,
     /// The environment synced (`--environment`); `None`: a repo without environments.
     pub environment: Option<String>,
+    /// HA on ZooKeeper (`None`: standalone).
+    pub ha: Option<crate::ha::HaConfig>,
 }
 
 /// A configuration that cannot run.
@@ -713,6 +729,7 @@ pub fn resolve(
             password,
         })
         .or(url_auth);
+    let ha = ha(&l, &repo, &reference, listen, vault.as_ref())?;
     Ok(ServeConfig {
         repo,
         reference,
@@ -733,7 +750,67 @@ pub fn resolve(
         allow_check_commands,
         rollout_tick,
         environment,
+        ha,
     })
+}
+
+/// `--ha-*`: checked; with secret zero on, `--gatekeeper-url` is required (one URL for the
+/// whole group, or each replica would inject its own and rewrite the others' apps).
+fn ha(
+    l: &Layers,
+    repo: &str,
+    reference: &str,
+    listen: SocketAddr,
+    vault: Option<&VaultServeConfig>,
+) -> Result<Option<crate::ha::HaConfig>, ConfigError> {
+    let Some((servers, origin)) = l.pick("--ha-zookeeper", |c| &c.ha_zookeeper) else {
+        return Ok(None);
+    };
+    let path = (l.pick("--ha-path", |c| &c.ha_path))
+        .unwrap_or_else(|| (crate::ha::default_path(repo, reference), Origin::Default));
+    let bad = |name, origin, reason| ConfigError::Bad {
+        name,
+        origin,
+        reason,
+    };
+    crate::ha::check(&servers, &path.0).map_err(|reason| {
+        if reason.contains("znode") || reason.contains("segment") {
+            bad("--ha-path", path.1.clone(), reason)
+        } else {
+            bad("--ha-zookeeper", origin.clone(), reason)
+        }
+    })?;
+    // ZooKeeper bounds what it grants to 2..20 ticks (4 s..40 s with its default tick).
+    let session_timeout = l.duration(
+        "--ha-session-timeout",
+        |c| &c.ha_session_timeout,
+        "10s",
+        Duration::from_secs(1),
+    )?;
+    let id = (l.value("--ha-id", |c| &c.ha_id)).unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let host = if host.is_empty() {
+            "baton".into()
+        } else {
+            host
+        };
+        format!("{host}:{}", listen.port())
+    });
+    if vault.is_some_and(|v| v.gatekeeper_url.is_none()) {
+        return Err(bad(
+            "--gatekeeper-url",
+            Origin::Default,
+            "required with --ha-zookeeper when secret zero is on (--vault-addr): one URL for the whole group, e.g. a load balancer in front of the replicas".into(),
+        ));
+    }
+    Ok(Some(crate::ha::HaConfig {
+        servers,
+        path: path.0,
+        session_timeout,
+        id,
+    }))
 }
 
 /// The HAProxy stats sources: flags/env win over the config file's `haproxy-stats`. Each
@@ -1111,6 +1188,77 @@ mod tests {
 
     /// `vault-allowed-policies`: a config-file list, the flag (or env) winning over it; names
     /// canonical; `root` refused with the setting named, even without Vault.
+    /// `--ha-*`: off by default; from the file, checked (the key that was wrong is named); with
+    /// secret zero on, `--gatekeeper-url` is required.
+    #[test]
+    fn ha_settings_are_checked_and_need_one_gatekeeper_url_with_vault() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t\n").unwrap();
+        let base = FileConfig {
+            repo: Some("https://git/x.git".into()),
+            state_dir: Some("/s".into()),
+            marathon: Some("http://m".into()),
+            listen: Some("127.0.0.1:9000".parse().unwrap()),
+            ..FileConfig::default()
+        };
+        let flags = || FlagConfig {
+            webhook_secret: Some(SecretString::from("w".to_string())),
+            ..FlagConfig::default()
+        };
+        let c = resolve(flags(), base.clone(), MarathonConfig::new("")).unwrap();
+        assert!(c.ha.is_none(), "off without --ha-zookeeper");
+        let ha = FileConfig {
+            ha_zookeeper: Some("zk1:2181,zk2:2181".into()),
+            ha_session_timeout: Some("6s".into()),
+            ..base.clone()
+        };
+        let c = resolve(flags(), ha.clone(), MarathonConfig::new("")).unwrap();
+        let h = c.ha.unwrap();
+        assert_eq!(h.servers, "zk1:2181,zk2:2181");
+        assert_eq!(h.path, crate::ha::default_path("https://git/x.git", "main"));
+        assert_eq!(h.session_timeout, Duration::from_secs(6));
+        assert!(h.id.ends_with(":9000"), "{}", h.id);
+        let bad = |f: FileConfig| {
+            resolve(flags(), f, MarathonConfig::new(""))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad(FileConfig {
+            ha_zookeeper: Some("zk1".into()),
+            ..ha.clone()
+        });
+        assert!(
+            e.contains("--ha-zookeeper") && e.contains("ha-zookeeper"),
+            "{e}"
+        );
+        let e = bad(FileConfig {
+            ha_path: Some("baton/x".into()),
+            ..ha.clone()
+        });
+        assert!(e.contains("--ha-path"), "{e}");
+        let vault = FileConfig {
+            vault_addr: Some("http://v:8200".into()),
+            vault_token_file: Some(token),
+            ..ha.clone()
+        };
+        let e = bad(vault.clone());
+        assert!(
+            e.contains("--gatekeeper-url") && e.contains("required"),
+            "{e}"
+        );
+        let c = resolve(
+            flags(),
+            FileConfig {
+                gatekeeper_url: Some("https://baton.example/v1/secret-zero".into()),
+                ..vault
+            },
+            MarathonConfig::new(""),
+        )
+        .unwrap();
+        assert!(c.ha.is_some() && c.vault.is_some());
+    }
+
     #[test]
     fn vault_allowed_policies_from_file_and_flags() {
         let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@
 //!   scheduler events).
 //! - [`server`]: the HTTP API (`/api/*`, `/healthz`, `/readyz`, the status page), with webhooks
 //!   from [`hooks`] and the gatekeeper merged in.
+//! - [`ha_wiring`]: HA on ZooKeeper joined to the daemon (status, metrics, takeover, relayed pushes).
 //! - [`hooks`]: push webhooks of each forge: signature, payload, branch filter, replay window.
 //! - [`state`]: what the daemon persists between runs (sync state per revision).
 //! - [`sync_requests`]: `POST /api/sync` requests (ids, apps) handed to the loop's next manual sync.
@@ -21,6 +22,7 @@ pub mod attribution_feed;
 pub mod auth;
 pub mod dashboard;
 pub mod drift_keeper;
+pub mod ha_wiring;
 pub mod hooks;
 pub mod ledger_file;
 pub mod metrics;

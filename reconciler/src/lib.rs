@@ -22,5 +22,6 @@ pub mod daemon;
 pub mod environment;
 pub mod progress;
 pub mod rollback;
+pub mod ha;
 pub mod secret_zero;
 pub mod source;

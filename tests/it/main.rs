@@ -11,6 +11,7 @@ mod drift;
 mod dynamic_db;
 mod environments;
 mod faults;
+mod ha;
 mod observe;
 mod rollout;
 mod rollout_bench;

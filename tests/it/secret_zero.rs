@@ -1549,3 +1549,137 @@ async fn secret_zero_load_openbao() {
         .and_then(|v| v.trim().parse::<usize>().ok());
     assert_eq!(revoked, Some(N), "{metrics}");
 }
+
+/// HA (docs/ha.md): three `baton serve` replicas on one real ZooKeeper, with one configured
+/// gatekeeper URL for the group. The app's task does not ask by itself (no baton-env), so the
+/// test's 30 concurrent requests for it, spread over the three replicas, race for the grant:
+/// exactly one is granted and one secret id minted; each replica serves the others' refusals as
+/// replays. Only the leader wrote the policy, the role and the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secret_zero_over_three_ha_replicas_grants_a_task_once() {
+    let Some(bin) = baton_env() else { return };
+    if let Some(why) = baton_e2e::zookeeper::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let zk = baton_e2e::zookeeper::ZooKeeper::start().await;
+    let w = world(&bin).await;
+    let app = json!({
+        "cmd": "sleep 600", "cpus": 0.01, "mem": 16, "instances": 1,
+        "env": {"DB_PASSWORD": "vault:secret/web#password"},
+    });
+    std::fs::write(w.repo.join("apps/web.yaml"), app.to_string()).unwrap();
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let urls: Vec<String> = (listeners.iter())
+        .map(|l| format!("http://{}", l.local_addr().unwrap()))
+        .collect();
+    // The group's one gatekeeper URL (a load balancer in production): replica 0's address.
+    let group_url = format!("{}{}", urls[0], gatekeeper::PATH);
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let mut states = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let state = tempfile::tempdir().unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = ServeConfig {
+            vault: Some(VaultServeConfig {
+                gatekeeper_url: Some(group_url.clone()),
+                ..vault_config(&w, Duration::from_secs(120))
+            }),
+            ha: Some(baton::ha::HaConfig {
+                servers: zk.connect(),
+                path: "/baton/secret-zero-e2e".into(),
+                session_timeout: Duration::from_secs(4),
+                id: format!("r{i}"),
+            }),
+            ..baton_e2e::serve_config(
+                w.repo.display().to_string(),
+                w.marathon_url.clone(),
+                state.path(),
+                addr,
+            )
+        };
+        states.push(state);
+        let s = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            baton::daemon::serve::serve(config, listener, s)
+                .await
+                .unwrap();
+        }));
+    }
+    let http = reqwest::Client::new();
+    let status = |url: String| {
+        let http = http.clone();
+        async move {
+            http.get(format!("{url}/api/status"))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    // The leader deploys the app with the group's URL; every replica then sees it synced (its
+    // gatekeeper knows the app from the same cycle). Followers refresh their view on their
+    // poll (hourly here) or when asked: ask them once the app runs.
+    wait_until(
+        "the leader deployed /web",
+        Duration::from_secs(90),
+        || async {
+            (marathon(&w).list_apps().await.unwrap().iter())
+                .any(|a| a["id"] == "/web" && a["tasksRunning"].as_u64() == Some(1))
+        },
+    )
+    .await;
+    for url in &urls {
+        let r = http.post(format!("{url}/api/sync")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        wait_until(
+            "every replica sees /web deployed",
+            Duration::from_secs(90),
+            || async {
+                let st = status(url.clone()).await;
+                (st["apps"].as_array().into_iter().flatten())
+                    .any(|a| a["id"] == "/web" && a["sync"] == "synced")
+            },
+        )
+        .await;
+    }
+    let web = web_task(&w).await;
+    let task_id = web["id"].as_str().unwrap().to_string();
+    let apps = marathon(&w).list_apps().await.unwrap();
+    let def = apps.iter().find(|a| a["id"] == "/web").unwrap();
+    assert_eq!(def["env"]["BATON_GATEKEEPER_URL"], group_url.as_str());
+
+    let asks = (0..30).map(|k| {
+        let (http, url, task) = (
+            http.clone(),
+            format!("{}{}", urls[k % 3], gatekeeper::PATH),
+            task_id.clone(),
+        );
+        async move { ask(&http, &url, &task, "/web").await }
+    });
+    let codes = futures::future::join_all(asks).await;
+    let granted = codes.iter().filter(|c| **c == 200).count();
+    assert_eq!(granted, 1, "answers: {codes:?}");
+    assert!(codes.iter().all(|c| *c == 200 || *c == 403), "{codes:?}");
+    let mut grants = 0;
+    for url in &urls {
+        grants += counter(&http, url, r#"decision="granted""#).await;
+    }
+    assert_eq!(grants, 1);
+    assert_eq!(w.secret_ids_minted(), 1, "one secret id ever minted");
+    stop.cancel();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    w.stop.cancel();
+    w.scheduler.await.unwrap();
+}

@@ -218,7 +218,7 @@ async fn status_page_login_sets_an_httponly_cookie_and_unlocks_csrf_safe_actions
 
     browser.goto(&url).await;
     // The header: repo, branch, HEAD with its author and message, the sync mode, the last
-    // sync; no environment and no leader (both null in /api/status today).
+    // sync; no environment and no leader (no environment declared; a standalone replica).
     let head = browser
         .wait_for(
             &format!(
@@ -248,14 +248,14 @@ async fn status_page_login_sets_an_httponly_cookie_and_unlocks_csrf_safe_actions
         assert_eq!(
             browser.eval(&shown(hidden)).await,
             json!(false),
-            "{hidden} is hidden while /api/status has null"
+            "{hidden} is hidden without an environment or HA"
         );
     }
     let st = served.status().await;
     baton_e2e::assert_matches_schema("status.schema.json", &st);
     assert_eq!(
-        (&st["environment"], &st["ha"]),
-        (&Value::Null, &Value::Null)
+        (&st["environment"], &st["ha"]["role"]),
+        (&Value::Null, &json!("standalone"))
     );
     assert_eq!(st["head"]["author"], "Ada Lovelace");
     assert_eq!(st["history"][0]["message"], "web: first deploy");
@@ -526,7 +526,11 @@ async fn status_page_shows_environment_leader_and_deploying_when_present() {
     let status = json!({
         "source": "https://git.example/ops.git@main", "repo": "https://git.example/ops.git",
         "branch": "main", "head": null, "lastSync": null, "environment": "staging",
-        "ha": {"role": "follower", "leaderId": "baton-b"}, "syncMode": "manual", "ready": true,
+        "ha": {"role": "follower", "leaderId": "baton-b", "id": "baton-a", "writing": false,
+               "reason": "a follower", "zookeeper": "127.0.0.1:2181", "path": "/baton/shop",
+               "sessionTimeoutMs": 10000, "leaseMs": 6666, "leadershipChanges": 1,
+               "sinceLastElectionMs": 5000},
+        "syncMode": "manual", "ready": true,
         "lastFetched": null, "lastSynced": null, "lastError": null, "pending": null, "cycle": null,
         "apps": [], "history": [], "vault": null, "ownership": null
     });

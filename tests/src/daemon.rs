@@ -68,6 +68,18 @@ impl Daemon {
         d
     }
 
+    /// The process id (`None` once stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Send `signal` to the process (`SIGKILL`, `SIGSTOP`, `SIGCONT`).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(pid) = self.pid() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        }
+    }
+
     /// The log so far, one event per line (for failure messages).
     pub fn log_text(&self) -> String {
         let log = self.log.lock().unwrap();

@@ -2,7 +2,7 @@
 //! scheduler: a frozen proxy accepts connections and never answers, and every event stream it
 //! carries stalls (open, silent). Thawed, held requests and streams carry on.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -18,6 +18,8 @@ pub struct FreezableProxy {
     frozen: Arc<watch::Sender<bool>>,
     /// Freeze right after the next write has been answered.
     after_write: Arc<AtomicBool>,
+    /// Writes (`PUT`, `POST`, `DELETE`) forwarded so far: what this proxy's client wrote.
+    writes: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -27,6 +29,7 @@ struct Shared {
     http: reqwest::Client,
     frozen: Arc<watch::Sender<bool>>,
     after_write: Arc<AtomicBool>,
+    writes: Arc<AtomicU64>,
 }
 
 impl FreezableProxy {
@@ -34,7 +37,9 @@ impl FreezableProxy {
     pub async fn start(upstream: &str) -> FreezableProxy {
         let frozen = Arc::new(watch::Sender::new(false));
         let after_write = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(AtomicU64::new(0));
         let shared = Shared {
+            writes: writes.clone(),
             upstream: upstream.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
             frozen: frozen.clone(),
@@ -56,6 +61,7 @@ impl FreezableProxy {
             url,
             frozen,
             after_write,
+            writes,
             task,
         }
     }
@@ -64,6 +70,11 @@ impl FreezableProxy {
     /// its answer (a deployment id), then hears nothing more.
     pub fn freeze_after_next_write(&self) {
         self.after_write.store(true, Ordering::SeqCst);
+    }
+
+    /// Writes forwarded so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
     }
 
     pub fn is_frozen(&self) -> bool {
@@ -89,6 +100,9 @@ async fn thawed(frozen: &watch::Sender<bool>) {
 async fn forward(s: Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     thawed(&s.frozen).await;
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if method != Method::GET {
+        s.writes.fetch_add(1, Ordering::SeqCst);
+    }
     let mut req = s
         .http
         .request(method.clone(), format!("{}{pq}", s.upstream));

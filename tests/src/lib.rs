@@ -11,6 +11,7 @@ pub mod githttp;
 pub mod load;
 pub mod mlb;
 pub mod process;
+pub mod zookeeper;
 
 /// The OpenBao harness (a crate of its own, shared with the sidecar's tests).
 pub use openbao_harness as openbao;
@@ -111,6 +112,7 @@ pub fn serve_config(
         rollout_tick: std::time::Duration::from_secs(5),
         auth_proxy_header: None,
         environment: None,
+        ha: None,
     }
 }
 

@@ -51,6 +51,10 @@ pub enum SchedulerError {
     /// 404 on a single resource.
     #[error("{url}: not found")]
     NotFound { url: String },
+    /// Not sent: this replica may not write now (HA: it does not hold the leader's write
+    /// lease). Nothing reached the scheduler.
+    #[error("not sent: {reason}")]
+    Fenced { reason: String },
 }
 
 /// One entry of a 422 answer's `details`: a path in the submitted JSON and its errors.

@@ -110,8 +110,6 @@ pub struct Status {
     pub last_sync: Option<SyncRecord>,
     /// The environment this daemon syncs (`--environment`; docs/environments.md), or null.
     pub environment: Option<String>,
-    /// High availability: this instance's role and the leader (`None` without HA).
-    pub ha: Option<HaStatus>,
     pub sync_mode: String,
     pub ready: bool,
     pub last_fetched: Option<String>,
@@ -127,15 +125,8 @@ pub struct Status {
     pub vault: Option<VaultStatus>,
     /// The repo's ownership settings and what they hold back (`None` before a first plan).
     pub ownership: Option<OwnershipStatus>,
-}
-
-/// `ha` in `/api/status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HaStatus {
-    /// `leader`, `follower` or `standalone`.
-    pub role: &'static str,
-    pub leader_id: Option<String>,
+    /// HA: this replica's role, who leads, whether it may write (docs/ha.md).
+    pub ha: crate::ha::HaStatus,
 }
 
 /// The Vault part of `/api/status`.
@@ -273,6 +264,8 @@ pub struct Shared {
     /// Cancelled by [`Shared::trigger`] when a push arrives: set while the loop waits and while
     /// it runs a preemptible cycle ([`Trigger::preemptible`]).
     preempt: Mutex<Option<CancellationToken>>,
+    /// HA on ZooKeeper (set once at start; unset: standalone).
+    pub ha: std::sync::OnceLock<crate::ha::Handle>,
 }
 
 impl Shared {
@@ -301,6 +294,7 @@ impl Shared {
                 rollouts: Default::default(),
                 sync_requests: Default::default(),
                 preempt: Mutex::new(None),
+                ha: std::sync::OnceLock::new(),
             }),
             rx,
         )
@@ -382,10 +376,15 @@ impl Shared {
     }
 
     pub fn status(&self) -> Status {
-        self.status
+        let mut st = self
+            .status
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        if let Some(ha) = self.ha.get() {
+            st.ha = ha.leadership.status();
+        }
+        st
     }
 
     pub(crate) fn with_status(&self, f: impl FnOnce(&mut Status)) {
@@ -646,6 +645,11 @@ where
             .flatten();
         let span = tracing::info_span!("cycle", n = cycle, trigger = trigger.name());
         let preempt = Preempt(trigger.preemptible().then_some(preempt));
+        if trigger == Trigger::Rollout && !r.leads() {
+            // HA: only the leader drives rollouts; a follower looks again later.
+            rollout_at = Some(Instant::now() + r.config.rollout.tick);
+            continue;
+        }
         if trigger == Trigger::Rollout {
             // A tick only looks at the rollouts: the retry and poll timers stay as they are.
             let tick = r.config.rollout.tick;
@@ -889,6 +893,8 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         clock: std::time::Instant,
     ) -> Result<Action, CycleError> {
         let ran = match trigger {
+            // HA: a follower reads and relays, never writes.
+            _ if !self.leads() => self.follower_cycle(trigger).await,
             Trigger::SchedulerEvent { .. } => {
                 match self
                     .event_cycle(trigger, events, preempt, shutdown, started)
@@ -2080,6 +2086,7 @@ pub fn changed_outside(
 mod cycle_tests;
 #[cfg(test)]
 mod fast_path_tests;
+mod follower;
 mod own_writes;
 #[cfg(test)]
 mod ownership_tests;

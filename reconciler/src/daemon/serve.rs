@@ -114,7 +114,10 @@ pub async fn serve(
         }
     })?;
     let marathon = Marathon::new(config.marathon.clone())?;
-    let scheduler = Arc::new(marathon.clone());
+    // HA: the election runs from the start; until elected this replica only reads.
+    let ha = (config.ha.clone()).map(|c| crate::ha::spawn(c, shutdown.child_token()));
+    let leadership = ha.as_ref().map(|(h, _, _)| h.leadership.clone());
+    let scheduler = Arc::new(crate::ha::Fenced::new(marathon.clone(), leadership));
     let loop_config = LoopConfig {
         sync: config.sync,
         poll_interval: config.poll_interval,
@@ -125,7 +128,7 @@ pub async fn serve(
             scheduler_silence: config.marathon.timeout.saturating_mul(2),
             ..ApplyOptions::default()
         },
-        secrets: secret_zero(&config, &listener, &marathon)?,
+        secrets: secret_zero(&config, &listener, &marathon, ha.as_ref().map(|h| &h.0))?,
         notifier: None,
         rollout: rollout_config(&config, is_git(&config.repo)),
     };
@@ -182,6 +185,9 @@ pub async fn serve(
             rx,
         )
     };
+    if let Some((handle, events, task)) = ha {
+        crate::daemon::ha_wiring::wire(&shared, handle, events, task, &tracker, &shutdown);
+    }
     let loop_result = result.await;
     shutdown.cancel();
     tracker.close();
@@ -195,7 +201,7 @@ type Running = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Ser
 #[allow(clippy::too_many_arguments)]
 fn start<Src: SpecSource>(
     source: Src,
-    scheduler: Arc<Marathon>,
+    scheduler: Arc<crate::ha::Fenced<Marathon>>,
     loop_config: LoopConfig,
     config: &ServeConfig,
     hooks: HookSettings,
@@ -223,7 +229,7 @@ fn start<Src: SpecSource>(
 #[allow(clippy::too_many_arguments)]
 fn start_with<Src: SpecSource>(
     source: Src,
-    scheduler: Arc<Marathon>,
+    scheduler: Arc<crate::ha::Fenced<Marathon>>,
     loop_config: LoopConfig,
     config: &ServeConfig,
     hooks: HookSettings,
@@ -340,6 +346,7 @@ fn secret_zero(
     config: &ServeConfig,
     listener: &tokio::net::TcpListener,
     marathon: &Marathon,
+    ha: Option<&crate::ha::Handle>,
 ) -> Result<Option<crate::secret_zero::wiring::SecretsWiring>, ServeError> {
     use crate::secret_zero::gatekeeper::{self, GateConfig, Gatekeeper, SchedulerTasks};
     use crate::secret_zero::vault_admin::{VaultAdmin, VaultAdminConfig};
@@ -353,6 +360,10 @@ fn secret_zero(
         approle_mount: v.approle_mount.clone(),
         timeout: Duration::from_secs(30),
     })?;
+    let admin = match ha {
+        Some(h) => admin.with_fence(h.leadership.clone()),
+        None => admin,
+    };
     let gatekeeper_url = match &v.gatekeeper_url {
         Some(u) => u.clone(),
         None => {
@@ -372,6 +383,10 @@ fn secret_zero(
         },
         gatekeeper::system_clock(),
     )?;
+    let gk = match ha {
+        Some(h) => gk.with_grants(crate::ha::grants::Grants::new(h.clone())),
+        None => gk,
+    };
     let allowed: Vec<&str> = v.allowed_policies.names().collect();
     tracing::info!(vault = %v.addr, gatekeeper = %gatekeeper_url, host_check = v.host_check, allowed_policies = %allowed.join(","), "secret zero enabled");
     Ok(Some(SecretsWiring {

@@ -714,6 +714,8 @@ pub struct Gatekeeper<T> {
     pub counters: Counters,
     /// Wakes the lease sweep now: the scheduler said a recorded task ended.
     sweep_now: tokio::sync::Notify,
+    /// HA: the served set every replica shares (a task is granted once across all of them).
+    grants: Option<crate::ha::grants::Grants>,
 }
 
 /// The served-set file in a state dir.
@@ -807,7 +809,14 @@ impl<T: TaskLookup> Gatekeeper<T> {
             written: tokio::sync::Mutex::new(0),
             counters: Counters::default(),
             sweep_now: tokio::sync::Notify::new(),
+            grants: None,
         })
+    }
+
+    /// HA: claim each task in ZooKeeper too before minting (see [`crate::ha::grants`]).
+    pub fn with_grants(mut self, grants: crate::ha::grants::Grants) -> Self {
+        self.grants = Some(grants);
+        self
     }
 
     /// Replaces the apps served (after each reconcile).
@@ -930,6 +939,22 @@ impl<T: TaskLookup> Gatekeeper<T> {
             self.release(&req.task_id).await;
             return Outcome::Unavailable;
         }
+        // HA: the replicas' shared served set decides; a claim that fails or is another
+        // replica's keeps the local reservation (this task is not granted here either way).
+        if let Some(grants) = &self.grants {
+            match grants.claim(&req.task_id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(task = %req.task_id, "secret zero: another replica granted this task already");
+                    return Outcome::Denied(DenyReason::Replayed);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "secret zero: cannot claim the task in ZooKeeper; refusing");
+                    self.release(&req.task_id).await;
+                    return Outcome::Unavailable;
+                }
+            }
+        }
         let role_id = match role_id {
             Some(id) => id,
             None => match self.vault.role_id(&role).await {
@@ -975,8 +1000,14 @@ impl<T: TaskLookup> Gatekeeper<T> {
         }
     }
 
-    /// Forgets a reservation whose secret id was never handed out.
+    /// Forgets a reservation whose secret id was never handed out (here and, with HA, in
+    /// ZooKeeper).
     async fn release(&self, task_id: &str) {
+        if let Some(grants) = &self.grants {
+            if let Err(e) = grants.release(task_id).await {
+                tracing::warn!(error = %e, "cannot release the ZooKeeper claim (the task stays refused)");
+            }
+        }
         let generation = {
             let mut inner = lock(&self.inner);
             inner.served.served.remove(task_id);

@@ -43,6 +43,9 @@ impl std::fmt::Debug for VaultAdminConfig {
 /// A failed Vault call: path and server message, never a token or secret id.
 #[derive(Debug, thiserror::Error)]
 pub enum VaultAdminError {
+    /// Not sent: HA, and this replica does not hold the leader's write lease.
+    #[error("{0}")]
+    Fenced(#[from] crate::ha::NotLeader),
     #[error("cannot build the Vault client: {0}")]
     Client(String),
     #[error("{path}: cannot reach Vault: {reason}")]
@@ -107,6 +110,8 @@ pub enum Revoked {
 pub struct VaultAdmin {
     http: reqwest::Client,
     config: VaultAdminConfig,
+    /// HA: the reconciler's Vault writes (policies, roles) need the leader's write lease.
+    fence: Option<std::sync::Arc<crate::ha::Leadership>>,
 }
 
 type Result<T> = std::result::Result<T, VaultAdminError>;
@@ -118,7 +123,25 @@ impl VaultAdmin {
             .pool_max_idle_per_host(64)
             .build()
             .map_err(|e| VaultAdminError::Client(e.to_string()))?;
-        Ok(VaultAdmin { http, config })
+        Ok(VaultAdmin {
+            http,
+            config,
+            fence: None,
+        })
+    }
+
+    /// HA: every policy and role write first takes a write permit ([`crate::ha::lease`]).
+    pub fn with_fence(mut self, leadership: std::sync::Arc<crate::ha::Leadership>) -> Self {
+        self.fence = Some(leadership);
+        self
+    }
+
+    /// A write may go out now (standalone: always).
+    fn permit(&self) -> Result<()> {
+        match &self.fence {
+            None => Ok(()),
+            Some(l) => l.permit().map(drop).map_err(VaultAdminError::from),
+        }
     }
 
     pub fn mount(&self) -> &str {
@@ -207,6 +230,7 @@ impl VaultAdmin {
 
     /// `PUT sys/policies/acl/<name>`.
     pub async fn write_policy(&self, name: &str, text: &str) -> Result<()> {
+        self.permit()?;
         self.call(
             Method::PUT,
             &format!("sys/policies/acl/{name}"),
@@ -219,6 +243,7 @@ impl VaultAdmin {
 
     /// `DELETE sys/policies/acl/<name>` (gone already is fine).
     pub async fn delete_policy(&self, name: &str) -> Result<()> {
+        self.permit()?;
         self.call(
             Method::DELETE,
             &format!("sys/policies/acl/{name}"),
@@ -243,12 +268,14 @@ impl VaultAdmin {
 
     /// `POST auth/<mount>/role/<name>` with the settings (and `role_id` on create).
     pub async fn write_role(&self, name: &str, body: &Value) -> Result<()> {
+        self.permit()?;
         self.call(Method::POST, &self.role_path(name), Some(body), None)
             .await
             .map(drop)
     }
 
     pub async fn delete_role(&self, name: &str) -> Result<()> {
+        self.permit()?;
         self.call(Method::DELETE, &self.role_path(name), None, None)
             .await
             .map(drop)
