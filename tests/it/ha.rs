@@ -490,6 +490,131 @@ async fn thirty_concurrent_claims_over_three_sessions_grant_a_task_once() {
     stop.cancel();
 }
 
+/// A rollout in progress at a failover (issue 18: a new leader neither replays nor forgets): the
+/// state the leader wrote ahead to ZooKeeper is what the next leader resumes from, not the
+/// (stale) state in its own state dir; rolled-back digests go with it; a follower cannot write it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_leader_resumes_the_rollout_state_the_old_leader_wrote_ahead() {
+    use baton::daemon::state::{RolledBack, State};
+    use baton::ha::handoff::{Handoff, HandoffError};
+    use baton_core::rollout::{Phase, Reason, RolloutState, Strategy, TimelineEntry};
+
+    if let Some(why) = zookeeper::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let zk = ZooKeeper::start().await;
+    let path = format!("/baton/handoff-{}", std::process::id());
+    let join = |id: &str, stop: &tokio_util::sync::CancellationToken| {
+        baton::ha::spawn(
+            baton::ha::HaConfig {
+                servers: zk.connect(),
+                path: path.clone(),
+                session_timeout: Duration::from_secs(4),
+                id: id.to_string(),
+            },
+            stop.child_token(),
+        )
+    };
+    let rollout = |commit: &str, phase: Phase| RolloutState {
+        commit: commit.into(),
+        digest: format!("sha256:{commit}"),
+        strategy: Strategy::Canary,
+        canary: "/api-canary".into(),
+        started_at: "2026-01-02T03:04:05.000000".into(),
+        phase,
+        entered_ms: 1_000,
+        window: None,
+        timeline: vec![TimelineEntry {
+            at_ms: 900,
+            event: "canary healthy".into(),
+        }],
+        analysis: None,
+    };
+    let leading = |h: baton::ha::Handle| async move {
+        baton_e2e::wait_until("a leader", DEADLINE, || {
+            let h = h.clone();
+            async move { h.leadership.permit().is_ok() }
+        })
+        .await;
+    };
+
+    let stop1 = tokio_util::sync::CancellationToken::new();
+    let (h1, _e1, t1) = join("r1", &stop1);
+    leading(h1.clone()).await;
+    let stop2 = tokio_util::sync::CancellationToken::new();
+    let (h2, _e2, _t2) = join("r2", &stop2);
+    baton_e2e::wait_until("r2 follows r1", DEADLINE, || {
+        let h = h2.clone();
+        async move { h.leadership.status().leader_id.as_deref() == Some("r1") }
+    })
+    .await;
+
+    // Replica 1 leads a rollout to its second traffic step and remembers a rolled-back digest.
+    let mut ahead = State::new();
+    ahead.record_success("/api", "c1");
+    ahead
+        .rollouts
+        .insert("/api".into(), rollout("c2", Phase::Step { index: 1 }));
+    ahead.apps.entry("/web".into()).or_default().rolled_back = Some(RolledBack {
+        commit: "c3".into(),
+        digest: "sha256:c3".into(),
+        reason: Reason::CheckFailed {
+            output: "HTTP 500".into(),
+        },
+        at_ms: 2_000,
+    });
+    Handoff::new(h1.clone())
+        .save(&ahead)
+        .await
+        .expect("the leader writes ahead");
+
+    // Replica 2's own state dir is stale: the rollout at its launch, an old rolled-back digest.
+    let mut stale = State::new();
+    stale
+        .rollouts
+        .insert("/api".into(), rollout("c2", Phase::Launch));
+    stale
+        .rollouts
+        .insert("/gone".into(), rollout("c0", Phase::Switch));
+    stale.apps.entry("/api".into()).or_default().rolled_back = Some(RolledBack {
+        commit: "c0".into(),
+        digest: "sha256:c0".into(),
+        reason: Reason::CheckFailed {
+            output: String::new(),
+        },
+        at_ms: 1,
+    });
+    let follower = Handoff::new(h2.clone());
+    let refused = follower.save(&stale).await;
+    assert!(
+        matches!(refused, Err(HandoffError::NotLeader(_))),
+        "a follower wrote the rollout state: {refused:?}"
+    );
+
+    // Replica 1 stops; replica 2 leads and takes the rollouts over.
+    stop1.cancel();
+    let _ = t1.await;
+    leading(h2.clone()).await;
+    follower
+        .take_over(&mut stale)
+        .await
+        .expect("takeover reads ZooKeeper");
+    assert_eq!(
+        stale.rollouts, ahead.rollouts,
+        "the new leader resumes where r1 was"
+    );
+    assert_eq!(
+        stale.apps["/web"].rolled_back,
+        ahead.apps["/web"].rolled_back
+    );
+    assert_eq!(
+        stale.apps["/api"].rolled_back, None,
+        "a stale rolled-back digest stays"
+    );
+    stop2.cancel();
+}
+
 /// The numbers of docs/benchmarks.md ("HA on ZooKeeper"): failover over 10 kills (kill -9 of
 /// the leader -> the new leader's first write), push -> deployed through a follower and through
 /// the leader, and ZooKeeper requests. `cargo test -p baton-e2e --test e2e ha::bench --
