@@ -11,6 +11,7 @@
 //! - [`fenced`]: the scheduler handle the loop writes through: every write asks for a permit
 //!   right before it is sent.
 //! - [`grants`]: secret zero's grant-once across replicas (an atomic create per task id).
+//! - [`handoff`]: the rollout state, kept in ZooKeeper so that a new leader resumes it.
 //!
 //! Without `--ha-zookeeper` none of this runs: the replica is `standalone` and always holds a
 //! permit.
@@ -18,6 +19,7 @@
 pub mod election;
 pub mod fenced;
 pub mod grants;
+pub mod handoff;
 pub mod lease;
 
 use std::time::Duration;

@@ -310,6 +310,12 @@ async fn one_leader_followers_write_nothing_and_a_follower_relays_pushes() {
     assert_eq!(st["ha"]["leaseMs"], 2666, "{st:#}");
 }
 
+/// Pushes in the kill -9 test: one every [`PUSH_EVERY`] for a minute.
+const PUSHES: usize = 30;
+const PUSH_EVERY: Duration = Duration::from_secs(2);
+/// The leader is killed right after this push (the middle of the stream).
+const KILL_AFTER: usize = PUSHES / 2;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_the_leader_during_pushes_fails_over_and_deploys_every_commit() {
     if skip() {
@@ -318,45 +324,102 @@ async fn kill_9_of_the_leader_during_pushes_fails_over_and_deploys_every_commit(
     let mut c = Cluster::start(3).await;
     let first = c.leader(&[]).await;
     c.deployed("web", "sleep 600").await;
-    let mut dead: Vec<usize> = Vec::new();
-    let mut pushed = Vec::new();
-    let mut failover = None;
-    // A push every 2 s; the leader is killed after the third. Each push adds an app, so
-    // "every commit deployed" is "every app exists", and each commit needs exactly one write.
-    for k in 0..8 {
-        let name = format!("p{k}");
-        let commit = c.commit_app(&name, "sleep 600");
-        pushed.push(name);
-        // Delivered to every living replica, as a forge's hook behind a load balancer
-        // retried on each would be (a dead one refuses).
-        for i in 0..3 {
-            if !dead.contains(&i) {
-                c.push_hook(i, &commit, &format!("k{k}-{i}")).await;
+    // Push k adds the app `p<k>`: commit k is deployed once `p<k>` runs, labelled with commit k
+    // (or a later one, when pushes arrived together and one cycle deployed them).
+    let (killed_tx, killed_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let stream = async {
+        let mut killed_tx = Some(killed_tx);
+        let mut commits = Vec::new();
+        let t0 = tokio::time::Instant::now();
+        for k in 0..PUSHES {
+            let commit = c.commit_app(&format!("p{k}"), "sleep 600");
+            commits.push(commit.clone());
+            // Delivered to every living replica, as a forge's hook behind a load balancer
+            // retried on each would be.
+            for i in 0..3 {
+                if !(k > KILL_AFTER && i == first) {
+                    c.push_hook(i, &commit, &format!("k{k}-{i}")).await;
+                }
+            }
+            if k == KILL_AFTER {
+                c.replicas[first].d().signal(Signal::SIGKILL);
+                if let Some(tx) = killed_tx.take() {
+                    let _ = tx.send(Instant::now());
+                }
+            }
+            tokio::time::sleep_until(t0 + PUSH_EVERY * (k as u32 + 1)).await;
+        }
+        commits
+    };
+    // The pushes go on while the replicas fail over.
+    let failover = async {
+        let killed = killed_rx.await.expect("the leader was killed");
+        let next = c.leader(&[first]).await;
+        (next, killed.elapsed())
+    };
+    let began = Instant::now();
+    let (commits, (next, took)) = tokio::join!(stream, failover);
+    eprintln!("failover (kill -9 -> a new leader holding the lease): {took:?}");
+    eprintln!("{PUSHES} pushes took {:?}", began.elapsed());
+    assert_ne!(next, first);
+    assert!(took < Duration::from_secs(10), "failover took {took:?}");
+
+    // Every pushed commit deployed.
+    for k in 0..PUSHES {
+        c.deployed(&format!("p{k}"), "sleep 600").await;
+    }
+    eprintln!("all deployed {:?} after the first push", began.elapsed());
+    let apps = c.sched.apps().await;
+    let label = |id: &str| {
+        (apps.iter().find(|a| a["id"] == id))
+            .and_then(|a| a["labels"]["baton.dev/commit"].as_str())
+            .map(str::to_string)
+    };
+    let mut exact = 0;
+    for (k, commit) in commits.iter().enumerate() {
+        let got = label(&format!("/p{k}"));
+        let at = got
+            .as_ref()
+            .and_then(|g| commits.iter().position(|c| c == g));
+        assert!(
+            at.is_some_and(|j| j >= k),
+            "/p{k} (added by commit {k}, {commit}) is labelled {got:?}, not commit {k} or later"
+        );
+        exact += usize::from(at == Some(k));
+    }
+    eprintln!("{exact} of {PUSHES} commits deployed by a cycle of their own");
+
+    // Writes per (app, commit), over every replica: one each, but for at most one pair
+    // written twice (the write in flight at the kill).
+    let mut per: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for i in 0..3 {
+        for w in c.replicas[i].proxy.write_log() {
+            assert!(
+                w.method == "PUT" && !w.apps.is_empty(),
+                "replica {i} made an unexpected write: {w:?}"
+            );
+            for (id, commit) in w.apps {
+                let key = (id.unwrap_or_default(), commit.unwrap_or_default());
+                *per.entry(key).or_default() += 1;
             }
         }
-        if k == 2 {
-            c.replicas[first].d().signal(Signal::SIGKILL);
-            let killed = Instant::now();
-            dead.push(first);
-            let next = c.leader(&dead).await;
-            let took = killed.elapsed();
-            assert_ne!(next, first);
-            failover = Some(took);
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let took = failover.unwrap();
-    eprintln!("failover (kill -9 -> a new leader holding the lease): {took:?}");
-    assert!(took < Duration::from_secs(10), "failover took {took:?}");
-    for name in &pushed {
-        c.deployed(name, "sleep 600").await;
-    }
-    // One write per app, plus at most the one in flight at the kill.
-    let total: u64 = (0..3).map(|i| c.writes(i)).sum();
-    let wanted = 1 + pushed.len() as u64;
+    let twice: Vec<_> = per.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
-        (wanted..=wanted + 1).contains(&total),
-        "{total} writes for {wanted} deployments"
+        per.values().all(|n| *n <= 2) && twice.len() <= 1,
+        "apps written more than once for one commit: {twice:?}"
+    );
+    for k in 0..PUSHES {
+        let id = format!("/p{k}");
+        assert!(
+            per.keys().any(|(a, _)| *a == id),
+            "no write of {id} was seen: {per:?}"
+        );
+    }
+    assert_eq!(
+        c.writes(next) + c.writes(first) + c.writes(3 - next - first),
+        per.values().sum::<usize>() as u64,
+        "every write was one app"
     );
     c.replicas[first].daemon = None;
 }
@@ -488,6 +551,131 @@ async fn thirty_concurrent_claims_over_three_sessions_grant_a_task_once() {
     grants[1].release("web.task-2").await.unwrap();
     assert!(grants[0].claim("web.task-2").await.unwrap());
     stop.cancel();
+}
+
+/// A rollout in progress at a failover (issue 18: a new leader neither replays nor forgets): the
+/// state the leader wrote ahead to ZooKeeper is what the next leader resumes from, not the
+/// (stale) state in its own state dir; rolled-back digests go with it; a follower cannot write it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_leader_resumes_the_rollout_state_the_old_leader_wrote_ahead() {
+    use baton::daemon::state::{RolledBack, State};
+    use baton::ha::handoff::{Handoff, HandoffError};
+    use baton_core::rollout::{Phase, Reason, RolloutState, Strategy, TimelineEntry};
+
+    if let Some(why) = zookeeper::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let zk = ZooKeeper::start().await;
+    let path = format!("/baton/handoff-{}", std::process::id());
+    let join = |id: &str, stop: &tokio_util::sync::CancellationToken| {
+        baton::ha::spawn(
+            baton::ha::HaConfig {
+                servers: zk.connect(),
+                path: path.clone(),
+                session_timeout: Duration::from_secs(4),
+                id: id.to_string(),
+            },
+            stop.child_token(),
+        )
+    };
+    let rollout = |commit: &str, phase: Phase| RolloutState {
+        commit: commit.into(),
+        digest: format!("sha256:{commit}"),
+        strategy: Strategy::Canary,
+        canary: "/api-canary".into(),
+        started_at: "2026-01-02T03:04:05.000000".into(),
+        phase,
+        entered_ms: 1_000,
+        window: None,
+        timeline: vec![TimelineEntry {
+            at_ms: 900,
+            event: "canary healthy".into(),
+        }],
+        analysis: None,
+    };
+    let leading = |h: baton::ha::Handle| async move {
+        baton_e2e::wait_until("a leader", DEADLINE, || {
+            let h = h.clone();
+            async move { h.leadership.permit().is_ok() }
+        })
+        .await;
+    };
+
+    let stop1 = tokio_util::sync::CancellationToken::new();
+    let (h1, _e1, t1) = join("r1", &stop1);
+    leading(h1.clone()).await;
+    let stop2 = tokio_util::sync::CancellationToken::new();
+    let (h2, _e2, _t2) = join("r2", &stop2);
+    baton_e2e::wait_until("r2 follows r1", DEADLINE, || {
+        let h = h2.clone();
+        async move { h.leadership.status().leader_id.as_deref() == Some("r1") }
+    })
+    .await;
+
+    // Replica 1 leads a rollout to its second traffic step and remembers a rolled-back digest.
+    let mut ahead = State::new();
+    ahead.record_success("/api", "c1");
+    ahead
+        .rollouts
+        .insert("/api".into(), rollout("c2", Phase::Step { index: 1 }));
+    ahead.apps.entry("/web".into()).or_default().rolled_back = Some(RolledBack {
+        commit: "c3".into(),
+        digest: "sha256:c3".into(),
+        reason: Reason::CheckFailed {
+            output: "HTTP 500".into(),
+        },
+        at_ms: 2_000,
+    });
+    Handoff::new(h1.clone())
+        .save(&ahead)
+        .await
+        .expect("the leader writes ahead");
+
+    // Replica 2's own state dir is stale: the rollout at its launch, an old rolled-back digest.
+    let mut stale = State::new();
+    stale
+        .rollouts
+        .insert("/api".into(), rollout("c2", Phase::Launch));
+    stale
+        .rollouts
+        .insert("/gone".into(), rollout("c0", Phase::Switch));
+    stale.apps.entry("/api".into()).or_default().rolled_back = Some(RolledBack {
+        commit: "c0".into(),
+        digest: "sha256:c0".into(),
+        reason: Reason::CheckFailed {
+            output: String::new(),
+        },
+        at_ms: 1,
+    });
+    let follower = Handoff::new(h2.clone());
+    let refused = follower.save(&stale).await;
+    assert!(
+        matches!(refused, Err(HandoffError::NotLeader(_))),
+        "a follower wrote the rollout state: {refused:?}"
+    );
+
+    // Replica 1 stops; replica 2 leads and takes the rollouts over.
+    stop1.cancel();
+    let _ = t1.await;
+    leading(h2.clone()).await;
+    follower
+        .take_over(&mut stale)
+        .await
+        .expect("takeover reads ZooKeeper");
+    assert_eq!(
+        stale.rollouts, ahead.rollouts,
+        "the new leader resumes where r1 was"
+    );
+    assert_eq!(
+        stale.apps["/web"].rolled_back,
+        ahead.apps["/web"].rolled_back
+    );
+    assert_eq!(
+        stale.apps["/api"].rolled_back, None,
+        "a stale rolled-back digest stays"
+    );
+    stop2.cancel();
 }
 
 /// The numbers of docs/benchmarks.md ("HA on ZooKeeper"): failover over 10 kills (kill -9 of

@@ -3,7 +3,7 @@
 //! carries stalls (open, silent). Thawed, held requests and streams carry on.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -20,7 +20,38 @@ pub struct FreezableProxy {
     after_write: Arc<AtomicBool>,
     /// Writes (`PUT`, `POST`, `DELETE`) forwarded so far: what this proxy's client wrote.
     writes: Arc<AtomicU64>,
+    log: Arc<Mutex<Vec<Write>>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// One write forwarded (`PUT`, `POST`, `DELETE`), as the proxy received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub method: String,
+    /// Without the query.
+    pub path: String,
+    /// Each app definition in the body (one object, or an array of them): its `id` and its
+    /// `baton.dev/commit` label, when it has them.
+    pub apps: Vec<(Option<String>, Option<String>)>,
+}
+
+impl Write {
+    fn of(method: &Method, uri: &Uri, body: &[u8]) -> Write {
+        let one = |v: &serde_json::Value| {
+            let s = |x: &serde_json::Value| x.as_str().map(str::to_string);
+            (s(&v["id"]), s(&v["labels"]["baton.dev/commit"]))
+        };
+        let apps = match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(serde_json::Value::Array(a)) => a.iter().map(one).collect(),
+            Ok(v @ serde_json::Value::Object(_)) => vec![one(&v)],
+            _ => Vec::new(),
+        };
+        Write {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+            apps,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -30,6 +61,7 @@ struct Shared {
     frozen: Arc<watch::Sender<bool>>,
     after_write: Arc<AtomicBool>,
     writes: Arc<AtomicU64>,
+    log: Arc<Mutex<Vec<Write>>>,
 }
 
 impl FreezableProxy {
@@ -38,8 +70,10 @@ impl FreezableProxy {
         let frozen = Arc::new(watch::Sender::new(false));
         let after_write = Arc::new(AtomicBool::new(false));
         let writes = Arc::new(AtomicU64::new(0));
+        let log = Arc::new(Mutex::new(Vec::new()));
         let shared = Shared {
             writes: writes.clone(),
+            log: log.clone(),
             upstream: upstream.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
             frozen: frozen.clone(),
@@ -62,6 +96,7 @@ impl FreezableProxy {
             frozen,
             after_write,
             writes,
+            log,
             task,
         }
     }
@@ -75,6 +110,12 @@ impl FreezableProxy {
     /// Writes forwarded so far.
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::SeqCst)
+    }
+
+    /// Every write forwarded so far, in order: which app at which commit this proxy's client
+    /// wrote.
+    pub fn write_log(&self) -> Vec<Write> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn is_frozen(&self) -> bool {
@@ -102,6 +143,8 @@ async fn forward(s: Shared, method: Method, uri: Uri, headers: HeaderMap, body: 
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     if method != Method::GET {
         s.writes.fetch_add(1, Ordering::SeqCst);
+        let w = Write::of(&method, &uri, &body);
+        s.log.lock().unwrap_or_else(|e| e.into_inner()).push(w);
     }
     let mut req = s
         .http

@@ -93,6 +93,9 @@ pub enum CycleError {
     /// [`ApplyOptions::scheduler_silence`]).
     #[error("{0}")]
     Lost(String),
+    /// HA: the rollout state could not be read from or written to ZooKeeper.
+    #[error(transparent)]
+    Handoff(#[from] crate::ha::handoff::HandoffError),
 }
 
 /// `GET /api/status`: the loop's view, as JSON (schema: `schemas/status.schema.json`).
@@ -517,6 +520,8 @@ struct Reconciler<Src, S> {
     rollout_status: std::collections::BTreeMap<String, baton_core::rollout::RolloutStatus>,
     /// When each rollout in progress wants its next look (Unix ms).
     rollout_wake: std::collections::BTreeMap<String, u64>,
+    /// HA: the leadership term whose rollout state was taken over from ZooKeeper.
+    handoff_term: Option<u64>,
     /// Stats fetches and HTTP checks.
     http: reqwest::Client,
     /// The commit last loaded: author and message (git sources).
@@ -605,6 +610,7 @@ where
         done: CycleSummary::default(),
         rollout_status: Default::default(),
         rollout_wake: Default::default(),
+        handoff_term: None,
         http: crate::daemon::rollout::http_client(),
         asked: None,
     };
@@ -892,10 +898,13 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         started: u64,
         clock: std::time::Instant,
     ) -> Result<Action, CycleError> {
-        let ran = match trigger {
+        // HA: a new leader takes the rollouts over before anything else.
+        let taken = self.take_over_rollouts().await;
+        let ran = match (trigger, taken) {
             // HA: a follower reads and relays, never writes.
             _ if !self.leads() => self.follower_cycle(trigger).await,
-            Trigger::SchedulerEvent { .. } => {
+            (_, Err(e)) => Err(e),
+            (Trigger::SchedulerEvent { .. }, Ok(())) => {
                 match self
                     .event_cycle(trigger, events, preempt, shutdown, started)
                     .await
@@ -905,7 +914,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                     Err(e) => Err(e),
                 }
             }
-            _ => self.cycle(trigger, preempt, shutdown, started).await,
+            (_, Ok(())) => self.cycle(trigger, preempt, shutdown, started).await,
         };
         match ran {
             Ok(a) => Ok(a),

@@ -309,6 +309,21 @@ pub struct TickEnv<'a, S> {
     /// A push asks this tick to stop (asked only before its first write).
     pub preempted: &'a (dyn Fn() -> bool + Send + Sync),
     pub now_ms: &'a (dyn Fn() -> u64 + Send + Sync),
+    /// HA: the rollout state is also written ahead to ZooKeeper (docs/ha.md).
+    pub handoff: Option<&'a crate::ha::handoff::Handoff>,
+}
+
+/// Save the state (write ahead): to the state dir, and under HA to ZooKeeper.
+async fn save(
+    dir: &Path,
+    state: &State,
+    handoff: Option<&crate::ha::handoff::Handoff>,
+) -> Result<(), TickError> {
+    state::save(dir, state)?;
+    if let Some(h) = handoff {
+        h.save(state).await?;
+    }
+    Ok(())
 }
 
 /// Why a tick failed.
@@ -316,6 +331,9 @@ pub struct TickEnv<'a, S> {
 pub enum TickError {
     #[error(transparent)]
     State(#[from] StateError),
+    /// HA: the rollout state could not be handed to ZooKeeper (nothing was written after it).
+    #[error(transparent)]
+    Handoff(#[from] crate::ha::handoff::HandoffError),
 }
 
 /// One look at every active rollout (see the module documentation).
@@ -343,7 +361,7 @@ pub async fn tick<S: Scheduler>(env: TickEnv<'_, S>) -> Result<TickReport, TickE
         let (Ok(id), Ok(canary_id)) = (AppId::parse(&app), AppId::parse(&rs.canary)) else {
             tracing::warn!(app = %app, "a persisted rollout names an invalid app id: dropped");
             env.state.rollouts.remove(&app);
-            state::save(env.state_dir, env.state)?;
+            save(env.state_dir, env.state, env.handoff).await?;
             continue;
         };
         let retry_at = (env.now_ms)() + env.config.tick.as_millis() as u64;
@@ -419,7 +437,8 @@ pub async fn tick<S: Scheduler>(env: TickEnv<'_, S>) -> Result<TickReport, TickE
             report.preempted = true;
             return Ok(report);
         }
-        // Write ahead: the state that follows these writes is on disk before any is sent.
+        // Write ahead: the state that follows these writes is on disk (and, under HA,
+        // in ZooKeeper) before any is sent.
         let changed = d.next.as_ref() != Some(&rs) || d.outcome.is_some();
         match &d.next {
             Some(next) => {
@@ -439,7 +458,7 @@ pub async fn tick<S: Scheduler>(env: TickEnv<'_, S>) -> Result<TickReport, TickE
             });
         }
         if changed || !d.plan.is_empty() {
-            state::save(env.state_dir, env.state)?;
+            save(env.state_dir, env.state, env.handoff).await?;
         }
         report.wake.insert(app.clone(), d.wake_at_ms);
         report.statuses.insert(app.clone(), d.status.clone());

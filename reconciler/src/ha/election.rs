@@ -24,6 +24,8 @@ pub const ELECTION: &str = "election";
 pub const PUSH: &str = "push";
 /// Secret zero's granted task ids ([`super::grants`]).
 pub const GRANTS: &str = "grants";
+/// The leader's rollout state ([`super::handoff`]).
+pub const ROLLOUTS: &str = "rollouts";
 
 /// What the election tells the rest of the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]

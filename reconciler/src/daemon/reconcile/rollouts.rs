@@ -5,6 +5,7 @@
 use super::*;
 use crate::daemon::notifications::Notification;
 use crate::daemon::rollout::{self as driver, Ended, TickEnv};
+use crate::ha::handoff::Handoff;
 use baton_core::cycle::RolloutView;
 use baton_core::rollout::Outcome as RolloutOutcome;
 
@@ -31,6 +32,32 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         self.shared.set_rollouts(&self.state);
     }
 
+    /// HA: where the rollout state is handed over (`None`: standalone).
+    fn handoff(&self) -> Option<Handoff> {
+        self.shared.ha.get().map(|h| Handoff::new(h.clone()))
+    }
+
+    /// HA: once per term of this replica's leadership, before its first cycle or tick, take
+    /// the rollouts over from ZooKeeper (what the previous leader wrote ahead), so that none
+    /// is replayed from its start or forgotten. Standalone and followers: nothing.
+    pub(super) async fn take_over_rollouts(&mut self) -> Result<(), CycleError> {
+        let Some(h) = self.handoff().filter(|h| h.leading()) else {
+            return Ok(());
+        };
+        let term = h.term();
+        if self.handoff_term == Some(term) {
+            return Ok(());
+        }
+        h.take_over(&mut self.state).await?;
+        state::save(&self.config.state_dir, &self.state)?;
+        self.handoff_term = Some(term);
+        let live = &self.state.rollouts;
+        self.rollout_status.retain(|app, _| live.contains_key(app));
+        self.rollout_wake.retain(|app, _| live.contains_key(app));
+        self.shared.set_rollouts(&self.state);
+        Ok(())
+    }
+
     /// One tick of every rollout. `Ok(None)`: a push stopped it before it wrote; `Ok(Some(d))`:
     /// look again after `d`.
     pub(super) async fn rollout_cycle(
@@ -39,6 +66,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
         shutdown: &CancellationToken,
     ) -> Result<Option<Duration>, CycleError> {
         let tick = self.config.rollout.tick;
+        self.take_over_rollouts().await?;
         let Some((rev, repo)) = self.last_good.clone() else {
             // Nothing loaded yet (the first cycle does that): no spec to judge by.
             return Ok(Some(tick));
@@ -58,6 +86,7 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
                 phase_since_ms: started,
             })
         });
+        let handoff = self.handoff();
         let report = driver::tick(TickEnv {
             scheduler: self.scheduler.as_ref(),
             state: &mut self.state,
@@ -70,10 +99,14 @@ impl<Src: SpecSource, S: Scheduler + 'static> Reconciler<Src, S> {
             http: &self.http,
             preempted: &preempted,
             now_ms: &now_ms,
+            handoff: handoff.as_ref(),
         })
         .await;
         self.shared.with_status(|st| st.cycle = None);
-        let report = report.map_err(|driver::TickError::State(e)| CycleError::State(e))?;
+        let report = report.map_err(|e| match e {
+            driver::TickError::State(e) => CycleError::State(e),
+            driver::TickError::Handoff(e) => CycleError::Handoff(e),
+        })?;
         if report.preempted {
             tracing::debug!("a push arrived: the rollout tick stops before writing anything");
             return Ok(None);
