@@ -240,3 +240,62 @@ fn serve_takes_the_environments_marathon_only_from_a_repo_on_this_host() {
     assert_eq!(o.status.code(), Some(64), "{}", out(&o));
     assert!(out(&o).contains("no environment `perf`"), "{}", out(&o));
 }
+
+/// `plan --environment NAME` asks the environment's `vaultAddr` (nothing listens there: the
+/// error names it), unless `--vault-addr` overrides it; without a token it says whose address
+/// needs one.
+#[test]
+fn plan_uses_the_environments_vault_address_unless_vault_addr_overrides_it() {
+    let dir = repo();
+    // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    write(
+        dir.path(),
+        "baton.yaml",
+        "owner: shop\nenvironments:\n  qa: {marathon: 'http://127.0.0.1:1', vaultAddr: 'http://127.0.0.1:9'}\n  prod: {marathon: 'http://127.0.0.1:2'}\n",
+    );
+    write(dir.path(), "live.json", "{\"apps\": []}\n");
+    let plan = |extra: &[&str], token: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_baton"));
+        c.args(["plan", "--live", "live.json"])
+            .args(extra)
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .env_remove("BATON_VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .env_remove("BATON_VAULT_TOKEN");
+        if token {
+            c.env("BATON_VAULT_TOKEN", "t");
+        }
+        c.output().unwrap()
+    };
+    let o = plan(&["--environment", "qa"], true);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        out(&o).contains("Vault at http://127.0.0.1:9: ") && out(&o).contains("cannot reach Vault"),
+        "{}",
+        out(&o)
+    );
+    // The flag wins over the environment's address.
+    let o = plan(
+        &["--environment", "qa", "--vault-addr", "http://127.0.0.1:7"],
+        true,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        out(&o).contains("Vault at http://127.0.0.1:7: "),
+        "{}",
+        out(&o)
+    );
+    assert!(!out(&o).contains("127.0.0.1:9"), "{}", out(&o));
+    // No token: refused before anything is read, naming the environment and its address.
+    let o = plan(&["--environment", "qa"], false);
+    assert_eq!(o.status.code(), Some(64), "{}", out(&o));
+    assert!(
+        out(&o).contains("--vault-addr (from environment `qa` in baton.yaml): http://127.0.0.1:9: no Vault token"),
+        "{}",
+        out(&o)
+    );
+    // An environment without `vaultAddr` plans with Vault state unknown, as before.
+    let o = plan(&["--environment", "prod"], true);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+}
