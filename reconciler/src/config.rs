@@ -1016,14 +1016,16 @@ fn vault_access(
     let token = match (token_file, token) {
         (Some((path, origin)), _) => read_secret(&path, "--vault-token-file", origin)?,
         (None, Some(t)) => t,
-        (None, None) if matches!(origin, Origin::Environment(_)) => return Err(ConfigError::Bad {
-            name: "--vault-addr",
-            origin,
-            reason: format!(
+        (None, None) if matches!(origin, Origin::Environment(_)) => {
+            return Err(ConfigError::Bad {
+                name: "--vault-addr",
+                origin,
+                reason: format!(
                 "{}: no Vault token (give --vault-token-file, BATON_VAULT_TOKEN or VAULT_TOKEN)",
                 baton_core::userinfo::redact_url(&addr)
             ),
-        }),
+            })
+        }
         (None, None) => return Err(ConfigError::Missing(
             "a Vault token for --vault-addr (--vault-token-file, BATON_VAULT_TOKEN or VAULT_TOKEN)",
         )),

@@ -106,10 +106,17 @@ pub fn run(cli: Cli, sources: Sources, signals: Signals) -> Result<u8, Error> {
         )?),
         Command::Dev {
             repo,
+            environment,
             listen,
             page_listen,
             state_dir,
-        } => rt.block_on(dev(repo, listen, page_listen, state_dir, signals)),
+        } => {
+            let repo = baton::environment::RepoDir {
+                path: repo,
+                environment,
+            };
+            rt.block_on(dev(repo, listen, page_listen, state_dir, signals))
+        }
         Command::Serve(args) => rt.block_on(serve(*args, sources, signals)),
         Command::Rollout { command } => rt.block_on(rollout(command)),
         Command::Rollback(args) => rt.block_on(rollback(args, &sources, style, signals)),
@@ -382,7 +389,7 @@ fn live(
 }
 
 async fn dev(
-    repo: PathBuf,
+    repo: baton::environment::RepoDir,
     listen: SocketAddr,
     page_listen: SocketAddr,
     state_dir: Option<PathBuf>,
@@ -393,7 +400,8 @@ async fn dev(
     let sessions = TaskSessions::default();
     signals(shutdown.clone(), Some(sessions.clone()));
     let options = baton_cli::dev::DevOptions {
-        repo,
+        repo: repo.path,
+        environment: repo.environment,
         listen,
         page_listen,
         state_dir,
