@@ -54,6 +54,12 @@ pub enum CommandError {
     Ledger(#[from] crate::daemon::ledger_file::LedgerError),
     #[error("Vault: {0}")]
     Vault(#[from] crate::secret_zero::vault_admin::VaultAdminError),
+    /// A Vault error naming the address asked (it may be an environment's `vaultAddr`).
+    #[error("Vault at {addr}: {source}")]
+    VaultAt {
+        addr: String,
+        source: crate::secret_zero::vault_admin::VaultAdminError,
+    },
     /// `--app` named apps that are neither in the repo nor on the scheduler (bad usage: 64).
     #[error("--app: no app {apps} in the repo or on the scheduler")]
     UnknownApps { apps: String },
@@ -247,11 +253,17 @@ pub async fn plan_with_vault(
     if wanted {
         let (live_vault, role_ids, state) = match vault {
             Some(v) => {
-                let admin = crate::secret_zero::vault_admin::VaultAdmin::new(v.admin.clone())?;
-                let lv = admin.observe(&repo.config.owner).await?;
+                let at = |source| CommandError::VaultAt {
+                    addr: baton_core::userinfo::redact_url(&v.admin.addr),
+                    source,
+                };
+                let admin = crate::secret_zero::vault_admin::VaultAdmin::new(v.admin.clone())
+                    .map_err(at)?;
+                let lv = admin.observe(&repo.config.owner).await.map_err(at)?;
                 secrets::claim_names(&mut desired, &lv);
                 if !desired.apps.is_empty() {
-                    secrets::apply_kv_mounts(&mut desired, &admin.kv_mounts().await?);
+                    let mounts = admin.kv_mounts().await.map_err(at)?;
+                    secrets::apply_kv_mounts(&mut desired, &mounts);
                 }
                 let ids = secrets::role_ids(&desired, &lv, &mut |_| NEW_ROLE_ID.to_string());
                 if v.gatekeeper_url.is_none() {

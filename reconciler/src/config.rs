@@ -23,6 +23,7 @@ use crate::commands::{LiveFrom, PlanSecrets, PlanVault};
 use crate::daemon::reconcile::SyncMode;
 use crate::secret_zero::vault_admin::VaultAdminConfig;
 use crate::source::git::GitAuth;
+use baton_core::environment::Environment;
 use baton_core::secrets::AllowedPolicies;
 use baton_marathon::marathon::{Auth, MarathonConfig};
 
@@ -275,6 +276,8 @@ pub enum Origin {
     File { key: String, path: Option<PathBuf> },
     /// The built-in default.
     Default,
+    /// The settings of this environment in the repo's `baton.yaml` (docs/environments.md).
+    Environment(String),
 }
 
 impl fmt::Display for Origin {
@@ -287,6 +290,7 @@ impl fmt::Display for Origin {
             }
             Origin::File { key, path: None } => write!(f, " (from the config key `{key}`)"),
             Origin::Default => write!(f, " (the default)"),
+            Origin::Environment(name) => write!(f, " (from environment `{name}` in baton.yaml)"),
         }
     }
 }
@@ -522,8 +526,11 @@ pub fn live(
 
 /// `baton plan`'s secret-zero settings: the allow-list, and Vault access when `--vault-addr`
 /// is given (the same settings and checks as `serve`'s).
+/// With `--environment`, `environment` is that environment: its `vaultAddr` is the address
+/// unless `--vault-addr` (or `BATON_VAULT_ADDR`) gives one.
 pub fn plan_secrets(
     args: VaultArgs,
+    environment: Option<&Environment>,
     sources: &Sources,
     env: EnvLookup,
 ) -> Result<PlanSecrets, ConfigError> {
@@ -534,7 +541,7 @@ pub fn plan_secrets(
         file: &FileConfig::default(),
         sources,
     };
-    let (allowed, access) = vault_access(&layers, vault_token(env))?;
+    let (allowed, access) = vault_access(&layers, vault_token(env), environment)?;
     Ok(PlanSecrets {
         vault: access.map(|a| PlanVault {
             admin: VaultAdminConfig {
@@ -654,8 +661,20 @@ pub fn resolve(
         sources: &flags.sources,
     };
     marathon_from_file(&mut marathon, &l)?;
-    let vault = resolve_vault(&l, flags.vault_token.clone())?;
     let mut repo = (l.value("--repo", |c| &c.repo)).ok_or(ConfigError::Missing("--repo"))?;
+    let environment = l.value("--environment", |c| &c.environment);
+    // The environment's settings, read once, where a flag (or the config file) leaves its
+    // Marathon or its Vault address to it.
+    let marathon_given =
+        !marathon.url.is_empty() || l.value("--marathon", |c| &c.marathon).is_some();
+    let vault_given = l.value("--vault-addr", |c| &c.vault_addr).is_some();
+    let settings = match &environment {
+        Some(env) if !(marathon_given && vault_given) => {
+            crate::environment::serve_environment(&repo, env, l.sources.of("--environment"))?
+        }
+        _ => None,
+    };
+    let vault = resolve_vault(&l, flags.vault_token.clone(), settings.as_ref())?;
     // Credentials in the URL become git credentials: the URL is shown in logs and status.
     let url_auth =
         baton_core::userinfo::split_http_userinfo(&repo).map(|(bare, user, password)| {
@@ -669,16 +688,32 @@ pub fn resolve(
         (l.value("--cache-dir", |c| &c.cache_dir)).unwrap_or_else(|| state_dir.join("git-cache"));
     let listen = (l.value("--listen", |c| &c.listen))
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8088)));
-    let environment = l.value("--environment", |c| &c.environment);
     if marathon.url.is_empty() {
-        marathon.url = match (l.value("--marathon", |c| &c.marathon), &environment) {
-            (Some(url), _) => url,
-            (None, Some(env)) => {
-                let origin = l.sources.of("--environment");
-                marathon = crate::environment::serve_marathon(&repo, env, marathon, origin)?;
+        marathon.url = match (l.value("--marathon", |c| &c.marathon), &environment, &settings) {
+            (Some(url), _, _) => url,
+            (None, Some(_), Some(settings)) => {
+                let bad = |e: crate::environment::EnvironmentError| ConfigError::Bad {
+                    name: "--environment",
+                    origin: l.sources.of("--environment"),
+                    reason: e.to_string(),
+                };
+                marathon = crate::environment::marathon_for(
+                    settings,
+                    None,
+                    marathon,
+                    &process_env,
+                )
+                .map_err(bad)?;
                 marathon.url.clone()
             }
-            (None, None) => return Err(ConfigError::Missing("--marathon")),
+            (None, Some(_), None) => {
+                return Err(ConfigError::Bad {
+                    name: "--environment",
+                    origin: l.sources.of("--environment"),
+                    reason: "the repo is not a directory on this host with a baton.yaml: give --marathon too (a daemon's Marathon is fixed when it starts)".into(),
+                })
+            }
+            (None, None, _) => return Err(ConfigError::Missing("--marathon")),
         };
     }
     marathon.take_url_credentials();
@@ -943,6 +978,7 @@ fn notify_sinks(
 fn vault_access(
     l: &Layers,
     token: Option<SecretString>,
+    environment: Option<&Environment>,
 ) -> Result<(AllowedPolicies, Option<VaultAccess>), ConfigError> {
     let name = "--vault-allowed-policies";
     let allowed = match l.pick(name, |c| &c.vault_allowed_policies) {
@@ -954,7 +990,13 @@ fn vault_access(
         None => AllowedPolicies::default(),
     };
     let token_file = l.pick("--vault-token-file", |c| &c.vault_token_file);
-    let Some((addr, origin)) = l.pick("--vault-addr", |c| &c.vault_addr) else {
+    // The flag (or the config file) over the environment's `vaultAddr`, as for its Marathon.
+    let from_environment = environment
+        .and_then(|e| (e.vault_addr.clone()).map(|a| (a, Origin::Environment(e.name.clone()))));
+    let picked = l
+        .pick("--vault-addr", |c| &c.vault_addr)
+        .or(from_environment);
+    let Some((addr, origin)) = picked else {
         if let Some((_, origin)) = token_file {
             return Err(ConfigError::Bad {
                 name: "--vault-token-file",
@@ -974,6 +1016,16 @@ fn vault_access(
     let token = match (token_file, token) {
         (Some((path, origin)), _) => read_secret(&path, "--vault-token-file", origin)?,
         (None, Some(t)) => t,
+        (None, None) if matches!(origin, Origin::Environment(_)) => {
+            return Err(ConfigError::Bad {
+                name: "--vault-addr",
+                origin,
+                reason: format!(
+                "{}: no Vault token (give --vault-token-file, BATON_VAULT_TOKEN or VAULT_TOKEN)",
+                baton_core::userinfo::redact_url(&addr)
+            ),
+            })
+        }
         (None, None) => return Err(ConfigError::Missing(
             "a Vault token for --vault-addr (--vault-token-file, BATON_VAULT_TOKEN or VAULT_TOKEN)",
         )),
@@ -993,8 +1045,9 @@ fn vault_access(
 fn resolve_vault(
     l: &Layers,
     token: Option<SecretString>,
+    environment: Option<&Environment>,
 ) -> Result<Option<VaultServeConfig>, ConfigError> {
-    let (allowed_policies, access) = vault_access(l, token)?;
+    let (allowed_policies, access) = vault_access(l, token, environment)?;
     let Some(access) = access else {
         return Ok(None);
     };
@@ -1673,6 +1726,53 @@ mod tests {
         );
     }
 
+    /// `baton serve --environment NAME`: the environment's `vaultAddr` turns secret zero on
+    /// with that address (and its Marathon is the environment's); `--vault-addr` wins over it;
+    /// a bad one is named as the environment's.
+    #[test]
+    fn serve_takes_the_environments_vault_address_unless_vault_addr_overrides_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = |vault: &str| {
+            format!("environments:\n  qa: {{marathon: 'http://mqa:8080', vaultAddr: '{vault}'}}\n")
+        };
+        std::fs::write(dir.path().join("baton.yaml"), yaml("http://vault-qa:8200")).unwrap();
+        let args = |vault_addr: Option<&str>| ServeArgs {
+            settings: FileConfig {
+                repo: Some(dir.path().display().to_string()),
+                state_dir: Some(dir.path().join("state")),
+                environment: Some("qa".into()),
+                ..FileConfig::default()
+            },
+            vault: VaultArgs {
+                vault_addr: vault_addr.map(str::to_string),
+                ..VaultArgs::default()
+            },
+            ..ServeArgs::default()
+        };
+        let token = [("BATON_VAULT_TOKEN", "t")];
+        let c = serve(args(None), Sources::default(), &env_of(&token)).unwrap();
+        assert_eq!(
+            c.vault.map(|v| v.addr).as_deref(),
+            Some("http://vault-qa:8200")
+        );
+        assert_eq!(c.marathon.url, "http://mqa:8080");
+        let c = serve(
+            args(Some("http://v:8200")),
+            Sources::default(),
+            &env_of(&token),
+        );
+        assert_eq!(
+            c.unwrap().vault.map(|v| v.addr).as_deref(),
+            Some("http://v:8200")
+        );
+        std::fs::write(dir.path().join("baton.yaml"), yaml("vault-qa:8200")).unwrap();
+        let e = serve(args(None), Sources::default(), &env_of(&token)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bad setting --vault-addr (from environment `qa` in baton.yaml): must be an http:// or https:// URL"
+        );
+    }
+
     /// `--auth-proxy-header`: a flag, or the config key `auth-proxy-header`; not a header
     /// name is an error naming where it came from; none by default.
     #[test]
@@ -1784,7 +1884,7 @@ mod tests {
             ),
         ];
         for (case, args, env, expected) in cases {
-            let plan = plan_secrets(args.clone(), &Sources::default(), &env_of(env));
+            let plan = plan_secrets(args.clone(), None, &Sources::default(), &env_of(env));
             let served = serve(
                 serve_args(FileConfig::default(), args),
                 Sources::default(),

@@ -135,6 +135,25 @@ pub fn read_all(dir: &Path, keep: Keep) -> Result<Repo, crate::commands::Command
     Ok(environment::combine(results))
 }
 
+/// Environment `name` as `baton.yaml` of the repo at `dir` declares it (only that file is
+/// read): the one place commands find an environment's settings, its Marathon
+/// ([`marathon_for`]) and its Vault address (`config::plan_secrets`, `config::resolve`).
+pub fn settings(dir: &Path, name: &str) -> Result<Environment, crate::commands::CommandError> {
+    let (config, problems) = crate::source::dir::read_config(dir)?;
+    let envs = &config.environments;
+    match envs.get(name) {
+        Some(env) => Ok(env.clone()),
+        None if envs.is_empty() && problems.iter().all(|d| d.severity != Severity::Error) => {
+            Err(EnvironmentError::NoneDeclared { name: name.into() }.into())
+        }
+        None => Err(EnvironmentError::Unknown {
+            name: name.into(),
+            known: known(envs),
+        }
+        .into()),
+    }
+}
+
 /// The Marathon client settings of environment `name` of the repo at `dir`: its URL (unless
 /// `url` overrides it), its credentials read from the file or variable it names (unless the
 /// client flags gave some), the rest as `base` (the client flags) gives it.
@@ -145,25 +164,17 @@ pub fn marathon(
     base: MarathonConfig,
     env_lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<MarathonConfig, crate::commands::CommandError> {
-    marathon_of(dir, name, url, base, env_lookup)
+    Ok(marathon_for(&settings(dir, name)?, url, base, env_lookup)?)
 }
 
-fn marathon_of(
-    dir: &Path,
-    name: &str,
+/// [`marathon`] of an environment already read.
+pub fn marathon_for(
+    env: &Environment,
     url: Option<String>,
     mut base: MarathonConfig,
     env_lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<MarathonConfig, crate::commands::CommandError> {
-    let snapshot = crate::source::read_dir(dir)?;
-    let envs = &snapshot.config.environments;
-    let Some(env) = envs.get(name) else {
-        return Err(EnvironmentError::Unknown {
-            name: name.into(),
-            known: known(envs),
-        }
-        .into());
-    };
+) -> Result<MarathonConfig, EnvironmentError> {
+    let name = env.name.as_str();
     base.url = url.unwrap_or_else(|| env.marathon.clone());
     if base.auth.is_some() {
         return Ok(base); // the client flags' credentials win, as `--marathon` wins over the URL
@@ -489,28 +500,26 @@ pub fn commit_promotion(
     git(&commit)
 }
 
-/// `baton serve --environment NAME` without `--marathon`: the environment's Marathon, read
-/// once at start from the `baton.yaml` of a repo on this host (a directory or a local git
-/// working tree). A daemon's target is fixed when it starts; for a remote repo it must be given.
-pub fn serve_marathon(
+/// `baton serve --environment NAME` without `--marathon` or `--vault-addr`: the environment's
+/// settings, read once at start from the `baton.yaml` of a repo on this host (a directory or a
+/// local git working tree); `None` for any other repo (a remote one cannot be read before the
+/// daemon starts). A daemon's target is fixed when it starts.
+pub fn serve_environment(
     repo: &str,
     env: &str,
-    marathon: MarathonConfig,
     origin: crate::config::Origin,
-) -> Result<MarathonConfig, crate::config::ConfigError> {
-    let bad = |reason: String| crate::config::ConfigError::Bad {
-        name: "--environment",
-        origin: origin.clone(),
-        reason,
-    };
+) -> Result<Option<Environment>, crate::config::ConfigError> {
     let dir = Path::new(repo);
     if !dir.join(spec::load::CONFIG_FILE).is_file() {
-        return Err(bad(
-            "the repo is not a directory on this host with a baton.yaml: give --marathon too (a daemon's Marathon is fixed when it starts)".into(),
-        ));
+        return Ok(None);
     }
-    marathon_of(dir, env, None, marathon, &crate::config::process_env)
-        .map_err(|e| bad(e.to_string()))
+    settings(dir, env)
+        .map(Some)
+        .map_err(|e| crate::config::ConfigError::Bad {
+            name: "--environment",
+            origin,
+            reason: e.to_string(),
+        })
 }
 
 /// A daemon's load of environment `name` from what its source read: the overlay applied. An

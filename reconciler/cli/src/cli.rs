@@ -65,6 +65,10 @@ pub enum Command {
         /// The repo directory to apply and watch.
         #[arg(long, default_value = baton_cli::dev::DEMO_REPO)]
         repo: PathBuf,
+        /// The environment of `baton.yaml` to apply (its overlay and owner; its Marathon is
+        /// not used: apps run on the dev scheduler); required when the repo declares some.
+        #[arg(long, env = "BATON_ENVIRONMENT")]
+        environment: Option<String>,
         /// Address of the dev scheduler (port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,

@@ -28,6 +28,10 @@ pub const DEMO_REPO: &str = "fixtures/demo";
 pub struct DevOptions {
     /// The repo directory to apply and watch.
     pub repo: PathBuf,
+    /// The environment of `baton.yaml` to apply (its overlay and owner; its Marathon is not
+    /// used: `baton dev` applies to its own dev scheduler). Required when the repo declares
+    /// environments.
+    pub environment: Option<String>,
     /// Where the scheduler listens (port 0: any free port).
     pub listen: SocketAddr,
     /// Where the status page is served, read-only (port 0: any free port).
@@ -47,6 +51,7 @@ impl Default for DevOptions {
     fn default() -> Self {
         DevOptions {
             repo: PathBuf::from(DEMO_REPO),
+            environment: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             page_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             state_dir: None,
@@ -104,6 +109,7 @@ pub async fn run(
     let repo_dir = resolve_repo(&options.repo).ok_or_else(|| DevLoopError::NoRepo {
         path: options.repo.clone(),
     })?;
+    let environment = environment(&repo_dir, options.environment.as_deref())?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| DevLoopError::Listen {
@@ -154,6 +160,13 @@ pub async fn run(
         scheduler_stop.clone(),
     ));
 
+    if let Some(env) = &environment {
+        let _ = writeln!(
+            out,
+            "environment: {} (its overlay and owner; its Marathon {} is not used: apps run on this dev scheduler)",
+            env.name, env.marathon
+        );
+    }
     let result = watch_and_apply(&options, &repo_dir, &url, &page, &shutdown, out).await;
     page_stop.cancel();
     if let Ok(Err(e)) = page_task.await {
@@ -171,6 +184,29 @@ pub async fn run(
     };
     let _ = writeln!(out, "dev scheduler stopped; every task process is gone");
     result.and(stopped)
+}
+
+/// The environment `baton dev` applies, checked before anything binds: the one named (it must
+/// be declared), and in a repo that declares environments one must be named (the error lists
+/// them). A `baton.yaml` that does not parse is no error here: each apply reports it.
+fn environment(
+    repo_dir: &Path,
+    name: Option<&str>,
+) -> Result<Option<baton_core::environment::Environment>, DevLoopError> {
+    if let Some(name) = name {
+        return Ok(Some(baton::environment::settings(repo_dir, name)?));
+    }
+    let (config, _) = baton::source::dir::read_config(repo_dir).map_err(CommandError::from)?;
+    if config.environments.is_empty() {
+        return Ok(None);
+    }
+    let known = config.environments.keys().cloned().collect::<Vec<_>>();
+    Err(
+        CommandError::from(baton::environment::EnvironmentError::Required {
+            known: known.join(", "),
+        })
+        .into(),
+    )
 }
 
 /// The status page `baton dev` serves: where, and the dashboard each apply publishes to.
@@ -213,7 +249,11 @@ async fn watch_and_apply(
         // An edit while an apply waits (for a deployment, up to its deadline) cancels that
         // apply and starts the next at once: the fix of a broken spec must not wait for it.
         let (edited_meanwhile, report) = {
-            let run = cycle(repo_dir, &scheduler, &policy, &apply, &page.dashboard, out);
+            let dir = baton::environment::RepoDir {
+                path: repo_dir.to_path_buf(),
+                environment: options.environment.clone(),
+            };
+            let run = cycle(dir, &scheduler, &policy, &apply, &page.dashboard, out);
             tokio::pin!(run);
             tokio::select! {
                 _ = &mut run => (false, None),
@@ -272,14 +312,14 @@ async fn supersede(scheduler: &Marathon, report: &ApplyReport, out: &mut (dyn Wr
 /// Load, plan and apply once; problems are printed, never fatal (the next edit tries again).
 /// The apply's report, when it got that far.
 async fn cycle(
-    repo_dir: &Path,
+    repo_dir: baton::environment::RepoDir,
     scheduler: &Marathon,
     policy: &Policy,
     options: &ApplyOptions,
     dashboard: &baton::daemon::dashboard::Dashboard,
     out: &mut (dyn Write + Send),
 ) -> Option<ApplyReport> {
-    let repo = match commands::load_repo(repo_dir) {
+    let repo = match commands::load_repo_as(repo_dir) {
         Ok(r) => r,
         Err(e) => {
             let _ = writeln!(out, "error: {e}");

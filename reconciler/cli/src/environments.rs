@@ -1,10 +1,11 @@
 //! `baton diff-env` and `baton promote` (docs/environments.md), and how `plan`, `apply`,
-//! `drift` find an environment's Marathon.
+//! `drift` find an environment's Marathon (and `plan` its Vault address).
 
 use std::path::PathBuf;
 
 use baton::commands::{exit, CommandError, Format};
 use baton::config::{self, ConfigError, MarathonArgs, Sources};
+use baton_core::environment::Environment;
 use baton_marathon::marathon::MarathonConfig;
 use clap::Args;
 
@@ -84,11 +85,21 @@ pub fn promote(args: PromoteArgs, out: &mut dyn std::io::Write) -> Result<u8, Co
     Ok(exit::OK)
 }
 
+/// The environment `--environment` names, read from the repo's `baton.yaml` once (`None`
+/// without the flag): its Marathon and Vault address are the defaults of the flags.
+pub fn settings(
+    repo: &std::path::Path,
+    environment: Option<&str>,
+) -> Result<Option<Environment>, CommandError> {
+    environment
+        .map(|name| baton::environment::settings(repo, name))
+        .transpose()
+}
+
 /// The Marathon of `plan`/`apply`/`drift`: the environment's (its URL unless `--marathon`
 /// overrides it, its credentials unless the client flags give some) or `--marathon` alone.
 pub fn marathon(
-    repo: &std::path::Path,
-    environment: Option<&str>,
+    environment: Option<&Environment>,
     url: Option<String>,
     auth: &MarathonArgs,
     sources: &Sources,
@@ -98,11 +109,8 @@ pub fn marathon(
         return Ok(Ok(config::marathon(url, auth, sources)?));
     };
     let base = config::marathon(String::new(), auth, sources)?;
-    Ok(baton::environment::marathon(
-        repo,
-        env,
-        url,
-        base,
-        &config::process_env,
-    ))
+    Ok(
+        baton::environment::marathon_for(env, url, base, &config::process_env)
+            .map_err(CommandError::from),
+    )
 }

@@ -106,10 +106,17 @@ pub fn run(cli: Cli, sources: Sources, signals: Signals) -> Result<u8, Error> {
         )?),
         Command::Dev {
             repo,
+            environment,
             listen,
             page_listen,
             state_dir,
-        } => rt.block_on(dev(repo, listen, page_listen, state_dir, signals)),
+        } => {
+            let repo = baton::environment::RepoDir {
+                path: repo,
+                environment,
+            };
+            rt.block_on(dev(repo, listen, page_listen, state_dir, signals))
+        }
         Command::Serve(args) => rt.block_on(serve(*args, sources, signals)),
         Command::Rollout { command } => rt.block_on(rollout(command)),
         Command::Rollback(args) => rt.block_on(rollback(args, &sources, style, signals)),
@@ -171,14 +178,10 @@ pub fn run(cli: Cli, sources: Sources, signals: Signals) -> Result<u8, Error> {
 }
 
 async fn plan(args: PlanArgs, sources: &Sources, style: Style) -> Result<u8, Error> {
-    let live = live(
-        &args.repo,
-        args.environment.as_deref(),
-        &args.live,
-        &args.auth,
-        sources,
-    )?;
-    let secrets = config::plan_secrets(args.vault, sources, &config::process_env)?;
+    let environment = baton_cli::environments::settings(&args.repo, args.environment.as_deref())?;
+    let live = live(environment.as_ref(), &args.live, &args.auth, sources)?;
+    let env = environment.as_ref();
+    let secrets = config::plan_secrets(args.vault, env, sources, &config::process_env)?;
     let policy = Policy {
         commit: args.commit,
         allow_deletes: args.allow_deletes,
@@ -301,13 +304,8 @@ fn selection(
 }
 
 async fn drift(args: DriftArgs, sources: &Sources, style: Style) -> Result<u8, Error> {
-    let live = live(
-        &args.repo,
-        args.environment.as_deref(),
-        &args.live,
-        &args.auth,
-        sources,
-    )?;
+    let environment = baton_cli::environments::settings(&args.repo, args.environment.as_deref())?;
+    let live = live(environment.as_ref(), &args.live, &args.auth, sources)?;
     let options = commands::DriftOptions {
         format: args.format,
         state_dir: args.state_dir,
@@ -326,9 +324,9 @@ async fn apply(
     style: Style,
     signals: Signals,
 ) -> Result<u8, Error> {
-    let env = args.environment.as_deref();
-    let marathon =
-        baton_cli::environments::marathon(&args.repo, env, args.marathon, &args.auth, sources)??;
+    let environment = baton_cli::environments::settings(&args.repo, args.environment.as_deref())?;
+    let env = environment.as_ref();
+    let marathon = baton_cli::environments::marathon(env, args.marathon, &args.auth, sources)??;
     let options = config::apply_options(
         &args.lock_wait,
         args.parallelism,
@@ -377,8 +375,7 @@ fn repo_dir(path: PathBuf, environment: Option<String>) -> baton::environment::R
 /// Where `plan` and `drift` read the live apps: `--live`, `--marathon`, or the environment's
 /// Marathon.
 fn live(
-    repo: &std::path::Path,
-    environment: Option<&str>,
+    environment: Option<&baton_core::environment::Environment>,
     args: &config::LiveArgs,
     auth: &config::MarathonArgs,
     sources: &Sources,
@@ -387,12 +384,12 @@ fn live(
         return Ok(config::live(args, auth, sources)?);
     }
     let url = args.marathon.clone();
-    let marathon = baton_cli::environments::marathon(repo, environment, url, auth, sources)??;
+    let marathon = baton_cli::environments::marathon(environment, url, auth, sources)??;
     Ok(commands::LiveFrom::Scheduler(marathon))
 }
 
 async fn dev(
-    repo: PathBuf,
+    repo: baton::environment::RepoDir,
     listen: SocketAddr,
     page_listen: SocketAddr,
     state_dir: Option<PathBuf>,
@@ -403,7 +400,8 @@ async fn dev(
     let sessions = TaskSessions::default();
     signals(shutdown.clone(), Some(sessions.clone()));
     let options = baton_cli::dev::DevOptions {
-        repo,
+        repo: repo.path,
+        environment: repo.environment,
         listen,
         page_listen,
         state_dir,

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use walkdir::WalkDir;
 
 use super::SourceError;
-use baton_core::spec::load::{parse_config, Snapshot, SourceFile, CONFIG_FILE};
+use baton_core::spec::load::{parse_config, RepoConfig, Snapshot, SourceFile, CONFIG_FILE};
 use baton_core::spec::{AppId, Diagnostic, Severity};
 
 /// Spec file extensions; anything else under the apps dir (READMEs, ...) is ignored.
@@ -33,21 +33,7 @@ pub fn read_dir(root: &Path) -> Result<Snapshot, SourceError> {
             "not a directory",
         )));
     }
-    let mut diagnostics = Vec::new();
-    let config_path = root.join(CONFIG_FILE);
-    let config_file =
-        match inside(&root, &config_path).and_then(|()| read_limited(&config_path, 1024 * 1024)) {
-            Ok(Some(bytes)) => Some(SourceFile {
-                path: PathBuf::from(CONFIG_FILE),
-                bytes,
-            }),
-            Ok(None) => None,
-            Err(message) => {
-                diagnostics.push(problem(Path::new(CONFIG_FILE), None, message));
-                None
-            }
-        };
-    let (config, config_diags) = parse_config(config_file.as_ref());
+    let (config, config_diags, mut diagnostics) = config_of(&root);
     if config_diags.iter().any(|d| d.severity == Severity::Error) || !diagnostics.is_empty() {
         // Without a trustworthy config we do not know where the apps are or who owns them.
         diagnostics.extend(config_diags);
@@ -68,6 +54,39 @@ pub fn read_dir(root: &Path) -> Result<Snapshot, SourceError> {
         diagnostics,
         incomplete,
     })
+}
+
+/// Read and parse only `baton.yaml` of the repo at `root` (absent: the defaults), with its
+/// problems: what a command needs to find an environment's settings without reading the specs.
+pub fn read_config(root: &Path) -> Result<(RepoConfig, Vec<Diagnostic>), SourceError> {
+    let root = fs::canonicalize(root).map_err(|source| SourceError::Unreadable {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let (config, mut found, unreadable) = config_of(&root);
+    found.extend(unreadable);
+    Ok((config, found))
+}
+
+/// `baton.yaml` of the canonical `root`: the config, its parse problems, and the problem of
+/// reading it (too large, a symlink out of the repo, ...) apart.
+fn config_of(root: &Path) -> (RepoConfig, Vec<Diagnostic>, Vec<Diagnostic>) {
+    let mut diagnostics = Vec::new();
+    let config_path = root.join(CONFIG_FILE);
+    let config_file =
+        match inside(root, &config_path).and_then(|()| read_limited(&config_path, 1024 * 1024)) {
+            Ok(Some(bytes)) => Some(SourceFile {
+                path: PathBuf::from(CONFIG_FILE),
+                bytes,
+            }),
+            Ok(None) => None,
+            Err(message) => {
+                diagnostics.push(problem(Path::new(CONFIG_FILE), None, message));
+                None
+            }
+        };
+    let (config, config_diags) = parse_config(config_file.as_ref());
+    (config, config_diags, diagnostics)
 }
 
 /// Every spec file under `dir` (relative to `root`), with the problems met; `true` when a

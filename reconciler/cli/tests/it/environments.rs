@@ -240,3 +240,176 @@ fn serve_takes_the_environments_marathon_only_from_a_repo_on_this_host() {
     assert_eq!(o.status.code(), Some(64), "{}", out(&o));
     assert!(out(&o).contains("no environment `perf`"), "{}", out(&o));
 }
+
+/// `plan --environment NAME` asks the environment's `vaultAddr` (nothing listens there: the
+/// error names it), unless `--vault-addr` overrides it; without a token it says whose address
+/// needs one.
+#[test]
+fn plan_uses_the_environments_vault_address_unless_vault_addr_overrides_it() {
+    let dir = repo();
+    // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    write(
+        dir.path(),
+        "baton.yaml",
+        "owner: shop\nenvironments:\n  qa: {marathon: 'http://127.0.0.1:1', vaultAddr: 'http://127.0.0.1:9'}\n  prod: {marathon: 'http://127.0.0.1:2'}\n",
+    );
+    write(dir.path(), "live.json", "{\"apps\": []}\n");
+    let plan = |extra: &[&str], token: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_baton"));
+        c.args(["plan", "--live", "live.json"])
+            .args(extra)
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .env_remove("BATON_VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .env_remove("BATON_VAULT_TOKEN");
+        if token {
+            c.env("BATON_VAULT_TOKEN", "t");
+        }
+        c.output().unwrap()
+    };
+    let o = plan(&["--environment", "qa"], true);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        out(&o).contains("Vault at http://127.0.0.1:9: ") && out(&o).contains("cannot reach Vault"),
+        "{}",
+        out(&o)
+    );
+    // The flag wins over the environment's address.
+    let o = plan(
+        &["--environment", "qa", "--vault-addr", "http://127.0.0.1:7"],
+        true,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        out(&o).contains("Vault at http://127.0.0.1:7: "),
+        "{}",
+        out(&o)
+    );
+    assert!(!out(&o).contains("127.0.0.1:9"), "{}", out(&o));
+    // No token: refused before anything is read, naming the environment and its address.
+    let o = plan(&["--environment", "qa"], false);
+    assert_eq!(o.status.code(), Some(64), "{}", out(&o));
+    assert!(
+        out(&o).contains("--vault-addr (from environment `qa` in baton.yaml): http://127.0.0.1:9: no Vault token"),
+        "{}",
+        out(&o)
+    );
+    // An environment without `vaultAddr` plans with Vault state unknown, as before.
+    let o = plan(&["--environment", "prod"], true);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+}
+
+/// `baton dev` in a repo that declares environments: without `--environment` it stops at once
+/// with an error listing them; with one it applies that environment (its overlay, its owner) to
+/// its own dev scheduler and says the environment's Marathon is not used.
+#[tokio::test]
+async fn dev_applies_the_environment_named_and_lists_them_when_none_is() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::Duration;
+    let dir = repo();
+    write(
+        dir.path(),
+        "environments/qa/apps/web.yaml",
+        "env: {MODE: qa}\n",
+    );
+    let dev = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["dev", "--repo", "."])
+            .args(["--listen", "127.0.0.1:0", "--page-listen", "127.0.0.1:0"])
+            .args(extra)
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .env_remove("BATON_ENVIRONMENT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Without --environment: an error at once, naming every environment (a bounded wait: a
+    // `baton dev` that kept running instead is killed and fails the test).
+    let child = dev(&[]);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(o) = rx.recv_timeout(Duration::from_secs(60)) else {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        panic!("baton dev without --environment kept running");
+    };
+    let o = o.unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        out(&o).contains("declares environments (prod, qa): name one with --environment"),
+        "{}",
+        out(&o)
+    );
+
+    // With --environment qa: qa's overlay and owner, on the embedded dev scheduler.
+    let mut child = dev(&["--environment", "qa"]);
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let mut seen = Vec::new();
+    while !seen
+        .last()
+        .is_some_and(|l: &String| l.starts_with("watching "))
+    {
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                panic!("no first apply within 120 s: {seen:#?}");
+            }
+        }
+    }
+    let said = |prefix: &str| {
+        seen.iter()
+            .find(|l| l.starts_with(prefix))
+            .cloned()
+            .unwrap_or_else(|| panic!("no `{prefix}` line: {seen:#?}"))
+    };
+    let env_line = said("environment: qa");
+    assert!(
+        env_line.contains("http://127.0.0.1:1 is not used"),
+        "{env_line}"
+    );
+    let url = said("dev scheduler: ");
+    let url = url["dev scheduler: ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let app: serde_json::Value = reqwest::get(format!("{url}/v2/apps/web"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(app["app"]["env"]["MODE"], "qa", "{app:#}");
+    assert_eq!(
+        app["app"]["labels"]["baton.dev/owner"], "shop.qa",
+        "{app:#}"
+    );
+
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let waited = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || child.wait()),
+    )
+    .await;
+    let Ok(waited) = waited else {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        panic!("baton dev did not stop on SIGINT within 60 s");
+    };
+    assert_eq!(waited.unwrap().unwrap().code(), Some(0));
+}
