@@ -118,6 +118,17 @@ fn load_env(
 
 /// `baton validate` of a repo with environments: every environment loaded and checked on its
 /// own, the findings combined (`environment::combine`). A repo without: as before.
+/// Environment `name` of the repo in `dir`, with the definitions kept (to compare them).
+fn definitions_of(dir: &Path, name: &str) -> Result<Repo, crate::commands::CommandError> {
+    read(
+        &RepoDir {
+            path: dir.to_path_buf(),
+            environment: Some(name.to_string()),
+        },
+        Keep::Definitions,
+    )
+}
+
 pub fn read_all(dir: &Path, keep: Keep) -> Result<Repo, crate::commands::CommandError> {
     spec::schema::warm_up();
     let snapshot = crate::source::read_dir(dir)?;
@@ -219,16 +230,7 @@ pub fn diff_env(
 ) -> Result<u8, crate::commands::CommandError> {
     use crate::commands::{exit, Format};
     let only = app_ids(apps)?;
-    let load = |name: &str| {
-        read(
-            &RepoDir {
-                path: dir.to_path_buf(),
-                environment: Some(name.to_string()),
-            },
-            Keep::Definitions,
-        )
-    };
-    let (a, b) = (load(from)?, load(to)?);
+    let (a, b) = (definitions_of(dir, from)?, definitions_of(dir, to)?);
     let diff = environment::compare::diff_env((from, &a), (to, &b), &only);
     match format {
         Format::Json => {
@@ -336,16 +338,7 @@ pub fn promote(
     fields: &[String],
 ) -> Result<Promoted, crate::commands::CommandError> {
     let ids = app_ids(apps)?;
-    let load = |name: &str| {
-        read(
-            &RepoDir {
-                path: dir.to_path_buf(),
-                environment: Some(name.to_string()),
-            },
-            Keep::Definitions,
-        )
-    };
-    let (a, b) = (load(from)?, load(to)?);
+    let (a, b) = (definitions_of(dir, from)?, definitions_of(dir, to)?);
     let overlay_root = overlay::apps_dir(to, &b.config.apps_dir);
     let mut writes: Vec<Write> = Vec::new();
     for id in &ids {
@@ -425,7 +418,7 @@ pub fn promote(
         std::fs::write(&full, text)?;
     }
     // The result must load: a promotion that breaks TO is not written.
-    let after = load(to)?;
+    let after = definitions_of(dir, to)?;
     let broken: Vec<String> = ids
         .iter()
         .filter(|id| after.invalid.contains(*id))

@@ -669,23 +669,7 @@ impl GitSource {
         config_entry: Option<(ObjectId, EntryKind)>,
     ) -> Result<(Repo, bool), String> {
         let mut base = Vec::new();
-        let config_file = match config_entry {
-            None => None,
-            Some((_, kind)) if !matches!(kind, EntryKind::Blob | EntryKind::BlobExecutable) => {
-                base.push(problem(Path::new(CONFIG_FILE), None, not_a_file(kind)));
-                None
-            }
-            Some((id, _)) => match read_blob(repo, id, MAX_CONFIG_BYTES) {
-                Ok(bytes) => Some(SourceFile {
-                    path: PathBuf::from(CONFIG_FILE),
-                    bytes,
-                }),
-                Err(message) => {
-                    base.push(problem(Path::new(CONFIG_FILE), None, message));
-                    None
-                }
-            },
-        };
+        let config_file = config_file(repo, config_entry, &mut base);
         let (config, config_diags) = parse_config(config_file.as_ref());
         let config_bad =
             !base.is_empty() || config_diags.iter().any(|d| d.severity == Severity::Error);
@@ -728,23 +712,7 @@ impl GitSource {
         env: &str,
     ) -> Result<Repo, String> {
         let mut diagnostics = Vec::new();
-        let config_file = match config_entry {
-            None => None,
-            Some((_, kind)) if !matches!(kind, EntryKind::Blob | EntryKind::BlobExecutable) => {
-                diagnostics.push(problem(Path::new(CONFIG_FILE), None, not_a_file(kind)));
-                None
-            }
-            Some((id, _)) => match read_blob(repo, id, MAX_CONFIG_BYTES) {
-                Ok(bytes) => Some(SourceFile {
-                    path: PathBuf::from(CONFIG_FILE),
-                    bytes,
-                }),
-                Err(message) => {
-                    diagnostics.push(problem(Path::new(CONFIG_FILE), None, message));
-                    None
-                }
-            },
-        };
+        let config_file = config_file(repo, config_entry, &mut diagnostics);
         let (config, config_diags) = parse_config(config_file.as_ref());
         let config_bad =
             !diagnostics.is_empty() || config_diags.iter().any(|d| d.severity == Severity::Error);
@@ -923,6 +891,31 @@ fn read_blob(repo: &gix::Repository, id: ObjectId, limit: u64) -> Result<Vec<u8>
         .find_blob(id)
         .map_err(|e| format!("cannot read blob {id}: {}", chain(&e)))?;
     Ok(blob.take_data())
+}
+
+/// `baton.yaml` of a commit, when it is a readable file; why not goes into `diagnostics`.
+fn config_file(
+    repo: &gix::Repository,
+    config_entry: Option<(ObjectId, EntryKind)>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<SourceFile> {
+    match config_entry {
+        None => None,
+        Some((_, kind)) if !matches!(kind, EntryKind::Blob | EntryKind::BlobExecutable) => {
+            diagnostics.push(problem(Path::new(CONFIG_FILE), None, not_a_file(kind)));
+            None
+        }
+        Some((id, _)) => match read_blob(repo, id, MAX_CONFIG_BYTES) {
+            Ok(bytes) => Some(SourceFile {
+                path: PathBuf::from(CONFIG_FILE),
+                bytes,
+            }),
+            Err(message) => {
+                diagnostics.push(problem(Path::new(CONFIG_FILE), None, message));
+                None
+            }
+        },
+    }
 }
 
 fn problem(path: &Path, app: Option<AppId>, message: String) -> Diagnostic {
