@@ -34,6 +34,36 @@ impl Write for Lines {
     }
 }
 
+/// `baton dev` on `repo` in a task: its output line by line, the token that stops it, the task.
+fn start_dev(
+    repo: &Path,
+) -> (
+    Output,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), baton_cli::dev::DevLoopError>>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let out = Output {
+        rx,
+        seen: Vec::new(),
+    };
+    let shutdown = CancellationToken::new();
+    let options = DevOptions {
+        repo: repo.to_path_buf(),
+        debounce: Duration::from_millis(100),
+        ..DevOptions::default()
+    };
+    let stop = shutdown.clone();
+    let dev = tokio::spawn(async move {
+        let mut lines = Lines {
+            tx,
+            partial: String::new(),
+        };
+        run(options, stop, &mut lines).await
+    });
+    (out, shutdown, dev)
+}
+
 struct Output {
     rx: mpsc::UnboundedReceiver<String>,
     seen: Vec<String>,
@@ -123,25 +153,7 @@ async fn baton_dev_deploys_the_demo_redeploys_edits_and_leaves_nothing_behind() 
     copy_dir(&demo, tmp.path());
     let repo = tmp.path().to_path_buf();
 
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut out = Output {
-        rx,
-        seen: Vec::new(),
-    };
-    let shutdown = CancellationToken::new();
-    let options = DevOptions {
-        repo: repo.clone(),
-        debounce: Duration::from_millis(100),
-        ..DevOptions::default()
-    };
-    let stop = shutdown.clone();
-    let dev = tokio::spawn(async move {
-        let mut lines = Lines {
-            tx,
-            partial: String::new(),
-        };
-        run(options, stop, &mut lines).await
-    });
+    let (mut out, shutdown, dev) = start_dev(&repo);
 
     let line = out.until("dev scheduler: http://").await;
     let url = line
@@ -245,25 +257,7 @@ async fn baton_dev_prints_the_url_of_its_status_page_and_serves_it() {
         "cmd: exec sleep 1000\ncpus: 0.01\nmem: 8\ninstances: 1\n",
     )
     .unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut out = Output {
-        rx,
-        seen: Vec::new(),
-    };
-    let shutdown = CancellationToken::new();
-    let options = DevOptions {
-        repo: repo.clone(),
-        debounce: Duration::from_millis(100),
-        ..DevOptions::default()
-    };
-    let stop = shutdown.clone();
-    let dev = tokio::spawn(async move {
-        let mut lines = Lines {
-            tx,
-            partial: String::new(),
-        };
-        run(options, stop, &mut lines).await
-    });
+    let (mut out, shutdown, dev) = start_dev(&repo);
     let line = out.until("status page:").await;
     let url = line
         .split_whitespace()
